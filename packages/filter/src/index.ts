@@ -1,1 +1,2 @@
-export {};
+export * from './page-bitmap.js';
+export * from './policy.js';

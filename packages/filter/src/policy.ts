@@ -1,0 +1,235 @@
+import { PageBitmap } from './page-bitmap.js';
+
+/**
+ * The pre-copy loop of the paper's Fig. 3 (lines 2-12) as one pure module.
+ *
+ * The live source agent and the trace simulator drive the very same `PrecopyDriver`: they tell
+ * it what was dirtied during each round and how long the round took; it decides the next round's
+ * send list (through a `Policy`, the paper's DataFilter) and when to stop.
+ *
+ *   unsynced := all pages                       (round 1)
+ *   loop:
+ *     (send, held) := policy.plan(unsynced)     DataFilter: held = the forecast filter list
+ *     dirtied := SendData(send)                 the caller sends, the tracker reports writes
+ *     unsynced := dirtied ∪ held
+ *     stop when a stop rule fires               then stop-and-copy sends `unsynced`
+ *
+ * Page indices are positions in the session's linear page space (every migrated mapping's pages
+ * laid end to end); the driver never sees addresses.
+ */
+
+/** When the iterative phase ends. Defaults are old Xen's (libxc): 30 rounds, 50 pages, 3x. */
+export interface StopRules {
+  /** Stop after this many rounds (the last iterative round is round `maxRounds`). */
+  maxRounds: number;
+  /** Stop when fewer than this many pages remain unsynchronized. */
+  minRemainingPages: number;
+  /** Stop when pages sent reach this multiple of the memory size. */
+  maxFactor: number;
+  /**
+   * QEMU's rule, optional: stop when the unsynchronized pages would take at most this long at the
+   * measured page rate.
+   */
+  downtimeLimitMs?: number;
+}
+
+export const XEN_DEFAULT_STOP_RULES: Readonly<StopRules> = Object.freeze({
+  maxRounds: 30,
+  minRemainingPages: 50,
+  maxFactor: 3,
+});
+
+export type StopReason = 'max-rounds' | 'min-remaining' | 'max-factor' | 'downtime-limit';
+
+/** What a policy knows when it plans a round. */
+export interface RoundContext {
+  /** 1-based number of the round being planned. */
+  round: number;
+  /** Measured link rate in pages per second (0 before anything was measured). */
+  pageRate: number;
+  /** Milliseconds since the migration began (monotonic clock of the caller). */
+  nowMs: number;
+}
+
+/** The outcome of one round, reported by whoever sent it. */
+export interface RoundOutcome {
+  /** Pages actually sent in the round. */
+  pagesSent: number;
+  /** Pages of the send list skipped by a per-batch rule (xen-skip). They stay unsynchronized. */
+  pagesSkipped: number;
+  /** Pages written while the round ran (from its start to its end). */
+  dirtied: PageBitmap;
+  durationMs: number;
+  /** Link rate measured over the round, pages per second. */
+  pageRate: number;
+}
+
+/** A plan for one round: what to send now and what the policy holds back for later. */
+export interface RoundPlan {
+  round: number;
+  send: PageBitmap;
+  held: PageBitmap;
+}
+
+export interface RoundRecord {
+  round: number;
+  /** Pages planned to be sent (send list after the filter). */
+  pagesPlanned: number;
+  pagesSent: number;
+  /** Pages held back by the policy's filter plus pages skipped by a per-batch rule. */
+  pagesFiltered: number;
+  pagesDirtied: number;
+  durationMs: number;
+}
+
+export type RoundDecision =
+  | { kind: 'round'; plan: RoundPlan }
+  | { kind: 'stop'; reason: StopReason; remaining: PageBitmap };
+
+/**
+ * A data filter: decides which of the unsynchronized pages to hold back this round. Plain
+ * pre-copy holds back nothing.
+ */
+export interface Policy {
+  readonly name: string;
+  /**
+   * Returns the pages of `unsynced` to hold back this round (a subset of it). Must not modify
+   * `unsynced`.
+   */
+  holdBack(unsynced: PageBitmap, ctx: RoundContext): PageBitmap;
+  /**
+   * Per-batch rule (Xen's to_skip): when true, the sender skips pages of each batch that were
+   * already written again during the current round.
+   */
+  readonly skipRedirtied?: boolean;
+  /** Sees every dirty sample (one per sampling interval), in order, while the migration runs. */
+  observeSample?(sample: PageBitmap, atMs: number): void;
+  /** Sees each finished round. */
+  observeRound?(record: RoundRecord, dirtied: PageBitmap): void;
+  /** Called when the page space grows or shrinks; bitmaps of the old size must be resized. */
+  resize?(totalPages: number): void;
+  /** Policy-specific facts for the report (model status, fallback, costs). */
+  status?(): Record<string, unknown>;
+}
+
+/** Plain pre-copy: hold nothing back. */
+export class PrecopyPolicy implements Policy {
+  readonly name = 'precopy';
+  holdBack(unsynced: PageBitmap): PageBitmap {
+    return new PageBitmap(unsynced.size);
+  }
+}
+
+/**
+ * Drives the iterative phase. One instance per migration.
+ */
+export class PrecopyDriver {
+  private totalPages: number;
+  private round = 0;
+  private totalSent = 0;
+  private current: RoundPlan | null = null;
+  readonly records: RoundRecord[] = [];
+
+  constructor(
+    totalPages: number,
+    readonly rules: StopRules,
+    readonly policy: Policy,
+  ) {
+    validateRules(rules);
+    this.totalPages = totalPages;
+  }
+
+  get pages(): number {
+    return this.totalPages;
+  }
+
+  /** Pages sent so far over all rounds. */
+  get pagesSent(): number {
+    return this.totalSent;
+  }
+
+  /** Round 1: every page is unsynchronized; the policy may already hold some back. */
+  firstRound(ctx: Omit<RoundContext, 'round'>): RoundPlan {
+    if (this.round !== 0) throw new Error('firstRound() called twice');
+    return this.plan(PageBitmap.full(this.totalPages), { ...ctx, round: 1 });
+  }
+
+  /**
+   * The page space changed size between rounds (mappings appeared or vanished). Pages past the
+   * old size are new; the caller reports them as dirtied in the next outcome.
+   */
+  resize(totalPages: number): void {
+    if (totalPages === this.totalPages) return;
+    this.totalPages = totalPages;
+    if (this.current) {
+      this.current = {
+        round: this.current.round,
+        send: this.current.send.resized(totalPages),
+        held: this.current.held.resized(totalPages),
+      };
+    }
+    this.policy.resize?.(totalPages);
+  }
+
+  /** Reports how the current round went and gets the next round or the decision to stop. */
+  endRound(outcome: RoundOutcome, ctx: Omit<RoundContext, 'round'>): RoundDecision {
+    const cur = this.current;
+    if (!cur) throw new Error('endRound() before firstRound()');
+    if (outcome.dirtied.size !== this.totalPages) {
+      throw new RangeError(`dirtied bitmap has ${outcome.dirtied.size} pages, space has ${this.totalPages}`);
+    }
+    this.totalSent += outcome.pagesSent;
+    const record: RoundRecord = {
+      round: cur.round,
+      pagesPlanned: cur.send.count(),
+      pagesSent: outcome.pagesSent,
+      pagesFiltered: cur.held.count() + outcome.pagesSkipped,
+      pagesDirtied: outcome.dirtied.count(),
+      durationMs: outcome.durationMs,
+    };
+    this.records.push(record);
+    this.policy.observeRound?.(record, outcome.dirtied);
+
+    // Paper line 10: unsyn := |filterlist| + |dirtylist| (as a union: a held page that was also
+    // written is one page to send, not two).
+    const unsynced = outcome.dirtied.clone().or(cur.held);
+    const reason = this.stopReason(unsynced.count(), outcome.pageRate || ctx.pageRate);
+    if (reason) {
+      this.current = null;
+      return { kind: 'stop', reason, remaining: unsynced };
+    }
+    return { kind: 'round', plan: this.plan(unsynced, { ...ctx, round: cur.round + 1 }) };
+  }
+
+  private plan(unsynced: PageBitmap, ctx: RoundContext): RoundPlan {
+    const held = this.policy.holdBack(unsynced, ctx);
+    if (held.size !== unsynced.size) {
+      throw new RangeError(`policy ${this.policy.name} returned a filter list of ${held.size} pages for ${unsynced.size}`);
+    }
+    held.and(unsynced); // a policy may only hold back what is unsynchronized
+    const send = unsynced.clone().andNot(held);
+    this.round = ctx.round;
+    this.current = { round: ctx.round, send, held };
+    return this.current;
+  }
+
+  private stopReason(unsynced: number, pageRate: number): StopReason | null {
+    const r = this.rules;
+    if (this.round >= r.maxRounds) return 'max-rounds';
+    if (unsynced < r.minRemainingPages) return 'min-remaining';
+    if (this.totalSent >= r.maxFactor * this.totalPages) return 'max-factor';
+    if (r.downtimeLimitMs !== undefined && pageRate > 0 && (unsynced / pageRate) * 1000 <= r.downtimeLimitMs) {
+      return 'downtime-limit';
+    }
+    return null;
+  }
+}
+
+function validateRules(r: StopRules): void {
+  if (!Number.isInteger(r.maxRounds) || r.maxRounds < 1) throw new RangeError(`maxRounds must be a whole number >= 1, got ${r.maxRounds}`);
+  if (!(r.minRemainingPages >= 0)) throw new RangeError(`minRemainingPages must be >= 0, got ${r.minRemainingPages}`);
+  if (!(r.maxFactor > 0)) throw new RangeError(`maxFactor must be > 0, got ${r.maxFactor}`);
+  if (r.downtimeLimitMs !== undefined && !(r.downtimeLimitMs > 0)) {
+    throw new RangeError(`downtimeLimitMs must be > 0, got ${r.downtimeLimitMs}`);
+  }
+}

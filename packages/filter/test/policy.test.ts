@@ -1,0 +1,99 @@
+import { describe, expect, it } from 'vitest';
+import { PageBitmap, PrecopyDriver, PrecopyPolicy, XEN_DEFAULT_STOP_RULES, type Policy } from '../src/index.js';
+
+const ctx = { pageRate: 1000, nowMs: 0 };
+
+function outcome(dirtied: PageBitmap, pagesSent: number) {
+  return { pagesSent, pagesSkipped: 0, dirtied, durationMs: 10, pageRate: 1000 };
+}
+
+describe('PrecopyDriver', () => {
+  it('sends every page in round 1, then what was dirtied', () => {
+    const d = new PrecopyDriver(100, XEN_DEFAULT_STOP_RULES, new PrecopyPolicy());
+    const r1 = d.firstRound(ctx);
+    expect(r1.round).toBe(1);
+    expect(r1.send.count()).toBe(100);
+    const dirty = PageBitmap.fromIndices(100, [1, 2, 3, ...Array.from({ length: 60 }, (_, i) => 30 + i)]);
+    const dec = d.endRound(outcome(dirty, 100), ctx);
+    expect(dec.kind).toBe('round');
+    if (dec.kind !== 'round') return;
+    expect(dec.plan.round).toBe(2);
+    expect(dec.plan.send.equals(dirty)).toBe(true);
+  });
+
+  it('stops when fewer than minRemainingPages remain, handing back what remains', () => {
+    const d = new PrecopyDriver(100, XEN_DEFAULT_STOP_RULES, new PrecopyPolicy());
+    d.firstRound(ctx);
+    const dirty = PageBitmap.fromIndices(100, [5, 6]);
+    const dec = d.endRound(outcome(dirty, 100), ctx);
+    expect(dec).toMatchObject({ kind: 'stop', reason: 'min-remaining' });
+    if (dec.kind === 'stop') expect([...dec.remaining]).toEqual([5, 6]);
+  });
+
+  it('stops at maxRounds and at maxFactor', () => {
+    const full = () => PageBitmap.full(100);
+    const a = new PrecopyDriver(100, { ...XEN_DEFAULT_STOP_RULES, maxRounds: 2 }, new PrecopyPolicy());
+    a.firstRound(ctx);
+    expect(a.endRound(outcome(full(), 100), ctx).kind).toBe('round');
+    expect(a.endRound(outcome(full(), 100), ctx)).toMatchObject({ kind: 'stop', reason: 'max-rounds' });
+
+    const b = new PrecopyDriver(100, { ...XEN_DEFAULT_STOP_RULES, maxFactor: 2 }, new PrecopyPolicy());
+    b.firstRound(ctx);
+    expect(b.endRound(outcome(full(), 100), ctx).kind).toBe('round');
+    expect(b.endRound(outcome(full(), 100), ctx)).toMatchObject({ kind: 'stop', reason: 'max-factor' });
+  });
+
+  it('applies the downtime limit at the measured rate (QEMU rule)', () => {
+    const d = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, new PrecopyPolicy());
+    d.firstRound(ctx);
+    const dirty = new PageBitmap(10_000);
+    dirty.setRange(0, 400); // 400 pages at 1000 pages/s = 400 ms > 300 ms
+    expect(d.endRound(outcome(dirty, 10_000), ctx).kind).toBe('round');
+    const fewer = new PageBitmap(10_000);
+    fewer.setRange(0, 250); // 250 ms <= 300 ms
+    expect(d.endRound(outcome(fewer, 400), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
+  });
+
+  it('sends held pages in a later round and counts them as filtered', () => {
+    let call = 0;
+    const holdFirst: Policy = {
+      name: 'hold-first',
+      holdBack(u) {
+        call++;
+        return call === 1 ? PageBitmap.fromIndices(u.size, [7, 8, 9]) : new PageBitmap(u.size);
+      },
+    };
+    const d = new PrecopyDriver(100, { ...XEN_DEFAULT_STOP_RULES, minRemainingPages: 1 }, holdFirst);
+    const r1 = d.firstRound(ctx);
+    expect(r1.send.count()).toBe(97);
+    expect(r1.send.has(7)).toBe(false);
+    const dec = d.endRound(outcome(PageBitmap.fromIndices(100, [50]), 97), ctx);
+    expect(d.records[0].pagesFiltered).toBe(3);
+    expect(dec.kind).toBe('round');
+    if (dec.kind === 'round') expect([...dec.plan.send]).toEqual([7, 8, 9, 50]);
+  });
+});
+
+describe('PageBitmap', () => {
+  it('keeps bits past size clear and counts ranges', () => {
+    const b = PageBitmap.full(37);
+    expect(b.count()).toBe(37);
+    expect(b.countRange(30, 40)).toBe(7);
+    const c = b.resized(70);
+    expect(c.count()).toBe(37);
+    c.setRange(60, 70);
+    expect(c.count()).toBe(47);
+    expect(c.runs()).toEqual([[0, 37], [60, 70]]);
+    expect(c.runs(20)).toEqual([[0, 20], [20, 37], [60, 70]]);
+  });
+
+  it('does set algebra word by word', () => {
+    const a = PageBitmap.fromIndices(100, [1, 33, 64, 99]);
+    const b = PageBitmap.fromIndices(100, [33, 99, 5]);
+    expect(a.intersectCount(b)).toBe(2);
+    expect([...a.clone().andNot(b)]).toEqual([1, 64]);
+    expect([...a.clone().or(b)]).toEqual([1, 5, 33, 64, 99]);
+    expect([...a.clone().and(b)]).toEqual([33, 99]);
+    expect(() => a.set(100)).toThrow(RangeError);
+  });
+});
