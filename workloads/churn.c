@@ -1,0 +1,160 @@
+/*
+ * churn: a multi-threaded workload whose mappings change all the time, for forecopy's tests of
+ * layout changes during a migration.
+ *
+ *   churn [--threads 4] [--mappings 64] [--mb 64] [--period-ms 20] [--seed N]
+ *
+ * It keeps --mappings anonymous mappings of various sizes (about --mb MiB in all). --threads
+ * threads write random words into random mappings; every --period-ms the main thread unmaps one
+ * mapping and maps a new one of another size, and now and then grows the heap with malloc.
+ * Prints `churn pid=<pid> ready` when set up.
+ *
+ * Self-check: each mapping keeps the XOR of its words up to date (under its own mutex). On
+ * SIGUSR1 it verifies every live mapping and prints `churn check ok mappings=<n>` or
+ * `churn check CORRUPT mapping=<i>`. SIGTERM/SIGINT end it with exit code 0.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096u
+
+struct slot {
+  pthread_mutex_t mu;
+  uint64_t *base;
+  size_t words;
+  uint64_t acc;
+};
+
+static struct slot *slots;
+static long nslots = 64, nthreads = 4, total_mb = 64, period_ms = 20;
+static volatile sig_atomic_t want_check = 0, want_exit = 0;
+
+static void on_usr1(int s) { (void)s; want_check = 1; }
+static void on_term(int s) { (void)s; want_exit = 1; }
+
+static inline uint64_t xs(uint64_t *st) {
+  uint64_t x = *st;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *st = x;
+}
+
+static long num(const char *name, const char *v, long min, long max) {
+  char *end;
+  if (!v) { fprintf(stderr, "churn: missing value for %s\n", name); exit(2); }
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (errno || *end || n < min || n > max) {
+    fprintf(stderr, "churn: %s must be a whole number from %ld to %ld, got %s\n", name, min, max, v);
+    exit(2);
+  }
+  return n;
+}
+
+/* Maps a fresh mapping of a random size into slot i (its mutex held by the caller). */
+static void fill_slot(struct slot *s, uint64_t *st) {
+  size_t avg_pages = ((size_t)total_mb << 20) / PAGE / (size_t)nslots;
+  if (avg_pages < 1) avg_pages = 1;
+  size_t pages = 1 + xs(st) % (2 * avg_pages);
+  void *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) { perror("churn: mmap"); exit(1); }
+  s->base = m;
+  s->words = pages * PAGE / 8;
+  s->acc = 0;
+  for (size_t w = 0; w < s->words; w += 7) { s->base[w] = xs(st); s->acc ^= s->base[w]; }
+}
+
+static void *writer(void *arg) {
+  uint64_t st = (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 7;
+  while (!want_exit) {
+    struct slot *s = &slots[xs(&st) % (uint64_t)nslots];
+    pthread_mutex_lock(&s->mu);
+    for (int k = 0; k < 16; k++) {
+      size_t w = xs(&st) % s->words;
+      uint64_t v = xs(&st);
+      s->acc ^= s->base[w] ^ v;
+      s->base[w] = v;
+    }
+    pthread_mutex_unlock(&s->mu);
+    struct timespec ts = {0, 20000};
+    nanosleep(&ts, NULL);
+  }
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  uint64_t seed = 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      printf("usage: churn [--threads 4] [--mappings 64] [--mb 64] [--period-ms 20] [--seed N]\n"
+             "example: churn --threads 4 --mappings 64 --mb 64   # then kill -USR1 <pid> to check it\n");
+      return 0;
+    } else if (!strcmp(a, "--threads")) { nthreads = num(a, v, 1, 64); i++; }
+    else if (!strcmp(a, "--mappings")) { nslots = num(a, v, 1, 4096); i++; }
+    else if (!strcmp(a, "--mb")) { total_mb = num(a, v, 1, 1 << 16); i++; }
+    else if (!strcmp(a, "--period-ms")) { period_ms = num(a, v, 1, 60000); i++; }
+    else if (!strcmp(a, "--seed")) { seed = (uint64_t)num(a, v, 0, 0x7fffffffL); i++; }
+    else { fprintf(stderr, "churn: unknown option: %s\nrun 'churn --help' for usage\n", a); return 2; }
+  }
+  uint64_t st = seed * 0x9E3779B97F4A7C15ull + 3;
+  slots = calloc((size_t)nslots, sizeof *slots);
+  for (long i = 0; i < nslots; i++) {
+    pthread_mutex_init(&slots[i].mu, NULL);
+    fill_slot(&slots[i], &st);
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_usr1;
+  sigaction(SIGUSR1, &sa, NULL);
+  sa.sa_handler = on_term;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  pthread_t *th = calloc((size_t)nthreads, sizeof *th);
+  for (long t = 0; t < nthreads; t++) pthread_create(&th[t], NULL, writer, (void *)(uintptr_t)(t + seed + 1));
+  printf("churn pid=%d ready\n", getpid());
+  fflush(stdout);
+
+  char *heap_blocks[256] = {0};
+  unsigned nheap = 0;
+  while (!want_exit) {
+    struct timespec ts = {period_ms / 1000, (period_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    struct slot *s = &slots[xs(&st) % (uint64_t)nslots];
+    pthread_mutex_lock(&s->mu);
+    munmap(s->base, s->words * 8);
+    fill_slot(s, &st);
+    pthread_mutex_unlock(&s->mu);
+    if (xs(&st) % 8 == 0 && nheap < 256) {
+      size_t n = 4096 + xs(&st) % (64 * 1024);
+      heap_blocks[nheap] = malloc(n);
+      memset(heap_blocks[nheap++], 0x5a, n);
+    }
+    if (want_check) {
+      want_check = 0;
+      long bad = -1;
+      for (long i = 0; i < nslots && bad < 0; i++) {
+        pthread_mutex_lock(&slots[i].mu);
+        uint64_t x = 0;
+        for (size_t w = 0; w < slots[i].words; w++) x ^= slots[i].base[w];
+        if (x != slots[i].acc) bad = i;
+        pthread_mutex_unlock(&slots[i].mu);
+      }
+      if (bad < 0) printf("churn check ok mappings=%ld\n", nslots);
+      else printf("churn check CORRUPT mapping=%ld\n", bad);
+      fflush(stdout);
+    }
+  }
+  for (long t = 0; t < nthreads; t++) pthread_join(th[t], NULL);
+  return 0;
+}
