@@ -1,1 +1,7 @@
-export {};
+export * from './constants.js';
+export * from './errors.js';
+export * from './messages.js';
+export * from './range-table.js';
+export * from './frame.js';
+export * from './channel.js';
+export * from './log-format.js';

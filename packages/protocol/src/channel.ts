@@ -1,0 +1,209 @@
+import type { Duplex } from 'node:stream';
+import { encodeMessage, FrameDecoder } from './frame.js';
+import { MessageType, type Message } from './messages.js';
+
+/**
+ * A message channel over one stream socket (TCP or TLS): frames out through `send`, frames in
+ * through `next`/`expect`, with backpressure both ways. Messages of the types given to
+ * `onMessage` bypass the queue (the source uses it for BatchAck, which arrives while it sends).
+ *
+ * The queue of received messages is bounded by the peer's flow control (credit), not here: a
+ * peer that floods messages nobody asked for fills at most `maxQueued` before the channel fails.
+ */
+export class ChannelClosedError extends Error {
+  readonly code = 'E_CHANNEL_CLOSED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ChannelClosedError';
+  }
+}
+
+export class ChannelTimeoutError extends Error {
+  readonly code = 'E_CHANNEL_TIMEOUT';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ChannelTimeoutError';
+  }
+}
+
+export class UnexpectedMessageError extends Error {
+  readonly code = 'E_UNEXPECTED_MESSAGE';
+  constructor(
+    message: string,
+    readonly received: Message,
+  ) {
+    super(message);
+    this.name = 'UnexpectedMessageError';
+  }
+}
+
+/** The peer sent Abort. */
+export class PeerAbortError extends Error {
+  readonly code: string;
+  constructor(
+    readonly peerCode: string,
+    readonly reason: string,
+  ) {
+    super(`peer aborted: ${reason} (${peerCode})`);
+    this.name = 'PeerAbortError';
+    this.code = 'E_PEER_ABORT';
+  }
+}
+
+type Waiter = { resolve: (m: Message) => void; reject: (e: Error) => void };
+
+export interface ChannelOptions {
+  maxFrameBytes?: number;
+  maxQueued?: number;
+}
+
+export class MessageChannel {
+  private readonly decoder: FrameDecoder;
+  private readonly queue: Message[] = [];
+  private readonly waiters: Waiter[] = [];
+  private readonly handlers = new Map<MessageType, (m: Message) => void>();
+  private error: Error | null = null;
+  private readonly maxQueued: number;
+  /** Bytes written to the socket (frames, all of them). */
+  bytesOut = 0;
+  bytesIn = 0;
+
+  constructor(
+    readonly socket: Duplex,
+    opts: ChannelOptions = {},
+  ) {
+    this.decoder = new FrameDecoder(opts.maxFrameBytes !== undefined ? { maxFrameBytes: opts.maxFrameBytes } : {});
+    this.maxQueued = opts.maxQueued ?? 4096;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => {
+      try {
+        this.decoder.end();
+        this.fail(new ChannelClosedError('the peer closed the connection'));
+      } catch (e) {
+        this.fail(e as Error);
+      }
+    });
+    socket.on('close', () => this.fail(new ChannelClosedError('the connection closed')));
+    socket.on('error', (e: Error) => this.fail(new ChannelClosedError(`connection error: ${e.message}`, { cause: e })));
+  }
+
+  get closed(): boolean {
+    return this.error !== null;
+  }
+
+  /** Routes messages of `type` to `fn` instead of the queue. */
+  onMessage(type: MessageType, fn: (m: Message) => void): void {
+    this.handlers.set(type, fn);
+  }
+
+  /** Writes a message; resolves once the socket accepted it without exceeding its buffer. */
+  async send(msg: Message): Promise<void> {
+    if (this.error) throw this.error;
+    const bufs = encodeMessage(msg);
+    let ok = true;
+    this.socket.cork();
+    for (const b of bufs) {
+      this.bytesOut += b.length;
+      ok = this.socket.write(b);
+    }
+    this.socket.uncork();
+    if (!ok) await this.drained();
+  }
+
+  /** The next queued message (any type), waiting up to `timeoutMs`. */
+  next(timeoutMs = 0): Promise<Message> {
+    const m = this.queue.shift();
+    if (m) return Promise.resolve(m);
+    if (this.error) return Promise.reject(this.error);
+    return new Promise<Message>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const w: Waiter = {
+        resolve: (m) => {
+          if (timer) clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e) => {
+          if (timer) clearTimeout(timer);
+          reject(e);
+        },
+      };
+      this.waiters.push(w);
+      if (timeoutMs > 0) {
+        timer = setTimeout(() => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(new ChannelTimeoutError(`no message from the peer within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+    });
+  }
+
+  /** The next message, which must be of `type`; an Abort becomes a PeerAbortError. */
+  async expect<T extends Message['type']>(type: T, timeoutMs = 0): Promise<Extract<Message, { type: T }>> {
+    const m = await this.next(timeoutMs);
+    if (m.type === type) return m as Extract<Message, { type: T }>;
+    if (m.type === MessageType.Abort) throw new PeerAbortError(m.header.code, m.header.reason);
+    throw new UnexpectedMessageError(`expected ${MessageType[type]}, received ${MessageType[m.type] ?? m.type}`, m);
+  }
+
+  /** Ends the socket (after pending writes). */
+  close(): void {
+    this.socket.end();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onDrain = () => {
+        cleanup();
+        resolve();
+      };
+      const onClose = () => {
+        cleanup();
+        reject(this.error ?? new ChannelClosedError('the connection closed while sending'));
+      };
+      const cleanup = () => {
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+      };
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.error) return;
+    this.bytesIn += chunk.length;
+    let msgs: Message[];
+    try {
+      msgs = this.decoder.push(chunk);
+    } catch (e) {
+      this.fail(e as Error);
+      this.socket.destroy();
+      return;
+    }
+    for (const m of msgs) {
+      const h = this.handlers.get(m.type);
+      if (h) {
+        h(m);
+        continue;
+      }
+      const w = this.waiters.shift();
+      if (w) w.resolve(m);
+      else if (this.queue.length >= this.maxQueued) {
+        this.fail(new ChannelClosedError(`the peer sent more than ${this.maxQueued} unanswered messages`));
+        this.socket.destroy();
+        return;
+      } else this.queue.push(m);
+    }
+  }
+
+  private fail(e: Error): void {
+    if (this.error) return;
+    this.error = e;
+    for (const w of this.waiters.splice(0)) w.reject(e);
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The forecopy wire protocol, version 1.
+ *
+ *   source                                         destination
+ *     │── Hello (magic, version, session, layout) ──▶│  creates the image
+ *     │◀───────────────── HelloAck (credit) ──────────│
+ *     │── RoundStart 1 ──────────────────────────────▶│
+ *     │── PageBatch ─────────────────────────────────▶│  applies the pages
+ *     │◀──────────────────────────── BatchAck (+1) ───│  one credit back per batch
+ *     │   ... at most `credit` batches unacknowledged ...
+ *     │── RoundEnd 1 ────────────────────────────────▶│
+ *     │◀──────────────────────────────── RoundAck 1 ──│
+ *     │   ... rounds 2..n, the same way ...
+ *     │── StopAndCopy (the process is frozen) ───────▶│
+ *     │── RoundStart n+1 (final) ─ PageBatch... ─────▶│
+ *     │── RoundEnd n+1 ──────────────────────────────▶│
+ *     │◀────────────────────────────── RoundAck n+1 ──│  downtime ends here
+ *     │── Checksums (xxh64 per page, in chunks) ─────▶│  hashes its image, compares
+ *     │◀──────────────────────── Verified | Mismatch ─│
+ *     │   either side may send Abort (code, reason) at any time and close
+ *
+ * Versioning: Hello carries the protocol version. An agent accepts its own version and the one
+ * immediately before it (version 1 has none before it); any other version is rejected with
+ * E_UNSUPPORTED_VERSION before a page flows.
+ *
+ * Frame: u32 BE length of what follows | u8 message type | u32 BE header length |
+ *        msgpack header (a map) | raw payload (page data, checksums).
+ * The payload is never copied into the header's buffer: `encodeMessage` returns the two parts
+ * for a gathered write.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { FRAME_PREFIX_BYTES, MAX_FRAME_BYTES, MAX_HEADER_BYTES } from './constants.js';
+import { BadHeaderError, FrameTooLargeError, FrameTruncatedError, LimitExceededError, ProtocolError } from './errors.js';
+import { headerToWire, validateMessage, type Message } from './messages.js';
+
+const packr = new Packr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+/** Encodes a message as [prefix + header, payload?]. */
+export function encodeMessage(m: Message): Buffer[] {
+  const header = packr.pack(headerToWire(m));
+  if (header.length > MAX_HEADER_BYTES) throw new LimitExceededError(`a ${m.type} header of ${header.length} bytes exceeds ${MAX_HEADER_BYTES}`);
+  const payloadLen = m.payload ? m.payload.length : 0;
+  const frameLen = 1 + 4 + header.length + payloadLen;
+  if (frameLen > MAX_FRAME_BYTES) throw new FrameTooLargeError(`a frame of ${frameLen} bytes exceeds ${MAX_FRAME_BYTES}`);
+  const head = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + header.length);
+  head.writeUInt32BE(frameLen, 0);
+  head.writeUInt8(m.type, 4);
+  head.writeUInt32BE(header.length, 5);
+  header.copy(head, FRAME_PREFIX_BYTES);
+  return payloadLen > 0 ? [head, m.payload!] : [head];
+}
+
+/** Decodes a frame body (everything after the u32 length). */
+export function decodeFrameBody(body: Buffer): Message {
+  if (body.length < 5) throw new BadHeaderError(`a frame of ${body.length} bytes is too short`);
+  const type = body.readUInt8(0);
+  const hlen = body.readUInt32BE(1);
+  if (hlen > MAX_HEADER_BYTES) throw new LimitExceededError(`a header of ${hlen} bytes exceeds ${MAX_HEADER_BYTES}`);
+  if (5 + hlen > body.length) throw new BadHeaderError(`header length ${hlen} runs past the frame`);
+  let header: unknown;
+  try {
+    header = unpackr.unpack(body.subarray(5, 5 + hlen));
+  } catch (e) {
+    throw new BadHeaderError(`the header is not valid msgpack: ${(e as Error).message}`);
+  }
+  return validateMessage(type, header, body.subarray(5 + hlen));
+}
+
+type DecoderState = 'READ_LENGTH' | 'READ_BODY';
+
+/**
+ * Incremental frame decoder: feed it chunks as TCP delivers them (a frame split over many chunks
+ * or many frames in one chunk). Bounded: a length over `maxFrameBytes` is refused as soon as its
+ * four bytes arrive, before any of the body is buffered. After an error it stays failed.
+ *
+ * A payload returned for a frame that arrived within one chunk is a view into that chunk (no
+ * copy); a frame spanning chunks is copied once into a buffer of its own.
+ */
+export class FrameDecoder {
+  private state: DecoderState = 'READ_LENGTH';
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private need = 4;
+  private failed: ProtocolError | null = null;
+  readonly maxFrameBytes: number;
+
+  constructor(opts: { maxFrameBytes?: number } = {}) {
+    this.maxFrameBytes = opts.maxFrameBytes || MAX_FRAME_BYTES;
+  }
+
+  push(chunk: Buffer): Message[] {
+    if (this.failed) throw this.failed;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const out: Message[] = [];
+    try {
+      while (this.buffered >= this.need) {
+        if (this.state === 'READ_LENGTH') {
+          const len = this.consume(4).readUInt32BE(0);
+          if (len > this.maxFrameBytes) throw new FrameTooLargeError(`a frame announces ${len} bytes, more than ${this.maxFrameBytes}`);
+          if (len < 5) throw new BadHeaderError(`a frame announces ${len} bytes, too short for a type and header length`);
+          this.need = len;
+          this.state = 'READ_BODY';
+        } else {
+          out.push(decodeFrameBody(this.consume(this.need)));
+          this.need = 4;
+          this.state = 'READ_LENGTH';
+        }
+      }
+    } catch (e) {
+      this.failed = e instanceof ProtocolError ? e : new BadHeaderError((e as Error).message);
+      this.chunks = [];
+      throw this.failed;
+    }
+    return out;
+  }
+
+  /** The stream ended: throws if it ended inside a frame. */
+  end(): void {
+    if (this.failed) return;
+    if (this.buffered > 0) {
+      this.failed = new FrameTruncatedError(`the stream ended inside a frame (${this.buffered} bytes of ${this.state === 'READ_LENGTH' ? 4 : this.need} buffered)`);
+      throw this.failed;
+    }
+  }
+
+  /** Takes n bytes off the front of the queued chunks. */
+  private consume(n: number): Buffer {
+    this.buffered -= n;
+    const first = this.chunks[0];
+    if (first.length === n) {
+      this.chunks.shift();
+      return first;
+    }
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0];
+      const take = Math.min(c.length, n - off);
+      c.copy(out, off, 0, take);
+      off += take;
+      if (take === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(take);
+    }
+    return out;
+  }
+}

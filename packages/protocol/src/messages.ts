@@ -1,0 +1,314 @@
+import {
+  LZ4_PAGE_BOUND,
+  MAGIC,
+  MAX_CHECKSUMS_PER_FRAME,
+  MAX_MAPPINGS,
+  MAX_MISMATCH_PAGES,
+  MAX_PAGES_PER_BATCH,
+  MAX_RANGES_PER_BATCH,
+  PAGE_KIND,
+  PAGE_SIZE,
+  SUPPORTED_VERSIONS,
+} from './constants.js';
+import {
+  BadHeaderError,
+  BadMagicError,
+  BadPayloadError,
+  InvalidMessageTypeError,
+  LimitExceededError,
+  UnknownMessageTypeError,
+  UnsupportedVersionError,
+} from './errors.js';
+import { RangeTable } from './range-table.js';
+
+/**
+ * The messages of the forecopy protocol: numbered types (0 is never valid, so a zeroed frame
+ * means nothing), a typed header each, built only through the named factories below and checked
+ * field by field when decoded (`validateHeader`).
+ */
+export enum MessageType {
+  Invalid = 0,
+  Hello = 1,
+  HelloAck = 2,
+  RoundStart = 3,
+  PageBatch = 4,
+  BatchAck = 5,
+  RoundEnd = 6,
+  RoundAck = 7,
+  StopAndCopy = 8,
+  Checksums = 9,
+  Verified = 10,
+  Mismatch = 11,
+  Abort = 12,
+}
+
+/** One migrated address range of the source process. */
+export interface Mapping {
+  /** Unique in the session; a segment's shape never changes under its id. */
+  id: number;
+  start: number;
+  pages: number;
+  /** /proc/PID/maps permissions, e.g. 'rw-p'. */
+  prot: string;
+  offset: number;
+  name: string;
+  migrated: boolean;
+  /** First page index of this mapping in the session's linear page space. */
+  indexBase: number;
+}
+
+export interface HelloHeader {
+  magic: string;
+  version: number;
+  sessionId: string;
+  pageSize: number;
+  totalPages: number;
+  policy: string;
+  layout: Mapping[];
+}
+export interface HelloAckHeader {
+  version: number;
+  sessionId: string;
+  /** PageBatch frames the source may have unacknowledged. */
+  credit: number;
+  /** 0 = the protocol's default. */
+  maxFrameBytes: number;
+}
+export interface RoundStartHeader {
+  round: number;
+  final: boolean;
+  plannedPages: number;
+  /** Present when the layout changed since it was last announced. */
+  layout?: Mapping[];
+}
+export interface PageBatchHeader {
+  round: number;
+  seq: number;
+  ranges: RangeTable;
+  /** One byte per page: PAGE_KIND.RAW, LZ4 or ZERO. */
+  kinds: Uint8Array;
+  /** Payload bytes of each non-zero page, in order. */
+  lengths: number[];
+}
+export interface BatchAckHeader {
+  seq: number;
+  credit: number;
+}
+export interface RoundEndHeader {
+  round: number;
+  pagesSent: number;
+  batches: number;
+}
+export interface RoundAckHeader {
+  round: number;
+  pagesApplied: number;
+}
+export interface StopAndCopyHeader {
+  round: number;
+}
+export interface ChecksumsHeader {
+  algorithm: 'xxh64';
+  firstPage: number;
+  count: number;
+}
+export interface VerifiedHeader {
+  pages: number;
+}
+export interface MismatchHeader {
+  mismatched: number;
+  firstPages: number[];
+}
+export interface AbortHeader {
+  code: string;
+  reason: string;
+}
+
+export type Message =
+  | { type: MessageType.Hello; header: HelloHeader; payload?: undefined }
+  | { type: MessageType.HelloAck; header: HelloAckHeader; payload?: undefined }
+  | { type: MessageType.RoundStart; header: RoundStartHeader; payload?: undefined }
+  | { type: MessageType.PageBatch; header: PageBatchHeader; payload: Buffer }
+  | { type: MessageType.BatchAck; header: BatchAckHeader; payload?: undefined }
+  | { type: MessageType.RoundEnd; header: RoundEndHeader; payload?: undefined }
+  | { type: MessageType.RoundAck; header: RoundAckHeader; payload?: undefined }
+  | { type: MessageType.StopAndCopy; header: StopAndCopyHeader; payload?: undefined }
+  | { type: MessageType.Checksums; header: ChecksumsHeader; payload: Buffer }
+  | { type: MessageType.Verified; header: VerifiedHeader; payload?: undefined }
+  | { type: MessageType.Mismatch; header: MismatchHeader; payload?: undefined }
+  | { type: MessageType.Abort; header: AbortHeader; payload?: undefined };
+
+// ---- factories -------------------------------------------------------------------------------
+
+export const hello = (h: HelloHeader): Message => ({ type: MessageType.Hello, header: h });
+export const helloAck = (h: HelloAckHeader): Message => ({ type: MessageType.HelloAck, header: h });
+export const roundStart = (h: RoundStartHeader): Message => ({ type: MessageType.RoundStart, header: h });
+export const pageBatch = (h: PageBatchHeader, payload: Buffer): Message => ({ type: MessageType.PageBatch, header: h, payload });
+export const batchAck = (h: BatchAckHeader): Message => ({ type: MessageType.BatchAck, header: h });
+export const roundEnd = (h: RoundEndHeader): Message => ({ type: MessageType.RoundEnd, header: h });
+export const roundAck = (h: RoundAckHeader): Message => ({ type: MessageType.RoundAck, header: h });
+export const stopAndCopy = (h: StopAndCopyHeader): Message => ({ type: MessageType.StopAndCopy, header: h });
+export const checksums = (h: ChecksumsHeader, payload: Buffer): Message => ({ type: MessageType.Checksums, header: h, payload });
+export const verified = (h: VerifiedHeader): Message => ({ type: MessageType.Verified, header: h });
+export const mismatch = (h: MismatchHeader): Message => ({ type: MessageType.Mismatch, header: h });
+export const abort = (h: AbortHeader): Message => ({ type: MessageType.Abort, header: h });
+
+// ---- wire form of headers --------------------------------------------------------------------
+
+/** The header as it goes into msgpack (RangeTable flattened, byte arrays as Buffers). */
+export function headerToWire(m: Message): Record<string, unknown> {
+  if (m.type === MessageType.PageBatch) {
+    const h = m.header;
+    return { round: h.round, seq: h.seq, ranges: h.ranges.toWire(), kinds: Buffer.from(h.kinds.buffer, h.kinds.byteOffset, h.kinds.byteLength), lengths: h.lengths };
+  }
+  return m.header as unknown as Record<string, unknown>;
+}
+
+type Obj = Record<string, unknown>;
+
+function uint(o: Obj, k: string, max = Number.MAX_SAFE_INTEGER): number {
+  const v = o[k];
+  if (!Number.isSafeInteger(v) || (v as number) < 0 || (v as number) > max) {
+    throw new BadHeaderError(`field '${k}' must be a whole number from 0 to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return v as number;
+}
+function int(o: Obj, k: string): number {
+  const v = o[k];
+  if (!Number.isSafeInteger(v)) throw new BadHeaderError(`field '${k}' must be a whole number, got ${JSON.stringify(v)}`);
+  return v as number;
+}
+function str(o: Obj, k: string, maxLen = 4096): string {
+  const v = o[k];
+  if (typeof v !== 'string' || v.length > maxLen) throw new BadHeaderError(`field '${k}' must be a string of at most ${maxLen} characters`);
+  return v;
+}
+function bool(o: Obj, k: string): boolean {
+  const v = o[k];
+  if (typeof v !== 'boolean') throw new BadHeaderError(`field '${k}' must be true or false`);
+  return v;
+}
+function uintArray(o: Obj, k: string, maxLen: number, maxVal = Number.MAX_SAFE_INTEGER): number[] {
+  const v = o[k];
+  if (!Array.isArray(v)) throw new BadHeaderError(`field '${k}' must be an array`);
+  if (v.length > maxLen) throw new LimitExceededError(`field '${k}' has ${v.length} entries, more than ${maxLen}`);
+  for (const x of v) if (!Number.isSafeInteger(x) || x < 0 || x > maxVal) throw new BadHeaderError(`field '${k}' must hold whole numbers from 0 to ${maxVal}`);
+  return v as number[];
+}
+
+function layout(o: Obj, k: string): Mapping[] {
+  const v = o[k];
+  if (!Array.isArray(v)) throw new BadHeaderError(`field '${k}' must be an array of mappings`);
+  if (v.length > MAX_MAPPINGS) throw new LimitExceededError(`the layout has ${v.length} mappings, more than ${MAX_MAPPINGS}`);
+  return v.map((m: unknown, i: number) => {
+    if (typeof m !== 'object' || m === null) throw new BadHeaderError(`mapping ${i} is not a map`);
+    const mo = m as Obj;
+    return {
+      id: uint(mo, 'id'),
+      start: uint(mo, 'start'),
+      pages: uint(mo, 'pages'),
+      prot: str(mo, 'prot', 8),
+      offset: uint(mo, 'offset'),
+      name: str(mo, 'name'),
+      migrated: bool(mo, 'migrated'),
+      indexBase: int(mo, 'indexBase'),
+    };
+  });
+}
+
+/**
+ * Checks a decoded header and payload of `type` and returns the typed message. Throws a
+ * ProtocolError naming what is wrong.
+ */
+export function validateMessage(type: number, raw: unknown, payload: Buffer): Message {
+  if (type === MessageType.Invalid) throw new InvalidMessageTypeError('message type 0 is never valid');
+  if (!(type in MessageType) || typeof MessageType[type] !== 'string') throw new UnknownMessageTypeError(`unknown message type ${type}`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new BadHeaderError(`the header of ${MessageType[type]} is not a map`);
+  const o = raw as Obj;
+  const noPayload = () => {
+    if (payload.length !== 0) throw new BadPayloadError(`${MessageType[type]} carries no payload, got ${payload.length} bytes`);
+  };
+  switch (type as MessageType) {
+    case MessageType.Hello: {
+      noPayload();
+      const magic = str(o, 'magic', 16);
+      if (magic !== MAGIC) throw new BadMagicError(`bad magic ${JSON.stringify(magic)}: the peer is not a forecopy agent`);
+      const version = uint(o, 'version', 0xffff);
+      if (!SUPPORTED_VERSIONS.includes(version)) {
+        throw new UnsupportedVersionError(`protocol version ${version} is not supported (this agent speaks ${SUPPORTED_VERSIONS.join(', ')})`);
+      }
+      const sessionId = str(o, 'sessionId', 32);
+      if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new BadHeaderError(`sessionId must be 32 lower-case hex characters`);
+      return {
+        type: MessageType.Hello,
+        header: { magic, version, sessionId, pageSize: uint(o, 'pageSize'), totalPages: uint(o, 'totalPages'), policy: str(o, 'policy', 64), layout: layout(o, 'layout') },
+      };
+    }
+    case MessageType.HelloAck: {
+      noPayload();
+      const sessionId = str(o, 'sessionId', 32);
+      return { type: MessageType.HelloAck, header: { version: uint(o, 'version', 0xffff), sessionId, credit: uint(o, 'credit', 1 << 20), maxFrameBytes: uint(o, 'maxFrameBytes') } };
+    }
+    case MessageType.RoundStart: {
+      noPayload();
+      const h: RoundStartHeader = { round: uint(o, 'round'), final: bool(o, 'final'), plannedPages: uint(o, 'plannedPages') };
+      if (o.layout !== undefined) h.layout = layout(o, 'layout');
+      if (h.round < 1) throw new BadHeaderError('rounds are numbered from 1');
+      return { type: MessageType.RoundStart, header: h };
+    }
+    case MessageType.PageBatch: {
+      const ranges = RangeTable.fromWire(o.ranges);
+      if (ranges.rangeCount > MAX_RANGES_PER_BATCH) throw new LimitExceededError(`a batch has ${ranges.rangeCount} ranges, more than ${MAX_RANGES_PER_BATCH}`);
+      const pages = ranges.pages();
+      if (pages > MAX_PAGES_PER_BATCH) throw new LimitExceededError(`a batch has ${pages} pages, more than ${MAX_PAGES_PER_BATCH}`);
+      const kinds = o.kinds;
+      if (!(kinds instanceof Uint8Array)) throw new BadHeaderError(`field 'kinds' must be bytes`);
+      if (kinds.length !== pages) throw new BadHeaderError(`field 'kinds' has ${kinds.length} entries for ${pages} pages`);
+      const lengths = uintArray(o, 'lengths', MAX_PAGES_PER_BATCH, LZ4_PAGE_BOUND);
+      let li = 0;
+      let sum = 0;
+      for (let i = 0; i < kinds.length; i++) {
+        const k = kinds[i];
+        if (k === PAGE_KIND.ZERO) continue;
+        if (li >= lengths.length) throw new BadPayloadError(`'lengths' has fewer entries than non-zero pages`);
+        const len = lengths[li++];
+        if (k === PAGE_KIND.RAW && len !== PAGE_SIZE) throw new BadPayloadError(`a raw page has ${len} bytes, not ${PAGE_SIZE}`);
+        if (k === PAGE_KIND.LZ4 && (len < 1 || len > LZ4_PAGE_BOUND)) throw new BadPayloadError(`an lz4 page has ${len} bytes`);
+        if (k !== PAGE_KIND.RAW && k !== PAGE_KIND.LZ4) throw new BadHeaderError(`unknown page kind ${k}`);
+        sum += len;
+      }
+      if (li !== lengths.length) throw new BadPayloadError(`'lengths' has ${lengths.length} entries for ${li} non-zero pages`);
+      if (sum !== payload.length) throw new BadPayloadError(`page lengths add up to ${sum} bytes, the payload has ${payload.length}`);
+      return { type: MessageType.PageBatch, header: { round: uint(o, 'round'), seq: uint(o, 'seq', 0xffffffff), ranges, kinds, lengths }, payload };
+    }
+    case MessageType.BatchAck:
+      noPayload();
+      return { type: MessageType.BatchAck, header: { seq: uint(o, 'seq', 0xffffffff), credit: uint(o, 'credit', 1 << 20) } };
+    case MessageType.RoundEnd:
+      noPayload();
+      return { type: MessageType.RoundEnd, header: { round: uint(o, 'round'), pagesSent: uint(o, 'pagesSent'), batches: uint(o, 'batches') } };
+    case MessageType.RoundAck:
+      noPayload();
+      return { type: MessageType.RoundAck, header: { round: uint(o, 'round'), pagesApplied: uint(o, 'pagesApplied') } };
+    case MessageType.StopAndCopy:
+      noPayload();
+      return { type: MessageType.StopAndCopy, header: { round: uint(o, 'round') } };
+    case MessageType.Checksums: {
+      const algorithm = str(o, 'algorithm', 16);
+      if (algorithm !== 'xxh64') throw new BadHeaderError(`checksum algorithm ${algorithm} is not supported (xxh64)`);
+      const count = uint(o, 'count', MAX_CHECKSUMS_PER_FRAME);
+      if (payload.length !== count * 8) throw new BadPayloadError(`${count} checksums need ${count * 8} bytes, the payload has ${payload.length}`);
+      return { type: MessageType.Checksums, header: { algorithm, firstPage: uint(o, 'firstPage'), count }, payload };
+    }
+    case MessageType.Verified:
+      noPayload();
+      return { type: MessageType.Verified, header: { pages: uint(o, 'pages') } };
+    case MessageType.Mismatch:
+      noPayload();
+      return { type: MessageType.Mismatch, header: { mismatched: uint(o, 'mismatched'), firstPages: uintArray(o, 'firstPages', MAX_MISMATCH_PAGES) } };
+    case MessageType.Abort:
+      noPayload();
+      return { type: MessageType.Abort, header: { code: str(o, 'code', 64), reason: str(o, 'reason', 4096) } };
+    default:
+      throw new UnknownMessageTypeError(`unknown message type ${type}`);
+  }
+}
