@@ -1,1 +1,3 @@
-export {};
+export * from './image-store.js';
+export * from './session.js';
+export * from './server.js';

@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+// `pnpm bench`: live migrations of mw over loopback, one per policy and size, reports collected
+// into bench/results/<date>/ and summarised as a Markdown table on stdout (paste into
+// BENCHMARKS.md with the command and the machine). Sizes of 1 GiB and up live here, not in tests.
+//
+//   node bench/run.mjs [--mb 1024] [--policies precopy,markov] [--pattern seq] [--write-rate 0]
+//                      [--bandwidth 0] [--model-seconds 10] [--after resume]
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const argv = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : dflt;
+};
+const sizes = opt('mb', '1024').split(',');
+const policies = opt('policies', 'precopy').split(',');
+const patterns = opt('pattern', 'seq').split(',');
+const rate = opt('write-rate', '20000');
+const bandwidth = opt('bandwidth', '0');
+const outDir = path.join(root, 'bench/results', new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-'));
+fs.mkdirSync(outDir, { recursive: true });
+
+if (process.getuid() !== 0) {
+  console.error('bench: run as root (the source agent traces the workload)');
+  process.exit(1);
+}
+
+const kids = new Set();
+const cleanup = () => {
+  for (const k of kids) try { process.kill(k.pid, 'SIGKILL'); } catch {}
+};
+process.on('exit', cleanup);
+process.on('SIGINT', () => process.exit(130));
+
+function start(cmd, args) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  kids.add(child);
+  const lines = [];
+  let buf = '';
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  const exited = new Promise((r) => child.on('exit', (c) => { kids.delete(child); r(c); }));
+  const waitFor = async (re) => {
+    for (let t = 0; t < 3000; t++) {
+      const m = lines.map((l) => l.match(re)).find(Boolean);
+      if (m) return m;
+      if (child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`${cmd} did not print ${re}`);
+  };
+  return { child, lines, exited, waitFor };
+}
+
+const rows = [];
+const imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-bench-'));
+try {
+  for (const mb of sizes) {
+    for (const pattern of patterns) {
+      for (const policy of policies) {
+        const dest = start(process.execPath, [path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'), 'listen', '--port', '0', '--image-dir', imageDir, '--once', '--log-level', 'warn']);
+        const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
+        const mw = start(path.join(root, 'workloads/bin/mw'), ['--mb', mb, '--pattern', pattern, '--write-rate', rate]);
+        const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
+        await new Promise((r) => setTimeout(r, 1000)); // let it reach its steady write rate
+        const report = path.join(outDir, `mw-${mb}-${pattern}-${policy}.json`);
+        const src = start(process.execPath, [
+          path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--pid', pid, '--to', `127.0.0.1:${port}`,
+          '--policy', policy, '--bandwidth', bandwidth, '--after', opt('after', 'kill'), '--report', report,
+          ...(policy === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
+        ]);
+        const code = await src.exited;
+        process.kill(Number(pid), 'SIGKILL');
+        await dest.exited;
+        fs.rmSync(imageDir, { recursive: true, force: true });
+        fs.mkdirSync(imageDir);
+        if (code !== 0) {
+          console.error(`bench: mw ${mb} MiB ${pattern} ${policy}: forecopy-source exited ${code}`);
+          continue;
+        }
+        const r = JSON.parse(fs.readFileSync(report, 'utf8'));
+        rows.push({ mb, pattern, policy, r });
+        console.error(`bench: mw ${mb} MiB ${pattern} ${policy}: verified=${r.verified} downtime=${r.downtimeMs.toFixed(1)} ms total=${r.totalMs.toFixed(0)} ms pages=${r.pagesSent}`);
+      }
+    }
+  }
+} finally {
+  fs.rmSync(imageDir, { recursive: true, force: true });
+  cleanup();
+}
+
+const head = '| workload | policy | verified | rounds | downtime ms | total ms | pages sent | MiB on wire | scans | scan ms avg / max |';
+console.log(`Command: node bench/run.mjs ${argv.join(' ')}`);
+console.log(`Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores shared by workload, source and destination; Linux ${os.release()}; Node ${process.version}\n`);
+console.log(head);
+console.log(head.replace(/[^|]/g, '-'));
+for (const { mb, pattern, policy, r } of rows) {
+  const s = r.scans;
+  console.log(`| mw ${mb} MiB ${pattern} @${rate} pages/s | ${policy} | ${r.verified} | ${r.rounds.length} | ${r.downtimeMs.toFixed(1)} | ${r.totalMs.toFixed(0)} | ${r.pagesSent.toLocaleString('en-US')} | ${(r.bytesSent / 1048576).toFixed(1)} | ${s.count} | ${(s.totalMs / Math.max(1, s.count)).toFixed(2)} / ${s.maxMs.toFixed(2)} |`);
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+// `pnpm demo`: the main job. Starts a destination agent and a live workload (mw, the paper's
+// memory write loop with a moving hot spot), migrates it with plain pre-copy and with the Markov
+// data filter at the paper's 500 Mbit/s, and prints both reports side by side. Everything it
+// starts is ended by pid, and its temporary directory removed, however it ends.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const MB = opt('mb', '256');
+const POLICIES = opt('policies', 'precopy,markov').split(',');
+const BANDWIDTH = opt('bandwidth', '500mbit');
+const RATE = opt('write-rate', '30000');
+const OUT = path.resolve(opt('out', 'demo-report'));
+
+if (process.getuid() !== 0) {
+  console.error('demo: run as root: the source agent traces the workload (ptrace, userfaultfd)');
+  process.exit(1);
+}
+const mwBin = path.join(root, 'workloads/bin/mw');
+if (!fs.existsSync(mwBin)) {
+  console.error('demo: workloads/bin/mw is missing: run ./scripts/setup.sh (or pnpm build) first');
+  process.exit(1);
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-demo-'));
+const children = [];
+function run(cmd, argv, { capture = true } = {}) {
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', capture ? 'pipe' : 'inherit'] });
+  children.push(child);
+  const lines = [];
+  let buf = '';
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  const exited = new Promise((r) => child.on('exit', (code) => r(code)));
+  const waitFor = (re, ms = 30000) =>
+    new Promise((resolve, reject) => {
+      const t0 = Date.now();
+      const iv = setInterval(() => {
+        const m = lines.map((l) => l.match(re)).find(Boolean);
+        if (m) {
+          clearInterval(iv);
+          resolve(m);
+        } else if (Date.now() - t0 > ms || child.exitCode !== null) {
+          clearInterval(iv);
+          reject(new Error(`${path.basename(cmd)} did not print ${re}`));
+        }
+      }, 20);
+    });
+  return { child, lines, exited, waitFor };
+}
+function cleanup() {
+  for (const c of children) if (c.exitCode === null && c.pid) try { process.kill(c.pid, 'SIGKILL'); } catch {}
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+process.on('SIGINT', () => { cleanup(); process.exit(130); });
+
+const t0 = Date.now();
+try {
+  const dest = run(process.execPath, [path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'), 'listen', '--port', '0', '--image-dir', path.join(tmp, 'images'), '--log-level', 'warn']);
+  const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
+  const mw = run(mwBin, ['--mb', MB, '--pattern', 'hotspot', '--write-rate', RATE]);
+  const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
+  console.log(`demo: workload mw --mb ${MB} --pattern hotspot --write-rate ${RATE} (pid ${pid}); destination on 127.0.0.1:${port}`);
+  console.log(`demo: ${os.cpus().length} cores here, shared by the workload, the source and the destination\n`);
+  const reports = [];
+  for (const policy of POLICIES) {
+    const reportFile = path.join(tmp, `${policy}.json`);
+    console.log(`demo: migrating with --policy ${policy} --bandwidth ${BANDWIDTH} --after resume ...`);
+    const src = run(process.execPath, [
+      path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--pid', pid, '--to', `127.0.0.1:${port}`,
+      '--policy', policy, '--bandwidth', BANDWIDTH, '--after', 'resume', '--report', reportFile,
+      ...(policy === 'markov' ? ['--model-seconds', opt('model-seconds', '5')] : []),
+    ], { capture: false });
+    const code = await src.exited;
+    if (code !== 0) throw new Error(`forecopy-source exited with ${code} for --policy ${policy}`);
+    console.log(src.lines.join('\n') + '\n');
+    reports.push(JSON.parse(fs.readFileSync(reportFile, 'utf8')));
+  }
+  fs.mkdirSync(OUT, { recursive: true });
+  for (const r of reports) fs.writeFileSync(path.join(OUT, `${r.policy}.json`), JSON.stringify(r, null, 2));
+  console.log(sideBySide(reports));
+  console.log(`\ndemo: reports written to ${OUT}/ (${((Date.now() - t0) / 1000).toFixed(0)} s in all)`);
+} catch (e) {
+  console.error(`demo: ${e.message}`);
+  process.exitCode = 1;
+} finally {
+  cleanup();
+}
+
+function sideBySide(rs) {
+  const rows = [
+    ['', ...rs.map((r) => r.policy)],
+    ['verified', ...rs.map((r) => String(r.verified))],
+    ['downtime ms', ...rs.map((r) => r.downtimeMs.toFixed(1))],
+    ['total ms', ...rs.map((r) => r.totalMs.toFixed(0))],
+    ['rounds', ...rs.map((r) => String(r.rounds.length))],
+    ['pages sent', ...rs.map((r) => r.pagesSent.toLocaleString('en-US'))],
+    ['MiB on the wire', ...rs.map((r) => (r.bytesSent / 1048576).toFixed(1))],
+    ['pages filtered', ...rs.map((r) => r.rounds.reduce((n, x) => n + x.pagesFiltered, 0).toLocaleString('en-US'))],
+    ['memory pages', ...rs.map((r) => r.memoryPages.toLocaleString('en-US'))],
+  ];
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('   ')).join('\n');
+}

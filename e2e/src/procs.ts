@@ -1,0 +1,231 @@
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Shared helpers of the end-to-end tests: start the real workloads and agents as child
+ * processes, read what they print, and clean every one of them up by pid.
+ */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const SOURCE_BIN = path.join(ROOT, 'packages/source-agent/bin/forecopy-source.mjs');
+export const DEST_BIN = path.join(ROOT, 'packages/dest-agent/bin/forecopy-dest.mjs');
+export const WORKLOADS = path.join(ROOT, 'workloads/bin');
+
+export const isRoot = process.getuid?.() === 0;
+
+/** Why root-only tests skip here, printed once by each suite that skips. */
+export function rootSkipReason(): string | null {
+  if (!isRoot) return 'not root: tracing another process (ptrace, userfaultfd) and network namespaces need root or CAP_SYS_PTRACE/CAP_NET_ADMIN';
+  if (!fs.existsSync(path.join(WORKLOADS, 'mw'))) return `workloads are not built (${WORKLOADS}/mw missing): run pnpm build`;
+  return null;
+}
+
+/** A child process whose output is collected line by line. */
+export class Proc {
+  readonly lines: string[] = [];
+  readonly stderrLines: string[] = [];
+  readonly exited: Promise<number>;
+  private waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+
+  constructor(readonly child: ChildProcess) {
+    const take = (into: string[]) => {
+      let buf = '';
+      return (chunk: Buffer) => {
+        buf += chunk.toString();
+        let i: number;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          into.push(line);
+          for (const w of [...this.waiters]) {
+            const m = line.match(w.re);
+            if (m) {
+              this.waiters.splice(this.waiters.indexOf(w), 1);
+              w.resolve(m);
+            }
+          }
+        }
+      };
+    };
+    child.stdout?.on('data', take(this.lines));
+    child.stderr?.on('data', take(this.stderrLines));
+    this.exited = new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 + os.constants.signals[sig] : -1))));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Resolves with the first stdout/stderr line (past or future) matching `re`. */
+  waitFor(re: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
+    for (const l of [...this.lines, ...this.stderrLines]) {
+      const m = l.match(re);
+      if (m) return Promise.resolve(m);
+    }
+    return new Promise((resolve, reject) => {
+      const w = { re, resolve };
+      this.waiters.push(w);
+      const t = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`timed out waiting for ${re} from pid ${this.pid}; stdout: ${this.lines.slice(-5).join(' | ')}; stderr: ${this.stderrLines.slice(-5).join(' | ')}`));
+      }, timeoutMs);
+      void this.exited.then(() => {
+        setTimeout(() => {
+          clearTimeout(t);
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) {
+            this.waiters.splice(i, 1);
+            reject(new Error(`pid ${this.pid} exited before printing ${re}; stderr: ${this.stderrLines.slice(-5).join(' | ')}`));
+          }
+        }, 50);
+      });
+    });
+  }
+
+  alive(): boolean {
+    try {
+      process.kill(this.pid, 0);
+      return this.child.exitCode === null && this.child.signalCode === null;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Ends the process by its pid (SIGKILL after a grace period). */
+  async kill(graceMs = 2000): Promise<void> {
+    if (!this.alive()) return;
+    try {
+      process.kill(this.pid, 'SIGTERM');
+    } catch {
+      return;
+    }
+    const t = setTimeout(() => {
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }, graceMs);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+export function start(cmd: string, args: string[], opts: SpawnOptions = {}): Proc {
+  return new Proc(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts }));
+}
+
+/** Everything started through a Tracker is killed by `cleanup()`, even when the test failed. */
+export class Cleanup {
+  private procs: Proc[] = [];
+  private dirs: string[] = [];
+  private fns: Array<() => Promise<void> | void> = [];
+
+  proc(p: Proc): Proc {
+    this.procs.push(p);
+    return p;
+  }
+
+  tmpdir(prefix = 'forecopy-test-'): string {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    this.dirs.push(d);
+    return d;
+  }
+
+  defer(fn: () => Promise<void> | void): void {
+    this.fns.push(fn);
+  }
+
+  async run(): Promise<void> {
+    for (const fn of this.fns.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch {
+        // keep cleaning
+      }
+    }
+    await Promise.all(this.procs.splice(0).map((p) => p.kill()));
+    for (const d of this.dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  }
+}
+
+export interface MwHandle {
+  proc: Proc;
+  pid: number;
+  pages: number;
+}
+
+export async function startMw(c: Cleanup, args: string[], wrap: string[] = []): Promise<MwHandle> {
+  const bin = path.join(WORKLOADS, 'mw');
+  const p = c.proc(wrap.length ? start(wrap[0], [...wrap.slice(1), bin, ...args]) : start(bin, args));
+  const m = await p.waitFor(/^mw pid=(\d+) .*pages=(\d+) ready/);
+  return { proc: p, pid: Number(m[1]), pages: Number(m[2]) };
+}
+
+/** Asks mw to check its own memory (SIGUSR1) and returns its answer line. */
+export async function mwCheck(mw: MwHandle): Promise<string> {
+  const before = mw.proc.lines.length;
+  process.kill(mw.pid, 'SIGUSR1');
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const l = mw.proc.lines.slice(before).find((x) => x.startsWith('mw check'));
+    if (l) return l;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`mw ${mw.pid} did not answer its check within 10 s (is it frozen?)`);
+}
+
+/** Traces left in a process by a migration: userfaultfd descriptors and a tracer. */
+export function leftovers(pid: number): { uffds: number; tracerPid: number } {
+  let uffds = 0;
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`).includes('userfaultfd')) uffds++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const tracerPid = Number(/TracerPid:\s*(\d+)/.exec(status)?.[1] ?? -1);
+  return { uffds, tracerPid };
+}
+
+/** /proc/PID/stat state letter: R, S, T (stopped), t (traced), Z ... */
+export function procState(pid: number): string {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+}
+
+export interface DestHandle {
+  proc: Proc;
+  port: number;
+  imageDir: string;
+}
+
+export async function startDest(c: Cleanup, extra: string[] = [], wrap: string[] = []): Promise<DestHandle> {
+  const imageDir = c.tmpdir('forecopy-images-');
+  const args = [DEST_BIN, 'listen', '--port', '0', '--image-dir', imageDir, ...extra];
+  const p = c.proc(wrap.length ? start(wrap[0], [...wrap.slice(1), process.execPath, ...args]) : start(process.execPath, args));
+  const m = await p.waitFor(/listening on .*:(\d+)$/);
+  return { proc: p, port: Number(m[1]), imageDir };
+}
+
+export interface SourceRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  report?: Record<string, any>;
+}
+
+/** Runs `forecopy-source` to completion. */
+export async function runSource(c: Cleanup, args: string[], wrap: string[] = [], opts: SpawnOptions = {}): Promise<SourceRun> {
+  const dir = c.tmpdir('forecopy-report-');
+  const reportFile = path.join(dir, 'report.json');
+  const full = [SOURCE_BIN, ...args, ...(args[0] === 'migrate' ? ['--report', reportFile] : [])];
+  const p = c.proc(wrap.length ? start(wrap[0], [...wrap.slice(1), process.execPath, ...full], opts) : start(process.execPath, full, opts));
+  const code = await p.exited;
+  const report = fs.existsSync(reportFile) ? JSON.parse(fs.readFileSync(reportFile, 'utf8')) : undefined;
+  return { code, stdout: p.lines.join('\n'), stderr: p.stderrLines.join('\n'), report };
+}

@@ -1,0 +1,158 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  Cleanup,
+  leftovers,
+  mwCheck,
+  procState,
+  rootSkipReason,
+  runSource,
+  startDest,
+  startMw,
+} from '../src/procs.js';
+
+/**
+ * Live migrations over loopback of a real `mw` process by the real agents (issue 2's
+ * acceptance). On this 2-core machine the workload and both agents share the cores.
+ */
+const skip = rootSkipReason();
+if (skip) console.warn(`migrate-local: skipped: ${skip}`);
+
+describe.skipIf(skip)('live migration over loopback', () => {
+  const c = new Cleanup();
+  afterEach(() => c.run());
+
+  /** The process must run on, untouched: answering its self-check, no uffd, no tracer. */
+  async function expectUnharmed(mw: { pid: number; proc: any }) {
+    expect(mw.proc.alive()).toBe(true);
+    expect(['R', 'S']).toContain(procState(mw.pid));
+    expect(await mwCheck(mw as any)).toMatch(/^mw check ok/);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  }
+
+  it('migrates mw --mb 64, verifies, and resumes it', async () => {
+    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000']);
+    const dest = await startDest(c, ['--once']);
+    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume']);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const r = run.report!;
+    expect(r.verified).toBe(true);
+    expect(r.rounds.filter((x: any) => !x.final).length).toBeGreaterThan(1);
+    expect(r.memoryPages).toBeGreaterThanOrEqual(mw.pages);
+    expect(r.pagesSent).toBeGreaterThanOrEqual(r.memoryPages);
+    expect(r.downtimeMs).toBeGreaterThan(0);
+    expect(r.downtimeMs).toBeLessThan(r.totalMs);
+    for (const k of ['round', 'pagesSent', 'pagesDirtied', 'pagesFiltered', 'durationMs']) expect(r.rounds[0]).toHaveProperty(k);
+    expect(run.stdout).toMatch(/VERIFIED/);
+    expect(await dest.proc.exited).toBe(0);
+    const dirs = fs.readdirSync(dest.imageDir);
+    expect(dirs.filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(1);
+    const manifest = JSON.parse(fs.readFileSync(path.join(dest.imageDir, dirs[0], 'manifest.json'), 'utf8'));
+    expect(manifest.verified).toBe(true);
+    expect(manifest.pages).toBe(r.memoryPages);
+    await expectUnharmed(mw);
+  });
+
+  it('kills the source process after a verified move with --after kill', async () => {
+    const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once']);
+    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'kill']);
+    expect(run.code).toBe(0);
+    expect(run.report!.verified).toBe(true);
+    expect(await mw.proc.exited).toBe(128 + 9);
+  });
+
+  it('catches an image altered on purpose, and leaves the process running', async () => {
+    const mw = await startMw(c, ['--mb', '16', '--pattern', 'seq', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once', '--test-corrupt-pages', '2']);
+    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'kill']);
+    expect(run.code).toBe(6);
+    expect(run.stderr).toMatch(/^forecopy-source: the destination found 2 pages that differ/);
+    expect(run.stderr.split('\n')).toHaveLength(1);
+    expect(run.report!.verified).toBe(false);
+    expect(run.report!.mismatch.pages).toBe(2);
+    expect(await dest.proc.exited).toBe(1);
+    expect(fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(0);
+    await expectUnharmed(mw);
+  });
+
+  describe('failures end in one line, a non-zero exit, and the process as before', () => {
+    it('a wrong pid', async () => {
+      const run = await runSource(c, ['migrate', '--pid', '999999999', '--to', '127.0.0.1:9']);
+      expect(run.code).toBe(3);
+      expect(run.stderr).toBe('forecopy-source: no process with pid 999999999');
+    });
+
+    it('a pid not permitted', async () => {
+      const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
+      const dest = await startDest(c);
+      // The agent runs as nobody against a root process: the kernel refuses ptrace.
+      const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`], [], { uid: 65534, gid: 65534 });
+      expect(run.code).toBe(3);
+      expect(run.stderr).toMatch(/^forecopy-source: not permitted to trace process \d+/);
+      expect(run.stderr.split('\n')).toHaveLength(1);
+      await expectUnharmed(mw);
+    });
+
+    it('no destination listening', async () => {
+      const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
+      const port = await freePort();
+      const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`]);
+      expect(run.code).toBe(5);
+      expect(run.stderr).toBe(`forecopy-source: cannot connect to the destination 127.0.0.1:${port}: nothing is listening there`);
+      await expectUnharmed(mw);
+    });
+
+    it('a garbage peer on the port', async () => {
+      const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
+      const server = net.createServer((s) => s.end(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n')));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      c.defer(() => new Promise<void>((r) => server.close(() => r())));
+      const port = (server.address() as net.AddressInfo).port;
+      const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`]);
+      expect(run.code).toBe(5);
+      expect(run.stderr).toMatch(/^forecopy-source: the connection to the destination failed: /);
+      expect(run.stderr.split('\n')).toHaveLength(1);
+      await expectUnharmed(mw);
+    });
+
+    it('a destination that closes mid-round', async () => {
+      const mw = await startMw(c, ['--mb', '32', '--write-rate', '1000']);
+      // A destination that answers Hello, takes a few batches, then hangs up.
+      const { MessageChannel, MessageType, helloAck, batchAck, PROTOCOL_VERSION } = await import('@forecopy/protocol');
+      const server = net.createServer((s) => {
+        const ch = new MessageChannel(s);
+        void (async () => {
+          const h = await ch.expect(MessageType.Hello);
+          await ch.send(helloAck({ version: PROTOCOL_VERSION, sessionId: h.header.sessionId, credit: 4, maxFrameBytes: 0 }));
+          for (let i = 0; i < 4; i++) {
+            const m = await ch.next();
+            if (m.type === MessageType.PageBatch) await ch.send(batchAck({ seq: m.header.seq, credit: 1 }));
+          }
+          s.destroy();
+        })().catch(() => s.destroy());
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      c.defer(() => new Promise<void>((r) => server.close(() => r())));
+      const port = (server.address() as net.AddressInfo).port;
+      const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`, '--bandwidth', '200mbit']);
+      expect(run.code).toBe(5);
+      expect(run.stderr).toMatch(/^forecopy-source: the connection to the destination failed: /);
+      expect(run.stderr.split('\n')).toHaveLength(1);
+      await expectUnharmed(mw);
+    });
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}

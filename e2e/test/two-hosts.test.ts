@@ -1,0 +1,60 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, start, startDest, startMw, WORKLOADS } from '../src/procs.js';
+import { makeTwoHosts, netnsSupported, type TwoHosts } from '../src/netns.js';
+
+/**
+ * The agents on two hosts: the workload and forecopy-source in one network namespace,
+ * forecopy-dest in another, joined by a veth pair capped at 500 Mbit/s like the paper's link.
+ * (2 cores on this machine, shared by the workload and both agents.)
+ */
+const skip = rootSkipReason() ?? netnsSupported();
+if (skip) console.warn(`two-hosts: skipped: ${skip}`);
+
+describe.skipIf(skip)('migration across two network-namespace hosts', () => {
+  let hosts: TwoHosts;
+  const c = new Cleanup();
+  beforeAll(() => {
+    hosts = makeTwoHosts({ rate: '500mbit' });
+  });
+  afterEach(() => c.run());
+  afterAll(() => hosts?.destroy());
+
+  for (const policy of ['precopy', 'xen-skip', 'tpo', 'markov']) {
+    it(`mw with --policy ${policy} verifies`, async () => {
+      const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000'], hosts.exec(hosts.source));
+      const dest = await startDest(c, ['--once', '--host', hosts.destAddr], hosts.exec(hosts.dest));
+      const run = await runSource(
+        c,
+        [
+          'migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--policy', policy,
+          '--bandwidth', '500mbit', '--after', 'resume', ...(policy === 'markov' ? ['--model-seconds', '3'] : []),
+        ],
+        hosts.exec(hosts.source),
+      );
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      expect(run.report!.verified).toBe(true);
+      expect(run.report!.policy).toBe(policy);
+      expect(await dest.proc.exited).toBe(0);
+      expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+      expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    });
+  }
+
+  it('the namespaces have no route out', () => {
+    const routes = execFileSync('ip', ['-n', hosts.source, 'route', 'show'], { encoding: 'utf8' });
+    expect(routes).not.toMatch(/default/);
+  });
+
+  it('a multi-threaded workload that maps and unmaps during the migration verifies', async () => {
+    const p = c.proc(start(hosts.exec(hosts.source)[0], [...hosts.exec(hosts.source).slice(1), `${WORKLOADS}/churn`, '--threads', '4', '--mappings', '64', '--mb', '64']));
+    const pid = Number((await p.waitFor(/^churn pid=(\d+) ready/))[1]);
+    const dest = await startDest(c, ['--once', '--host', hosts.destAddr], hosts.exec(hosts.dest));
+    const run = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume'], hosts.exec(hosts.source));
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.report!.verified).toBe(true);
+    expect(leftovers(pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
+});

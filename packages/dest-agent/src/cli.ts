@@ -1,0 +1,93 @@
+import yargs from 'yargs';
+import { pino } from 'pino';
+import { terminalLogStream } from '@forecopy/protocol';
+import { listen } from './server.js';
+
+/**
+ * `forecopy-dest`: the destination agent's command line.
+ * Exit codes: 0 served (with --once: one verified migration), 1 the migration did not verify
+ * (--once), 2 bad arguments, 3 the port could not be opened.
+ */
+export async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  try {
+    await yargs(argv)
+      .scriptName('forecopy-dest')
+      .usage('$0 <command> [options]\n\nThe destination agent of forecopy: receives a live migration and rebuilds the memory image.')
+      .command(
+        'listen',
+        'Accept migrations and rebuild each memory image under --image-dir',
+        (y) =>
+          y
+            .option('port', { type: 'number', default: 7070, describe: 'TCP port (0 = any free port, printed on stdout)' })
+            .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to listen on' })
+            .option('image-dir', { type: 'string', demandOption: true, describe: 'where images are written (one directory per migration)' })
+            .option('once', { type: 'boolean', default: false, describe: 'exit after one migration: 0 if it verified, 1 if not' })
+            .option('max-sessions', { type: 'number', default: 4, describe: 'migrations served at once; more are refused' })
+            .option('max-image-gb', { type: 'number', default: 64, describe: 'largest image accepted' })
+            .option('credit', { type: 'number', default: 32, describe: 'page batches the source may have in flight' })
+            .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
+            .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'info' })
+            .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070')
+            .example('$0 listen --host 10.0.0.2 --port 7070 --image-dir ./images --once', 'take one migration on a private network, exit 0 when it verified'),
+        async (a) => {
+          if (!(Number.isInteger(a.port) && a.port >= 0 && a.port < 65536)) throw new UserError(`--port must be between 0 and 65535`);
+          if (!(a.credit >= 1 && a.credit <= 1024)) throw new UserError(`--credit must be between 1 and 1024`);
+          const tty = process.stderr.isTTY;
+          const log = pino({ level: a['log-level'], name: 'forecopy-dest' }, tty ? terminalLogStream() : pino.destination(2));
+          const { done } = listen({
+            host: a.host,
+            port: a.port,
+            imageDir: a['image-dir'],
+            once: a.once,
+            maxSessions: a['max-sessions'],
+            credit: a.credit,
+            maxImageBytes: a['max-image-gb'] * 2 ** 30,
+            log,
+            corruptPages: a['test-corrupt-pages'],
+            onListening: (addr) => {
+              process.stdout.write(`forecopy-dest listening on ${addr.address}:${addr.port}\n`);
+            },
+          });
+          const stop = () => process.exit(0);
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+          const result = await done.catch((e: NodeJS.ErrnoException) => {
+            throw new ListenError(
+              e.code === 'EADDRINUSE'
+                ? `port ${a.port} on ${a.host} is already in use`
+                : e.code === 'EADDRNOTAVAIL'
+                  ? `${a.host} is not an address of this host`
+                  : `cannot listen on ${a.host}:${a.port}: ${e.message}`,
+            );
+          });
+          if (a.once) code = result.sessions.some((s) => s.verified) ? 0 : 1;
+        },
+      )
+      .demandCommand(1, 'name a command: listen')
+      .strict()
+      .fail((msg, err) => {
+        throw err ?? new UserError(msg);
+      })
+      .help()
+      .alias('h', 'help')
+      .version(false)
+      .parseAsync();
+  } catch (e) {
+    const err = e as Error;
+    if (err instanceof UserError) {
+      process.stderr.write(`forecopy-dest: ${err.message}\nRun 'forecopy-dest --help' for the commands and examples.\n`);
+      code = 2;
+    } else if (err instanceof ListenError) {
+      process.stderr.write(`forecopy-dest: ${err.message}\n`);
+      code = 3;
+    } else {
+      process.stderr.write(`forecopy-dest: internal error: ${err.stack ?? err}\n`);
+      code = 1;
+    }
+  }
+  return code;
+}
+
+class UserError extends Error {}
+class ListenError extends Error {}

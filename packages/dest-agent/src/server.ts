@@ -1,0 +1,71 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { MessageChannel } from '@forecopy/protocol';
+import { runSession, type SessionOutcome } from './session.js';
+
+/**
+ * The destination's listener: accepts migrations, at most `maxSessions` at a time (more are
+ * refused at once), each handled by `runSession`. A failed session never stops the listener.
+ */
+export interface ListenOptions {
+  host: string;
+  port: number;
+  imageDir: string;
+  once: boolean;
+  maxSessions: number;
+  credit: number;
+  maxImageBytes: number;
+  log: Logger;
+  corruptPages?: number;
+  onListening?: (addr: net.AddressInfo) => void;
+}
+
+export interface ListenResult {
+  sessions: SessionOutcome[];
+}
+
+export function listen(opts: ListenOptions): { server: net.Server; done: Promise<ListenResult> } {
+  fs.mkdirSync(opts.imageDir, { recursive: true });
+  const sessions: SessionOutcome[] = [];
+  let active = 0;
+  const server = net.createServer();
+  const done = new Promise<ListenResult>((resolve, reject) => {
+    server.on('error', reject);
+    server.on('close', () => resolve({ sessions }));
+  });
+  server.on('connection', (socket) => {
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (active >= opts.maxSessions) {
+      opts.log.warn({ peer }, `refused a connection: ${opts.maxSessions} migrations already running`);
+      socket.destroy();
+      return;
+    }
+    active++;
+    socket.setNoDelay(true);
+    const channel = new MessageChannel(socket);
+    const log = opts.log.child({ peer });
+    runSession(channel, {
+      imageDir: opts.imageDir,
+      credit: opts.credit,
+      maxImageBytes: opts.maxImageBytes,
+      log,
+      corruptPages: opts.corruptPages,
+    })
+      .then((outcome) => {
+        sessions.push(outcome);
+        // --once ends after one migration that got past Hello (a stray probe does not count).
+        if (opts.once && outcome.sessionId) server.close();
+      })
+      .catch((e: Error) => {
+        log.error({ err: e.message }, 'session crashed');
+        sessions.push({ verified: false, error: e.message });
+      })
+      .finally(() => {
+        active--;
+        socket.destroy();
+      });
+  });
+  server.listen(opts.port, opts.host, () => opts.onListening?.(server.address() as net.AddressInfo));
+  return { server, done };
+}
