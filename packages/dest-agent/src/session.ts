@@ -193,9 +193,6 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
           }
           break;
         }
-        case MessageType.Abort: {
-          throw new SessionProtocolError('E_SOURCE_ABORT', `the source aborted: ${m.header.reason}`);
-        }
         default:
           fail('E_UNEXPECTED', `unexpected ${MessageType[m.type] ?? m.type} in state ${state}`);
       }
@@ -205,7 +202,7 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
     const code = err instanceof LayoutError ? 'E_LAYOUT' : (err.code ?? 'E_DEST');
     log.error({ session: sessionId, code, err: err.message, state }, 'migration failed');
     store?.discard({ sessionId, verified: false, reason: err.message, code, state });
-    if (!channel.closed && code !== 'E_SOURCE_ABORT') {
+    if (!channel.closed) {
       await channel.send(abort({ code, reason: err.message })).catch(() => {});
     }
     channel.close();
@@ -221,13 +218,12 @@ function applyBatch(store: ImageStore, m: Extract<Message, { type: MessageType.P
   let li = 0; // position in lengths
   let off = 0; // position in payload
   for (const [start, count] of ranges.entries()) {
-    const seg = store.segmentOf(start);
-    if (!seg || start + count > seg.indexBase + seg.pages) {
-      throw new SessionProtocolError('E_RANGE', `pages ${start}..${start + count - 1} are outside the announced layout`);
-    }
-    // Assemble the run in scratch (at most a batch), then one positional write.
+    // A run of indices may cross from one segment into the next (segments lie end to end).
     for (let done = 0; done < count; ) {
-      const n = Math.min(count - done, scratch.length / PAGE_SIZE);
+      const p = start + done;
+      const seg = store.segmentOf(p);
+      if (!seg) throw new SessionProtocolError('E_RANGE', `page ${p} is outside the announced layout`);
+      const n = Math.min(count - done, seg.indexBase + seg.pages - p, scratch.length / PAGE_SIZE);
       for (let i = 0; i < n; i++, k++) {
         const dst = scratch.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
         const kind = kinds[k];
@@ -250,7 +246,7 @@ function applyBatch(store: ImageStore, m: Extract<Message, { type: MessageType.P
           out.copy(dst);
         } else throw new SessionProtocolError('E_BAD_PAGE', `unknown page kind ${kind}`);
       }
-      store.writePages(start + done, n, scratch);
+      store.writePages(p, n, scratch);
       done += n;
     }
   }

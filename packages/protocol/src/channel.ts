@@ -186,6 +186,11 @@ export class MessageChannel {
       return;
     }
     for (const m of msgs) {
+      if (m.type === MessageType.Abort && !this.handlers.has(MessageType.Abort)) {
+        // The peer gave up: every pending and future call fails with its reason.
+        this.fail(new PeerAbortError(m.header.code, m.header.reason));
+        return;
+      }
       const h = this.handlers.get(m.type);
       if (h) {
         h(m);

@@ -1,1 +1,9 @@
-export {};
+export * from './kernel/index.js';
+export * from './page-space.js';
+export * from './sampler.js';
+export * from './sender.js';
+export * from './migrate.js';
+export * from './report.js';
+export * from './errors.js';
+export * from './units.js';
+export * from './policy-setup.js';

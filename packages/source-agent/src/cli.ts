@@ -1,0 +1,185 @@
+import fs from 'node:fs';
+import yargs, { type Argv } from 'yargs';
+import { pino, type Logger } from 'pino';
+import { terminalLogStream } from '@forecopy/protocol';
+import { XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
+import { migrate, type AfterAction, type Progress } from './migrate.js';
+import { formatReport } from './report.js';
+import { parseBandwidth, parseHostPort } from './units.js';
+import { SourceError } from './errors.js';
+import { POLICY_CHOICES, makePolicyFactory, writeModel } from './policy-setup.js';
+
+/**
+ * `forecopy-source`: the source agent's command line. Every user mistake ends in one sentence
+ * and a non-zero exit code (errors.ts lists them); stack traces are for bugs.
+ */
+export function makeLogger(level: string): Logger {
+  const tty = process.stderr.isTTY;
+  return pino({ level, base: { pid: process.pid }, name: 'forecopy-source' }, tty ? terminalLogStream() : pino.destination(2));
+}
+
+function progressPrinter(): ((p: Progress) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  return (p) => {
+    let line = '';
+    if (p.phase === 'modelling') {
+      const frac = Math.min(1, p.doneMs / p.totalMs);
+      const bar = '#'.repeat(Math.round(frac * 20)).padEnd(20, '.');
+      line = `modelling [${bar}] ${(p.doneMs / 1000).toFixed(1)}/${(p.totalMs / 1000).toFixed(0)} s, ${p.samples} samples`;
+    } else if (p.phase === 'round') {
+      line = `${p.final ? 'stop-and-copy' : `round ${p.round}`}: sent ${p.pagesSent.toLocaleString('en-US')} of ${p.pagesPlanned.toLocaleString('en-US')} planned pages`;
+    } else line = `verifying ${p.pages.toLocaleString('en-US')} pages`;
+    process.stderr.write(`\r\x1b[K${line}`);
+    if (p.phase !== 'modelling' && p.phase !== 'round') process.stderr.write('\n');
+  };
+}
+
+const positiveInt = (name: string) => (v: number) => {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a whole number >= 1, got ${v}`);
+  return v;
+};
+
+export function buildCli(argv: string[]): Argv {
+  return yargs(argv)
+    .scriptName('forecopy-source')
+    .usage('$0 <command> [options]\n\nThe source agent of forecopy: live-migrates the memory of a running process to a forecopy-dest.')
+    .command(
+      'migrate',
+      'Migrate the memory of a live process to a destination agent',
+      (y) =>
+        y
+          .option('pid', { type: 'number', demandOption: true, describe: 'process to migrate' })
+          .option('to', { type: 'string', demandOption: true, describe: 'destination agent, HOST:PORT' })
+          .option('policy', { choices: POLICY_CHOICES, default: 'precopy', describe: 'pre-copy policy (data filter)' })
+          .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds, coerce: positiveInt('max-rounds'), describe: 'stop after this many rounds' })
+          .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages, describe: 'stop when fewer pages than this remain' })
+          .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor, describe: 'stop when this multiple of the memory was sent' })
+          .option('downtime-limit-ms', { type: 'number', describe: "QEMU's rule: stop when the rest fits in this many ms at the measured rate" })
+          .option('bandwidth', { type: 'string', default: '0', describe: 'pace the sender, e.g. 500mbit, 1gbit, 60MB; 0 = unpaced' })
+          .option('after', { choices: ['kill', 'stop', 'resume'] as const, default: 'kill' as const, describe: "the source process's fate once the destination verified" })
+          .option('report', { type: 'string', describe: 'write the JSON report to this file' })
+          .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms'), describe: 'dirty sampling interval' })
+          .option('states', { type: 'number', default: 256, describe: 'markov: number of regions/states S (64..1024)' })
+          .option('model-seconds', { type: 'number', default: 10, describe: 'markov: how long to model before migrating' })
+          .option('model', { type: 'string', describe: 'markov: load a saved model instead of modelling' })
+          .option('lwws-threshold', { type: 'number', describe: "markov: share of a state's samples a page must be written in to join its LWWS" })
+          .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const, describe: 'dirty page tracker' })
+          .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
+          .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
+          .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
+          .example('$0 migrate --pid 4242 --to 10.0.0.2:7070', 'move process 4242 with plain pre-copy (it is killed here once verified there)')
+          .example('$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json', "the paper's filter at the paper's link rate; keep the process running")
+          .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's"),
+      async (a) => {
+        const { host, port } = parseHostPort(a.to);
+        const bandwidthBps = parseBandwidth(a.bandwidth);
+        if (!(a['batch-pages'] >= 1 && a['batch-pages'] <= 1024)) throw new Error(`--batch-pages must be between 1 and 1024`);
+        const log = makeLogger(a['log-level']);
+        const report = await migrate({
+          pid: a.pid,
+          host,
+          port,
+          stopRules: {
+            maxRounds: a['max-rounds'],
+            minRemainingPages: a['min-remaining-pages'],
+            maxFactor: a['max-factor'],
+            ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
+          },
+          bandwidthBps,
+          after: a.after as AfterAction,
+          intervalMs: a['interval-ms'],
+          compress: a.compress,
+          batchPages: a['batch-pages'],
+          tracker: a.tracker,
+          makePolicy: makePolicyFactory({
+            policy: a.policy,
+            states: a.states,
+            modelSeconds: a['model-seconds'],
+            modelFile: a.model,
+            lwwsThreshold: a['lwws-threshold'],
+            intervalMs: a['interval-ms'],
+            bandwidthBps,
+          }),
+          log,
+          onProgress: progressPrinter(),
+        }).catch((e: Error & { report?: unknown }) => {
+          if (e.report && a.report) fs.writeFileSync(a.report, JSON.stringify(e.report, null, 2) + '\n');
+          throw e;
+        });
+        if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+        if (a.report) fs.writeFileSync(a.report, JSON.stringify(report, null, 2) + '\n');
+        process.stdout.write(formatReport(report) + '\n');
+      },
+    )
+    .command(
+      'model',
+      'Watch a process and save its Markov model of memory-write states (for migrate --model)',
+      (y) =>
+        y
+          .option('pid', { type: 'number', demandOption: true })
+          .option('out', { type: 'string', demandOption: true, describe: 'model file to write' })
+          .option('seconds', { type: 'number', default: 10, describe: 'how long to observe' })
+          .option('states', { type: 'number', default: 256 })
+          .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
+          .option('lwws-threshold', { type: 'number' })
+          .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const })
+          .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
+          .example('$0 model --pid 4242 --seconds 20 --out app.model', 'learn the write pattern now, migrate later with --policy markov --model app.model'),
+      async (a) => {
+        const log = makeLogger(a['log-level']);
+        const summary = await writeModel({
+          pid: a.pid,
+          out: a.out,
+          seconds: a.seconds,
+          states: a.states,
+          intervalMs: a['interval-ms'],
+          lwwsThreshold: a['lwws-threshold'],
+          tracker: a.tracker,
+          log,
+          onProgress: progressPrinter(),
+        });
+        if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+        process.stdout.write(summary + '\n');
+      },
+    )
+    .demandCommand(1, 'name a command: migrate or model')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 100));
+}
+
+/** Runs the CLI; never throws. Returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  try {
+    await buildCli(argv)
+      .fail((msg, err) => {
+        throw err ?? new UsageError(msg);
+      })
+      .parseAsync();
+  } catch (e) {
+    const err = e as Error & { exitCode?: number };
+    if (err instanceof UsageError) {
+      process.stderr.write(`forecopy-source: ${err.message}\nRun 'forecopy-source --help' for the commands and examples.\n`);
+      code = 2;
+    } else if (err instanceof SourceError) {
+      process.stderr.write(`forecopy-source: ${err.message}\n`);
+      code = err.exitCode;
+    } else if (isUserInputError(err)) {
+      process.stderr.write(`forecopy-source: ${err.message}\n`);
+      code = 2;
+    } else {
+      process.stderr.write(`forecopy-source: internal error: ${err.stack ?? err}\n`);
+      code = 1;
+    }
+  }
+  return code;
+}
+
+class UsageError extends Error {}
+
+function isUserInputError(e: Error): boolean {
+  return /^(bandwidth|--|port )/.test(e.message) || e.name === 'YError';
+}

@@ -1,0 +1,53 @@
+/**
+ * The source agent's errors, one class each with a stable `code` and an exit code of its own.
+ * A user mistake is reported as one sentence; a stack trace is for bugs only.
+ *
+ * Exit codes (documented in the README):
+ *   0  migrated and verified
+ *   2  bad arguments (yargs)
+ *   3  the process cannot be migrated (no such pid, not permitted, gone)
+ *   4  the kernel cannot track dirty pages
+ *   5  the destination could not be reached or the connection failed
+ *   6  the destination reported a checksum mismatch (the process was left running)
+ *   7  the destination aborted the migration
+ *   8  the process exited during the migration
+ *   1  anything else
+ */
+export class SourceError extends Error {
+  readonly code: string = 'E_SOURCE';
+  readonly exitCode: number = 1;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export class ProcessError extends SourceError {
+  override readonly code = 'E_PROCESS';
+  override readonly exitCode = 3;
+}
+
+export class TrackingError extends SourceError {
+  override readonly code = 'E_TRACKING';
+  override readonly exitCode = 4;
+}
+
+export class ConnectionError extends SourceError {
+  override readonly code = 'E_CONNECTION';
+  override readonly exitCode = 5;
+}
+
+export class VerificationError extends SourceError {
+  override readonly code = 'E_MISMATCH';
+  override readonly exitCode = 6;
+}
+
+export class DestinationAbortError extends SourceError {
+  override readonly code = 'E_DEST_ABORT';
+  override readonly exitCode = 7;
+}
+
+export class ProcessExitedError extends SourceError {
+  override readonly code = 'E_PROCESS_EXITED';
+  override readonly exitCode = 8;
+}

@@ -1,0 +1,109 @@
+import koffi from 'koffi';
+import { KernelError, PTRACE, WALL, WIFSTOPPED, WNOHANG, WSTOPSIG, ptrace, ptracePeek, tgkill, waitpid } from './libc.js';
+import { sleepSync, waitStopped, type FrozenProcess } from './freezer.js';
+
+/**
+ * Runs one system call inside another process (design.md, step 1): stop one thread, point it at
+ * `syscall; int3` written over its current instruction, let it run to the trap, read rax, and put
+ * back the bytes and the registers exactly as they were, orig_rax included, so a system call it
+ * was sleeping in restarts as if nothing happened.
+ *
+ * x86_64 struct user_regs_struct, 27 u64 in this order:
+ *   r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss
+ *   fs_base gs_base ds es fs gs
+ */
+const REG = { r10: 7, r8: 9, r9: 8, rax: 10, rdx: 12, rsi: 13, rdi: 14, orig_rax: 15, rip: 16 } as const;
+const REGS_BYTES = 27 * 8;
+const SIGTRAP = 5;
+
+export interface InjectOptions {
+  /** A process already frozen by us: its main thread is in a ptrace-stop and stays traced. */
+  frozen?: FrozenProcess;
+  timeoutMs?: number;
+}
+
+/** Returns the system call's result; a negative result throws KernelError with that errno. */
+export function injectSyscall(pid: number, nr: number, args: bigint[], opts: InjectOptions = {}): bigint {
+  const tid = pid; // the main thread (its tid is the pid)
+  const seizedHere = !opts.frozen;
+  const held: number[] = []; // signals that arrived meanwhile, re-raised afterwards
+  if (seizedHere) {
+    // pid is the target's main thread; SEIZE then INTERRUPT puts it in a ptrace-stop.
+    ptrace(PTRACE.SEIZE, tid);
+    try {
+      ptrace(PTRACE.INTERRUPT, tid);
+      const sig = waitStopped(tid, opts.timeoutMs ?? 5000);
+      if (sig) held.push(sig);
+    } catch (e) {
+      safeDetach(tid, 0);
+      throw e;
+    }
+  }
+  const saved = Buffer.alloc(REGS_BYTES);
+  const regs = Buffer.alloc(REGS_BYTES);
+  // saved/regs are ours, 216 bytes = sizeof(struct user_regs_struct) on x86_64.
+  ptrace(PTRACE.GETREGS, tid, 0n, koffi.address(saved));
+  saved.copy(regs);
+  const rip = saved.readBigUInt64LE(REG.rip * 8);
+  const word = ptracePeek(tid, rip);
+  let restored = false;
+  const restore = () => {
+    if (restored) return;
+    restored = true;
+    ptrace(PTRACE.POKETEXT, tid, rip, word);
+    ptrace(PTRACE.SETREGS, tid, 0n, koffi.address(saved));
+  };
+  try {
+    // syscall (0f 05); int3 (cc); keep the other five bytes of the word.
+    const patched = (word & ~0xffffffn) | 0xcc050fn;
+    ptrace(PTRACE.POKETEXT, tid, rip, patched);
+    const argRegs = [REG.rdi, REG.rsi, REG.rdx, REG.r10, REG.r8, REG.r9];
+    regs.writeBigUInt64LE(BigInt(nr), REG.rax * 8);
+    // orig_rax = -1: no system call is in progress, so the kernel does not "restart" anything.
+    regs.writeBigInt64LE(-1n, REG.orig_rax * 8);
+    args.forEach((a, i) => regs.writeBigUInt64LE(BigInt.asUintN(64, a), argRegs[i] * 8));
+    ptrace(PTRACE.SETREGS, tid, 0n, koffi.address(regs));
+    ptrace(PTRACE.CONT, tid, 0n, 0n);
+    waitForTrap(tid, held, opts.timeoutMs ?? 5000);
+    ptrace(PTRACE.GETREGS, tid, 0n, koffi.address(regs));
+    const rax = regs.readBigInt64LE(REG.rax * 8);
+    restore();
+    if (rax < 0n && rax > -4096n) throw new KernelError(`syscall ${nr} in process ${pid}`, Number(-rax));
+    return rax;
+  } finally {
+    try {
+      restore();
+    } finally {
+      if (seizedHere) {
+        safeDetach(tid, 0);
+        for (const s of held) tgkill(pid, tid, s);
+      }
+    }
+  }
+}
+
+function waitForTrap(tid: number, held: number[], timeoutMs: number): void {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { pid, status } = waitpid(tid, WALL | WNOHANG);
+    if (pid === tid) {
+      if (!WIFSTOPPED(status)) throw new KernelError('waitpid', 3, `thread ${tid} exited during an injected system call`);
+      const sig = WSTOPSIG(status);
+      if (sig === SIGTRAP && status >>> 16 === 0) return;
+      // Another signal or a stop: hold it (suppress now, re-raise after) and keep going.
+      if (status >>> 16 === 0) held.push(sig);
+      ptrace(PTRACE.CONT, tid, 0n, 0n);
+      continue;
+    }
+    if (Date.now() > deadline) throw new KernelError('waitpid', 62, `thread ${tid} did not reach the trap within ${timeoutMs} ms`);
+    sleepSync(0.2);
+  }
+}
+
+function safeDetach(tid: number, sig: number): void {
+  try {
+    ptrace(PTRACE.DETACH, tid, 0n, BigInt(sig));
+  } catch {
+    // gone or not traced
+  }
+}

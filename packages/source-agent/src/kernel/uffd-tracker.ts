@@ -1,0 +1,259 @@
+import fs from 'node:fs';
+import koffi from 'koffi';
+import { injectSyscall } from './inject.js';
+import type { FrozenProcess } from './freezer.js';
+import { KernelError, SYS, close, ioctl, openReadOnly, sys } from './libc.js';
+import type { ProcMapping } from './proc-maps.js';
+
+/** Written pages since the last collect: page-aligned [start, end) addresses. */
+export interface DirtyRange {
+  start: number;
+  end: number;
+}
+
+export interface CollectResult {
+  /** Written since the previous collect (or start), and write-protected again. */
+  written: DirtyRange[];
+  /** Migratable ranges seen for the first time (registered now where possible): fully dirty. */
+  added: ProcMapping[];
+  /** Migratable ranges that refused registration: they must always count as dirty. */
+  unregistrable: ProcMapping[];
+  /** Time spent in PAGEMAP_SCAN (or pagemap reads) in this collect. */
+  scanMs: number;
+}
+
+export interface DirtyTracker {
+  readonly kind: 'uffd-wp' | 'soft-dirty';
+  /** Starts tracking the given mappings; every write after this is reported by a later collect. */
+  start(mappings: readonly ProcMapping[]): void;
+  collect(mappings: readonly ProcMapping[]): CollectResult;
+  /** Removes all tracking from the process. Idempotent; `frozen` when the process is frozen by us. */
+  stop(frozen?: FrozenProcess | null): void;
+}
+
+export class TrackerUnsupportedError extends Error {
+  readonly code = 'E_TRACKER_UNSUPPORTED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrackerUnsupportedError';
+  }
+}
+
+// ioctl numbers, _IOWR('\xAA', nr, struct) from linux/userfaultfd.h (checked against the 6.1
+// headers here); PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg) from linux/fs.h (6.7+).
+const UFFDIO_API = 0xc018aa3f; // struct uffdio_api { u64 api, features, ioctls } = 24 bytes
+const UFFDIO_REGISTER = 0xc020aa00; // struct uffdio_register { range{start,len}, mode, ioctls } = 32
+const UFFDIO_UNREGISTER = 0x8010aa01; // struct uffdio_range { start, len } = 16
+const UFFDIO_WRITEPROTECT = 0xc018aa06; // struct uffdio_writeprotect { range, mode } = 24
+const PAGEMAP_SCAN = 0xc0606610; // struct pm_scan_arg: 12 u64 = 96 bytes
+const UFFD_API = 0xaan;
+const UFFD_FEATURE_WP_UNPOPULATED = 1n << 13n;
+const UFFD_FEATURE_WP_ASYNC = 1n << 15n;
+const UFFDIO_REGISTER_MODE_WP = 2n;
+const UFFDIO_WRITEPROTECT_MODE_WP = 1n;
+const PM_SCAN_WP_MATCHING = 1n;
+const PM_SCAN_CHECK_WPASYNC = 2n;
+const PAGE_IS_WRITTEN = 1n << 1n;
+const O_CLOEXEC = 0x80000n;
+const O_NONBLOCK = 0x800n;
+const UFFD_USER_MODE_ONLY = 1n;
+const VEC_REGIONS = 4096;
+
+/**
+ * The default dirty tracker: userfaultfd write-protect in asynchronous mode, read and re-armed
+ * atomically with the PAGEMAP_SCAN ioctl (Linux 6.7+). The userfaultfd is created inside the
+ * target by an injected system call and duplicated into the agent with pidfd_getfd; the target
+ * never notices (asynchronous WP resolves its write faults in the kernel).
+ */
+export class UffdWpTracker implements DirtyTracker {
+  readonly kind = 'uffd-wp' as const;
+  private uffd = -1; // our duplicate
+  private targetFd = -1; // the same file, as a descriptor of the target
+  private pagemap = -1;
+  /** Registered ranges, by start. */
+  private registered = new Map<number, ProcMapping>();
+  private refused = new Map<number, ProcMapping>();
+  private readonly scanArg = Buffer.alloc(96);
+  private readonly vec = Buffer.alloc(VEC_REGIONS * 24);
+
+  constructor(readonly pid: number) {}
+
+  start(mappings: readonly ProcMapping[]): void {
+    try {
+      // In the target: userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY).
+      this.targetFd = Number(injectSyscall(this.pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY]));
+      const pidfd = sys('pidfd_open', SYS.pidfd_open, this.pid, 0);
+      try {
+        this.uffd = sys('pidfd_getfd', SYS.pidfd_getfd, pidfd, this.targetFd, 0);
+      } finally {
+        close(pidfd);
+      }
+      const api = Buffer.alloc(24);
+      api.writeBigUInt64LE(UFFD_API, 0);
+      api.writeBigUInt64LE(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 8);
+      ioctl('UFFDIO_API', this.uffd, UFFDIO_API, api);
+      this.pagemap = openReadOnly(`/proc/${this.pid}/pagemap`);
+      for (const m of mappings) this.register(m);
+    } catch (e) {
+      this.stop();
+      throw e;
+    }
+  }
+
+  collect(mappings: readonly ProcMapping[]): CollectResult {
+    const added: ProcMapping[] = [];
+    const written: DirtyRange[] = [];
+    let scanMs = 0;
+    const timedScan = (start: number, end: number) => {
+      const t = performance.now();
+      this.scan(start, end, written);
+      scanMs += performance.now() - t;
+    };
+    const current = new Map<number, ProcMapping>();
+    for (const m of mappings) current.set(m.start, m);
+    for (const [start, r] of this.refused) {
+      const m = current.get(start);
+      if (!m || m.end !== r.end) this.refused.delete(start);
+    }
+    for (const m of mappings) {
+      const r = this.registered.get(m.start);
+      if (r && r.end === m.end) {
+        timedScan(m.start, m.end);
+        continue;
+      }
+      if (this.refused.has(m.start)) continue;
+      if (r) {
+        // Same start, other end (grown or shrunk in place): collect what was written in the
+        // part we tracked before the range is registered again in its new shape.
+        timedScan(m.start, Math.min(r.end, m.end));
+        this.registered.delete(m.start);
+        this.register(m, r.end < m.end ? r.end : m.end);
+      } else {
+        // A range not seen before: register it; its pages count as written (the caller's job).
+        this.register(m, m.start);
+      }
+      added.push(m);
+    }
+    for (const start of [...this.registered.keys()]) if (!current.has(start)) this.registered.delete(start);
+    return { written, added, unregistrable: [...this.refused.values()], scanMs };
+  }
+
+  stop(frozen?: FrozenProcess | null): void {
+    if (this.uffd >= 0) {
+      for (const r of this.registered.values()) {
+        const range = Buffer.alloc(16);
+        range.writeBigUInt64LE(BigInt(r.start), 0);
+        range.writeBigUInt64LE(BigInt(r.end - r.start), 8);
+        try {
+          ioctl('UFFDIO_UNREGISTER', this.uffd, UFFDIO_UNREGISTER, range);
+        } catch {
+          // the range vanished: nothing to undo
+        }
+      }
+      this.registered.clear();
+      close(this.uffd);
+      this.uffd = -1;
+    }
+    if (this.pagemap >= 0) {
+      close(this.pagemap);
+      this.pagemap = -1;
+    }
+    if (this.targetFd >= 0) {
+      const fd = this.targetFd;
+      this.targetFd = -1;
+      if (fs.existsSync(`/proc/${this.pid}`)) {
+        // close(fd) in the target: the userfaultfd is released with its last descriptor.
+        injectSyscall(this.pid, SYS.close, [BigInt(fd)], frozen ? { frozen } : {});
+      }
+    }
+  }
+
+  /** Registers [m.start, m.end) for WP and write-protects [wpFrom, m.end). */
+  private register(m: ProcMapping, wpFrom = m.start): void {
+    const reg = Buffer.alloc(32);
+    reg.writeBigUInt64LE(BigInt(m.start), 0);
+    reg.writeBigUInt64LE(BigInt(m.end - m.start), 8);
+    reg.writeBigUInt64LE(UFFDIO_REGISTER_MODE_WP, 16);
+    try {
+      ioctl('UFFDIO_REGISTER', this.uffd, UFFDIO_REGISTER, reg);
+    } catch (e) {
+      if (e instanceof KernelError && e.code === 'ESRCH') throw e;
+      this.refused.set(m.start, m);
+      return;
+    }
+    this.registered.set(m.start, m);
+    if (wpFrom >= m.end) return;
+    const wp = Buffer.alloc(24);
+    wp.writeBigUInt64LE(BigInt(wpFrom), 0);
+    wp.writeBigUInt64LE(BigInt(m.end - wpFrom), 8);
+    wp.writeBigUInt64LE(UFFDIO_WRITEPROTECT_MODE_WP, 16);
+    try {
+      ioctl('UFFDIO_WRITEPROTECT', this.uffd, UFFDIO_WRITEPROTECT, wp);
+    } catch {
+      // Fall back on a scan that write-protects everything present (PM_SCAN_WP_MATCHING).
+      this.scan(wpFrom, m.end, []);
+    }
+  }
+
+  /** PAGEMAP_SCAN over [start, end): appends written ranges and re-protects them atomically. */
+  private scan(start: number, end: number, out: DirtyRange[]): void {
+    const a = this.scanArg;
+    const vecAddr = koffi.address(this.vec);
+    let from = start;
+    while (from < end) {
+      a.writeBigUInt64LE(96n, 0); // size
+      a.writeBigUInt64LE(PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 8);
+      a.writeBigUInt64LE(BigInt(from), 16);
+      a.writeBigUInt64LE(BigInt(end), 24);
+      a.writeBigUInt64LE(0n, 32); // walk_end (out)
+      a.writeBigUInt64LE(vecAddr, 40); // vec: this.vec, VEC_REGIONS page_regions of 24 bytes
+      a.writeBigUInt64LE(BigInt(VEC_REGIONS), 48);
+      a.writeBigUInt64LE(0n, 56); // max_pages: no limit
+      a.writeBigUInt64LE(0n, 64); // category_inverted
+      a.writeBigUInt64LE(PAGE_IS_WRITTEN, 72); // category_mask
+      a.writeBigUInt64LE(0n, 80); // category_anyof_mask
+      a.writeBigUInt64LE(PAGE_IS_WRITTEN, 88); // return_mask
+      let n: number;
+      try {
+        n = ioctl('PAGEMAP_SCAN', this.pagemap, PAGEMAP_SCAN, a);
+      } catch (e) {
+        // The range vanished between reading maps and scanning: nothing of it to send.
+        if (e instanceof KernelError && (e.code === 'ENOENT' || e.code === 'EINVAL')) return;
+        throw e;
+      }
+      for (let i = 0; i < n; i++) {
+        const s = Number(this.vec.readBigUInt64LE(i * 24));
+        const e = Number(this.vec.readBigUInt64LE(i * 24 + 8));
+        const last = out[out.length - 1];
+        if (last && last.end === s) last.end = e;
+        else out.push({ start: s, end: e });
+      }
+      const walkEnd = Number(a.readBigUInt64LE(32));
+      if (walkEnd <= from) break;
+      from = walkEnd;
+    }
+  }
+}
+
+/** Whether this kernel offers PAGEMAP_SCAN (a scan of our own memory answers, not ENOTTY). */
+export function pagemapScanSupported(): boolean {
+  let fd = -1;
+  try {
+    fd = openReadOnly('/proc/self/pagemap');
+    const a = Buffer.alloc(96);
+    const vec = Buffer.alloc(24 * 4);
+    a.writeBigUInt64LE(96n, 0);
+    const start = BigInt(koffi.address(vec)) & ~4095n;
+    a.writeBigUInt64LE(start, 16);
+    a.writeBigUInt64LE(start + 4096n, 24);
+    a.writeBigUInt64LE(koffi.address(vec), 40);
+    a.writeBigUInt64LE(4n, 48);
+    a.writeBigUInt64LE(PAGE_IS_WRITTEN, 88);
+    ioctl('PAGEMAP_SCAN', fd, PAGEMAP_SCAN, a);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    if (fd >= 0) close(fd);
+  }
+}

@@ -1,0 +1,431 @@
+import net from 'node:net';
+import os from 'node:os';
+import { existsSync } from 'node:fs';
+import type { Logger } from 'pino';
+import {
+  PageBitmap,
+  PrecopyDriver,
+  type Policy,
+  type RoundPlan,
+  type StopRules,
+} from '@forecopy/filter';
+import {
+  MessageChannel,
+  MessageType,
+  PAGE_SIZE,
+  PROTOCOL_VERSION,
+  abort,
+  checksums,
+  hello,
+  PeerAbortError,
+  roundEnd,
+  roundStart,
+  stopAndCopy,
+} from '@forecopy/protocol';
+import { randomBytes } from 'node:crypto';
+import {
+  Freezer,
+  PageReader,
+  createTracker,
+  isMigratable,
+  readMaps,
+  type DirtyTracker,
+  type FrozenProcess,
+} from './kernel/index.js';
+import { PageSpace } from './page-space.js';
+import { Sampler } from './sampler.js';
+import { PageSender } from './sender.js';
+import { hashPages } from './checksum.js';
+import {
+  ConnectionError,
+  DestinationAbortError,
+  ProcessError,
+  ProcessExitedError,
+  SourceError,
+  TrackingError,
+  VerificationError,
+} from './errors.js';
+import type { MigrationReport, RoundReport } from './report.js';
+
+export type AfterAction = 'kill' | 'stop' | 'resume';
+
+export interface MigrateOptions {
+  pid: number;
+  host: string;
+  port: number;
+  stopRules: StopRules;
+  /** Bits per second; 0 = unpaced. */
+  bandwidthBps: number;
+  after: AfterAction;
+  intervalMs: number;
+  compress: boolean;
+  batchPages: number;
+  tracker: 'auto' | 'uffd-wp' | 'soft-dirty';
+  /**
+   * Makes the policy once tracking runs. It may sample the process first (modelling) through the
+   * sampler it is given.
+   */
+  makePolicy: (ctx: PolicyContext) => Promise<Policy>;
+  log: Logger;
+  onProgress?: (p: Progress) => void;
+  connectTimeoutMs?: number;
+  /** How long to wait for any answer of the destination. */
+  replyTimeoutMs?: number;
+}
+
+export interface PolicyContext {
+  sampler: Sampler;
+  space: PageSpace;
+  log: Logger;
+  onProgress?: (p: Progress) => void;
+}
+
+export type Progress =
+  | { phase: 'modelling'; doneMs: number; totalMs: number; samples: number }
+  | { phase: 'round'; round: number; pagesSent: number; pagesPlanned: number; final: boolean }
+  | { phase: 'verify'; pages: number };
+
+/**
+ * One live migration, source side. The order of the steps is what keeps the process safe:
+ * nothing touches the process before the destination has answered Hello, and until the
+ * destination confirms the checksums, every failure leaves the process running with all
+ * tracking removed.
+ */
+export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
+  const { pid, log } = opts;
+  const startedAt = new Date().toISOString();
+  let t0 = performance.now();
+  const replyTimeout = opts.replyTimeoutMs ?? 60_000;
+  checkProcess(pid);
+
+  const channel = await connect(opts.host, opts.port, opts.connectTimeoutMs ?? 5000);
+  let tracker: DirtyTracker | null = null;
+  let sampler: Sampler | null = null;
+  let frozen: FrozenProcess | null = null;
+  let sender: PageSender | null = null;
+  let confirmed = false;
+  try {
+    // Tracking starts before the first page is read (design.md: order is correctness).
+    const mappings = readMapsOf(pid).filter(isMigratable);
+    try {
+      tracker = createTracker(pid, opts.tracker);
+      tracker.start(mappings);
+    } catch (e) {
+      tracker = null;
+      throw asSourceError(e, pid);
+    }
+    const space = new PageSpace(PAGE_SIZE);
+    space.reconcile(mappings);
+    sampler = new Sampler(pid, tracker, space, opts.intervalMs);
+    log.info({ pid, tracker: tracker.kind, pages: space.livePages, mappings: space.list().length }, 'tracking started');
+
+    const sessionId = randomBytes(16).toString('hex');
+    sampler.start();
+    const mt = performance.now();
+    const policy = await opts.makePolicy({ sampler, space, log, onProgress: opts.onProgress });
+    // Modelling comes before the migration proper (the paper builds its model in normal
+    // operation): it is reported as modelMs, and totalMs starts after it.
+    const modelMs = performance.now() - mt;
+    t0 = performance.now();
+    sampler.onSample((s) => policy.observeSample?.(s.pages, s.atMs));
+
+    await channel.send(
+      hello({
+        magic: 'FCPY',
+        version: PROTOCOL_VERSION,
+        sessionId,
+        pageSize: PAGE_SIZE,
+        totalPages: space.totalPages,
+        policy: policy.name,
+        layout: space.layout(),
+      }),
+    );
+    const ack = await channel.expect(MessageType.HelloAck, replyTimeout).catch((e) => {
+      throw asChannelError(e);
+    });
+    sender = new PageSender(channel, new PageReader(pid), space, {
+      batchPages: opts.batchPages,
+      bandwidthBps: opts.bandwidthBps,
+      compress: opts.compress,
+    });
+    sender.grant(ack.header.credit);
+
+    const driver = new PrecopyDriver(space.totalPages, opts.stopRules, policy);
+    const rounds: RoundReport[] = [];
+    let pageRate = opts.bandwidthBps > 0 ? opts.bandwidthBps / 8 / PAGE_SIZE : 0;
+    let announced = space.layoutVersion;
+    const totals = { pagesSent: 0, bytesSent: 0, zeroPages: 0, lz4Pages: 0 };
+
+    sampler.take(); // round 1 sends everything: writes so far need no record
+    let plan: RoundPlan = driver.firstRound({ pageRate, nowMs: sampler.now() });
+    let stop: { reason: string; remaining: PageBitmap };
+    for (;;) {
+      const rt = performance.now();
+      const layoutChanged = space.layoutVersion !== announced;
+      announced = space.layoutVersion;
+      await channel.send(
+        roundStart({
+          round: plan.round,
+          final: false,
+          plannedPages: plan.send.count(),
+          ...(layoutChanged ? { layout: space.layout() } : {}),
+        }),
+      );
+      const skipFn = policy.skipRedirtied ? () => sampler!.peek(10) : undefined;
+      const res = await sender.sendPages(plan.round, plan.send, skipFn);
+      const dirtied = sampler.take();
+      for (const p of res.unreadable) if (p < dirtied.size) dirtied.set(p);
+      await channel.send(roundEnd({ round: plan.round, pagesSent: res.pagesSent, batches: res.batches }));
+      await expectRoundAck(channel, plan.round, replyTimeout);
+      const durationMs = performance.now() - rt;
+      if (res.pagesSent > 0 && durationMs > 0) pageRate = (res.pagesSent / durationMs) * 1000;
+      driver.resize(space.totalPages);
+      const live = space.live;
+      dirtied.and(live);
+      totals.pagesSent += res.pagesSent;
+      totals.bytesSent += res.bytesOnWire;
+      totals.zeroPages += res.zeroPages;
+      totals.lz4Pages += res.lz4Pages;
+      const decision = driver.endRound(
+        { pagesSent: res.pagesSent, pagesSkipped: res.pagesSkipped, dirtied, durationMs, pageRate },
+        { pageRate, nowMs: sampler.now() },
+      );
+      const rec = driver.records[driver.records.length - 1];
+      rounds.push({
+        round: rec.round,
+        pagesSent: rec.pagesSent,
+        pagesDirtied: rec.pagesDirtied,
+        pagesFiltered: rec.pagesFiltered,
+        durationMs,
+        bytesSent: res.bytesOnWire,
+        final: false,
+      });
+      log.info({ ...rounds[rounds.length - 1] }, 'round done');
+      opts.onProgress?.({ phase: 'round', round: rec.round, pagesSent: rec.pagesSent, pagesPlanned: rec.pagesPlanned, final: false });
+      if (decision.kind === 'stop') {
+        stop = decision;
+        break;
+      }
+      plan = decision.plan;
+    }
+
+    // Stop-and-copy: freeze, collect the last writes, send what remains.
+    sampler.stop();
+    const freezeAt = performance.now();
+    try {
+      frozen = new Freezer().freeze(pid);
+    } catch (e) {
+      throw asSourceError(e, pid);
+    }
+    const finalRound = rounds.length + 1;
+    const last = sampler.take();
+    const remaining = stop.remaining.resized(space.totalPages).or(last).and(space.live);
+    const layoutChanged = space.layoutVersion !== announced;
+    await channel.send(stopAndCopy({ round: finalRound }));
+    await channel.send(
+      roundStart({
+        round: finalRound,
+        final: true,
+        plannedPages: remaining.count(),
+        ...(layoutChanged ? { layout: space.layout() } : {}),
+      }),
+    );
+    const fr = await sender.sendPages(finalRound, remaining);
+    if (fr.unreadable.length > 0) {
+      throw new ProcessExitedError(`${fr.unreadable.length} pages of the frozen process could not be read`);
+    }
+    await channel.send(roundEnd({ round: finalRound, pagesSent: fr.pagesSent, batches: fr.batches }));
+    await expectRoundAck(channel, finalRound, replyTimeout);
+    const downtimeMs = performance.now() - freezeAt;
+    totals.pagesSent += fr.pagesSent;
+    totals.bytesSent += fr.bytesOnWire;
+    totals.zeroPages += fr.zeroPages;
+    totals.lz4Pages += fr.lz4Pages;
+    rounds.push({
+      round: finalRound,
+      pagesSent: fr.pagesSent,
+      pagesDirtied: 0,
+      pagesFiltered: 0,
+      durationMs: downtimeMs,
+      bytesSent: fr.bytesOnWire,
+      final: true,
+    });
+    opts.onProgress?.({ phase: 'round', round: finalRound, pagesSent: fr.pagesSent, pagesPlanned: remaining.count(), final: true });
+
+    // Verification: hash the frozen memory, the destination compares with its image.
+    const vt = performance.now();
+    opts.onProgress?.({ phase: 'verify', pages: space.livePages });
+    const reader = new PageReader(pid);
+    for (const seg of space.list()) {
+      for (let first = 0; first < seg.pages; first += CHECKSUM_CHUNK) {
+        const count = Math.min(CHECKSUM_CHUNK, seg.pages - first);
+        const hashes = await hashPages(reader, seg.start + first * PAGE_SIZE, count);
+        await channel.send(checksums({ algorithm: 'xxh64', firstPage: seg.indexBase + first, count }, hashes));
+      }
+    }
+    const answer = await channel.next(replyTimeout).catch((e) => {
+      throw asChannelError(e);
+    });
+    const verifyMs = performance.now() - vt;
+    const report: MigrationReport = {
+      verified: answer.type === MessageType.Verified,
+      downtimeMs,
+      totalMs: performance.now() - t0,
+      verifyMs,
+      modelMs,
+      memoryPages: space.livePages,
+      pagesSent: totals.pagesSent,
+      bytesSent: totals.bytesSent,
+      bytesOfMemory: totals.pagesSent * PAGE_SIZE,
+      zeroPages: totals.zeroPages,
+      lz4Pages: totals.lz4Pages,
+      policy: policy.name,
+      stopReason: stop.reason,
+      tracker: tracker.kind,
+      pid,
+      destination: `${opts.host}:${opts.port}`,
+      after: opts.after,
+      scans: { ...sampler.scans },
+      rounds,
+      policyStatus: policy.status?.(),
+      machine: machineNote(),
+      startedAt,
+    };
+    if (answer.type === MessageType.Mismatch) {
+      report.mismatch = { pages: answer.header.mismatched, firstPages: answer.header.firstPages };
+      log.error({ mismatch: report.mismatch }, 'destination reported a checksum mismatch');
+      // Not confirmed: the process resumes on the source below.
+      throw Object.assign(new VerificationError(`the destination found ${answer.header.mismatched} pages that differ from the frozen source (first: ${answer.header.firstPages.slice(0, 4).join(', ')}); the process was left running here`), { report });
+    }
+    if (answer.type === MessageType.Abort) throw new DestinationAbortError(`the destination aborted: ${answer.header.reason}`);
+    if (answer.type !== MessageType.Verified) {
+      throw new ConnectionError(`the destination answered ${MessageType[answer.type]} instead of Verified or Mismatch`);
+    }
+    confirmed = true;
+    channel.close();
+    finish(opts.after, tracker, frozen);
+    tracker = null;
+    frozen = null;
+    report.totalMs = performance.now() - t0;
+    return report;
+  } catch (e) {
+    const err = asChannelError(asSourceError(e, pid));
+    if (!confirmed && !channel.closed) {
+      const reason = err instanceof Error ? err.message : String(err);
+      await channel.send(abort({ code: (err as SourceError).code ?? 'E_SOURCE', reason })).catch(() => {});
+    }
+    channel.destroy();
+    throw err;
+  } finally {
+    sampler?.stop();
+    sender?.abort();
+    // Every path that did not hand the process over leaves it running, untracked.
+    if (tracker || frozen) releaseProcess(tracker, frozen, log);
+  }
+}
+
+const CHECKSUM_CHUNK = 16384;
+
+function finish(after: AfterAction, tracker: DirtyTracker, frozen: FrozenProcess): void {
+  if (after === 'kill') {
+    frozen.kill();
+    return;
+  }
+  tracker.stop(frozen);
+  if (after === 'stop') frozen.stopped();
+  else frozen.thaw();
+}
+
+/** Removes tracking and thaws; never throws (it runs on failure paths). */
+function releaseProcess(tracker: DirtyTracker | null, frozen: FrozenProcess | null, log: Logger): void {
+  try {
+    tracker?.stop(frozen);
+  } catch (e) {
+    log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
+  }
+  try {
+    frozen?.thaw();
+  } catch (e) {
+    log.error({ err: (e as Error).message }, 'could not thaw the process');
+  }
+}
+
+async function expectRoundAck(channel: MessageChannel, round: number, timeoutMs: number): Promise<void> {
+  const ack = await channel.expect(MessageType.RoundAck, timeoutMs).catch((e) => {
+    throw asChannelError(e);
+  });
+  if (ack.header.round !== round) {
+    throw new ConnectionError(`the destination acknowledged round ${ack.header.round} while round ${round} was expected`);
+  }
+}
+
+function checkProcess(pid: number): void {
+  if (!Number.isInteger(pid) || pid <= 0) throw new ProcessError(`--pid must be a positive whole number, got ${pid}`);
+  if (pid === process.pid) throw new ProcessError(`pid ${pid} is this agent itself; migrate another process`);
+  if (!existsSync(`/proc/${pid}`)) throw new ProcessError(`no process with pid ${pid}`);
+}
+
+function readMapsOf(pid: number) {
+  try {
+    return readMaps(pid);
+  } catch (e) {
+    throw asSourceError(e, pid);
+  }
+}
+
+function connect(host: string, port: number, timeoutMs: number): Promise<MessageChannel> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    socket.setNoDelay(true);
+    const t = setTimeout(() => {
+      socket.destroy();
+      reject(new ConnectionError(`no answer from ${host}:${port} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(t);
+      socket.removeAllListeners('error');
+      resolve(new MessageChannel(socket));
+    });
+    socket.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(t);
+      const why = e.code === 'ECONNREFUSED' ? 'nothing is listening there' : e.message;
+      reject(new ConnectionError(`cannot connect to the destination ${host}:${port}: ${why}`));
+    });
+  });
+}
+
+function asSourceError(e: unknown, pid: number): Error {
+  if (e instanceof SourceError) return e;
+  const err = e as { code?: string; message?: string; name?: string };
+  if (err.name === 'TrackerUnsupportedError') return new TrackingError(err.message ?? String(e), { cause: e });
+  if (err.code === 'ESRCH' || err.code === 'ENOENT') {
+    return existsSync(`/proc/${pid}`)
+      ? new ProcessError(`process ${pid}: ${err.message}`, { cause: e })
+      : new ProcessExitedError(`process ${pid} exited during the migration`, { cause: e });
+  }
+  if (err.code === 'EPERM' || err.code === 'EACCES') {
+    return new ProcessError(
+      `not permitted to trace process ${pid}: run as root or with CAP_SYS_PTRACE (and the same user), and check /proc/sys/kernel/yama/ptrace_scope`,
+      { cause: e },
+    );
+  }
+  return e as Error;
+}
+
+function asChannelError(e: unknown): Error {
+  if (e instanceof SourceError) return e;
+  if (e instanceof PeerAbortError) return new DestinationAbortError(`the destination aborted: ${e.reason}`, { cause: e });
+  const err = e as { code?: string; message?: string };
+  if (typeof err.code === 'string' && err.code.startsWith('E_')) {
+    return new ConnectionError(`the connection to the destination failed: ${err.message}`, { cause: e });
+  }
+  return e as Error;
+}
+
+function machineNote(): MigrationReport['machine'] {
+  const cpus = os.cpus().length;
+  return {
+    cpus,
+    note: `measured on ${os.hostname()}, ${cpus} cores shared by the workload, the source and any local destination`,
+  };
+}

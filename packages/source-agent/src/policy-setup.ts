@@ -1,0 +1,134 @@
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import { MarkovModel, ModelBuilder, createPolicy, type Policy } from '@forecopy/filter';
+import { PAGE_SIZE } from '@forecopy/protocol';
+import { PageSpace } from './page-space.js';
+import { Sampler } from './sampler.js';
+import { createTracker, isMigratable, readMaps } from './kernel/index.js';
+import type { PolicyContext, Progress } from './migrate.js';
+import { ProcessError, SourceError } from './errors.js';
+
+export const POLICY_CHOICES = ['precopy', 'xen-skip', 'tpo', 'markov'] as const;
+export type PolicyChoice = (typeof POLICY_CHOICES)[number];
+
+export interface PolicySetup {
+  policy: string;
+  states: number;
+  modelSeconds: number;
+  modelFile?: string;
+  lwwsThreshold?: number;
+  intervalMs: number;
+  bandwidthBps: number;
+}
+
+/**
+ * Builds the policy for `migrate` once tracking runs. For markov it first models the process
+ * for `modelSeconds` (samples from the migration's own sampler: the tracker has one owner), or
+ * loads a saved model.
+ */
+export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promise<Policy> {
+  if (!(POLICY_CHOICES as readonly string[]).includes(s.policy)) {
+    throw new SourceError(`--policy must be one of ${POLICY_CHOICES.join(', ')}`);
+  }
+  if (!(s.states >= 64 && s.states <= 1024 && Number.isInteger(s.states))) {
+    throw new SourceError(`--states must be a whole number from 64 to 1024, got ${s.states}`);
+  }
+  if (s.lwwsThreshold !== undefined && !(s.lwwsThreshold > 0 && s.lwwsThreshold <= 1)) {
+    throw new SourceError(`--lwws-threshold must be in (0, 1], got ${s.lwwsThreshold}`);
+  }
+  const preloaded = s.policy === 'markov' && s.modelFile ? loadModel(s.modelFile) : undefined;
+  return async (ctx) => {
+    const common = {
+      intervalMs: s.intervalMs,
+      initialPageRate: s.bandwidthBps > 0 ? s.bandwidthBps / 8 / PAGE_SIZE : 0,
+    };
+    if (s.policy !== 'markov') return createPolicy(s.policy as PolicyChoice, common);
+    const model =
+      preloaded ??
+      (await observe(ctx.sampler, ctx.space, s.modelSeconds * 1000, s.states, s.lwwsThreshold, ctx.log, ctx.onProgress));
+    return createPolicy('markov', { ...common, model });
+  };
+}
+
+function loadModel(file: string): MarkovModel {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    throw new SourceError(`cannot read the model file ${file}: ${(e as Error).message}`);
+  }
+  try {
+    return MarkovModel.fromBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  } catch (e) {
+    throw new SourceError(`${file} is not a forecopy model: ${(e as Error).message}`);
+  }
+}
+
+/** Feeds the sampler's samples to a ModelBuilder for `ms` milliseconds. */
+async function observe(
+  sampler: Sampler,
+  space: PageSpace,
+  ms: number,
+  states: number,
+  lwwsThreshold: number | undefined,
+  log: Logger,
+  onProgress?: (p: Progress) => void,
+): Promise<MarkovModel> {
+  const builder = new ModelBuilder(space.totalPages, {
+    states,
+    ...(lwwsThreshold !== undefined ? { lwwsThreshold } : {}),
+  });
+  let samples = 0;
+  let computeMs = 0;
+  const start = sampler.now();
+  const off = sampler.onSample((smp) => {
+    const t = performance.now();
+    builder.observe(smp.pages);
+    computeMs += performance.now() - t;
+    samples++;
+    onProgress?.({ phase: 'modelling', doneMs: sampler.now() - start, totalMs: ms, samples });
+  });
+  await new Promise((r) => setTimeout(r, ms));
+  off();
+  const model = builder.build();
+  log.info(
+    { samples, modelBytes: model.byteSize(), computeMsPerSample: samples ? computeMs / samples : 0 },
+    'markov model built',
+  );
+  return model;
+}
+
+export interface WriteModelOptions {
+  pid: number;
+  out: string;
+  seconds: number;
+  states: number;
+  intervalMs: number;
+  lwwsThreshold?: number;
+  tracker: 'auto' | 'uffd-wp' | 'soft-dirty';
+  log: Logger;
+  onProgress?: (p: Progress) => void;
+}
+
+/** `forecopy-source model`: observes a process and saves its model. Returns a summary line. */
+export async function writeModel(o: WriteModelOptions): Promise<string> {
+  if (!fs.existsSync(`/proc/${o.pid}`)) throw new ProcessError(`no process with pid ${o.pid}`);
+  const mappings = readMaps(o.pid).filter(isMigratable);
+  const tracker = createTracker(o.pid, o.tracker);
+  try {
+    tracker.start(mappings);
+    const space = new PageSpace(PAGE_SIZE);
+    space.reconcile(mappings);
+    const sampler = new Sampler(o.pid, tracker, space, o.intervalMs);
+    sampler.start();
+    try {
+      const model = await observe(sampler, space, o.seconds * 1000, o.states, o.lwwsThreshold, o.log, o.onProgress);
+      fs.writeFileSync(o.out, model.toBytes());
+      return `model of pid ${o.pid}: ${model.byteSize()} bytes, written to ${o.out}`;
+    } finally {
+      sampler.stop();
+    }
+  } finally {
+    tracker.stop();
+  }
+}

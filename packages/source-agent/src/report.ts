@@ -1,0 +1,99 @@
+/**
+ * The source agent's metrics, declared once. The CLI table, the JSON report (--report) and the
+ * logs all come from `MigrationReport`.
+ *
+ * Time figures are wall-clock milliseconds on the source host. On a single machine the workload,
+ * the source and the destination share the same cores: say so next to any figure you publish.
+ */
+export interface RoundReport {
+  round: number;
+  /** Pages sent in the round (after the filter and any per-batch skip). */
+  pagesSent: number;
+  /** Pages written while the round ran. */
+  pagesDirtied: number;
+  /** Pages held back by the policy's filter plus pages skipped before a batch. */
+  pagesFiltered: number;
+  durationMs: number;
+  /** Bytes on the wire for the round (frames, compressed). */
+  bytesSent: number;
+  /** True for the stop-and-copy round (the process was frozen). */
+  final: boolean;
+}
+
+export interface MigrationReport {
+  /** The destination compared every page's checksum with the frozen source and found them equal. */
+  verified: boolean;
+  /** From the freeze to the destination's acknowledgement that the final round is applied. */
+  downtimeMs: number;
+  /** From the start of the migration (after any modelling) to the verification answer. */
+  totalMs: number;
+  /** Time spent hashing and comparing after the final round (the process stays frozen). */
+  verifyMs: number;
+  /** Time spent building the policy's model before the migration began (markov), else ~0. */
+  modelMs: number;
+  /** Live pages of the process's migrated memory at the end. */
+  memoryPages: number;
+  /** Pages sent over all rounds, the final one included. */
+  pagesSent: number;
+  /** Bytes on the wire over all rounds (frame headers and payload, after compression). */
+  bytesSent: number;
+  /** Bytes of memory those pages cover (pagesSent x page size). */
+  bytesOfMemory: number;
+  zeroPages: number;
+  lz4Pages: number;
+  policy: string;
+  stopReason: string;
+  tracker: string;
+  pid: number;
+  destination: string;
+  after: 'kill' | 'stop' | 'resume';
+  /** Scans of the dirty tracker and the time they took. */
+  scans: { count: number; totalMs: number; maxMs: number };
+  rounds: RoundReport[];
+  policyStatus?: Record<string, unknown>;
+  /** Pages that differed, when verification failed. */
+  mismatch?: { pages: number; firstPages: number[] };
+  machine: { cpus: number; note: string };
+  startedAt: string;
+}
+
+const num = (n: number) => n.toLocaleString('en-US');
+const ms = (n: number) => `${n.toFixed(1)} ms`;
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+/** The human-readable table printed at the end of `migrate`. */
+export function formatReport(r: MigrationReport): string {
+  const lines: string[] = [];
+  lines.push(`forecopy migration of pid ${r.pid} to ${r.destination}: ${r.verified ? 'VERIFIED' : 'NOT VERIFIED'}`);
+  lines.push(
+    `  policy ${r.policy}, tracker ${r.tracker}, stopped by ${r.stopReason}, process ${afterWord(r.after)} after verification`,
+  );
+  lines.push(
+    `  downtime ${ms(r.downtimeMs)}   total ${ms(r.totalMs)}   verify ${ms(r.verifyMs)}${r.modelMs >= 1 ? `   modelling ${ms(r.modelMs)} (before)` : ''}`,
+  );
+  lines.push(
+    `  memory ${num(r.memoryPages)} pages (${mib(r.memoryPages * 4096)})   sent ${num(r.pagesSent)} pages (${mib(r.bytesOfMemory)} of memory, ${mib(r.bytesSent)} on the wire; ${num(r.zeroPages)} zero, ${num(r.lz4Pages)} lz4)`,
+  );
+  lines.push(`  tracker scans ${r.scans.count}, ${ms(r.scans.totalMs)} in all, ${ms(r.scans.maxMs)} at most`);
+  lines.push('');
+  const head = ['round', 'sent', 'dirtied', 'filtered', 'ms', 'wire MiB'];
+  const rows = r.rounds.map((x) => [
+    x.final ? `${x.round} (stop)` : String(x.round),
+    num(x.pagesSent),
+    num(x.pagesDirtied),
+    num(x.pagesFiltered),
+    x.durationMs.toFixed(1),
+    (x.bytesSent / 1048576).toFixed(2),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const fmt = (row: string[]) => '  ' + row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  lines.push(fmt(head));
+  for (const row of rows) lines.push(fmt(row));
+  if (r.mismatch) lines.push(`  MISMATCH: ${num(r.mismatch.pages)} pages differ, first: ${r.mismatch.firstPages.join(', ')}`);
+  lines.push(`  (${r.machine.note})`);
+  return lines.join('\n');
+}
+
+function afterWord(a: MigrationReport['after']): string {
+  return a === 'kill' ? 'killed' : a === 'stop' ? 'left stopped' : 'resumed';
+}
