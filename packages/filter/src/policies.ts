@@ -1,0 +1,31 @@
+import { PrecopyPolicy, type Policy } from './policy.js';
+import { TpoPolicy } from './tpo-policy.js';
+import { XenSkipPolicy } from './xen-skip-policy.js';
+import { MarkovPolicy, type MarkovPolicyOptions } from './markov-policy.js';
+import type { MarkovModel } from './markov-model.js';
+
+export const POLICY_NAMES = ['precopy', 'xen-skip', 'tpo', 'markov'] as const;
+export type PolicyName = (typeof POLICY_NAMES)[number];
+
+export interface PolicyOptions extends Partial<MarkovPolicyOptions> {
+  totalPages?: number;
+  /** Required for markov. */
+  model?: MarkovModel;
+}
+
+/** Every policy by name, on the one Policy interface the live agent and the simulator drive. */
+export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy {
+  switch (name) {
+    case 'precopy':
+      return new PrecopyPolicy();
+    case 'xen-skip':
+      return new XenSkipPolicy();
+    case 'tpo':
+      return new TpoPolicy(opts.totalPages ?? 0);
+    case 'markov':
+      if (!opts.model) throw new Error('the markov policy needs a model');
+      return new MarkovPolicy(opts.model, opts);
+    default:
+      throw new Error(`unknown policy ${String(name)}: one of ${POLICY_NAMES.join(', ')}`);
+  }
+}
