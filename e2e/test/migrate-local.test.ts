@@ -108,7 +108,10 @@ describe.skipIf(skip)('live migration over loopback', () => {
 
     it('a garbage peer on the port', async () => {
       const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
-      const server = net.createServer((s) => s.end(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n')));
+      const server = net.createServer((s) => {
+        s.resume(); // read and drop what the source sends, so its close is seen
+        s.end(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'));
+      });
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       c.defer(() => new Promise<void>((r) => server.close(() => r())));
       const port = (server.address() as net.AddressInfo).port;

@@ -293,7 +293,6 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     };
     if (answer.type === MessageType.Mismatch) {
       report.mismatch = { pages: answer.header.mismatched, firstPages: answer.header.firstPages };
-      log.error({ mismatch: report.mismatch }, 'destination reported a checksum mismatch');
       // Not confirmed: the process resumes on the source below.
       throw Object.assign(new VerificationError(`the destination found ${answer.header.mismatched} pages that differ from the frozen source (first: ${answer.header.firstPages.slice(0, 4).join(', ')}); the process was left running here`), { report });
     }
