@@ -30,6 +30,10 @@ function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+function tc(...args: string[]): string {
+  return execFileSync('tc', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
 export function makeTwoHosts(opts: { rate?: string } = {}): TwoHosts {
   const id = randomBytes(3).toString('hex');
   const source = `forecopy-${id}-src`;
@@ -64,7 +68,7 @@ export function makeTwoHosts(opts: { rate?: string } = {}): TwoHosts {
       ip('-n', ns, 'addr', 'add', `${addr}/30`, 'dev', dev);
       ip('-n', ns, 'link', 'set', dev, 'up');
       ip('-n', ns, 'link', 'set', 'lo', 'up');
-      if (opts.rate) ip('-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', opts.rate, 'burst', '256kb', 'latency', '50ms');
+      if (opts.rate) tc('-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', opts.rate, 'burst', '256kb', 'latency', '50ms');
     }
   } catch (e) {
     destroy();

@@ -173,15 +173,16 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
       );
       const skipFn = policy.skipRedirtied ? () => sampler!.peek(10) : undefined;
       const res = await sender.sendPages(plan.round, plan.send, skipFn);
-      const dirtied = sampler.take();
+      let dirtied = sampler.take();
       for (const p of res.unreadable) if (p < dirtied.size) dirtied.set(p);
       await channel.send(roundEnd({ round: plan.round, pagesSent: res.pagesSent, batches: res.batches }));
       await expectRoundAck(channel, plan.round, replyTimeout);
       const durationMs = performance.now() - rt;
       if (res.pagesSent > 0 && durationMs > 0) pageRate = (res.pagesSent / durationMs) * 1000;
+      // The space may have grown while we waited for the acknowledgement (the sampler runs on).
       driver.resize(space.totalPages);
-      const live = space.live;
-      dirtied.and(live);
+      if (dirtied.size !== space.totalPages) dirtied = dirtied.resized(space.totalPages);
+      dirtied.and(space.live);
       totals.pagesSent += res.pagesSent;
       totals.bytesSent += res.bytesOnWire;
       totals.zeroPages += res.zeroPages;

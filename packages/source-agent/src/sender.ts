@@ -86,9 +86,10 @@ export class PageSender {
       if (list.length > 0) await this.sendBatch(round, list, res);
       batch.length = 0;
     };
-    const live = this.space.live;
     for (const p of pages) {
-      if (!live.has(p)) continue; // a page of a segment retired since the list was made
+      // The sampler may retire segments between batches (the process unmapped them): their
+      // pages are dead, and whatever is still mapped there was re-added as a new segment.
+      if (!this.space.live.has(p)) continue;
       batch.push(p);
       if (batch.length >= this.opts.batchPages) await flush();
     }
@@ -96,12 +97,12 @@ export class PageSender {
     return res;
   }
 
-  private async sendBatch(round: number, indices: number[], res: SendResult): Promise<void> {
+  private async sendBatch(round: number, all: number[], res: SendResult): Promise<void> {
+    const indices = all.filter((p) => this.space.live.has(p)); // see sendPages
     // Address runs: consecutive indices of one segment are consecutive addresses.
     const ranges: Array<{ addr: number; pages: number }> = [];
     for (let i = 0; i < indices.length; ) {
-      const seg = this.space.segmentOfIndex(indices[i]);
-      if (!seg) throw new Error(`page ${indices[i]} is not live`);
+      const seg = this.space.segmentOfIndex(indices[i])!;
       let j = i + 1;
       const segEnd = seg.indexBase + seg.pages;
       while (j < indices.length && indices[j] === indices[j - 1] + 1 && indices[j] < segEnd) j++;

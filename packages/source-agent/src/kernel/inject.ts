@@ -1,6 +1,6 @@
 import koffi from 'koffi';
 import { KernelError, PTRACE, WALL, WIFSTOPPED, WNOHANG, WSTOPSIG, ptrace, ptracePeek, tgkill, waitpid } from './libc.js';
-import { sleepSync, waitStopped, type FrozenProcess } from './freezer.js';
+import { Freezer, sleepSync, type FrozenProcess } from './freezer.js';
 
 /**
  * Runs one system call inside another process (design.md, step 1): stop one thread, point it at
@@ -25,20 +25,10 @@ export interface InjectOptions {
 /** Returns the system call's result; a negative result throws KernelError with that errno. */
 export function injectSyscall(pid: number, nr: number, args: bigint[], opts: InjectOptions = {}): bigint {
   const tid = pid; // the main thread (its tid is the pid)
-  const seizedHere = !opts.frozen;
+  // Every thread must be stopped while `syscall; int3` stands in the shared text: another thread
+  // running through those bytes would trap and take the process down with SIGTRAP.
+  const own = opts.frozen ? null : new Freezer().freeze(pid, opts.timeoutMs ?? 5000);
   const held: number[] = []; // signals that arrived meanwhile, re-raised afterwards
-  if (seizedHere) {
-    // pid is the target's main thread; SEIZE then INTERRUPT puts it in a ptrace-stop.
-    ptrace(PTRACE.SEIZE, tid);
-    try {
-      ptrace(PTRACE.INTERRUPT, tid);
-      const sig = waitStopped(tid, opts.timeoutMs ?? 5000);
-      if (sig) held.push(sig);
-    } catch (e) {
-      safeDetach(tid, 0);
-      throw e;
-    }
-  }
   const saved = Buffer.alloc(REGS_BYTES);
   const regs = Buffer.alloc(REGS_BYTES);
   // saved/regs are ours, 216 bytes = sizeof(struct user_regs_struct) on x86_64.
@@ -74,10 +64,8 @@ export function injectSyscall(pid: number, nr: number, args: bigint[], opts: Inj
     try {
       restore();
     } finally {
-      if (seizedHere) {
-        safeDetach(tid, 0);
-        for (const s of held) tgkill(pid, tid, s);
-      }
+      own?.thaw();
+      for (const sig of held) tgkill(pid, tid, sig);
     }
   }
 }
@@ -100,10 +88,3 @@ function waitForTrap(tid: number, held: number[], timeoutMs: number): void {
   }
 }
 
-function safeDetach(tid: number, sig: number): void {
-  try {
-    ptrace(PTRACE.DETACH, tid, 0n, BigInt(sig));
-  } catch {
-    // gone or not traced
-  }
-}
