@@ -92,6 +92,8 @@ export class Sampler {
     const pages = new PageBitmap(size);
     this.space.markRanges(result.written, pages);
     this.space.markSegments(added, pages);
+    // What the tracker registered afresh may hold writes it never saw: all of it is dirty.
+    this.space.markRanges(result.added, pages);
     if (result.unregistrable.length > 0 || retired.length > 0 || added.length > 0) {
       this.unregistrable = this.segmentsOf(result.unregistrable);
     }

@@ -14,7 +14,10 @@ export interface DirtyRange {
 export interface CollectResult {
   /** Written since the previous collect (or start), and write-protected again. */
   written: DirtyRange[];
-  /** Migratable ranges seen for the first time (registered now where possible): fully dirty. */
+  /**
+   * Migratable ranges registered afresh in this collect (new, reshaped, or replaced under the
+   * same addresses): the caller must count every page of them as written.
+   */
   added: ProcMapping[];
   /** Migratable ranges that refused registration: they must always count as dirty. */
   unregistrable: ProcMapping[];
@@ -104,10 +107,20 @@ export class UffdWpTracker implements DirtyTracker {
     const added: ProcMapping[] = [];
     const written: DirtyRange[] = [];
     let scanMs = 0;
-    const timedScan = (start: number, end: number) => {
+    /** Scans; false when the range is no longer (wholly) registered: it was replaced meanwhile. */
+    const timedScan = (start: number, end: number): boolean => {
       const t = performance.now();
-      this.scan(start, end, written);
-      scanMs += performance.now() - t;
+      try {
+        this.scan(start, end, written);
+        return true;
+      } catch (e) {
+        // EPERM: the range now touches memory not registered for async WP (design.md): the
+        // process unmapped and mapped again there since we last looked.
+        if (e instanceof KernelError && e.code === 'EPERM') return false;
+        throw e;
+      } finally {
+        scanMs += performance.now() - t;
+      }
     };
     const current = new Map<number, ProcMapping>();
     for (const m of mappings) current.set(m.start, m);
@@ -118,7 +131,11 @@ export class UffdWpTracker implements DirtyTracker {
     for (const m of mappings) {
       const r = this.registered.get(m.start);
       if (r && r.end === m.end) {
-        timedScan(m.start, m.end);
+        if (timedScan(m.start, m.end)) continue;
+        // Replaced under the same addresses: track it afresh, and all of it counts as written.
+        this.registered.delete(m.start);
+        this.register(m, m.start);
+        added.push(m);
         continue;
       }
       if (this.refused.has(m.start)) continue;
