@@ -81,7 +81,7 @@ try {
           ...(policy === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
         ]);
         const code = await src.exited;
-        process.kill(Number(pid), 'SIGKILL');
+        try { process.kill(Number(pid), 'SIGKILL'); } catch {} // gone already with --after kill
         await dest.exited;
         fs.rmSync(imageDir, { recursive: true, force: true });
         fs.mkdirSync(imageDir);

@@ -102,6 +102,62 @@ export class MarkovModel {
     return out;
   }
 
+  /**
+   * Expected number of samples spent in each state over the next `steps` samples, starting in
+   * `curr` (the distribution propagated through the transition matrix; a state with no observed
+   * successor keeps its mass). Used by the `visits` forecast.
+   */
+  expectedOccupancy(curr: number, steps: number): Float64Array {
+    const S = this.states;
+    const rows = this.normalizedRows();
+    let p = new Float64Array(S);
+    let q = new Float64Array(S);
+    const occ = new Float64Array(S);
+    p[curr] = 1;
+    const active = new Set<number>([curr]);
+    for (let k = 0; k < steps; k++) {
+      q.fill(0);
+      const next = new Set<number>();
+      for (const a of active) {
+        const mass = p[a];
+        if (mass < 1e-9) continue;
+        const row = rows[a];
+        if (!row) {
+          q[a] += mass;
+          next.add(a);
+          continue;
+        }
+        for (let i = 0; i < row.length; i += 2) {
+          q[row[i]] += mass * row[i + 1];
+          next.add(row[i]);
+        }
+      }
+      for (const b of next) occ[b] += q[b];
+      [p, q] = [q, p];
+      active.clear();
+      for (const b of next) active.add(b);
+    }
+    return occ;
+  }
+
+  private rowsCache: Array<Float64Array | undefined> | null = null;
+  private normalizedRows(): Array<Float64Array | undefined> {
+    if (this.rowsCache) return this.rowsCache;
+    const rows: Array<Float64Array | undefined> = new Array(this.states);
+    for (const [a, row] of this.transitions) {
+      let total = 0;
+      for (const c of row.values()) total += c;
+      const arr = new Float64Array(row.size * 2);
+      let i = 0;
+      for (const [b, c] of row) {
+        arr[i++] = b;
+        arr[i++] = c / total;
+      }
+      rows[a] = arr;
+    }
+    return (this.rowsCache = rows);
+  }
+
   lwws(s: number): Uint32Array {
     return this.lwwsSets.get(s) ?? EMPTY;
   }

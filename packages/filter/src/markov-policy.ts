@@ -3,7 +3,23 @@ import type { Policy, RoundContext } from './policy.js';
 import { ModelBuilder, type MarkovModel } from './markov-model.js';
 import { FitMonitor, type FitResult } from './goodness-of-fit.js';
 
+/**
+ * How the filter forecasts (see MarkovPolicy):
+ * - `chain` (default, the paper's Fig. 3): follow the single most probable next state, one step
+ *   per sampling interval, and hold back the LWWS of every state on that chain.
+ * - `visits` (our option): propagate the whole distribution over states for the same number of
+ *   steps and hold back the LWWS of every state expected to occupy at least one whole sampling
+ *   interval. A workload whose hot spot dwells (mw hotspot: 10 samples a zone) has "stay" as its
+ *   most probable transition, so the paper's chain never leaves the current state and forecasts
+ *   only one zone for a round that lasts several seconds; `visits` sees the zones it will move
+ *   through. BENCHMARKS.md has the measurements.
+ */
+export type ForecastMode = 'chain' | 'visits';
+
 export interface MarkovPolicyOptions {
+  forecast: ForecastMode;
+  /** Also apply Xen's per-batch skip of pages written again during the round. */
+  skipRedirtied: boolean;
   /** The sampling interval: the duration of one state (paper: 50 ms). */
   intervalMs: number;
   /** Pages per second to assume before the link was measured (from --bandwidth), 0 = unknown. */
@@ -21,6 +37,9 @@ export interface FallbackEvent {
   action: 'disabled' | 'rebuilt';
   fit?: FitResult;
 }
+
+/** The `visits` forecast looks at most this many sampling intervals ahead (60 s at 50 ms). */
+const MAX_VISIT_STEPS = 1200;
 
 /**
  * The paper's data filter (Fig. 3, lines 13-23) on the Policy interface:
@@ -51,6 +70,8 @@ export class MarkovPolicy implements Policy {
   constructor(model: MarkovModel, opts: Partial<MarkovPolicyOptions> = {}) {
     this.model = model;
     this.opts = {
+      forecast: opts.forecast ?? 'chain',
+      skipRedirtied: opts.skipRedirtied ?? false,
       intervalMs: opts.intervalMs ?? 50,
       initialPageRate: opts.initialPageRate ?? 0,
       rebuild: opts.rebuild ?? true,
@@ -59,7 +80,10 @@ export class MarkovPolicy implements Policy {
       ...(opts.zCritical !== undefined ? { zCritical: opts.zCritical } : {}),
     };
     this.monitor = new FitMonitor(model, this.opts.fitWindow, this.opts.zCritical);
+    this.skipRedirtied = this.opts.skipRedirtied;
   }
+
+  readonly skipRedirtied: boolean;
 
   get currentModel(): MarkovModel {
     return this.model;
@@ -78,7 +102,17 @@ export class MarkovPolicy implements Policy {
     const t = performance.now();
     const held = new PageBitmap(unsynced.size);
     const rate = ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate;
-    if (!this.disabled && rate > 0) {
+    if (!this.disabled && rate > 0 && this.opts.forecast === 'visits') {
+      const steps = Math.min(MAX_VISIT_STEPS, Math.floor(((unsynced.count() / rate) * 1000) / this.opts.intervalMs));
+      if (steps > 0) {
+        const occ = this.model.expectedOccupancy(this.currentState(), steps);
+        for (let st = 0; st < occ.length; st++) {
+          if (occ[st] < 1) continue;
+          for (const p of this.model.lwws(st)) if (p < held.size) held.set(p);
+        }
+        held.and(unsynced);
+      }
+    } else if (!this.disabled && rate > 0) {
       let sendtime = (unsynced.count() / rate) * 1000;
       let curr = this.currentState();
       const seen = new Set<number>();
@@ -132,6 +166,8 @@ export class MarkovPolicy implements Policy {
     const m = this.model;
     const total = this.forecastMs.reduce((a, b) => a + b, 0);
     return {
+      forecast: this.opts.forecast,
+      skipRedirtied: this.opts.skipRedirtied,
       model: { states: m.states, observedStates: m.observedStates, transitions: m.transitionCount, samples: m.samples, bytes: m.byteSize(), lwwsThreshold: m.lwwsThreshold },
       enabled: !this.disabled,
       fallback: this.events.length ? this.events : null,

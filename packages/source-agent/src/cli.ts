@@ -63,6 +63,8 @@ export function buildCli(argv: string[]): Argv {
           .option('model-seconds', { type: 'number', default: 10, describe: 'markov: how long to model before migrating' })
           .option('model', { type: 'string', describe: 'markov: load a saved model instead of modelling' })
           .option('lwws-threshold', { type: 'number', describe: "markov: share of a state's samples a page must be written in to join its LWWS" })
+          .option('forecast', { choices: ['chain', 'visits'] as const, default: 'chain' as const, describe: "markov: the paper's most-probable chain, or expected state visits (see BENCHMARKS.md)" })
+          .option('skip-redirtied', { type: 'boolean', default: false, describe: "markov: also skip pages written again during the round (Xen's to_skip)" })
           .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const, describe: 'dirty page tracker' })
           .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
           .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
@@ -99,6 +101,8 @@ export function buildCli(argv: string[]): Argv {
             lwwsThreshold: a['lwws-threshold'],
             intervalMs: a['interval-ms'],
             bandwidthBps,
+            forecast: a.forecast,
+            skipRedirtied: a['skip-redirtied'],
           }),
           log,
           onProgress: progressPrinter(),

@@ -19,6 +19,10 @@ export interface PolicySetup {
   lwwsThreshold?: number;
   intervalMs: number;
   bandwidthBps: number;
+  /** markov: 'chain' (the paper) or 'visits' (our option). */
+  forecast?: 'chain' | 'visits';
+  /** markov: also skip pages written again during the round (Xen's to_skip). */
+  skipRedirtied?: boolean;
 }
 
 /**
@@ -39,6 +43,7 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
   const preloaded = s.policy === 'markov' && s.modelFile ? loadModel(s.modelFile) : undefined;
   return async (ctx) => {
     const common = {
+      totalPages: ctx.space.totalPages,
       intervalMs: s.intervalMs,
       initialPageRate: s.bandwidthBps > 0 ? s.bandwidthBps / 8 / PAGE_SIZE : 0,
     };
@@ -46,7 +51,7 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
     const model =
       preloaded ??
       (await observe(ctx.sampler, ctx.space, s.modelSeconds * 1000, s.states, s.lwwsThreshold, ctx.log, ctx.onProgress));
-    return createPolicy('markov', { ...common, model });
+    return createPolicy('markov', { ...common, model, forecast: s.forecast ?? 'chain', skipRedirtied: s.skipRedirtied ?? false });
   };
 }
 

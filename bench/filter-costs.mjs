@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// The data filter's costs for a 1 GiB page space at S = 256 (the paper's Table 1 and its
+// O(N + S^2) memory): modelling compute per 50 ms sample, forecast + filter per round, model
+// memory. Samples are synthetic but sized like a busy workload: a hot spot cycling over 8 of the
+// 256 regions (dwell 10 samples) with 1,000 pages written per sample, plus 200 random pages.
+//   node bench/filter-costs.mjs [--states 256] [--samples 200]
+import os from 'node:os';
+import { ModelBuilder, MarkovPolicy, PageBitmap } from '../packages/filter/dist/index.js';
+
+const argv = process.argv.slice(2);
+const opt = (n, d) => (argv.includes(`--${n}`) ? Number(argv[argv.indexOf(`--${n}`) + 1]) : d);
+const TOTAL = 262_144; // 1 GiB of 4 KiB pages
+const S = opt('states', 256);
+const N = opt('samples', 200);
+let seed = 7;
+const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+const regionPages = TOTAL / S;
+const cycle = Array.from({ length: 8 }, (_, i) => (i * 37 + 5) % S);
+const samples = [];
+for (let i = 0; i < N; i++) {
+  const b = new PageBitmap(TOTAL);
+  const z = cycle[Math.floor(i / 10) % cycle.length];
+  for (let k = 0; k < 1000; k++) b.set(z * regionPages + Math.floor(rnd() * regionPages));
+  for (let k = 0; k < 200; k++) b.set(Math.floor(rnd() * TOTAL));
+  samples.push(b);
+}
+// warm up the JIT, then measure
+for (const s of samples.slice(0, 20)) new ModelBuilder(TOTAL, { states: S }).observe(s);
+const builder = new ModelBuilder(TOTAL, { states: S });
+const t0 = performance.now();
+for (const s of samples) builder.observe(s);
+const perSample = (performance.now() - t0) / N;
+const tb = performance.now();
+const model = builder.build();
+const buildMs = performance.now() - tb;
+const rows = [];
+for (const forecast of ['chain', 'visits']) {
+  const p = new MarkovPolicy(model, { intervalMs: 50, forecast });
+  p.observeSample(samples[N - 1], 0);
+  const times = [];
+  for (const pages of [TOTAL, 65_536, 8_192, 1_024]) {
+    const unsynced = new PageBitmap(TOTAL);
+    unsynced.setRange(0, pages);
+    for (let r = 0; r < 5; r++) p.holdBack(unsynced, { round: 1, pageRate: 15_258, nowMs: 0 }); // 500 Mbit/s
+    const t = performance.now();
+    const held = p.holdBack(unsynced, { round: 1, pageRate: 15_258, nowMs: 0 });
+    times.push([pages, performance.now() - t, held.count()]);
+  }
+  rows.push([forecast, times]);
+}
+console.log(`Command: node bench/filter-costs.mjs --states ${S} --samples ${N}`);
+console.log(`Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores; Node ${process.version}\n`);
+console.log('| measure | value |');
+console.log('| --- | --- |');
+console.log(`| modelling compute per 50 ms sample (1 GiB, S = ${S}) | ${perSample.toFixed(3)} ms |`);
+console.log(`| building the model from ${N} samples | ${buildMs.toFixed(2)} ms |`);
+console.log(`| model memory (byteSize) | ${(model.byteSize() / 1e6).toFixed(3)} MB |`);
+console.log(`| builder working memory | ${(builder.byteSize() / 1e6).toFixed(3)} MB |`);
+for (const [f, times] of rows) for (const [pages, ms, held] of times) console.log(`| forecast + filter, ${f}, send list of ${pages.toLocaleString('en-US')} pages at 500 Mbit/s | ${ms.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`);

@@ -1,0 +1,116 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Freezer, PageReader, UffdWpTracker, isMigratable, readMaps, type DirtyRange } from '../src/kernel/index.js';
+
+/** The uffd-wp tracker on a real process that writes exactly the pages it is told to. */
+const POKE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../workloads/bin/poke');
+const skip = process.getuid?.() !== 0 ? 'not root (ptrace and userfaultfd of another process)' : !fs.existsSync(POKE) ? 'workloads not built (pnpm build)' : null;
+if (skip) console.warn(`tracker: skipped: ${skip}`);
+
+class Poke {
+  private buf = '';
+  private waiters: Array<(l: string) => void> = [];
+  readonly lines: string[] = [];
+  constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (d) => {
+      this.buf += d;
+      let i;
+      while ((i = this.buf.indexOf('\n')) >= 0) {
+        const l = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 1);
+        const w = this.waiters.shift();
+        if (w) w(l);
+        else this.lines.push(l);
+      }
+    });
+  }
+  line(): Promise<string> {
+    const l = this.lines.shift();
+    return l !== undefined ? Promise.resolve(l) : new Promise((r) => this.waiters.push(r));
+  }
+  async cmd(c: string): Promise<string> {
+    this.child.stdin!.write(c + '\n');
+    return this.line();
+  }
+}
+
+const procs: ChildProcess[] = [];
+afterEach(() => {
+  for (const p of procs.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
+});
+
+async function startPoke(pages: number, threads = 1) {
+  const child = spawn(POKE, ['--pages', String(pages), '--threads', String(threads)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  procs.push(child);
+  const p = new Poke(child);
+  const m = /region=0x([0-9a-f]+) pages=(\d+) ready/.exec(await p.line())!;
+  return { p, pid: child.pid!, region: parseInt(m[1], 16) };
+}
+
+const pagesOf = (ranges: DirtyRange[], region: number, n: number) => {
+  const out: number[] = [];
+  for (const r of ranges) for (let a = r.start; a < r.end; a += 4096) if (a >= region && a < region + n * 4096) out.push((a - region) / 4096);
+  return out;
+};
+
+const uffdFds = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
+  try { return fs.readlinkSync(`/proc/${pid}/fd/${f}`).includes('userfaultfd'); } catch { return false; }
+}).length;
+
+describe.skipIf(skip)('UffdWpTracker', () => {
+  it('reports exactly the pages written, each once, and leaves nothing behind', async () => {
+    const { p, pid, region } = await startPoke(256, 3);
+    const t = new UffdWpTracker(pid);
+    t.start(readMaps(pid).filter(isMigratable));
+    expect(uffdFds(pid)).toBe(1);
+    t.collect(readMaps(pid).filter(isMigratable)); // settle anything written by libc meanwhile
+    expect(await p.cmd('w 3 4 5 200')).toBe('ok');
+    const a = t.collect(readMaps(pid).filter(isMigratable));
+    expect(pagesOf(a.written, region, 256)).toEqual([3, 4, 5, 200]);
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 256)).toEqual([]);
+    expect(await p.cmd('w 7 3')).toBe('ok');
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 256)).toEqual([3, 7]);
+    // a mapping made after start is reported as added, an unmapped one causes no error
+    const mapped = parseInt(/mapped 0x([0-9a-f]+)/.exec(await p.cmd('m 8'))![1], 16);
+    const c = t.collect(readMaps(pid).filter(isMigratable));
+    expect(c.added.some((m) => m.start <= mapped && m.end >= mapped + 8 * 4096)).toBe(true);
+    expect(await p.cmd('u')).toBe('unmapped');
+    t.collect(readMaps(pid).filter(isMigratable));
+    t.stop();
+    t.stop(); // idempotent
+    expect(uffdFds(pid)).toBe(0);
+    expect(/TracerPid:\s*0/.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))).toBe(true);
+    expect(await p.cmd('w 1 2 3')).toBe('ok'); // still writes, no hang
+  });
+
+  it('reads pages with process_vm_readv and reports vanished ranges as short', async () => {
+    const { pid, region } = await startPoke(16);
+    const r = new PageReader(pid);
+    const out = Buffer.alloc(32 * 4096);
+    const got = r.readRanges([{ addr: region, pages: 4 }, { addr: 0x1000, pages: 2 }, { addr: region + 8 * 4096, pages: 2 }], out);
+    expect(got).toEqual([4, 0, 2]);
+    expect(out[7]).toBe(1);
+  });
+
+  it('freezes every thread, and the kernel releases them if the freezer dies', async () => {
+    const { p, pid } = await startPoke(16, 4);
+    const f = new Freezer().freeze(pid);
+    expect(f.threads.size).toBe(4);
+    const state = () => fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0];
+    expect(state()).toBe('t');
+    f.thaw();
+    expect(await p.cmd('w 1')).toBe('ok');
+    // A child process freezes it and is killed without thawing: the target runs on.
+    const code = `import('${path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../dist/kernel/index.js')}').then(k => { new k.Freezer().freeze(${pid}); console.log('frozen'); setInterval(() => {}, 1000); })`;
+    const holder = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+    procs.push(holder);
+    await new Promise((r) => holder.stdout!.once('data', r));
+    expect(state()).toBe('t');
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.once('exit', r));
+    expect(await p.cmd('w 2')).toBe('ok');
+  });
+});

@@ -1,0 +1,73 @@
+/*
+ * poke: a test target that writes exactly the pages it is told to, for the dirty tracker's tests.
+ *
+ *   poke --pages N [--threads T]
+ *
+ * Maps N anonymous pages (all touched once), prints `poke pid=<pid> region=0x<addr> pages=<n>
+ * ready`, then reads commands on stdin, one a line:
+ *   w I J ...   write one byte into each page I, J, ... and answer `ok`
+ *   m K         map K more pages and answer `mapped 0x<addr>`
+ *   u           unmap the last extra mapping and answer `unmapped`
+ * With --threads T, T-1 idle threads sleep meanwhile (a multi-threaded target).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static void *idle(void *a) {
+  (void)a;
+  for (;;) pause();
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  long pages = 64, threads = 1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--pages")) pages = atol(argv[i + 1]);
+    else if (!strcmp(argv[i], "--threads")) threads = atol(argv[i + 1]);
+    else { fprintf(stderr, "poke: unknown option %s\n", argv[i]); return 2; }
+  }
+  if (pages < 1) { fprintf(stderr, "poke: --pages must be >= 1\n"); return 2; }
+  char *region = mmap(NULL, (size_t)pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (region == MAP_FAILED) { perror("poke: mmap"); return 1; }
+  memset(region, 1, (size_t)pages * 4096);
+  for (long t = 1; t < threads; t++) {
+    pthread_t th;
+    pthread_create(&th, NULL, idle, NULL);
+  }
+  printf("poke pid=%d region=%p pages=%ld ready\n", getpid(), (void *)region, pages);
+  fflush(stdout);
+  char line[4096];
+  char *extra[64];
+  long extra_len[64];
+  int nextra = 0;
+  while (fgets(line, sizeof line, stdin)) {
+    if (line[0] == 'w') {
+      char *p = line + 1, *end;
+      for (;;) {
+        long i = strtol(p, &end, 10);
+        if (end == p) break;
+        if (i >= 0 && i < pages) region[i * 4096 + 7]++;
+        p = end;
+      }
+      puts("ok");
+    } else if (line[0] == 'm' && nextra < 64) {
+      long k = atol(line + 1);
+      char *m = mmap(NULL, (size_t)k * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      memset(m, 2, (size_t)k * 4096);
+      extra[nextra] = m;
+      extra_len[nextra++] = k;
+      printf("mapped %p\n", (void *)m);
+    } else if (line[0] == 'u' && nextra > 0) {
+      nextra--;
+      munmap(extra[nextra], (size_t)extra_len[nextra] * 4096);
+      puts("unmapped");
+    }
+    fflush(stdout);
+  }
+  return 0;
+}
