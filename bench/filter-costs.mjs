@@ -13,7 +13,7 @@ const TOTAL = 262_144; // 1 GiB of 4 KiB pages
 const S = opt('states', 256);
 const N = opt('samples', 200);
 let seed = 7;
-const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+const rnd = () => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) / 2 ** 32; }; // xorshift32
 const regionPages = TOTAL / S;
 const cycle = Array.from({ length: 8 }, (_, i) => (i * 37 + 5) % S);
 const samples = [];

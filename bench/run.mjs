@@ -75,10 +75,16 @@ try {
         const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
         await new Promise((r) => setTimeout(r, 1000)); // let it reach its steady write rate
         const report = path.join(outDir, `mw-${mb}-${pattern}-${policy}.json`);
+        // A policy may carry options: markov+visits, markov+skip, markov+visits+skip.
+        const [base, ...variant] = policy.split('+');
+        const extra = [
+          ...(variant.includes('visits') ? ['--forecast', 'visits'] : []),
+          ...(variant.includes('skip') ? ['--skip-redirtied'] : []),
+        ];
         const src = start(process.execPath, [
           path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--pid', pid, '--to', `127.0.0.1:${port}`,
-          '--policy', policy, '--bandwidth', bandwidth, '--after', opt('after', 'kill'), '--report', report,
-          ...(policy === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
+          '--policy', base, ...extra, '--bandwidth', bandwidth, '--after', opt('after', 'kill'), '--report', report,
+          ...(base === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
         ]);
         const code = await src.exited;
         try { process.kill(Number(pid), 'SIGKILL'); } catch {} // gone already with --after kill
