@@ -5,8 +5,14 @@
 # Needs root, debootstrap and a running dockerd. Does nothing if the image exists.
 set -euo pipefail
 IMAGE=node:20-bookworm-slim
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+RECIPE=2  # bump when this recipe changes, so an image made by an older one is rebuilt
+have=$(docker image inspect -f '{{ index .Config.Labels "forecopy.base" }}' "$IMAGE" 2>/dev/null || true)
+if [ -n "$have" ] && [ "$have" = "$RECIPE" ]; then
   echo "docker-base: $IMAGE exists"
+  exit 0
+fi
+if docker image inspect "$IMAGE" >/dev/null 2>&1 && [ -z "$have" ]; then
+  echo "docker-base: $IMAGE exists and was not made here (pulled?): keeping it"
   exit 0
 fi
 command -v debootstrap >/dev/null || { echo "docker-base: debootstrap is missing (apt-get install debootstrap)" >&2; exit 1; }
@@ -25,6 +31,15 @@ mkdir -p "$root/usr/local/lib/node_modules"
 cp -a "$npm_dir" "$root/usr/local/lib/node_modules/npm"
 ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$root/usr/local/bin/npm"
 ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$root/usr/local/bin/npx"
+# The certificate authorities this host trusts (a network may intercept TLS with its own CA):
+# node and npm in the image trust them too.
+extra_ca=()
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /etc/ssl/certs/ca-certificates.crt "$root/usr/local/share/ca-certificates/host-bundle.crt"
+  extra_ca=(-c 'ENV NODE_EXTRA_CA_CERTS=/usr/local/share/ca-certificates/host-bundle.crt')
+fi
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["node"]' - "$IMAGE" >/dev/null
+tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  "${extra_ca[@]}" -c "LABEL forecopy.base=$RECIPE" -c 'CMD ["node"]' - "$IMAGE" >/dev/null
 echo "docker-base: built $IMAGE"

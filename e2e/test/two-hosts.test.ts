@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, start, startDest, startMw, WORKLOADS } from '../src/procs.js';
+import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, start, startDest, startMw, WORKLOADS, type Proc } from '../src/procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from '../src/netns.js';
 
 /**
@@ -55,6 +55,33 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.report!.verified).toBe(true);
+    expect(run.report!.rounds.length).toBeGreaterThan(1);
     expect(leftovers(pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expect(await selfCheck(p, pid, /^churn check/)).toMatch(/^churn check ok/);
+  });
+
+  it('a workload that keeps allocating during the migration verifies', async () => {
+    const p = c.proc(start(hosts.exec(hosts.source)[0], [...hosts.exec(hosts.source).slice(1), `${WORKLOADS}/alloc`, '--mb-per-s', '32', '--max-mb', '256', '--block-kb', '64']));
+    const pid = Number((await p.waitFor(/^alloc pid=(\d+) ready/))[1]);
+    await new Promise((r) => setTimeout(r, 500));
+    const dest = await startDest(c, ['--once', '--host', hosts.destAddr], hosts.exec(hosts.dest));
+    const run = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume'], hosts.exec(hosts.source));
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.report!.verified).toBe(true);
+    expect(leftovers(pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expect(await selfCheck(p, pid, /^alloc check/)).toMatch(/^alloc check ok/);
   });
 });
+
+/** Sends SIGUSR1 and returns the workload's self-check line. */
+async function selfCheck(p: Proc, pid: number, re: RegExp): Promise<string> {
+  const before = p.lines.length;
+  process.kill(pid, 'SIGUSR1');
+  for (let i = 0; i < 500; i++) {
+    const l = p.lines.slice(before).find((x) => re.test(x));
+    if (l) return l;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`pid ${pid} did not answer its self-check`);
+}

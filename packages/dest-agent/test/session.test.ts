@@ -12,7 +12,7 @@ import {
   hello,
   pageBatch,
   roundStart,
-  type Message,
+  PeerAbortError,
 } from '@forecopy/protocol';
 import { listen } from '../src/server.js';
 
@@ -56,10 +56,11 @@ describe('destination session', () => {
     await ch.expect(MessageType.HelloAck, 5000);
     await ch.send(roundStart({ round: 1, final: false, plannedPages: 1 }));
     await ch.send(pageBatch({ round: 1, seq: 0, ranges: RangeTable.fromSortedPages([9]), kinds: Buffer.from([PAGE_KIND.ZERO]), lengths: [] }, Buffer.alloc(0)));
-    const m = (await ch.next(5000)) as Extract<Message, { type: MessageType.Abort }>;
-    expect(m.type).toBe(MessageType.Abort);
-    expect(m.header.code).toBe('E_RANGE');
-    expect(m.header.reason).toMatch(/outside the announced layout/);
+    // The destination answers Abort: the channel turns it into a PeerAbortError with its reason.
+    const err = await ch.next(5000).then(() => null, (e: PeerAbortError) => e);
+    expect(err).toBeInstanceOf(PeerAbortError);
+    expect(err!.peerCode).toBe('E_RANGE');
+    expect(err!.reason).toMatch(/outside the announced layout/);
     expect(fs.existsSync(path.join(dir, `${SESSION}.partial`))).toBe(false);
     expect(JSON.parse(fs.readFileSync(path.join(dir, `${SESSION}.failed.json`), 'utf8')).code).toBe('E_RANGE');
     // the listener still serves
@@ -75,13 +76,11 @@ describe('destination session', () => {
     await ch.send(helloMsg());
     await ch.expect(MessageType.HelloAck, 5000);
     await ch.send(roundStart({ round: 2, final: false, plannedPages: 1 }));
-    const m = await ch.next(5000);
-    expect(m.type === MessageType.Abort && m.header.code).toBe('E_ORDER');
+    await expect(ch.next(5000)).rejects.toMatchObject({ peerCode: 'E_ORDER' });
 
     const ch2 = await connect(port);
     await ch2.send(helloMsg([{ ...layout[0], pages: 2 ** 30 }]));
-    const m2 = await ch2.next(5000);
-    expect(m2.type === MessageType.Abort && m2.header.code).toBe('E_LAYOUT');
+    await expect(ch2.next(5000)).rejects.toMatchObject({ peerCode: 'E_LAYOUT' });
   });
 
   it('closes on garbage without writing anything', async () => {
