@@ -4,7 +4,7 @@
  *
  * Exit codes (documented in the README):
  *   0  migrated and verified
- *   2  bad arguments (yargs)
+ *   2  bad arguments or input files (yargs, InputError)
  *   3  the process cannot be migrated (no such pid, not permitted, gone)
  *   4  the kernel cannot track dirty pages
  *   5  the destination could not be reached or the connection failed
@@ -20,6 +20,12 @@ export class SourceError extends Error {
     super(message, options);
     this.name = new.target.name;
   }
+}
+
+/** A bad option or input file (exit code 2, like a usage error). */
+export class InputError extends SourceError {
+  override readonly code = 'E_INPUT';
+  override readonly exitCode = 2;
 }
 
 export class ProcessError extends SourceError {

@@ -6,7 +6,7 @@ import { PageSpace } from './page-space.js';
 import { Sampler } from './sampler.js';
 import { createTracker, isMigratable, readMaps } from './kernel/index.js';
 import type { PolicyContext, Progress } from './migrate.js';
-import { ProcessError, SourceError } from './errors.js';
+import { InputError, ProcessError } from './errors.js';
 
 export const POLICY_CHOICES = ['precopy', 'xen-skip', 'tpo', 'markov'] as const;
 export type PolicyChoice = (typeof POLICY_CHOICES)[number];
@@ -32,13 +32,13 @@ export interface PolicySetup {
  */
 export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promise<Policy> {
   if (!(POLICY_CHOICES as readonly string[]).includes(s.policy)) {
-    throw new SourceError(`--policy must be one of ${POLICY_CHOICES.join(', ')}`);
+    throw new InputError(`--policy must be one of ${POLICY_CHOICES.join(', ')}`);
   }
   if (!(s.states >= 64 && s.states <= 1024 && Number.isInteger(s.states))) {
-    throw new SourceError(`--states must be a whole number from 64 to 1024, got ${s.states}`);
+    throw new InputError(`--states must be a whole number from 64 to 1024, got ${s.states}`);
   }
   if (s.lwwsThreshold !== undefined && !(s.lwwsThreshold > 0 && s.lwwsThreshold <= 1)) {
-    throw new SourceError(`--lwws-threshold must be in (0, 1], got ${s.lwwsThreshold}`);
+    throw new InputError(`--lwws-threshold must be in (0, 1], got ${s.lwwsThreshold}`);
   }
   const preloaded = s.policy === 'markov' && s.modelFile ? loadModel(s.modelFile) : undefined;
   return async (ctx) => {
@@ -60,12 +60,12 @@ function loadModel(file: string): MarkovModel {
   try {
     bytes = fs.readFileSync(file);
   } catch (e) {
-    throw new SourceError(`cannot read the model file ${file}: ${(e as Error).message}`);
+    throw new InputError(`cannot read the model file ${file}: ${(e as Error).message}`);
   }
   try {
     return MarkovModel.fromBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   } catch (e) {
-    throw new SourceError(`${file} is not a forecopy model: ${(e as Error).message}`);
+    throw new InputError(`${file} is not a forecopy model: ${(e as Error).message}`);
   }
 }
 
