@@ -22,6 +22,7 @@ const policies = opt('policies', 'precopy').split(',');
 const patterns = opt('pattern', 'seq').split(',');
 const rate = opt('write-rate', '20000');
 const bandwidth = opt('bandwidth', '0');
+const repeat = Number(opt('repeat', '1'));
 const outDir = path.join(root, 'bench/results', new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-'));
 fs.mkdirSync(outDir, { recursive: true });
 
@@ -68,13 +69,13 @@ const imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-bench-'));
 try {
   for (const mb of sizes) {
     for (const pattern of patterns) {
-      for (const policy of policies) {
+      for (let rep = 0; rep < repeat; rep++) for (const policy of policies) {
         const dest = start(process.execPath, [path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'), 'listen', '--port', '0', '--image-dir', imageDir, '--once', '--log-level', 'warn']);
         const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
         const mw = start(path.join(root, 'workloads/bin/mw'), ['--mb', mb, '--pattern', pattern, '--write-rate', rate]);
         const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
         await new Promise((r) => setTimeout(r, 1000)); // let it reach its steady write rate
-        const report = path.join(outDir, `mw-${mb}-${pattern}-${policy}.json`);
+        const report = path.join(outDir, `mw-${mb}-${pattern}-${policy}-${rep + 1}.json`);
         // A policy may carry options: markov+visits, markov+skip, markov+visits+skip.
         const [base, ...variant] = policy.split('+');
         const extra = [
@@ -106,9 +107,23 @@ try {
   cleanup();
 }
 
-const head = '| workload | policy | verified | rounds | downtime ms | total ms | pages sent | MiB on wire | scans | scan ms avg / max |';
 console.log(`Command: node bench/run.mjs ${argv.join(' ')}`);
 console.log(`Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores shared by workload, source and destination; Linux ${os.release()}; Node ${process.version}\n`);
+if (repeat > 1) {
+  // Medians over the repeats, one row per workload and policy.
+  const med = (xs) => { const a = [...xs].sort((x, y) => x - y); return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2; };
+  console.log(`Medians of ${repeat} runs each (interleaved: policy A, B, ..., then again):\n`);
+  console.log('| workload | policy | runs verified | downtime ms (median; all) | total ms | pages sent (median; all) |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  const keys = [...new Set(rows.map((x) => `${x.mb}|${x.pattern}|${x.policy}`))];
+  for (const k of keys) {
+    const rs = rows.filter((x) => `${x.mb}|${x.pattern}|${x.policy}` === k);
+    const [mb, pattern, policy] = k.split('|');
+    console.log(`| mw ${mb} MiB ${pattern} @${rate} pages/s | ${policy} | ${rs.filter((x) => x.r.verified).length}/${rs.length} | ${med(rs.map((x) => x.r.downtimeMs)).toFixed(1)}; ${rs.map((x) => x.r.downtimeMs.toFixed(1)).join(', ')} | ${med(rs.map((x) => x.r.totalMs)).toFixed(0)} | ${med(rs.map((x) => x.r.pagesSent)).toLocaleString('en-US')}; ${rs.map((x) => x.r.pagesSent.toLocaleString('en-US')).join(', ')} |`);
+  }
+  console.log('\nAll runs:\n');
+}
+const head = '| workload | policy | verified | rounds | downtime ms | total ms | pages sent | MiB on wire | scans | scan ms avg / max |';
 console.log(head);
 console.log(head.replace(/[^|]/g, '-'));
 for (const { mb, pattern, policy, r } of rows) {
