@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { PAGE_SIZE, type Mapping } from '@forecopy/protocol';
+import { PAGE_SIZE, findByIndex, type Mapping } from '@forecopy/protocol';
 
 /**
  * The memory image being rebuilt: one sparse file per migrated segment plus a JSON manifest.
@@ -95,17 +95,7 @@ export class ImageStore {
 
   /** The live segment holding page `index`, or undefined. */
   segmentOf(index: number): ImageSegment | undefined {
-    const a = this.byIndex;
-    let lo = 0;
-    let hi = a.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const s = a[mid];
-      if (index < s.indexBase) hi = mid - 1;
-      else if (index >= s.indexBase + s.pages) lo = mid + 1;
-      else return s;
-    }
-    return undefined;
+    return findByIndex(this.byIndex, index);
   }
 
   /** Writes `count` consecutive pages from `data` at page `index` (all in one segment). */

@@ -5,3 +5,4 @@ export * from './range-table.js';
 export * from './frame.js';
 export * from './channel.js';
 export * from './log-format.js';
+export * from './layout.js';

@@ -1,5 +1,5 @@
 import { PageBitmap } from '@forecopy/filter';
-import { PAGE_SIZE, type Mapping } from '@forecopy/protocol';
+import { PAGE_SIZE, findByIndex, type Mapping } from '@forecopy/protocol';
 import type { DirtyRange, ProcMapping } from './kernel/index.js';
 
 /**
@@ -145,17 +145,7 @@ export class PageSpace {
 
   /** The live segment holding page index `index`, or undefined for a dead index. */
   segmentOfIndex(index: number): Segment | undefined {
-    const a = this.byIndex;
-    let lo = 0;
-    let hi = a.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const s = a[mid];
-      if (index < s.indexBase) hi = mid - 1;
-      else if (index >= s.indexBase + s.pages) lo = mid + 1;
-      else return s;
-    }
-    return undefined;
+    return findByIndex(this.byIndex, index);
   }
 
   /** Address of a live page index. */
