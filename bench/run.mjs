@@ -5,11 +5,11 @@
 //
 //   node bench/run.mjs [--mb 1024] [--policies precopy,markov] [--pattern seq] [--write-rate 0]
 //                      [--bandwidth 0] [--model-seconds 10] [--after resume]
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killAll, startChild } from '../scripts/lib/child.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -32,37 +32,10 @@ if (process.getuid() !== 0) {
 }
 
 const kids = new Set();
-const cleanup = () => {
-  for (const k of kids) try { process.kill(k.pid, 'SIGKILL'); } catch {}
-};
+const cleanup = () => killAll(kids);
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
-
-function start(cmd, args) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  kids.add(child);
-  const lines = [];
-  let buf = '';
-  child.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
-  const exited = new Promise((r) => child.on('exit', (c) => { kids.delete(child); r(c); }));
-  const waitFor = async (re) => {
-    for (let t = 0; t < 3000; t++) {
-      const m = lines.map((l) => l.match(re)).find(Boolean);
-      if (m) return m;
-      if (child.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    throw new Error(`${cmd} did not print ${re}`);
-  };
-  return { child, lines, exited, waitFor };
-}
+const start = (cmd, args) => startChild(cmd, args, { kids });
 
 const rows = [];
 const imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-bench-'));

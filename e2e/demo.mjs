@@ -3,11 +3,11 @@
 // memory write loop with a moving hot spot), migrates it with plain pre-copy and with the Markov
 // data filter at the paper's 500 Mbit/s, and prints both reports side by side. Everything it
 // starts is ended by pid, and its temporary directory removed, however it ends.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killAll, startChild } from '../scripts/lib/child.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -32,39 +32,10 @@ if (!fs.existsSync(mwBin)) {
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-demo-'));
-const children = [];
-function run(cmd, argv, { capture = true } = {}) {
-  const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', capture ? 'pipe' : 'inherit'] });
-  children.push(child);
-  const lines = [];
-  let buf = '';
-  child.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
-  const exited = new Promise((r) => child.on('exit', (code) => r(code)));
-  const waitFor = (re, ms = 30000) =>
-    new Promise((resolve, reject) => {
-      const t0 = Date.now();
-      const iv = setInterval(() => {
-        const m = lines.map((l) => l.match(re)).find(Boolean);
-        if (m) {
-          clearInterval(iv);
-          resolve(m);
-        } else if (Date.now() - t0 > ms || child.exitCode !== null) {
-          clearInterval(iv);
-          reject(new Error(`${path.basename(cmd)} did not print ${re}`));
-        }
-      }, 20);
-    });
-  return { child, lines, exited, waitFor };
-}
+const kids = new Set();
+const run = (cmd, argv, opts = {}) => startChild(cmd, argv, { capture: true, ...opts, kids });
 function cleanup() {
-  for (const c of children) if (c.exitCode === null && c.pid) try { process.kill(c.pid, 'SIGKILL'); } catch {}
+  killAll(kids);
   fs.rmSync(tmp, { recursive: true, force: true });
 }
 process.on('SIGINT', () => { cleanup(); process.exit(130); });

@@ -1,0 +1,48 @@
+// A child process whose stdout is collected line by line, for the demo and benchmark scripts
+// (the tests have their own, typed, in e2e/src/procs.ts).
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+
+/** Starts `cmd args`; stderr goes to ours unless `capture`. Every child is also added to `kids`. */
+export function startChild(cmd, args, { capture = false, kids } = {}) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', capture ? 'pipe' : 'inherit'] });
+  kids?.add(child);
+  const lines = [];
+  let buf = '';
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  const exited = new Promise((r) =>
+    child.on('exit', (code) => {
+      kids?.delete(child);
+      r(code);
+    }),
+  );
+  /** Resolves with the first stdout line matching `re`; rejects when the child exits or after `ms`. */
+  const waitFor = async (re, ms = 60_000) => {
+    const t0 = Date.now();
+    for (;;) {
+      const m = lines.map((l) => l.match(re)).find(Boolean);
+      if (m) return m;
+      if (child.exitCode !== null || Date.now() - t0 > ms) throw new Error(`${path.basename(cmd)} did not print ${re}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  return { child, lines, exited, waitFor };
+}
+
+/** Kills every child still running, by pid. */
+export function killAll(kids) {
+  for (const k of kids) {
+    try {
+      process.kill(k.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
