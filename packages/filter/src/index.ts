@@ -7,3 +7,6 @@ export * from './markov-policy.js';
 export * from './xen-skip-policy.js';
 export * from './tpo-policy.js';
 export * from './policies.js';
+export * from './trace-format.js';
+export * from './simulator.js';
+export * from './oracle-policy.js';

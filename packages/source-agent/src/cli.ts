@@ -6,7 +6,8 @@ import { XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
 import { migrate, type AfterAction, type Progress } from './migrate.js';
 import { formatReport } from './report.js';
 import { parseBandwidth, parseHostPort } from './units.js';
-import { SourceError } from './errors.js';
+import { InputError, SourceError } from './errors.js';
+import { recordTrace } from './record.js';
 import { POLICY_CHOICES, makePolicyFactory, writeModel } from './policy-setup.js';
 
 /**
@@ -146,7 +147,34 @@ export function buildCli(argv: string[]): Argv {
         process.stdout.write(summary + '\n');
       },
     )
-    .demandCommand(1, 'name a command: migrate or model')
+    .command(
+      'record',
+      'Record which pages a process writes in each interval, for forecopy-sim',
+      (y) =>
+        y
+          .option('pid', { type: 'number', demandOption: true })
+          .option('seconds', { type: 'number', demandOption: true, describe: 'how long to record' })
+          .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
+          .option('out', { type: 'string', demandOption: true, describe: 'trace file to write' })
+          .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const })
+          .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
+          .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'then: forecopy-sim --trace app.trace'),
+      async (a) => {
+        if (!(a.seconds > 0)) throw new InputError(`--seconds must be > 0`);
+        const summary = await recordTrace({
+          pid: a.pid,
+          seconds: a.seconds,
+          intervalMs: a['interval-ms'],
+          out: a.out,
+          tracker: a.tracker,
+          log: makeLogger(a['log-level']),
+          onProgress: progressPrinter(),
+        });
+        if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+        process.stdout.write(summary + '\n');
+      },
+    )
+    .demandCommand(1, 'name a command: migrate, model or record')
     .strict()
     .help()
     .alias('h', 'help')

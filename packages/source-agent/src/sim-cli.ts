@@ -1,0 +1,124 @@
+import fs from 'node:fs';
+import yargs from 'yargs';
+import {
+  MarkovPolicy,
+  ModelBuilder,
+  OraclePolicy,
+  TraceClock,
+  XEN_DEFAULT_STOP_RULES,
+  createPolicy,
+  decodeTrace,
+  simulate,
+  type Policy,
+  type SimReport,
+  type Trace,
+} from '@forecopy/filter';
+import { parseBandwidth } from './units.js';
+
+/**
+ * `forecopy-sim`: replays a recorded trace through the live agent's policy code over a modelled
+ * link. Deterministic: the same trace and flags give the same numbers.
+ */
+const SIM_POLICIES = ['precopy', 'xen-skip', 'tpo', 'markov', 'oracle'] as const;
+
+interface Row extends SimReport {
+  states: number | null;
+  savingPages: number;
+  shareOfOracle: number | null;
+}
+
+export function runSimulations(trace: Trace, o: { policies: string[]; states: number[]; bandwidthBps: number; modelSeconds: number; forecast: 'chain' | 'visits'; maxRounds: number; minRemainingPages: number; maxFactor: number }): Row[] {
+  const pageRate = o.bandwidthBps / 8 / trace.pageSize;
+  const startMs = o.modelSeconds * 1000;
+  const stopRules = { maxRounds: o.maxRounds, minRemainingPages: o.minRemainingPages, maxFactor: o.maxFactor };
+  const run = (p: Policy) => simulate(trace, p, { pageRate, stopRules, startMs });
+  const base = run(createPolicy('precopy'));
+  const oracle = run(new OraclePolicy(new TraceClock(trace), pageRate));
+  const rows: Row[] = [];
+  const add = (r: SimReport, states: number | null) => {
+    const saving = base.pagesSent - r.pagesSent;
+    const best = base.pagesSent - oracle.pagesSent;
+    rows.push({ ...r, states, savingPages: saving, shareOfOracle: best > 0 ? saving / best : null });
+  };
+  for (const name of o.policies) {
+    if (name === 'precopy') add(base, null);
+    else if (name === 'oracle') add(oracle, null);
+    else if (name === 'markov') {
+      for (const S of o.states) {
+        const b = new ModelBuilder(trace.totalPages, { states: S });
+        for (const s of trace.samples) if (s.atMs <= startMs) b.observe(s.pages);
+        add(run(new MarkovPolicy(b.build(), { intervalMs: trace.intervalMs, initialPageRate: pageRate, forecast: o.forecast })), S);
+      }
+    } else add(run(createPolicy(name as 'xen-skip' | 'tpo', { totalPages: trace.totalPages })), null);
+  }
+  return rows;
+}
+
+export async function simMain(argv: string[]): Promise<number> {
+  let code = 0;
+  const list = (v: string) => String(v).split(',').map((x) => x.trim()).filter(Boolean);
+  try {
+    await yargs(argv)
+      .scriptName('forecopy-sim')
+      .usage('$0 --trace FILE [options]\n\nReplays a dirty trace (forecopy-source record) through the pre-copy policies over a modelled link.')
+      .option('trace', { type: 'string', demandOption: true, describe: 'trace file from forecopy-source record' })
+      .option('policy', { type: 'string', default: 'precopy,xen-skip,tpo,markov,oracle', describe: `comma-separated: ${SIM_POLICIES.join(', ')}` })
+      .option('states', { type: 'string', default: '256', describe: 'markov: S, or a comma-separated sweep (64,128,256,512,1024)' })
+      .option('bandwidth', { type: 'string', default: '500mbit' })
+      .option('model-seconds', { type: 'number', default: 10, describe: 'markov models the first N seconds; every policy starts migrating there' })
+      .option('forecast', { choices: ['chain', 'visits'] as const, default: 'chain' as const })
+      .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
+      .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
+      .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
+      .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
+      .example('$0 --trace mw.trace', 'every policy at 500 Mbit/s, markov with S = 256')
+      .example('$0 --trace mw.trace --policy markov,oracle --states 64,128,256,512,1024 --csv sweep.csv', "the paper's sweep of S")
+      .strict()
+      .fail((msg, err) => {
+        throw err ?? new Error(msg);
+      })
+      .help()
+      .version(false)
+      .command('$0', 'simulate', () => {}, (a) => {
+        const policies = list(a.policy);
+        for (const p of policies) if (!(SIM_POLICIES as readonly string[]).includes(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
+        const states = list(a.states).map(Number);
+        for (const s of states) if (!(Number.isInteger(s) && s >= 1 && s <= 65536)) throw new InputError(`--states must be whole numbers, got ${a.states}`);
+        let trace: Trace;
+        try {
+          trace = decodeTrace(new Uint8Array(fs.readFileSync(a.trace)));
+        } catch (e) {
+          throw new InputError(`cannot read the trace ${a.trace}: ${(e as Error).message}`);
+        }
+        const bw = parseBandwidth(a.bandwidth);
+        if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
+        const rows = runSimulations(trace, { policies, states, bandwidthBps: bw, modelSeconds: a['model-seconds'], forecast: a.forecast, maxRounds: a['max-rounds'], minRemainingPages: a['min-remaining-pages'], maxFactor: a['max-factor'] });
+        if (a.csv) fs.writeFileSync(a.csv, toCsv(rows));
+        process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : toTable(rows, trace, a.bandwidth) + '\n');
+      })
+      .parseAsync();
+  } catch (e) {
+    const err = e as Error;
+    const user = err instanceof InputError || err.name === 'YError' || /^(bandwidth|Missing|Unknown|Invalid)/.test(err.message);
+    process.stderr.write(user ? `forecopy-sim: ${err.message}\n` : `forecopy-sim: internal error: ${err.stack}\n`);
+    code = user ? 2 : 1;
+  }
+  return code;
+}
+
+class InputError extends Error {}
+
+function toCsv(rows: Row[]): string {
+  const head = 'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped';
+  return [head, ...rows.map((r) => [r.policy, r.states ?? '', r.downtimeMs.toFixed(3), r.totalMs.toFixed(3), r.pagesSent, r.rounds.length, r.stopReason, r.savingPages, r.shareOfOracle === null ? '' : r.shareOfOracle.toFixed(4), r.wrapped].join(','))].join('\n') + '\n';
+}
+
+function toTable(rows: Row[], trace: Trace, bw: string): string {
+  const head = ['policy', 'S', 'downtime ms', 'total ms', 'pages sent', 'rounds', 'stopped by', 'saved vs precopy', 'of oracle'];
+  const body = rows.map((r) => [r.policy, r.states === null ? '' : String(r.states), r.downtimeMs.toFixed(1), r.totalMs.toFixed(0), r.pagesSent.toLocaleString('en-US'), String(r.rounds.length), r.stopReason, r.savingPages.toLocaleString('en-US'), r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`]);
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const fmt = (row: string[]) => row.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  const note = `trace: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages.toLocaleString('en-US')} pages; link ${bw}${rows.some((r) => r.wrapped) ? '; some runs outlasted the trace and wrapped around to its start' : ''}`;
+  return [note, '', fmt(head), ...body.map(fmt)].join('\n');
+}
