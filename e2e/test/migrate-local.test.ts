@@ -11,6 +11,8 @@ import {
   runSource,
   startDest,
   startMw,
+  start,
+  SOURCE_BIN,
 } from '../src/procs.js';
 
 /**
@@ -77,6 +79,27 @@ describe.skipIf(skip)('live migration over loopback', () => {
     expect(await dest.proc.exited).toBe(1);
     expect(fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(0);
     await expectUnharmed(mw);
+  });
+
+  it('after the source agent is SIGKILLed mid-round, cleanup removes what it left', async () => {
+    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once']);
+    const src = c.proc(start(process.execPath, [SOURCE_BIN, 'migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit', '--log-level', 'info']));
+    await src.waitFor(/tracking started/);
+    await new Promise((r) => setTimeout(r, 500)); // well inside round 1 (64 MiB at 50 Mbit/s takes 10 s)
+    process.kill(src.pid, 'SIGKILL');
+    await src.exited;
+    expect(mw.proc.alive()).toBe(true);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 1, tracerPid: 0 }); // the kernel released the tracee; the uffd stays
+    const r = await runSource(c, ['cleanup', '--pid', String(mw.pid)]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^pid ${mw.pid}: removed 1 userfaultfd left by forecopy`));
+    await expectUnharmed(mw);
+    expect((await runSource(c, ['cleanup', '--pid', String(mw.pid)])).stdout).toBe(`pid ${mw.pid}: nothing of forecopy's left in it`);
+    // the destination saw the connection drop: no image, and --once exits non-zero
+    expect(await dest.proc.exited).toBe(1);
+    expect(fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(0);
   });
 
   describe('failures end in one line, a non-zero exit, and the process as before', () => {

@@ -6,7 +6,8 @@ import { XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
 import { migrate, type AfterAction, type Progress } from './migrate.js';
 import { formatReport } from './report.js';
 import { parseBandwidth, parseHostPort } from './units.js';
-import { InputError, SourceError } from './errors.js';
+import { InputError, ProcessError, SourceError } from './errors.js';
+import { cleanupProcess } from './cleanup.js';
 import { recordTrace } from './record.js';
 import { POLICY_CHOICES, makePolicyFactory, writeModel } from './policy-setup.js';
 
@@ -174,7 +175,25 @@ export function buildCli(argv: string[]): Argv {
         process.stdout.write(summary + '\n');
       },
     )
-    .demandCommand(1, 'name a command: migrate, model or record')
+    .command(
+      'cleanup',
+      'Remove what a killed source agent left in a process (its userfaultfd)',
+      (y) =>
+        y
+          .option('pid', { type: 'number', demandOption: true })
+          .example('$0 cleanup --pid 4242', 'after a forecopy-source was killed mid-migration'),
+      (a) => {
+        if (!(Number.isInteger(a.pid) && a.pid > 0)) throw new InputError(`--pid must be a positive whole number`);
+        if (!fs.existsSync(`/proc/${a.pid}`)) throw new ProcessError(`no process with pid ${a.pid}`);
+        try {
+          process.stdout.write(cleanupProcess(a.pid) + '\n');
+        } catch (e) {
+          if ((e as { code?: string }).code === 'EPERM') throw new ProcessError(`not permitted to trace process ${a.pid}: run as root or with CAP_SYS_PTRACE`);
+          throw e;
+        }
+      },
+    )
+    .demandCommand(1, 'name a command: migrate, model, record or cleanup')
     .strict()
     .help()
     .alias('h', 'help')

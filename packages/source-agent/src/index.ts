@@ -7,3 +7,4 @@ export * from './report.js';
 export * from './errors.js';
 export * from './units.js';
 export * from './policy-setup.js';
+export * from './cleanup.js';
