@@ -27,7 +27,7 @@ interface Row extends SimReport {
   shareOfOracle: number | null;
 }
 
-export function runSimulations(trace: Trace, o: { policies: string[]; states: number[]; bandwidthBps: number; modelSeconds: number; forecast: 'chain' | 'visits'; maxRounds: number; minRemainingPages: number; maxFactor: number }): Row[] {
+export function runSimulations(trace: Trace, o: { policies: string[]; states: number[]; bandwidthBps: number; modelSeconds: number; forecast: 'chain' | 'visits'; skipRedirtied: boolean; lwwsThreshold?: number; maxRounds: number; minRemainingPages: number; maxFactor: number }): Row[] {
   const pageRate = o.bandwidthBps / 8 / trace.pageSize;
   const startMs = o.modelSeconds * 1000;
   const stopRules = { maxRounds: o.maxRounds, minRemainingPages: o.minRemainingPages, maxFactor: o.maxFactor };
@@ -45,9 +45,9 @@ export function runSimulations(trace: Trace, o: { policies: string[]; states: nu
     else if (name === 'oracle') add(oracle, null);
     else if (name === 'markov') {
       for (const S of o.states) {
-        const b = new ModelBuilder(trace.totalPages, { states: S });
+        const b = new ModelBuilder(trace.totalPages, { states: S, ...(o.lwwsThreshold !== undefined ? { lwwsThreshold: o.lwwsThreshold } : {}) });
         for (const s of trace.samples) if (s.atMs <= startMs) b.observe(s.pages);
-        add(run(new MarkovPolicy(b.build(), { intervalMs: trace.intervalMs, initialPageRate: pageRate, forecast: o.forecast })), S);
+        add(run(new MarkovPolicy(b.build(), { intervalMs: trace.intervalMs, initialPageRate: pageRate, forecast: o.forecast, skipRedirtied: o.skipRedirtied })), S);
       }
     } else add(run(createPolicy(name as 'xen-skip' | 'tpo', { totalPages: trace.totalPages })), null);
   }
@@ -66,7 +66,9 @@ export async function simMain(argv: string[]): Promise<number> {
       .option('states', { type: 'string', default: '256', describe: 'markov: S, or a comma-separated sweep (64,128,256,512,1024)' })
       .option('bandwidth', { type: 'string', default: '500mbit' })
       .option('model-seconds', { type: 'number', default: 10, describe: 'markov models the first N seconds; every policy starts migrating there' })
-      .option('forecast', { choices: ['chain', 'visits'] as const, default: 'chain' as const })
+      .option('forecast', { choices: ['chain', 'visits'] as const, default: 'chain' as const, describe: 'markov: forecast mode (see forecopy-source migrate --help)' })
+      .option('skip-redirtied', { type: 'boolean', default: false, describe: "markov: also skip pages written again during the round (Xen's to_skip)" })
+      .option('lwws-threshold', { type: 'number', describe: 'markov: LWWS threshold (default 0.25)' })
       .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
       .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
       .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor })
@@ -93,7 +95,7 @@ export async function simMain(argv: string[]): Promise<number> {
         }
         const bw = parseBandwidth(a.bandwidth);
         if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
-        const rows = runSimulations(trace, { policies, states, bandwidthBps: bw, modelSeconds: a['model-seconds'], forecast: a.forecast, maxRounds: a['max-rounds'], minRemainingPages: a['min-remaining-pages'], maxFactor: a['max-factor'] });
+        const rows = runSimulations(trace, { policies, states, bandwidthBps: bw, modelSeconds: a['model-seconds'], forecast: a.forecast, skipRedirtied: a['skip-redirtied'], ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}), maxRounds: a['max-rounds'], minRemainingPages: a['min-remaining-pages'], maxFactor: a['max-factor'] });
         if (a.csv) fs.writeFileSync(a.csv, toCsv(rows));
         process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : toTable(rows, trace, a.bandwidth) + '\n');
       })
