@@ -65,6 +65,10 @@ try {
   fs.mkdirSync(OUT, { recursive: true });
   for (const r of reports) fs.writeFileSync(path.join(OUT, `${r.policy}.json`), JSON.stringify(r, null, 2));
   console.log(sideBySide(reports));
+  const html = path.join(OUT, 'report.html');
+  const r = run(process.execPath, [path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'report', ...reports.map((x) => path.join(OUT, `${x.policy}.json`)), '--html', html]);
+  if ((await r.exited) !== 0) throw new Error('forecopy-source report failed');
+  console.log(`demo: HTML report: ${html}`);
   console.log(`\ndemo: reports written to ${OUT}/ (${((Date.now() - t0) / 1000).toFixed(0)} s in all)`);
 } catch (e) {
   console.error(`demo: ${e.message}`);

@@ -4,7 +4,8 @@ import { pino, type Logger } from 'pino';
 import { terminalLogStream } from '@forecopy/protocol';
 import { XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
 import { migrate, type AfterAction, type Progress } from './migrate.js';
-import { formatReport } from './report.js';
+import { formatReport, type MigrationReport } from './report.js';
+import { renderHtml } from './report-html.js';
 import { parseBandwidth, parseHostPort } from './units.js';
 import { InputError, ProcessError, SourceError } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
@@ -193,7 +194,29 @@ export function buildCli(argv: string[]): Argv {
         }
       },
     )
-    .demandCommand(1, 'name a command: migrate, model, record or cleanup')
+    .command(
+      'report <files..>',
+      'Render migration reports (--report JSON files) as a self-contained HTML page with charts',
+      (y) =>
+        y
+          .positional('files', { type: 'string', array: true, demandOption: true, describe: 'JSON reports; several are shown side by side' })
+          .option('html', { type: 'string', demandOption: true, describe: 'HTML file to write' })
+          .example('$0 report precopy.json markov.json --html compare.html', 'two migrations side by side'),
+      (a) => {
+        const reports = (a.files as string[]).map((f) => {
+          try {
+            const r = JSON.parse(fs.readFileSync(f, 'utf8')) as MigrationReport;
+            if (!Array.isArray(r.rounds) || typeof r.policy !== 'string') throw new Error('not a forecopy report');
+            return r;
+          } catch (e) {
+            throw new InputError(`cannot read the report ${f}: ${(e as Error).message}`);
+          }
+        });
+        fs.writeFileSync(a.html, renderHtml(reports));
+        process.stdout.write(`wrote ${a.html}\n`);
+      },
+    )
+    .demandCommand(1, 'name a command: migrate, model, record, cleanup or report')
     .strict()
     .help()
     .alias('h', 'help')

@@ -8,3 +8,4 @@ export * from './errors.js';
 export * from './units.js';
 export * from './policy-setup.js';
 export * from './cleanup.js';
+export * from './report-html.js';

@@ -1,0 +1,78 @@
+import type { MigrationReport } from './report.js';
+
+/**
+ * Renders one or more migration reports as a self-contained HTML page (inline CSS and SVG, no
+ * script, no network): a summary table side by side, and for each report a chart of pages sent,
+ * written and filtered per round. Opens offline in any browser.
+ */
+const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const num = (n: number) => n.toLocaleString('en-US');
+
+export function renderHtml(reports: MigrationReport[], title = 'forecopy migration report'): string {
+  const rows: Array<[string, (r: MigrationReport) => string]> = [
+    ['verified', (r) => (r.verified ? 'yes' : 'NO')],
+    ['downtime', (r) => `${r.downtimeMs.toFixed(1)} ms`],
+    ['total time', (r) => `${(r.totalMs / 1000).toFixed(2)} s`],
+    ['verification', (r) => `${r.verifyMs.toFixed(0)} ms`],
+    ['rounds', (r) => String(r.rounds.length)],
+    ['pages sent', (r) => num(r.pagesSent)],
+    ['memory pages', (r) => num(r.memoryPages)],
+    ['MiB on the wire', (r) => (r.bytesSent / 2 ** 20).toFixed(1)],
+    ['pages filtered', (r) => num(r.rounds.reduce((n, x) => n + x.pagesFiltered, 0))],
+    ['stopped by', (r) => r.stopReason],
+    ['tracker', (r) => `${r.tracker}, ${r.scans.count} scans, ${(r.scans.totalMs / Math.max(1, r.scans.count)).toFixed(2)} ms avg`],
+  ];
+  const table = `<table><thead><tr><th></th>${reports.map((r) => `<th>${esc(r.policy)}</th>`).join('')}</tr></thead><tbody>${rows
+    .map(([k, f]) => `<tr><th>${esc(k)}</th>${reports.map((r) => `<td>${esc(f(r))}</td>`).join('')}</tr>`)
+    .join('')}</tbody></table>`;
+  const charts = reports.map((r) => `<section><h2>${esc(r.policy)}: pages per round</h2>${roundChart(r)}</section>`).join('\n');
+  const note = reports[0]?.machine.note ?? '';
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
+thead th,tbody th{background:#f4f4f4;text-align:left}
+.legend span{display:inline-block;margin-right:1.5em}.sw{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
+svg text{font:11px system-ui,sans-serif;fill:#444}
+</style></head><body>
+<h1>${esc(title)}</h1>
+<p>pid ${esc(reports[0]?.pid ?? '')} to ${esc(reports[0]?.destination ?? '')}. ${esc(note)}.</p>
+${table}
+<p class="legend"><span><i class="sw" style="background:#3b6fb6"></i>sent</span><span><i class="sw" style="background:#e08a2e"></i>written during the round</span><span><i class="sw" style="background:#5aa05a"></i>filtered (held back or skipped)</span></p>
+${charts}
+</body></html>
+`;
+}
+
+/** Grouped bars per round, log-free linear scale, the stop-and-copy round marked. */
+function roundChart(r: MigrationReport): string {
+  const W = 1000;
+  const H = 260;
+  const pad = { l: 70, r: 10, t: 10, b: 40 };
+  const n = r.rounds.length;
+  const max = Math.max(1, ...r.rounds.flatMap((x) => [x.pagesSent, x.pagesDirtied, x.pagesFiltered]));
+  const gw = (W - pad.l - pad.r) / Math.max(1, n);
+  const bw = Math.max(1, (gw - 4) / 3);
+  const y = (v: number) => pad.t + (H - pad.t - pad.b) * (1 - v / max);
+  const bars: string[] = [];
+  r.rounds.forEach((x, i) => {
+    const x0 = pad.l + i * gw + 2;
+    [
+      [x.pagesSent, '#3b6fb6', 'sent'],
+      [x.pagesDirtied, '#e08a2e', 'written'],
+      [x.pagesFiltered, '#5aa05a', 'filtered'],
+    ].forEach(([v, color, what], k) => {
+      const top = y(v as number);
+      bars.push(`<rect x="${(x0 + k * bw).toFixed(1)}" y="${top.toFixed(1)}" width="${bw.toFixed(1)}" height="${(H - pad.b - top).toFixed(1)}" fill="${color}"><title>round ${x.round}${x.final ? ' (stop-and-copy)' : ''}: ${num(v as number)} pages ${what}</title></rect>`);
+    });
+    if (n <= 40 || i % Math.ceil(n / 40) === 0) {
+      bars.push(`<text x="${(x0 + gw / 2 - 2).toFixed(1)}" y="${H - pad.b + 14}" text-anchor="middle">${x.final ? 'S' : x.round}</text>`);
+    }
+  });
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
+    const v = Math.round(max * f);
+    return `<line x1="${pad.l}" x2="${W - pad.r}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#eee"/><text x="${pad.l - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${num(v)}</text>`;
+  });
+  return `<svg viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="pages per round">${ticks.join('')}${bars.join('')}<text x="${W / 2}" y="${H - 6}" text-anchor="middle">round (S = stop-and-copy)</text></svg>`;
+}
