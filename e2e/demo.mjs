@@ -55,7 +55,8 @@ try {
     const src = run(process.execPath, [
       path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--pid', pid, '--to', `127.0.0.1:${port}`,
       '--policy', policy, '--bandwidth', BANDWIDTH, '--after', 'resume', '--report', reportFile,
-      ...(policy === 'markov' ? ['--model-seconds', opt('model-seconds', '5')] : []),
+      // 4 MiB regions, the paper's region size (S = 256 for 1 GiB), the size of mw's hot spot.
+      ...(policy === 'markov' ? ['--model-seconds', opt('model-seconds', '5'), '--states', String(Math.min(1024, Math.max(64, Math.round(Number(MB) / 4))))] : []),
     ], { capture: false });
     const code = await src.exited;
     if (code !== 0) throw new Error(`forecopy-source exited with ${code} for --policy ${policy}`);
