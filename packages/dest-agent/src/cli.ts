@@ -69,9 +69,11 @@ export async function main(argv: string[]): Promise<number> {
       .fail((msg, err) => {
         throw err ?? new UserError(msg);
       })
+      .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070')
       .help()
       .alias('h', 'help')
       .version(false)
+      .wrap(null)
       .parseAsync();
   } catch (e) {
     const err = e as Error;

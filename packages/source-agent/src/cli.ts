@@ -45,7 +45,7 @@ const positiveInt = (name: string) => (v: number) => {
 export function buildCli(argv: string[]): Argv {
   return yargs(argv)
     .scriptName('forecopy-source')
-    .usage('$0 <command> [options]\n\nThe source agent of forecopy: live-migrates the memory of a running process to a forecopy-dest.')
+    .usage('$0 <command> [options]\n\nThe source agent of forecopy: live-migrates the memory of a running process\nto a forecopy-dest.')
     .command(
       'migrate',
       'Migrate the memory of a live process to a destination agent',
@@ -221,7 +221,10 @@ export function buildCli(argv: string[]): Argv {
     .help()
     .alias('h', 'help')
     .version(false)
-    .wrap(Math.min(110, process.stdout.columns || 100));
+    .example('$0 migrate --pid 4242 --to 10.0.0.2:7070', 'move a process to the host where forecopy-dest listens')
+    .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'record its writes, then compare policies with forecopy-sim')
+    .example('$0 migrate --help', 'every option of migrate, with examples')
+    .wrap(null);
 }
 
 /** Runs the CLI; never throws. Returns the exit code. */
