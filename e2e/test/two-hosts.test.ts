@@ -1,4 +1,8 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, start, startDest, startMw, WORKLOADS, type Proc } from '../src/procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from '../src/netns.js';
@@ -14,21 +18,29 @@ if (skip) console.warn(`two-hosts: skipped: ${skip}`);
 describe.skipIf(skip)('migration across two network-namespace hosts', () => {
   let hosts: TwoHosts;
   const c = new Cleanup();
+  let psk: string[];
   beforeAll(() => {
     hosts = makeTwoHosts({ rate: '500mbit' });
+    // The destination listens on a non-loopback address: both agents authenticate with a key.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-psk-'));
+    fs.writeFileSync(path.join(dir, 'key'), randomBytes(32).toString('hex'));
+    psk = ['--psk-file', path.join(dir, 'key')];
   });
   afterEach(() => c.run());
-  afterAll(() => hosts?.destroy());
+  afterAll(() => {
+    hosts?.destroy();
+    if (psk) fs.rmSync(path.dirname(psk[1]), { recursive: true, force: true });
+  });
 
   for (const policy of ['precopy', 'xen-skip', 'tpo', 'markov']) {
     it(`mw with --policy ${policy} verifies`, async () => {
       const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000'], hosts.exec(hosts.source));
-      const dest = await startDest(c, ['--once', '--host', hosts.destAddr], hosts.exec(hosts.dest));
+      const dest = await startDest(c, ['--once', '--host', hosts.destAddr, ...psk], hosts.exec(hosts.dest));
       const run = await runSource(
         c,
         [
           'migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--policy', policy,
-          '--bandwidth', '500mbit', '--after', 'resume', ...(policy === 'markov' ? ['--model-seconds', '3'] : []),
+          '--bandwidth', '500mbit', '--after', 'resume', ...psk, ...(policy === 'markov' ? ['--model-seconds', '3'] : []),
         ],
         hosts.exec(hosts.source),
       );
@@ -50,8 +62,8 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
   it('a multi-threaded workload that maps and unmaps during the migration verifies', async () => {
     const p = c.proc(start(hosts.exec(hosts.source)[0], [...hosts.exec(hosts.source).slice(1), `${WORKLOADS}/churn`, '--threads', '4', '--mappings', '64', '--mb', '64']));
     const pid = Number((await p.waitFor(/^churn pid=(\d+) ready/))[1]);
-    const dest = await startDest(c, ['--once', '--host', hosts.destAddr], hosts.exec(hosts.dest));
-    const run = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume'], hosts.exec(hosts.source));
+    const dest = await startDest(c, ['--once', '--host', hosts.destAddr, ...psk], hosts.exec(hosts.dest));
+    const run = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume', ...psk], hosts.exec(hosts.source));
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.report!.verified).toBe(true);
@@ -64,8 +76,8 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
     const p = c.proc(start(hosts.exec(hosts.source)[0], [...hosts.exec(hosts.source).slice(1), `${WORKLOADS}/alloc`, '--mb-per-s', '32', '--max-mb', '256', '--block-kb', '64']));
     const pid = Number((await p.waitFor(/^alloc pid=(\d+) ready/))[1]);
     await new Promise((r) => setTimeout(r, 500));
-    const dest = await startDest(c, ['--once', '--host', hosts.destAddr], hosts.exec(hosts.dest));
-    const run = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume'], hosts.exec(hosts.source));
+    const dest = await startDest(c, ['--once', '--host', hosts.destAddr, ...psk], hosts.exec(hosts.dest));
+    const run = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume', ...psk], hosts.exec(hosts.source));
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.report!.verified).toBe(true);

@@ -1,6 +1,6 @@
 import yargs from 'yargs';
 import { pino } from 'pino';
-import { terminalLogStream } from '@forecopy/protocol';
+import { SecurityConfigError, isLoopback, loadSecurity, terminalLogStream } from '@forecopy/protocol';
 import { listen } from './server.js';
 
 /**
@@ -26,13 +26,28 @@ export async function main(argv: string[]): Promise<number> {
             .option('max-sessions', { type: 'number', default: 4, describe: 'migrations served at once; more are refused' })
             .option('max-image-gb', { type: 'number', default: 64, describe: 'largest image accepted' })
             .option('credit', { type: 'number', default: 32, describe: 'page batches the source may have in flight' })
+            .option('psk-file', { type: 'string', describe: 'pre-shared key (hex or raw bytes): the source must hold the same' })
+            .option('tls-cert', { type: 'string', describe: 'mutual TLS: this agent\'s certificate (PEM)' })
+            .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
+            .option('tls-ca', { type: 'string', describe: 'mutual TLS: the CA that signed the source\'s certificate' })
+            .option('insecure', { type: 'boolean', default: false, describe: 'allow plain TCP on a non-loopback address (no authentication, no encryption)' })
             .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
             .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'info' })
             .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070')
-            .example('$0 listen --host 10.0.0.2 --port 7070 --image-dir ./images --once', 'take one migration on a private network, exit 0 when it verified'),
+            .example('$0 listen --host 10.0.0.2 --port 7070 --image-dir ./images --psk-file key --once', 'take one authenticated migration on another interface, exit 0 when it verified'),
         async (a) => {
           if (!(Number.isInteger(a.port) && a.port >= 0 && a.port < 65536)) throw new UserError(`--port must be between 0 and 65535`);
           if (!(a.credit >= 1 && a.credit <= 1024)) throw new UserError(`--credit must be between 1 and 1024`);
+          let security;
+          try {
+            security = loadSecurity({ tlsCert: a['tls-cert'], tlsKey: a['tls-key'], tlsCa: a['tls-ca'], pskFile: a['psk-file'] });
+          } catch (e) {
+            if (e instanceof SecurityConfigError) throw new UserError(e.message);
+            throw e;
+          }
+          if (!security && !isLoopback(a.host) && !a.insecure) {
+            throw new UserError(`listening on ${a.host} without authentication would let anyone send pages: give --psk-file or --tls-cert/--tls-key/--tls-ca (on both agents), or --insecure on a network you trust`);
+          }
           const tty = process.stderr.isTTY;
           const log = pino({ level: a['log-level'], name: 'forecopy-dest' }, tty ? terminalLogStream() : pino.destination(2));
           const { done } = listen({
@@ -45,6 +60,7 @@ export async function main(argv: string[]): Promise<number> {
             maxImageBytes: a['max-image-gb'] * 2 ** 30,
             log,
             corruptPages: a['test-corrupt-pages'],
+            security,
             onListening: (addr) => {
               process.stdout.write(`forecopy-dest listening on ${addr.address}:${addr.port}\n`);
             },

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
-import { MessageChannel } from '@forecopy/protocol';
+import { MessageChannel, type Security } from '@forecopy/protocol';
 import { runSession, type SessionOutcome } from './session.js';
 
 /**
@@ -18,6 +19,8 @@ export interface ListenOptions {
   maxImageBytes: number;
   log: Logger;
   corruptPages?: number;
+  /** Mutual TLS or a pre-shared key; null = plain TCP. */
+  security?: Security | null;
   onListening?: (addr: net.AddressInfo) => void;
 }
 
@@ -29,12 +32,19 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
   fs.mkdirSync(opts.imageDir, { recursive: true });
   const sessions: SessionOutcome[] = [];
   let active = 0;
-  const server = net.createServer();
+  // With security, a peer reaches 'secureConnection' only after it passed the handshake: an
+  // unauthenticated peer is refused before a single frame is read.
+  const server = opts.security ? tls.createServer(opts.security.server) : net.createServer();
+  if (opts.security) {
+    server.on('tlsClientError', (e: Error, s: tls.TLSSocket) => {
+      opts.log.warn({ peer: `${s.remoteAddress}:${s.remotePort}`, err: e.message }, 'refused a peer that failed authentication');
+    });
+  }
   const done = new Promise<ListenResult>((resolve, reject) => {
     server.on('error', reject);
     server.on('close', () => resolve({ sessions }));
   });
-  server.on('connection', (socket) => {
+  server.on(opts.security ? 'secureConnection' : 'connection', (socket: net.Socket) => {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     if (active >= opts.maxSessions) {
       opts.log.warn({ peer }, `refused a connection: ${opts.maxSessions} migrations already running`);

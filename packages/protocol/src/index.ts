@@ -6,3 +6,4 @@ export * from './frame.js';
 export * from './channel.js';
 export * from './log-format.js';
 export * from './layout.js';
+export * from './transport.js';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { pino, type Logger } from 'pino';
-import { terminalLogStream } from '@forecopy/protocol';
+import { SecurityConfigError, loadSecurity, terminalLogStream } from '@forecopy/protocol';
 import { XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
 import { migrate, type AfterAction, type Progress } from './migrate.js';
 import { formatReport, type MigrationReport } from './report.js';
@@ -71,16 +71,28 @@ export function buildCli(argv: string[]): Argv {
           .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const, describe: 'dirty page tracker' })
           .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
           .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
+          .option('psk-file', { type: 'string', describe: 'pre-shared key (hex or raw bytes), the same as the destination\'s' })
+          .option('tls-cert', { type: 'string', describe: 'mutual TLS: this agent\'s certificate (PEM)' })
+          .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
+          .option('tls-ca', { type: 'string', describe: 'mutual TLS: the CA that signed the destination\'s certificate' })
           .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
-          .example('$0 migrate --pid 4242 --to 10.0.0.2:7070', 'move process 4242 with plain pre-copy (it is killed here once verified there)')
+          .example('$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'move process 4242 with plain pre-copy over an authenticated, encrypted channel (killed here once verified there)')
           .example('$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json', "the paper's filter at the paper's link rate; keep the process running")
           .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's"),
       async (a) => {
         const { host, port } = parseHostPort(a.to);
         const bandwidthBps = parseBandwidth(a.bandwidth);
         if (!(a['batch-pages'] >= 1 && a['batch-pages'] <= 1024)) throw new Error(`--batch-pages must be between 1 and 1024`);
+        let security;
+        try {
+          security = loadSecurity({ tlsCert: a['tls-cert'], tlsKey: a['tls-key'], tlsCa: a['tls-ca'], pskFile: a['psk-file'] });
+        } catch (e) {
+          if (e instanceof SecurityConfigError) throw new InputError(e.message);
+          throw e;
+        }
         const log = makeLogger(a['log-level']);
         const report = await migrate({
+          security,
           pid: a.pid,
           host,
           port,

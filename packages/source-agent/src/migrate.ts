@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import os from 'node:os';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
@@ -18,6 +19,7 @@ import {
   checksums,
   hello,
   PeerAbortError,
+  type Security,
   roundEnd,
   roundStart,
   stopAndCopy,
@@ -71,6 +73,8 @@ export interface MigrateOptions {
   connectTimeoutMs?: number;
   /** How long to wait for any answer of the destination. */
   replyTimeoutMs?: number;
+  /** Mutual TLS or a pre-shared key; null/undefined = plain TCP. */
+  security?: Security | null;
 }
 
 export interface PolicyContext {
@@ -98,7 +102,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
   const replyTimeout = opts.replyTimeoutMs ?? 60_000;
   checkProcess(pid);
 
-  const channel = await connect(opts.host, opts.port, opts.connectTimeoutMs ?? 5000);
+  const channel = await connect(opts.host, opts.port, opts.connectTimeoutMs ?? 5000, opts.security ?? null);
   let tracker: DirtyTracker | null = null;
   let sampler: Sampler | null = null;
   let frozen: FrozenProcess | null = null;
@@ -373,22 +377,27 @@ function readMapsOf(pid: number) {
   }
 }
 
-function connect(host: string, port: number, timeoutMs: number): Promise<MessageChannel> {
+function connect(host: string, port: number, timeoutMs: number, security: Security | null): Promise<MessageChannel> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port });
+    const socket = security ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...security.client }) : net.connect({ host, port });
     socket.setNoDelay(true);
     const t = setTimeout(() => {
       socket.destroy();
       reject(new ConnectionError(`no answer from ${host}:${port} within ${timeoutMs} ms`));
     }, timeoutMs);
-    socket.once('connect', () => {
+    socket.once(security ? 'secureConnect' : 'connect', () => {
       clearTimeout(t);
       socket.removeAllListeners('error');
       resolve(new MessageChannel(socket));
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(t);
-      const why = e.code === 'ECONNREFUSED' ? 'nothing is listening there' : e.message;
+      const why =
+        e.code === 'ECONNREFUSED'
+          ? 'nothing is listening there'
+          : security
+            ? `the ${security.kind === 'psk' ? 'pre-shared key' : 'TLS'} handshake failed (${e.code ?? e.message}): do both agents use the same ${security.kind === 'psk' ? 'key' : 'CA'}?`
+            : e.message;
       reject(new ConnectionError(`cannot connect to the destination ${host}:${port}: ${why}`));
     });
   });
