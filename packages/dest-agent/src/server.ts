@@ -19,6 +19,7 @@ export interface ListenOptions {
   maxImageBytes: number;
   log: Logger;
   corruptPages?: number;
+  dieAtStopAndCopy?: boolean;
   /** Mutual TLS or a pre-shared key; null = plain TCP. */
   security?: Security | null;
   onListening?: (addr: net.AddressInfo) => void;
@@ -61,6 +62,7 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
       maxImageBytes: opts.maxImageBytes,
       log,
       corruptPages: opts.corruptPages,
+      dieAtStopAndCopy: opts.dieAtStopAndCopy,
     })
       .then((outcome) => {
         sessions.push(outcome);
@@ -73,7 +75,12 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
       })
       .finally(() => {
         active--;
-        socket.destroy();
+        // Close gently: a source still sending must first read our last word (Abort, Verified).
+        // Destroying at once would answer its data with a reset, and a reset makes the peer's
+        // kernel drop what it had not read yet. Discard what arrives, close within 2 s.
+        socket.resume();
+        socket.end();
+        setTimeout(() => socket.destroy(), 2000).unref();
       });
   });
   server.listen(opts.port, opts.host, () => opts.onListening?.(server.address() as net.AddressInfo));

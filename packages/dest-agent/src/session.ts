@@ -47,6 +47,8 @@ export interface SessionOptions {
   log: Logger;
   /** Fault injection for tests: flip a byte in this many pages after the final round. */
   corruptPages?: number;
+  /** Fault injection for tests: the whole agent dies (exit 137) when the source freezes. */
+  dieAtStopAndCopy?: boolean;
   replyTimeoutMs?: number;
 }
 
@@ -103,6 +105,8 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
           if (m.header.round !== round + 1) fail('E_ORDER', `StopAndCopy for round ${m.header.round} after round ${round}`);
           frozenAt = performance.now();
           state = 'FROZEN';
+          log.info({ session: sessionId, round: m.header.round }, 'the source froze the process: stop-and-copy');
+          if (opts.dieAtStopAndCopy) process.exit(137);
           break;
         }
         case MessageType.RoundStart: {
@@ -198,7 +202,10 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
       }
     }
   } catch (e) {
-    const err = e as Error & { code?: string };
+    let err = e as Error & { code?: string };
+    if (err.code === 'ENOSPC' || err.code === 'EDQUOT') {
+      err = Object.assign(new Error(`the destination's disk is full (writing the image under ${opts.imageDir})`), { code: 'E_DISK_FULL' });
+    }
     const code = err instanceof LayoutError ? 'E_LAYOUT' : (err.code ?? 'E_DEST');
     log.error({ session: sessionId, code, err: err.message, state }, 'migration failed');
     store?.discard({ sessionId, verified: false, reason: err.message, code, state });

@@ -75,6 +75,7 @@ export function buildCli(argv: string[]): Argv {
           .option('tls-cert', { type: 'string', describe: 'mutual TLS: this agent\'s certificate (PEM)' })
           .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
           .option('tls-ca', { type: 'string', describe: 'mutual TLS: the CA that signed the destination\'s certificate' })
+          .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
           .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
           .example('$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'move process 4242 with plain pre-copy over an authenticated, encrypted channel (killed here once verified there)')
           .example('$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json', "the paper's filter at the paper's link rate; keep the process running")
@@ -93,6 +94,7 @@ export function buildCli(argv: string[]): Argv {
         const log = makeLogger(a['log-level']);
         const report = await migrate({
           security,
+          dieWhenFrozen: a['test-die-when-frozen'],
           pid: a.pid,
           host,
           port,

@@ -75,6 +75,8 @@ export interface MigrateOptions {
   replyTimeoutMs?: number;
   /** Mutual TLS or a pre-shared key; null/undefined = plain TCP. */
   security?: Security | null;
+  /** Fault injection for tests: the agent dies (SIGKILL) right after freezing the process. */
+  dieWhenFrozen?: boolean;
 }
 
 export interface PolicyContext {
@@ -222,6 +224,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     } catch (e) {
       throw asSourceError(e, pid);
     }
+    if (opts.dieWhenFrozen) process.kill(process.pid, 'SIGKILL');
     const finalRound = rounds.length + 1;
     const last = sampler.take();
     const remaining = stop.remaining.resized(space.totalPages).or(last).and(space.live);

@@ -1,0 +1,93 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Cleanup, DEST_BIN, leftovers, mwCheck, procState, rootSkipReason, runSource, start, startDest, startMw, type MwHandle } from '../src/procs.js';
+
+/**
+ * Failures at the worst moments. The outcome must always be one of two: the migration completed
+ * verified, or the process runs on at the source, unharmed (its memory passes its own check) and
+ * untracked (no userfaultfd, no tracer), with the destination holding no image.
+ */
+const skip = rootSkipReason();
+if (skip) console.warn(`faults: skipped: ${skip}`);
+
+describe.skipIf(skip)('faults', () => {
+  const c = new Cleanup();
+  afterEach(() => c.run());
+
+  async function expectRunningUnharmed(mw: MwHandle) {
+    expect(mw.proc.alive()).toBe(true);
+    expect(['R', 'S']).toContain(procState(mw.pid));
+    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  }
+  const images = (dir: string) => fs.readdirSync(dir).filter((d) => !d.endsWith('.failed.json'));
+
+  it('the destination killed mid-round', async () => {
+    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once']);
+    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit']);
+    await new Promise((r) => setTimeout(r, 1500)); // round 1 of 64 MiB at 50 Mbit/s lasts 10 s
+    dest.proc.child.kill('SIGKILL');
+    const r = await src;
+    expect(r.code).toBe(5);
+    expect(r.stderr).toMatch(/^forecopy-source: the connection to the destination failed: /);
+    expect(r.stderr.split('\n')).toHaveLength(1);
+    await expectRunningUnharmed(mw);
+  });
+
+  it('the destination dies during stop-and-copy, while the process is frozen', async () => {
+    const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once', '--test-die-at-stop-and-copy']);
+    const r = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
+    expect(await dest.proc.exited).toBe(137);
+    expect(r.code).toBe(5);
+    expect(r.stderr.split('\n')).toHaveLength(1);
+    await expectRunningUnharmed(mw); // thawed, untracked
+    expect(images(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(0);
+  });
+
+  it('the source agent killed while the process is frozen: the kernel thaws it, cleanup untracks it', async () => {
+    const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once']);
+    const r = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--test-die-when-frozen']);
+    expect(r.code).toBe(128 + 9);
+    expect(mw.proc.alive()).toBe(true);
+    expect(procState(mw.pid)).not.toBe('t'); // no longer held: its tracer is gone
+    expect(leftovers(mw.pid)).toEqual({ uffds: 1, tracerPid: 0 });
+    expect((await runSource(c, ['cleanup', '--pid', String(mw.pid)])).code).toBe(0);
+    await expectRunningUnharmed(mw);
+    expect(await dest.proc.exited).toBe(1);
+    expect(images(dest.imageDir)).toHaveLength(0);
+  });
+
+  it('the workload exits mid-migration', async () => {
+    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once']);
+    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit']);
+    await new Promise((r) => setTimeout(r, 1500));
+    process.kill(mw.pid, 'SIGKILL');
+    const r = await src;
+    expect(r.code).toBe(8);
+    expect(r.stderr).toBe(`forecopy-source: process ${mw.pid} exited during the migration`);
+    expect(await dest.proc.exited).toBe(1);
+    expect(images(dest.imageDir)).toHaveLength(0);
+  });
+
+  it("the destination's disk fills up", async () => {
+    const mw = await startMw(c, ['--mb', '32', '--pattern', 'random', '--write-rate', '2000']);
+    const dir = c.tmpdir('forecopy-small-disk-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'forecopy-test', dir]);
+    c.defer(() => {
+      execFileSync('umount', [dir]);
+    });
+    const destProc = c.proc(start(process.execPath, [DEST_BIN, 'listen', '--port', '0', '--image-dir', dir, '--once']));
+    const port = Number((await destProc.waitFor(/listening on .*:(\d+)$/))[1]);
+    const r = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`]);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/^forecopy-source: the destination aborted: the destination's disk is full/);
+    expect(await destProc.exited).toBe(1);
+    expect(fs.readdirSync(dir).filter((d) => !d.endsWith('.failed.json'))).toEqual([]); // partial image discarded
+    await expectRunningUnharmed(mw);
+  });
+});
