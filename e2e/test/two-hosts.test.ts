@@ -86,6 +86,33 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
   });
 });
 
+describe.skipIf(skip)('the network cut between the two hosts', () => {
+  let hosts: TwoHosts;
+  const c = new Cleanup();
+  beforeAll(() => {
+    hosts = makeTwoHosts({ rate: '100mbit' });
+  });
+  afterEach(() => c.run());
+  afterAll(() => hosts?.destroy());
+
+  it('mid-round: the source gives up after --timeout, the process runs on unharmed', async () => {
+    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000'], hosts.exec(hosts.source));
+    const dest = await startDest(c, ['--once', '--host', hosts.destAddr, '--insecure'], hosts.exec(hosts.dest));
+    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3'], hosts.exec(hosts.source));
+    await new Promise((r) => setTimeout(r, 1500)); // 64 MiB at 100 Mbit/s: round 1 lasts about 5 s
+    hosts.link(false);
+    const t0 = Date.now();
+    const r = await src;
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(r.code).toBe(5);
+    expect(r.stderr).toMatch(/^forecopy-source: the connection to the destination failed: .*(took no data|acknowledged no page batch)/);
+    expect(r.stderr.split('\n')).toHaveLength(1);
+    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    hosts.link(true);
+  });
+});
+
 /** Sends SIGUSR1 and returns the workload's self-check line. */
 async function selfCheck(p: Proc, pid: number, re: RegExp): Promise<string> {
   const before = p.lines.length;

@@ -55,6 +55,8 @@ type Waiter = { resolve: (m: Message) => void; reject: (e: Error) => void };
 export interface ChannelOptions {
   maxFrameBytes?: number;
   maxQueued?: number;
+  /** A write that cannot be handed to the socket for this long fails (0 = wait forever). */
+  sendTimeoutMs?: number;
 }
 
 export class MessageChannel {
@@ -64,6 +66,7 @@ export class MessageChannel {
   private readonly handlers = new Map<MessageType, (m: Message) => void>();
   private error: Error | null = null;
   private readonly maxQueued: number;
+  private readonly sendTimeoutMs: number;
   /** Bytes written to the socket (frames, all of them). */
   bytesOut = 0;
   bytesIn = 0;
@@ -74,6 +77,7 @@ export class MessageChannel {
   ) {
     this.decoder = new FrameDecoder(opts.maxFrameBytes !== undefined ? { maxFrameBytes: opts.maxFrameBytes } : {});
     this.maxQueued = opts.maxQueued ?? 4096;
+    this.sendTimeoutMs = opts.sendTimeoutMs ?? 0;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => {
       try {
@@ -157,6 +161,17 @@ export class MessageChannel {
 
   private drained(): Promise<void> {
     return new Promise((resolve, reject) => {
+      // A peer (or a network) that stops reading must not hang us: give up after the timeout.
+      const timer =
+        this.sendTimeoutMs > 0
+          ? setTimeout(() => {
+              cleanup();
+              const e = new ChannelTimeoutError(`the peer took no data for ${this.sendTimeoutMs} ms`);
+              this.fail(e);
+              this.socket.destroy();
+              reject(e);
+            }, this.sendTimeoutMs)
+          : null;
       const onDrain = () => {
         cleanup();
         resolve();
@@ -166,6 +181,7 @@ export class MessageChannel {
         reject(this.error ?? new ChannelClosedError('the connection closed while sending'));
       };
       const cleanup = () => {
+        if (timer) clearTimeout(timer);
         this.socket.off('drain', onDrain);
         this.socket.off('close', onClose);
       };

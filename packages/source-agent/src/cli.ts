@@ -75,6 +75,7 @@ export function buildCli(argv: string[]): Argv {
           .option('tls-cert', { type: 'string', describe: 'mutual TLS: this agent\'s certificate (PEM)' })
           .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
           .option('tls-ca', { type: 'string', describe: 'mutual TLS: the CA that signed the destination\'s certificate' })
+          .option('timeout', { type: 'number', default: 30, describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up' })
           .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
           .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
           .example('$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'move process 4242 with plain pre-copy over an authenticated, encrypted channel (killed here once verified there)')
@@ -95,6 +96,7 @@ export function buildCli(argv: string[]): Argv {
         const report = await migrate({
           security,
           dieWhenFrozen: a['test-die-when-frozen'],
+          replyTimeoutMs: positiveInt('timeout')(a.timeout) * 1000,
           pid: a.pid,
           host,
           port,

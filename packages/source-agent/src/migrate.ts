@@ -104,7 +104,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
   const replyTimeout = opts.replyTimeoutMs ?? 60_000;
   checkProcess(pid);
 
-  const channel = await connect(opts.host, opts.port, opts.connectTimeoutMs ?? 5000, opts.security ?? null);
+  const channel = await connect(opts.host, opts.port, opts.connectTimeoutMs ?? 5000, opts.security ?? null, replyTimeout);
   let tracker: DirtyTracker | null = null;
   let sampler: Sampler | null = null;
   let frozen: FrozenProcess | null = null;
@@ -153,6 +153,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
       batchPages: opts.batchPages,
       bandwidthBps: opts.bandwidthBps,
       compress: opts.compress,
+      creditTimeoutMs: replyTimeout,
     });
     sender.grant(ack.header.credit);
 
@@ -380,7 +381,7 @@ function readMapsOf(pid: number) {
   }
 }
 
-function connect(host: string, port: number, timeoutMs: number, security: Security | null): Promise<MessageChannel> {
+function connect(host: string, port: number, timeoutMs: number, security: Security | null, sendTimeoutMs: number): Promise<MessageChannel> {
   return new Promise((resolve, reject) => {
     const socket = security ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...security.client }) : net.connect({ host, port });
     socket.setNoDelay(true);
@@ -391,7 +392,7 @@ function connect(host: string, port: number, timeoutMs: number, security: Securi
     socket.once(security ? 'secureConnect' : 'connect', () => {
       clearTimeout(t);
       socket.removeAllListeners('error');
-      resolve(new MessageChannel(socket));
+      resolve(new MessageChannel(socket, { sendTimeoutMs }));
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(t);

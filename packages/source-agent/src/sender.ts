@@ -6,6 +6,7 @@ import {
   PAGE_SIZE,
   RangeTable,
   pageBatch,
+  ChannelTimeoutError,
   type MessageChannel,
 } from '@forecopy/protocol';
 import type { PageReader } from './kernel/index.js';
@@ -22,6 +23,8 @@ export interface SenderOptions {
   /** Bits per second on the wire; 0 = unpaced. */
   bandwidthBps: number;
   compress: boolean;
+  /** Give up when the destination grants no credit for this long (0 = wait forever). */
+  creditTimeoutMs?: number;
 }
 
 export interface SendResult {
@@ -173,9 +176,21 @@ export class PageSender {
       },
       payload,
     );
+    const deadline = performance.now() + (this.opts.creditTimeoutMs || Infinity);
     while (this.credit <= 0) {
       if (this.channel.closed) await this.channel.send(msg); // throws the channel's error
-      await new Promise<void>((r) => this.creditWaiters.push(r));
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        this.channel.destroy();
+        throw new ChannelTimeoutError(`the destination acknowledged no page batch for ${this.opts.creditTimeoutMs} ms`);
+      }
+      await new Promise<void>((r) => {
+        const t = Number.isFinite(left) ? setTimeout(r, left) : null;
+        this.creditWaiters.push(() => {
+          if (t) clearTimeout(t);
+          r();
+        });
+      });
     }
     await this.pace(payload.length);
     this.credit--;
