@@ -111,6 +111,30 @@ describe.skipIf(skip)('the network cut between the two hosts', () => {
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
     hosts.link(true);
   });
+
+  it('at stop-and-copy: migrated verified, or the process runs on unharmed — never both, never neither', async () => {
+    const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '20000'], hosts.exec(hosts.source));
+    const dest = await startDest(c, ['--once', '--host', hosts.destAddr, '--insecure'], hosts.exec(hosts.dest));
+    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3', '--after', 'kill'], hosts.exec(hosts.source));
+    // Cut the link the moment the destination hears that the process is frozen.
+    await dest.proc.waitFor(/the source froze the process/, 60_000);
+    hosts.link(false);
+    const r = await src;
+    hosts.link(true);
+    const manifests = fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d));
+    if (r.code === 0) {
+      // The final round got through before the cut: a verified move, the source process gone.
+      expect(r.report!.verified).toBe(true);
+      expect(await mw.proc.exited).toBe(128 + 9);
+    } else {
+      expect(r.code).toBe(5);
+      expect(r.stderr.split('\n')).toHaveLength(1);
+      expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+      expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+      await dest.proc.kill();
+      expect(manifests).toHaveLength(0);
+    }
+  });
 });
 
 /** Sends SIGUSR1 and returns the workload's self-check line. */
