@@ -74,6 +74,32 @@ describe.skipIf(skip)('faults', () => {
     expect(images(dest.imageDir)).toHaveLength(0);
   });
 
+  it('the answer to Commit is lost: the source asks, learns the image is final, and lets the process go', async () => {
+    const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once', '--test-drop-committed', '--once-linger-ms', '5000', '--log-level', 'info']);
+    const r = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--timeout', '2', '--after', 'kill']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.report!.verified).toBe(true);
+    expect(await mw.proc.exited).toBe(128 + 9); // handed over: gone from here
+    expect(await dest.proc.exited).toBe(0);
+    expect(dest.proc.stderrLines.join('\n')).toMatch(/answered a query/);
+    expect(fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(1);
+  });
+
+  it('the destination is gone before the source learns the outcome: in doubt, the process stays (exit 9)', async () => {
+    const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once', '--test-drop-committed', '--log-level', 'info']);
+    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--timeout', '2', '--after', 'kill']);
+    await dest.proc.waitFor(/migration committed/, 60_000);
+    dest.proc.child.kill('SIGKILL');
+    const r = await src;
+    expect(r.code).toBe(9);
+    expect(r.stderr).toMatch(/^forecopy-source: could not learn whether the destination made session [0-9a-f]{32} final; the process was left running here/);
+    expect(r.stderr.split('\n')).toHaveLength(1);
+    await expectRunningUnharmed(mw);
+  });
+
   it("the destination's disk fills up", async () => {
     const mw = await startMw(c, ['--mb', '32', '--pattern', 'random', '--write-rate', '2000']);
     const dir = c.tmpdir('forecopy-small-disk-');

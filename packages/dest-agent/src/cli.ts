@@ -33,6 +33,8 @@ export async function main(argv: string[]): Promise<number> {
             .option('insecure', { type: 'boolean', default: false, describe: 'allow plain TCP on a non-loopback address (no authentication, no encryption)' })
             .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
             .option('test-die-at-stop-and-copy', { type: 'boolean', hidden: true, describe: 'fault injection: die when the source freezes' })
+            .option('test-drop-committed', { type: 'boolean', hidden: true, describe: 'fault injection: do not answer Commit' })
+            .option('once-linger-ms', { type: 'number', default: 15_000, hidden: true, describe: 'with --once: how long to answer queries after an unconfirmed handover' })
             .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'info' })
             .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070')
             .example('$0 listen --host 10.0.0.2 --port 7070 --image-dir ./images --psk-file key --once', 'take one authenticated migration on another interface, exit 0 when it verified'),
@@ -62,6 +64,8 @@ export async function main(argv: string[]): Promise<number> {
             log,
             corruptPages: a['test-corrupt-pages'],
             dieAtStopAndCopy: a['test-die-at-stop-and-copy'],
+            dropCommitted: a['test-drop-committed'],
+            lingerMs: a['once-linger-ms'],
             security,
             onListening: (addr) => {
               process.stdout.write(`forecopy-dest listening on ${addr.address}:${addr.port}\n`);

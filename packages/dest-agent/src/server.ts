@@ -1,9 +1,10 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { MessageChannel, type Security } from '@forecopy/protocol';
-import { runSession, type SessionOutcome } from './session.js';
+import { runSession, type PendingSessions, type SessionOutcome } from './session.js';
 
 /**
  * The destination's listener: accepts migrations, at most `maxSessions` at a time (more are
@@ -20,6 +21,9 @@ export interface ListenOptions {
   log: Logger;
   corruptPages?: number;
   dieAtStopAndCopy?: boolean;
+  dropCommitted?: boolean;
+  /** How long a --once listener answers queries after a handover the source did not confirm. */
+  lingerMs?: number;
   /** Mutual TLS or a pre-shared key; null = plain TCP. */
   security?: Security | null;
   onListening?: (addr: net.AddressInfo) => void;
@@ -31,6 +35,15 @@ export interface ListenResult {
 
 export function listen(opts: ListenOptions): { server: net.Server; done: Promise<ListenResult> } {
   fs.mkdirSync(opts.imageDir, { recursive: true });
+  // Partial images of a previous run that died are never made final: discard them.
+  for (const d of fs.readdirSync(opts.imageDir)) {
+    if (!/^[0-9a-f]{32}\.partial$/.test(d)) continue;
+    fs.rmSync(path.join(opts.imageDir, d), { recursive: true, force: true });
+    fs.writeFileSync(path.join(opts.imageDir, d.replace('.partial', '.failed.json')), JSON.stringify({ verified: false, reason: 'found unfinished after a restart of the destination' }, null, 2));
+    opts.log.warn({ session: d.slice(0, 32) }, 'discarded an unfinished image left by a previous run');
+  }
+  const pending: PendingSessions = new Map();
+  let queriesOnly = false;
   const sessions: SessionOutcome[] = [];
   let active = 0;
   // With security, a peer reaches 'secureConnection' only after it passed the handshake: an
@@ -63,11 +76,21 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
       log,
       corruptPages: opts.corruptPages,
       dieAtStopAndCopy: opts.dieAtStopAndCopy,
+      dropCommitted: opts.dropCommitted,
+      pending,
+      queriesOnly,
     })
       .then((outcome) => {
         sessions.push(outcome);
-        // --once ends after one migration that got past Hello (a stray probe does not count).
-        if (opts.once && outcome.sessionId) server.close();
+        // --once ends after one migration that got past Hello (a stray probe does not count);
+        // if the source may not have heard Committed, linger for its Query first.
+        if (opts.once && outcome.sessionId && !queriesOnly) {
+          if (outcome.answerMayBeLost) {
+            queriesOnly = true;
+            setTimeout(() => server.close(), opts.lingerMs ?? 15_000).unref();
+            opts.log.warn({ session: outcome.sessionId }, 'the source did not confirm the handover: answering queries for a while');
+          } else server.close();
+        }
       })
       .catch((e: Error) => {
         log.error({ err: e.message }, 'session crashed');

@@ -1,4 +1,6 @@
 import { uncompressSync } from 'lz4-napi';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import xxhash from 'xxhash-wasm';
 import {
@@ -13,6 +15,7 @@ import {
   mismatch,
   roundAck,
   verified,
+  committed,
   type Message,
 } from '@forecopy/protocol';
 import { ImageStore, LayoutError } from './image-store.js';
@@ -23,12 +26,18 @@ import { ImageStore, LayoutError } from './image-store.js';
  *   HELLO ──Hello──▶ IDLE ──RoundStart──▶ ROUND ──RoundEnd──▶ IDLE ...
  *                     │ StopAndCopy
  *                     ▼
- *                   FROZEN ──RoundStart(final)──▶ FINAL ──RoundEnd──▶ CHECKSUMS ──all pages──▶ DONE
+ *                   FROZEN ──RoundStart(final)──▶ FINAL ──RoundEnd──▶ CHECKSUMS ──all pages──▶ VERIFIED
+ *                                                                                          │ Commit
+ *                                                                                          ▼
+ *   (a new connection) HELLO ──Query──▶ answer Committed or Abort                        DONE
  *
  * Anything out of order, or a page outside the announced layout, is a protocol error: the session
  * answers Abort, discards its partial image and ends; the listener keeps serving.
  */
-export type SessionState = 'HELLO' | 'IDLE' | 'ROUND' | 'FROZEN' | 'FINAL' | 'CHECKSUMS' | 'DONE';
+export type SessionState = 'HELLO' | 'IDLE' | 'ROUND' | 'FROZEN' | 'FINAL' | 'CHECKSUMS' | 'VERIFIED' | 'DONE';
+
+/** What became of sessions that reached Verified, shared by all connections of a listener. */
+export type PendingSessions = Map<string, 'pending' | 'committed' | 'discarded'>;
 
 export class SessionProtocolError extends Error {
   constructor(
@@ -49,6 +58,11 @@ export interface SessionOptions {
   corruptPages?: number;
   /** Fault injection for tests: the whole agent dies (exit 137) when the source freezes. */
   dieAtStopAndCopy?: boolean;
+  /** Fault injection for tests: commit, but do not answer Committed (a lost answer). */
+  dropCommitted?: boolean;
+  pending: PendingSessions;
+  /** Accept only Query connections (a --once listener lingering after its migration). */
+  queriesOnly?: boolean;
   replyTimeoutMs?: number;
 }
 
@@ -59,6 +73,8 @@ export interface SessionOutcome {
   pages?: number;
   mismatched?: number;
   error?: string;
+  /** Committed, but the source did not confirm it read the answer: it may come back and ask. */
+  answerMayBeLost?: boolean;
 }
 
 const MAX_MISMATCH_LISTED = 16;
@@ -91,6 +107,7 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
       switch (m.type) {
         case MessageType.Hello: {
           if (state !== 'HELLO') fail('E_ORDER', 'a second Hello in one session');
+          if (opts.queriesOnly) fail('E_BUSY', 'this destination took its one migration (--once) and answers only queries now');
           sessionId = m.header.sessionId;
           if (m.header.pageSize !== PAGE_SIZE) fail('E_PAGE_SIZE', `page size ${m.header.pageSize} is not supported (only ${PAGE_SIZE})`);
           store = new ImageStore(opts.imageDir, m.header.sessionId, opts.maxImageBytes);
@@ -172,6 +189,22 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
           if (checked.pages === store!.pages) {
             const totalMs = performance.now() - t0;
             if (checked.mismatched === 0) {
+              // Verified, but not final: the image becomes final only when the source commits
+              // the handover (Commit). Until then a Query from the source may discard it.
+              await channel.send(verified({ pages: checked.pages }));
+              log.info({ session: sessionId, pages: checked.pages }, 'migration verified; waiting for the handover');
+              state = 'VERIFIED';
+              opts.pending.set(sessionId!, 'pending');
+              let commitMsg: Message | null = null;
+              try {
+                commitMsg = await channel.next(timeout);
+              } catch {
+                commitMsg = null;
+              }
+              if (!commitMsg || commitMsg.type !== MessageType.Commit || commitMsg.header.sessionId !== sessionId || opts.pending.get(sessionId!) !== 'pending') {
+                opts.pending.set(sessionId!, 'discarded');
+                throw new SessionProtocolError('E_NO_COMMIT', 'the source did not commit the handover');
+              }
               const imagePath = store!.commit({
                 sessionId,
                 verified: true,
@@ -182,11 +215,21 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
                 timings: { totalMs, finalRoundAppliedMs: finalAppliedMs },
                 finishedAt: new Date().toISOString(),
               });
-              await channel.send(verified({ pages: checked.pages }));
-              log.info({ session: sessionId, pages: checked.pages, imagePath }, 'migration verified');
+              opts.pending.set(sessionId!, 'committed');
+              log.info({ session: sessionId, pages: checked.pages, imagePath }, 'migration committed');
               state = 'DONE';
+              // The source closes once it has read Committed. If it does not, our answer may be
+              // lost and it may come back with a Query: say so (the listener lingers for it).
+              let heard = false;
+              if (!opts.dropCommitted) {
+                await channel.send(committed({ sessionId: sessionId! })).catch(() => {});
+                heard = await channel.next(timeout).then(
+                  () => false,
+                  (e: Error & { code?: string }) => e.message === 'the peer closed the connection',
+                );
+              }
               channel.close();
-              return { verified: true, sessionId, imagePath, pages: checked.pages };
+              return { verified: true, sessionId, imagePath, pages: checked.pages, answerMayBeLost: !heard };
             }
             await channel.send(mismatch({ mismatched: checked.mismatched, firstPages: checked.first }));
             store!.discard({ sessionId, verified: false, reason: 'checksum mismatch', mismatched: checked.mismatched, firstPages: checked.first });
@@ -196,6 +239,20 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
             return { verified: false, sessionId, mismatched: checked.mismatched, error: 'checksum mismatch' };
           }
           break;
+        }
+        case MessageType.Query: {
+          // A source that lost our answer to Commit asks what became of its session. The answer
+          // must be final: a pending image is discarded here, so a late Commit cannot revive it.
+          if (state !== 'HELLO') fail('E_ORDER', 'Query must open a connection');
+          const id = m.header.sessionId;
+          const status = opts.pending.get(id);
+          const final = fs.existsSync(path.join(opts.imageDir, id, 'manifest.json'));
+          if (status === 'pending') opts.pending.set(id, 'discarded');
+          if (final && status !== 'pending') await channel.send(committed({ sessionId: id }));
+          else await channel.send(abort({ code: 'E_NOT_COMMITTED', reason: `session ${id} was not made final here` }));
+          log.info({ session: id, committed: final && status !== 'pending' }, 'answered a query');
+          channel.close();
+          return { verified: false };
         }
         default:
           fail('E_UNEXPECTED', `unexpected ${MessageType[m.type] ?? m.type} in state ${state}`);

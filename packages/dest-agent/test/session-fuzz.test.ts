@@ -79,7 +79,7 @@ describe('destination session fuzz (fast-check)', () => {
         fs.mkdirSync(dir);
         const [ours, theirs] = pipePair();
         const channel = new MessageChannel(theirs);
-        const done = runSession(channel, { imageDir: dir, credit: 64, maxImageBytes: 1 << 20, log, replyTimeoutMs: 300 });
+        const done = runSession(channel, { imageDir: dir, credit: 64, maxImageBytes: 1 << 20, log, replyTimeoutMs: 300, pending: new Map() });
         for (const m of msgs) for (const b of encodeMessage(m)) ours.write(b);
         if (endEarly) ours.end();
         const outcome = await done;

@@ -16,8 +16,14 @@
  *     │── RoundEnd n+1 ──────────────────────────────▶│
  *     │◀────────────────────────────── RoundAck n+1 ──│  downtime ends here
  *     │── Checksums (xxh64 per page, in chunks) ─────▶│  hashes its image, compares
- *     │◀──────────────────────── Verified | Mismatch ─│
+ *     │◀──────────────────────── Verified | Mismatch ─│  image verified, not yet final
+ *     │── Commit ────────────────────────────────────▶│  the handover: make it final
+ *     │◀─────────────────────────────────── Committed ─│  only now does the source let go
  *     │   either side may send Abort (code, reason) at any time and close
+ *
+ * When Committed does not arrive, the source asks on a new connection (Query with the session
+ * id); the destination answers Committed, or Abort after discarding the pending image for good,
+ * so that a late Commit can no longer make it final: the answer is the truth.
  *
  * Versioning: Hello carries the protocol version. An agent accepts its own version and the one
  * immediately before it (version 1 has none before it); any other version is rejected with

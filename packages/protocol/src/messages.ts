@@ -40,6 +40,12 @@ export enum MessageType {
   Verified = 10,
   Mismatch = 11,
   Abort = 12,
+  /** Source to destination, after Verified: the handover happens; make the image final. */
+  Commit = 13,
+  /** Destination to source: the image is final (answer to Commit or Query). */
+  Committed = 14,
+  /** Source to destination, on a new connection: what became of this session? */
+  Query = 15,
 }
 
 /** One migrated address range of the source process. */
@@ -122,6 +128,9 @@ export interface AbortHeader {
   code: string;
   reason: string;
 }
+export interface SessionRefHeader {
+  sessionId: string;
+}
 
 export type Message =
   | { type: MessageType.Hello; header: HelloHeader; payload?: undefined }
@@ -135,7 +144,10 @@ export type Message =
   | { type: MessageType.Checksums; header: ChecksumsHeader; payload: Buffer }
   | { type: MessageType.Verified; header: VerifiedHeader; payload?: undefined }
   | { type: MessageType.Mismatch; header: MismatchHeader; payload?: undefined }
-  | { type: MessageType.Abort; header: AbortHeader; payload?: undefined };
+  | { type: MessageType.Abort; header: AbortHeader; payload?: undefined }
+  | { type: MessageType.Commit; header: SessionRefHeader; payload?: undefined }
+  | { type: MessageType.Committed; header: SessionRefHeader; payload?: undefined }
+  | { type: MessageType.Query; header: SessionRefHeader; payload?: undefined };
 
 // ---- factories -------------------------------------------------------------------------------
 
@@ -151,6 +163,9 @@ export const checksums = (h: ChecksumsHeader, payload: Buffer): Message => ({ ty
 export const verified = (h: VerifiedHeader): Message => ({ type: MessageType.Verified, header: h });
 export const mismatch = (h: MismatchHeader): Message => ({ type: MessageType.Mismatch, header: h });
 export const abort = (h: AbortHeader): Message => ({ type: MessageType.Abort, header: h });
+export const commit = (h: SessionRefHeader): Message => ({ type: MessageType.Commit, header: h });
+export const committed = (h: SessionRefHeader): Message => ({ type: MessageType.Committed, header: h });
+export const query = (h: SessionRefHeader): Message => ({ type: MessageType.Query, header: h });
 
 // ---- wire form of headers --------------------------------------------------------------------
 
@@ -308,6 +323,14 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
     case MessageType.Abort:
       noPayload();
       return { type: MessageType.Abort, header: { code: str(o, 'code', 64), reason: str(o, 'reason', 4096) } };
+    case MessageType.Commit:
+    case MessageType.Committed:
+    case MessageType.Query: {
+      noPayload();
+      const sessionId = str(o, 'sessionId', 32);
+      if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new BadHeaderError('sessionId must be 32 lower-case hex characters');
+      return { type: type as MessageType.Commit, header: { sessionId } };
+    }
     default:
       throw new UnknownMessageTypeError(`unknown message type ${type}`);
   }

@@ -11,6 +11,8 @@
  *   6  the destination reported a checksum mismatch (the process was left running)
  *   7  the destination aborted the migration
  *   8  the process exited during the migration
+ *   9  in doubt: verified, but whether the destination made its image final could not be learnt
+ *      (the process was left running here; check the destination)
  *   1  anything else
  */
 export class SourceError extends Error {
@@ -51,6 +53,11 @@ export class VerificationError extends SourceError {
 export class DestinationAbortError extends SourceError {
   override readonly code = 'E_DEST_ABORT';
   override readonly exitCode = 7;
+}
+
+export class InDoubtError extends SourceError {
+  override readonly code = 'E_IN_DOUBT';
+  override readonly exitCode = 9;
 }
 
 export class ProcessExitedError extends SourceError {

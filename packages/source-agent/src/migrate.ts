@@ -17,7 +17,9 @@ import {
   PROTOCOL_VERSION,
   abort,
   checksums,
+  commit,
   hello,
+  query,
   PeerAbortError,
   type Security,
   roundEnd,
@@ -41,6 +43,7 @@ import { hashPages } from './checksum.js';
 import {
   ConnectionError,
   DestinationAbortError,
+  InDoubtError,
   ProcessError,
   ProcessExitedError,
   SourceError,
@@ -309,6 +312,26 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     if (answer.type !== MessageType.Verified) {
       throw new ConnectionError(`the destination answered ${MessageType[answer.type]} instead of Verified or Mismatch`);
     }
+    // The handover: only once the destination says the image is final does the process leave
+    // this host. If its answer is lost, ask on a new connection; if that fails too, nobody can
+    // know here, so the process stays (exit 9 names the session to check on the destination).
+    await channel.send(commit({ sessionId }));
+    let final: boolean | null = await channel.expect(MessageType.Committed, replyTimeout).then(
+      () => true,
+      () => null,
+    );
+    if (final === null) {
+      log.info({ session: sessionId }, 'no answer to Commit: asking the destination on a new connection');
+      final = await askCommitted(opts, sessionId, replyTimeout, log);
+    }
+    if (final === false) {
+      throw new ConnectionError(`the destination did not make the image final (session ${sessionId}); the process was left running here`);
+    }
+    if (final === null) {
+      throw new InDoubtError(
+        `could not learn whether the destination made session ${sessionId} final; the process was left running here: if <image-dir>/${sessionId} exists on the destination, delete it`,
+      );
+    }
     confirmed = true;
     channel.close();
     finish(opts.after, tracker, frozen);
@@ -333,6 +356,30 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
 }
 
 const CHECKSUM_CHUNK = 16384;
+
+/** Query: did the destination make `sessionId` final? true, false, or null when it cannot be asked. */
+async function askCommitted(opts: MigrateOptions, sessionId: string, timeoutMs: number, log: Logger): Promise<boolean | null> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    try {
+      const ch = await connect(opts.host, opts.port, Math.max(500, deadline - performance.now()), opts.security ?? null, timeoutMs);
+      try {
+        await ch.send(query({ sessionId }));
+        const m = await ch.next(Math.max(500, deadline - performance.now()));
+        return m.type === MessageType.Committed && m.header.sessionId === sessionId;
+      } catch (e) {
+        if (e instanceof PeerAbortError) return false; // the destination's answer: not final, and never will be
+        throw e;
+      } finally {
+        ch.destroy();
+      }
+    } catch (e) {
+      log.info({ err: (e as Error).message }, 'could not ask the destination yet');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  return null;
+}
 
 function finish(after: AfterAction, tracker: DirtyTracker, frozen: FrozenProcess): void {
   if (after === 'kill') {
