@@ -2,26 +2,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { Logger } from 'pino';
 import { MessageChannel, type Security } from '@forecopy/protocol';
-import { runSession, type PendingSessions, type SessionOutcome } from './session.js';
+import { runSession, type PendingSessions, type SessionOptions, type SessionOutcome } from './session.js';
 
 /**
  * The destination's listener: accepts migrations, at most `maxSessions` at a time (more are
  * refused at once), each handled by `runSession`. A failed session never stops the listener.
  */
-export interface ListenOptions {
+export interface ListenOptions
+  extends Pick<SessionOptions, 'imageDir' | 'credit' | 'maxImageBytes' | 'log' | 'corruptPages' | 'dieAtStopAndCopy' | 'dropCommitted'> {
   host: string;
   port: number;
-  imageDir: string;
   once: boolean;
   maxSessions: number;
-  credit: number;
-  maxImageBytes: number;
-  log: Logger;
-  corruptPages?: number;
-  dieAtStopAndCopy?: boolean;
-  dropCommitted?: boolean;
   /** How long a --once listener answers queries after a handover the source did not confirm. */
   lingerMs?: number;
   /** Mutual TLS or a pre-shared key; null = plain TCP. */
@@ -69,17 +62,8 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
     socket.setNoDelay(true);
     const channel = new MessageChannel(socket);
     const log = opts.log.child({ peer });
-    runSession(channel, {
-      imageDir: opts.imageDir,
-      credit: opts.credit,
-      maxImageBytes: opts.maxImageBytes,
-      log,
-      corruptPages: opts.corruptPages,
-      dieAtStopAndCopy: opts.dieAtStopAndCopy,
-      dropCommitted: opts.dropCommitted,
-      pending,
-      queriesOnly,
-    })
+    const { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted } = opts;
+    runSession(channel, { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, log, pending, queriesOnly })
       .then((outcome) => {
         sessions.push(outcome);
         // --once ends after one migration that got past Hello (a stray probe does not count);
