@@ -6,6 +6,7 @@ import { XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
 import { migrate, type AfterAction, type Progress } from './migrate.js';
 import { formatReport, type MigrationReport } from './report.js';
 import { renderHtml } from './report-html.js';
+import { startUi, type UiEvent } from './ui-server.js';
 import { parseBandwidth, parseHostPort } from './units.js';
 import { InputError, ProcessError, SourceError } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
@@ -75,6 +76,7 @@ export function buildCli(argv: string[]): Argv {
           .option('tls-cert', { type: 'string', describe: 'mutual TLS: this agent\'s certificate (PEM)' })
           .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
           .option('tls-ca', { type: 'string', describe: 'mutual TLS: the CA that signed the destination\'s certificate' })
+          .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
           .option('timeout', { type: 'number', default: 30, describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up' })
           .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
           .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
@@ -93,8 +95,13 @@ export function buildCli(argv: string[]): Argv {
           throw e;
         }
         const log = makeLogger(a['log-level']);
-        const report = await migrate({
+        const ui = a.ui !== undefined ? await startUi(a.ui).catch((e: Error) => Promise.reject(new InputError(e.message))) : null;
+        if (ui) process.stderr.write(`dashboard: ${ui.url}\n`);
+        let report: MigrationReport;
+        try {
+          report = await migrate({
           security,
+          ...(ui ? { onEvent: (e: UiEvent) => ui.publish(e) } : {}),
           dieWhenFrozen: a['test-die-when-frozen'],
           replyTimeoutMs: positiveInt('timeout')(a.timeout) * 1000,
           pid: a.pid,
@@ -129,6 +136,9 @@ export function buildCli(argv: string[]): Argv {
           if (e.report && a.report) fs.writeFileSync(a.report, JSON.stringify(e.report, null, 2) + '\n');
           throw e;
         });
+        } finally {
+          await ui?.close();
+        }
         if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
         if (a.report) fs.writeFileSync(a.report, JSON.stringify(report, null, 2) + '\n');
         process.stdout.write(formatReport(report) + '\n');

@@ -9,3 +9,4 @@ export * from './units.js';
 export * from './policy-setup.js';
 export * from './cleanup.js';
 export * from './report-html.js';
+export * from './ui-server.js';

@@ -4,6 +4,7 @@ import os from 'node:os';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
+  MarkovPolicy,
   PageBitmap,
   PrecopyDriver,
   type Policy,
@@ -51,6 +52,7 @@ import {
   VerificationError,
 } from './errors.js';
 import type { MigrationReport, RoundReport } from './report.js';
+import type { UiEvent } from './ui-server.js';
 
 export type AfterAction = 'kill' | 'stop' | 'resume';
 
@@ -78,6 +80,8 @@ export interface MigrateOptions {
   replyTimeoutMs?: number;
   /** Mutual TLS or a pre-shared key; null/undefined = plain TCP. */
   security?: Security | null;
+  /** Live events for the dashboard (--ui). */
+  onEvent?: (e: UiEvent) => void;
   /** Fault injection for tests: the agent dies (SIGKILL) right after freezing the process. */
   dieWhenFrozen?: boolean;
 }
@@ -137,6 +141,11 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     const modelMs = performance.now() - mt;
     t0 = performance.now();
     sampler.onSample((s) => policy.observeSample?.(s.pages, s.atMs));
+    const emit = opts.onEvent;
+    if (emit) {
+      emit({ type: 'hello', pid, policy: policy.name, pages: space.livePages, buckets: UI_BUCKETS });
+      sampler.onSample((s) => emit(sampleEvent(s.pages, s.atMs, policy)));
+    }
 
     await channel.send(
       hello({
@@ -212,6 +221,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
         final: false,
       });
       log.info({ ...rounds[rounds.length - 1] }, 'round done');
+      opts.onEvent?.({ type: 'round', ...rounds[rounds.length - 1] });
       opts.onProgress?.({ phase: 'round', round: rec.round, pagesSent: rec.pagesSent, pagesPlanned: rec.pagesPlanned, final: false });
       if (decision.kind === 'stop') {
         stop = decision;
@@ -263,6 +273,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
       final: true,
     });
     opts.onProgress?.({ phase: 'round', round: finalRound, pagesSent: fr.pagesSent, pagesPlanned: remaining.count(), final: true });
+    opts.onEvent?.({ type: 'round', ...rounds[rounds.length - 1] });
 
     // Verification: hash the frozen memory, the destination compares with its image.
     const vt = performance.now();
@@ -338,9 +349,11 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     tracker = null;
     frozen = null;
     report.totalMs = performance.now() - t0;
+    opts.onEvent?.({ type: 'done', verified: true, downtimeMs: report.downtimeMs, totalMs: report.totalMs, pagesSent: report.pagesSent });
     return report;
   } catch (e) {
     const err = asChannelError(asSourceError(e, pid));
+    opts.onEvent?.({ type: 'done', verified: false, downtimeMs: 0, totalMs: performance.now() - t0, pagesSent: 0, error: (err as Error).message });
     if (!confirmed && !channel.closed) {
       const reason = err instanceof Error ? err.message : String(err);
       await channel.send(abort({ code: (err as SourceError).code ?? 'E_SOURCE', reason })).catch(() => {});
@@ -356,6 +369,21 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
 }
 
 const CHECKSUM_CHUNK = 16384;
+const UI_BUCKETS = 64;
+
+/** A sample for the dashboard: pages written per 1/64 of the page space, and the Markov state. */
+function sampleEvent(pages: PageBitmap, atMs: number, policy: Policy): UiEvent {
+  const hist: number[] = [];
+  const step = Math.max(1, Math.ceil(pages.size / UI_BUCKETS));
+  for (let b = 0; b < UI_BUCKETS; b++) hist.push(pages.countRange(b * step, (b + 1) * step));
+  let state: number | null = null;
+  let forecast: number[] = [];
+  if (policy instanceof MarkovPolicy) {
+    state = policy.currentState();
+    forecast = policy.currentModel.forecast(state, 3);
+  }
+  return { type: 'sample', atMs, hist, state, forecast };
+}
 
 /** Query: did the destination make `sessionId` final? true, false, or null when it cannot be asked. */
 async function askCommitted(opts: MigrateOptions, sessionId: string, timeoutMs: number, log: Logger): Promise<boolean | null> {
