@@ -96,6 +96,12 @@ if (repeat > 1) {
   }
   console.log('\nAll runs:\n');
 }
+// Every report of this run side by side, as a self-contained HTML page with charts.
+if (rows.length > 0) {
+  const files = fs.readdirSync(outDir).filter((f) => f.endsWith('.json')).map((f) => path.join(outDir, f));
+  const r = startChild(process.execPath, [path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'report', ...files, '--html', path.join(outDir, 'report.html')]);
+  if ((await r.exited) === 0) console.error(`bench: HTML report: ${path.join(outDir, 'report.html')}`);
+}
 const head = '| workload | policy | verified | rounds | downtime ms | total ms | pages sent | MiB on wire | scans | scan ms avg / max |';
 console.log(head);
 console.log(head.replace(/[^|]/g, '-'));

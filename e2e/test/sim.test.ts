@@ -18,7 +18,8 @@ describe('forecopy-sim on a recorded trace', () => {
   it('simulates every policy, deterministically, with the oracle as the bound', () => {
     const csv = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-')), 'rows.csv');
     const args = ['--trace', TRACE, '--policy', 'precopy,xen-skip,tpo,markov,oracle', '--states', '64,128', '--model-seconds', '5', '--bandwidth', '200mbit', '--json'];
-    const a = sim([...args, '--csv', csv]);
+    const html = path.join(path.dirname(csv), 'sweep.html');
+    const a = sim([...args, '--csv', csv, '--html', html]);
     expect(a.stderr).toBe('');
     expect(a.code).toBe(0);
     const rows = JSON.parse(a.stdout) as Array<{ policy: string; states: number | null; pagesSent: number; downtimeMs: number; rounds: unknown[]; shareOfOracle: number | null }>;
@@ -33,6 +34,10 @@ describe('forecopy-sim on a recorded trace', () => {
     // On this trace (a 1 MiB hot spot, S = 64 regions of 1 MiB) the paper's filter saves pages.
     expect(by('markov64').pagesSent).toBeLessThan(by('precopy').pagesSent);
     expect(fs.readFileSync(csv, 'utf8').trim().split('\n')).toHaveLength(rows.length + 1);
+    const page = fs.readFileSync(html, 'utf8');
+    expect(page.match(/<svg /g)).toHaveLength(3); // downtime, time, pages: the Fig. 4-6 analogs
+    expect(page.match(/<rect /g)).toHaveLength(3 * rows.length);
+    expect(page).toContain(`${by('oracle').pagesSent.toLocaleString('en-US')} pages`);
     fs.rmSync(path.dirname(csv), { recursive: true, force: true });
     expect(sim(args).stdout).toBe(a.stdout); // same trace, same flags: same numbers
   });

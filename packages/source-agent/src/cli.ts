@@ -185,19 +185,28 @@ export function buildCli(argv: string[]): Argv {
           .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
           .option('out', { type: 'string', demandOption: true, describe: 'trace file to write' })
           .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const })
+          .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ while recording' })
           .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
           .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'then: forecopy-sim --trace app.trace'),
       async (a) => {
         if (!(a.seconds > 0)) throw new InputError(`--seconds must be > 0`);
-        const summary = await recordTrace({
-          pid: a.pid,
-          seconds: a.seconds,
-          intervalMs: a['interval-ms'],
-          out: a.out,
-          tracker: a.tracker,
-          log: makeLogger(a['log-level']),
-          onProgress: progressPrinter(),
-        });
+        const ui = a.ui !== undefined ? await startUi(a.ui).catch((e: Error) => Promise.reject(new InputError(e.message))) : null;
+        if (ui) process.stderr.write(`dashboard: ${ui.url}\n`);
+        let summary: string;
+        try {
+          summary = await recordTrace({
+            pid: a.pid,
+            seconds: a.seconds,
+            intervalMs: a['interval-ms'],
+            out: a.out,
+            tracker: a.tracker,
+            log: makeLogger(a['log-level']),
+            onProgress: progressPrinter(),
+            ...(ui ? { onEvent: (e: UiEvent) => ui.publish(e) } : {}),
+          });
+        } finally {
+          await ui?.close();
+        }
         if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
         process.stdout.write(summary + '\n');
       },

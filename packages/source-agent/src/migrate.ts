@@ -372,7 +372,7 @@ const CHECKSUM_CHUNK = 16384;
 const UI_BUCKETS = 64;
 
 /** A sample for the dashboard: pages written per 1/64 of the page space, and the Markov state. */
-function sampleEvent(pages: PageBitmap, atMs: number, policy: Policy): UiEvent {
+export function sampleEvent(pages: PageBitmap, atMs: number, policy: Policy | null): UiEvent {
   const hist: number[] = [];
   const step = Math.max(1, Math.ceil(pages.size / UI_BUCKETS));
   for (let b = 0; b < UI_BUCKETS; b++) hist.push(pages.countRange(b * step, (b + 1) * step));

@@ -6,7 +6,8 @@ import { createTracker, isMigratable, readMaps } from './kernel/index.js';
 import { PageSpace } from './page-space.js';
 import { Sampler } from './sampler.js';
 import { ProcessError } from './errors.js';
-import type { Progress } from './migrate.js';
+import { sampleEvent, type Progress } from './migrate.js';
+import type { UiEvent } from './ui-server.js';
 
 export interface RecordOptions {
   pid: number;
@@ -16,6 +17,8 @@ export interface RecordOptions {
   tracker: 'auto' | 'uffd-wp' | 'soft-dirty';
   log: Logger;
   onProgress?: (p: Progress) => void;
+  /** Live events for the dashboard (--ui). */
+  onEvent?: (e: UiEvent) => void;
 }
 
 /**
@@ -43,7 +46,9 @@ export async function recordTrace(o: RecordOptions): Promise<string> {
     bytes += header.length;
     const sampler = new Sampler(o.pid, tracker, space, o.intervalMs);
     const t0 = sampler.now();
+    o.onEvent?.({ type: 'hello', pid: o.pid, policy: 'recording', pages: space.livePages, buckets: 64 });
     sampler.onSample((s) => {
+      if (o.onEvent) o.onEvent(sampleEvent(s.pages, s.atMs, null));
       const b = encodeTraceSample(s.atMs - t0, s.pages);
       fs.writeSync(fd, b);
       bytes += b.length;

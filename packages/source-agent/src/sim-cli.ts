@@ -14,6 +14,7 @@ import {
   type Trace,
 } from '@forecopy/filter';
 import { parseBandwidth } from './units.js';
+import { renderSimHtml } from './report-html.js';
 
 /**
  * `forecopy-sim`: replays a recorded trace through the live agent's policy code over a modelled
@@ -74,6 +75,7 @@ export async function simMain(argv: string[]): Promise<number> {
       .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
       .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
+      .option('html', { type: 'string', describe: 'also write a self-contained HTML page with the charts (Fig. 4-6 analogs)' })
       .example('$0 --trace mw.trace', 'every policy at 500 Mbit/s, markov with S = 256')
       .example('$0 --trace mw.trace --policy markov,oracle --states 64,128,256,512,1024 --csv sweep.csv', "the paper's sweep of S")
       .strict()
@@ -97,6 +99,7 @@ export async function simMain(argv: string[]): Promise<number> {
         if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
         const rows = runSimulations(trace, { policies, states, bandwidthBps: bw, modelSeconds: a['model-seconds'], forecast: a.forecast, skipRedirtied: a['skip-redirtied'], ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}), maxRounds: a['max-rounds'], minRemainingPages: a['min-remaining-pages'], maxFactor: a['max-factor'] });
         if (a.csv) fs.writeFileSync(a.csv, toCsv(rows));
+        if (a.html) fs.writeFileSync(a.html, renderSimHtml(rows, `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`));
         process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : toTable(rows, trace, a.bandwidth) + '\n');
       })
       .parseAsync();
