@@ -15,8 +15,9 @@ import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js
  * The machine has 2 cores, shared by the workload and both agents.
  *
  * Workloads here: mw over 256 and 512 MiB (the paper's memory write loop), gzip -9 and bzip2 -9
- * of an endless text stream, stress-ng --vm (when installed). Not yet: MariaDB + sysbench
- * (the paper's TPC-C) and a compile job.
+ * of an endless text stream, stress-ng --vm and MariaDB under sysbench oltp_read_write (the
+ * paper's TPC-C stand-in; both when installed: apt-get install stress-ng mariadb-server
+ * sysbench). Not yet: a compile job. PAPER_ONLY=name,... runs a subset.
  */
 const RECORD_S = Number(process.env.PAPER_RECORD_S ?? 20);
 const POLICIES = ['precopy', 'xen-skip', 'tpo', 'markov'];
@@ -56,6 +57,28 @@ function workloads(): Workload[] {
   if (spawnSync('sh', ['-c', 'command -v stress-ng']).status === 0) {
     // stress-ng forks its workers: the one to migrate is the descendant holding the 256 MiB.
     w.push({ name: 'stress-ng-vm', cmd: `stress-ng --vm 1 --vm-bytes 256M --vm-keep --timeout 3600 & echo "tree=$!"; wait`, ready: /^tree=(\d+)/, biggestDescendant: true });
+  }
+  // The paper's TPC-C stand-in: a MariaDB server of our own (own datadir and socket, no
+  // network) under sysbench oltp_read_write; the server process is what migrates.
+  if (spawnSync('sh', ['-c', 'command -v mariadbd && command -v sysbench']).status === 0) {
+    const d = '$D';
+    const conn = `--mysql-socket=${d}/sock --mysql-user=root --tables=4 --table-size=100000`;
+    w.push({
+      name: 'mariadb-oltp',
+      cmd: [
+        'D=$(mktemp -d /tmp/forecopy-mariadb-XXXXXX)',
+        `mariadb-install-db --no-defaults --datadir=${d}/data --user=root --auth-root-authentication-method=normal >/dev/null 2>&1`,
+        `mariadbd --no-defaults --datadir=${d}/data --socket=${d}/sock --skip-networking --user=root --innodb-buffer-pool-size=256M --pid-file=${d}/pid >${d}/log 2>&1 &`,
+        'M=$!',
+        `for i in $(seq 100); do [ -S ${d}/sock ] && break; sleep 0.2; done`,
+        `mariadb --no-defaults --socket=${d}/sock -uroot -e 'CREATE DATABASE sbtest' >/dev/null`,
+        `sysbench oltp_read_write ${conn} prepare >/dev/null`,
+        `sysbench oltp_read_write ${conn} --threads=2 --time=3600 run >/dev/null &`,
+        'echo "pid=$M dir=$D"',
+        'wait',
+      ].join('\n'),
+      ready: /^pid=(\d+)/,
+    });
   }
   return only ? w.filter((x) => only.includes(x.name)) : w;
 }
@@ -136,6 +159,9 @@ describe.skipIf(skip)('paper reproduction', () => {
       spawnSync(process.execPath, [SOURCE_BIN, 'report', ...files, '--html', path.join(out, `${w.name}-live.html`)]);
       killTree(proc.pid);
       await proc.exited;
+      // A workload that made a directory of its own (the database) says so: remove it.
+      const dir = proc.lines.map((l) => /dir=(\/tmp\/forecopy-[\w-]+)/.exec(l)?.[1]).find(Boolean);
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
     }, 900_000);
   }
 });
