@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import os from 'node:os';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   MarkovPolicy,
@@ -448,6 +448,17 @@ function checkProcess(pid: number): void {
   if (!existsSync(`/proc/${pid}`)) throw new ProcessError(`no process with pid ${pid}`);
 }
 
+/** Gone, or a zombie its parent has not reaped yet: either way it exited. */
+function processGone(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state === 'Z' || state === 'X';
+  } catch {
+    return true;
+  }
+}
+
 function readMapsOf(pid: number) {
   try {
     return readMaps(pid);
@@ -487,9 +498,9 @@ function asSourceError(e: unknown, pid: number): Error {
   const err = e as { code?: string; message?: string; name?: string };
   if (err.name === 'TrackerUnsupportedError') return new TrackingError(err.message ?? String(e), { cause: e });
   if (err.code === 'ESRCH' || err.code === 'ENOENT') {
-    return existsSync(`/proc/${pid}`)
-      ? new ProcessError(`process ${pid}: ${err.message}`, { cause: e })
-      : new ProcessExitedError(`process ${pid} exited during the migration`, { cause: e });
+    return processGone(pid)
+      ? new ProcessExitedError(`process ${pid} exited during the migration`, { cause: e })
+      : new ProcessError(`process ${pid}: ${err.message}`, { cause: e });
   }
   if (err.code === 'EPERM' || err.code === 'EACCES') {
     return new ProcessError(
