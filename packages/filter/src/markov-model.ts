@@ -1,15 +1,24 @@
 import { PageBitmap } from './page-bitmap.js';
-import { RegionMap, writeState } from './regions.js';
+import { MAX_HOT, MAX_STATES, MIN_STATES, RegionMap, hotRegions, regionHistogram } from './regions.js';
+import { crc32 } from './crc32.js';
 
 /**
  * The paper's model (3.1-3.3): memory-write states (the hottest region of each sample), a sparse
- * S x S matrix of transitions between consecutive states, and for each state its local writable
- * working set (LWWS): the pages written in at least `lwwsThreshold` of that state's samples,
- * among the pages of the hot-spot regions recorded with it.
+ * S x S matrix of transitions between consecutive states, and for each observed state the other
+ * hot-spot regions recorded with it and its local writable working set (LWWS): the pages of
+ * those regions written in at least `lwwsThreshold` of the state's samples.
  *
- * Memory: the LWWS are sorted Uint32Array page lists and the transitions a sparse row map, so
- * the model costs O(N + S^2) at worst and, for 1 GiB at S = 256, far less than the paper's
- * 2.79 MB in practice (byteSize() reports it).
+ * Memory, and why it is bounded: an LWWS only holds pages of the state's own region and of at
+ * most MAX_HOT - 1 recorded regions, and it is kept as one packed bitmap per region (a region of
+ * 1,024 pages is 128 bytes), not as a list of page numbers:
+ *
+ *   state s ─┬─ others:      [r2, r7]              regions hot with s, hottest first
+ *            └─ LWWS:        r5  ▕0110…0001▏       128 B per region at 4 MiB regions
+ *                            r7  ▕0000…1000▏
+ *
+ * So for 1 GiB at S = 256 the LWWS cost at most 256 x 8 x 128 B = 256 KiB whatever the workload
+ * (a page list could reach 8 MiB), the transitions at most S^2 entries, and the whole model stays
+ * within the paper's O(N + S^2) and its 2.79 MB. byteSize() reports the actual figure.
  */
 
 /**
@@ -17,21 +26,40 @@ import { RegionMap, writeState } from './regions.js';
  * of that state's samples. A state lasts several samples (a hot spot dwells), so a page with a
  * per-sample write chance of 1/4 is written during a stay of n samples with chance 1-(3/4)^n:
  * 94% for n = 10 (500 ms at 50 ms). Holding such a page back saves a resend almost surely; a
- * higher bar (1/2) missed most of a 4 MiB hot spot written at 20,000 pages/s in our traces.
+ * higher bar (1/2) missed most of a 4 MiB hot spot written at 20,000 pages/s in our traces
+ * (BENCHMARKS.md, forecopy-sim --lwws-threshold sweep). Noise stays out: a page written at random
+ * now and then is in far fewer than a quarter of one state's samples.
  */
 export const DEFAULT_LWWS_THRESHOLD = 0.25;
 export const DEFAULT_STATES = 256;
+
 const MODEL_MAGIC = 0x4d4d4346; // 'FCMM' little-endian
-const MODEL_VERSION = 1;
+/** Version 2: LWWS as per-region bitmaps, recorded hot regions, CRC-32 trailer. */
+export const MODEL_FORMAT_VERSION = 2;
 
 export interface ModelOptions {
+  /** S: regions = states, MIN_STATES..MAX_STATES (default 256). */
   states: number;
+  /** Share of a state's samples a page must be written in to join its LWWS, (0, 1]. */
   lwwsThreshold: number;
 }
 
+/** What the model keeps about one observed state. */
+export interface StateProfile {
+  /** Other hot-spot regions recorded with the state, hottest first (at most MAX_HOT - 1). */
+  others: number[];
+  /** Regions holding LWWS pages, increasing. */
+  lwwsRegions: number[];
+  /** Per LWWS region, the packed bitmap of its pages (bit i = page regionStart + i). */
+  lwwsBits: Uint32Array[];
+}
+
 export class MarkovModel {
-  private mostLikely: Int32Array;
-  private stateOrder: number[];
+  private readonly mostLikely: Int32Array;
+  private readonly stateOrder: number[];
+  private readonly rowTotals = new Map<number, { n: number; q: number }>();
+  private backoffCache: { q0: number; unseenP: number } | null = null;
+  private readonly momentCache: Float64Array;
 
   constructor(
     readonly regions: RegionMap,
@@ -40,20 +68,30 @@ export class MarkovModel {
     readonly stateCounts: Uint32Array,
     /** transitions.get(a).get(b) = times state b followed state a. */
     readonly transitions: Map<number, Map<number, number>>,
-    /** LWWS per state (sorted page indices); absent for states never seen. */
-    readonly lwwsSets: Map<number, Uint32Array>,
-    /** Training transitions' log-likelihoods: mean and standard deviation (for the fit test). */
-    readonly trainingLogLik: { mean: number; std: number; n: number },
+    /** One profile per observed state. */
+    readonly profiles: Map<number, StateProfile>,
   ) {
     const s = regions.states;
+    if (stateCounts.length !== s) throw new RangeError(`stateCounts has ${stateCounts.length} entries for ${s} states`);
     this.mostLikely = new Int32Array(s).fill(-1);
     for (const [a, row] of transitions) {
       let best = -1;
       let bestC = 0;
-      for (const [b, c] of row) if (c > bestC || (c === bestC && b < best)) (best = b), (bestC = c);
+      let n = 0;
+      let singles = 0;
+      for (const [b, c] of row) {
+        if (c > bestC || (c === bestC && b < best)) (best = b), (bestC = c);
+        n += c;
+        if (c === 1) singles++;
+      }
       this.mostLikely[a] = best;
+      // Good-Turing: the share of a row's future transitions that go somewhere never seen from
+      // it is about (successors seen once) / n; +1 so that a row without singletons still allows
+      // some (the model saw a finite sample).
+      this.rowTotals.set(a, { n, q: n ? Math.min(1, (singles + 1) / (n + 1)) : 1 });
     }
     this.stateOrder = [...Array(s).keys()].filter((x) => stateCounts[x] > 0).sort((a, b) => stateCounts[b] - stateCounts[a] || a - b);
+    this.momentCache = new Float64Array(2 * s).fill(NaN);
   }
 
   get states(): number {
@@ -69,12 +107,14 @@ export class MarkovModel {
     return this.stateOrder.length;
   }
 
+  /** Distinct transitions (non-zero entries of the matrix). */
   get transitionCount(): number {
     let n = 0;
     for (const row of this.transitions.values()) n += row.size;
     return n;
   }
 
+  /** Samples (with writes) the model was built from. */
   get samples(): number {
     let n = 0;
     for (const c of this.stateCounts) n += c;
@@ -88,14 +128,15 @@ export class MarkovModel {
 
   /**
    * The most probable successor of `s` (paper Fig. 3 line 19). Ties go to the lower state. A
-   * state with no observed successor stays where it is.
+   * state with no observed successor (never seen, or only seen last) stays where it is: the best
+   * guess the model has is that the write pattern continues.
    */
   mostLikelyNext(s: number): number {
     const n = this.mostLikely[s];
     return n >= 0 ? n : s;
   }
 
-  /** The forecast chain of `steps` states after `curr`. */
+  /** The forecast chain: `steps` states after `curr`, each the most probable next of the one before. */
   forecast(curr: number, steps: number): number[] {
     const out: number[] = [];
     for (let i = 0; i < steps; i++) out.push((curr = this.mostLikelyNext(curr)));
@@ -114,28 +155,25 @@ export class MarkovModel {
     let q = new Float64Array(S);
     const occ = new Float64Array(S);
     p[curr] = 1;
-    const active = new Set<number>([curr]);
+    let active = [curr];
+    const inNext = new Uint8Array(S);
     for (let k = 0; k < steps; k++) {
       q.fill(0);
-      const next = new Set<number>();
+      const next: number[] = [];
+      const add = (b: number, m: number) => {
+        q[b] += m;
+        if (!inNext[b]) (inNext[b] = 1), next.push(b);
+      };
       for (const a of active) {
         const mass = p[a];
         if (mass < 1e-9) continue;
         const row = rows[a];
-        if (!row) {
-          q[a] += mass;
-          next.add(a);
-          continue;
-        }
-        for (let i = 0; i < row.length; i += 2) {
-          q[row[i]] += mass * row[i + 1];
-          next.add(row[i]);
-        }
+        if (!row) add(a, mass);
+        else for (let i = 0; i < row.length; i += 2) add(row[i], mass * row[i + 1]);
       }
-      for (const b of next) occ[b] += q[b];
+      for (const b of next) (occ[b] += q[b]), (inNext[b] = 0);
       [p, q] = [q, p];
-      active.clear();
-      for (const b of next) active.add(b);
+      active = next;
     }
     return occ;
   }
@@ -145,43 +183,71 @@ export class MarkovModel {
     if (this.rowsCache) return this.rowsCache;
     const rows: Array<Float64Array | undefined> = new Array(this.states);
     for (const [a, row] of this.transitions) {
-      let total = 0;
-      for (const c of row.values()) total += c;
+      const total = this.rowTotals.get(a)!.n;
       const arr = new Float64Array(row.size * 2);
       let i = 0;
-      for (const [b, c] of row) {
-        arr[i++] = b;
-        arr[i++] = c / total;
-      }
+      for (const [b, c] of row) (arr[i++] = b), (arr[i++] = c / total);
       rows[a] = arr;
     }
     return (this.rowsCache = rows);
   }
 
+  /** The other hot-spot regions recorded with state `s` (empty for a state never seen). */
+  hotRegionsOf(s: number): number[] {
+    return this.profiles.get(s)?.others ?? [];
+  }
+
+  /** LWWS of state `s` as sorted page indices (empty for a state never seen). */
   lwws(s: number): Uint32Array {
-    return this.lwwsSets.get(s) ?? EMPTY;
+    const p = this.profiles.get(s);
+    if (!p) return EMPTY;
+    const out: number[] = [];
+    p.lwwsRegions.forEach((r, i) => {
+      const base = this.regions.bounds(r)[0];
+      const w = p.lwwsBits[i];
+      for (let k = 0; k < w.length; k++) {
+        let x = w[k];
+        while (x !== 0) {
+          const t = x & -x;
+          out.push(base + (k << 5) + (31 - Math.clz32(t)));
+          x ^= t;
+        }
+      }
+    });
+    return Uint32Array.from(out);
   }
 
+  /** |LWWS(s)|. */
+  lwwsSize(s: number): number {
+    const p = this.profiles.get(s);
+    let n = 0;
+    if (p) for (const w of p.lwwsBits) for (let k = 0; k < w.length; k++) n += popcount(w[k]);
+    return n;
+  }
+
+  /** target := target ∪ LWWS(s), a word at a time; pages past target.size are dropped. */
+  addLwwsTo(s: number, target: PageBitmap): PageBitmap {
+    const p = this.profiles.get(s);
+    if (!p) return target;
+    p.lwwsRegions.forEach((r, i) => {
+      const [a, b] = this.regions.bounds(r);
+      target.orBitsAt(p.lwwsBits[i], a, b - a);
+    });
+    return target;
+  }
+
+  /** LWWS(s) as a bitmap of `size` pages (default: the model's size). */
+  lwwsBitmap(s: number, size = this.totalPages): PageBitmap {
+    return this.addLwwsTo(s, new PageBitmap(size));
+  }
+
+  /** The observed (maximum-likelihood) probability that b follows a; 0 for a row never seen. */
   transitionProbability(a: number, b: number): number {
-    const row = this.transitions.get(a);
-    if (!row) return 0;
-    let total = 0;
-    for (const c of row.values()) total += c;
-    return total ? (row.get(b) ?? 0) / total : 0;
+    const t = this.rowTotals.get(a);
+    return t && t.n ? (this.transitions.get(a)!.get(b) ?? 0) / t.n : 0;
   }
 
-  /**
-   * Smoothed log-probability of the transition a -> b (add-alpha over all S successors), so that
-   * an unseen transition costs a lot but not infinity.
-   */
-  logProb(a: number, b: number): number {
-    const row = this.transitions.get(a);
-    let total = 0;
-    if (row) for (const c of row.values()) total += c;
-    const c = row?.get(b) ?? 0;
-    return Math.log((c + SMOOTHING) / (total + SMOOTHING * this.states));
-  }
-
+  /** Share of samples in each state. */
   stateDistribution(): Float64Array {
     const d = new Float64Array(this.states);
     const n = this.samples;
@@ -189,216 +255,351 @@ export class MarkovModel {
     return d;
   }
 
-  /** The state of a sample under this model, or null when it has no writes. */
-  stateOf(sample: PageBitmap): number | null {
-    return writeState(this.regions.histogram(sample))?.state ?? null;
+  /**
+   * The smoothed model the fit test scores against (see goodness-of-fit.ts):
+   *
+   *   P(b | a) = (1 - q_a) c_ab / n_a  +  q_a pi(b)
+   *
+   * q_a is the Good-Turing share of unseen transitions of row a (1 for a state with no observed
+   * successor), and pi the state distribution with its own Good-Turing share q0 spread evenly
+   * over the states never seen. So a transition never seen costs much but not infinitely, and
+   * more from a well-observed row than from a rarely-seen one; a state never seen costs more.
+   */
+  logProb(a: number, b: number): number {
+    const { n, q } = this.rowTotals.get(a) ?? { n: 0, q: 1 };
+    const c = n ? (this.transitions.get(a)!.get(b) ?? 0) : 0;
+    return Math.log((n ? ((1 - q) * c) / n : 0) + q * this.pi(b));
   }
 
-  /** Memory the model holds, in bytes. */
+  /**
+   * Mean and variance of logProb(a, X) when X follows the smoothed row a: what one transition
+   * out of `a` scores on average if the model is right, and how much that varies.
+   */
+  transitionMoments(a: number): { mean: number; variance: number } {
+    const m = this.momentCache;
+    if (Number.isNaN(m[2 * a])) {
+      const { n, q } = this.rowTotals.get(a) ?? { n: 0, q: 1 };
+      const row = this.transitions.get(a);
+      let e = 0;
+      let e2 = 0;
+      for (const b of this.stateOrder) {
+        const c = n ? (row!.get(b) ?? 0) : 0;
+        const p = (n ? ((1 - q) * c) / n : 0) + q * this.pi(b);
+        if (p > 0) {
+          const l = Math.log(p);
+          e += p * l;
+          e2 += p * l * l;
+        }
+      }
+      const unseen = this.states - this.stateOrder.length;
+      const pu = q * this.backoff().unseenP;
+      if (unseen > 0 && pu > 0) {
+        const l = Math.log(pu);
+        e += unseen * pu * l;
+        e2 += unseen * pu * l * l;
+      }
+      m[2 * a] = e;
+      m[2 * a + 1] = Math.max(0, e2 - e * e);
+    }
+    return { mean: m[2 * a], variance: m[2 * a + 1] };
+  }
+
+  private pi(b: number): number {
+    const { q0, unseenP } = this.backoff();
+    const c = this.stateCounts[b];
+    return c ? ((1 - q0) * c) / this.samples : unseenP;
+  }
+
+  private backoff(): { q0: number; unseenP: number } {
+    if (!this.backoffCache) {
+      const n = this.samples;
+      const k = this.stateOrder.length;
+      let singles = 0;
+      for (const s of this.stateOrder) if (this.stateCounts[s] === 1) singles++;
+      const q0 = n === 0 ? 1 : k === this.states ? 0 : Math.min(1, (singles + 1) / (n + 1));
+      this.backoffCache = { q0, unseenP: k === this.states ? 0 : q0 / (this.states - k) };
+    }
+    return this.backoffCache;
+  }
+
+  /** The state of a sample under this model, or null when it has no writes. */
+  stateOf(sample: PageBitmap): number | null {
+    return hotRegions(regionHistogram(sample, this.regions))?.state ?? null;
+  }
+
+  /**
+   * Memory the model holds, in bytes: typed arrays at their size, each Map entry of the
+   * transition rows at a generous 32 bytes, 64 bytes of overhead per object.
+   */
   byteSize(): number {
-    let b = this.stateCounts.byteLength + this.mostLikely.byteLength + this.stateOrder.length * 8;
-    for (const row of this.transitions.values()) b += 64 + row.size * 32; // Map entry overhead, generous
-    for (const l of this.lwwsSets.values()) b += 64 + l.byteLength;
+    let b = this.stateCounts.byteLength + this.mostLikely.byteLength + this.momentCache.byteLength + this.stateOrder.length * 8;
+    for (const row of this.transitions.values()) b += 64 + row.size * 32 + 48;
+    for (const p of this.profiles.values()) {
+      b += 64 + (p.others.length + p.lwwsRegions.length) * 8;
+      for (const w of p.lwwsBits) b += 64 + w.byteLength;
+    }
     return b;
   }
 
-  /** Versioned binary form, for `forecopy-source model --out` and `migrate --model`. */
+  /**
+   * Versioned binary form (`forecopy-source model --out`, `migrate --model`), little-endian u32
+   * words:
+   *
+   *   magic 'FCMM' | version | S | totalPages | lwwsThreshold (f64) | T | P
+   *   stateCounts[S]
+   *   T x (a, b, count)                                 transitions
+   *   P x (s, nOthers, nRegions, others..., nRegions x (region, bitmap words...))
+   *   CRC-32 of everything before it
+   */
   toBytes(): Uint8Array {
-    let transitions = 0;
-    for (const row of this.transitions.values()) transitions += row.size;
-    let lwwsWords = 0;
-    for (const l of this.lwwsSets.values()) lwwsWords += 2 + l.length;
-    const words = 8 + this.states + 3 * transitions + lwwsWords;
-    const buf = new ArrayBuffer(words * 4 + 24);
-    const v = new DataView(buf);
-    let o = 0;
-    const u32 = (x: number) => {
-      v.setUint32(o, x >>> 0, true);
-      o += 4;
-    };
-    u32(MODEL_MAGIC);
-    u32(MODEL_VERSION);
-    u32(this.states);
-    u32(this.totalPages);
-    v.setFloat64(o, this.lwwsThreshold, true);
-    o += 8;
-    v.setFloat64(o, this.trainingLogLik.mean, true);
-    o += 8;
-    v.setFloat64(o, this.trainingLogLik.std, true);
-    o += 8;
-    u32(this.trainingLogLik.n);
-    u32(transitions);
-    u32(this.lwwsSets.size);
-    for (let s = 0; s < this.states; s++) u32(this.stateCounts[s]);
-    for (const [a, row] of this.transitions) for (const [b, c] of row) (u32(a), u32(b), u32(c));
-    for (const [s, l] of this.lwwsSets) {
-      u32(s);
-      u32(l.length);
-      for (const p of l) u32(p);
+    const words: number[] = [MODEL_MAGIC, MODEL_FORMAT_VERSION, this.states, this.totalPages, 0, 0, this.transitionCount, this.profiles.size];
+    for (let s = 0; s < this.states; s++) words.push(this.stateCounts[s]);
+    for (const a of [...this.transitions.keys()].sort((x, y) => x - y)) {
+      const row = this.transitions.get(a)!;
+      for (const b of [...row.keys()].sort((x, y) => x - y)) words.push(a, b, row.get(b)!);
     }
-    return new Uint8Array(buf, 0, o);
+    for (const s of [...this.profiles.keys()].sort((x, y) => x - y)) {
+      const p = this.profiles.get(s)!;
+      words.push(s, p.others.length, p.lwwsRegions.length, ...p.others);
+      p.lwwsRegions.forEach((r, i) => {
+        words.push(r);
+        for (const w of p.lwwsBits[i]) words.push(w);
+      });
+    }
+    const bytes = new Uint8Array(words.length * 4 + 4);
+    const v = new DataView(bytes.buffer);
+    words.forEach((w, i) => v.setUint32(i * 4, w >>> 0, true));
+    v.setFloat64(16, this.lwwsThreshold, true);
+    v.setUint32(words.length * 4, crc32(bytes.subarray(0, words.length * 4)), true);
+    return bytes;
   }
 
+  /** Reads toBytes()'s form; throws an Error saying what is wrong with anything else. */
   static fromBytes(bytes: Uint8Array): MarkovModel {
     const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    let o = 0;
-    const need = (n: number) => {
-      if (o + n > bytes.byteLength) throw new Error('the model file is truncated');
-    };
+    if (bytes.byteLength < 8) throw new Error('the model file is truncated');
+    if (v.getUint32(0, true) !== MODEL_MAGIC) throw new Error('not a forecopy model (bad magic)');
+    const version = v.getUint32(4, true);
+    if (version !== MODEL_FORMAT_VERSION) {
+      throw new Error(`model format version ${version} is not supported (this build reads ${MODEL_FORMAT_VERSION}); build the model again`);
+    }
+    if (bytes.byteLength < 36 + 4 || bytes.byteLength % 4 !== 0) throw new Error('the model file is truncated');
+    const end = bytes.byteLength - 4;
+    if (crc32(bytes.subarray(0, end)) !== v.getUint32(end, true)) throw new Error('the model file is corrupt (checksum mismatch)');
+    let o = 8;
     const u32 = () => {
-      need(4);
+      if (o + 4 > end) throw new Error('the model file is truncated');
       const x = v.getUint32(o, true);
       o += 4;
       return x;
     };
-    const f64 = () => {
-      need(8);
-      const x = v.getFloat64(o, true);
-      o += 8;
-      return x;
-    };
-    if (u32() !== MODEL_MAGIC) throw new Error('not a forecopy model (bad magic)');
-    const version = u32();
-    if (version !== MODEL_VERSION) throw new Error(`model format version ${version} is not supported (this build reads ${MODEL_VERSION})`);
     const states = u32();
     const totalPages = u32();
-    if (states < 1 || states > 65536) throw new Error(`the model has ${states} states`);
-    const threshold = f64();
-    const mean = f64();
-    const std = f64();
-    const n = u32();
-    const transitions = u32();
-    const lwwsCount = u32();
-    if (lwwsCount > states) throw new Error('the model has more LWWS than states');
+    if (states < MIN_STATES || states > MAX_STATES) throw new Error(`the model has ${states} states (${MIN_STATES}..${MAX_STATES} allowed)`);
+    const threshold = v.getFloat64(o, true);
+    o += 8;
+    if (!(threshold > 0 && threshold <= 1)) throw new Error(`the model's LWWS threshold ${threshold} is not in (0, 1]`);
+    const nTransitions = u32();
+    const nProfiles = u32();
+    if (nTransitions > states * states || nProfiles > states) throw new Error('the model has more transitions or states than S allows');
     const regions = new RegionMap(totalPages, states);
     const counts = new Uint32Array(states);
     for (let s = 0; s < states; s++) counts[s] = u32();
     const rows = new Map<number, Map<number, number>>();
-    for (let i = 0; i < transitions; i++) {
+    for (let i = 0; i < nTransitions; i++) {
       const a = u32();
       const b = u32();
       const c = u32();
-      if (a >= states || b >= states) throw new Error('a transition names a state outside the model');
+      if (a >= states || b >= states || !counts[a] || !counts[b]) throw new Error(`the transition ${a} -> ${b} names a state outside the model`);
+      if (c === 0) throw new Error(`the transition ${a} -> ${b} has a zero count`);
       let row = rows.get(a);
       if (!row) rows.set(a, (row = new Map()));
+      if (row.has(b)) throw new Error(`the transition ${a} -> ${b} appears twice`);
       row.set(b, c);
     }
-    const lwws = new Map<number, Uint32Array>();
-    for (let i = 0; i < lwwsCount; i++) {
+    const profiles = new Map<number, StateProfile>();
+    for (let i = 0; i < nProfiles; i++) {
       const s = u32();
-      const len = u32();
-      if (s >= states || len > totalPages) throw new Error('an LWWS is out of range');
-      need(len * 4);
-      const l = new Uint32Array(len);
-      for (let k = 0; k < len; k++) {
-        l[k] = u32();
-        if (l[k] >= totalPages) throw new Error('an LWWS page is outside the model');
+      if (s >= states || !counts[s] || profiles.has(s)) throw new Error(`the profile of state ${s} is out of place`);
+      const nOthers = u32();
+      const nRegions = u32();
+      if (nOthers >= MAX_HOT || nRegions > MAX_HOT) throw new Error(`state ${s} records more than ${MAX_HOT} hot regions`);
+      const others: number[] = [];
+      for (let k = 0; k < nOthers; k++) {
+        const r = u32();
+        if (r >= states) throw new Error(`state ${s} records region ${r} outside the model`);
+        others.push(r);
       }
-      lwws.set(s, l);
+      const lwwsRegions: number[] = [];
+      const lwwsBits: Uint32Array[] = [];
+      for (let k = 0; k < nRegions; k++) {
+        const r = u32();
+        if (r >= states || (k > 0 && r <= lwwsRegions[k - 1])) throw new Error(`state ${s} has an LWWS region ${r} out of order or range`);
+        const [a, b] = regions.bounds(r);
+        const bits = new Uint32Array((b - a + 31) >>> 5);
+        for (let w = 0; w < bits.length; w++) bits[w] = u32();
+        lwwsRegions.push(r);
+        lwwsBits.push(bits);
+      }
+      profiles.set(s, { others, lwwsRegions, lwwsBits });
     }
-    if (o !== bytes.byteLength) throw new Error('the model file has trailing bytes');
-    return new MarkovModel(regions, threshold, counts, rows, lwws, { mean, std, n });
+    if (o !== end) throw new Error('the model file has trailing bytes');
+    return new MarkovModel(regions, threshold, counts, rows, profiles);
   }
 }
 
 const EMPTY = new Uint32Array(0);
-/** Add-alpha smoothing of transition probabilities. */
-const SMOOTHING = 0.01;
+
+function popcount(x: number): number {
+  x = x - ((x >>> 1) & 0x55555555);
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  x = (x + (x >>> 4)) & 0x0f0f0f0f;
+  return Math.imul(x, 0x01010101) >>> 24;
+}
+
+/** What the builder accumulates for one state. */
+interface StateAccumulator {
+  /** hotWith[r]: samples of this state in which region r was hot (r = the state: all of them). */
+  hotWith: Uint32Array;
+  /** Per tracked region (at most MAX_HOT, the state's own first), write counts of its pages. */
+  pageCounts: Map<number, Uint16Array>;
+}
 
 /**
- * Builds a model from samples (paper 3.3, "Build the Markov model"). Working memory: per state,
- * a Uint16 write count for each page of the regions recorded hot with it.
+ * Builds a model from samples (paper 3.3, "Build the Markov model").
+ *
+ * For each sample: the state is the hottest region (a sample with no writes has no state and is
+ * skipped: it neither counts as a visit nor breaks the chain, so A, idle, B counts A -> B); the
+ * transition from the previous state is counted; and the writes of the sample are counted per
+ * page, but only within the state's hot-spot regions.
+ *
+ * Working memory is bounded: per state, a Uint32 per region (how often it was hot with the
+ * state: 1 KiB at S = 256) and Uint16 page counts for at most MAX_HOT regions. When an eighth
+ * "other" region turns up, it replaces the tracked region hot least often, once it has been hot
+ * more often than that one (space-saving); its pages are counted from then on. A region must be
+ * hot in at least lwwsThreshold of a state's samples for any of its pages to qualify, and such a
+ * region keeps its slot. Worst case for 1 GiB at S = 256: 256 x 8 x 2 KiB = 4 MiB of counts.
  */
 export class ModelBuilder {
   readonly regions: RegionMap;
-  private readonly hist: Uint32Array<ArrayBufferLike>;
+  readonly opts: ModelOptions;
+  private readonly hist: Uint32Array;
   private readonly counts: Uint32Array;
   private readonly rows = new Map<number, Map<number, number>>();
-  /** state -> region -> per-page write counts over that state's samples */
-  private readonly pageCounts = new Map<number, Map<number, Uint16Array>>();
+  private readonly acc = new Map<number, StateAccumulator>();
   private prev: number | null = null;
-  private readonly sequence: number[] = [];
-  readonly opts: ModelOptions;
+  private empty = 0;
 
   constructor(totalPages: number, opts: Partial<ModelOptions> = {}) {
     this.opts = { states: opts.states ?? DEFAULT_STATES, lwwsThreshold: opts.lwwsThreshold ?? DEFAULT_LWWS_THRESHOLD };
-    if (!(this.opts.lwwsThreshold > 0 && this.opts.lwwsThreshold <= 1)) throw new RangeError('lwwsThreshold must be in (0, 1]');
-    this.regions = new RegionMap(totalPages, this.opts.states);
-    this.hist = new Uint32Array(this.opts.states);
-    this.counts = new Uint32Array(this.opts.states);
+    const { states, lwwsThreshold } = this.opts;
+    if (!(Number.isInteger(states) && states >= MIN_STATES && states <= MAX_STATES)) {
+      throw new RangeError(`states must be a whole number from ${MIN_STATES} to ${MAX_STATES}, got ${states}`);
+    }
+    if (!(lwwsThreshold > 0 && lwwsThreshold <= 1)) throw new RangeError(`lwwsThreshold must be in (0, 1], got ${lwwsThreshold}`);
+    this.regions = new RegionMap(totalPages, states);
+    this.hist = new Uint32Array(states);
+    this.counts = new Uint32Array(states);
+  }
+
+  /** Samples with writes seen so far. */
+  get samples(): number {
+    let n = 0;
+    for (const c of this.counts) n += c;
+    return n;
+  }
+
+  /** Samples without writes seen so far (skipped). */
+  get emptySamples(): number {
+    return this.empty;
   }
 
   /** Feeds one sample (pages written in one interval). Returns its state, or null if it had no writes. */
   observe(sample: PageBitmap): number | null {
-    const ws = writeState(this.regions.histogram(sample, this.hist));
-    if (!ws) return null;
+    const ws = hotRegions(regionHistogram(sample, this.regions, this.hist));
+    if (!ws) {
+      this.empty++;
+      return null;
+    }
     const s = ws.state;
     this.counts[s]++;
-    this.sequence.push(s);
     if (this.prev !== null) {
       let row = this.rows.get(this.prev);
       if (!row) this.rows.set(this.prev, (row = new Map()));
       row.set(s, (row.get(s) ?? 0) + 1);
     }
     this.prev = s;
-    let perRegion = this.pageCounts.get(s);
-    if (!perRegion) this.pageCounts.set(s, (perRegion = new Map()));
-    const limit = this.regions.totalPages;
+    let acc = this.acc.get(s);
+    if (!acc) this.acc.set(s, (acc = { hotWith: new Uint32Array(this.regions.states), pageCounts: new Map() }));
+    // Pages past the modelled size (the space grew) are not counted: the model has no room for them.
+    const limit = Math.min(sample.size, this.regions.totalPages);
     for (const r of [s, ...ws.others]) {
-      const [a, b] = this.regions.bounds(r, Math.min(sample.size, limit));
-      if (a >= b) continue;
-      let c = perRegion.get(r);
-      if (!c) perRegion.set(r, (c = new Uint16Array(this.regions.bounds(r)[1] - this.regions.bounds(r)[0])));
-      const base = a;
-      const arr = c;
-      forEachSetIn(sample, a, b, (p) => {
-        if (arr[p - base] < 0xffff) arr[p - base]++;
-      });
+      acc.hotWith[r]++;
+      let c = acc.pageCounts.get(r);
+      if (!c) {
+        if (acc.pageCounts.size >= MAX_HOT) {
+          let victim = -1;
+          for (const t of acc.pageCounts.keys()) if (t !== s && (victim < 0 || acc.hotWith[t] < acc.hotWith[victim])) victim = t;
+          if (victim < 0 || acc.hotWith[victim] >= acc.hotWith[r]) continue;
+          acc.pageCounts.delete(victim);
+        }
+        const [a, b] = this.regions.bounds(r);
+        acc.pageCounts.set(r, (c = new Uint16Array(b - a)));
+      }
+      const [a, b] = this.regions.bounds(r, limit);
+      if (a < b) countPages(sample.raw, a, b, c);
     }
     return s;
   }
 
-  /** Working memory of the builder, in bytes. */
+  /** Working memory of the builder, in bytes (same conventions as MarkovModel.byteSize). */
   byteSize(): number {
-    let b = this.counts.byteLength + this.hist.byteLength + this.sequence.length * 8;
-    for (const m of this.pageCounts.values()) for (const c of m.values()) b += c.byteLength + 64;
+    let b = this.counts.byteLength + this.hist.byteLength;
+    for (const a of this.acc.values()) {
+      b += 64 + a.hotWith.byteLength;
+      for (const c of a.pageCounts.values()) b += 64 + c.byteLength;
+    }
     for (const row of this.rows.values()) b += 64 + row.size * 32;
     return b;
   }
 
   build(): MarkovModel {
-    const lwws = new Map<number, Uint32Array>();
-    for (const [s, perRegion] of this.pageCounts) {
-      const need = this.opts.lwwsThreshold * this.counts[s];
-      const pages: number[] = [];
-      for (const [r, c] of [...perRegion].sort((x, y) => x[0] - y[0])) {
-        const base = this.regions.bounds(r)[0];
-        for (let i = 0; i < c.length; i++) if (c[i] > 0 && c[i] >= need) pages.push(base + i);
+    const thr = this.opts.lwwsThreshold;
+    const profiles = new Map<number, StateProfile>();
+    for (const [s, acc] of this.acc) {
+      // Page counts saturate at 65,535 (a state seen that often: 55 minutes of 50 ms samples).
+      const need = Math.max(1, Math.min(0xffff, thr * this.counts[s]));
+      const others = [...acc.pageCounts.keys()]
+        .filter((r) => r !== s && acc.hotWith[r] >= need)
+        .sort((x, y) => acc.hotWith[y] - acc.hotWith[x] || x - y)
+        .slice(0, MAX_HOT - 1);
+      const lwwsRegions: number[] = [];
+      const lwwsBits: Uint32Array[] = [];
+      for (const r of [s, ...others].sort((x, y) => x - y)) {
+        const c = acc.pageCounts.get(r)!;
+        const bits = new Uint32Array((c.length + 31) >>> 5);
+        let any = false;
+        for (let i = 0; i < c.length; i++) if (c[i] >= need) (bits[i >>> 5] |= 1 << (i & 31)), (any = true);
+        if (any) lwwsRegions.push(r), lwwsBits.push(bits);
       }
-      if (pages.length) lwws.set(s, Uint32Array.from(pages));
+      profiles.set(s, { others, lwwsRegions, lwwsBits });
     }
     const rows = new Map<number, Map<number, number>>();
     for (const [a, row] of this.rows) rows.set(a, new Map(row));
-    const model = new MarkovModel(this.regions, this.opts.lwwsThreshold, this.counts.slice(), rows, lwws, { mean: 0, std: 0, n: 0 });
-    // The model's own transitions scored by the model: the yardstick of the fit test.
-    const lls: number[] = [];
-    for (let i = 1; i < this.sequence.length; i++) lls.push(model.logProb(this.sequence[i - 1], this.sequence[i]));
-    const mean = lls.length ? lls.reduce((a, b) => a + b, 0) / lls.length : 0;
-    const std = lls.length > 1 ? Math.sqrt(lls.reduce((a, b) => a + (b - mean) ** 2, 0) / (lls.length - 1)) : 0;
-    return new MarkovModel(this.regions, this.opts.lwwsThreshold, this.counts.slice(), rows, lwws, { mean, std, n: lls.length });
+    return new MarkovModel(this.regions, thr, this.counts.slice(), rows, profiles);
   }
 }
 
-/** Calls fn for each set page in [a, b) of a bitmap. */
-function forEachSetIn(b: PageBitmap, start: number, end: number, fn: (p: number) => void): void {
-  const w = b.raw;
-  for (let k = start >>> 5; k <= (end - 1) >>> 5 && k < w.length; k++) {
+/** counts[p - start]++ (saturating) for each set page p in [start, end) of the words `w`. */
+function countPages(w: Uint32Array, start: number, end: number, counts: Uint16Array): void {
+  const k1 = (end - 1) >>> 5;
+  for (let k = start >>> 5; k <= k1; k++) {
     let x = w[k];
     while (x !== 0) {
       const t = x & -x;
-      const p = (k << 5) + (31 - Math.clz32(t));
       x ^= t;
-      if (p >= start && p < end) fn(p);
+      const p = (k << 5) + (31 - Math.clz32(t)) - start;
+      if (p >= 0 && p < end - start && counts[p] < 0xffff) counts[p]++;
     }
   }
 }

@@ -171,6 +171,33 @@ export class PageBitmap {
     return c;
   }
 
+  /**
+   * this := this ∪ (bits placed at `start`): `bits` is a packed bitmap of `length` pages (bit i of
+   * word i >> 5 is page start + i), as a model stores a region's LWWS. Pages at or past `size` are
+   * dropped (the space shrank). Runs a word at a time, also when `start` is not a multiple of 32.
+   */
+  orBitsAt(bits: Uint32Array, start: number, length: number): this {
+    if (!(Number.isInteger(start) && start >= 0 && Number.isInteger(length) && length >= 0)) {
+      throw new RangeError(`orBitsAt: bad range start ${start}, length ${length}`);
+    }
+    if (bits.length < (length + 31) >>> 5) throw new RangeError(`orBitsAt: ${bits.length} words cannot hold ${length} pages`);
+    const w = this.words;
+    const sh = start & 31;
+    const base = start >>> 5;
+    const n = (length + 31) >>> 5;
+    const tail = length & 31;
+    for (let k = 0; k < n; k++) {
+      let x = bits[k];
+      if (k === n - 1 && tail !== 0) x &= ((1 << tail) >>> 0) - 1;
+      if (x === 0) continue;
+      const t = base + k;
+      if (t < w.length) w[t] |= x << sh;
+      if (sh !== 0 && t + 1 < w.length) w[t + 1] |= x >>> (32 - sh);
+    }
+    this.maskTail();
+    return this;
+  }
+
   equals(other: PageBitmap): boolean {
     if (other._size !== this._size) return false;
     const a = this.words;

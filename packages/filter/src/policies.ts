@@ -1,5 +1,5 @@
 import { PrecopyPolicy, type Policy } from './policy.js';
-import { TpoPolicy } from './tpo-policy.js';
+import { TpoPolicy, type TpoOptions } from './tpo-policy.js';
 import { XenSkipPolicy } from './xen-skip-policy.js';
 import { MarkovPolicy, type MarkovPolicyOptions } from './markov-policy.js';
 import type { MarkovModel } from './markov-model.js';
@@ -8,12 +8,19 @@ export const POLICY_NAMES = ['precopy', 'xen-skip', 'tpo', 'markov'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
 
 export interface PolicyOptions extends Partial<MarkovPolicyOptions> {
+  /** The page space's size (tpo keeps per-page counts). */
   totalPages?: number;
   /** Required for markov. */
   model?: MarkovModel;
+  /** tpo: k of h (default 2 of 3). */
+  tpo?: Partial<TpoOptions>;
 }
 
-/** Every policy by name, on the one Policy interface the live agent and the simulator drive. */
+/**
+ * Every policy by name, on the one Policy interface the live agent and the simulator drive.
+ * markov needs `model`, and takes `intervalMs` (the sampling interval) and `initialPageRate`
+ * (bandwidth / page size, used until the link is measured).
+ */
 export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy {
   switch (name) {
     case 'precopy':
@@ -21,7 +28,7 @@ export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy
     case 'xen-skip':
       return new XenSkipPolicy();
     case 'tpo':
-      return new TpoPolicy(opts.totalPages ?? 0);
+      return new TpoPolicy(opts.totalPages ?? 0, opts.tpo);
     case 'markov':
       if (!opts.model) throw new Error('the markov policy needs a model');
       return new MarkovPolicy(opts.model, opts);

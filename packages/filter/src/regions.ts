@@ -1,10 +1,18 @@
-import type { PageBitmap } from './page-bitmap.js';
+import { popcount32, type PageBitmap } from './page-bitmap.js';
+
+/** `--states`: the paper measures 64..1024 and finds 256 (4 MiB regions for 1 GiB) best. */
+export const MIN_STATES = 64;
+export const MAX_STATES = 1024;
 
 /**
  * The migrated page space cut into S equal regions (paper 3.1: "continuous linear regions of
  * equal length"; S = 256 gives the paper's 4 MiB regions for 1 GiB). Each region holds
- * `regionPages` pages; the last region also takes the remainder, and any page past the size the
- * model was built for (the space grew during the migration) belongs to the last region too.
+ * `regionPages` = floor(totalPages / S) pages; the last region also takes the remainder.
+ *
+ * The map is fixed when the model is built. When the space grows during the migration (new
+ * mappings), every page past `totalPages` belongs to the last region: a model cannot say anything
+ * about memory it never saw, and folding the new pages into one region keeps every state and
+ * LWWS of the model valid. When the space shrinks, the regions past its end are simply empty.
  */
 export class RegionMap {
   readonly regionPages: number;
@@ -14,6 +22,7 @@ export class RegionMap {
     readonly states: number,
   ) {
     if (!Number.isInteger(states) || states < 1) throw new RangeError(`states must be a whole number >= 1, got ${states}`);
+    if (!Number.isInteger(totalPages) || totalPages < 0) throw new RangeError(`totalPages must be a whole number >= 0, got ${totalPages}`);
     this.regionPages = Math.max(1, Math.floor(totalPages / states));
   }
 
@@ -28,36 +37,79 @@ export class RegionMap {
     return [Math.min(start, size), end];
   }
 
-  /** Pages written per region, counted a word at a time. */
+  /** Pages written per region (see regionHistogram). */
   histogram(sample: PageBitmap, out: Uint32Array = new Uint32Array(this.states)): Uint32Array {
-    out.fill(0);
-    for (let r = 0; r < this.states; r++) {
-      const [s, e] = this.bounds(r, sample.size);
-      if (s < e) out[r] = sample.countRange(s, e);
-    }
-    return out;
+    return regionHistogram(sample, this, out);
   }
+}
+
+/**
+ * Pages written per region of `regions` in `sample`, counted a word at a time: the whole words
+ * of a region are popcounted, only its first and last word are masked. 1 GiB (8,192 words) takes
+ * one pass over the bitmap whatever S is.
+ */
+export function regionHistogram(sample: PageBitmap, regions: RegionMap, out: Uint32Array = new Uint32Array(regions.states)): Uint32Array {
+  if (out.length !== regions.states) throw new RangeError(`histogram of ${regions.states} regions needs ${regions.states} slots, got ${out.length}`);
+  out.fill(0);
+  const w = sample.raw;
+  for (let r = 0; r < regions.states; r++) {
+    const [s, e] = regions.bounds(r, sample.size);
+    if (s < e) out[r] = countBits(w, s, e);
+  }
+  return out;
+}
+
+/** Set bits of words `w` in [start, end). */
+function countBits(w: Uint32Array, start: number, end: number): number {
+  const k0 = start >>> 5;
+  const k1 = (end - 1) >>> 5;
+  const headMask = (0xffffffff << (start & 31)) >>> 0;
+  const tailBits = end & 31;
+  const tailMask = tailBits === 0 ? 0xffffffff : ((1 << tailBits) >>> 0) - 1;
+  if (k0 === k1) return popcount32(w[k0] & headMask & tailMask);
+  let c = popcount32(w[k0] & headMask) + popcount32(w[k1] & tailMask);
+  for (let k = k0 + 1; k < k1; k++) c += popcount32(w[k]);
+  return c;
 }
 
 /** A sample's memory-write state: its hottest region, and the other hot-spot regions. */
 export interface WriteState {
+  /** The hottest region (ties: the lowest region index). */
   state: number;
-  /** Other regions with at least HOT_SHARE of the hottest's writes, hottest first (at most MAX_HOT - 1). */
+  /** Other hot-spot regions, hottest first (ties: lower index first), at most maxHot - 1. */
   others: number[];
   /** Pages written in the hottest region. */
   count: number;
 }
 
+export interface HotRegionOptions {
+  /** A region is a hot spot when it has at least this share of the hottest region's writes. */
+  share: number;
+  /** At most this many hot-spot regions per sample, the hottest included. */
+  maxHot: number;
+}
+
 /**
- * A region is a hot spot when it has at least half the writes of the hottest region. Half keeps
- * the regions a workload really works in (a hot spot spread over two regions yields both) and
- * drops background noise, which on the workloads we measured sits well below a tenth of the peak.
+ * The hot-spot rule. A region is hot when it has at least half the writes of the hottest region,
+ * and a sample has at most 8 hot regions (the hottest and 7 others). Why: a workload's hot spot
+ * that straddles a region boundary, or two working areas used together, show up as regions of
+ * comparable counts, and half keeps both; background writes (allocator metadata, stacks, a few
+ * pages here and there) sit far below half of a real hot spot, so they stay out. The cap of 8
+ * bounds what the model builder tracks per state (see ModelBuilder) when writes are spread thin
+ * and many regions pass the share.
  */
 export const HOT_SHARE = 0.5;
 export const MAX_HOT = 8;
 
-/** The state of a sample, or null for a sample with no writes (no state: nothing to learn). */
-export function writeState(hist: ArrayLike<number>): WriteState | null {
+/**
+ * The hottest region of a histogram (the state) and the other hot-spot regions, or null for a
+ * sample with no writes (no state: nothing to learn from and nothing to forecast with).
+ */
+export function hotRegions(hist: ArrayLike<number>, opts: Partial<HotRegionOptions> = {}): WriteState | null {
+  const share = opts.share ?? HOT_SHARE;
+  const maxHot = opts.maxHot ?? MAX_HOT;
+  if (!(share > 0 && share <= 1)) throw new RangeError(`hot share must be in (0, 1], got ${share}`);
+  if (!(Number.isInteger(maxHot) && maxHot >= 1)) throw new RangeError(`maxHot must be a whole number >= 1, got ${maxHot}`);
   let best = -1;
   let max = 0;
   for (let r = 0; r < hist.length; r++) {
@@ -67,9 +119,14 @@ export function writeState(hist: ArrayLike<number>): WriteState | null {
     }
   }
   if (best < 0) return null;
+  const bar = max * share;
   const others: Array<[number, number]> = [];
-  const bar = max * HOT_SHARE;
   for (let r = 0; r < hist.length; r++) if (r !== best && hist[r] >= bar) others.push([hist[r], r]);
   others.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
-  return { state: best, others: others.slice(0, MAX_HOT - 1).map((x) => x[1]), count: max };
+  return { state: best, others: others.slice(0, maxHot - 1).map((x) => x[1]), count: max };
+}
+
+/** hotRegions with the default rule. */
+export function writeState(hist: ArrayLike<number>): WriteState | null {
+  return hotRegions(hist);
 }

@@ -2,37 +2,49 @@ import { PageBitmap } from './page-bitmap.js';
 import type { Policy, RoundRecord } from './policy.js';
 
 export interface TpoOptions {
-  /** Rounds of history looked at. */
+  /** h: rounds of history looked at. */
   history: number;
-  /** A page written in at least this many of them is held back. */
+  /** k: a page written in at least this many of them is hot. */
   minWrites: number;
 }
 
 /**
- * History-based hold-back (after TPO, 2016): a page written in at least `minWrites` of the last
- * `history` rounds is "hot" and held back until it cools down; it then goes in the first round in
- * which it is no longer hot, or in stop-and-copy. Defaults: 2 of the last 3 rounds: one write
- * could be chance, two of three is a habit, and three rounds of memory is short enough to follow
- * a workload whose hot set moves.
+ * Defaults: hot = written in 2 of the last 3 rounds. One write could be chance, two of three is a
+ * habit, and three rounds of memory is short enough to follow a workload whose hot set moves.
+ */
+export const DEFAULT_TPO_OPTIONS: Readonly<TpoOptions> = Object.freeze({ history: 3, minWrites: 2 });
+
+/**
+ * History-based hold-back (after TPO, 2016): an unsynchronized page that is hot (written in at
+ * least k of the last h rounds) and was written again in the round just ended is held back.
+ *
+ * It never starves a page: a held page that stays clean for one round is no longer "written in
+ * the round just ended", so it is sent in the next round; a page that keeps being written is held
+ * every round and goes in stop-and-copy, which is the trade the rule makes (it would be resent
+ * every round otherwise). Per-page state: one byte of counts (256 KiB for 1 GiB) and h bitmaps.
  */
 export class TpoPolicy implements Policy {
   readonly name = 'tpo';
+  readonly opts: TpoOptions;
   private recent: PageBitmap[] = [];
   private counts: Uint8Array;
 
-  constructor(
-    totalPages: number,
-    readonly opts: TpoOptions = { history: 3, minWrites: 2 },
-  ) {
-    if (!(opts.minWrites >= 1 && opts.minWrites <= opts.history)) throw new RangeError('tpo: need 1 <= minWrites <= history');
+  constructor(totalPages: number, opts: Partial<TpoOptions> = {}) {
+    this.opts = { ...DEFAULT_TPO_OPTIONS, ...opts };
+    const { history, minWrites } = this.opts;
+    if (!(Number.isInteger(history) && history >= 1 && history <= 255)) throw new RangeError(`tpo: history must be 1..255, got ${history}`);
+    if (!(Number.isInteger(minWrites) && minWrites >= 1 && minWrites <= history)) throw new RangeError(`tpo: need 1 <= minWrites <= history, got ${minWrites}`);
     this.counts = new Uint8Array(totalPages);
   }
 
   holdBack(unsynced: PageBitmap): PageBitmap {
     const held = new PageBitmap(unsynced.size);
+    const last = this.recent.at(-1);
+    if (!last) return held;
     const c = this.counts;
     const min = this.opts.minWrites;
-    unsynced.forEach((p) => {
+    const candidates = (last.size === unsynced.size ? last.clone() : last.resized(unsynced.size)).and(unsynced);
+    candidates.forEach((p) => {
       if (c[p] >= min) held.set(p);
     });
     return held;
@@ -43,14 +55,14 @@ export class TpoPolicy implements Policy {
     this.recent.push(dirtied.clone());
     dirtied.forEach((p) => this.counts[p]++);
     if (this.recent.length > this.opts.history) {
-      const old = this.recent.shift()!;
-      old.forEach((p) => {
+      this.recent.shift()!.forEach((p) => {
         if (p < this.counts.length) this.counts[p]--;
       });
     }
   }
 
   resize(totalPages: number): void {
+    if (totalPages === this.counts.length) return;
     const c = new Uint8Array(totalPages);
     c.set(this.counts.subarray(0, Math.min(totalPages, this.counts.length)));
     this.counts = c;

@@ -22,10 +22,12 @@ export interface Planted {
 }
 
 /**
- * A trace with known structure: the hot spot cycles through `cycle` (dwell samples each); in its
- * region a fixed set of hot pages is written in every sample, plus `noise` random pages anywhere.
+ * A trace with known structure: the hot spot cycles through `cycle` (A -> B -> C -> A ...), `dwell`
+ * samples in each; in its region a fixed set of `hotPerRegion` hot pages is written in every
+ * sample, plus `noise` random pages anywhere (background). `skip` samples are left out at the
+ * start, so a trace can continue another one made with the same seed.
  */
-export function plantedTrace(opts: { totalPages: number; states: number; cycle: number[]; dwell: number; samples: number; hotPerRegion: number; noise: number; seed: number }): { samples: PageBitmap[]; planted: Planted } {
+export function plantedTrace(opts: { totalPages: number; states: number; cycle: number[]; dwell: number; samples: number; hotPerRegion: number; noise: number; seed: number; skip?: number }): { samples: PageBitmap[]; planted: Planted } {
   const r = rng(opts.seed);
   const regionPages = Math.floor(opts.totalPages / opts.states);
   const hotPages = new Map<number, number[]>();
@@ -35,12 +37,13 @@ export function plantedTrace(opts: { totalPages: number; states: number; cycle: 
     hotPages.set(reg, [...set].sort((a, b) => a - b));
   }
   const samples: PageBitmap[] = [];
-  for (let i = 0; i < opts.samples; i++) {
+  const skip = opts.skip ?? 0;
+  for (let i = 0; i < skip + opts.samples; i++) {
     const reg = opts.cycle[Math.floor(i / opts.dwell) % opts.cycle.length];
     const b = new PageBitmap(opts.totalPages);
     for (const p of hotPages.get(reg)!) b.set(p);
     for (let k = 0; k < opts.noise; k++) b.set(Math.floor(r() * opts.totalPages));
-    samples.push(b);
+    if (i >= skip) samples.push(b);
   }
   return { samples, planted: { totalPages: opts.totalPages, states: opts.states, regionPages, cycle: opts.cycle, hotPages } };
 }

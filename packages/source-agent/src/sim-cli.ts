@@ -88,7 +88,7 @@ export async function simMain(argv: string[]): Promise<number> {
         const policies = list(a.policy);
         for (const p of policies) if (!(SIM_POLICIES as readonly string[]).includes(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
         const states = list(a.states).map(Number);
-        for (const s of states) if (!(Number.isInteger(s) && s >= 1 && s <= 65536)) throw new InputError(`--states must be whole numbers, got ${a.states}`);
+        for (const s of states) if (!(Number.isInteger(s) && s >= 64 && s <= 1024)) throw new InputError(`--states must be whole numbers from 64 to 1024, got ${a.states}`);
         let trace: Trace;
         try {
           trace = decodeTrace(new Uint8Array(fs.readFileSync(a.trace)));
