@@ -497,6 +497,10 @@ function asSourceError(e: unknown, pid: number): Error {
   if (e instanceof SourceError) return e;
   const err = e as { code?: string; message?: string; name?: string };
   if (err.name === 'TrackerUnsupportedError') return new TrackingError(err.message ?? String(e), { cause: e });
+  // A process that dies under us can answer ptrace with EPERM and /proc with EACCES as well.
+  if (['ESRCH', 'ENOENT', 'EPERM', 'EACCES'].includes(err.code ?? '') && processGone(pid)) {
+    return new ProcessExitedError(`process ${pid} exited during the migration`, { cause: e });
+  }
   if (err.code === 'ESRCH' || err.code === 'ENOENT') {
     return processGone(pid)
       ? new ProcessExitedError(`process ${pid} exited during the migration`, { cause: e })
