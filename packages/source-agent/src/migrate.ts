@@ -31,6 +31,7 @@ import { randomBytes } from 'node:crypto';
 import {
   Freezer,
   PageReader,
+  sleepSync,
   createTracker,
   isMigratable,
   readMaps,
@@ -364,7 +365,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     sampler?.stop();
     sender?.abort();
     // Every path that did not hand the process over leaves it running, untracked.
-    if (tracker || frozen) releaseProcess(tracker, frozen, log);
+    if (tracker || frozen) releaseProcess(tracker, frozen, log, pid);
   }
 }
 
@@ -420,11 +421,12 @@ function finish(after: AfterAction, tracker: DirtyTracker, frozen: FrozenProcess
 }
 
 /** Removes tracking and thaws; never throws (it runs on failure paths). */
-function releaseProcess(tracker: DirtyTracker | null, frozen: FrozenProcess | null, log: Logger): void {
+function releaseProcess(tracker: DirtyTracker | null, frozen: FrozenProcess | null, log: Logger, pid: number): void {
   try {
     tracker?.stop(frozen);
   } catch (e) {
-    log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
+    // Nothing to remove from a process that is gone.
+    if (!processGone(pid)) log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
   }
   try {
     frozen?.thaw();
@@ -446,6 +448,15 @@ function checkProcess(pid: number): void {
   if (!Number.isInteger(pid) || pid <= 0) throw new ProcessError(`--pid must be a positive whole number, got ${pid}`);
   if (pid === process.pid) throw new ProcessError(`pid ${pid} is this agent itself; migrate another process`);
   if (!existsSync(`/proc/${pid}`)) throw new ProcessError(`no process with pid ${pid}`);
+}
+
+/** Whether the process is gone within `ms` (an exiting process answers ESRCH before it is a zombie). */
+function goneSoon(pid: number, ms: number): boolean {
+  for (let t = 0; t <= ms; t += 10) {
+    if (processGone(pid)) return true;
+    sleepSync(10);
+  }
+  return false;
 }
 
 /** Gone, or a zombie its parent has not reaped yet: either way it exited. */
@@ -498,7 +509,7 @@ function asSourceError(e: unknown, pid: number): Error {
   const err = e as { code?: string; message?: string; name?: string };
   if (err.name === 'TrackerUnsupportedError') return new TrackingError(err.message ?? String(e), { cause: e });
   // A process that dies under us can answer ptrace with EPERM and /proc with EACCES as well.
-  if (['ESRCH', 'ENOENT', 'EPERM', 'EACCES'].includes(err.code ?? '') && processGone(pid)) {
+  if (['ESRCH', 'ENOENT', 'EPERM', 'EACCES'].includes(err.code ?? '') && goneSoon(pid, 500)) {
     return new ProcessExitedError(`process ${pid} exited during the migration`, { cause: e });
   }
   if (err.code === 'ESRCH' || err.code === 'ENOENT') {
