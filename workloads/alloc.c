@@ -2,20 +2,29 @@
  * alloc: a workload that keeps allocating, for forecopy's tests of a process whose memory grows
  * during the migration.
  *
- *   alloc [--mb-per-s 16] [--max-mb 256] [--block-kb 256]
+ *   alloc [--mb-per-s 16] [--max-mb 256] [--block-kb 256] [--seed N]
  *
- * Allocates blocks (malloc: small ones grow the heap, large ones are fresh mmaps) at --mb-per-s
- * until --max-mb, filling each with data, and keeps rewriting words in the blocks it has. Prints
- * `alloc pid=<pid> ready` at start. Keeps the XOR of every block's words up to date; on SIGUSR1
- * prints `alloc check ok blocks=<n>` or `alloc check CORRUPT block=<i>`. SIGTERM/SIGINT: exit 0.
+ * Allocates blocks of --block-kb KiB at --mb-per-s MiB per second until --max-mb MiB, filling
+ * each with pseudo-random data, and all the while rewrites random words of the blocks it has
+ * (about 320000 words per second). Blocks alternate between fresh anonymous mmaps (new mappings)
+ * and malloc from the brk heap (the heap grows; the mmap threshold is raised so glibc does not
+ * turn them into mmaps). Prints `alloc pid=<pid> ready` at start. After a stall longer than
+ * 100 ms (e.g. frozen by a migration) the allocation schedule restarts from now instead of
+ * catching up with a burst.
+ *
+ * Self-check: the XOR of every block's words is kept up to date with each write; on SIGUSR1 it
+ * prints `alloc check ok blocks=<n> mb=<allocated MiB>` or `alloc check CORRUPT block=<i>`.
+ * SIGTERM/SIGINT: exit code 0. Argument errors: one line on stderr, exit code 2.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,7 +32,7 @@ static volatile sig_atomic_t want_check = 0, want_exit = 0;
 static void on_usr1(int s) { (void)s; want_check = 1; }
 static void on_term(int s) { (void)s; want_exit = 1; }
 
-static uint64_t st = 88172645463325252ull;
+static uint64_t st;
 static inline uint64_t xs(void) { st ^= st << 13; st ^= st >> 7; st ^= st << 17; return st; }
 
 static double now_s(void) {
@@ -34,26 +43,40 @@ static double now_s(void) {
 
 static long num(const char *name, const char *v, long min, long max) {
   char *end;
-  if (!v) { fprintf(stderr, "alloc: missing value for %s\n", name); exit(2); }
+  if (!v) { fprintf(stderr, "alloc: missing value for %s (run 'alloc --help' for usage)\n", name); exit(2); }
   errno = 0;
   long n = strtol(v, &end, 10);
-  if (errno || *end || n < min || n > max) { fprintf(stderr, "alloc: %s must be from %ld to %ld\n", name, min, max); exit(2); }
+  if (errno || end == v || *end || n < min || n > max) {
+    fprintf(stderr, "alloc: %s must be a whole number from %ld to %ld, got %s\n", name, min, max, v);
+    exit(2);
+  }
   return n;
 }
 
 int main(int argc, char **argv) {
-  long rate = 16, max_mb = 256, block_kb = 256;
+  long rate = 16, max_mb = 256, block_kb = 256, seed = 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help")) { puts("usage: alloc [--mb-per-s 16] [--max-mb 256] [--block-kb 256]\nexample: alloc --mb-per-s 32 --max-mb 128"); return 0; }
-    else if (!strcmp(a, "--mb-per-s")) { rate = num(a, v, 1, 100000); i++; }
-    else if (!strcmp(a, "--max-mb")) { max_mb = num(a, v, 1, 1 << 20); i++; }
-    else if (!strcmp(a, "--block-kb")) { block_kb = num(a, v, 4, 1 << 20); i++; }
-    else { fprintf(stderr, "alloc: unknown option: %s\n", a); return 2; }
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      puts("usage: alloc [--mb-per-s 16] [--max-mb 256] [--block-kb 256] [--seed N]\n"
+           "  allocates and fills --mb-per-s MiB/s up to --max-mb, rewriting words all the while;\n"
+           "  prints 'alloc pid=<pid> ready'; SIGUSR1 prints 'alloc check ok blocks=<n> mb=<m>'\n"
+           "example: alloc --mb-per-s 32 --max-mb 128   # then kill -USR1 <pid> to check it");
+      return 0;
+    } else if (!strcmp(a, "--mb-per-s")) { rate = num(a, v, 1, 100000); i++; }
+    else if (!strcmp(a, "--max-mb")) { max_mb = num(a, v, 1, 1L << 24); i++; }
+    else if (!strcmp(a, "--block-kb")) { block_kb = num(a, v, 4, 16384); i++; }
+    else if (!strcmp(a, "--seed")) { seed = num(a, v, 0, 0x7fffffffL); i++; }
+    else { fprintf(stderr, "alloc: unknown option: %s (run 'alloc --help' for usage)\n", a); return 2; }
   }
+  st = ((uint64_t)seed * 0x9E3779B97F4A7C15ull + 88172645463325252ull) | 1;
+  /* malloc'd blocks come from the brk heap, not from mmaps of their own */
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
   size_t block = (size_t)block_kb * 1024, words = block / 8, maxblocks = ((size_t)max_mb << 20) / block;
+  if (maxblocks < 1) maxblocks = 1;
   uint64_t **blocks = calloc(maxblocks, sizeof *blocks);
   uint64_t *acc = calloc(maxblocks, sizeof *acc);
+  if (!blocks || !acc) { perror("alloc: calloc"); return 1; }
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_usr1;
@@ -63,15 +86,28 @@ int main(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   printf("alloc pid=%d ready\n", getpid());
   fflush(stdout);
-  size_t n = 0;
+  size_t n = 0, scheduled = 0; /* blocks allocated; blocks allocated since t0 */
+  const double per_block = (double)block / ((double)rate * 1048576.0); /* seconds */
   double t0 = now_s();
   while (!want_exit) {
-    double due = t0 + (double)(n + 1) * (double)block / ((double)rate * 1048576.0);
-    if (n < maxblocks && now_s() >= due) {
-      blocks[n] = malloc(block); /* >= 128 KiB: a fresh mmap; smaller: the heap grows */
+    double t = now_s();
+    /* allocate what is due, at most ~20 ms worth at a time so writes go on meanwhile */
+    for (int k = 0; n < maxblocks && t >= t0 + (double)(scheduled + 1) * per_block && k < 64; k++) {
+      if (t - (t0 + (double)(scheduled + 1) * per_block) > 0.1) { t0 = t; scheduled = 0; continue; }
+      void *b;
+      if (n % 2 == 0) {
+        b = mmap(NULL, block, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (b == MAP_FAILED) { perror("alloc: mmap"); return 1; }
+      } else {
+        b = malloc(block);
+        if (!b) { perror("alloc: malloc"); return 1; }
+      }
+      blocks[n] = b;
       acc[n] = 0;
       for (size_t w = 0; w < words; w++) { blocks[n][w] = xs(); acc[n] ^= blocks[n][w]; }
       n++;
+      scheduled++;
+      t = now_s();
     }
     for (int k = 0; k < 64 && n > 0; k++) {
       size_t b = xs() % n, w = xs() % words;
@@ -89,7 +125,7 @@ int main(int argc, char **argv) {
         for (size_t w = 0; w < words; w++) x ^= blocks[b][w];
         if (x != acc[b]) bad = (long)b;
       }
-      if (bad < 0) printf("alloc check ok blocks=%zu\n", n);
+      if (bad < 0) printf("alloc check ok blocks=%zu mb=%zu\n", n, (n * block) >> 20);
       else printf("alloc check CORRUPT block=%ld\n", bad);
       fflush(stdout);
     }

@@ -5,8 +5,10 @@
  *   churn [--threads 4] [--mappings 64] [--mb 64] [--period-ms 20] [--seed N]
  *
  * It keeps --mappings anonymous mappings of various sizes (about --mb MiB in all). --threads
- * threads write random words into random mappings; every --period-ms the main thread unmaps one
- * mapping and maps a new one of another size, and now and then grows the heap with malloc.
+ * threads write random words into random mappings; every --period-ms the main thread replaces one
+ * random mapping by a new one of another size at another address (mapped before the old one is
+ * unmapped), and one time in four mallocs a small heap block (the heap grows; after 128 blocks
+ * the oldest is freed first). Argument errors: one line on stderr, exit code 2.
  * Prints `churn pid=<pid> ready` when set up.
  *
  * Self-check: each mapping keeps the XOR of its words up to date (under its own mutex). On
@@ -54,28 +56,33 @@ static long num(const char *name, const char *v, long min, long max) {
   if (!v) { fprintf(stderr, "churn: missing value for %s\n", name); exit(2); }
   errno = 0;
   long n = strtol(v, &end, 10);
-  if (errno || *end || n < min || n > max) {
+  if (errno || end == v || *end || n < min || n > max) {
     fprintf(stderr, "churn: %s must be a whole number from %ld to %ld, got %s\n", name, min, max, v);
     exit(2);
   }
   return n;
 }
 
-/* Maps a fresh mapping of a random size into slot i (its mutex held by the caller). */
-static void fill_slot(struct slot *s, uint64_t *st) {
+/* Maps a fresh mapping of a random size (other than avoid_pages) and fills it; the slot's
+ * mutex is held by the caller, or the slot is not shared yet. */
+static void fill_slot(struct slot *s, uint64_t *st, size_t avoid_pages) {
   size_t avg_pages = ((size_t)total_mb << 20) / PAGE / (size_t)nslots;
   if (avg_pages < 1) avg_pages = 1;
-  size_t pages = 1 + xs(st) % (2 * avg_pages);
+  size_t pages;
+  do pages = 1 + xs(st) % (2 * avg_pages);
+  while (pages == avoid_pages && avg_pages > 1);
+  if (pages == avoid_pages) pages++;
   void *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) { perror("churn: mmap"); exit(1); }
   s->base = m;
   s->words = pages * PAGE / 8;
   s->acc = 0;
+  /* every 7th word: every page is touched, the rest stays zero */
   for (size_t w = 0; w < s->words; w += 7) { s->base[w] = xs(st); s->acc ^= s->base[w]; }
 }
 
 static void *writer(void *arg) {
-  uint64_t st = (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 7;
+  uint64_t st = ((uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 7) | 1; /* never 0 */
   while (!want_exit) {
     struct slot *s = &slots[xs(&st) % (uint64_t)nslots];
     pthread_mutex_lock(&s->mu);
@@ -107,11 +114,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--seed")) { seed = (uint64_t)num(a, v, 0, 0x7fffffffL); i++; }
     else { fprintf(stderr, "churn: unknown option: %s\nrun 'churn --help' for usage\n", a); return 2; }
   }
-  uint64_t st = seed * 0x9E3779B97F4A7C15ull + 3;
+  uint64_t st = (seed * 0x9E3779B97F4A7C15ull + 3) | 1;
   slots = calloc((size_t)nslots, sizeof *slots);
+  if (!slots) { perror("churn: calloc"); return 1; }
   for (long i = 0; i < nslots; i++) {
     pthread_mutex_init(&slots[i].mu, NULL);
-    fill_slot(&slots[i], &st);
+    fill_slot(&slots[i], &st, 0);
   }
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -121,24 +129,38 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   pthread_t *th = calloc((size_t)nthreads, sizeof *th);
-  for (long t = 0; t < nthreads; t++) pthread_create(&th[t], NULL, writer, (void *)(uintptr_t)(t + seed + 1));
+  if (!th) { perror("churn: calloc"); return 1; }
+  for (long t = 0; t < nthreads; t++) {
+    int e = pthread_create(&th[t], NULL, writer, (void *)(uintptr_t)(t + seed + 1));
+    if (e) { fprintf(stderr, "churn: pthread_create: %s\n", strerror(e)); return 1; }
+  }
   printf("churn pid=%d ready\n", getpid());
   fflush(stdout);
 
-  char *heap_blocks[256] = {0};
-  unsigned nheap = 0;
+  /* heap blocks: malloc'd now and then (small, so the brk heap grows), the oldest freed once
+   * there are HEAP_BLOCKS of them */
+  enum { HEAP_BLOCKS = 128 };
+  char *heap_blocks[HEAP_BLOCKS] = {0};
+  unsigned heap_next = 0;
   while (!want_exit) {
     struct timespec ts = {period_ms / 1000, (period_ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+    /* replace one mapping: the new one is mapped before the old one goes, so it lands
+     * elsewhere, and has another size */
     struct slot *s = &slots[xs(&st) % (uint64_t)nslots];
     pthread_mutex_lock(&s->mu);
-    munmap(s->base, s->words * 8);
-    fill_slot(s, &st);
+    void *old = s->base;
+    size_t old_bytes = s->words * 8;
+    fill_slot(s, &st, old_bytes / PAGE);
+    munmap(old, old_bytes);
     pthread_mutex_unlock(&s->mu);
-    if (xs(&st) % 8 == 0 && nheap < 256) {
+    if (xs(&st) % 4 == 0) {
       size_t n = 4096 + xs(&st) % (64 * 1024);
-      heap_blocks[nheap] = malloc(n);
-      memset(heap_blocks[nheap++], 0x5a, n);
+      free(heap_blocks[heap_next]);
+      heap_blocks[heap_next] = malloc(n);
+      if (!heap_blocks[heap_next]) { perror("churn: malloc"); return 1; }
+      memset(heap_blocks[heap_next], 0x5a, n);
+      heap_next = (heap_next + 1) % HEAP_BLOCKS;
     }
     if (want_check) {
       want_check = 0;
