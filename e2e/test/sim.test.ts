@@ -19,7 +19,8 @@ describe('forecopy-sim on a recorded trace', () => {
     const csv = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-')), 'rows.csv');
     const args = ['--trace', TRACE, '--policy', 'precopy,xen-skip,tpo,markov,oracle', '--states', '64,128', '--model-seconds', '5', '--bandwidth', '200mbit', '--json'];
     const html = path.join(path.dirname(csv), 'sweep.html');
-    const a = sim([...args, '--csv', csv, '--html', html]);
+    const svg = path.join(path.dirname(csv), 'sweep');
+    const a = sim([...args, '--csv', csv, '--html', html, '--svg', svg]);
     expect(a.stderr).toBe('');
     expect(a.code).toBe(0);
     const rows = JSON.parse(a.stdout) as Array<{ policy: string; states: number | null; pagesSent: number; downtimeMs: number; rounds: unknown[]; shareOfOracle: number | null }>;
@@ -38,6 +39,12 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(page.match(/<svg /g)).toHaveLength(3); // downtime, time, pages: the Fig. 4-6 analogs
     expect(page.match(/<rect /g)).toHaveLength(3 * rows.length);
     expect(page).toContain(`${by('oracle').pagesSent.toLocaleString('en-US')} pages`);
+    for (const [key, text] of [['downtime', `${by('oracle').downtimeMs.toFixed(0)} ms`], ['time', 'Migration time'], ['pages', `${by('markov64').pagesSent.toLocaleString('en-US')} pages`]]) {
+      const file = fs.readFileSync(`${svg}-${key}.svg`, 'utf8'); // standalone charts, one per figure
+      expect(file).toMatch(/^<\?xml [^>]*\?>\n<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+      expect(file.match(/<rect /g)).toHaveLength(rows.length + 1); // a bar per row and the background
+      expect(file).toContain(text);
+    }
     fs.rmSync(path.dirname(csv), { recursive: true, force: true });
     expect(sim(args).stdout).toBe(a.stdout); // same trace, same flags: same numbers
   });
@@ -49,6 +56,9 @@ describe('forecopy-sim on a recorded trace', () => {
     const p = sim(['--trace', TRACE, '--policy', 'magic']);
     expect(p.code).toBe(2);
     expect(p.stderr).toBe('forecopy-sim: unknown policy magic: one of precopy, xen-skip, tpo, markov, oracle\n');
+    const w = sim(['--trace', TRACE, '--svg', path.join(ROOT, 'no-such-dir', 'x')]);
+    expect(w.code).toBe(2);
+    expect(w.stderr).toMatch(/^forecopy-sim: cannot write .*no-such-dir\/x-downtime\.svg: ENOENT\n$/);
   });
 });
 

@@ -86,26 +86,42 @@ export interface SimRowLike {
   shareOfOracle: number | null;
 }
 
+/** The three sweep charts (Fig. 4, 5 and 6 analogs): file-name suffix, title, value, unit. */
+export const SIM_CHARTS: ReadonlyArray<{ key: string; title: string; value: (r: SimRowLike) => number; unit: string }> = [
+  { key: 'downtime', title: 'Downtime (Fig. 4 analog)', value: (r) => r.downtimeMs, unit: 'ms' },
+  { key: 'time', title: 'Migration time (Fig. 5 analog)', value: (r) => r.totalMs, unit: 'ms' },
+  { key: 'pages', title: 'Pages sent (Fig. 6 analog)', value: (r) => r.pagesSent, unit: 'pages' },
+];
+
+/**
+ * One horizontal bar chart of a sweep: a bar per policy and S. `standalone` makes it a file of
+ * its own (XML namespace, title, fixed size, white background) instead of an inline element.
+ */
+export function simChartSvg(rows: SimRowLike[], title: string, value: (r: SimRowLike) => number, unit: string, standalone = false): string {
+  const label = (r: SimRowLike) => (r.states === null ? r.policy : `${r.policy} S=${r.states}`);
+  const W = 900;
+  const rowH = 22;
+  const top = standalone ? 30 : 10;
+  const H = rows.length * rowH + top + 10;
+  const max = Math.max(1e-9, ...rows.map(value));
+  const bars = rows
+    .map((r, i) => {
+      const w = ((W - 260) * value(r)) / max;
+      const y = top + i * rowH;
+      return `<text x="150" y="${y + 14}" text-anchor="end">${esc(label(r))}</text><rect x="160" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${r.policy === 'oracle' ? '#999' : r.policy === 'markov' ? '#5aa05a' : '#3b6fb6'}"/><text x="${(166 + w).toFixed(1)}" y="${y + 14}">${esc(num(Math.round(value(r))))} ${unit}</text>`;
+    })
+    .join('');
+  if (!standalone) return `<svg viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="${esc(title)}">${bars}</svg>`;
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(title)}"><title>${esc(title)}</title><style>text{font:12px sans-serif;fill:#333}</style><rect width="100%" height="100%" fill="#fff"/><text x="10" y="18" style="font-weight:bold">${esc(title)}</text>${bars}</svg>
+`;
+}
+
 /**
  * A simulator sweep as a self-contained page: downtime, migration time and pages sent per policy
  * and S (the analogs of the paper's Fig. 4, 5 and 6), one bar chart each, and the table.
  */
 export function renderSimHtml(rows: SimRowLike[], caption: string): string {
-  const label = (r: SimRowLike) => (r.states === null ? r.policy : `${r.policy} S=${r.states}`);
-  const chart = (title: string, value: (r: SimRowLike) => number, unit: string) => {
-    const W = 900;
-    const rowH = 22;
-    const H = rows.length * rowH + 20;
-    const max = Math.max(1e-9, ...rows.map(value));
-    const bars = rows
-      .map((r, i) => {
-        const w = ((W - 260) * value(r)) / max;
-        const y = 10 + i * rowH;
-        return `<text x="150" y="${y + 14}" text-anchor="end">${esc(label(r))}</text><rect x="160" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${r.policy === 'oracle' ? '#999' : r.policy === 'markov' ? '#5aa05a' : '#3b6fb6'}"/><text x="${(166 + w).toFixed(1)}" y="${y + 14}">${esc(num(Math.round(value(r))))} ${unit}</text>`;
-      })
-      .join('');
-    return `<h2>${esc(title)}</h2><svg viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="${esc(title)}">${bars}</svg>`;
-  };
   const table = `<table><thead><tr><th>policy</th><th>S</th><th>downtime ms</th><th>total ms</th><th>pages sent</th><th>of the oracle's saving</th></tr></thead><tbody>${rows
     .map((r) => `<tr><td>${esc(r.policy)}</td><td>${r.states ?? ''}</td><td>${r.downtimeMs.toFixed(1)}</td><td>${r.totalMs.toFixed(0)}</td><td>${num(r.pagesSent)}</td><td>${r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`}</td></tr>`)
     .join('')}</tbody></table>`;
@@ -113,9 +129,7 @@ export function renderSimHtml(rows: SimRowLike[], caption: string): string {
 <html lang="en"><head><meta charset="utf-8"><title>forecopy-sim</title>
 <style>body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1000px}table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 9px;text-align:right}svg text{font:12px system-ui,sans-serif;fill:#333}</style>
 </head><body><h1>forecopy-sim</h1><p>${esc(caption)}</p>
-${chart('Downtime (Fig. 4 analog)', (r) => r.downtimeMs, 'ms')}
-${chart('Migration time (Fig. 5 analog)', (r) => r.totalMs, 'ms')}
-${chart('Pages sent (Fig. 6 analog)', (r) => r.pagesSent, 'pages')}
+${SIM_CHARTS.map((c) => `<h2>${esc(c.title)}</h2>${simChartSvg(rows, c.title, c.value, c.unit)}`).join('\n')}
 ${table}
 </body></html>
 `;

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import yargs from 'yargs';
 import {
   MarkovPolicy,
@@ -14,7 +15,7 @@ import {
   type Trace,
 } from '@forecopy/filter';
 import { parseBandwidth } from './units.js';
-import { renderSimHtml } from './report-html.js';
+import { SIM_CHARTS, renderSimHtml, simChartSvg } from './report-html.js';
 
 /**
  * `forecopy-sim`: replays a recorded trace through the live agent's policy code over a modelled
@@ -76,8 +77,10 @@ export async function simMain(argv: string[]): Promise<number> {
       .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
       .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
       .option('html', { type: 'string', describe: 'also write a self-contained HTML page with the charts (Fig. 4-6 analogs)' })
+      .option('svg', { type: 'string', describe: 'also write the three charts as SVG files: PREFIX-downtime.svg, PREFIX-time.svg, PREFIX-pages.svg' })
       .example('$0 --trace mw.trace', 'every policy at 500 Mbit/s, markov with S = 256')
       .example('$0 --trace mw.trace --policy markov,oracle --states 64,128,256,512,1024 --csv sweep.csv', "the paper's sweep of S")
+      .example('$0 --trace mw.trace --states 64,256,1024 --svg out/mw', 'charts as out/mw-downtime.svg, out/mw-time.svg, out/mw-pages.svg')
       .strict()
       .fail((msg, err) => {
         throw err ?? new Error(msg);
@@ -98,8 +101,9 @@ export async function simMain(argv: string[]): Promise<number> {
         const bw = parseBandwidth(a.bandwidth);
         if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
         const rows = runSimulations(trace, { policies, states, bandwidthBps: bw, modelSeconds: a['model-seconds'], forecast: a.forecast, skipRedirtied: a['skip-redirtied'], ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}), maxRounds: a['max-rounds'], minRemainingPages: a['min-remaining-pages'], maxFactor: a['max-factor'] });
-        if (a.csv) fs.writeFileSync(a.csv, toCsv(rows));
-        if (a.html) fs.writeFileSync(a.html, renderSimHtml(rows, `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`));
+        if (a.csv) writeOut(a.csv, toCsv(rows));
+        if (a.svg) for (const c of SIM_CHARTS) writeOut(`${a.svg}-${c.key}.svg`, simChartSvg(rows, `${c.title}: ${path.basename(a.trace)}, ${a.bandwidth}`, c.value, c.unit, true));
+        if (a.html) writeOut(a.html, renderSimHtml(rows, `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`));
         process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : toTable(rows, trace, a.bandwidth) + '\n');
       })
       .parseAsync();
@@ -113,6 +117,15 @@ export async function simMain(argv: string[]): Promise<number> {
 }
 
 class InputError extends Error {}
+
+/** Writes an output file; a path that cannot be written is the user's to fix, not a crash. */
+function writeOut(file: string, data: string): void {
+  try {
+    fs.writeFileSync(file, data);
+  } catch (e) {
+    throw new InputError(`cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
 
 function toCsv(rows: Row[]): string {
   const head = 'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped';
