@@ -165,7 +165,9 @@ export class PageSender {
     this.batchCount++;
     if (sendIdx.length === 0) return;
     for (const kd of kinds) if (kd === PAGE_KIND.LZ4) res.lz4Pages++;
-    const payload = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    // Always a copy (Buffer.concat copies even a single part): raw parts are views of readBuf,
+    // which the next batch overwrites, while the socket may still hold this frame in its queue.
+    const payload = Buffer.concat(parts);
     const msg = pageBatch(
       {
         round,
