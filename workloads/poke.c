@@ -1,17 +1,21 @@
 /*
  * poke: a test target that writes exactly the pages it is told to, for the dirty tracker's tests.
  *
- *   poke --pages N [--threads T]
+ *   poke --pages N [--threads T] [--thp]
  *
  * Maps N anonymous pages (all touched once), prints `poke pid=<pid> region=0x<addr> pages=<n>
  * ready`, then reads commands on stdin, one a line:
- *   w I J ...   write one byte into each page I, J, ... and answer `ok`
+ *   w I J ...   write one byte into each page I, J, ... and answer `ok` (I-J: a range)
+ *   d I J ...   give pages I, J, ... back with madvise(MADV_DONTNEED) (they read as zeros from
+ *               then on, with no write) and answer `ok`; I-J: one madvise over the range
  *   m K         map K more pages and answer `mapped 0x<addr>`
  *   u           unmap the last extra mapping and answer `unmapped`
- * With --threads T, T-1 idle threads sleep meanwhile (a multi-threaded target).
+ * With --threads T, T-1 idle threads sleep meanwhile (a multi-threaded target). With --thp the
+ * region starts on a 2 MiB boundary and is advised MADV_HUGEPAGE (transparent huge pages).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,14 +30,22 @@ static void *idle(void *a) {
 
 int main(int argc, char **argv) {
   long pages = 64, threads = 1;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  int thp = 0;
+  for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--thp")) { thp = 1; i--; continue; }
+    if (i + 1 >= argc) { fprintf(stderr, "poke: missing value for %s\n", argv[i]); return 2; }
     if (!strcmp(argv[i], "--pages")) pages = atol(argv[i + 1]);
     else if (!strcmp(argv[i], "--threads")) threads = atol(argv[i + 1]);
     else { fprintf(stderr, "poke: unknown option %s\n", argv[i]); return 2; }
   }
   if (pages < 1) { fprintf(stderr, "poke: --pages must be >= 1\n"); return 2; }
-  char *region = mmap(NULL, (size_t)pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const size_t huge = 2u << 20;
+  char *region = mmap(NULL, (size_t)pages * 4096 + (thp ? huge : 0), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (region == MAP_FAILED) { perror("poke: mmap"); return 1; }
+  if (thp) {
+    region = (char *)(((uintptr_t)region + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (madvise(region, (size_t)pages * 4096, MADV_HUGEPAGE)) { perror("poke: madvise"); return 1; }
+  }
   memset(region, 1, (size_t)pages * 4096);
   for (long t = 1; t < threads; t++) {
     pthread_t th;
@@ -46,12 +58,17 @@ int main(int argc, char **argv) {
   long extra_len[64];
   int nextra = 0;
   while (fgets(line, sizeof line, stdin)) {
-    if (line[0] == 'w') {
+    if (line[0] == 'w' || line[0] == 'd') {
       char *p = line + 1, *end;
       for (;;) {
-        long i = strtol(p, &end, 10);
+        long i = strtol(p, &end, 10), j;
         if (end == p) break;
-        if (i >= 0 && i < pages) region[i * 4096 + 7]++;
+        j = i;
+        if (*end == '-') j = strtol(end + 1, &end, 10);
+        if (i < 0) i = 0;
+        if (j >= pages) j = pages - 1;
+        if (line[0] == 'w') for (; i <= j; i++) region[i * 4096 + 7]++;
+        else if (i <= j && madvise(region + i * 4096, (size_t)(j - i + 1) * 4096, MADV_DONTNEED)) { perror("poke: madvise"); return 1; }
         p = end;
       }
       puts("ok");

@@ -42,8 +42,8 @@ afterEach(() => {
   for (const p of procs.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
 });
 
-async function startPoke(pages: number, threads = 1) {
-  const child = spawn(POKE, ['--pages', String(pages), '--threads', String(threads)], { stdio: ['pipe', 'pipe', 'inherit'] });
+async function startPoke(pages: number, threads = 1, thp = false) {
+  const child = spawn(POKE, ['--pages', String(pages), '--threads', String(threads), ...(thp ? ['--thp'] : [])], { stdio: ['pipe', 'pipe', 'inherit'] });
   procs.push(child);
   const p = new Poke(child);
   const m = /region=0x([0-9a-f]+) pages=(\d+) ready/.exec(await p.line())!;
@@ -84,6 +84,41 @@ describe.skipIf(skip)('UffdWpTracker', () => {
     expect(uffdFds(pid)).toBe(0);
     expect(/TracerPid:\s*0/.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))).toBe(true);
     expect(await p.cmd('w 1 2 3')).toBe('ok'); // still writes, no hang
+  });
+
+  it('reports a page given back with MADV_DONTNEED (zero now, with no write), once', async () => {
+    const { p, pid, region } = await startPoke(64);
+    const t = new UffdWpTracker(pid);
+    t.start(readMaps(pid).filter(isMigratable));
+    t.collect(readMaps(pid).filter(isMigratable));
+    expect(await p.cmd('d 9 10 40')).toBe('ok');
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 64)).toEqual([9, 10, 40]);
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 64)).toEqual([]);
+    // written again, then given back again: reported each time
+    expect(await p.cmd('w 9')).toBe('ok');
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 64)).toEqual([9]);
+    expect(await p.cmd('d 9')).toBe('ok');
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 64)).toEqual([9]);
+    const r = new PageReader(pid);
+    const out = Buffer.alloc(4096);
+    expect(r.readRanges([{ addr: region + 9 * 4096, pages: 1 }], out)).toEqual([1]);
+    expect(out.every((b) => b === 0)).toBe(true);
+    t.stop();
+  });
+
+  it('reports the pages of a transparent huge page given back whole with MADV_DONTNEED', async () => {
+    const { p, pid, region } = await startPoke(1024, 1, true);
+    const huge = Number(/AnonHugePages:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+    if (huge === 0) console.warn('tracker: THP not in use here; the huge-page case runs on small pages');
+    const t = new UffdWpTracker(pid);
+    t.start(readMaps(pid).filter(isMigratable));
+    t.collect(readMaps(pid).filter(isMigratable));
+    expect(await p.cmd('d 512-1023')).toBe('ok');
+    const got = pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 1024);
+    expect(got.length).toBe(512);
+    expect(got[0]).toBe(512);
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 1024)).toEqual([]);
+    t.stop();
   });
 
   it('reads pages with process_vm_readv and reports vanished ranges as short', async () => {
