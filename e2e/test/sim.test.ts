@@ -62,6 +62,26 @@ describe('forecopy-sim on a recorded trace', () => {
   });
 });
 
+describe('bench/trace-costs.mjs (Table 1 on a recorded trace)', () => {
+  it("measures the model's and the filter's costs over the trace's own samples", () => {
+    const run = (args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bench/trace-costs.mjs'), ...args], { encoding: 'utf8' });
+    const r = run(['--trace', TRACE, '--states', '64', '--model-seconds', '5', '--json']);
+    expect(r.stderr).toBe('');
+    const j = JSON.parse(r.stdout);
+    expect(j.pages).toBe(16473);
+    expect(j.states).toBe(64);
+    expect(j.modelSamples).toBeGreaterThan(90); // 5 s of 50 ms samples
+    expect(j.modelSamples).toBeLessThan(110);
+    expect(j.rounds).toBe(Math.floor((j.samples - j.modelSamples) / 20));
+    for (const k of ['modellingMsPerSample', 'buildMs', 'observeMsPerSample', 'forecastFilterMsPerRound']) expect(j[k]).toBeGreaterThan(0);
+    expect(j.modelBytes).toBeGreaterThan(0);
+    expect(j.heldPages).toBeGreaterThan(0); // the 1 MiB hot spot's LWWS is held back
+    const bad = run(['--trace', path.join(ROOT, 'README.md')]);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/^trace-costs: cannot read .*README.md: not a forecopy trace/);
+  });
+});
+
 describe.skipIf(rootSkipReason())('forecopy-source record', () => {
   const c = new Cleanup();
   afterEach(() => c.run());
