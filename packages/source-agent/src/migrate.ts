@@ -459,12 +459,18 @@ function goneSoon(pid: number, ms: number): boolean {
   return false;
 }
 
-/** Gone, or a zombie its parent has not reaped yet: either way it exited. */
+/** PF_EXITING in /proc/PID/stat's flags (field 9): the process is in exit, tearing down its memory. */
+const PF_EXITING = 0x4;
+
+/**
+ * Gone, a zombie its parent has not reaped yet, or already exiting (a big process can take a
+ * while to release its memory, and answers ptrace with EPERM meanwhile): either way it exited.
+ */
 function processGone(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state === 'Z' || state === 'X';
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // from field 3, the state
+    return fields[0] === 'Z' || fields[0] === 'X' || (Number(fields[6]) & PF_EXITING) !== 0;
   } catch {
     return true;
   }
