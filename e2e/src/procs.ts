@@ -134,8 +134,28 @@ export class Cleanup {
     return d;
   }
 
+  /** Removes this existing directory at clean-up, as if tmpdir() had made it. */
+  adoptDir(dir: string): void {
+    this.dirs.push(dir);
+  }
+
   defer(fn: () => Promise<void> | void): void {
     this.fns.push(fn);
+  }
+
+  /**
+   * For a signal handler, where nothing async runs any more: SIGKILLs every process and removes
+   * every directory now (the deferred functions are not run).
+   */
+  killNow(): void {
+    for (const p of this.procs.splice(0)) {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    for (const d of this.dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
   }
 
   async run(): Promise<void> {
@@ -228,4 +248,16 @@ export async function runSource(c: Cleanup, args: string[], wrap: string[] = [],
   const code = await p.exited;
   const report = fs.existsSync(reportFile) ? JSON.parse(fs.readFileSync(reportFile, 'utf8')) : undefined;
   return { code, stdout: p.lines.join('\n'), stderr: p.stderrLines.join('\n'), report };
+}
+
+/** Asks a workload to check its own memory (SIGUSR1) and returns its answer line matching `re`. */
+export async function selfCheck(p: Proc, pid: number, re: RegExp): Promise<string> {
+  const before = p.lines.length;
+  process.kill(pid, 'SIGUSR1');
+  for (let i = 0; i < 500; i++) {
+    const l = p.lines.slice(before).find((x) => re.test(x));
+    if (l) return l;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`pid ${pid} did not answer its self-check`);
 }

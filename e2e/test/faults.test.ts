@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cleanup, DEST_BIN, leftovers, mwCheck, procState, rootSkipReason, runSource, start, startDest, startMw, type MwHandle } from '../src/procs.js';
+import { Cleanup, DEST_BIN, WORKLOADS, leftovers, mwCheck, procState, rootSkipReason, runSource, start, startDest, startMw, type MwHandle } from '../src/procs.js';
 
 /**
  * Failures at the worst moments. The outcome must always be one of two: the migration completed
@@ -22,6 +22,24 @@ describe.skipIf(skip)('faults', () => {
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   }
   const images = (dir: string) => fs.readdirSync(dir).filter((d) => !d.endsWith('.failed.json'));
+
+  it('a mapping made while the destination answers Hello late is announced before its pages', async () => {
+    // The sampler runs on while the source waits for HelloAck: it sees the new mapping then,
+    // and nothing changes after it, so only the version the Hello carried tells round 1 that
+    // the destination has not heard of it yet.
+    const p = c.proc(start(`${WORKLOADS}/poke`, ['--pages', '256'], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    const pid = Number((await p.waitFor(/^poke pid=(\d+) /))[1]);
+    const dest = await startDest(c, ['--once', '--test-delay-hello-ack', '1000']);
+    const src = runSource(c, ['migrate', '--pid', String(pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume']);
+    await dest.proc.waitFor(/migration started/);
+    p.child.stdin!.write('m 64\n');
+    await p.waitFor(/^mapped 0x/);
+    const r = await src;
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.report!.verified).toBe(true);
+    expect(leftovers(pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
 
   it('the destination killed mid-round', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);

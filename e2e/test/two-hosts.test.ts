@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, start, startDest, startMw, WORKLOADS, type Proc } from '../src/procs.js';
+import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, selfCheck, start, startDest, startMw, WORKLOADS } from '../src/procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from '../src/netns.js';
 
 /**
@@ -138,13 +138,3 @@ describe.skipIf(skip)('the network cut between the two hosts', () => {
 });
 
 /** Sends SIGUSR1 and returns the workload's self-check line. */
-async function selfCheck(p: Proc, pid: number, re: RegExp): Promise<string> {
-  const before = p.lines.length;
-  process.kill(pid, 'SIGUSR1');
-  for (let i = 0; i < 500; i++) {
-    const l = p.lines.slice(before).find((x) => re.test(x));
-    if (l) return l;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`pid ${pid} did not answer its self-check`);
-}

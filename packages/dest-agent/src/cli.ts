@@ -34,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
             .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
             .option('test-die-at-stop-and-copy', { type: 'boolean', hidden: true, describe: 'fault injection: die when the source freezes' })
             .option('test-drop-committed', { type: 'boolean', hidden: true, describe: 'fault injection: do not answer Commit' })
+            .option('test-delay-hello-ack', { type: 'number', hidden: true, describe: 'fault injection: answer Hello this many ms late' })
             .option('once-linger-ms', { type: 'number', default: 15_000, hidden: true, describe: 'with --once: how long to answer queries after an unconfirmed handover' })
             .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'info' })
             .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070')
@@ -65,6 +66,7 @@ export async function main(argv: string[]): Promise<number> {
             corruptPages: a['test-corrupt-pages'],
             dieAtStopAndCopy: a['test-die-at-stop-and-copy'],
             dropCommitted: a['test-drop-committed'],
+            delayHelloAckMs: a['test-delay-hello-ack'],
             lingerMs: a['once-linger-ms'],
             security,
             onListening: (addr) => {

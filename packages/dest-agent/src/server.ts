@@ -10,7 +10,7 @@ import { runSession, type PendingSessions, type SessionOptions, type SessionOutc
  * refused at once), each handled by `runSession`. A failed session never stops the listener.
  */
 export interface ListenOptions
-  extends Pick<SessionOptions, 'imageDir' | 'credit' | 'maxImageBytes' | 'log' | 'corruptPages' | 'dieAtStopAndCopy' | 'dropCommitted'> {
+  extends Pick<SessionOptions, 'imageDir' | 'credit' | 'maxImageBytes' | 'log' | 'corruptPages' | 'dieAtStopAndCopy' | 'dropCommitted' | 'delayHelloAckMs'> {
   host: string;
   port: number;
   once: boolean;
@@ -62,8 +62,8 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
     socket.setNoDelay(true);
     const channel = new MessageChannel(socket);
     const log = opts.log.child({ peer });
-    const { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted } = opts;
-    runSession(channel, { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, log, pending, queriesOnly })
+    const { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs } = opts;
+    runSession(channel, { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, log, pending, queriesOnly })
       .then((outcome) => {
         sessions.push(outcome);
         // --once ends after one migration that got past Hello (a stray probe does not count);

@@ -60,6 +60,8 @@ export interface SessionOptions {
   dieAtStopAndCopy?: boolean;
   /** Fault injection for tests: commit, but do not answer Committed (a lost answer). */
   dropCommitted?: boolean;
+  /** Fault injection: answer Hello this many milliseconds late (the source's sampler runs on). */
+  delayHelloAckMs?: number;
   pending: PendingSessions;
   /** Accept only Query connections (a --once listener lingering after its migration). */
   queriesOnly?: boolean;
@@ -113,6 +115,7 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
           store = new ImageStore(opts.imageDir, m.header.sessionId, opts.maxImageBytes);
           store.applyLayout(m.header.layout);
           log.info({ session: sessionId, pages: store.pages, segments: store.segments().length, policy: m.header.policy }, 'migration started');
+          if (opts.delayHelloAckMs) await new Promise((r) => setTimeout(r, opts.delayHelloAckMs));
           await channel.send(helloAck({ version: PROTOCOL_VERSION, sessionId: m.header.sessionId, credit: opts.credit, maxFrameBytes: 0 }));
           state = 'IDLE';
           break;

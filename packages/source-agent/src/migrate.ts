@@ -148,6 +148,9 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
       sampler.onSample((s) => emit(sampleEvent(s.pages, s.atMs, policy)));
     }
 
+    // The layout the Hello announces. The sampler runs on while we wait for the answer, and may
+    // change the space meanwhile: round 1 announces whatever is newer than this.
+    const helloLayoutVersion = space.layoutVersion;
     await channel.send(
       hello({
         magic: 'FCPY',
@@ -173,7 +176,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     const driver = new PrecopyDriver(space.totalPages, opts.stopRules, policy);
     const rounds: RoundReport[] = [];
     let pageRate = opts.bandwidthBps > 0 ? opts.bandwidthBps / 8 / PAGE_SIZE : 0;
-    let announced = space.layoutVersion;
+    let announced = helloLayoutVersion;
     const totals = { pagesSent: 0, bytesSent: 0, zeroPages: 0, lz4Pages: 0 };
 
     sampler.take(); // round 1 sends everything: writes so far need no record
