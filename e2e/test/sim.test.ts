@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { PageBitmap, encodeTraceHeader, encodeTraceSample } from '@forecopy/filter';
 import { Cleanup, ROOT, leftovers, mwCheck, rootSkipReason, runSource, startMw } from '../src/procs.js';
 
 /** forecopy-sim over the recorded mw trace kept in the repository (e2e/fixtures). */
@@ -47,6 +48,25 @@ describe('forecopy-sim on a recorded trace', () => {
     }
     fs.rmSync(path.dirname(csv), { recursive: true, force: true });
     expect(sim(args).stdout).toBe(a.stdout); // same trace, same flags: same numbers
+  });
+
+  it('says so when the process grew during the trace (all of it counts as present from the start)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-'));
+    try {
+      const file = path.join(dir, 'grow.trace');
+      const parts = [encodeTraceHeader({ intervalMs: 50, pageSize: 4096, meta: {} })];
+      for (let i = 1; i <= 40; i++) {
+        const size = i <= 20 ? 100 : 300; // the process maps 200 more pages after 1 s
+        parts.push(encodeTraceSample(i * 50, PageBitmap.fromIndices(size, i === 21 ? Array.from({ length: 200 }, (_, k) => 100 + k) : [1, 2, 3])));
+      }
+      fs.writeFileSync(file, Buffer.concat(parts));
+      const r = sim(['--trace', file, '--policy', 'precopy', '--model-seconds', '1']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.split('\n')[1]).toBe('the process grew from 100 to 300 pages during the trace: the simulation counts all 300 as present from the start, so round 1 and the totals are larger than a live migration\'s');
+      expect(sim(['--trace', TRACE, '--policy', 'precopy']).stdout).not.toContain('grew');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('says what is wrong with bad input, in one line', () => {

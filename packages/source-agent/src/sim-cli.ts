@@ -138,5 +138,10 @@ function toTable(rows: Row[], trace: Trace, bw: string): string {
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const fmt = (row: string[]) => row.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   const note = `trace: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages.toLocaleString('en-US')} pages; link ${bw}${rows.some((r) => r.wrapped) ? '; some runs outlasted the trace and wrapped around to its start' : ''}`;
-  return [note, '', fmt(head), ...body.map(fmt)].join('\n');
+  const first = trace.samples[0]?.pages.size ?? trace.totalPages;
+  const growth =
+    first < trace.totalPages
+      ? `the process grew from ${first.toLocaleString('en-US')} to ${trace.totalPages.toLocaleString('en-US')} pages during the trace: the simulation counts all ${trace.totalPages.toLocaleString('en-US')} as present from the start, so round 1 and the totals are larger than a live migration's`
+      : null;
+  return [note, ...(growth ? [growth] : []), '', fmt(head), ...body.map(fmt)].join('\n');
 }
