@@ -76,6 +76,12 @@ describe.skipIf(skip)('live migration over loopback', () => {
     expect(run.stderr.split('\n')).toHaveLength(1);
     expect(run.report!.verified).toBe(false);
     expect(run.report!.mismatch.pages).toBe(2);
+    // each named with its address and mapping, as in the message
+    expect(run.report!.mismatch.where).toHaveLength(2);
+    for (const w of run.report!.mismatch.where) {
+      expect(w.address).toMatch(/^0x[0-9a-f]+$/);
+      expect(run.stderr).toContain(`${w.page} at ${w.address} in ${w.mapping}`);
+    }
     expect(await dest.proc.exited).toBe(1);
     expect(fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(0);
     await expectUnharmed(mw);

@@ -319,9 +319,13 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
       startedAt,
     };
     if (answer.type === MessageType.Mismatch) {
-      report.mismatch = { pages: answer.header.mismatched, firstPages: answer.header.firstPages };
+      const where = answer.header.firstPages.map((p) => {
+        const seg = space.segmentOfIndex(p);
+        return seg ? { page: p, address: `0x${(seg.start + (p - seg.indexBase) * PAGE_SIZE).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` } : { page: p, address: null, mapping: null };
+      });
+      report.mismatch = { pages: answer.header.mismatched, firstPages: answer.header.firstPages, where };
       // Not confirmed: the process resumes on the source below.
-      throw Object.assign(new VerificationError(`the destination found ${answer.header.mismatched} pages that differ from the frozen source (first: ${answer.header.firstPages.slice(0, 4).join(', ')}); the process was left running here`), { report });
+      throw Object.assign(new VerificationError(`the destination found ${answer.header.mismatched} pages that differ from the frozen source (first: ${where.slice(0, 4).map((w) => (w.address ? `${w.page} at ${w.address} in ${w.mapping}` : String(w.page))).join(', ')}); the process was left running here`), { report });
     }
     if (answer.type === MessageType.Abort) throw new DestinationAbortError(`the destination aborted: ${answer.header.reason}`);
     if (answer.type !== MessageType.Verified) {

@@ -52,7 +52,12 @@ export interface MigrationReport {
   rounds: RoundReport[];
   policyStatus?: Record<string, unknown>;
   /** Pages that differed, when verification failed. */
-  mismatch?: { pages: number; firstPages: number[] };
+  mismatch?: {
+    pages: number;
+    firstPages: number[];
+    /** Where the first pages are in the process: address and mapping (perms and path). */
+    where?: Array<{ page: number; address: string | null; mapping: string | null }>;
+  };
   machine: { cpus: number; note: string };
   startedAt: string;
 }
