@@ -41,6 +41,22 @@ describe.skipIf(skip)('faults', () => {
     expect(leftovers(pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });
 
+  it('a mapping first seen by the scan that opens round 1 is sent in round 1', async () => {
+    // No timer scan before round 1 (a 10 s interval): the scan that opens it is the first to
+    // see the mapping made while the destination answered Hello, and round 1 must cover it.
+    const p = c.proc(start(`${WORKLOADS}/poke`, ['--pages', '256'], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    const pid = Number((await p.waitFor(/^poke pid=(\d+) /))[1]);
+    const dest = await startDest(c, ['--once', '--test-delay-hello-ack', '1000']);
+    const src = runSource(c, ['migrate', '--pid', String(pid), '--to', `127.0.0.1:${dest.port}`, '--interval-ms', '10000', '--after', 'resume']);
+    await dest.proc.waitFor(/migration started/);
+    p.child.stdin!.write('m 64\n');
+    await p.waitFor(/^mapped 0x/);
+    const r = await src;
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.report!.verified).toBe(true);
+  });
+
   it('the destination killed mid-round', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);

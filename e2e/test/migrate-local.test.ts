@@ -70,8 +70,14 @@ describe.skipIf(skip)('live migration over loopback', () => {
   it('catches an image altered on purpose, and leaves the process running', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'seq', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-corrupt-pages', '2']);
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'kill']);
+    const debug = path.join(c.tmpdir('forecopy-debug-'), 'pages.json');
+    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'kill'], [], { env: { ...process.env, FORECOPY_DEBUG_PAGES: debug } });
     expect(run.code).toBe(6);
+    // FORECOPY_DEBUG_PAGES: each page was sent as it is now (damaged at the destination, not
+    // missed by the tracker)
+    const pages = JSON.parse(fs.readFileSync(debug, 'utf8')).pages as Array<{ frozenHash: string; sent?: { hash: string } }>;
+    expect(pages).toHaveLength(2);
+    for (const pg of pages) expect(pg.sent?.hash).toBe(pg.frozenHash);
     expect(run.stderr).toMatch(/^forecopy-source: the destination found 2 pages that differ/);
     expect(run.stderr.split('\n')).toHaveLength(1);
     expect(run.report!.verified).toBe(false);

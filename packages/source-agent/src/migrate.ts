@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import os from 'node:os';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   MarkovPolicy,
@@ -41,7 +41,8 @@ import {
 import { PageSpace } from './page-space.js';
 import { Sampler } from './sampler.js';
 import { PageSender } from './sender.js';
-import { hashPages } from './checksum.js';
+import { hashPages, pageHasher } from './checksum.js';
+import { PageTrace } from './debug-pages.js';
 import {
   ConnectionError,
   DestinationAbortError,
@@ -131,6 +132,9 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     const space = new PageSpace(PAGE_SIZE);
     space.reconcile(mappings);
     sampler = new Sampler(pid, tracker, space, opts.intervalMs);
+    const debugFile = process.env.FORECOPY_DEBUG_PAGES;
+    const trace = debugFile ? new PageTrace(debugFile, await pageHasher()) : null;
+    sampler.trace = trace;
     log.info({ pid, tracker: tracker.kind, pages: space.livePages, mappings: space.list().length }, 'tracking started');
 
     const sessionId = randomBytes(16).toString('hex');
@@ -172,14 +176,17 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
       creditTimeoutMs: replyTimeout,
     });
     sender.grant(ack.header.credit);
+    sender.trace = trace;
 
+    // Round 1 sends everything there is: writes so far need no record. The scan that take()
+    // makes may add mappings, so the driver is sized after it, or round 1 would miss them.
+    sampler.take();
     const driver = new PrecopyDriver(space.totalPages, opts.stopRules, policy);
     const rounds: RoundReport[] = [];
     let pageRate = opts.bandwidthBps > 0 ? opts.bandwidthBps / 8 / PAGE_SIZE : 0;
     let announced = helloLayoutVersion;
     const totals = { pagesSent: 0, bytesSent: 0, zeroPages: 0, lz4Pages: 0 };
 
-    sampler.take(); // round 1 sends everything: writes so far need no record
     let plan: RoundPlan = driver.firstRound({ pageRate, nowMs: sampler.now() });
     let stop: { reason: string; remaining: PageBitmap };
     for (;;) {
@@ -324,6 +331,16 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
         return seg ? { page: p, address: `0x${(seg.start + (p - seg.indexBase) * PAGE_SIZE).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` } : { page: p, address: null, mapping: null };
       });
       report.mismatch = { pages: answer.header.mismatched, firstPages: answer.header.firstPages, where };
+      if (trace) {
+        // still frozen: what the page holds now, against what we sent and when we last heard of it
+        const buf = Buffer.alloc(PAGE_SIZE);
+        const rows = answer.header.firstPages.map((p) => {
+          const seg = space.segmentOfIndex(p);
+          const read = seg ? reader.readRanges([{ addr: seg.start + (p - seg.indexBase) * PAGE_SIZE, pages: 1 }], buf)[0] : 0;
+          return { page: p, segment: seg ? { id: seg.id, start: `0x${seg.start.toString(16)}`, pages: seg.pages, indexBase: seg.indexBase } : null, frozenHash: read ? trace.hash(buf).toString(16) : null, ...trace.history(p) };
+        });
+        writeFileSync(trace.file, JSON.stringify({ scans: sampler.scans.count, rounds: rounds.length, pages: rows }, null, 2));
+      }
       // Not confirmed: the process resumes on the source below.
       throw Object.assign(new VerificationError(`the destination found ${answer.header.mismatched} pages that differ from the frozen source (first: ${where.slice(0, 4).map((w) => (w.address ? `${w.page} at ${w.address} in ${w.mapping}` : String(w.page))).join(', ')}); the process was left running here`), { report });
     }

@@ -1,6 +1,7 @@
 import { PageBitmap } from '@forecopy/filter';
 import { isMigratable, readMaps, type DirtyTracker } from './kernel/index.js';
 import type { PageSpace, Segment } from './page-space.js';
+import type { PageTrace } from './debug-pages.js';
 
 /**
  * The dirty tracker's one owner. Every scan (every `intervalMs`, and on demand) re-reads the
@@ -33,6 +34,8 @@ export class Sampler {
   private nextDue = 0;
   private failed: Error | null = null;
   readonly scans = { count: 0, totalMs: 0, maxMs: 0 };
+  /** FORECOPY_DEBUG_PAGES: which scan last reported each page. */
+  trace: PageTrace | null = null;
 
   constructor(
     private readonly pid: number,
@@ -101,6 +104,7 @@ export class Sampler {
     this.space.markSegments(this.unregistrable, pages);
     if (this.accumulated.size !== size) this.accumulated = this.accumulated.resized(size);
     this.accumulated.or(pages);
+    if (this.trace) for (const p of pages) this.trace.dirty(p, this.scans.count + 1);
     const scanMs = performance.now() - t;
     this.scans.count++;
     this.scans.totalMs += scanMs;

@@ -11,6 +11,7 @@ import {
 } from '@forecopy/protocol';
 import type { PageReader } from './kernel/index.js';
 import type { PageSpace } from './page-space.js';
+import type { PageTrace } from './debug-pages.js';
 
 /**
  * Streams pages to the destination in PageBatch frames: gathers each batch with one
@@ -51,6 +52,8 @@ export class PageSender {
   /** Adaptive lz4: after a run of batches where compression saved < 5 %, try only every 8th batch. */
   private lz4Misses = 0;
   private batchCount = 0;
+  /** FORECOPY_DEBUG_PAGES: what was sent, page by page. */
+  trace: PageTrace | null = null;
 
   constructor(
     private readonly channel: MessageChannel,
@@ -134,6 +137,7 @@ export class PageSender {
         const page = this.readBuf.subarray(off, off + PAGE_SIZE);
         off += PAGE_SIZE;
         sendIdx.push(index);
+        this.trace?.sent(index, round, page);
         if (page.equals(ZERO_PAGE)) {
           kinds.push(PAGE_KIND.ZERO);
           res.zeroPages++;
