@@ -10,6 +10,8 @@
  *               then on, with no write) and answer `ok`; I-J: one madvise over the range
  *   m K         map K more pages and answer `mapped 0x<addr>`
  *   u           unmap the last extra mapping and answer `unmapped`
+ *   s K         resize the last extra mapping in place to K pages (mremap without moving: pages
+ *               cut off and grown back read as zeros, with no write) and answer `resized`
  * With --threads T, T-1 idle threads sleep meanwhile (a multi-threaded target). With --thp the
  * region starts on a 2 MiB boundary and is advised MADV_HUGEPAGE (transparent huge pages).
  */
@@ -79,6 +81,12 @@ int main(int argc, char **argv) {
       extra[nextra] = m;
       extra_len[nextra++] = k;
       printf("mapped %p\n", (void *)m);
+    } else if (line[0] == 's' && nextra > 0) {
+      long k = atol(line + 1);
+      void *m = mremap(extra[nextra - 1], (size_t)extra_len[nextra - 1] * 4096, (size_t)k * 4096, 0);
+      if (m == MAP_FAILED) { perror("poke: mremap"); return 1; }
+      extra_len[nextra - 1] = k;
+      puts("resized");
     } else if (line[0] == 'u' && nextra > 0) {
       nextra--;
       munmap(extra[nextra], (size_t)extra_len[nextra] * 4096);

@@ -121,6 +121,23 @@ describe.skipIf(skip)('UffdWpTracker', () => {
     t.stop();
   });
 
+  it('reports the pages of a mapping cut short and grown back in place (zeros now, no write)', async () => {
+    const { p, pid } = await startPoke(16);
+    const t = new UffdWpTracker(pid);
+    t.start(readMaps(pid).filter(isMigratable));
+    // 4 MiB, so that whole page tables go when it is cut short
+    const at = parseInt(/mapped 0x([0-9a-f]+)/.exec(await p.cmd('m 1024'))![1], 16);
+    t.collect(readMaps(pid).filter(isMigratable));
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, at, 1024)).toEqual([]);
+    expect(await p.cmd('s 1')).toBe('resized');
+    expect(await p.cmd('s 1024')).toBe('resized');
+    const c = t.collect(readMaps(pid).filter(isMigratable));
+    const reported = new Set([...pagesOf(c.written, at, 1024), ...c.added.flatMap((m) => pagesOf([m], at, 1024))]);
+    expect(reported.size).toBe(1023);
+    expect(reported.has(0)).toBe(false);
+    t.stop();
+  });
+
   it('reads pages with process_vm_readv and reports vanished ranges as short', async () => {
     const { pid, region } = await startPoke(16);
     const r = new PageReader(pid);
