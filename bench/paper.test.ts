@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cleanup, ROOT, SOURCE_BIN, WORKLOADS, rootSkipReason, runSource, start, startDest, type Proc } from '../e2e/src/procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js';
-import { SIM_CHARTS, simChartSvg } from '../packages/source-agent/src/report-html.js';
+import { SIM_CHARTS, simChartSvg, type SimRowLike } from '../packages/source-agent/src/report-html.js';
 
 /**
  * `pnpm bench:paper`: the paper's experiments on the workloads this machine can run. Each
@@ -201,14 +201,7 @@ function killTree(pid: number): void {
   }
 }
 
-interface SimRow {
-  policy: string;
-  states: number | null;
-  downtimeMs: number;
-  totalMs: number;
-  pagesSent: number;
-  shareOfOracle: number | null;
-}
+type SimRow = SimRowLike;
 
 const fmt = (n: number) => n.toLocaleString('en-US');
 
