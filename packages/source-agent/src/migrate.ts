@@ -339,7 +339,11 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
           const read = seg ? reader.readRanges([{ addr: seg.start + (p - seg.indexBase) * PAGE_SIZE, pages: 1 }], buf)[0] : 0;
           return { page: p, segment: seg ? { id: seg.id, start: `0x${seg.start.toString(16)}`, pages: seg.pages, indexBase: seg.indexBase } : null, frozenHash: read ? trace.hash(buf).toString(16) : null, ...trace.history(p) };
         });
-        writeFileSync(trace.file, JSON.stringify({ scans: sampler.scans.count, rounds: rounds.length, pages: rows }, null, 2));
+        try {
+          writeFileSync(trace.file, JSON.stringify({ scans: sampler.scans.count, rounds: rounds.length, pages: rows }, null, 2));
+        } catch (e) {
+          log.error({ err: (e as Error).message }, `could not write FORECOPY_DEBUG_PAGES=${trace.file}`);
+        }
       }
       // Not confirmed: the process resumes on the source below.
       throw Object.assign(new VerificationError(`the destination found ${answer.header.mismatched} pages that differ from the frozen source (first: ${where.slice(0, 4).map((w) => (w.address ? `${w.page} at ${w.address} in ${w.mapping}` : String(w.page))).join(', ')}); the process was left running here`), { report });
