@@ -21,20 +21,24 @@ describe.skipIf(skip)('faults', () => {
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   }
+  /** poke maps 64 pages while the destination waits 1 s before answering Hello; the migration's outcome. */
+  async function mapWhileHelloIsAnswered(extra: string[]) {
+    const p = c.proc(start(`${WORKLOADS}/poke`, ['--pages', '256'], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    const pid = Number((await p.waitFor(/^poke pid=(\d+) /))[1]);
+    const dest = await startDest(c, ['--once', '--test-delay-hello-ack', '1000']);
+    const src = runSource(c, ['migrate', '--pid', String(pid), '--to', `127.0.0.1:${dest.port}`, ...extra, '--after', 'resume']);
+    await dest.proc.waitFor(/migration started/);
+    p.child.stdin!.write('m 64\n');
+    await p.waitFor(/^mapped 0x/);
+    return { pid, r: await src };
+  }
   const images = (dir: string) => fs.readdirSync(dir).filter((d) => !d.endsWith('.failed.json'));
 
   it('a mapping made while the destination answers Hello late is announced before its pages', async () => {
     // The sampler runs on while the source waits for HelloAck: it sees the new mapping then,
     // and nothing changes after it, so only the version the Hello carried tells round 1 that
     // the destination has not heard of it yet.
-    const p = c.proc(start(`${WORKLOADS}/poke`, ['--pages', '256'], { stdio: ['pipe', 'pipe', 'pipe'] }));
-    const pid = Number((await p.waitFor(/^poke pid=(\d+) /))[1]);
-    const dest = await startDest(c, ['--once', '--test-delay-hello-ack', '1000']);
-    const src = runSource(c, ['migrate', '--pid', String(pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume']);
-    await dest.proc.waitFor(/migration started/);
-    p.child.stdin!.write('m 64\n');
-    await p.waitFor(/^mapped 0x/);
-    const r = await src;
+    const { pid, r } = await mapWhileHelloIsAnswered([]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.report!.verified).toBe(true);
@@ -44,14 +48,7 @@ describe.skipIf(skip)('faults', () => {
   it('a mapping first seen by the scan that opens round 1 is sent in round 1', async () => {
     // No timer scan before round 1 (a 10 s interval): the scan that opens it is the first to
     // see the mapping made while the destination answered Hello, and round 1 must cover it.
-    const p = c.proc(start(`${WORKLOADS}/poke`, ['--pages', '256'], { stdio: ['pipe', 'pipe', 'pipe'] }));
-    const pid = Number((await p.waitFor(/^poke pid=(\d+) /))[1]);
-    const dest = await startDest(c, ['--once', '--test-delay-hello-ack', '1000']);
-    const src = runSource(c, ['migrate', '--pid', String(pid), '--to', `127.0.0.1:${dest.port}`, '--interval-ms', '10000', '--after', 'resume']);
-    await dest.proc.waitFor(/migration started/);
-    p.child.stdin!.write('m 64\n');
-    await p.waitFor(/^mapped 0x/);
-    const r = await src;
+    const { r } = await mapWhileHelloIsAnswered(['--interval-ms', '10000']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.report!.verified).toBe(true);
