@@ -328,7 +328,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     if (answer.type === MessageType.Mismatch) {
       const where = answer.header.firstPages.map((p) => {
         const seg = space.segmentOfIndex(p);
-        return seg ? { page: p, address: `0x${(seg.start + (p - seg.indexBase) * PAGE_SIZE).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` } : { page: p, address: null, mapping: null };
+        return seg ? { page: p, address: `0x${space.addressOf(p).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` } : { page: p, address: null, mapping: null };
       });
       report.mismatch = { pages: answer.header.mismatched, firstPages: answer.header.firstPages, where };
       if (trace) {
@@ -336,7 +336,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
         const buf = Buffer.alloc(PAGE_SIZE);
         const rows = answer.header.firstPages.map((p) => {
           const seg = space.segmentOfIndex(p);
-          const read = seg ? reader.readRanges([{ addr: seg.start + (p - seg.indexBase) * PAGE_SIZE, pages: 1 }], buf)[0] : 0;
+          const read = seg ? reader.readRanges([{ addr: space.addressOf(p), pages: 1 }], buf)[0] : 0;
           return { page: p, segment: seg ? { id: seg.id, start: `0x${seg.start.toString(16)}`, pages: seg.pages, indexBase: seg.indexBase } : null, frozenHash: read ? trace.hash(buf).toString(16) : null, ...trace.history(p) };
         });
         try {
