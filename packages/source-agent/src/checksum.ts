@@ -1,6 +1,6 @@
 import xxhash from 'xxhash-wasm';
 import { PAGE_SIZE } from '@forecopy/protocol';
-import type { PageReader } from './kernel/index.js';
+import type { PageReader } from '@forecopy/linux';
 
 /**
  * Per-page xxh64 (seed 0) of the frozen process's memory, the same function the destination

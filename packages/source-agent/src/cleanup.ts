@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { Freezer, KernelError, SYS, close, injectSyscall, ioctl, readMaps, sys } from './kernel/index.js';
+import { Freezer, KernelError, SYS, close, injectSyscall, ioctl, readMaps, sys } from '@forecopy/linux';
 import { ProcessError } from './errors.js';
 
 /**

@@ -1,4 +1,4 @@
-export * from './kernel/index.js';
+export * from '@forecopy/linux';
 export * from './page-space.js';
 export * from './sampler.js';
 export * from './sender.js';

@@ -37,7 +37,7 @@ import {
   readMaps,
   type DirtyTracker,
   type FrozenProcess,
-} from './kernel/index.js';
+} from '@forecopy/linux';
 import { PageSpace } from './page-space.js';
 import { Sampler } from './sampler.js';
 import { PageSender } from './sender.js';

@@ -1,6 +1,6 @@
 import { PageBitmap } from '@forecopy/filter';
 import { PAGE_SIZE, findByIndex, type Mapping } from '@forecopy/protocol';
-import type { DirtyRange, ProcMapping } from './kernel/index.js';
+import type { DirtyRange, ProcMapping } from '@forecopy/linux';
 
 /**
  * The session's linear page space: every migrated address range laid end to end, so that page

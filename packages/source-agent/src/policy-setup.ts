@@ -4,7 +4,7 @@ import { MarkovModel, ModelBuilder, createPolicy, type Policy } from '@forecopy/
 import { PAGE_SIZE } from '@forecopy/protocol';
 import { PageSpace } from './page-space.js';
 import { Sampler } from './sampler.js';
-import { createTracker, isMigratable, readMaps } from './kernel/index.js';
+import { createTracker, isMigratable, readMaps } from '@forecopy/linux';
 import type { PolicyContext, Progress } from './migrate.js';
 import { InputError, ProcessError } from './errors.js';
 

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { encodeTraceHeader, encodeTraceSample } from '@forecopy/filter';
 import { PAGE_SIZE } from '@forecopy/protocol';
-import { createTracker, isMigratable, readMaps } from './kernel/index.js';
+import { createTracker, isMigratable, readMaps } from '@forecopy/linux';
 import { PageSpace } from './page-space.js';
 import { Sampler } from './sampler.js';
 import { ProcessError } from './errors.js';

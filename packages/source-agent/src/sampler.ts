@@ -1,5 +1,5 @@
 import { PageBitmap } from '@forecopy/filter';
-import { isMigratable, readMaps, type DirtyTracker } from './kernel/index.js';
+import { isMigratable, readMaps, type DirtyTracker } from '@forecopy/linux';
 import type { PageSpace, Segment } from './page-space.js';
 import type { PageTrace } from './debug-pages.js';
 

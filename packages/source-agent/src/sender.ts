@@ -9,7 +9,7 @@ import {
   ChannelTimeoutError,
   type MessageChannel,
 } from '@forecopy/protocol';
-import type { PageReader } from './kernel/index.js';
+import type { PageReader } from '@forecopy/linux';
 import type { PageSpace } from './page-space.js';
 import type { PageTrace } from './debug-pages.js';
 

@@ -4,7 +4,7 @@ import koffi from 'koffi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageBitmap } from '@forecopy/filter';
 import { MessageChannel, MessageType, PAGE_KIND, PAGE_SIZE, type Message } from '@forecopy/protocol';
-import { PageReader } from '../src/kernel/index.js';
+import { PageReader } from '@forecopy/linux';
 import { PageSpace } from '../src/page-space.js';
 import { PageSender } from '../src/sender.js';
 

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Freezer, PageReader, UffdWpTracker, isMigratable, readMaps, type DirtyRange } from '../src/kernel/index.js';
+import { Freezer, PageReader, UffdWpTracker, isMigratable, readMaps, type DirtyRange } from '../src/index.js';
 
 /** The uffd-wp tracker on a real process that writes exactly the pages it is told to. */
 const POKE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../workloads/bin/poke');
@@ -156,7 +156,7 @@ describe.skipIf(skip)('UffdWpTracker', () => {
     f.thaw();
     expect(await p.cmd('w 1')).toBe('ok');
     // A child process freezes it and is killed without thawing: the target runs on.
-    const code = `import('${path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../dist/kernel/index.js')}').then(k => { new k.Freezer().freeze(${pid}); console.log('frozen'); setInterval(() => {}, 1000); })`;
+    const code = `import('${path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../dist/index.js')}').then(k => { new k.Freezer().freeze(${pid}); console.log('frozen'); setInterval(() => {}, 1000); })`;
     const holder = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
     procs.push(holder);
     await new Promise((r) => holder.stdout!.once('data', r));
