@@ -17,9 +17,7 @@
  * SIGTERM/SIGINT: exit code 0. Argument errors: one line on stderr, exit code 2.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <malloc.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,46 +26,28 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t want_check = 0, want_exit = 0;
-static void on_usr1(int s) { (void)s; want_check = 1; }
-static void on_term(int s) { (void)s; want_exit = 1; }
+#include "common.h"
+
+static const char usage[] =
+    "usage: alloc [--mb-per-s 16] [--max-mb 256] [--block-kb 256] [--seed N]\n"
+    "  allocates and fills --mb-per-s MiB/s up to --max-mb, rewriting words all the while;\n"
+    "  prints 'alloc pid=<pid> ready'; SIGUSR1 prints 'alloc check ok blocks=<n> mb=<m>'\n"
+    "example: alloc --mb-per-s 32 --max-mb 128   # then kill -USR1 <pid> to check it\n";
 
 static uint64_t st;
-static inline uint64_t xs(void) { st ^= st << 13; st ^= st >> 7; st ^= st << 17; return st; }
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long num(const char *name, const char *v, long min, long max) {
-  char *end;
-  if (!v) { fprintf(stderr, "alloc: missing value for %s (run 'alloc --help' for usage)\n", name); exit(2); }
-  errno = 0;
-  long n = strtol(v, &end, 10);
-  if (errno || end == v || *end || n < min || n > max) {
-    fprintf(stderr, "alloc: %s must be a whole number from %ld to %ld, got %s\n", name, min, max, v);
-    exit(2);
-  }
-  return n;
-}
+static inline uint64_t xs(void) { return wl_xorshift(&st); }
 
 int main(int argc, char **argv) {
   long rate = 16, max_mb = 256, block_kb = 256, seed = 1;
+  wl_init("alloc", usage);
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      puts("usage: alloc [--mb-per-s 16] [--max-mb 256] [--block-kb 256] [--seed N]\n"
-           "  allocates and fills --mb-per-s MiB/s up to --max-mb, rewriting words all the while;\n"
-           "  prints 'alloc pid=<pid> ready'; SIGUSR1 prints 'alloc check ok blocks=<n> mb=<m>'\n"
-           "example: alloc --mb-per-s 32 --max-mb 128   # then kill -USR1 <pid> to check it");
-      return 0;
-    } else if (!strcmp(a, "--mb-per-s")) { rate = num(a, v, 1, 100000); i++; }
-    else if (!strcmp(a, "--max-mb")) { max_mb = num(a, v, 1, 1L << 24); i++; }
-    else if (!strcmp(a, "--block-kb")) { block_kb = num(a, v, 4, 16384); i++; }
-    else if (!strcmp(a, "--seed")) { seed = num(a, v, 0, 0x7fffffffL); i++; }
-    else { fprintf(stderr, "alloc: unknown option: %s (run 'alloc --help' for usage)\n", a); return 2; }
+    const char *a = argv[i];
+    if (wl_is_help(a)) wl_help();
+    else if (!strcmp(a, "--mb-per-s")) rate = wl_long_arg(argv, &i, 1, 100000);
+    else if (!strcmp(a, "--max-mb")) max_mb = wl_long_arg(argv, &i, 1, 1L << 24);
+    else if (!strcmp(a, "--block-kb")) block_kb = wl_long_arg(argv, &i, 4, 16384);
+    else if (!strcmp(a, "--seed")) seed = wl_long_arg(argv, &i, 0, 0x7fffffffL);
+    else wl_die_usage("unknown option: %s", a);
   }
   st = ((uint64_t)seed * 0x9E3779B97F4A7C15ull + 88172645463325252ull) | 1;
   /* malloc'd blocks come from the brk heap, not from mmaps of their own */
@@ -77,20 +57,13 @@ int main(int argc, char **argv) {
   uint64_t **blocks = calloc(maxblocks, sizeof *blocks);
   uint64_t *acc = calloc(maxblocks, sizeof *acc);
   if (!blocks || !acc) { perror("alloc: calloc"); return 1; }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_usr1;
-  sigaction(SIGUSR1, &sa, NULL);
-  sa.sa_handler = on_term;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
+  wl_catch_signals();
   printf("alloc pid=%d ready\n", getpid());
-  fflush(stdout);
   size_t n = 0, scheduled = 0; /* blocks allocated; blocks allocated since t0 */
   const double per_block = (double)block / ((double)rate * 1048576.0); /* seconds */
-  double t0 = now_s();
-  while (!want_exit) {
-    double t = now_s();
+  double t0 = wl_now_s();
+  while (!wl_want_exit) {
+    double t = wl_now_s();
     /* allocate what is due, at most ~20 ms worth at a time so writes go on meanwhile */
     for (int k = 0; n < maxblocks && t >= t0 + (double)(scheduled + 1) * per_block && k < 64; k++) {
       if (t - (t0 + (double)(scheduled + 1) * per_block) > 0.1) { t0 = t; scheduled = 0; continue; }
@@ -107,7 +80,7 @@ int main(int argc, char **argv) {
       for (size_t w = 0; w < words; w++) { blocks[n][w] = xs(); acc[n] ^= blocks[n][w]; }
       n++;
       scheduled++;
-      t = now_s();
+      t = wl_now_s();
     }
     for (int k = 0; k < 64 && n > 0; k++) {
       size_t b = xs() % n, w = xs() % words;
@@ -117,8 +90,8 @@ int main(int argc, char **argv) {
     }
     struct timespec ts = {0, 200000};
     nanosleep(&ts, NULL);
-    if (want_check) {
-      want_check = 0;
+    if (wl_want_check) {
+      wl_want_check = 0;
       long bad = -1;
       for (size_t b = 0; b < n && bad < 0; b++) {
         uint64_t x = 0;
@@ -127,7 +100,6 @@ int main(int argc, char **argv) {
       }
       if (bad < 0) printf("alloc check ok blocks=%zu mb=%zu\n", n, (n * block) >> 20);
       else printf("alloc check CORRUPT block=%ld\n", bad);
-      fflush(stdout);
     }
   }
   return 0;

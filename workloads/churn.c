@@ -16,9 +16,7 @@
  * `churn check CORRUPT mapping=<i>`. SIGTERM/SIGINT end it with exit code 0.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +24,8 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "common.h"
 
 #define PAGE 4096u
 
@@ -38,30 +38,10 @@ struct slot {
 
 static struct slot *slots;
 static long nslots = 64, nthreads = 4, total_mb = 64, period_ms = 20;
-static volatile sig_atomic_t want_check = 0, want_exit = 0;
 
-static void on_usr1(int s) { (void)s; want_check = 1; }
-static void on_term(int s) { (void)s; want_exit = 1; }
-
-static inline uint64_t xs(uint64_t *st) {
-  uint64_t x = *st;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *st = x;
-}
-
-static long num(const char *name, const char *v, long min, long max) {
-  char *end;
-  if (!v) { fprintf(stderr, "churn: missing value for %s\n", name); exit(2); }
-  errno = 0;
-  long n = strtol(v, &end, 10);
-  if (errno || end == v || *end || n < min || n > max) {
-    fprintf(stderr, "churn: %s must be a whole number from %ld to %ld, got %s\n", name, min, max, v);
-    exit(2);
-  }
-  return n;
-}
+static const char usage[] =
+    "usage: churn [--threads 4] [--mappings 64] [--mb 64] [--period-ms 20] [--seed N]\n"
+    "example: churn --threads 4 --mappings 64 --mb 64   # then kill -USR1 <pid> to check it\n";
 
 /* Maps a fresh mapping of a random size (other than avoid_pages) and fills it; the slot's
  * mutex is held by the caller, or the slot is not shared yet. */
@@ -69,7 +49,7 @@ static void fill_slot(struct slot *s, uint64_t *st, size_t avoid_pages) {
   size_t avg_pages = ((size_t)total_mb << 20) / PAGE / (size_t)nslots;
   if (avg_pages < 1) avg_pages = 1;
   size_t pages;
-  do pages = 1 + xs(st) % (2 * avg_pages);
+  do pages = 1 + wl_xorshift(st) % (2 * avg_pages);
   while (pages == avoid_pages && avg_pages > 1);
   if (pages == avoid_pages) pages++;
   void *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -78,17 +58,17 @@ static void fill_slot(struct slot *s, uint64_t *st, size_t avoid_pages) {
   s->words = pages * PAGE / 8;
   s->acc = 0;
   /* every 7th word: every page is touched, the rest stays zero */
-  for (size_t w = 0; w < s->words; w += 7) { s->base[w] = xs(st); s->acc ^= s->base[w]; }
+  for (size_t w = 0; w < s->words; w += 7) { s->base[w] = wl_xorshift(st); s->acc ^= s->base[w]; }
 }
 
 static void *writer(void *arg) {
   uint64_t st = ((uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 7) | 1; /* never 0 */
-  while (!want_exit) {
-    struct slot *s = &slots[xs(&st) % (uint64_t)nslots];
+  while (!wl_want_exit) {
+    struct slot *s = &slots[wl_xorshift(&st) % (uint64_t)nslots];
     pthread_mutex_lock(&s->mu);
     for (int k = 0; k < 16; k++) {
-      size_t w = xs(&st) % s->words;
-      uint64_t v = xs(&st);
+      size_t w = wl_xorshift(&st) % s->words;
+      uint64_t v = wl_xorshift(&st);
       s->acc ^= s->base[w] ^ v;
       s->base[w] = v;
     }
@@ -101,18 +81,16 @@ static void *writer(void *arg) {
 
 int main(int argc, char **argv) {
   uint64_t seed = 1;
+  wl_init("churn", usage);
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      printf("usage: churn [--threads 4] [--mappings 64] [--mb 64] [--period-ms 20] [--seed N]\n"
-             "example: churn --threads 4 --mappings 64 --mb 64   # then kill -USR1 <pid> to check it\n");
-      return 0;
-    } else if (!strcmp(a, "--threads")) { nthreads = num(a, v, 1, 64); i++; }
-    else if (!strcmp(a, "--mappings")) { nslots = num(a, v, 1, 4096); i++; }
-    else if (!strcmp(a, "--mb")) { total_mb = num(a, v, 1, 1 << 16); i++; }
-    else if (!strcmp(a, "--period-ms")) { period_ms = num(a, v, 1, 60000); i++; }
-    else if (!strcmp(a, "--seed")) { seed = (uint64_t)num(a, v, 0, 0x7fffffffL); i++; }
-    else { fprintf(stderr, "churn: unknown option: %s\nrun 'churn --help' for usage\n", a); return 2; }
+    const char *a = argv[i];
+    if (wl_is_help(a)) wl_help();
+    else if (!strcmp(a, "--threads")) nthreads = wl_long_arg(argv, &i, 1, 64);
+    else if (!strcmp(a, "--mappings")) nslots = wl_long_arg(argv, &i, 1, 4096);
+    else if (!strcmp(a, "--mb")) total_mb = wl_long_arg(argv, &i, 1, 1 << 16);
+    else if (!strcmp(a, "--period-ms")) period_ms = wl_long_arg(argv, &i, 1, 60000);
+    else if (!strcmp(a, "--seed")) seed = (uint64_t)wl_long_arg(argv, &i, 0, 0x7fffffffL);
+    else wl_die_usage("unknown option: %s", a);
   }
   uint64_t st = (seed * 0x9E3779B97F4A7C15ull + 3) | 1;
   slots = calloc((size_t)nslots, sizeof *slots);
@@ -121,13 +99,7 @@ int main(int argc, char **argv) {
     pthread_mutex_init(&slots[i].mu, NULL);
     fill_slot(&slots[i], &st, 0);
   }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_usr1;
-  sigaction(SIGUSR1, &sa, NULL);
-  sa.sa_handler = on_term;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
+  wl_catch_signals();
   pthread_t *th = calloc((size_t)nthreads, sizeof *th);
   if (!th) { perror("churn: calloc"); return 1; }
   for (long t = 0; t < nthreads; t++) {
@@ -135,35 +107,34 @@ int main(int argc, char **argv) {
     if (e) { fprintf(stderr, "churn: pthread_create: %s\n", strerror(e)); return 1; }
   }
   printf("churn pid=%d ready\n", getpid());
-  fflush(stdout);
 
   /* heap blocks: malloc'd now and then (small, so the brk heap grows), the oldest freed once
    * there are HEAP_BLOCKS of them */
   enum { HEAP_BLOCKS = 128 };
   char *heap_blocks[HEAP_BLOCKS] = {0};
   unsigned heap_next = 0;
-  while (!want_exit) {
+  while (!wl_want_exit) {
     struct timespec ts = {period_ms / 1000, (period_ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
     /* replace one mapping: the new one is mapped before the old one goes, so it lands
      * elsewhere, and has another size */
-    struct slot *s = &slots[xs(&st) % (uint64_t)nslots];
+    struct slot *s = &slots[wl_xorshift(&st) % (uint64_t)nslots];
     pthread_mutex_lock(&s->mu);
     void *old = s->base;
     size_t old_bytes = s->words * 8;
     fill_slot(s, &st, old_bytes / PAGE);
     munmap(old, old_bytes);
     pthread_mutex_unlock(&s->mu);
-    if (xs(&st) % 4 == 0) {
-      size_t n = 4096 + xs(&st) % (64 * 1024);
+    if (wl_xorshift(&st) % 4 == 0) {
+      size_t n = 4096 + wl_xorshift(&st) % (64 * 1024);
       free(heap_blocks[heap_next]);
       heap_blocks[heap_next] = malloc(n);
       if (!heap_blocks[heap_next]) { perror("churn: malloc"); return 1; }
       memset(heap_blocks[heap_next], 0x5a, n);
       heap_next = (heap_next + 1) % HEAP_BLOCKS;
     }
-    if (want_check) {
-      want_check = 0;
+    if (wl_want_check) {
+      wl_want_check = 0;
       long bad = -1;
       for (long i = 0; i < nslots && bad < 0; i++) {
         pthread_mutex_lock(&slots[i].mu);
@@ -174,7 +145,6 @@ int main(int argc, char **argv) {
       }
       if (bad < 0) printf("churn check ok mappings=%ld\n", nslots);
       else printf("churn check CORRUPT mapping=%ld\n", bad);
-      fflush(stdout);
     }
   }
   for (long t = 0; t < nthreads; t++) pthread_join(th[t], NULL);

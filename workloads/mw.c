@@ -43,7 +43,6 @@
  * Argument errors: one line on stderr, exit code 2.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -56,6 +55,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define PAGE 4096u
 #define WORDS_PER_PAGE (PAGE / 8u)
 #define MAX_CYCLE 8
@@ -63,10 +64,6 @@
 
 enum pattern { SEQ, RANDOM, HOTSPOT };
 static const char *const pattern_names[] = {"seq", "random", "hotspot"};
-
-static volatile sig_atomic_t want_check = 0, want_exit = 0;
-static void on_usr1(int s) { (void)s; want_check = 1; }
-static void on_term(int s) { (void)s; want_exit = 1; }
 
 /* Multi-threaded mode: the main thread bumps check_gen and meets the writers at the barrier;
  * it sets stop (never while inside the barrier) to end them. */
@@ -90,14 +87,6 @@ struct writer {
   uint64_t chk_actual, chk_expected, chk_writes;
 };
 
-static inline uint64_t xorshift(uint64_t *s) {
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
-
 /* splitmix64: turns a seed (any value, 0 included) into a well-mixed non-zero xorshift state. */
 static uint64_t seed_state(uint64_t seed, uint64_t stream) {
   uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
@@ -105,12 +94,6 @@ static uint64_t seed_state(uint64_t seed, uint64_t stream) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   z ^= z >> 31;
   return z ? z : 0x2545F4914F6CDD1Dull;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void sleep_s(double d) {
@@ -124,44 +107,24 @@ static uint64_t xor_words(const uint64_t *w, size_t n) {
   return x;
 }
 
-static void usage(FILE *f) {
-  fprintf(f,
-          "usage: mw --mb MIB [--pattern seq|random|hotspot] [--write-rate PAGES_PER_S] [--seed N]\n"
-          "          [--hot-mb MIB] [--dwell-ms MS] [--threads N]\n"
-          "  --mb          size of the region (required)\n"
-          "  --pattern     seq (default): pages in order; random: uniform pages; hotspot: 90%% of\n"
-          "                writes in a hot zone of --hot-mb MiB (default 4) that moves every\n"
-          "                --dwell-ms ms (default 500) along a fixed cycle of up to 8 zones\n"
-          "  --write-rate  page writes per second for the whole process (default 0 = unlimited)\n"
-          "  --seed        PRNG seed (default 42)\n"
-          "  --threads     writer threads, each over its own slice of the region (default 1)\n"
-          "prints 'mw pid=<pid> mb=<mb> pattern=<p> region=0x<addr> pages=<n> ready' once set up;\n"
-          "SIGUSR1 prints 'mw check ok xor=0x<hex> writes=<n>' (or 'mw check CORRUPT ...');\n"
-          "SIGTERM/SIGINT exit 0.\n"
-          "examples:\n"
-          "  mw --mb 256 --pattern seq                             256 MiB in order, unpaced\n"
-          "  mw --mb 512 --pattern hotspot --write-rate 20000      moving 4 MiB hot spot, 20000 pages/s\n"
-          "  mw --mb 256 --pattern random --threads 4 --seed 7     4 threads, 64 MiB each\n"
-          "  kill -USR1 <pid>                                      ask it to check its memory\n");
-}
-
-static void die_usage(const char *msg, const char *arg) {
-  fprintf(stderr, "mw: %s%s%s (run 'mw --help' for usage)\n", msg, arg ? ": " : "", arg ? arg : "");
-  exit(2);
-}
-
-static long parse_num(const char *name, const char *v, long min, long max) {
-  if (!v) die_usage("missing value for", name);
-  char *end;
-  errno = 0;
-  long n = strtol(v, &end, 10);
-  if (errno || end == v || *end || n < min || n > max) {
-    char buf[160];
-    snprintf(buf, sizeof buf, "%s must be a whole number from %ld to %ld, got", name, min, max);
-    die_usage(buf, v);
-  }
-  return n;
-}
+static const char usage[] =
+    "usage: mw --mb MIB [--pattern seq|random|hotspot] [--write-rate PAGES_PER_S] [--seed N]\n"
+    "          [--hot-mb MIB] [--dwell-ms MS] [--threads N]\n"
+    "  --mb          size of the region (required)\n"
+    "  --pattern     seq (default): pages in order; random: uniform pages; hotspot: 90% of\n"
+    "                writes in a hot zone of --hot-mb MiB (default 4) that moves every\n"
+    "                --dwell-ms ms (default 500) along a fixed cycle of up to 8 zones\n"
+    "  --write-rate  page writes per second for the whole process (default 0 = unlimited)\n"
+    "  --seed        PRNG seed (default 42)\n"
+    "  --threads     writer threads, each over its own slice of the region (default 1)\n"
+    "prints 'mw pid=<pid> mb=<mb> pattern=<p> region=0x<addr> pages=<n> ready' once set up;\n"
+    "SIGUSR1 prints 'mw check ok xor=0x<hex> writes=<n>' (or 'mw check CORRUPT ...');\n"
+    "SIGTERM/SIGINT exit 0.\n"
+    "examples:\n"
+    "  mw --mb 256 --pattern seq                             256 MiB in order, unpaced\n"
+    "  mw --mb 512 --pattern hotspot --write-rate 20000      moving 4 MiB hot spot, 20000 pages/s\n"
+    "  mw --mb 256 --pattern random --threads 4 --seed 7     4 threads, 64 MiB each\n"
+    "  kill -USR1 <pid>                                      ask it to check its memory\n";
 
 /* Recomputes the XOR of the writer's slice (called by the writer itself, between writes). */
 static void snapshot_check(struct writer *w) {
@@ -173,7 +136,6 @@ static void snapshot_check(struct writer *w) {
 static void print_check(uint64_t expected, uint64_t actual, uint64_t writes, int ok) {
   if (ok) printf("mw check ok xor=0x%016" PRIx64 " writes=%" PRIu64 "\n", actual, writes);
   else printf("mw check CORRUPT expected=0x%016" PRIx64 " actual=0x%016" PRIx64 "\n", expected, actual);
-  fflush(stdout);
 }
 
 /* The write loop. single: run by the main thread of a one-writer process, which then handles
@@ -188,13 +150,13 @@ static void write_loop(struct writer *w, int single) {
     slice = s < 1 ? 1 : s > MAX_SLICE ? MAX_SLICE : (unsigned)s;
   }
   const double dwell = (double)w->dwell_ms / 1000.0;
-  double t0 = now_s(), next_move = t0 + dwell;
+  double t0 = wl_now_s(), next_move = t0 + dwell;
   uint64_t paced = 0; /* writes since t0 */
   for (;;) {
     if (single) {
-      if (want_exit) return;
-      if (want_check) {
-        want_check = 0;
+      if (wl_want_exit) return;
+      if (wl_want_check) {
+        wl_want_check = 0;
         snapshot_check(w);
         print_check(w->chk_expected, w->chk_actual, w->chk_writes, w->chk_actual == w->chk_expected);
       }
@@ -213,20 +175,20 @@ static void write_loop(struct writer *w, int single) {
         p = seq;
         if (++seq == pages) seq = 0;
       } else if (w->pat == RANDOM) {
-        p = xorshift(&w->rng) % pages;
+        p = wl_xorshift(&w->rng) % pages;
       } else {
-        uint64_t r = xorshift(&w->rng);
+        uint64_t r = wl_xorshift(&w->rng);
         if (r % 10 != 0) p = w->cycle[at] * w->zone_pages + (r >> 8) % w->zone_pages;
         else p = (r >> 8) % pages;
       }
-      uint64_t *word = w->base + p * WORDS_PER_PAGE + (xorshift(&w->rng) % WORDS_PER_PAGE);
-      uint64_t v = xorshift(&w->rng);
+      uint64_t *word = w->base + p * WORDS_PER_PAGE + (wl_xorshift(&w->rng) % WORDS_PER_PAGE);
+      uint64_t v = wl_xorshift(&w->rng);
       w->acc ^= *word ^ v;
       *word = v;
     }
     w->writes += slice;
     paced += slice;
-    double t = now_s();
+    double t = wl_now_s();
     if (w->pat == HOTSPOT && t >= next_move) {
       at = (at + 1) % w->cycle_len;
       next_move += dwell;
@@ -249,28 +211,28 @@ int main(int argc, char **argv) {
   long mb = -1, rate = 0, hot_mb = 4, dwell_ms = 500, nthreads = 1;
   uint64_t seed = 42;
   enum pattern pat = SEQ;
+  wl_init("mw", usage);
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-    else if (!strcmp(a, "--mb")) { mb = parse_num(a, v, 1, 1L << 24); i++; }
-    else if (!strcmp(a, "--write-rate")) { rate = parse_num(a, v, 0, 1000000000L); i++; }
-    else if (!strcmp(a, "--seed")) { seed = (uint64_t)parse_num(a, v, 0, 0x7fffffffffffffffL); i++; }
-    else if (!strcmp(a, "--hot-mb")) { hot_mb = parse_num(a, v, 1, 1L << 24); i++; }
-    else if (!strcmp(a, "--dwell-ms")) { dwell_ms = parse_num(a, v, 1, 3600000L); i++; }
-    else if (!strcmp(a, "--threads")) { nthreads = parse_num(a, v, 1, 256); i++; }
+    const char *a = argv[i];
+    if (wl_is_help(a)) wl_help();
+    else if (!strcmp(a, "--mb")) mb = wl_long_arg(argv, &i, 1, 1L << 24);
+    else if (!strcmp(a, "--write-rate")) rate = wl_long_arg(argv, &i, 0, 1000000000L);
+    else if (!strcmp(a, "--seed")) seed = (uint64_t)wl_long_arg(argv, &i, 0, 0x7fffffffffffffffL);
+    else if (!strcmp(a, "--hot-mb")) hot_mb = wl_long_arg(argv, &i, 1, 1L << 24);
+    else if (!strcmp(a, "--dwell-ms")) dwell_ms = wl_long_arg(argv, &i, 1, 3600000L);
+    else if (!strcmp(a, "--threads")) nthreads = wl_long_arg(argv, &i, 1, 256);
     else if (!strcmp(a, "--pattern")) {
-      if (!v) die_usage("missing value for", a);
+      const char *v = wl_str_arg(argv, &i);
       if (!strcmp(v, "seq")) pat = SEQ;
       else if (!strcmp(v, "random")) pat = RANDOM;
       else if (!strcmp(v, "hotspot")) pat = HOTSPOT;
-      else die_usage("--pattern must be seq, random or hotspot, got", v);
-      i++;
-    } else die_usage("unknown option", a);
+      else wl_die_usage("--pattern must be seq, random or hotspot, got: %s", v);
+    } else wl_die_usage("unknown option: %s", a);
   }
-  if (mb < 0) die_usage("--mb is required", NULL);
+  if (mb < 0) wl_die_usage("--mb is required");
 
   size_t bytes = (size_t)mb << 20, pages = bytes / PAGE;
-  if ((size_t)nthreads > pages) die_usage("--threads is larger than the number of pages", NULL);
+  if ((size_t)nthreads > pages) wl_die_usage("--threads is larger than the number of pages");
   uint64_t *region = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (region == MAP_FAILED) { perror("mw: mmap"); return 1; }
 
@@ -279,7 +241,7 @@ int main(int argc, char **argv) {
   for (size_t p = 0; p < pages; p++) {
     volatile uint64_t *w = region + p * WORDS_PER_PAGE;
     if (p % 4 == 3) { w[0] = 0; continue; }
-    for (unsigned k = 0; k < WORDS_PER_PAGE; k++) w[k] = xorshift(&fill);
+    for (unsigned k = 0; k < WORDS_PER_PAGE; k++) w[k] = wl_xorshift(&fill);
   }
 
   struct writer *ws = calloc((size_t)nthreads, sizeof *ws);
@@ -303,7 +265,7 @@ int main(int argc, char **argv) {
       size_t z;
       int dup;
       do {
-        z = xorshift(&w->rng) % zones;
+        z = wl_xorshift(&w->rng) % zones;
         dup = 0;
         for (size_t j = 0; j < i; j++) dup |= w->cycle[j] == z;
       } while (dup);
@@ -311,32 +273,18 @@ int main(int argc, char **argv) {
     }
   }
 
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_usr1;
-  sigaction(SIGUSR1, &sa, NULL);
-  sa.sa_handler = on_term;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
+  wl_catch_signals();
 
   if (nthreads == 1) {
     printf("mw pid=%d mb=%ld pattern=%s region=%p pages=%zu ready\n", getpid(), mb, pattern_names[pat],
            (void *)region, pages);
-    fflush(stdout);
     write_loop(&ws[0], 1);
     return 0;
   }
 
   /* several writers: the main thread only waits for signals, which the writers block */
-  sigset_t sigs, waitmask;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGUSR1);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, &waitmask);
-  sigdelset(&waitmask, SIGUSR1);
-  sigdelset(&waitmask, SIGTERM);
-  sigdelset(&waitmask, SIGINT);
+  sigset_t waitmask;
+  wl_block_signals(&waitmask);
   pthread_barrier_init(&check_barrier, NULL, (unsigned)nthreads + 1);
   for (long t = 0; t < nthreads; t++) {
     int e = pthread_create(&ws[t].th, NULL, writer_main, &ws[t]);
@@ -344,11 +292,10 @@ int main(int argc, char **argv) {
   }
   printf("mw pid=%d mb=%ld pattern=%s region=%p pages=%zu ready\n", getpid(), mb, pattern_names[pat],
          (void *)region, pages);
-  fflush(stdout);
-  while (!want_exit) {
-    if (!want_check) sigsuspend(&waitmask); /* signals are blocked here: no lost wake-up */
-    if (want_check && !want_exit) {
-      want_check = 0;
+  while (!wl_want_exit) {
+    if (!wl_want_check) sigsuspend(&waitmask); /* signals are blocked here: no lost wake-up */
+    if (wl_want_check && !wl_want_exit) {
+      wl_want_check = 0;
       atomic_fetch_add_explicit(&check_gen, 1, memory_order_release);
       pthread_barrier_wait(&check_barrier);
       uint64_t exp = 0, act = 0, writes = 0;

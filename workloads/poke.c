@@ -14,6 +14,7 @@
  *               cut off and grown back read as zeros, with no write) and answer `resized`
  * With --threads T, T-1 idle threads sleep meanwhile (a multi-threaded target). With --thp the
  * region starts on a 2 MiB boundary and is advised MADV_HUGEPAGE (transparent huge pages).
+ * Argument errors: one line on stderr, exit code 2. No signal handlers: SIGTERM ends it.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -24,6 +25,20 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common.h"
+
+static const char usage[] =
+    "usage: poke --pages N [--threads T] [--thp]\n"
+    "  maps N pages (default 64), prints 'poke pid=<pid> region=0x<addr> pages=<n> ready', then\n"
+    "  reads commands on stdin, one a line:\n"
+    "    w I J I-J ...   write a byte into each page (a range: I-J) -> 'ok'\n"
+    "    d I J I-J ...   madvise(MADV_DONTNEED) the pages -> 'ok'\n"
+    "    m K             map K more pages -> 'mapped 0x<addr>'\n"
+    "    u               unmap the last extra mapping -> 'unmapped'\n"
+    "    s K             resize the last extra mapping in place to K pages -> 'resized'\n"
+    "  --threads T   T-1 extra idle threads (default 1: single-threaded)\n"
+    "  --thp         region on a 2 MiB boundary, advised MADV_HUGEPAGE\n";
+
 static void *idle(void *a) {
   (void)a;
   for (;;) pause();
@@ -33,14 +48,15 @@ static void *idle(void *a) {
 int main(int argc, char **argv) {
   long pages = 64, threads = 1;
   int thp = 0;
-  for (int i = 1; i < argc; i += 2) {
-    if (!strcmp(argv[i], "--thp")) { thp = 1; i--; continue; }
-    if (i + 1 >= argc) { fprintf(stderr, "poke: missing value for %s\n", argv[i]); return 2; }
-    if (!strcmp(argv[i], "--pages")) pages = atol(argv[i + 1]);
-    else if (!strcmp(argv[i], "--threads")) threads = atol(argv[i + 1]);
-    else { fprintf(stderr, "poke: unknown option %s\n", argv[i]); return 2; }
+  wl_init("poke", usage);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (wl_is_help(a)) wl_help();
+    else if (!strcmp(a, "--thp")) thp = 1;
+    else if (!strcmp(a, "--pages")) pages = wl_long_arg(argv, &i, 1, 1L << 28);
+    else if (!strcmp(a, "--threads")) threads = wl_long_arg(argv, &i, 1, 1024);
+    else wl_die_usage("unknown option: %s", a);
   }
-  if (pages < 1) { fprintf(stderr, "poke: --pages must be >= 1\n"); return 2; }
   const size_t huge = 2u << 20;
   char *region = mmap(NULL, (size_t)pages * 4096 + (thp ? huge : 0), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (region == MAP_FAILED) { perror("poke: mmap"); return 1; }
@@ -54,7 +70,6 @@ int main(int argc, char **argv) {
     pthread_create(&th, NULL, idle, NULL);
   }
   printf("poke pid=%d region=%p pages=%ld ready\n", getpid(), (void *)region, pages);
-  fflush(stdout);
   char line[4096];
   char *extra[64];
   long extra_len[64];
@@ -92,7 +107,6 @@ int main(int argc, char **argv) {
       munmap(extra[nextra], (size_t)extra_len[nextra] * 4096);
       puts("unmapped");
     }
-    fflush(stdout);
   }
   return 0;
 }
