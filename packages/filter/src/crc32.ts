@@ -1,4 +1,5 @@
-/** CRC-32 (IEEE 802.3, the zlib/PNG polynomial), table-driven: guards saved models against damage. */
+// CRC-32 (IEEE 802.3, the zlib/PNG polynomial), table-driven: guards saved models against damage.
+
 const TABLE = (() => {
   const t = new Uint32Array(256);
   for (let n = 0; n < 256; n++) {

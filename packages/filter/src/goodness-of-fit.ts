@@ -1,34 +1,33 @@
 import type { MarkovModel } from './markov-model.js';
 
-/**
- * Model maintenance (paper 3.3, "Maintain the Markov model"): does the recent sequence of states
- * still follow the model's distribution of states and of state transitions?
- *
- * The test, once per window of `window` transitions (default 20 = 1 s at 50 ms), non-overlapping:
- *
- *   L  = sum over the window of log P(b_t | a_t)         P: the model, smoothed (MarkovModel.logProb)
- *   mu = sum of E[log P(X | a_t)],  v = sum of Var[log P(X | a_t)]   (exact, from the model's rows)
- *   z  = (mu - L) / sqrt(v)                              fails when z > z_(1-alpha)
- *
- * Under the model, given the states the window starts from, the terms are independent (Markov
- * property), so L has mean mu and variance v exactly and z is about standard normal; a pattern
- * the model does not know scores lower. The smoothing is what makes this one number test both
- * distributions: P(b | a) backs off to the model's state distribution (see logProb), so a state
- * the model never saw costs log(q0 / unseen states), a transition never seen from a well-observed
- * row costs more than one from a rarely seen row, and a row the model never left is scored
- * against the state distribution. Cost: one add per sample, moments cached per row.
- *
- * Why not a chi-square test of the window's state counts against the state distribution: states
- * are strongly autocorrelated (a hot spot dwells for several samples), so a 1-second window of a
- * perfectly regular workload holds two or three states, and such a test would fail at once. The
- * transition test conditions on where each step starts, which is what makes it valid on 20
- * samples, and the expected counts of a transition chi-square would be far below 5.
- *
- * The critical value is computed from alpha (default 0.001 per window, so over 10 windows of an
- * unchanged workload a false alarm has a chance of about 1%) with the inverse normal
- * distribution (Acklam's rational approximation, relative error < 1.2e-9); the p-value of each
- * window is 1 - Phi(z).
- */
+// Model maintenance (paper 3.3, "Maintain the Markov model"): does the recent sequence of states
+// still follow the model's distribution of states and of state transitions?
+//
+// The test, once per window of `window` transitions (default 20 = 1 s at 50 ms), non-overlapping:
+//
+//   L  = sum over the window of log P(b_t | a_t)         P: the model, smoothed (MarkovModel.logProb)
+//   mu = sum of E[log P(X | a_t)],  v = sum of Var[log P(X | a_t)]   (exact, from the model's rows)
+//   z  = (mu - L) / sqrt(v)                              fails when z > z_(1-alpha)
+//
+// Under the model, given the states the window starts from, the terms are independent (Markov
+// property), so L has mean mu and variance v exactly and z is about standard normal; a pattern
+// the model does not know scores lower. The smoothing is what makes this one number test both
+// distributions: P(b | a) backs off to the model's state distribution (see logProb), so a state
+// the model never saw costs log(q0 / unseen states), a transition never seen from a well-observed
+// row costs more than one from a rarely seen row, and a row the model never left is scored
+// against the state distribution. Cost: one add per sample, moments cached per row.
+//
+// Why not a chi-square test of the window's state counts against the state distribution: states
+// are strongly autocorrelated (a hot spot dwells for several samples), so a 1-second window of a
+// perfectly regular workload holds two or three states, and such a test would fail at once. The
+// transition test conditions on where each step starts, which is what makes it valid on 20
+// samples, and the expected counts of a transition chi-square would be far below 5.
+//
+// The critical value is computed from alpha (default 0.001 per window, so over 10 windows of an
+// unchanged workload a false alarm has a chance of about 1%) with the inverse normal
+// distribution (Acklam's rational approximation, relative error < 1.2e-9); the p-value of each
+// window is 1 - Phi(z).
+
 export interface FitResult {
   fits: boolean;
   /** z: standard errors by which the window's log-likelihood falls short of its expectation. */

@@ -1,25 +1,23 @@
 import { PageBitmap } from './page-bitmap.js';
-import { MAX_HOT, MAX_STATES, MIN_STATES, RegionMap, hotRegions, regionHistogram } from './regions.js';
+import { MAX_HOT, MAX_STATES, MIN_STATES, RegionMap, hotRegions, isStateCount, regionHistogram } from './regions.js';
 import { crc32 } from './crc32.js';
 
-/**
- * The paper's model (3.1-3.3): memory-write states (the hottest region of each sample), a sparse
- * S x S matrix of transitions between consecutive states, and for each observed state the other
- * hot-spot regions recorded with it and its local writable working set (LWWS): the pages of
- * those regions written in at least `lwwsThreshold` of the state's samples.
- *
- * Memory, and why it is bounded: an LWWS only holds pages of the state's own region and of at
- * most MAX_HOT - 1 recorded regions, and it is kept as one packed bitmap per region (a region of
- * 1,024 pages is 128 bytes), not as a list of page numbers:
- *
- *   state s ─┬─ others:      [r2, r7]              regions hot with s, hottest first
- *            └─ LWWS:        r5  ▕0110…0001▏       128 B per region at 4 MiB regions
- *                            r7  ▕0000…1000▏
- *
- * So for 1 GiB at S = 256 the LWWS cost at most 256 x 8 x 128 B = 256 KiB whatever the workload
- * (a page list could reach 8 MiB), the transitions at most S^2 entries, and the whole model stays
- * within the paper's O(N + S^2) and its 2.79 MB. byteSize() reports the actual figure.
- */
+// The paper's model (3.1-3.3): memory-write states (the hottest region of each sample), a sparse
+// S x S matrix of transitions between consecutive states, and for each observed state the other
+// hot-spot regions recorded with it and its local writable working set (LWWS): the pages of
+// those regions written in at least `lwwsThreshold` of the state's samples.
+//
+// Memory, and why it is bounded: an LWWS only holds pages of the state's own region and of at
+// most MAX_HOT - 1 recorded regions, and it is kept as one packed bitmap per region (a region of
+// 1,024 pages is 128 bytes), not as a list of page numbers:
+//
+//   state s ─┬─ others:      [r2, r7]              regions hot with s, hottest first
+//            └─ LWWS:        r5  ▕0110…0001▏       128 B per region at 4 MiB regions
+//                            r7  ▕0000…1000▏
+//
+// So for 1 GiB at S = 256 the LWWS cost at most 256 x 8 x 128 B = 256 KiB whatever the workload
+// (a page list could reach 8 MiB), the transitions at most S^2 entries, and the whole model stays
+// within the paper's O(N + S^2) and its 2.79 MB. byteSize() reports the actual figure.
 
 /**
  * Default LWWS threshold: a page joins a state's LWWS when it is written in at least a quarter
@@ -493,7 +491,7 @@ export class ModelBuilder {
   constructor(totalPages: number, opts: Partial<ModelOptions> = {}) {
     this.opts = { states: opts.states ?? DEFAULT_STATES, lwwsThreshold: opts.lwwsThreshold ?? DEFAULT_LWWS_THRESHOLD };
     const { states, lwwsThreshold } = this.opts;
-    if (!(Number.isInteger(states) && states >= MIN_STATES && states <= MAX_STATES)) {
+    if (!isStateCount(states)) {
       throw new RangeError(`states must be a whole number from ${MIN_STATES} to ${MAX_STATES}, got ${states}`);
     }
     if (!(lwwsThreshold > 0 && lwwsThreshold <= 1)) throw new RangeError(`lwwsThreshold must be in (0, 1], got ${lwwsThreshold}`);

@@ -14,7 +14,8 @@ import { DEFAULT_FIT_ALPHA, DEFAULT_FIT_WINDOW, FitMonitor, type FitResult } fro
  *   only one zone for a round that lasts several seconds; `visits` sees the zones it will move
  *   through. BENCHMARKS.md has the measurements.
  */
-export type ForecastMode = 'chain' | 'visits';
+export const FORECAST_MODES = ['chain', 'visits'] as const;
+export type ForecastMode = (typeof FORECAST_MODES)[number];
 
 export interface MarkovPolicyOptions {
   forecast: ForecastMode;
@@ -140,6 +141,11 @@ export class MarkovPolicy implements Policy {
   /** The state the forecast starts from. */
   currentState(): number {
     return this.curr ?? this.model.mostFrequentState();
+  }
+
+  currentForecast(steps: number): { state: number; forecast: number[] } {
+    const state = this.currentState();
+    return { state, forecast: this.model.forecast(state, steps) };
   }
 
   holdBack(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {

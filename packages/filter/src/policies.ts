@@ -7,6 +7,10 @@ import type { MarkovModel } from './markov-model.js';
 export const POLICY_NAMES = ['precopy', 'xen-skip', 'tpo', 'markov'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
 
+export function isPolicyName(name: string): name is PolicyName {
+  return POLICY_NAMES.some((p) => p === name);
+}
+
 export interface PolicyOptions extends Partial<MarkovPolicyOptions> {
   /** The page space's size (tpo keeps per-page counts). */
   totalPages?: number;

@@ -1,22 +1,20 @@
 import { PageBitmap } from './page-bitmap.js';
 
-/**
- * The pre-copy loop of the paper's Fig. 3 (lines 2-12) as one pure module.
- *
- * The live source agent and the trace simulator drive the very same `PrecopyDriver`: they tell
- * it what was dirtied during each round and how long the round took; it decides the next round's
- * send list (through a `Policy`, the paper's DataFilter) and when to stop.
- *
- *   unsynced := all pages                       (round 1)
- *   loop:
- *     (send, held) := policy.plan(unsynced)     DataFilter: held = the forecast filter list
- *     dirtied := SendData(send)                 the caller sends, the tracker reports writes
- *     unsynced := dirtied ∪ held
- *     stop when a stop rule fires               then stop-and-copy sends `unsynced`
- *
- * Page indices are positions in the session's linear page space (every migrated mapping's pages
- * laid end to end); the driver never sees addresses.
- */
+// The pre-copy loop of the paper's Fig. 3 (lines 2-12) as one pure module.
+//
+// The live source agent and the trace simulator drive the very same `PrecopyDriver`: they tell
+// it what was dirtied during each round and how long the round took; it decides the next round's
+// send list (through a `Policy`, the paper's DataFilter) and when to stop.
+//
+//   unsynced := all pages                       (round 1)
+//   loop:
+//     (send, held) := policy.plan(unsynced)     DataFilter: held = the forecast filter list
+//     dirtied := SendData(send)                 the caller sends, the tracker reports writes
+//     unsynced := dirtied ∪ held
+//     stop when a stop rule fires               then stop-and-copy sends `unsynced`
+//
+// Page indices are positions in the session's linear page space (every migrated mapping's pages
+// laid end to end); the driver never sees addresses.
 
 /** When the iterative phase ends. Defaults are old Xen's (libxc): 30 rounds, 50 pages, 3x. */
 export interface StopRules {
@@ -71,6 +69,7 @@ export interface RoundPlan {
   held: PageBitmap;
 }
 
+/** What the driver records of each iterative round. */
 export interface RoundRecord {
   round: number;
   /** Pages planned to be sent (send list after the filter). */
@@ -80,6 +79,33 @@ export interface RoundRecord {
   pagesFiltered: number;
   pagesDirtied: number;
   durationMs: number;
+}
+
+/**
+ * One round as a migration reports it, the stop-and-copy round included: the simulator's rounds
+ * (SimReport) and, with the bytes on the wire, the live agent's (its RoundReport).
+ */
+export interface RoundSummary {
+  round: number;
+  /** Pages sent in the round (after the filter and any per-batch skip). */
+  pagesSent: number;
+  /** Pages written while the round ran (0 for the stop-and-copy round: the process is frozen). */
+  pagesDirtied: number;
+  /** Pages held back by the policy's filter plus pages skipped before a batch. */
+  pagesFiltered: number;
+  durationMs: number;
+  /** True for the stop-and-copy round (the process was frozen). */
+  final: boolean;
+}
+
+/** The summary of an iterative round the driver recorded. */
+export function summarizeRound(r: RoundRecord): RoundSummary {
+  return { round: r.round, pagesSent: r.pagesSent, pagesDirtied: r.pagesDirtied, pagesFiltered: r.pagesFiltered, durationMs: r.durationMs, final: false };
+}
+
+/** The summary of the stop-and-copy round: nothing is written or held back any more. */
+export function finalRoundSummary(round: number, pagesSent: number, durationMs: number): RoundSummary {
+  return { round, pagesSent, pagesDirtied: 0, pagesFiltered: 0, durationMs, final: true };
 }
 
 export type RoundDecision =
@@ -110,6 +136,11 @@ export interface Policy {
   resize?(totalPages: number): void;
   /** Policy-specific facts for the report (model status, fallback, costs). */
   status?(): Record<string, unknown>;
+  /**
+   * For a forecasting policy: the state the process is in now and the `steps` states forecast to
+   * follow it (the live dashboard shows them).
+   */
+  currentForecast?(steps: number): { state: number; forecast: number[] };
 }
 
 /** Plain pre-copy: hold nothing back. */

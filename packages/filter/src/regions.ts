@@ -4,6 +4,11 @@ import { popcount32, type PageBitmap } from './page-bitmap.js';
 export const MIN_STATES = 64;
 export const MAX_STATES = 1024;
 
+/** Whether `n` is a number of states a model may have: a whole number from MIN_STATES to MAX_STATES. */
+export function isStateCount(n: number): boolean {
+  return Number.isInteger(n) && n >= MIN_STATES && n <= MAX_STATES;
+}
+
 /**
  * The migrated page space cut into S equal regions (paper 3.1: "continuous linear regions of
  * equal length"; S = 256 gives the paper's 4 MiB regions for 1 GiB). Each region holds

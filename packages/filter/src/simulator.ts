@@ -1,36 +1,26 @@
 import { PageBitmap } from './page-bitmap.js';
-import { PrecopyDriver, type Policy, type RoundContext, type StopRules } from './policy.js';
+import { PrecopyDriver, finalRoundSummary, summarizeRound, type Policy, type RoundContext, type RoundSummary, type StopRules } from './policy.js';
 import type { Trace } from './trace-format.js';
 
-/**
- * Replays a recorded dirty trace through the very PrecopyDriver and policies the live agent
- * runs, over a modelled link, deterministically: the same trace and options always give the
- * same numbers.
- *
- * The model:
- * - time is the trace's clock; the migration starts at `startMs` (after the modelling window,
- *   for every policy alike, so they all meet the same writes);
- * - the link carries `pageRate` pages a second, nothing else takes time;
- * - a sample stamped t holds the writes of the interval ending at t, and counts as written at t;
- * - the sender sends in batches of `batchPages`; with a policy's skipRedirtied, a batch skips the
- *   pages written since the round began (Xen's to_skip);
- * - stop-and-copy sends what remains at the measured rate: downtime = remaining / pageRate;
- * - a migration longer than the trace wraps around to its start (reported as `wrapped`).
- */
+// Replays a recorded dirty trace through the very PrecopyDriver and policies the live agent
+// runs, over a modelled link, deterministically: the same trace and options always give the
+// same numbers.
+//
+// The model:
+// - time is the trace's clock; the migration starts at `startMs` (after the modelling window,
+//   for every policy alike, so they all meet the same writes);
+// - the link carries `pageRate` pages a second, nothing else takes time;
+// - a sample stamped t holds the writes of the interval ending at t, and counts as written at t;
+// - the sender sends in batches of `batchPages`; with a policy's skipRedirtied, a batch skips the
+//   pages written since the round began (Xen's to_skip);
+// - stop-and-copy sends what remains at the measured rate: downtime = remaining / pageRate;
+// - a migration longer than the trace wraps around to its start (reported as `wrapped`).
+
 export interface SimOptions {
   pageRate: number;
   stopRules: StopRules;
   startMs: number;
   batchPages?: number;
-}
-
-export interface SimRound {
-  round: number;
-  pagesSent: number;
-  pagesDirtied: number;
-  pagesFiltered: number;
-  durationMs: number;
-  final: boolean;
 }
 
 export interface SimReport {
@@ -40,7 +30,7 @@ export interface SimReport {
   pagesSent: number;
   memoryPages: number;
   stopReason: string;
-  rounds: SimRound[];
+  rounds: RoundSummary[];
   wrapped: boolean;
 }
 
@@ -89,7 +79,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
   const driver = new PrecopyDriver(N, opts.stopRules, policy);
   const ctx = (): Omit<RoundContext, 'round'> => ({ pageRate: opts.pageRate, nowMs: now });
   let plan = driver.firstRound(ctx());
-  const rounds: SimRound[] = [];
+  const rounds: RoundSummary[] = [];
   for (;;) {
     const start = now;
     let sent = 0;
@@ -114,11 +104,11 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     const dirtied = clock.written(start, now, N);
     const decision = driver.endRound({ pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs: now - start, pageRate: opts.pageRate }, ctx());
     const rec = driver.records[driver.records.length - 1];
-    rounds.push({ round: rec.round, pagesSent: sent, pagesDirtied: rec.pagesDirtied, pagesFiltered: rec.pagesFiltered, durationMs: now - start, final: false });
+    rounds.push(summarizeRound(rec));
     if (decision.kind === 'stop') {
       const remaining = decision.remaining.count();
       const downtimeMs = remaining * msPerPage;
-      rounds.push({ round: rec.round + 1, pagesSent: remaining, pagesDirtied: 0, pagesFiltered: 0, durationMs: downtimeMs, final: true });
+      rounds.push(finalRoundSummary(rec.round + 1, remaining, downtimeMs));
       return {
         policy: policy.name,
         downtimeMs,

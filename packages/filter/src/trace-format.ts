@@ -1,18 +1,17 @@
 import { PageBitmap } from './page-bitmap.js';
 
-/**
- * The dirty-trace file (`forecopy-source record`), version 1. Little-endian throughout.
- *
- *   header   "FCTR" | u32 version | f64 intervalMs | u32 pageSize | u32 json length | json
- *            (json: { pid, startedAt, layout: [{ start, pages, indexBase, prot, name }] })
- *   samples  repeated until the end of the file:
- *            f64 atMs | varint totalPages | varint runs | runs x (varint gap, varint length)
- *
- * A sample is the set of pages written since the previous one, as runs of page indices in the
- * session's linear page space: `gap` is the distance from the end of the previous run (from 0
- * for the first), `length` the run's pages. Runs keep a trace small: a 1 GiB process written at
- * 20,000 pages a second records about 60 KB a second (see BENCHMARKS.md).
- */
+// The dirty-trace file (`forecopy-source record`), version 1. Little-endian throughout.
+//
+//   header   "FCTR" | u32 version | f64 intervalMs | u32 pageSize | u32 json length | json
+//            (json: { pid, startedAt, layout: [{ start, pages, indexBase, prot, name }] })
+//   samples  repeated until the end of the file:
+//            f64 atMs | varint totalPages | varint runs | runs x (varint gap, varint length)
+//
+// A sample is the set of pages written since the previous one, as runs of page indices in the
+// session's linear page space: `gap` is the distance from the end of the previous run (from 0
+// for the first), `length` the run's pages. Runs keep a trace small: a 1 GiB process written at
+// 20,000 pages a second records about 60 KB a second (see BENCHMARKS.md).
+
 export const TRACE_MAGIC = 'FCTR';
 export const TRACE_VERSION = 1;
 
