@@ -21,7 +21,7 @@ if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version 2>/dev/null | cut -d
   npm install -g pnpm@12.4.2 >/dev/null 2>&1
 fi
 
-export npm_config_nodedir=/usr  # node-gyp, should any package need a build (design.md)
+export npm_config_nodedir=/usr  # node-gyp, should any package need a build (it must not be set in .npmrc)
 pnpm install --frozen-lockfile
 pnpm build
 echo "setup: done (npx forecopy-source --help, npx forecopy-dest --help)"

