@@ -2,15 +2,14 @@ import fs from 'node:fs';
 import { Freezer, KernelError, SYS, close, injectSyscall, ioctl, readMaps, sys } from '@forecopy/linux';
 import { ProcessError } from './errors.js';
 
-/**
- * `forecopy-source cleanup --pid PID`: removes what a killed source agent may have left in a
- * process. A tracer and a freeze cannot outlive the agent (the kernel detaches tracees when their
- * tracer dies), but the userfaultfd it installed stays open in the process, with its ranges
- * write-protected (asynchronously: the process does not block, but each first write costs a
- * fault). This finds the userfaultfds forecopy made, by their signature in /proc/PID/fdinfo (the
- * WP_ASYNC and WP_UNPOPULATED features, O_CLOEXEC|O_NONBLOCK), unregisters every range and closes
- * them in the process. A userfaultfd the program made for itself is left alone.
- */
+// `forecopy-source cleanup --pid PID`: removes what a killed source agent may have left in a
+// process. A tracer and a freeze cannot outlive the agent (the kernel detaches tracees when their
+// tracer dies), but the userfaultfd it installed stays open in the process, with its ranges
+// write-protected (asynchronously: the process does not block, but each first write costs a
+// fault). This finds the userfaultfds forecopy made, by their signature in /proc/PID/fdinfo (the
+// WP_ASYNC and WP_UNPOPULATED features, O_CLOEXEC|O_NONBLOCK), unregisters every range and closes
+// them in the process. A userfaultfd the program made for itself is left alone.
+
 const UFFDIO_UNREGISTER = 0x8010aa01;
 const OUR_FEATURES = (1 << 15) | (1 << 13); // UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
 const OUR_FLAGS = 0o2000000 | 0o4000; // O_CLOEXEC | O_NONBLOCK

@@ -1,256 +1,233 @@
 import fs from 'node:fs';
-import yargs, { type Argv } from 'yargs';
+import yargs, { type ArgumentsCamelCase, type Argv } from 'yargs';
 import { pino, type Logger } from 'pino';
 import { SecurityConfigError, loadSecurity, terminalLogStream } from '@forecopy/protocol';
-import { XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
-import { migrate, type AfterAction, type Progress } from './migrate.js';
+import { FORECAST_MODES, POLICY_NAMES, XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
+import { TRACKER_CHOICES } from '@forecopy/linux';
+import { AFTER_ACTIONS, migrate } from './migrate.js';
 import { formatReport, type MigrationReport } from './report.js';
 import { renderHtml } from './report-html.js';
-import { startUi, type UiEvent } from './ui-server.js';
+import { startUi } from './ui-server.js';
+import type { UiEvent } from './ui-events.js';
 import { parseBandwidth, parseHostPort } from './units.js';
-import { InputError, ProcessError, SourceError } from './errors.js';
+import { InputError, ProcessError, SourceError, UsageError, VerificationError, fromYargs } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
 import { recordTrace } from './record.js';
-import { POLICY_CHOICES, makePolicyFactory, writeModel } from './policy-setup.js';
+import { makePolicyFactory, writeModel } from './policy-setup.js';
+import { clearProgress, progressPrinter } from './progress.js';
+import { requireProcess } from './process-checks.js';
 
-/**
- * `forecopy-source`: the source agent's command line. Every user mistake ends in one sentence
- * and a non-zero exit code (errors.ts lists them); stack traces are for bugs.
- */
+// `forecopy-source`: the source agent's command line. Every user mistake ends in one sentence
+// and a non-zero exit code (errors.ts lists them); stack traces are for bugs.
+
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
 export function makeLogger(level: string): Logger {
   const tty = process.stderr.isTTY;
   return pino({ level, base: { pid: process.pid }, name: 'forecopy-source' }, tty ? terminalLogStream() : pino.destination(2));
 }
 
-function progressPrinter(): ((p: Progress) => void) | undefined {
-  if (!process.stderr.isTTY) return undefined;
-  return (p) => {
-    let line = '';
-    if (p.phase === 'modelling') {
-      const frac = Math.min(1, p.doneMs / p.totalMs);
-      const bar = '#'.repeat(Math.round(frac * 20)).padEnd(20, '.');
-      line = `modelling [${bar}] ${(p.doneMs / 1000).toFixed(1)}/${(p.totalMs / 1000).toFixed(0)} s, ${p.samples} samples`;
-    } else if (p.phase === 'round') {
-      line = `${p.final ? 'stop-and-copy' : `round ${p.round}`}: sent ${p.pagesSent.toLocaleString('en-US')} of ${p.pagesPlanned.toLocaleString('en-US')} planned pages`;
-    } else line = `verifying ${p.pages.toLocaleString('en-US')} pages`;
-    process.stderr.write(`\r\x1b[K${line}`);
-    if (p.phase !== 'modelling' && p.phase !== 'round') process.stderr.write('\n');
-  };
-}
-
 const positiveInt = (name: string) => (v: number) => {
-  if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a whole number >= 1, got ${v}`);
+  if (!Number.isInteger(v) || v < 1) throw new InputError(`--${name} must be a whole number >= 1, got ${v}`);
   return v;
 };
+
+/** The arguments a command's handler gets from its option builder. */
+type ArgsOf<B> = B extends (y: Argv) => Argv<infer T> ? ArgumentsCamelCase<T> : never;
+
+function migrateOptions(y: Argv) {
+  return y
+    .option('pid', { type: 'number', demandOption: true, describe: 'process to migrate' })
+    .option('to', { type: 'string', demandOption: true, describe: 'destination agent, HOST:PORT' })
+    .option('policy', { choices: POLICY_NAMES, default: 'precopy' as const, describe: 'pre-copy policy (data filter)' })
+    .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds, coerce: positiveInt('max-rounds'), describe: 'stop after this many rounds' })
+    .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages, describe: 'stop when fewer pages than this remain' })
+    .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor, describe: 'stop when this multiple of the memory was sent' })
+    .option('downtime-limit-ms', { type: 'number', describe: "QEMU's rule: stop when the rest fits in this many ms at the measured rate" })
+    .option('bandwidth', { type: 'string', default: '0', describe: 'pace the sender, e.g. 500mbit, 1gbit, 60MB; 0 = unpaced' })
+    .option('after', { choices: AFTER_ACTIONS, default: 'kill' as const, describe: "the source process's fate once the destination verified" })
+    .option('report', { type: 'string', describe: 'write the JSON report to this file' })
+    .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms'), describe: 'dirty sampling interval' })
+    .option('states', { type: 'number', default: 256, describe: 'markov: number of regions/states S (64..1024)' })
+    .option('model-seconds', { type: 'number', default: 10, describe: 'markov: how long to model before migrating' })
+    .option('model', { type: 'string', describe: 'markov: load a saved model instead of modelling' })
+    .option('lwws-threshold', { type: 'number', describe: "markov: share of a state's samples a page must be written in to join its LWWS" })
+    .option('forecast', { choices: FORECAST_MODES, default: 'chain' as const, describe: "markov: the paper's most-probable chain, or expected state visits (see BENCHMARKS.md)" })
+    .option('skip-redirtied', { type: 'boolean', default: false, describe: "markov: also skip pages written again during the round (Xen's to_skip)" })
+    .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const, describe: 'dirty page tracker' })
+    .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
+    .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
+    .option('psk-file', { type: 'string', describe: "pre-shared key (hex or raw bytes), the same as the destination's" })
+    .option('tls-cert', { type: 'string', describe: "mutual TLS: this agent's certificate (PEM)" })
+    .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
+    .option('tls-ca', { type: 'string', describe: "mutual TLS: the CA that signed the destination's certificate" })
+    .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
+    .option('timeout', { type: 'number', default: 30, describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up' })
+    .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
+    .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
+    .example('$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'move process 4242 with plain pre-copy over an authenticated, encrypted channel (killed here once verified there)')
+    .example('$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json', "the paper's filter at the paper's link rate; keep the process running")
+    .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's");
+}
+
+async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
+  const { host, port } = parseHostPort(a.to);
+  const bandwidthBps = parseBandwidth(a.bandwidth);
+  if (!(a['batch-pages'] >= 1 && a['batch-pages'] <= 1024)) throw new InputError(`--batch-pages must be between 1 and 1024`);
+  let security;
+  try {
+    security = loadSecurity({ tlsCert: a['tls-cert'], tlsKey: a['tls-key'], tlsCa: a['tls-ca'], pskFile: a['psk-file'] });
+  } catch (e) {
+    if (e instanceof SecurityConfigError) throw new InputError(e.message);
+    throw e;
+  }
+  const log = makeLogger(a['log-level']);
+  const report: MigrationReport = await withDashboard(a.ui, (onEvent) =>
+    migrate({
+      security,
+      ...(onEvent ? { onEvent } : {}),
+      dieWhenFrozen: a['test-die-when-frozen'],
+      replyTimeoutMs: positiveInt('timeout')(a.timeout) * 1000,
+      pid: a.pid,
+      host,
+      port,
+      stopRules: {
+        maxRounds: a['max-rounds'],
+        minRemainingPages: a['min-remaining-pages'],
+        maxFactor: a['max-factor'],
+        ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
+      },
+      bandwidthBps,
+      after: a.after,
+      intervalMs: a['interval-ms'],
+      compress: a.compress,
+      batchPages: a['batch-pages'],
+      tracker: a.tracker,
+      makePolicy: makePolicyFactory({
+        policy: a.policy,
+        states: a.states,
+        modelSeconds: a['model-seconds'],
+        modelFile: a.model,
+        lwwsThreshold: a['lwws-threshold'],
+        intervalMs: a['interval-ms'],
+        bandwidthBps,
+        forecast: a.forecast,
+        skipRedirtied: a['skip-redirtied'],
+      }),
+      log,
+      onProgress: progressPrinter(),
+    }).catch((e: unknown) => {
+      if (e instanceof VerificationError && a.report) writeJson(a.report, e.report);
+      throw e;
+    }),
+  );
+  clearProgress();
+  if (a.report) writeJson(a.report, report);
+  process.stdout.write(formatReport(report) + '\n');
+}
+
+function modelOptions(y: Argv) {
+  return y
+    .option('pid', { type: 'number', demandOption: true })
+    .option('out', { type: 'string', demandOption: true, describe: 'model file to write' })
+    .option('seconds', { type: 'number', default: 10, describe: 'how long to observe' })
+    .option('states', { type: 'number', default: 256 })
+    .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
+    .option('lwws-threshold', { type: 'number' })
+    .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const })
+    .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
+    .example('$0 model --pid 4242 --seconds 20 --out app.model', 'learn the write pattern now, migrate later with --policy markov --model app.model');
+}
+
+async function runModel(a: ArgsOf<typeof modelOptions>): Promise<void> {
+  const summary = await writeModel({
+    pid: a.pid,
+    out: a.out,
+    seconds: a.seconds,
+    states: a.states,
+    intervalMs: a['interval-ms'],
+    lwwsThreshold: a['lwws-threshold'],
+    tracker: a.tracker,
+    log: makeLogger(a['log-level']),
+    onProgress: progressPrinter(),
+  });
+  printSummary(summary);
+}
+
+function recordOptions(y: Argv) {
+  return y
+    .option('pid', { type: 'number', demandOption: true })
+    .option('seconds', { type: 'number', demandOption: true, describe: 'how long to record' })
+    .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
+    .option('out', { type: 'string', demandOption: true, describe: 'trace file to write' })
+    .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const })
+    .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ while recording' })
+    .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
+    .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'then: forecopy-sim --trace app.trace');
+}
+
+async function runRecord(a: ArgsOf<typeof recordOptions>): Promise<void> {
+  if (!(a.seconds > 0)) throw new InputError(`--seconds must be > 0`);
+  const summary = await withDashboard(a.ui, (onEvent) =>
+    recordTrace({
+      pid: a.pid,
+      seconds: a.seconds,
+      intervalMs: a['interval-ms'],
+      out: a.out,
+      tracker: a.tracker,
+      log: makeLogger(a['log-level']),
+      onProgress: progressPrinter(),
+      ...(onEvent ? { onEvent } : {}),
+    }),
+  );
+  printSummary(summary);
+}
+
+function cleanupOptions(y: Argv) {
+  return y.option('pid', { type: 'number', demandOption: true }).example('$0 cleanup --pid 4242', 'after a forecopy-source was killed mid-migration');
+}
+
+function runCleanup(a: ArgsOf<typeof cleanupOptions>): void {
+  if (!(Number.isInteger(a.pid) && a.pid > 0)) throw new InputError(`--pid must be a positive whole number`);
+  requireProcess(a.pid);
+  try {
+    process.stdout.write(cleanupProcess(a.pid) + '\n');
+  } catch (e) {
+    if ((e as { code?: string }).code === 'EPERM') throw new ProcessError(`not permitted to trace process ${a.pid}: run as root or with CAP_SYS_PTRACE`);
+    throw e;
+  }
+}
+
+function reportOptions(y: Argv) {
+  return y
+    .positional('files', { type: 'string', array: true, demandOption: true, describe: 'JSON reports; several are shown side by side' })
+    .option('html', { type: 'string', demandOption: true, describe: 'HTML file to write' })
+    .example('$0 report precopy.json markov.json --html compare.html', 'two migrations side by side');
+}
+
+function runReport(a: ArgsOf<typeof reportOptions>): void {
+  const reports = a.files.map((f) => {
+    try {
+      const r = JSON.parse(fs.readFileSync(f, 'utf8')) as MigrationReport;
+      if (!Array.isArray(r.rounds) || typeof r.policy !== 'string') throw new Error('not a forecopy report');
+      return r;
+    } catch (e) {
+      throw new InputError(`cannot read the report ${f}: ${(e as Error).message}`);
+    }
+  });
+  fs.writeFileSync(a.html, renderHtml(reports));
+  process.stdout.write(`wrote ${a.html}\n`);
+}
 
 export function buildCli(argv: string[]): Argv {
   return yargs(argv)
     .scriptName('forecopy-source')
     .usage('$0 <command> [options]\n\nThe source agent of forecopy: live-migrates the memory of a running process\nto a forecopy-dest.')
-    .command(
-      'migrate',
-      'Migrate the memory of a live process to a destination agent',
-      (y) =>
-        y
-          .option('pid', { type: 'number', demandOption: true, describe: 'process to migrate' })
-          .option('to', { type: 'string', demandOption: true, describe: 'destination agent, HOST:PORT' })
-          .option('policy', { choices: POLICY_CHOICES, default: 'precopy', describe: 'pre-copy policy (data filter)' })
-          .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds, coerce: positiveInt('max-rounds'), describe: 'stop after this many rounds' })
-          .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages, describe: 'stop when fewer pages than this remain' })
-          .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor, describe: 'stop when this multiple of the memory was sent' })
-          .option('downtime-limit-ms', { type: 'number', describe: "QEMU's rule: stop when the rest fits in this many ms at the measured rate" })
-          .option('bandwidth', { type: 'string', default: '0', describe: 'pace the sender, e.g. 500mbit, 1gbit, 60MB; 0 = unpaced' })
-          .option('after', { choices: ['kill', 'stop', 'resume'] as const, default: 'kill' as const, describe: "the source process's fate once the destination verified" })
-          .option('report', { type: 'string', describe: 'write the JSON report to this file' })
-          .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms'), describe: 'dirty sampling interval' })
-          .option('states', { type: 'number', default: 256, describe: 'markov: number of regions/states S (64..1024)' })
-          .option('model-seconds', { type: 'number', default: 10, describe: 'markov: how long to model before migrating' })
-          .option('model', { type: 'string', describe: 'markov: load a saved model instead of modelling' })
-          .option('lwws-threshold', { type: 'number', describe: "markov: share of a state's samples a page must be written in to join its LWWS" })
-          .option('forecast', { choices: ['chain', 'visits'] as const, default: 'chain' as const, describe: "markov: the paper's most-probable chain, or expected state visits (see BENCHMARKS.md)" })
-          .option('skip-redirtied', { type: 'boolean', default: false, describe: "markov: also skip pages written again during the round (Xen's to_skip)" })
-          .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const, describe: 'dirty page tracker' })
-          .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
-          .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
-          .option('psk-file', { type: 'string', describe: 'pre-shared key (hex or raw bytes), the same as the destination\'s' })
-          .option('tls-cert', { type: 'string', describe: 'mutual TLS: this agent\'s certificate (PEM)' })
-          .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
-          .option('tls-ca', { type: 'string', describe: 'mutual TLS: the CA that signed the destination\'s certificate' })
-          .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
-          .option('timeout', { type: 'number', default: 30, describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up' })
-          .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
-          .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
-          .example('$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'move process 4242 with plain pre-copy over an authenticated, encrypted channel (killed here once verified there)')
-          .example('$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json', "the paper's filter at the paper's link rate; keep the process running")
-          .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's"),
-      async (a) => {
-        const { host, port } = parseHostPort(a.to);
-        const bandwidthBps = parseBandwidth(a.bandwidth);
-        if (!(a['batch-pages'] >= 1 && a['batch-pages'] <= 1024)) throw new Error(`--batch-pages must be between 1 and 1024`);
-        let security;
-        try {
-          security = loadSecurity({ tlsCert: a['tls-cert'], tlsKey: a['tls-key'], tlsCa: a['tls-ca'], pskFile: a['psk-file'] });
-        } catch (e) {
-          if (e instanceof SecurityConfigError) throw new InputError(e.message);
-          throw e;
-        }
-        const log = makeLogger(a['log-level']);
-        const ui = a.ui !== undefined ? await startUi(a.ui).catch((e: Error) => Promise.reject(new InputError(e.message))) : null;
-        if (ui) process.stderr.write(`dashboard: ${ui.url}\n`);
-        let report: MigrationReport;
-        try {
-          report = await migrate({
-          security,
-          ...(ui ? { onEvent: (e: UiEvent) => ui.publish(e) } : {}),
-          dieWhenFrozen: a['test-die-when-frozen'],
-          replyTimeoutMs: positiveInt('timeout')(a.timeout) * 1000,
-          pid: a.pid,
-          host,
-          port,
-          stopRules: {
-            maxRounds: a['max-rounds'],
-            minRemainingPages: a['min-remaining-pages'],
-            maxFactor: a['max-factor'],
-            ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
-          },
-          bandwidthBps,
-          after: a.after as AfterAction,
-          intervalMs: a['interval-ms'],
-          compress: a.compress,
-          batchPages: a['batch-pages'],
-          tracker: a.tracker,
-          makePolicy: makePolicyFactory({
-            policy: a.policy,
-            states: a.states,
-            modelSeconds: a['model-seconds'],
-            modelFile: a.model,
-            lwwsThreshold: a['lwws-threshold'],
-            intervalMs: a['interval-ms'],
-            bandwidthBps,
-            forecast: a.forecast,
-            skipRedirtied: a['skip-redirtied'],
-          }),
-          log,
-          onProgress: progressPrinter(),
-        }).catch((e: Error & { report?: unknown }) => {
-          if (e.report && a.report) fs.writeFileSync(a.report, JSON.stringify(e.report, null, 2) + '\n');
-          throw e;
-        });
-        } finally {
-          await ui?.close();
-        }
-        if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-        if (a.report) fs.writeFileSync(a.report, JSON.stringify(report, null, 2) + '\n');
-        process.stdout.write(formatReport(report) + '\n');
-      },
-    )
-    .command(
-      'model',
-      'Watch a process and save its Markov model of memory-write states (for migrate --model)',
-      (y) =>
-        y
-          .option('pid', { type: 'number', demandOption: true })
-          .option('out', { type: 'string', demandOption: true, describe: 'model file to write' })
-          .option('seconds', { type: 'number', default: 10, describe: 'how long to observe' })
-          .option('states', { type: 'number', default: 256 })
-          .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
-          .option('lwws-threshold', { type: 'number' })
-          .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const })
-          .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
-          .example('$0 model --pid 4242 --seconds 20 --out app.model', 'learn the write pattern now, migrate later with --policy markov --model app.model'),
-      async (a) => {
-        const log = makeLogger(a['log-level']);
-        const summary = await writeModel({
-          pid: a.pid,
-          out: a.out,
-          seconds: a.seconds,
-          states: a.states,
-          intervalMs: a['interval-ms'],
-          lwwsThreshold: a['lwws-threshold'],
-          tracker: a.tracker,
-          log,
-          onProgress: progressPrinter(),
-        });
-        if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-        process.stdout.write(summary + '\n');
-      },
-    )
-    .command(
-      'record',
-      'Record which pages a process writes in each interval, for forecopy-sim',
-      (y) =>
-        y
-          .option('pid', { type: 'number', demandOption: true })
-          .option('seconds', { type: 'number', demandOption: true, describe: 'how long to record' })
-          .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
-          .option('out', { type: 'string', demandOption: true, describe: 'trace file to write' })
-          .option('tracker', { choices: ['auto', 'uffd-wp', 'soft-dirty'] as const, default: 'auto' as const })
-          .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ while recording' })
-          .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'warn' })
-          .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'then: forecopy-sim --trace app.trace'),
-      async (a) => {
-        if (!(a.seconds > 0)) throw new InputError(`--seconds must be > 0`);
-        const ui = a.ui !== undefined ? await startUi(a.ui).catch((e: Error) => Promise.reject(new InputError(e.message))) : null;
-        if (ui) process.stderr.write(`dashboard: ${ui.url}\n`);
-        let summary: string;
-        try {
-          summary = await recordTrace({
-            pid: a.pid,
-            seconds: a.seconds,
-            intervalMs: a['interval-ms'],
-            out: a.out,
-            tracker: a.tracker,
-            log: makeLogger(a['log-level']),
-            onProgress: progressPrinter(),
-            ...(ui ? { onEvent: (e: UiEvent) => ui.publish(e) } : {}),
-          });
-        } finally {
-          await ui?.close();
-        }
-        if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-        process.stdout.write(summary + '\n');
-      },
-    )
-    .command(
-      'cleanup',
-      'Remove what a killed source agent left in a process (its userfaultfd)',
-      (y) =>
-        y
-          .option('pid', { type: 'number', demandOption: true })
-          .example('$0 cleanup --pid 4242', 'after a forecopy-source was killed mid-migration'),
-      (a) => {
-        if (!(Number.isInteger(a.pid) && a.pid > 0)) throw new InputError(`--pid must be a positive whole number`);
-        if (!fs.existsSync(`/proc/${a.pid}`)) throw new ProcessError(`no process with pid ${a.pid}`);
-        try {
-          process.stdout.write(cleanupProcess(a.pid) + '\n');
-        } catch (e) {
-          if ((e as { code?: string }).code === 'EPERM') throw new ProcessError(`not permitted to trace process ${a.pid}: run as root or with CAP_SYS_PTRACE`);
-          throw e;
-        }
-      },
-    )
-    .command(
-      'report <files..>',
-      'Render migration reports (--report JSON files) as a self-contained HTML page with charts',
-      (y) =>
-        y
-          .positional('files', { type: 'string', array: true, demandOption: true, describe: 'JSON reports; several are shown side by side' })
-          .option('html', { type: 'string', demandOption: true, describe: 'HTML file to write' })
-          .example('$0 report precopy.json markov.json --html compare.html', 'two migrations side by side'),
-      (a) => {
-        const reports = (a.files as string[]).map((f) => {
-          try {
-            const r = JSON.parse(fs.readFileSync(f, 'utf8')) as MigrationReport;
-            if (!Array.isArray(r.rounds) || typeof r.policy !== 'string') throw new Error('not a forecopy report');
-            return r;
-          } catch (e) {
-            throw new InputError(`cannot read the report ${f}: ${(e as Error).message}`);
-          }
-        });
-        fs.writeFileSync(a.html, renderHtml(reports));
-        process.stdout.write(`wrote ${a.html}\n`);
-      },
-    )
+    .command('migrate', 'Migrate the memory of a live process to a destination agent', migrateOptions, runMigrate)
+    .command('model', 'Watch a process and save its Markov model of memory-write states (for migrate --model)', modelOptions, runModel)
+    .command('record', 'Record which pages a process writes in each interval, for forecopy-sim', recordOptions, runRecord)
+    .command('cleanup', 'Remove what a killed source agent left in a process (its userfaultfd)', cleanupOptions, runCleanup)
+    .command('report <files..>', 'Render migration reports (--report JSON files) as a self-contained HTML page with charts', reportOptions, runReport)
     .demandCommand(1, 'name a command: migrate, model, record, cleanup or report')
     .strict()
     .help()
@@ -264,34 +241,40 @@ export function buildCli(argv: string[]): Argv {
 
 /** Runs the CLI; never throws. Returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  let code = 0;
   try {
     await buildCli(argv)
       .fail((msg, err) => {
-        throw err ?? new UsageError(msg);
+        throw fromYargs(msg, err);
       })
       .parseAsync();
+    return 0;
   } catch (e) {
-    const err = e as Error & { exitCode?: number };
-    if (err instanceof UsageError) {
-      process.stderr.write(`forecopy-source: ${err.message}\nRun 'forecopy-source --help' for the commands and examples.\n`);
-      code = 2;
-    } else if (err instanceof SourceError) {
-      process.stderr.write(`forecopy-source: ${err.message}\n`);
-      code = err.exitCode;
-    } else if (isUserInputError(err)) {
-      process.stderr.write(`forecopy-source: ${err.message}\n`);
-      code = 2;
-    } else {
-      process.stderr.write(`forecopy-source: internal error: ${err.stack ?? err}\n`);
-      code = 1;
+    if (!(e instanceof SourceError)) {
+      process.stderr.write(`forecopy-source: internal error: ${(e as Error).stack ?? e}\n`);
+      return 1;
     }
+    process.stderr.write(`forecopy-source: ${e.message}\n`);
+    if (e instanceof UsageError) process.stderr.write(`Run 'forecopy-source --help' for the commands and examples.\n`);
+    return e.exitCode;
   }
-  return code;
 }
 
-class UsageError extends Error {}
+/** Runs `task` with the live dashboard on `port` when one is asked for (--ui), closed afterwards. */
+async function withDashboard<T>(port: number | undefined, task: (onEvent: ((e: UiEvent) => void) | undefined) => Promise<T>): Promise<T> {
+  const ui = port !== undefined ? await startUi(port).catch((e: Error) => Promise.reject(new InputError(e.message))) : null;
+  if (ui) process.stderr.write(`dashboard: ${ui.url}\n`);
+  try {
+    return await task(ui ? (e) => ui.publish(e) : undefined);
+  } finally {
+    await ui?.close();
+  }
+}
 
-function isUserInputError(e: Error): boolean {
-  return /^(bandwidth|--|port )/.test(e.message) || e.name === 'YError';
+function printSummary(line: string): void {
+  clearProgress();
+  process.stdout.write(line + '\n');
+}
+
+function writeJson(file: string, value: unknown): void {
+  fs.writeFileSync(file, JSON.stringify(value, null, 2) + '\n');
 }

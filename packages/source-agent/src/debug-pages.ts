@@ -1,11 +1,10 @@
-/**
- * A debugging aid for a checksum mismatch, off unless FORECOPY_DEBUG_PAGES names a file: keeps,
- * for every page, when it was last sent (round, time, hash of what was sent) and when the
- * tracker last reported it written, and on a mismatch writes both for the pages that differ
- * next to the frozen page's hash. Tells a write the tracker missed (changed after its last send,
- * never reported) from a report that was not acted on (reported after its last send) from a
- * page damaged on the way (the hash sent is the frozen one).
- */
+// A debugging aid for a checksum mismatch, off unless FORECOPY_DEBUG_PAGES names a file: keeps,
+// for every page, when it was last sent (round, time, hash of what was sent) and when the
+// tracker last reported it written, and on a mismatch writes both for the pages that differ
+// next to the frozen page's hash. Tells a write the tracker missed (changed after its last send,
+// never reported) from a report that was not acted on (reported after its last send) from a
+// page damaged on the way (the hash sent is the frozen one).
+
 export interface PageHistory {
   sent?: { round: number; atMs: number; hash: string };
   dirty?: { scan: number; atMs: number };

@@ -2,6 +2,23 @@ import { PageBitmap } from '@forecopy/filter';
 import { PAGE_SIZE, findByIndex, type Mapping } from '@forecopy/protocol';
 import type { DirtyRange, ProcMapping } from '@forecopy/linux';
 
+export interface Segment {
+  id: number;
+  start: number;
+  pages: number;
+  indexBase: number;
+  prot: string;
+  offset: number;
+  name: string;
+}
+
+export interface ReconcileResult {
+  /** Segments created by this reconcile (their pages must be sent). */
+  added: Segment[];
+  /** Segments retired by this reconcile. */
+  retired: Segment[];
+}
+
 /**
  * The session's linear page space: every migrated address range laid end to end, so that page
  * sets are bitmaps over one index space.
@@ -20,23 +37,6 @@ import type { DirtyRange, ProcMapping } from '@forecopy/linux';
  *   simple range on both sides.
  * Indices are never reused, so a page index means one address for the whole session.
  */
-export interface Segment {
-  id: number;
-  start: number;
-  pages: number;
-  indexBase: number;
-  prot: string;
-  offset: number;
-  name: string;
-}
-
-export interface ReconcileResult {
-  /** Segments created by this reconcile (their pages must be sent). */
-  added: Segment[];
-  /** Segments retired by this reconcile. */
-  retired: Segment[];
-}
-
 export class PageSpace {
   private segments: Segment[] = []; // live, sorted by start
   private byIndex: Segment[] = []; // live, sorted by indexBase

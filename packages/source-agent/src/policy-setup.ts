@@ -1,18 +1,30 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { MarkovModel, ModelBuilder, createPolicy, type Policy } from '@forecopy/filter';
+import {
+  MAX_STATES,
+  MIN_STATES,
+  MarkovModel,
+  ModelBuilder,
+  POLICY_NAMES,
+  createPolicy,
+  isPolicyName,
+  isStateCount,
+  type ForecastMode,
+  type Policy,
+  type PolicyName,
+} from '@forecopy/filter';
 import { PAGE_SIZE } from '@forecopy/protocol';
-import { PageSpace } from './page-space.js';
-import { Sampler } from './sampler.js';
-import { createTracker, isMigratable, readMaps } from '@forecopy/linux';
-import type { PolicyContext, Progress } from './migrate.js';
-import { InputError, ProcessError } from './errors.js';
-
-export const POLICY_CHOICES = ['precopy', 'xen-skip', 'tpo', 'markov'] as const;
-export type PolicyChoice = (typeof POLICY_CHOICES)[number];
+import type { TrackerChoice } from '@forecopy/linux';
+import type { PageSpace } from './page-space.js';
+import type { Sampler } from './sampler.js';
+import type { PolicyContext } from './migration/options.js';
+import type { Progress } from './progress.js';
+import { InputError } from './errors.js';
+import { requireProcess } from './process-checks.js';
+import { openTracking } from './tracking.js';
 
 export interface PolicySetup {
-  policy: string;
+  policy: PolicyName;
   states: number;
   modelSeconds: number;
   modelFile?: string;
@@ -20,7 +32,7 @@ export interface PolicySetup {
   intervalMs: number;
   bandwidthBps: number;
   /** markov: 'chain' (the paper) or 'visits' (our option). */
-  forecast?: 'chain' | 'visits';
+  forecast?: ForecastMode;
   /** markov: also skip pages written again during the round (Xen's to_skip). */
   skipRedirtied?: boolean;
 }
@@ -31,12 +43,8 @@ export interface PolicySetup {
  * loads a saved model.
  */
 export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promise<Policy> {
-  if (!(POLICY_CHOICES as readonly string[]).includes(s.policy)) {
-    throw new InputError(`--policy must be one of ${POLICY_CHOICES.join(', ')}`);
-  }
-  if (!(s.states >= 64 && s.states <= 1024 && Number.isInteger(s.states))) {
-    throw new InputError(`--states must be a whole number from 64 to 1024, got ${s.states}`);
-  }
+  if (!isPolicyName(s.policy)) throw new InputError(`--policy must be one of ${POLICY_NAMES.join(', ')}`);
+  if (!isStateCount(s.states)) throw new InputError(`--states must be a whole number from ${MIN_STATES} to ${MAX_STATES}, got ${s.states}`);
   if (s.lwwsThreshold !== undefined && !(s.lwwsThreshold > 0 && s.lwwsThreshold <= 1)) {
     throw new InputError(`--lwws-threshold must be in (0, 1], got ${s.lwwsThreshold}`);
   }
@@ -47,7 +55,7 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
       intervalMs: s.intervalMs,
       initialPageRate: s.bandwidthBps > 0 ? s.bandwidthBps / 8 / PAGE_SIZE : 0,
     };
-    if (s.policy !== 'markov') return createPolicy(s.policy as PolicyChoice, common);
+    if (s.policy !== 'markov') return createPolicy(s.policy, common);
     const model =
       preloaded ??
       (await observe(ctx.sampler, ctx.space, s.modelSeconds * 1000, s.states, s.lwwsThreshold, ctx.log, ctx.onProgress));
@@ -110,30 +118,21 @@ export interface WriteModelOptions {
   states: number;
   intervalMs: number;
   lwwsThreshold?: number;
-  tracker: 'auto' | 'uffd-wp' | 'soft-dirty';
+  tracker: TrackerChoice;
   log: Logger;
   onProgress?: (p: Progress) => void;
 }
 
 /** `forecopy-source model`: observes a process and saves its model. Returns a summary line. */
 export async function writeModel(o: WriteModelOptions): Promise<string> {
-  if (!fs.existsSync(`/proc/${o.pid}`)) throw new ProcessError(`no process with pid ${o.pid}`);
-  const mappings = readMaps(o.pid).filter(isMigratable);
-  const tracker = createTracker(o.pid, o.tracker);
+  requireProcess(o.pid);
+  const { sampler, space, close } = openTracking(o.pid, o.tracker, o.intervalMs);
   try {
-    tracker.start(mappings);
-    const space = new PageSpace(PAGE_SIZE);
-    space.reconcile(mappings);
-    const sampler = new Sampler(o.pid, tracker, space, o.intervalMs);
     sampler.start();
-    try {
-      const model = await observe(sampler, space, o.seconds * 1000, o.states, o.lwwsThreshold, o.log, o.onProgress);
-      fs.writeFileSync(o.out, model.toBytes());
-      return `model of pid ${o.pid}: ${model.byteSize()} bytes, written to ${o.out}`;
-    } finally {
-      sampler.stop();
-    }
+    const model = await observe(sampler, space, o.seconds * 1000, o.states, o.lwwsThreshold, o.log, o.onProgress);
+    fs.writeFileSync(o.out, model.toBytes());
+    return `model of pid ${o.pid}: ${model.byteSize()} bytes, written to ${o.out}`;
   } finally {
-    tracker.stop();
+    close();
   }
 }

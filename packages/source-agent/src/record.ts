@@ -2,19 +2,18 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { encodeTraceHeader, encodeTraceSample } from '@forecopy/filter';
 import { PAGE_SIZE } from '@forecopy/protocol';
-import { createTracker, isMigratable, readMaps } from '@forecopy/linux';
-import { PageSpace } from './page-space.js';
-import { Sampler } from './sampler.js';
-import { ProcessError } from './errors.js';
-import { sampleEvent, type Progress } from './migrate.js';
-import type { UiEvent } from './ui-server.js';
+import type { TrackerChoice } from '@forecopy/linux';
+import { requireProcess } from './process-checks.js';
+import type { Progress } from './progress.js';
+import { openTracking } from './tracking.js';
+import { helloEvent, sampleEvent, type UiEvent } from './ui-events.js';
 
 export interface RecordOptions {
   pid: number;
   seconds: number;
   intervalMs: number;
   out: string;
-  tracker: 'auto' | 'uffd-wp' | 'soft-dirty';
+  tracker: TrackerChoice;
   log: Logger;
   onProgress?: (p: Progress) => void;
   /** Live events for the dashboard (--ui). */
@@ -27,28 +26,23 @@ export interface RecordOptions {
  * process when it ends, whatever the outcome. Returns a summary line.
  */
 export async function recordTrace(o: RecordOptions): Promise<string> {
-  if (!fs.existsSync(`/proc/${o.pid}`)) throw new ProcessError(`no process with pid ${o.pid}`);
-  const mappings = readMaps(o.pid).filter(isMigratable);
-  const tracker = createTracker(o.pid, o.tracker);
-  const fd = fs.openSync(o.out, 'w');
-  let bytes = 0;
-  let samples = 0;
+  requireProcess(o.pid);
+  const { sampler, space, close } = openTracking(o.pid, o.tracker, o.intervalMs);
+  let fd = -1;
   try {
-    tracker.start(mappings);
-    const space = new PageSpace(PAGE_SIZE);
-    space.reconcile(mappings);
+    fd = fs.openSync(o.out, 'w');
     const header = encodeTraceHeader({
       intervalMs: o.intervalMs,
       pageSize: PAGE_SIZE,
       meta: { pid: o.pid, startedAt: new Date().toISOString(), layout: space.layout() },
     });
     fs.writeSync(fd, header);
-    bytes += header.length;
-    const sampler = new Sampler(o.pid, tracker, space, o.intervalMs);
+    let bytes = header.length;
+    let samples = 0;
     const t0 = sampler.now();
-    o.onEvent?.({ type: 'hello', pid: o.pid, policy: 'recording', pages: space.livePages, buckets: 64 });
+    o.onEvent?.(helloEvent(o.pid, 'recording', space.livePages));
     sampler.onSample((s) => {
-      if (o.onEvent) o.onEvent(sampleEvent(s.pages, s.atMs, null));
+      o.onEvent?.(sampleEvent(s.pages, s.atMs, null));
       const b = encodeTraceSample(s.atMs - t0, s.pages);
       fs.writeSync(fd, b);
       bytes += b.length;
@@ -56,14 +50,10 @@ export async function recordTrace(o: RecordOptions): Promise<string> {
       o.onProgress?.({ phase: 'modelling', doneMs: s.atMs - t0, totalMs: o.seconds * 1000, samples });
     });
     sampler.start();
-    try {
-      await new Promise((r) => setTimeout(r, o.seconds * 1000));
-    } finally {
-      sampler.stop();
-    }
+    await new Promise((r) => setTimeout(r, o.seconds * 1000));
     return `trace of pid ${o.pid}: ${samples} samples of ${o.intervalMs} ms, ${space.livePages} pages, ${(bytes / 1024).toFixed(1)} KiB, written to ${o.out}`;
   } finally {
-    fs.closeSync(fd);
-    tracker.stop();
+    close();
+    if (fd >= 0) fs.closeSync(fd);
   }
 }

@@ -1,10 +1,9 @@
 import type { MigrationReport } from './report.js';
 
-/**
- * Renders one or more migration reports as a self-contained HTML page (inline CSS and SVG, no
- * script, no network): a summary table side by side, and for each report a chart of pages sent,
- * written and filtered per round. Opens offline in any browser.
- */
+// Renders one or more migration reports as a self-contained HTML page (inline CSS and SVG, no
+// script, no network): a summary table side by side, and for each report a chart of pages sent,
+// written and filtered per round. Opens offline in any browser.
+
 const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const num = (n: number) => n.toLocaleString('en-US');
 

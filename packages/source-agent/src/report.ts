@@ -1,23 +1,22 @@
-/**
- * The source agent's metrics, declared once. The CLI table, the JSON report (--report) and the
- * logs all come from `MigrationReport`.
- *
- * Time figures are wall-clock milliseconds on the source host. On a single machine the workload,
- * the source and the destination share the same cores: say so next to any figure you publish.
- */
-export interface RoundReport {
-  round: number;
-  /** Pages sent in the round (after the filter and any per-batch skip). */
-  pagesSent: number;
-  /** Pages written while the round ran. */
-  pagesDirtied: number;
-  /** Pages held back by the policy's filter plus pages skipped before a batch. */
-  pagesFiltered: number;
-  durationMs: number;
+import type { RoundSummary } from '@forecopy/filter';
+import type { AfterAction } from './migration/release.js';
+
+// The source agent's metrics, declared once. The CLI table, the JSON report (--report) and the
+// logs all come from `MigrationReport`.
+//
+// Time figures are wall-clock milliseconds on the source host. On a single machine the workload,
+// the source and the destination share the same cores: say so next to any figure you publish.
+
+/** A round as the filter summarizes it (the simulator reports the same), with the bytes it put on the wire. */
+export interface RoundReport extends RoundSummary {
   /** Bytes on the wire for the round (frames, compressed). */
   bytesSent: number;
-  /** True for the stop-and-copy round (the process was frozen). */
-  final: boolean;
+}
+
+/** A round's report, its fields in the order the JSON report and the logs have always had. */
+export function roundReport(summary: RoundSummary, bytesSent: number): RoundReport {
+  const { final, ...counts } = summary;
+  return { ...counts, bytesSent, final };
 }
 
 export interface MigrationReport {
@@ -46,7 +45,7 @@ export interface MigrationReport {
   tracker: string;
   pid: number;
   destination: string;
-  after: 'kill' | 'stop' | 'resume';
+  after: AfterAction;
   /** Scans of the dirty tracker and the time they took. */
   scans: { count: number; totalMs: number; maxMs: number };
   rounds: RoundReport[];

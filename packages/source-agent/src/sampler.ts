@@ -3,12 +3,6 @@ import { isMigratable, readMaps, type DirtyTracker } from '@forecopy/linux';
 import type { PageSpace, Segment } from './page-space.js';
 import type { PageTrace } from './debug-pages.js';
 
-/**
- * The dirty tracker's one owner. Every scan (every `intervalMs`, and on demand) re-reads the
- * process's mappings, brings the page space in line, collects the written pages from the
- * tracker (which re-protects them atomically) and turns them into a sample bitmap over the page
- * space. The same samples feed the round's dirty set, the Markov model and any recorder.
- */
 export interface Sample {
   /** Pages written since the previous scan (new mappings count as fully written). */
   pages: PageBitmap;
@@ -24,6 +18,12 @@ export interface Sample {
 
 export type SampleListener = (s: Sample) => void;
 
+/**
+ * The dirty tracker's one owner. Every scan (every `intervalMs`, and on demand) re-reads the
+ * process's mappings, brings the page space in line, collects the written pages from the
+ * tracker (which re-protects them atomically) and turns them into a sample bitmap over the page
+ * space. The same samples feed the round's dirty set, the Markov model and any recorder.
+ */
 export class Sampler {
   private timer: NodeJS.Timeout | null = null;
   private accumulated: PageBitmap;

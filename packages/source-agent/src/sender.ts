@@ -7,17 +7,13 @@ import {
   RangeTable,
   pageBatch,
   ChannelTimeoutError,
+  type Message,
   type MessageChannel,
 } from '@forecopy/protocol';
 import type { PageReader } from '@forecopy/linux';
 import type { PageSpace } from './page-space.js';
 import type { PageTrace } from './debug-pages.js';
 
-/**
- * Streams pages to the destination in PageBatch frames: gathers each batch with one
- * process_vm_readv, marks zero pages, compresses with lz4 where it pays, paces to `--bandwidth`
- * and never has more than the destination's credit of batches unacknowledged.
- */
 export interface SenderOptions {
   /** Pages per batch (at most the protocol's MAX_PAGES_PER_BATCH). */
   batchPages: number;
@@ -43,6 +39,18 @@ const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 /** Compressed output must save at least 1/8 of a page to be worth the destination's decompress. */
 const LZ4_WORTH = PAGE_SIZE - PAGE_SIZE / 8;
 
+/** A batch as it goes on the wire: its pages, the kind of each (raw, zero, lz4) and the payload parts. */
+interface EncodedBatch {
+  indices: number[];
+  kinds: number[];
+  parts: Buffer[];
+}
+
+/**
+ * Streams pages to the destination in PageBatch frames: gathers each batch with one
+ * process_vm_readv, marks zero pages, compresses with lz4 where it pays, paces to `--bandwidth`
+ * and never has more than the destination's credit of batches unacknowledged.
+ */
 export class PageSender {
   private seq = 0;
   private credit = 0;
@@ -105,60 +113,91 @@ export class PageSender {
 
   private async sendBatch(round: number, all: number[], res: SendResult): Promise<void> {
     const indices = all.filter((p) => this.space.live.has(p)); // see sendPages
-    // Address runs: consecutive indices of one segment are consecutive addresses.
+    const ranges = this.addressRuns(indices);
+    // readable[k] = pages of range k that could be read (a vanished mapping reads short).
+    const readable = this.reader.readRanges(ranges, this.readBuf);
+    const batch = await this.encode(round, indices, ranges, readable, res);
+    this.batchCount++;
+    if (batch.indices.length === 0) return;
+    for (const kd of batch.kinds) if (kd === PAGE_KIND.LZ4) res.lz4Pages++;
+    // Always a copy (Buffer.concat copies even a single part): raw parts are views of readBuf,
+    // which the next batch overwrites, while the socket may still hold this frame in its queue.
+    const payload = Buffer.concat(batch.parts);
+    const msg = pageBatch(
+      {
+        round,
+        seq: this.seq++,
+        ranges: RangeTable.fromSortedPages(batch.indices),
+        kinds: Buffer.from(batch.kinds),
+        lengths: batch.parts.map((p) => p.length),
+      },
+      payload,
+    );
+    await this.waitForCredit(msg);
+    await this.pace(payload.length);
+    this.credit--;
+    const before = this.channel.bytesOut;
+    await this.channel.send(msg);
+    res.bytesOnWire += this.channel.bytesOut - before;
+    res.pagesSent += batch.indices.length;
+    res.batches++;
+  }
+
+  /** Address runs of live page indices: consecutive indices of one segment are consecutive addresses. */
+  private addressRuns(indices: number[]): Array<{ addr: number; pages: number }> {
     const ranges: Array<{ addr: number; pages: number }> = [];
     for (let i = 0; i < indices.length; ) {
       const seg = this.space.segmentOfIndex(indices[i])!;
       let j = i + 1;
       const segEnd = seg.indexBase + seg.pages;
       while (j < indices.length && indices[j] === indices[j - 1] + 1 && indices[j] < segEnd) j++;
-      ranges.push({ addr: seg.start + (indices[i] - seg.indexBase) * PAGE_SIZE, pages: j - i });
+      ranges.push({ addr: this.space.addressOf(indices[i]), pages: j - i });
       i = j;
     }
-    const readable = this.reader.readRanges(ranges, this.readBuf);
-    // readable[k] = pages of range k that could be read (a vanished mapping reads short).
-    const sendIdx: number[] = [];
-    const kinds: number[] = [];
-    const parts: Buffer[] = [];
-    let off = 0;
-    let pos = 0;
-    const tryLz4 = this.lz4Misses < 4 || this.batchCount % 8 === 0;
+    return ranges;
+  }
+
+  /**
+   * The pages read into readBuf as a batch: unreadable pages go to `res.unreadable`, zero pages
+   * are sent as a kind alone, the others raw or, where it saves 1/8, lz4 (tried on every batch
+   * while it pays, then on every 8th).
+   */
+  private async encode(round: number, indices: number[], ranges: Array<{ pages: number }>, readable: number[], res: SendResult): Promise<EncodedBatch> {
+    const out: EncodedBatch = { indices: [], kinds: [], parts: [] };
+    const tryLz4 = this.opts.compress && (this.lz4Misses < 4 || this.batchCount % 8 === 0);
     let rawBytes = 0;
     let lz4Bytes = 0;
     const lz4Jobs: Array<Promise<void>> = [];
+    let pos = 0;
     for (let k = 0; k < ranges.length; k++) {
-      for (let q = 0; q < ranges[k].pages; q++) {
-        const index = indices[pos++];
+      for (let q = 0; q < ranges[k].pages; q++, pos++) {
+        const index = indices[pos];
         if (q >= readable[k]) {
           res.unreadable.push(index);
-          off += PAGE_SIZE;
           continue;
         }
-        const page = this.readBuf.subarray(off, off + PAGE_SIZE);
-        off += PAGE_SIZE;
-        sendIdx.push(index);
+        const page = this.readBuf.subarray(pos * PAGE_SIZE, (pos + 1) * PAGE_SIZE);
+        out.indices.push(index);
         this.trace?.sent(index, round, page);
         if (page.equals(ZERO_PAGE)) {
-          kinds.push(PAGE_KIND.ZERO);
+          out.kinds.push(PAGE_KIND.ZERO);
           res.zeroPages++;
           continue;
         }
-        const slot = parts.length;
-        kinds.push(PAGE_KIND.RAW);
-        parts.push(page);
+        const slot = out.parts.length;
+        const kindAt = out.kinds.length;
+        out.kinds.push(PAGE_KIND.RAW);
+        out.parts.push(page);
         rawBytes += PAGE_SIZE;
-        if (this.opts.compress && tryLz4) {
-          const kindAt = kinds.length - 1;
-          lz4Jobs.push(
-            compress(page).then((c) => {
-              if (c.length <= LZ4_WORTH) {
-                parts[slot] = c;
-                kinds[kindAt] = PAGE_KIND.LZ4;
-                lz4Bytes += PAGE_SIZE - c.length;
-              }
-            }),
-          );
-        }
+        if (!tryLz4) continue;
+        lz4Jobs.push(
+          compress(page).then((c) => {
+            if (c.length > LZ4_WORTH) return;
+            out.parts[slot] = c;
+            out.kinds[kindAt] = PAGE_KIND.LZ4;
+            lz4Bytes += PAGE_SIZE - c.length;
+          }),
+        );
       }
     }
     if (lz4Jobs.length > 0) {
@@ -166,22 +205,11 @@ export class PageSender {
       if (lz4Bytes < rawBytes / 20) this.lz4Misses++;
       else this.lz4Misses = 0;
     }
-    this.batchCount++;
-    if (sendIdx.length === 0) return;
-    for (const kd of kinds) if (kd === PAGE_KIND.LZ4) res.lz4Pages++;
-    // Always a copy (Buffer.concat copies even a single part): raw parts are views of readBuf,
-    // which the next batch overwrites, while the socket may still hold this frame in its queue.
-    const payload = Buffer.concat(parts);
-    const msg = pageBatch(
-      {
-        round,
-        seq: this.seq++,
-        ranges: RangeTable.fromSortedPages(sendIdx),
-        kinds: Buffer.from(kinds),
-        lengths: parts.map((p) => p.length),
-      },
-      payload,
-    );
+    return out;
+  }
+
+  /** Waits for the destination's credit for one more batch; gives up after `creditTimeoutMs`. */
+  private async waitForCredit(msg: Message): Promise<void> {
     const deadline = performance.now() + (this.opts.creditTimeoutMs || Infinity);
     while (this.credit <= 0) {
       if (this.channel.closed) await this.channel.send(msg); // throws the channel's error
@@ -198,13 +226,6 @@ export class PageSender {
         });
       });
     }
-    await this.pace(payload.length);
-    this.credit--;
-    const before = this.channel.bytesOut;
-    await this.channel.send(msg);
-    res.bytesOnWire += this.channel.bytesOut - before;
-    res.pagesSent += sendIdx.length;
-    res.batches++;
   }
 
   /** Token-bucket pacing of the wire bytes to `bandwidthBps`. */

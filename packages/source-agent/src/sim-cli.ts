@@ -2,26 +2,38 @@ import fs from 'node:fs';
 import path from 'node:path';
 import yargs from 'yargs';
 import {
+  FORECAST_MODES,
+  MAX_STATES,
+  MIN_STATES,
   MarkovPolicy,
   ModelBuilder,
   OraclePolicy,
+  POLICY_NAMES,
   TraceClock,
   XEN_DEFAULT_STOP_RULES,
   createPolicy,
   decodeTrace,
+  isStateCount,
   simulate,
+  type ForecastMode,
   type Policy,
   type SimReport,
   type Trace,
 } from '@forecopy/filter';
 import { parseBandwidth } from './units.js';
 import { SIM_CHARTS, renderSimHtml, simChartSvg } from './report-html.js';
+import { InputError, SourceError, fromYargs } from './errors.js';
 
-/**
- * `forecopy-sim`: replays a recorded trace through the live agent's policy code over a modelled
- * link. Deterministic: the same trace and flags give the same numbers.
- */
-const SIM_POLICIES = ['precopy', 'xen-skip', 'tpo', 'markov', 'oracle'] as const;
+// `forecopy-sim`: replays a recorded trace through the live agent's policy code over a modelled
+// link. Deterministic: the same trace and flags give the same numbers.
+
+/** Every policy of the live agent, and the clairvoyant oracle that only a trace makes possible. */
+export const SIM_POLICIES = [...POLICY_NAMES, 'oracle'] as const;
+export type SimPolicyName = (typeof SIM_POLICIES)[number];
+
+function isSimPolicy(name: string): name is SimPolicyName {
+  return SIM_POLICIES.some((p) => p === name);
+}
 
 interface Row extends SimReport {
   states: number | null;
@@ -29,7 +41,20 @@ interface Row extends SimReport {
   shareOfOracle: number | null;
 }
 
-export function runSimulations(trace: Trace, o: { policies: string[]; states: number[]; bandwidthBps: number; modelSeconds: number; forecast: 'chain' | 'visits'; skipRedirtied: boolean; lwwsThreshold?: number; maxRounds: number; minRemainingPages: number; maxFactor: number }): Row[] {
+export interface SimulationOptions {
+  policies: SimPolicyName[];
+  states: number[];
+  bandwidthBps: number;
+  modelSeconds: number;
+  forecast: ForecastMode;
+  skipRedirtied: boolean;
+  lwwsThreshold?: number;
+  maxRounds: number;
+  minRemainingPages: number;
+  maxFactor: number;
+}
+
+export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
   const pageRate = o.bandwidthBps / 8 / trace.pageSize;
   const startMs = o.modelSeconds * 1000;
   const stopRules = { maxRounds: o.maxRounds, minRemainingPages: o.minRemainingPages, maxFactor: o.maxFactor };
@@ -51,24 +76,23 @@ export function runSimulations(trace: Trace, o: { policies: string[]; states: nu
         for (const s of trace.samples) if (s.atMs <= startMs) b.observe(s.pages);
         add(run(new MarkovPolicy(b.build(), { intervalMs: trace.intervalMs, initialPageRate: pageRate, forecast: o.forecast, skipRedirtied: o.skipRedirtied })), S);
       }
-    } else add(run(createPolicy(name as 'xen-skip' | 'tpo', { totalPages: trace.totalPages })), null);
+    } else add(run(createPolicy(name, { totalPages: trace.totalPages })), null);
   }
   return rows;
 }
 
 export async function simMain(argv: string[]): Promise<number> {
-  let code = 0;
   const list = (v: string) => String(v).split(',').map((x) => x.trim()).filter(Boolean);
   try {
     await yargs(argv)
       .scriptName('forecopy-sim')
       .usage('$0 --trace FILE [options]\n\nReplays a dirty trace (forecopy-source record) through the pre-copy policies over a modelled link.')
       .option('trace', { type: 'string', demandOption: true, describe: 'trace file from forecopy-source record' })
-      .option('policy', { type: 'string', default: 'precopy,xen-skip,tpo,markov,oracle', describe: `comma-separated: ${SIM_POLICIES.join(', ')}` })
+      .option('policy', { type: 'string', default: SIM_POLICIES.join(','), describe: `comma-separated: ${SIM_POLICIES.join(', ')}` })
       .option('states', { type: 'string', default: '256', describe: 'markov: S, or a comma-separated sweep (64,128,256,512,1024)' })
       .option('bandwidth', { type: 'string', default: '500mbit' })
       .option('model-seconds', { type: 'number', default: 10, describe: 'markov models the first N seconds; every policy starts migrating there' })
-      .option('forecast', { choices: ['chain', 'visits'] as const, default: 'chain' as const, describe: 'markov: forecast mode (see forecopy-source migrate --help)' })
+      .option('forecast', { choices: FORECAST_MODES, default: 'chain' as const, describe: 'markov: forecast mode (see forecopy-source migrate --help)' })
       .option('skip-redirtied', { type: 'boolean', default: false, describe: "markov: also skip pages written again during the round (Xen's to_skip)" })
       .option('lwws-threshold', { type: 'number', describe: 'markov: LWWS threshold (default 0.25)' })
       .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
@@ -83,15 +107,17 @@ export async function simMain(argv: string[]): Promise<number> {
       .example('$0 --trace mw.trace --states 64,256,1024 --svg out/mw', 'charts as out/mw-downtime.svg, out/mw-time.svg, out/mw-pages.svg')
       .strict()
       .fail((msg, err) => {
-        throw err ?? new Error(msg);
+        throw fromYargs(msg, err);
       })
       .help()
       .version(false)
       .command('$0', 'simulate', () => {}, (a) => {
-        const policies = list(a.policy);
-        for (const p of policies) if (!(SIM_POLICIES as readonly string[]).includes(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
+        const policies = list(a.policy).map((p) => {
+          if (!isSimPolicy(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
+          return p;
+        });
         const states = list(a.states).map(Number);
-        for (const s of states) if (!(Number.isInteger(s) && s >= 64 && s <= 1024)) throw new InputError(`--states must be whole numbers from 64 to 1024, got ${a.states}`);
+        if (!states.every(isStateCount)) throw new InputError(`--states must be whole numbers from ${MIN_STATES} to ${MAX_STATES}, got ${a.states}`);
         let trace: Trace;
         try {
           trace = decodeTrace(new Uint8Array(fs.readFileSync(a.trace)));
@@ -108,15 +134,15 @@ export async function simMain(argv: string[]): Promise<number> {
       })
       .parseAsync();
   } catch (e) {
-    const err = e as Error;
-    const user = err instanceof InputError || err.name === 'YError' || /^(bandwidth|Missing|Unknown|Invalid)/.test(err.message);
-    process.stderr.write(user ? `forecopy-sim: ${err.message}\n` : `forecopy-sim: internal error: ${err.stack}\n`);
-    code = user ? 2 : 1;
+    if (!(e instanceof SourceError)) {
+      process.stderr.write(`forecopy-sim: internal error: ${(e as Error).stack}\n`);
+      return 1;
+    }
+    process.stderr.write(`forecopy-sim: ${e.message}\n`);
+    return e.exitCode;
   }
-  return code;
+  return 0;
 }
-
-class InputError extends Error {}
 
 /** Writes an output file; a path that cannot be written is the user's to fix, not a crash. */
 function writeOut(file: string, data: string): void {

@@ -1,18 +1,13 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import type { UiEvent } from './ui-events.js';
 
-/**
- * The live dashboard (`migrate --ui PORT`, `record --ui PORT`): one page on 127.0.0.1 that
- * streams the migration over a WebSocket: a heat map of the write regions per sample, the
- * current and forecast Markov states, each round's pages sent / filtered / written, throughput,
- * and the downtime at the end. Late visitors get the history replayed (bounded).
- */
-export type UiEvent =
-  | { type: 'hello'; pid: number; policy: string; pages: number; buckets: number }
-  | { type: 'sample'; atMs: number; hist: number[]; state: number | null; forecast: number[] }
-  | { type: 'round'; round: number; pagesSent: number; pagesDirtied: number; pagesFiltered: number; durationMs: number; bytesSent: number; final: boolean }
-  | { type: 'done'; verified: boolean; downtimeMs: number; totalMs: number; pagesSent: number; error?: string };
+// The live dashboard (`migrate --ui PORT`, `record --ui PORT`): one page on 127.0.0.1 that
+// streams the migration over a WebSocket: a heat map of the write regions per sample, the
+// current and forecast Markov states, each round's pages sent / filtered / written, throughput,
+// and the downtime at the end. Late visitors get the history replayed (bounded). The events are
+// declared in ui-events.ts.
 
 const MAX_HISTORY = 5000;
 

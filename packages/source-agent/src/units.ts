@@ -1,3 +1,5 @@
+import { InputError } from './errors.js';
+
 /**
  * Parses a link rate as tc writes it: `500mbit`, `1gbit`, `800kbit`, `100mbps` (bits), or in
  * bytes per second: `60MB`, `1.5GB`, `512KB`; `0` or `unlimited` means unpaced. Returns bits per
@@ -9,25 +11,25 @@ export function parseBandwidth(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(k|m|g)?(bit|bps|b)?$/.exec(s);
   const orig = String(text).trim();
   if (!m || (m[3] === undefined && m[2] !== undefined)) {
-    throw new Error(`bandwidth '${text}' is not understood: write it like 500mbit, 1gbit or 60MB (bytes/s), or 0 for unpaced`);
+    throw new InputError(`bandwidth '${text}' is not understood: write it like 500mbit, 1gbit or 60MB (bytes/s), or 0 for unpaced`);
   }
   const n = Number(m[1]);
   const mult = m[2] === 'k' ? 1e3 : m[2] === 'm' ? 1e6 : m[2] === 'g' ? 1e9 : 1;
   // tc's convention: 'bit' and 'bps' are bits; an upper-case B in the original is bytes.
   const bytes = m[3] === 'b' && /B$/.test(orig);
   if (m[3] === 'b' && !bytes) {
-    throw new Error(`bandwidth '${text}' is ambiguous: write 'bit' for bits (500mbit) or an upper-case B for bytes (60MB)`);
+    throw new InputError(`bandwidth '${text}' is ambiguous: write 'bit' for bits (500mbit) or an upper-case B for bytes (60MB)`);
   }
   const bps = n * mult * (bytes ? 8 : 1);
-  if (!(bps > 0) || !Number.isFinite(bps)) throw new Error(`bandwidth '${text}' must be a positive rate`);
+  if (!(bps > 0) || !Number.isFinite(bps)) throw new InputError(`bandwidth '${text}' must be a positive rate`);
   return bps;
 }
 
 /** Parses HOST:PORT (IPv6 as [::1]:7070). */
 export function parseHostPort(text: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  if (!m) throw new Error(`--to '${text}' must be HOST:PORT, for example 127.0.0.1:7070 or [::1]:7070`);
+  if (!m) throw new InputError(`--to '${text}' must be HOST:PORT, for example 127.0.0.1:7070 or [::1]:7070`);
   const port = Number(m[2]);
-  if (!(port > 0 && port < 65536)) throw new Error(`port ${m[2]} in --to '${text}' must be between 1 and 65535`);
+  if (!(port > 0 && port < 65536)) throw new InputError(`port ${m[2]} in --to '${text}' must be between 1 and 65535`);
   return { host: m[1], port };
 }

@@ -1,0 +1,63 @@
+import { randomBytes } from 'node:crypto';
+import type { Policy } from '@forecopy/filter';
+import { MessageType, PAGE_SIZE, PROTOCOL_VERSION, hello as helloMessage, type MessageChannel } from '@forecopy/protocol';
+import { PageReader } from '@forecopy/linux';
+import { PageSender } from '../sender.js';
+import { asChannelError } from '../errno-map.js';
+import type { PageTrace } from '../debug-pages.js';
+import type { Tracking } from '../tracking.js';
+import { replyTimeoutOf, type MigrateOptions } from './options.js';
+import type { MigrationSession } from './session.js';
+
+/** What the steps before Hello made. */
+export interface HelloInput {
+  opts: MigrateOptions;
+  channel: MessageChannel;
+  tracking: Tracking;
+  trace: PageTrace | null;
+  policy: Policy;
+}
+
+/**
+ * Hello: announces a new session, the policy and the layout of the page space; the destination
+ * creates its image and answers HelloAck with the sender's first credit. Returns the session the
+ * remaining steps share.
+ */
+export async function hello(h: HelloInput): Promise<MigrationSession> {
+  const { opts, channel, tracking, trace, policy } = h;
+  const { space } = tracking;
+  const replyTimeoutMs = replyTimeoutOf(opts);
+  const sessionId = randomBytes(16).toString('hex');
+  // The layout the Hello announces. The sampler runs on while we wait for the answer, and may
+  // change the space meanwhile: round 1 announces whatever is newer than this.
+  const announcedLayout = space.layoutVersion;
+  await channel.send(
+    helloMessage({ magic: 'FCPY', version: PROTOCOL_VERSION, sessionId, pageSize: PAGE_SIZE, totalPages: space.totalPages, policy: policy.name, layout: space.layout() }),
+  );
+  const ack = await channel.expect(MessageType.HelloAck, replyTimeoutMs).catch((e) => {
+    throw asChannelError(e);
+  });
+  const sender = new PageSender(channel, new PageReader(opts.pid), space, {
+    batchPages: opts.batchPages,
+    bandwidthBps: opts.bandwidthBps,
+    compress: opts.compress,
+    creditTimeoutMs: replyTimeoutMs,
+  });
+  sender.grant(ack.header.credit);
+  sender.trace = trace;
+  return {
+    opts,
+    log: opts.log,
+    channel,
+    replyTimeoutMs,
+    tracking,
+    policy,
+    sessionId,
+    sender,
+    trace,
+    totals: { pagesSent: 0, bytesSent: 0, zeroPages: 0, lz4Pages: 0 },
+    rounds: [],
+    announcedLayout,
+    pageRate: opts.bandwidthBps > 0 ? opts.bandwidthBps / 8 / PAGE_SIZE : 0,
+  };
+}

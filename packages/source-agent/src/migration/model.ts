@@ -1,0 +1,24 @@
+import type { Policy } from '@forecopy/filter';
+import { helloEvent, sampleEvent } from '../ui-events.js';
+import type { Tracking } from '../tracking.js';
+import type { MigrateOptions } from './options.js';
+
+/**
+ * Starts sampling and makes the policy: markov models the process first, through the sampler
+ * (the paper builds its model in normal operation, so the time is reported apart as modelMs).
+ * From then on every sample goes to the policy, and to the dashboard.
+ */
+export async function model(opts: MigrateOptions, tracking: Tracking): Promise<{ policy: Policy; modelMs: number }> {
+  const { sampler, space } = tracking;
+  sampler.start();
+  const t = performance.now();
+  const policy = await opts.makePolicy({ sampler, space, log: opts.log, onProgress: opts.onProgress });
+  const modelMs = performance.now() - t;
+  sampler.onSample((s) => policy.observeSample?.(s.pages, s.atMs));
+  const emit = opts.onEvent;
+  if (emit) {
+    emit(helloEvent(opts.pid, policy.name, space.livePages));
+    sampler.onSample((s) => emit(sampleEvent(s.pages, s.atMs, policy)));
+  }
+  return { policy, modelMs };
+}

@@ -1,0 +1,55 @@
+import type { Logger } from 'pino';
+import type { Policy, StopRules } from '@forecopy/filter';
+import type { Security } from '@forecopy/protocol';
+import type { TrackerChoice } from '@forecopy/linux';
+import type { PageSpace } from '../page-space.js';
+import type { Sampler } from '../sampler.js';
+import type { Progress } from '../progress.js';
+import type { UiEvent } from '../ui-events.js';
+import type { AfterAction } from './release.js';
+
+export interface MigrateOptions {
+  pid: number;
+  host: string;
+  port: number;
+  stopRules: StopRules;
+  /** Bits per second; 0 = unpaced. */
+  bandwidthBps: number;
+  after: AfterAction;
+  intervalMs: number;
+  compress: boolean;
+  batchPages: number;
+  tracker: TrackerChoice;
+  /**
+   * Makes the policy once tracking runs. It may sample the process first (modelling) through the
+   * sampler it is given.
+   */
+  makePolicy: (ctx: PolicyContext) => Promise<Policy>;
+  log: Logger;
+  onProgress?: (p: Progress) => void;
+  connectTimeoutMs?: number;
+  /** How long to wait for any answer of the destination. */
+  replyTimeoutMs?: number;
+  /** Mutual TLS or a pre-shared key; null/undefined = plain TCP. */
+  security?: Security | null;
+  /** Live events for the dashboard (--ui). */
+  onEvent?: (e: UiEvent) => void;
+  /** Fault injection for tests: the agent dies (SIGKILL) right after freezing the process. */
+  dieWhenFrozen?: boolean;
+}
+
+/** What `makePolicy` is given. */
+export interface PolicyContext {
+  sampler: Sampler;
+  space: PageSpace;
+  log: Logger;
+  onProgress?: (p: Progress) => void;
+}
+
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+export const DEFAULT_REPLY_TIMEOUT_MS = 60_000;
+
+/** How long to wait for any answer of the destination. */
+export function replyTimeoutOf(opts: MigrateOptions): number {
+  return opts.replyTimeoutMs ?? DEFAULT_REPLY_TIMEOUT_MS;
+}

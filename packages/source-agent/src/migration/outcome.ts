@@ -1,0 +1,54 @@
+import os from 'node:os';
+import { PAGE_SIZE } from '@forecopy/protocol';
+import type { MigrationReport } from '../report.js';
+import type { MigrationSession } from './session.js';
+import type { Verification } from './verify.js';
+
+/** What the steps measured, for the report. */
+export interface Measured {
+  startedAt: string;
+  /** performance.now() when the migration proper began (after any modelling). */
+  t0: number;
+  modelMs: number;
+  downtimeMs: number;
+  stopReason: string;
+}
+
+/** The migration's report, once the destination answered the checksums. */
+export function migrationReport(s: MigrationSession, m: Measured, v: Verification): MigrationReport {
+  const { totals, opts } = s;
+  const { tracker, space, sampler } = s.tracking;
+  return {
+    verified: v.mismatch === null,
+    downtimeMs: m.downtimeMs,
+    totalMs: v.answeredAt - m.t0,
+    verifyMs: v.verifyMs,
+    modelMs: m.modelMs,
+    memoryPages: space.livePages,
+    pagesSent: totals.pagesSent,
+    bytesSent: totals.bytesSent,
+    bytesOfMemory: totals.pagesSent * PAGE_SIZE,
+    zeroPages: totals.zeroPages,
+    lz4Pages: totals.lz4Pages,
+    policy: s.policy.name,
+    stopReason: m.stopReason,
+    tracker: tracker.kind,
+    pid: opts.pid,
+    destination: `${opts.host}:${opts.port}`,
+    after: opts.after,
+    scans: { ...sampler.scans },
+    rounds: s.rounds,
+    policyStatus: s.policy.status?.(),
+    machine: machineNote(),
+    startedAt: m.startedAt,
+    ...(v.mismatch ? { mismatch: v.mismatch } : {}),
+  };
+}
+
+function machineNote(): MigrationReport['machine'] {
+  const cpus = os.cpus().length;
+  return {
+    cpus,
+    note: `measured on ${os.hostname()}, ${cpus} cores shared by the workload, the source and any local destination`,
+  };
+}

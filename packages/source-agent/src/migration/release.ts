@@ -1,0 +1,57 @@
+import type { Logger } from 'pino';
+import type { FrozenProcess } from '@forecopy/linux';
+import type { Tracking } from '../tracking.js';
+import { processGone } from '../errno-map.js';
+
+/** The source process's fate once the destination made its image final (--after). */
+export const AFTER_ACTIONS = ['kill', 'stop', 'resume'] as const;
+export type AfterAction = (typeof AFTER_ACTIONS)[number];
+
+/**
+ * What a migration holds of the process: its tracking from the start, its freeze from
+ * stop-and-copy. Every path that does not hand the process over releases it: it runs on,
+ * untracked.
+ */
+export class HeldProcess {
+  tracking: Tracking | null = null;
+  frozen: FrozenProcess | null = null;
+
+  constructor(
+    readonly pid: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** After the handover: kills the process, or removes tracking and leaves it stopped or running. */
+  finish(after: AfterAction): void {
+    const { tracking, frozen } = this;
+    if (!tracking || !frozen) throw new Error('finish() before stop-and-copy');
+    if (after === 'kill') frozen.kill();
+    else {
+      tracking.tracker.stop(frozen);
+      if (after === 'stop') frozen.stopped();
+      else frozen.thaw();
+    }
+    this.tracking = null;
+    this.frozen = null;
+  }
+
+  /** Removes tracking and thaws, if still held; never throws (it runs on failure paths). */
+  release(): void {
+    const { tracking, frozen } = this;
+    tracking?.sampler.stop();
+    if (!tracking && !frozen) return;
+    try {
+      tracking?.tracker.stop(frozen);
+    } catch (e) {
+      // Nothing to remove from a process that is gone.
+      if (!processGone(this.pid)) this.log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
+    }
+    try {
+      frozen?.thaw();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'could not thaw the process');
+    }
+    this.tracking = null;
+    this.frozen = null;
+  }
+}

@@ -1,0 +1,123 @@
+import {
+  PrecopyDriver,
+  finalRoundSummary,
+  summarizeRound,
+  type PageBitmap,
+  type RoundDecision,
+  type RoundSummary,
+} from '@forecopy/filter';
+import { MessageType, roundEnd, roundStart, type MessageChannel } from '@forecopy/protocol';
+import { ConnectionError, ProcessExitedError } from '../errors.js';
+import { asChannelError } from '../errno-map.js';
+import { roundReport } from '../report.js';
+import type { SendResult } from '../sender.js';
+import { addToTotals, type MigrationSession } from './session.js';
+
+/** The decision that ends the iterative phase: why, and the pages still to send. */
+export type StopDecision = Extract<RoundDecision, { kind: 'stop' }>;
+
+/** A round the driver planned; it reports to the driver. */
+export interface IterativeRound {
+  final: false;
+  round: number;
+  pages: PageBitmap;
+  driver: PrecopyDriver;
+}
+
+/** The stop-and-copy round: what remains of the process, frozen since `frozenAt` (its time is the downtime). */
+export interface FinalRound {
+  final: true;
+  round: number;
+  pages: PageBitmap;
+  frozenAt: number;
+}
+
+/**
+ * The iterative phase: round 1 sends every page, each later round what the driver plans (the
+ * pages written meanwhile, less what the policy holds back), until a stop rule fires.
+ */
+export async function runRounds(s: MigrationSession): Promise<StopDecision> {
+  const { sampler, space } = s.tracking;
+  // Round 1 sends everything there is: writes so far need no record. The scan that take()
+  // makes may add mappings, so the driver is sized after it, or round 1 would miss them.
+  sampler.take();
+  const driver = new PrecopyDriver(space.totalPages, s.opts.stopRules, s.policy);
+  let plan = driver.firstRound({ pageRate: s.pageRate, nowMs: sampler.now() });
+  for (;;) {
+    const decision = await runRound(s, { final: false, round: plan.round, pages: plan.send, driver });
+    if (decision.kind === 'stop') return decision;
+    plan = decision.plan;
+  }
+}
+
+/**
+ * Runs one round, iterative or final: RoundStart (with the layout if it changed), the pages,
+ * RoundEnd, the destination's RoundAck; then records it (totals, report, log, dashboard).
+ * Returns the driver's decision after an iterative round, null after the final one.
+ */
+export async function runRound(s: MigrationSession, r: IterativeRound): Promise<RoundDecision>;
+export async function runRound(s: MigrationSession, r: FinalRound): Promise<null>;
+export async function runRound(s: MigrationSession, r: IterativeRound | FinalRound): Promise<RoundDecision | null> {
+  const startedAt = r.final ? r.frozenAt : performance.now();
+  const pagesPlanned = r.pages.count();
+  await announceRound(s, r.round, r.final, pagesPlanned);
+  const { sampler } = s.tracking;
+  const skip = !r.final && s.policy.skipRedirtied ? () => sampler.peek(10) : undefined;
+  const sent = await s.sender.sendPages(r.round, r.pages, skip);
+  if (r.final && sent.unreadable.length > 0) {
+    throw new ProcessExitedError(`${sent.unreadable.length} pages of the frozen process could not be read`);
+  }
+  // What was written while the round ran (the frozen process writes nothing); a page that could
+  // not be read (its mapping vanished meanwhile) counts as written.
+  const dirtied = r.final ? null : sampler.take();
+  for (const p of sent.unreadable) if (dirtied && p < dirtied.size) dirtied.set(p);
+  await s.channel.send(roundEnd({ round: r.round, pagesSent: sent.pagesSent, batches: sent.batches }));
+  await expectRoundAck(s.channel, r.round, s.replyTimeoutMs);
+  const durationMs = performance.now() - startedAt;
+  const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, durationMs) : null;
+  const summary = r.final ? finalRoundSummary(r.round, sent.pagesSent, durationMs) : summarizeRound(r.driver.records[r.driver.records.length - 1]);
+  recordRound(s, summary, sent, pagesPlanned);
+  return decision;
+}
+
+/** RoundStart, with the layout when the page space changed since the destination last heard of it. */
+async function announceRound(s: MigrationSession, round: number, final: boolean, plannedPages: number): Promise<void> {
+  const { space } = s.tracking;
+  const layoutChanged = space.layoutVersion !== s.announcedLayout;
+  s.announcedLayout = space.layoutVersion;
+  await s.channel.send(roundStart({ round, final, plannedPages, ...(layoutChanged ? { layout: space.layout() } : {}) }));
+}
+
+/** Tells the driver how an iterative round went: the measured rate, the writes; returns its decision. */
+function settleRound(s: MigrationSession, driver: PrecopyDriver, sent: SendResult, dirtiedSoFar: PageBitmap, durationMs: number): RoundDecision {
+  const { space, sampler } = s.tracking;
+  if (sent.pagesSent > 0 && durationMs > 0) s.pageRate = (sent.pagesSent / durationMs) * 1000;
+  // The space may have grown while we waited for the acknowledgement (the sampler runs on).
+  driver.resize(space.totalPages);
+  const dirtied = dirtiedSoFar.size === space.totalPages ? dirtiedSoFar : dirtiedSoFar.resized(space.totalPages);
+  dirtied.and(space.live);
+  return driver.endRound(
+    { pagesSent: sent.pagesSent, pagesSkipped: sent.pagesSkipped, dirtied, durationMs, pageRate: s.pageRate },
+    { pageRate: s.pageRate, nowMs: sampler.now() },
+  );
+}
+
+/** The one place a round is recorded: the totals, the report's rounds, the log, the dashboard, the progress line. */
+function recordRound(s: MigrationSession, summary: RoundSummary, sent: SendResult, pagesPlanned: number): void {
+  addToTotals(s.totals, sent);
+  const report = roundReport(summary, sent.bytesOnWire);
+  s.rounds.push(report);
+  // The stop-and-copy round is in the migration's final report (its duration is the downtime).
+  if (!report.final) s.log.info({ ...report }, 'round done');
+  s.opts.onEvent?.({ type: 'round', ...report });
+  s.opts.onProgress?.({ phase: 'round', round: report.round, pagesSent: report.pagesSent, pagesPlanned, final: report.final });
+}
+
+async function expectRoundAck(channel: MessageChannel, round: number, timeoutMs: number): Promise<void> {
+  const ack = await channel.expect(MessageType.RoundAck, timeoutMs).catch((e) => {
+    throw asChannelError(e);
+  });
+  if (ack.header.round !== round) {
+    throw new ConnectionError(`the destination acknowledged round ${ack.header.round} while round ${round} was expected`);
+  }
+}

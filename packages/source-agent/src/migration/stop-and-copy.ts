@@ -1,0 +1,32 @@
+import { stopAndCopy as stopAndCopyMessage } from '@forecopy/protocol';
+import { Freezer, type FrozenProcess } from '@forecopy/linux';
+import { asSourceError } from '../errno-map.js';
+import type { HeldProcess } from './release.js';
+import { runRound, type StopDecision } from './rounds.js';
+import type { MigrationSession } from './session.js';
+
+/**
+ * Stop-and-copy: freezes the process (held by `held` from then on), collects its last writes and
+ * sends, in the final round, what remains unsynchronized. The downtime runs from the freeze to
+ * the destination's acknowledgement of that round. The process stays frozen.
+ */
+export async function stopAndCopy(s: MigrationSession, stop: StopDecision, held: HeldProcess): Promise<{ frozen: FrozenProcess; downtimeMs: number }> {
+  const { sampler, space } = s.tracking;
+  const pid = s.opts.pid;
+  sampler.stop();
+  const frozenAt = performance.now();
+  let frozen: FrozenProcess;
+  try {
+    frozen = new Freezer().freeze(pid);
+  } catch (e) {
+    throw asSourceError(e, pid);
+  }
+  held.frozen = frozen;
+  if (s.opts.dieWhenFrozen) process.kill(process.pid, 'SIGKILL');
+  const round = s.rounds.length + 1;
+  const last = sampler.take();
+  const remaining = stop.remaining.resized(space.totalPages).or(last).and(space.live);
+  await s.channel.send(stopAndCopyMessage({ round }));
+  await runRound(s, { final: true, round, pages: remaining, frozenAt });
+  return { frozen, downtimeMs: s.rounds[s.rounds.length - 1].durationMs };
+}

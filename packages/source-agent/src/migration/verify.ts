@@ -1,0 +1,99 @@
+import { writeFileSync } from 'node:fs';
+import { MessageType, PAGE_SIZE, checksums, type MismatchHeader } from '@forecopy/protocol';
+import { PageReader, type FrozenProcess } from '@forecopy/linux';
+import { hashPages } from '../checksum.js';
+import { ConnectionError, DestinationAbortError, VerificationError } from '../errors.js';
+import { asChannelError } from '../errno-map.js';
+import type { MigrationReport } from '../report.js';
+import type { PageTrace } from '../debug-pages.js';
+import type { MigrationSession } from './session.js';
+
+/** Pages a Checksums message covers at most. */
+const CHECKSUM_CHUNK = 16384;
+
+export type Mismatch = NonNullable<MigrationReport['mismatch']>;
+
+export interface Verification {
+  /** From the first checksum to the destination's answer. */
+  verifyMs: number;
+  /** performance.now() when the answer came. */
+  answeredAt: number;
+  /** The pages that differ, when the destination found any. */
+  mismatch: Mismatch | null;
+}
+
+/**
+ * Verification: hashes the frozen process's memory (xxh64 per page) and sends the checksums; the
+ * destination compares them with its image and answers Verified or Mismatch. A mismatch is
+ * located (address and mapping of the first pages) and, with FORECOPY_DEBUG_PAGES, the history
+ * of those pages written out. Abort or any other answer ends the migration.
+ */
+export async function verify(s: MigrationSession, frozen: FrozenProcess): Promise<Verification> {
+  const t = performance.now();
+  s.opts.onProgress?.({ phase: 'verify', pages: s.tracking.space.livePages });
+  const reader = new PageReader(frozen.pid);
+  await sendChecksums(s, reader);
+  const answer = await s.channel.next(s.replyTimeoutMs).catch((e) => {
+    throw asChannelError(e);
+  });
+  const answeredAt = performance.now();
+  const verifyMs = answeredAt - t;
+  if (answer.type === MessageType.Mismatch) {
+    if (s.trace) writePageHistory(s, s.trace, reader, answer.header.firstPages);
+    return { verifyMs, answeredAt, mismatch: locate(s, answer.header) };
+  }
+  if (answer.type === MessageType.Abort) throw new DestinationAbortError(`the destination aborted: ${answer.header.reason}`);
+  if (answer.type !== MessageType.Verified) {
+    throw new ConnectionError(`the destination answered ${MessageType[answer.type]} instead of Verified or Mismatch`);
+  }
+  return { verifyMs, answeredAt, mismatch: null };
+}
+
+/** The error a mismatch ends the migration with; the report (with its `mismatch`) goes along. */
+export function mismatchError(report: MigrationReport, mismatch: Mismatch): VerificationError {
+  const { pages, where = [] } = mismatch;
+  const first = where.slice(0, 4).map((w) => (w.address ? `${w.page} at ${w.address} in ${w.mapping}` : String(w.page)));
+  return new VerificationError(
+    `the destination found ${pages} pages that differ from the frozen source (first: ${first.join(', ')}); the process was left running here`,
+    report,
+  );
+}
+
+async function sendChecksums(s: MigrationSession, reader: PageReader): Promise<void> {
+  for (const seg of s.tracking.space.list()) {
+    for (let first = 0; first < seg.pages; first += CHECKSUM_CHUNK) {
+      const count = Math.min(CHECKSUM_CHUNK, seg.pages - first);
+      const hashes = await hashPages(reader, seg.start + first * PAGE_SIZE, count);
+      await s.channel.send(checksums({ algorithm: 'xxh64', firstPage: seg.indexBase + first, count }, hashes));
+    }
+  }
+}
+
+/** Where the first differing pages are in the process: address and mapping (perms and path). */
+function locate(s: MigrationSession, m: MismatchHeader): Mismatch {
+  const { space } = s.tracking;
+  const where = m.firstPages.map((p) => {
+    const seg = space.segmentOfIndex(p);
+    return seg ? { page: p, address: `0x${space.addressOf(p).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` } : { page: p, address: null, mapping: null };
+  });
+  return { pages: m.mismatched, firstPages: m.firstPages, where };
+}
+
+/**
+ * FORECOPY_DEBUG_PAGES: for each differing page, what it holds now (the process is still frozen)
+ * next to what was sent of it and when the tracker last reported it written.
+ */
+function writePageHistory(s: MigrationSession, trace: PageTrace, reader: PageReader, pages: number[]): void {
+  const { space, sampler } = s.tracking;
+  const buf = Buffer.alloc(PAGE_SIZE);
+  const rows = pages.map((p) => {
+    const seg = space.segmentOfIndex(p);
+    const read = seg ? reader.readRanges([{ addr: space.addressOf(p), pages: 1 }], buf)[0] : 0;
+    return { page: p, segment: seg ? { id: seg.id, start: `0x${seg.start.toString(16)}`, pages: seg.pages, indexBase: seg.indexBase } : null, frozenHash: read ? trace.hash(buf).toString(16) : null, ...trace.history(p) };
+  });
+  try {
+    writeFileSync(trace.file, JSON.stringify({ scans: sampler.scans.count, rounds: s.rounds.length, pages: rows }, null, 2));
+  } catch (e) {
+    s.log.error({ err: (e as Error).message }, `could not write FORECOPY_DEBUG_PAGES=${trace.file}`);
+  }
+}
