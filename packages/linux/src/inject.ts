@@ -1,30 +1,26 @@
 import koffi from 'koffi';
 import { KernelError, PTRACE, WALL, WIFSTOPPED, WNOHANG, WSTOPSIG, ptrace, ptracePeek, tgkill, waitpid } from './libc.js';
 import { Freezer, sleepSync, type FrozenProcess } from './freezer.js';
+import { ARG_REGS, REG, REGS_BYTES } from './regs.js';
 
-/**
- * Runs one system call inside another process (design.md, step 1): stop one thread, point it at
- * `syscall; int3` written over its current instruction, let it run to the trap, read rax, and put
- * back the bytes and the registers exactly as they were, orig_rax included, so a system call it
- * was sleeping in restarts as if nothing happened.
- *
- * x86_64 struct user_regs_struct, 27 u64 in this order:
- *   r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss
- *   fs_base gs_base ds es fs gs
- */
-const REG = { r10: 7, r8: 9, r9: 8, rax: 10, rdx: 12, rsi: 13, rdi: 14, orig_rax: 15, rip: 16 } as const;
-const REGS_BYTES = 27 * 8;
+// Runs one system call inside another process: stop one thread, point it at `syscall; int3`
+// written over its current instruction, let it run to the trap, read rax, and put back the bytes
+// and the registers exactly as they were, orig_rax included, so a system call it was sleeping in
+// restarts as if nothing happened.
+
 const SIGTRAP = 5;
 
 export interface InjectOptions {
-  /** A process already frozen by us: its main thread is in a ptrace-stop and stays traced. */
+  /** A process already frozen by us: its threads are in a ptrace-stop and stay traced. */
   frozen?: FrozenProcess;
+  /** The thread that runs the call (default: the main thread); needs `frozen` if not the main. */
+  tid?: number;
   timeoutMs?: number;
 }
 
 /** Returns the system call's result; a negative result throws KernelError with that errno. */
 export function injectSyscall(pid: number, nr: number, args: bigint[], opts: InjectOptions = {}): bigint {
-  const tid = pid; // the main thread (its tid is the pid)
+  const tid = opts.tid ?? pid; // the main thread's tid is the pid
   // Every thread must be stopped while `syscall; int3` stands in the shared text: another thread
   // running through those bytes would trap and take the process down with SIGTRAP.
   const own = opts.frozen ? null : new Freezer().freeze(pid, opts.timeoutMs ?? 5000);
@@ -47,11 +43,10 @@ export function injectSyscall(pid: number, nr: number, args: bigint[], opts: Inj
     // syscall (0f 05); int3 (cc); keep the other five bytes of the word.
     const patched = (word & ~0xffffffn) | 0xcc050fn;
     ptrace(PTRACE.POKETEXT, tid, rip, patched);
-    const argRegs = [REG.rdi, REG.rsi, REG.rdx, REG.r10, REG.r8, REG.r9];
     regs.writeBigUInt64LE(BigInt(nr), REG.rax * 8);
     // orig_rax = -1: no system call is in progress, so the kernel does not "restart" anything.
     regs.writeBigInt64LE(-1n, REG.orig_rax * 8);
-    args.forEach((a, i) => regs.writeBigUInt64LE(BigInt.asUintN(64, a), argRegs[i] * 8));
+    args.forEach((a, i) => regs.writeBigUInt64LE(BigInt.asUintN(64, a), ARG_REGS[i] * 8));
     ptrace(PTRACE.SETREGS, tid, 0n, koffi.address(regs));
     ptrace(PTRACE.CONT, tid, 0n, 0n);
     waitForTrap(tid, held, opts.timeoutMs ?? 5000);

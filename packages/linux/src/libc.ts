@@ -19,6 +19,12 @@ const pvReadv = libc.func(
   'intptr_t process_vm_readv(int pid, uintptr_t local_iov, unsigned long liovcnt, uintptr_t remote_iov, unsigned long riovcnt, unsigned long flags)',
 );
 const tgkillRaw = libc.func('int tgkill(int tgid, int tid, int sig)');
+const pvWritev = libc.func(
+  'intptr_t process_vm_writev(int pid, uintptr_t local_iov, unsigned long liovcnt, uintptr_t remote_iov, unsigned long riovcnt, unsigned long flags)',
+);
+// syscall(2) is variadic; on x86_64 a call with six integer arguments passes them in the same
+// registers as a non-variadic one, and syscall() reads no vector registers.
+const syscall6Raw = libc.func('long syscall(long nr, uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d, uintptr_t e, uintptr_t f)');
 
 export const PTRACE = Object.freeze({
   PEEKTEXT: 1,
@@ -27,13 +33,65 @@ export const PTRACE = Object.freeze({
   GETREGS: 12,
   SETREGS: 13,
   DETACH: 17,
+  SYSCALL: 24,
+  SETOPTIONS: 0x4200,
+  GETSIGINFO: 0x4202,
+  GETREGSET: 0x4204,
+  SETREGSET: 0x4205,
   SEIZE: 0x4206,
   INTERRUPT: 0x4207,
+  PEEKSIGINFO: 0x4209,
+  GETSIGMASK: 0x420a,
+  SETSIGMASK: 0x420b,
+  GET_RSEQ_CONFIGURATION: 0x420f,
+  EVENT_CLONE: 3,
   EVENT_STOP: 128,
+  O_TRACESYSGOOD: 1,
+  O_TRACECLONE: 8,
+  O_EXITKILL: 0x100000,
 });
 export const WALL = 0x40000000;
 export const WNOHANG = 1;
-export const SYS = Object.freeze({ close: 3, userfaultfd: 323, pidfd_open: 434, pidfd_getfd: 438 });
+/** x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
+export const SYS = Object.freeze({
+  read: 0,
+  open: 2,
+  close: 3,
+  lseek: 8,
+  mmap: 9,
+  mprotect: 10,
+  munmap: 11,
+  brk: 12,
+  rt_sigaction: 13,
+  rt_sigprocmask: 14,
+  mremap: 25,
+  dup3: 292,
+  getpid: 39,
+  clone: 56,
+  kill: 62,
+  fcntl: 72,
+  chdir: 80,
+  umask: 95,
+  setresuid: 117,
+  setresgid: 119,
+  setgroups: 116,
+  rt_sigqueueinfo: 129,
+  sigaltstack: 131,
+  personality: 135,
+  prctl: 157,
+  arch_prctl: 158,
+  gettid: 186,
+  set_tid_address: 218,
+  set_robust_list: 273,
+  get_robust_list: 274,
+  rt_tgsigqueueinfo: 297,
+  prlimit64: 302,
+  userfaultfd: 323,
+  memfd_create: 319,
+  rseq: 334,
+  pidfd_open: 434,
+  pidfd_getfd: 438,
+});
 
 /** A failed system call, with its errno name (EPERM, ESRCH, ...). */
 export class KernelError extends Error {
@@ -123,6 +181,47 @@ export function processVmReadv(pid: number, local: Buffer, localLen: number, rem
   liov.writeBigUInt64LE(BigInt(localLen), 8);
   const r = pvReadv(pid, koffi.address(liov), 1, koffi.address(remote), riovcnt, 0);
   return check('process_vm_readv', r, `pid ${pid}`);
+}
+
+/** process_vm_writev of one local buffer to one remote address range. Returns bytes written. */
+export function processVmWritev(pid: number, local: Buffer, remoteAddr: number | bigint): number {
+  // Both iovecs are ours: {address of `local`, its length} and {remoteAddr, the same length}.
+  const iov = Buffer.alloc(32);
+  iov.writeBigUInt64LE(koffi.address(local), 0);
+  iov.writeBigUInt64LE(BigInt(local.length), 8);
+  iov.writeBigUInt64LE(BigInt(remoteAddr), 16);
+  iov.writeBigUInt64LE(BigInt(local.length), 24);
+  const r = pvWritev(pid, koffi.address(iov), 1, koffi.address(iov) + 16n, 1, 0);
+  return check('process_vm_writev', r, `pid ${pid}`);
+}
+
+/** A system call of this process with up to six integer arguments; -1 throws with errno. */
+export function syscall6(name: string, nr: number, ...args: Array<number | bigint>): bigint {
+  const a = [0, 1, 2, 3, 4, 5].map((i) => BigInt.asUintN(64, BigInt(args[i] ?? 0)));
+  const r = syscall6Raw(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+  check(name, r);
+  return BigInt(r);
+}
+
+/** ptrace with a buffer we own as `data` (GETREGS, GETSIGMASK, GET_RSEQ_CONFIGURATION...). */
+export function ptraceBuf(req: number, tid: number, addr: bigint, data: Buffer): number {
+  // data is ours and at least as large as the request's structure (the caller sized it).
+  return ptrace(req, tid, addr, koffi.address(data));
+}
+
+/** PTRACE_GETREGSET/SETREGSET: `buf` is the register set; returns the length the kernel used. */
+export function ptraceRegset(req: number, tid: number, noteType: number, buf: Buffer): number {
+  const iov = Buffer.alloc(16);
+  iov.writeBigUInt64LE(koffi.address(buf), 0);
+  iov.writeBigUInt64LE(BigInt(buf.length), 8);
+  // iov is ours and points at buf, which outlives the call.
+  ptrace(req, tid, BigInt(noteType), koffi.address(iov));
+  return Number(iov.readBigUInt64LE(8));
+}
+
+/** The address of a buffer we own (for system calls that take a pointer into this process). */
+export function addressOf(buf: Buffer): bigint {
+  return koffi.address(buf);
 }
 
 export function tgkill(tgid: number, tid: number, sig: number): void {

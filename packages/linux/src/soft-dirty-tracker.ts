@@ -23,6 +23,10 @@ export class SoftDirtyTracker implements DirtyTracker {
 
   constructor(readonly pid: number) {}
 
+  installedFds(): number[] {
+    return [];
+  }
+
   /** Whether this kernel keeps soft-dirty bits: clear ours, write a page, look at its bit 55. */
   static supported(): boolean {
     let fd = -1;

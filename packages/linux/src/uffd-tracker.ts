@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import koffi from 'koffi';
 import { injectSyscall } from './inject.js';
+import type { TrackerKind } from './create-tracker.js';
 import type { FrozenProcess } from './freezer.js';
 import { KernelError, SYS, close, ioctl, openReadOnly, sys } from './libc.js';
 import type { ProcMapping } from './proc-maps.js';
@@ -26,12 +27,14 @@ export interface CollectResult {
 }
 
 export interface DirtyTracker {
-  readonly kind: 'uffd-wp' | 'soft-dirty';
+  readonly kind: TrackerKind;
   /** Starts tracking the given mappings; every write after this is reported by a later collect. */
   start(mappings: readonly ProcMapping[]): void;
   collect(mappings: readonly ProcMapping[]): CollectResult;
   /** Removes all tracking from the process. Idempotent; `frozen` when the process is frozen by us. */
   stop(frozen?: FrozenProcess | null): void;
+  /** Descriptors the tracker installed in the process (a restore must not carry them). */
+  installedFds(): number[];
 }
 
 export class TrackerUnsupportedError extends Error {
@@ -81,6 +84,10 @@ export class UffdWpTracker implements DirtyTracker {
 
   constructor(readonly pid: number) {}
 
+  installedFds(): number[] {
+    return this.targetFd >= 0 ? [this.targetFd] : [];
+  }
+
   start(mappings: readonly ProcMapping[]): void {
     try {
       // In the target: userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY).
@@ -114,7 +121,7 @@ export class UffdWpTracker implements DirtyTracker {
         this.scan(start, end, written);
         return true;
       } catch (e) {
-        // EPERM: the range now touches memory not registered for async WP (design.md): the
+        // EPERM: the range now touches memory not registered for async WP : the
         // process unmapped and mapped again there since we last looked.
         if (e instanceof KernelError && e.code === 'EPERM') return false;
         throw e;

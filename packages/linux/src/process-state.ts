@@ -1,0 +1,146 @@
+// What a process is besides its writable memory: every mapping, every thread's registers and
+// signal state, the process-wide state (signal handlers, limits, files, mm fields). Captured by
+// capture.ts from a frozen process, carried as plain data (numbers, strings, byte arrays: no
+// BigInt, so msgpack and JSON both carry it), rebuilt by restore.ts inside a husk.
+//
+// Addresses are below 2^47 on x86_64, so numbers hold them exactly; 64-bit values that are not
+// addresses (signal masks, register files) travel as bytes.
+
+/** One line of /proc/PID/maps at the freeze, and how it is rebuilt. */
+export interface VmaState {
+  start: number;
+  end: number;
+  /** /proc/PID/maps permissions, e.g. 'r-xp', 'rw-s'. */
+  perms: string;
+  offset: number;
+  /** The file's path, or '' for anonymous memory, or a [name] such as [stack], [heap], [vdso]. */
+  path: string;
+  /**
+   * How it is rebuilt:
+   * - migrated: private writable memory carried by the pre-copy rounds (already in place);
+   * - file-private / file-shared: the file mapped again (same path and offset), then `contents`;
+   * - anon: private anonymous memory that is not writable (guard pages, read-only data);
+   * - anon-shared: MAP_SHARED anonymous memory (incl. /dev/zero), content in `contents`;
+   * - memfd: a memfd's mapping, rebuilt as a new memfd of the same name and size;
+   * - vdso: [vvar], [vvar_vclock], [vdso] (the destination moves its own there); vsyscall: fixed.
+   */
+  kind: 'migrated' | 'file-private' | 'file-shared' | 'anon' | 'anon-shared' | 'memfd' | 'vdso' | 'vsyscall';
+  growsDown: boolean;
+  /** For file mappings: what the destination's file must match. */
+  file?: FileIdentity;
+}
+
+export interface FileIdentity {
+  path: string;
+  size: number;
+  /** Modification time in nanoseconds since the epoch, as a decimal string. */
+  mtimeNs: string;
+}
+
+/**
+ * Pages of non-migrated mappings whose content is not the file's (written before they were
+ * protected, like RELRO; copied-on-write pages of private file mappings; shared anonymous
+ * memory). Their bytes lie end to end in the state's payload, in this order.
+ */
+export interface ContentRange {
+  addr: number;
+  pages: number;
+}
+
+export interface FdState {
+  fd: number;
+  /**
+   * file: a regular file reopened by path; dir: a directory; dev: /dev/null, zero, random,
+   * urandom or full; stdio: a pipe, terminal or socket on 0, 1 or 2, bound at the destination to what it
+   * is told (--stdin, --stdout, --stderr).
+   */
+  kind: 'file' | 'dir' | 'dev' | 'stdio';
+  path: string;
+  /** open(2) flags from /proc/PID/fdinfo (access mode, O_APPEND, O_NONBLOCK, O_CLOEXEC...). */
+  flags: number;
+  pos: number;
+  file?: FileIdentity;
+}
+
+export interface SigactionState {
+  sig: number;
+  /** struct kernel_sigaction as the kernel returns it: handler, flags, restorer, mask (4 x u64). */
+  raw: Uint8Array;
+}
+
+export interface PendingSignal {
+  sig: number;
+  /** siginfo_t (128 bytes), or empty when only the number is known. */
+  info: Uint8Array;
+}
+
+export interface ThreadState {
+  tid: number;
+  /**
+   * struct user_regs_struct (27 x u64), adjusted as the kernel would on the way back to user
+   * mode without a handler: a system call interrupted by the freeze is set up to restart.
+   */
+  regs: Uint8Array;
+  /** PTRACE_GETREGSET NT_X86_XSTATE: the FPU and extended state. */
+  xstate: Uint8Array;
+  /** The blocked signal mask (8 bytes). */
+  sigmask: Uint8Array;
+  altstack: { sp: number; flags: number; size: number };
+  /** PTRACE_GET_RSEQ_CONFIGURATION; null when the thread registered none. */
+  rseq: { ptr: number; len: number; sig: number; flags: number } | null;
+  robustList: { head: number; len: number };
+  /** set_tid_address(): cleared and woken when the thread exits (glibc: &pthread->tid). */
+  clearChildTid: number;
+  comm: string;
+  pending: PendingSignal[];
+}
+
+/** The mm fields prctl(PR_SET_MM_MAP) takes. */
+export interface MmState {
+  startCode: number;
+  endCode: number;
+  startData: number;
+  endData: number;
+  startBrk: number;
+  brk: number;
+  startStack: number;
+  argStart: number;
+  argEnd: number;
+  envStart: number;
+  envEnd: number;
+  /** /proc/PID/auxv. */
+  auxv: Uint8Array;
+}
+
+export interface ProcessState {
+  pid: number;
+  comm: string;
+  exe: string;
+  cwd: string;
+  umask: number;
+  personality: number;
+  /** prlimit for RLIMIT 0..15: [soft, hard], -1 for RLIM_INFINITY. */
+  rlimits: Array<[number, number]>;
+  creds: { uid: [number, number, number]; gid: [number, number, number]; groups: number[] };
+  sigactions: SigactionState[];
+  /** Signals pending for the whole process (shared queue). */
+  pending: PendingSignal[];
+  mm: MmState;
+  vmas: VmaState[];
+  contents: ContentRange[];
+  fds: FdState[];
+  /** The main thread first. */
+  threads: ThreadState[];
+  /** xxh64-free fingerprint of the source's vDSO: its size and a SHA-256 of its bytes. */
+  vdso: { size: number; sha256: string } | null;
+}
+
+/** What the destination needs before the first page to know it can restore (sent in Hello). */
+export interface RestorePreview {
+  exe: string;
+  /** Every mapping's range and path (the destination checks its own husk does not stand there). */
+  vmas: Array<{ start: number; end: number; perms: string; path: string }>;
+  /** Files that must exist at the destination (mappings and descriptors), with their identity. */
+  files: Array<FileIdentity & { writable: boolean }>;
+  vdso: { size: number; sha256: string } | null;
+}
