@@ -1,54 +1,7 @@
 import type { Duplex } from 'node:stream';
+import { ChannelClosedError, ChannelTimeoutError, PeerAbortError, UnexpectedMessageError } from './errors.js';
 import { encodeMessage, FrameDecoder } from './frame.js';
 import { MessageType, type Message } from './messages.js';
-
-/**
- * A message channel over one stream socket (TCP or TLS): frames out through `send`, frames in
- * through `next`/`expect`, with backpressure both ways. Messages of the types given to
- * `onMessage` bypass the queue (the source uses it for BatchAck, which arrives while it sends).
- *
- * The queue of received messages is bounded by the peer's flow control (credit), not here: a
- * peer that floods messages nobody asked for fills at most `maxQueued` before the channel fails.
- */
-export class ChannelClosedError extends Error {
-  readonly code = 'E_CHANNEL_CLOSED';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'ChannelClosedError';
-  }
-}
-
-export class ChannelTimeoutError extends Error {
-  readonly code = 'E_CHANNEL_TIMEOUT';
-  constructor(message: string) {
-    super(message);
-    this.name = 'ChannelTimeoutError';
-  }
-}
-
-export class UnexpectedMessageError extends Error {
-  readonly code = 'E_UNEXPECTED_MESSAGE';
-  constructor(
-    message: string,
-    readonly received: Message,
-  ) {
-    super(message);
-    this.name = 'UnexpectedMessageError';
-  }
-}
-
-/** The peer sent Abort. */
-export class PeerAbortError extends Error {
-  readonly code: string;
-  constructor(
-    readonly peerCode: string,
-    readonly reason: string,
-  ) {
-    super(`peer aborted: ${reason} (${peerCode})`);
-    this.name = 'PeerAbortError';
-    this.code = 'E_PEER_ABORT';
-  }
-}
 
 type Waiter = { resolve: (m: Message) => void; reject: (e: Error) => void };
 
@@ -59,6 +12,18 @@ export interface ChannelOptions {
   sendTimeoutMs?: number;
 }
 
+/**
+ * A message channel over one stream socket (TCP or TLS): frames out through `send`, frames in
+ * through `next`/`expect`, with backpressure both ways. Messages of the types given to
+ * `onMessage` bypass the queue (the source uses it for BatchAck, which arrives while it sends).
+ *
+ * The queue of received messages is bounded by the peer's flow control (credit), not here: a
+ * peer that floods messages nobody asked for fills at most `maxQueued` before the channel fails.
+ *
+ * Its errors (ChannelClosedError, ChannelTimeoutError, UnexpectedMessageError, PeerAbortError)
+ * live in errors.ts with the package's others. The channel keeps the first error it meets: the
+ * pending `next` calls reject with it, later ones too once the queue is empty, and `send` throws it.
+ */
 export class MessageChannel {
   private readonly decoder: FrameDecoder;
   private readonly queue: Message[] = [];
@@ -81,8 +46,8 @@ export class MessageChannel {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => {
       try {
-        this.decoder.end();
-        this.fail(new ChannelClosedError('the peer closed the connection'));
+        this.decoder.end(); // throws FrameTruncatedError if the peer ended inside a frame
+        this.fail(new ChannelClosedError('the peer closed the connection', { peerEnded: true }));
       } catch (e) {
         this.fail(e as Error);
       }

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
+import { SecurityConfigError } from './errors.js';
 
 /**
  * How the agents authenticate each other and encrypt the migration channel:
@@ -10,6 +11,7 @@ import tls from 'node:tls';
  *   sides prove they hold the key before a byte of the protocol flows;
  * - neither: plain TCP, allowed on loopback, and elsewhere only with an explicit `--insecure`.
  * A peer that fails the handshake is refused before it can send a single frame.
+ * Unusable flags throw SecurityConfigError (E_SECURITY_CONFIG), a user's mistake, not a bug.
  */
 export interface SecurityFlags {
   tlsCert?: string;
@@ -22,10 +24,6 @@ export interface Security {
   kind: 'mtls' | 'psk';
   server: tls.TlsOptions;
   client: tls.ConnectionOptions;
-}
-
-export class SecurityConfigError extends Error {
-  readonly code = 'E_SECURITY_CONFIG';
 }
 
 const PSK_IDENTITY = 'forecopy';
