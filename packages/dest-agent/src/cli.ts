@@ -1,15 +1,16 @@
 import yargs from 'yargs';
 import { pino } from 'pino';
 import { SecurityConfigError, isLoopback, loadSecurity, terminalLogStream } from '@forecopy/protocol';
+import { DestError, EXIT, ListenError, UserError } from './errors.js';
 import { listen } from './server.js';
 
 /**
  * `forecopy-dest`: the destination agent's command line.
- * Exit codes: 0 served (with --once: one verified migration), 1 the migration did not verify
- * (--once), 2 bad arguments, 3 the port could not be opened.
+ * Exit codes (EXIT in errors.ts): 0 served (with --once: one verified migration), 1 the migration
+ * did not verify (--once) or an internal error, 2 bad arguments, 3 the port could not be opened.
  */
 export async function main(argv: string[]): Promise<number> {
-  let code = 0;
+  let code: number = EXIT.ok;
   try {
     await yargs(argv)
       .scriptName('forecopy-dest')
@@ -77,15 +78,9 @@ export async function main(argv: string[]): Promise<number> {
           process.once('SIGINT', stop);
           process.once('SIGTERM', stop);
           const result = await done.catch((e: NodeJS.ErrnoException) => {
-            throw new ListenError(
-              e.code === 'EADDRINUSE'
-                ? `port ${a.port} on ${a.host} is already in use`
-                : e.code === 'EADDRNOTAVAIL'
-                  ? `${a.host} is not an address of this host`
-                  : `cannot listen on ${a.host}:${a.port}: ${e.message}`,
-            );
+            throw listenError(e, a.host, a.port);
           });
-          if (a.once) code = result.sessions.some((s) => s.verified) ? 0 : 1;
+          if (a.once) code = result.sessions.some((s) => s.verified) ? EXIT.ok : EXIT.failed;
         },
       )
       .demandCommand(1, 'name a command: listen')
@@ -101,19 +96,21 @@ export async function main(argv: string[]): Promise<number> {
       .parseAsync();
   } catch (e) {
     const err = e as Error;
-    if (err instanceof UserError) {
-      process.stderr.write(`forecopy-dest: ${err.message}\nRun 'forecopy-dest --help' for the commands and examples.\n`);
-      code = 2;
-    } else if (err instanceof ListenError) {
-      process.stderr.write(`forecopy-dest: ${err.message}\n`);
-      code = 3;
+    if (err instanceof DestError) {
+      const hint = err instanceof UserError ? `\nRun 'forecopy-dest --help' for the commands and examples.` : '';
+      process.stderr.write(`forecopy-dest: ${err.message}${hint}\n`);
+      code = err.exitCode;
     } else {
       process.stderr.write(`forecopy-dest: internal error: ${err.stack ?? err}\n`);
-      code = 1;
+      code = EXIT.failed;
     }
   }
   return code;
 }
 
-class UserError extends Error {}
-class ListenError extends Error {}
+/** Why the port could not be opened, in the user's terms (by the system's error code). */
+function listenError(e: NodeJS.ErrnoException, host: string, port: number): ListenError {
+  if (e.code === 'EADDRINUSE') return new ListenError(`port ${port} on ${host} is already in use`, { cause: e });
+  if (e.code === 'EADDRNOTAVAIL') return new ListenError(`${host} is not an address of this host`, { cause: e });
+  return new ListenError(`cannot listen on ${host}:${port}: ${e.message}`, { cause: e });
+}

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PAGE_SIZE, findByIndex, type Mapping } from '@forecopy/protocol';
+import { DestError, LayoutError } from './errors.js';
 
 /**
  * The memory image being rebuilt: one sparse file per migrated segment plus a JSON manifest.
@@ -30,7 +31,7 @@ export class ImageStore {
     readonly sessionId: string,
     private readonly maxBytes: number,
   ) {
-    if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new Error(`session id must be 32 hex characters`);
+    if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new DestError(`session id must be 32 hex characters`);
     this.partialDir = path.join(root, `${sessionId}.partial`);
     this.finalDir = path.join(root, sessionId);
     fs.mkdirSync(this.partialDir, { recursive: false });
@@ -166,13 +167,5 @@ export class ImageStore {
         // already closed
       }
     }
-  }
-}
-
-export class LayoutError extends Error {
-  readonly code = 'E_LAYOUT';
-  constructor(message: string) {
-    super(message);
-    this.name = 'LayoutError';
   }
 }

@@ -1,35 +1,52 @@
-import { uncompressSync } from 'lz4-napi';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import xxhash from 'xxhash-wasm';
 import {
+  ChannelClosedError,
   MessageChannel,
   MessageType,
-  PAGE_KIND,
   PAGE_SIZE,
   PROTOCOL_VERSION,
   abort,
   batchAck,
+  committed,
   helloAck,
   mismatch,
   roundAck,
   verified,
-  committed,
   type Message,
 } from '@forecopy/protocol';
-import { ImageStore, LayoutError } from './image-store.js';
+import { applyBatch } from './apply-batch.js';
+import { DiskFullError, SessionProtocolError, failureCode, type SessionProtocolCode } from './errors.js';
+import { ImageStore } from './image-store.js';
 
 /**
- * One migration, destination side: a state machine over the messages of one connection.
+ * One migration, destination side: a state machine over the messages of one connection. Each
+ * state has one handler (`Session.states`), which takes the next message and names the next
+ * state, or ends the session with its outcome.
  *
  *   HELLO ──Hello──▶ IDLE ──RoundStart──▶ ROUND ──RoundEnd──▶ IDLE ...
- *                     │ StopAndCopy
- *                     ▼
- *                   FROZEN ──RoundStart(final)──▶ FINAL ──RoundEnd──▶ CHECKSUMS ──all pages──▶ VERIFIED
- *                                                                                          │ Commit
- *                                                                                          ▼
- *   (a new connection) HELLO ──Query──▶ answer Committed or Abort                        DONE
+ *     │               │                   ⟲ PageBatch
+ *     │ Query         │ StopAndCopy
+ *     ▼               ▼
+ *   answer          FROZEN ──RoundStart(final)──▶ FINAL ──RoundEnd──▶ CHECKSUMS
+ *   Committed                                     ⟲ PageBatch         ⟲ Checksums
+ *   or Abort; end                                                         │ all pages checked
+ *                                      ┌───────── a page differs ─────────┤
+ *                                      ▼                                  ▼ all match: answer Verified
+ *                              answer Mismatch; end                    VERIFIED
+ *                                                                         │ Commit: the image becomes final
+ *                                                                         ▼
+ *                                                                       DONE: answer Committed; end
+ *                                                                             when the source closes
+ *
+ * A Query opens a connection of its own: a source that lost our answer to Commit asks what became
+ * of its session. Verified is not final: only Commit makes the image final; anything else in
+ * VERIFIED (another message, silence, a closed connection, or a Query that came first) discards
+ * the image (E_NO_COMMIT). A state that acts on the final image before the
+ * answer (restoring the process) goes between VERIFIED and DONE: VERIFIED names it instead of DONE,
+ * and its handler names DONE when its work is done.
  *
  * Anything out of order, or a page outside the announced layout, is a protocol error: the session
  * answers Abort, discards its partial image and ends; the listener keeps serving.
@@ -38,16 +55,6 @@ export type SessionState = 'HELLO' | 'IDLE' | 'ROUND' | 'FROZEN' | 'FINAL' | 'CH
 
 /** What became of sessions that reached Verified, shared by all connections of a listener. */
 export type PendingSessions = Map<string, 'pending' | 'committed' | 'discarded'>;
-
-export class SessionProtocolError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'SessionProtocolError';
-  }
-}
 
 export interface SessionOptions {
   imageDir: string;
@@ -79,196 +86,351 @@ export interface SessionOutcome {
   answerMayBeLost?: boolean;
 }
 
-const MAX_MISMATCH_LISTED = 16;
-
 export async function runSession(channel: MessageChannel, opts: SessionOptions): Promise<SessionOutcome> {
-  const { log } = opts;
-  let state: SessionState = 'HELLO';
-  let store: ImageStore | null = null;
-  let round = 0;
-  let batchSeq = -1;
-  let roundPages = 0;
-  let sessionId: string | undefined;
-  const t0 = performance.now();
-  let frozenAt = 0;
-  let finalAppliedMs = 0;
-  const rounds: Array<{ round: number; pages: number; final: boolean }> = [];
-  const checked = { pages: 0, mismatched: 0, first: [] as number[] };
-  let checkedBitmap: Uint8Array | null = null;
-  const timeout = opts.replyTimeoutMs ?? 120_000;
+  const startedAt = performance.now();
   const hasher = await xxhash();
-  const scratch = Buffer.allocUnsafe(1024 * PAGE_SIZE);
+  return new Session(channel, opts, hasher, startedAt).run();
+}
 
-  const fail = (code: string, msg: string): never => {
-    throw new SessionProtocolError(code, msg);
+/** The next state, or the session's end. */
+type Step = SessionState | SessionOutcome;
+
+interface StateHandler {
+  /**
+   * On entering the state, before its first message: nothing to wait in it for a message, or the
+   * next step at once (a state whose work needs no message names the state after it).
+   */
+  enter?: () => Promise<Step | void>;
+  /** The next message, received in this state. */
+  message: (m: Message) => Promise<Step>;
+  /** Receiving in this state failed (closed, timed out, aborted); by default the session fails. */
+  channelFailed?: (e: Error) => Promise<Step>;
+}
+
+type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
+type Hasher = Awaited<ReturnType<typeof xxhash>>;
+
+const MAX_MISMATCH_LISTED = 16;
+/** Pages read and hashed at a time; also the size of the scratch buffer pages pass through. */
+const CHUNK_PAGES = 1024;
+
+class Session {
+  private state: SessionState = 'HELLO';
+  private sessionId: string | undefined;
+  private store: ImageStore | null = null;
+  private round = 0;
+  private batchSeq = -1;
+  private roundPages = 0;
+  private frozenAt = 0;
+  private finalAppliedMs = 0;
+  /** From the session's start to the verdict on the checksums (the manifest's timings.totalMs). */
+  private verdictAtMs = 0;
+  private readonly rounds: Array<{ round: number; pages: number; final: boolean }> = [];
+  private readonly checked = { pages: 0, mismatched: 0, first: [] as number[] };
+  private checkedBitmap: Uint8Array | null = null;
+  private imagePath: string | undefined;
+  private readonly timeout: number;
+  private readonly scratch = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
+
+  /** The diagram above, one entry per state. */
+  private readonly states: Record<SessionState, StateHandler> = {
+    HELLO: { message: (m) => this.inHello(m) },
+    IDLE: { message: (m) => this.inIdle(m) },
+    ROUND: { message: (m) => this.inRound(m) },
+    FROZEN: { message: (m) => this.inFrozen(m) },
+    // FINAL takes what ROUND takes; its RoundEnd leads to CHECKSUMS instead of IDLE.
+    FINAL: { message: (m) => this.inRound(m) },
+    CHECKSUMS: { message: (m) => this.inChecksums(m) },
+    VERIFIED: { message: (m) => this.inVerified(m), channelFailed: () => this.noCommit() },
+    DONE: {
+      enter: () => this.answerCommitted(),
+      // The source closes once it has read Committed. Anything else (a message, a timeout, a
+      // broken connection) leaves our answer in doubt: it may come back with a Query.
+      message: async () => this.handedOver(false),
+      channelFailed: async (e) => this.handedOver(e instanceof ChannelClosedError && e.peerEnded),
+    },
   };
 
-  try {
-    for (;;) {
-      const m: Message = await channel.next(timeout);
-      switch (m.type) {
-        case MessageType.Hello: {
-          if (state !== 'HELLO') fail('E_ORDER', 'a second Hello in one session');
-          if (opts.queriesOnly) fail('E_BUSY', 'this destination took its one migration (--once) and answers only queries now');
-          sessionId = m.header.sessionId;
-          if (m.header.pageSize !== PAGE_SIZE) fail('E_PAGE_SIZE', `page size ${m.header.pageSize} is not supported (only ${PAGE_SIZE})`);
-          store = new ImageStore(opts.imageDir, m.header.sessionId, opts.maxImageBytes);
-          store.applyLayout(m.header.layout);
-          log.info({ session: sessionId, pages: store.pages, segments: store.segments().length, policy: m.header.policy }, 'migration started');
-          if (opts.delayHelloAckMs) await new Promise((r) => setTimeout(r, opts.delayHelloAckMs));
-          await channel.send(helloAck({ version: PROTOCOL_VERSION, sessionId: m.header.sessionId, credit: opts.credit, maxFrameBytes: 0 }));
-          state = 'IDLE';
-          break;
+  constructor(
+    private readonly channel: MessageChannel,
+    private readonly opts: SessionOptions,
+    private readonly hasher: Hasher,
+    private readonly startedAt: number,
+  ) {
+    this.timeout = opts.replyTimeoutMs ?? 120_000;
+  }
+
+  async run(): Promise<SessionOutcome> {
+    try {
+      for (;;) {
+        const from = this.state;
+        const end = await this.follow(await this.receiveIn(this.states[from]), from);
+        if (end) return end;
+      }
+    } catch (e) {
+      return this.fail(e as Error & { code?: string });
+    }
+  }
+
+  /**
+   * Takes the step a handler named in state `from`: an outcome ends the session; another state is
+   * entered, and its `enter` may move on at once. Staying in `from` enters nothing.
+   */
+  private async follow(step: Step, from: SessionState): Promise<SessionOutcome | undefined> {
+    while (typeof step === 'string') {
+      this.state = step;
+      if (step === from) return undefined;
+      const next = await this.states[step].enter?.();
+      if (!next) return undefined;
+      [from, step] = [step, next];
+    }
+    return step;
+  }
+
+  /** Waits for the next message and hands it, or the channel's failure, to the state's handler. */
+  private async receiveIn(handler: StateHandler): Promise<Step> {
+    let m: Message;
+    try {
+      m = await this.channel.next(this.timeout);
+    } catch (e) {
+      if (!handler.channelFailed) throw e;
+      return handler.channelFailed(e as Error);
+    }
+    return handler.message(m);
+  }
+
+  // ── HELLO ────────────────────────────────────────────────────────────────────────────────
+
+  private async inHello(m: Message): Promise<Step> {
+    if (m.type === MessageType.Query) return this.answerQuery(m);
+    if (m.type !== MessageType.Hello) return this.outOfOrder(m);
+    const { opts } = this;
+    if (opts.queriesOnly) refuse('E_BUSY', 'this destination took its one migration (--once) and answers only queries now');
+    this.sessionId = m.header.sessionId;
+    if (m.header.pageSize !== PAGE_SIZE) refuse('E_PAGE_SIZE', `page size ${m.header.pageSize} is not supported (only ${PAGE_SIZE})`);
+    this.store = new ImageStore(opts.imageDir, m.header.sessionId, opts.maxImageBytes);
+    this.store.applyLayout(m.header.layout);
+    const { pages } = this.store;
+    opts.log.info({ session: this.sessionId, pages, segments: this.store.segments().length, policy: m.header.policy }, 'migration started');
+    if (opts.delayHelloAckMs) await new Promise((r) => setTimeout(r, opts.delayHelloAckMs));
+    await this.channel.send(helloAck({ version: PROTOCOL_VERSION, sessionId: m.header.sessionId, credit: opts.credit, maxFrameBytes: 0 }));
+    return 'IDLE';
+  }
+
+  /**
+   * The Query path: a source that lost our answer to Commit asks what became of its session. The
+   * answer must be final: a pending image is discarded here, so a late Commit cannot revive it.
+   */
+  private async answerQuery(m: MessageOf<MessageType.Query>): Promise<SessionOutcome> {
+    const { pending, imageDir, log } = this.opts;
+    const id = m.header.sessionId;
+    const status = pending.get(id);
+    const final = fs.existsSync(path.join(imageDir, id, 'manifest.json'));
+    if (status === 'pending') pending.set(id, 'discarded');
+    const isCommitted = final && status !== 'pending';
+    if (isCommitted) await this.channel.send(committed({ sessionId: id }));
+    else await this.channel.send(abort({ code: 'E_NOT_COMMITTED', reason: `session ${id} was not made final here` }));
+    log.info({ session: id, committed: isCommitted }, 'answered a query');
+    this.channel.close();
+    return { verified: false };
+  }
+
+  // ── IDLE, FROZEN: between rounds ─────────────────────────────────────────────────────────
+
+  private async inIdle(m: Message): Promise<Step> {
+    if (m.type === MessageType.RoundStart) return this.startRound(m);
+    if (m.type === MessageType.StopAndCopy) return this.freeze(m);
+    return this.outOfOrder(m);
+  }
+
+  private async inFrozen(m: Message): Promise<Step> {
+    if (m.type === MessageType.RoundStart) return this.startRound(m);
+    return this.outOfOrder(m);
+  }
+
+  private freeze(m: MessageOf<MessageType.StopAndCopy>): SessionState {
+    if (m.header.round !== this.round + 1) refuse('E_ORDER', `StopAndCopy for round ${m.header.round} after round ${this.round}`);
+    this.frozenAt = performance.now();
+    this.opts.log.info({ session: this.sessionId, round: m.header.round }, 'the source froze the process: stop-and-copy');
+    if (this.opts.dieAtStopAndCopy) process.exit(137);
+    return 'FROZEN';
+  }
+
+  private startRound(m: MessageOf<MessageType.RoundStart>): SessionState {
+    const { round, final, layout } = m.header;
+    if (round !== this.round + 1) refuse('E_ORDER', `round ${round} follows round ${this.round}`);
+    if (final !== (this.state === 'FROZEN')) refuse('E_ORDER', `a final round must follow StopAndCopy`);
+    if (layout) this.store!.applyLayout(layout);
+    this.round = round;
+    this.roundPages = 0;
+    return final ? 'FINAL' : 'ROUND';
+  }
+
+  // ── ROUND, FINAL: pages flow ─────────────────────────────────────────────────────────────
+
+  private async inRound(m: Message): Promise<Step> {
+    if (m.type === MessageType.PageBatch) return this.applyPages(m);
+    if (m.type === MessageType.RoundEnd) return this.endRound(m);
+    return this.outOfOrder(m);
+  }
+
+  private async applyPages(m: MessageOf<MessageType.PageBatch>): Promise<SessionState> {
+    if (m.header.round !== this.round) refuse('E_ORDER', `PageBatch of round ${m.header.round} during round ${this.round}`);
+    if (m.header.seq <= this.batchSeq) refuse('E_ORDER', `PageBatch seq ${m.header.seq} after ${this.batchSeq}`);
+    this.batchSeq = m.header.seq;
+    this.roundPages += applyBatch(this.store!, m, this.scratch);
+    await this.channel.send(batchAck({ seq: m.header.seq, credit: 1 }));
+    return this.state;
+  }
+
+  private async endRound(m: MessageOf<MessageType.RoundEnd>): Promise<SessionState> {
+    const { round, roundPages } = this;
+    const final = this.state === 'FINAL';
+    if (m.header.round !== round) refuse('E_ORDER', `RoundEnd of round ${m.header.round} during round ${round}`);
+    if (m.header.pagesSent !== roundPages) refuse('E_COUNT', `round ${round} announced ${m.header.pagesSent} pages but ${roundPages} arrived`);
+    this.rounds.push({ round, pages: roundPages, final });
+    if (final) this.endFinalRound();
+    // The round is over once counted: a RoundAck that cannot be sent fails in the next state.
+    this.state = final ? 'CHECKSUMS' : 'IDLE';
+    await this.channel.send(roundAck({ round, pagesApplied: roundPages }));
+    return this.state;
+  }
+
+  /** The image is complete (downtime ends here): prepare the checksums' comparison. */
+  private endFinalRound(): void {
+    const store = this.store!;
+    this.finalAppliedMs = performance.now() - this.frozenAt;
+    for (let i = 0; i < (this.opts.corruptPages ?? 0); i++) {
+      const segs = store.segments();
+      const s = segs[i % segs.length];
+      store.corruptPage(s.indexBase + Math.floor(s.pages / 2));
+    }
+    this.checkedBitmap = new Uint8Array(store.segments().reduce((n, s) => Math.max(n, s.indexBase + s.pages), 0));
+  }
+
+  // ── CHECKSUMS ────────────────────────────────────────────────────────────────────────────
+
+  private async inChecksums(m: Message): Promise<Step> {
+    if (m.type !== MessageType.Checksums) return this.outOfOrder(m);
+    this.compareChecksums(m);
+    if (this.checked.pages !== this.store!.pages) return 'CHECKSUMS';
+    this.verdictAtMs = performance.now() - this.startedAt;
+    return this.checked.mismatched === 0 ? this.answerVerified() : this.answerMismatch();
+  }
+
+  /** Hashes the pages a Checksums message covers and counts those that differ. */
+  private compareChecksums(m: MessageOf<MessageType.Checksums>): void {
+    const store = this.store!;
+    const bitmap = this.checkedBitmap!;
+    const { checked, scratch } = this;
+    const { firstPage, count } = m.header;
+    const seg = store.segmentOf(firstPage);
+    if (!seg || firstPage + count > seg.indexBase + seg.pages) refuse('E_RANGE', `checksums for pages ${firstPage}..${firstPage + count - 1} outside the layout`);
+    const want = m.payload;
+    for (let done = 0; done < count; done += CHUNK_PAGES) {
+      const n = Math.min(CHUNK_PAGES, count - done);
+      store.readPages(firstPage + done, n, scratch);
+      for (let i = 0; i < n; i++) {
+        const p = firstPage + done + i;
+        if (bitmap[p]) refuse('E_RANGE', `page ${p} has two checksums`);
+        bitmap[p] = 1;
+        const h = this.hasher.h64Raw(scratch.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+        checked.pages++;
+        if (h !== want.readBigUInt64LE((done + i) * 8)) {
+          checked.mismatched++;
+          if (checked.first.length < MAX_MISMATCH_LISTED) checked.first.push(p);
         }
-        case MessageType.StopAndCopy: {
-          if (state !== 'IDLE') fail('E_ORDER', `StopAndCopy in state ${state}`);
-          if (m.header.round !== round + 1) fail('E_ORDER', `StopAndCopy for round ${m.header.round} after round ${round}`);
-          frozenAt = performance.now();
-          state = 'FROZEN';
-          log.info({ session: sessionId, round: m.header.round }, 'the source froze the process: stop-and-copy');
-          if (opts.dieAtStopAndCopy) process.exit(137);
-          break;
-        }
-        case MessageType.RoundStart: {
-          if (state !== 'IDLE' && state !== 'FROZEN') fail('E_ORDER', `RoundStart in state ${state}`);
-          if (m.header.round !== round + 1) fail('E_ORDER', `round ${m.header.round} follows round ${round}`);
-          if (m.header.final !== (state === 'FROZEN')) fail('E_ORDER', `a final round must follow StopAndCopy`);
-          if (m.header.layout) store!.applyLayout(m.header.layout);
-          round = m.header.round;
-          roundPages = 0;
-          state = m.header.final ? 'FINAL' : 'ROUND';
-          break;
-        }
-        case MessageType.PageBatch: {
-          if (state !== 'ROUND' && state !== 'FINAL') fail('E_ORDER', `PageBatch in state ${state}`);
-          if (m.header.round !== round) fail('E_ORDER', `PageBatch of round ${m.header.round} during round ${round}`);
-          if (m.header.seq <= batchSeq) fail('E_ORDER', `PageBatch seq ${m.header.seq} after ${batchSeq}`);
-          batchSeq = m.header.seq;
-          roundPages += applyBatch(store!, m, scratch);
-          await channel.send(batchAck({ seq: m.header.seq, credit: 1 }));
-          break;
-        }
-        case MessageType.RoundEnd: {
-          if (state !== 'ROUND' && state !== 'FINAL') fail('E_ORDER', `RoundEnd in state ${state}`);
-          if (m.header.round !== round) fail('E_ORDER', `RoundEnd of round ${m.header.round} during round ${round}`);
-          if (m.header.pagesSent !== roundPages) {
-            fail('E_COUNT', `round ${round} announced ${m.header.pagesSent} pages but ${roundPages} arrived`);
-          }
-          rounds.push({ round, pages: roundPages, final: state === 'FINAL' });
-          if (state === 'FINAL') {
-            finalAppliedMs = performance.now() - frozenAt;
-            for (let i = 0; i < (opts.corruptPages ?? 0); i++) {
-              const segs = store!.segments();
-              const s = segs[i % segs.length];
-              store!.corruptPage(s.indexBase + Math.floor(s.pages / 2));
-            }
-            state = 'CHECKSUMS';
-            checkedBitmap = new Uint8Array(store!.segments().reduce((n, s) => Math.max(n, s.indexBase + s.pages), 0));
-          } else state = 'IDLE';
-          await channel.send(roundAck({ round, pagesApplied: roundPages }));
-          break;
-        }
-        case MessageType.Checksums: {
-          if (state !== 'CHECKSUMS') fail('E_ORDER', `Checksums in state ${state}`);
-          const { firstPage, count } = m.header;
-          const seg = store!.segmentOf(firstPage);
-          if (!seg || firstPage + count > seg.indexBase + seg.pages) fail('E_RANGE', `checksums for pages ${firstPage}..${firstPage + count - 1} outside the layout`);
-          const want = m.payload!;
-          for (let done = 0; done < count; done += 1024) {
-            const n = Math.min(1024, count - done);
-            store!.readPages(firstPage + done, n, scratch);
-            for (let i = 0; i < n; i++) {
-              const p = firstPage + done + i;
-              if (checkedBitmap![p]) fail('E_RANGE', `page ${p} has two checksums`);
-              checkedBitmap![p] = 1;
-              const h = hasher.h64Raw(scratch.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
-              checked.pages++;
-              if (h !== want.readBigUInt64LE((done + i) * 8)) {
-                checked.mismatched++;
-                if (checked.first.length < MAX_MISMATCH_LISTED) checked.first.push(p);
-              }
-            }
-          }
-          if (checked.pages === store!.pages) {
-            const totalMs = performance.now() - t0;
-            if (checked.mismatched === 0) {
-              // Verified, but not final: the image becomes final only when the source commits
-              // the handover (Commit). Until then a Query from the source may discard it.
-              await channel.send(verified({ pages: checked.pages }));
-              log.info({ session: sessionId, pages: checked.pages }, 'migration verified; waiting for the handover');
-              state = 'VERIFIED';
-              opts.pending.set(sessionId!, 'pending');
-              let commitMsg: Message | null = null;
-              try {
-                commitMsg = await channel.next(timeout);
-              } catch {
-                commitMsg = null;
-              }
-              if (!commitMsg || commitMsg.type !== MessageType.Commit || commitMsg.header.sessionId !== sessionId || opts.pending.get(sessionId!) !== 'pending') {
-                opts.pending.set(sessionId!, 'discarded');
-                throw new SessionProtocolError('E_NO_COMMIT', 'the source did not commit the handover');
-              }
-              const imagePath = store!.commit({
-                sessionId,
-                verified: true,
-                pages: checked.pages,
-                pageSize: PAGE_SIZE,
-                checksum: 'xxh64 per page',
-                rounds,
-                timings: { totalMs, finalRoundAppliedMs: finalAppliedMs },
-                finishedAt: new Date().toISOString(),
-              });
-              opts.pending.set(sessionId!, 'committed');
-              log.info({ session: sessionId, pages: checked.pages, imagePath }, 'migration committed');
-              state = 'DONE';
-              // The source closes once it has read Committed. If it does not, our answer may be
-              // lost and it may come back with a Query: say so (the listener lingers for it).
-              let heard = false;
-              if (!opts.dropCommitted) {
-                await channel.send(committed({ sessionId: sessionId! })).catch(() => {});
-                heard = await channel.next(timeout).then(
-                  () => false,
-                  (e: Error & { code?: string }) => e.message === 'the peer closed the connection',
-                );
-              }
-              channel.close();
-              return { verified: true, sessionId, imagePath, pages: checked.pages, answerMayBeLost: !heard };
-            }
-            await channel.send(mismatch({ mismatched: checked.mismatched, firstPages: checked.first }));
-            store!.discard({ sessionId, verified: false, reason: 'checksum mismatch', mismatched: checked.mismatched, firstPages: checked.first });
-            log.error({ session: sessionId, mismatched: checked.mismatched, first: checked.first }, 'checksum mismatch');
-            state = 'DONE';
-            channel.close();
-            return { verified: false, sessionId, mismatched: checked.mismatched, error: 'checksum mismatch' };
-          }
-          break;
-        }
-        case MessageType.Query: {
-          // A source that lost our answer to Commit asks what became of its session. The answer
-          // must be final: a pending image is discarded here, so a late Commit cannot revive it.
-          if (state !== 'HELLO') fail('E_ORDER', 'Query must open a connection');
-          const id = m.header.sessionId;
-          const status = opts.pending.get(id);
-          const final = fs.existsSync(path.join(opts.imageDir, id, 'manifest.json'));
-          if (status === 'pending') opts.pending.set(id, 'discarded');
-          if (final && status !== 'pending') await channel.send(committed({ sessionId: id }));
-          else await channel.send(abort({ code: 'E_NOT_COMMITTED', reason: `session ${id} was not made final here` }));
-          log.info({ session: id, committed: final && status !== 'pending' }, 'answered a query');
-          channel.close();
-          return { verified: false };
-        }
-        default:
-          fail('E_UNEXPECTED', `unexpected ${MessageType[m.type] ?? m.type} in state ${state}`);
       }
     }
-  } catch (e) {
-    let err = e as Error & { code?: string };
-    if (err.code === 'ENOSPC' || err.code === 'EDQUOT') {
-      err = Object.assign(new Error(`the destination's disk is full (writing the image under ${opts.imageDir})`), { code: 'E_DISK_FULL' });
+  }
+
+  /** Verified, but not final: the image becomes final only when the source commits the handover. */
+  private async answerVerified(): Promise<SessionState> {
+    const { pages } = this.checked;
+    await this.channel.send(verified({ pages }));
+    this.opts.log.info({ session: this.sessionId, pages }, 'migration verified; waiting for the handover');
+    this.opts.pending.set(this.sessionId!, 'pending');
+    return 'VERIFIED';
+  }
+
+  private async answerMismatch(): Promise<SessionOutcome> {
+    const { sessionId } = this;
+    const { mismatched, first } = this.checked;
+    await this.channel.send(mismatch({ mismatched, firstPages: first }));
+    this.store!.discard({ sessionId, verified: false, reason: 'checksum mismatch', mismatched, firstPages: first });
+    this.opts.log.error({ session: sessionId, mismatched, first }, 'checksum mismatch');
+    this.channel.close();
+    return { verified: false, sessionId, mismatched, error: 'checksum mismatch' };
+  }
+
+  // ── VERIFIED: waiting for Commit ─────────────────────────────────────────────────────────
+
+  private async inVerified(m: Message): Promise<Step> {
+    const id = this.sessionId!;
+    // Until Commit arrives, a Query on another connection may have settled the session.
+    if (m.type !== MessageType.Commit || m.header.sessionId !== id || this.opts.pending.get(id) !== 'pending') return this.noCommit();
+    this.imagePath = this.store!.commit({
+      sessionId: id,
+      verified: true,
+      pages: this.checked.pages,
+      pageSize: PAGE_SIZE,
+      checksum: 'xxh64 per page',
+      rounds: this.rounds,
+      timings: { totalMs: this.verdictAtMs, finalRoundAppliedMs: this.finalAppliedMs },
+      finishedAt: new Date().toISOString(),
+    });
+    this.opts.pending.set(id, 'committed');
+    this.opts.log.info({ session: id, pages: this.checked.pages, imagePath: this.imagePath }, 'migration committed');
+    return 'DONE';
+  }
+
+  /** Anything but this session's Commit, or no message at all: the image is not made final. */
+  private async noCommit(): Promise<never> {
+    this.opts.pending.set(this.sessionId!, 'discarded');
+    throw new SessionProtocolError('E_NO_COMMIT', 'the source did not commit the handover');
+  }
+
+  // ── DONE: the image is final ─────────────────────────────────────────────────────────────
+
+  /** On entering DONE: answer Committed (unless a test drops the answer, as a lost one). */
+  private async answerCommitted(): Promise<Step | void> {
+    if (this.opts.dropCommitted) return this.handedOver(false);
+    await this.channel.send(committed({ sessionId: this.sessionId! })).catch(() => {});
+  }
+
+  /** The end of a handover; `heard`: the source closed after our answer, so it has read it. */
+  private handedOver(heard: boolean): SessionOutcome {
+    this.channel.close();
+    return { verified: true, sessionId: this.sessionId, imagePath: this.imagePath, pages: this.checked.pages, answerMayBeLost: !heard };
+  }
+
+  // ── failures ─────────────────────────────────────────────────────────────────────────────
+
+  /** A message the current state does not take: E_ORDER for a migration's own, else E_UNEXPECTED. */
+  private outOfOrder(m: Message): never {
+    switch (m.type) {
+      case MessageType.Hello:
+        throw new SessionProtocolError('E_ORDER', 'a second Hello in one session');
+      case MessageType.Query:
+        throw new SessionProtocolError('E_ORDER', 'Query must open a connection');
+      case MessageType.StopAndCopy:
+      case MessageType.RoundStart:
+      case MessageType.PageBatch:
+      case MessageType.RoundEnd:
+      case MessageType.Checksums:
+        throw new SessionProtocolError('E_ORDER', `${MessageType[m.type]} in state ${this.state}`);
+      default:
+        throw new SessionProtocolError('E_UNEXPECTED', `unexpected ${MessageType[m.type] ?? m.type} in state ${this.state}`);
     }
-    const code = err instanceof LayoutError ? 'E_LAYOUT' : (err.code ?? 'E_DEST');
-    log.error({ session: sessionId, code, err: err.message, state }, 'migration failed');
-    store?.discard({ sessionId, verified: false, reason: err.message, code, state });
+  }
+
+  /** Ends a failed session: log, discard the partial image, answer Abort if the source still listens. */
+  private async fail(e: Error & { code?: string }): Promise<SessionOutcome> {
+    const { sessionId, state, channel } = this;
+    const err = DiskFullError.isDiskFull(e) ? new DiskFullError(this.opts.imageDir, { cause: e }) : e;
+    const code = failureCode(err);
+    this.opts.log.error({ session: sessionId, code, err: err.message, state }, 'migration failed');
+    this.store?.discard({ sessionId, verified: false, reason: err.message, code, state });
     if (!channel.closed) {
       await channel.send(abort({ code, reason: err.message })).catch(() => {});
     }
@@ -277,45 +439,6 @@ export async function runSession(channel: MessageChannel, opts: SessionOptions):
   }
 }
 
-/** Writes a batch's pages into the image; returns how many pages it held. */
-function applyBatch(store: ImageStore, m: Extract<Message, { type: MessageType.PageBatch }>, scratch: Buffer): number {
-  const { ranges, kinds, lengths } = m.header;
-  const payload = m.payload ?? Buffer.alloc(0);
-  let k = 0; // page position in the batch
-  let li = 0; // position in lengths
-  let off = 0; // position in payload
-  for (const [start, count] of ranges.entries()) {
-    // A run of indices may cross from one segment into the next (segments lie end to end).
-    for (let done = 0; done < count; ) {
-      const p = start + done;
-      const seg = store.segmentOf(p);
-      if (!seg) throw new SessionProtocolError('E_RANGE', `page ${p} is outside the announced layout`);
-      const n = Math.min(count - done, seg.indexBase + seg.pages - p, scratch.length / PAGE_SIZE);
-      for (let i = 0; i < n; i++, k++) {
-        const dst = scratch.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
-        const kind = kinds[k];
-        if (kind === PAGE_KIND.ZERO) {
-          dst.fill(0);
-          continue;
-        }
-        const len = lengths[li++];
-        const src = payload.subarray(off, off + len);
-        off += len;
-        if (kind === PAGE_KIND.RAW) src.copy(dst);
-        else if (kind === PAGE_KIND.LZ4) {
-          // lz4-napi blocks carry their decompressed size first (u32 LE): refuse anything but a
-          // page before the decompressor allocates for it.
-          if (src.length < 4 || src.readUInt32LE(0) !== PAGE_SIZE) {
-            throw new SessionProtocolError('E_BAD_PAGE', 'an lz4 page does not announce a size of one page');
-          }
-          const out = uncompressSync(src);
-          if (out.length !== PAGE_SIZE) throw new SessionProtocolError('E_BAD_PAGE', `an lz4 page decompressed to ${out.length} bytes`);
-          out.copy(dst);
-        } else throw new SessionProtocolError('E_BAD_PAGE', `unknown page kind ${kind}`);
-      }
-      store.writePages(p, n, scratch);
-      done += n;
-    }
-  }
-  return k;
+function refuse(code: SessionProtocolCode, message: string): never {
+  throw new SessionProtocolError(code, message);
 }
