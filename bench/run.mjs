@@ -56,7 +56,7 @@ try {
           ...(variant.includes('skip') ? ['--skip-redirtied'] : []),
         ];
         const src = start(process.execPath, [
-          path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--pid', pid, '--to', `127.0.0.1:${port}`,
+          path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--image-only', '--pid', pid, '--to', `127.0.0.1:${port}`,
           '--policy', base, ...extra, '--bandwidth', bandwidth, '--after', opt('after', 'kill'), '--report', report,
           ...(base === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
         ]);

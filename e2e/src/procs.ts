@@ -117,6 +117,35 @@ export function start(cmd: string, args: string[], opts: SpawnOptions = {}): Pro
   return new Proc(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts }));
 }
 
+/**
+ * The command, run with nothing open but its standard streams: the test runner leaks
+ * descriptors into its children, and a process to be restored elsewhere must hold only what a
+ * restore can carry (a stray pipe is refused, as it should be).
+ */
+export function withOnlyStdio(cmd: string, args: string[]): string[] {
+  const closeOthers = 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
+  return ['/bin/bash', '-c', closeOthers, 'bash', cmd, ...args];
+}
+
+/** Kills a process that is not our child (a restored one) by its pid; never throws. */
+export function killPid(pid: number | undefined): void {
+  if (!pid) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone
+  }
+}
+
+/** Whether `pid` exists and is not a zombie. */
+export function pidAlive(pid: number): boolean {
+  try {
+    return !['Z', 'X'].includes(procState(pid));
+  } catch {
+    return false;
+  }
+}
+
 /** Everything started through a Tracker is killed by `cleanup()`, even when the test failed. */
 export class Cleanup {
   private procs: Proc[] = [];

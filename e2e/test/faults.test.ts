@@ -57,7 +57,7 @@ describe.skipIf(skip)('faults', () => {
   it('the destination killed mid-round', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
-    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit']);
+    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit']);
     await new Promise((r) => setTimeout(r, 1500)); // round 1 of 64 MiB at 50 Mbit/s lasts 10 s
     dest.proc.child.kill('SIGKILL');
     const r = await src;
@@ -70,7 +70,7 @@ describe.skipIf(skip)('faults', () => {
   it('the destination dies during stop-and-copy, while the process is frozen', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-die-at-stop-and-copy']);
-    const r = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
+    const r = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
     expect(await dest.proc.exited).toBe(137);
     expect(r.code).toBe(5);
     expect(r.stderr.split('\n')).toHaveLength(1);
@@ -81,7 +81,7 @@ describe.skipIf(skip)('faults', () => {
   it('the source agent killed while the process is frozen: the kernel thaws it, cleanup untracks it', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
-    const r = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--test-die-when-frozen']);
+    const r = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--test-die-when-frozen']);
     expect(r.code).toBe(128 + 9);
     expect(mw.proc.alive()).toBe(true);
     expect(procState(mw.pid)).not.toBe('t'); // no longer held: its tracer is gone
@@ -95,7 +95,7 @@ describe.skipIf(skip)('faults', () => {
   it('the workload exits mid-migration', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
-    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit']);
+    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit']);
     await new Promise((r) => setTimeout(r, 1500));
     process.kill(mw.pid, 'SIGKILL');
     const r = await src;
@@ -108,7 +108,7 @@ describe.skipIf(skip)('faults', () => {
   it('the answer to Commit is lost: the source asks, learns the image is final, and lets the process go', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-drop-committed', '--once-linger-ms', '5000', '--log-level', 'info']);
-    const r = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--timeout', '2', '--after', 'kill']);
+    const r = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--timeout', '2', '--after', 'kill']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.report!.verified).toBe(true);
@@ -121,7 +121,7 @@ describe.skipIf(skip)('faults', () => {
   it('the destination is gone before the source learns the outcome: in doubt, the process stays (exit 9)', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-drop-committed', '--log-level', 'info']);
-    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--timeout', '2', '--after', 'kill']);
+    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--timeout', '2', '--after', 'kill']);
     await dest.proc.waitFor(/migration committed/, 60_000);
     dest.proc.child.kill('SIGKILL');
     const r = await src;
@@ -140,7 +140,7 @@ describe.skipIf(skip)('faults', () => {
     });
     const destProc = c.proc(start(process.execPath, [DEST_BIN, 'listen', '--port', '0', '--image-dir', dir, '--once']));
     const port = Number((await destProc.waitFor(/listening on .*:(\d+)$/))[1]);
-    const r = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`]);
+    const r = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`]);
     expect(r.code).toBe(7);
     expect(r.stderr).toMatch(/^forecopy-source: the destination aborted: the destination's disk is full/);
     expect(await destProc.exited).toBe(1);

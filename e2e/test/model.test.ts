@@ -42,7 +42,7 @@ describe.skipIf(skip)('saved Markov models', () => {
     const file = path.join(c.tmpdir(), 'junk.model');
     fs.writeFileSync(file, 'not a model');
     const dest = await startDest(c);
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--policy', 'markov', '--model', file]);
+    const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--policy', 'markov', '--model', file]);
     expect(run.code).toBe(2);
     expect(run.stderr).toBe(`forecopy-source: ${file} is not a forecopy model: not a forecopy model (bad magic)`);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });

@@ -38,11 +38,11 @@ describe.skipIf(skip)('authenticated migration channel', () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '2000']);
     const dest = await startDest(c, ['--psk-file', key, '--log-level', 'warn']);
     // a wrong key: refused in the handshake, one line, the process untouched
-    const wrong = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--psk-file', writeKey(c)]);
+    const wrong = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--psk-file', writeKey(c)]);
     expect(wrong.code).toBe(5);
     expect(wrong.stderr).toMatch(/^forecopy-source: cannot connect to the destination 127\.0\.0\.1:\d+: the pre-shared key handshake failed .*same key\?$/);
     // no key at all: the destination refuses before reading a frame
-    const plain = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
+    const plain = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
     expect(plain.code).toBe(5);
     expect(fs.readdirSync(dest.imageDir)).toEqual([]);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
@@ -59,7 +59,7 @@ describe.skipIf(skip)('authenticated migration channel', () => {
     const b = makePki(c, 'b');
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '2000']);
     const dest = await startDest(c, ['--once', '--tls-cert', a.cert, '--tls-key', a.key, '--tls-ca', a.ca, '--log-level', 'warn']);
-    const foreign = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--tls-cert', b.cert, '--tls-key', b.key, '--tls-ca', a.ca]);
+    const foreign = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--tls-cert', b.cert, '--tls-key', b.key, '--tls-ca', a.ca]);
     expect(foreign.code).toBe(5);
     expect(foreign.stderr.split('\n')).toHaveLength(1);
     const ok = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--tls-cert', a.cert, '--tls-key', a.key, '--tls-ca', a.ca, '--after', 'resume']);

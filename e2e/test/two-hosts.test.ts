@@ -98,7 +98,7 @@ describe.skipIf(skip)('the network cut between the two hosts', () => {
   it('mid-round: the source gives up after --timeout, the process runs on unharmed', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000'], hosts.exec(hosts.source));
     const dest = await startDest(c, ['--once', '--host', hosts.destAddr, '--insecure'], hosts.exec(hosts.dest));
-    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3'], hosts.exec(hosts.source));
+    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3'], hosts.exec(hosts.source));
     await new Promise((r) => setTimeout(r, 1500)); // 64 MiB at 100 Mbit/s: round 1 lasts about 5 s
     hosts.link(false);
     const t0 = Date.now();
@@ -115,7 +115,7 @@ describe.skipIf(skip)('the network cut between the two hosts', () => {
   it('at stop-and-copy: migrated verified, or the process runs on unharmed — never both, never neither', async () => {
     const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '20000'], hosts.exec(hosts.source));
     const dest = await startDest(c, ['--once', '--host', hosts.destAddr, '--insecure'], hosts.exec(hosts.dest));
-    const src = runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3', '--after', 'kill'], hosts.exec(hosts.source));
+    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3', '--after', 'kill'], hosts.exec(hosts.source));
     // Cut the link the moment the destination hears that the process is frozen.
     await dest.proc.waitFor(/the source froze the process/, 60_000);
     hosts.link(false);

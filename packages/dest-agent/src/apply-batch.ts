@@ -1,7 +1,7 @@
 import { uncompressSync } from 'lz4-napi';
 import { PAGE_KIND, PAGE_SIZE, type Message, type MessageType } from '@forecopy/protocol';
 import { SessionProtocolError } from './errors.js';
-import type { ImageStore } from './image-store.js';
+import type { PageStore } from './image-store.js';
 
 export type PageBatchMessage = Extract<Message, { type: MessageType.PageBatch }>;
 
@@ -10,7 +10,7 @@ export type PageBatchMessage = Extract<Message, { type: MessageType.PageBatch }>
  * many pages the batch held. A page outside the layout is E_RANGE, a page that does not decode to
  * exactly one page is E_BAD_PAGE.
  */
-export function applyBatch(store: ImageStore, m: PageBatchMessage, scratch: Buffer): number {
+export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffer): number {
   const { ranges, kinds, lengths } = m.header;
   const payload = m.payload ?? Buffer.alloc(0);
   let k = 0; // page position in the batch

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import yargs from 'yargs';
 import { pino } from 'pino';
 import { SecurityConfigError, isLoopback, loadSecurity, terminalLogStream } from '@forecopy/protocol';
@@ -32,17 +33,32 @@ export async function main(argv: string[]): Promise<number> {
             .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
             .option('tls-ca', { type: 'string', describe: 'mutual TLS: the CA that signed the source\'s certificate' })
             .option('insecure', { type: 'boolean', default: false, describe: 'allow plain TCP on a non-loopback address (no authentication, no encryption)' })
+            .option('restore', { type: 'boolean', default: false, describe: 'rebuild each migrated process here and run it once the source let go of its copy' })
+            .option('image-only', { type: 'boolean', default: false, describe: 'keep memory image files only, run nothing (the default without --restore)' })
+            .option('stdin', { type: 'string', describe: "--restore: the restored process's standard input, where it was a pipe or terminal (default /dev/null)" })
+            .option('stdout', { type: 'string', describe: '--restore: its standard output, where it was a pipe, terminal or socket (default DIR/<session>/stdout.log)' })
+            .option('stderr', { type: 'string', describe: '--restore: its standard error, likewise (default DIR/<session>/stderr.log)' })
+            .option('pid-file', { type: 'string', describe: "--restore: write the restored process's pid here once it runs" })
+            .option('test-fail-restore', { type: 'boolean', hidden: true, describe: 'fault injection: the restore fails' })
+            .option('test-corrupt-state', { type: 'boolean', hidden: true, describe: 'fault injection: damage the received process state' })
+            .option('test-die-during-restore', { type: 'boolean', hidden: true, describe: 'fault injection: die in the middle of the restore' })
             .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
             .option('test-die-at-stop-and-copy', { type: 'boolean', hidden: true, describe: 'fault injection: die when the source freezes' })
             .option('test-drop-committed', { type: 'boolean', hidden: true, describe: 'fault injection: do not answer Commit' })
             .option('test-delay-hello-ack', { type: 'number', hidden: true, describe: 'fault injection: answer Hello this many ms late' })
             .option('once-linger-ms', { type: 'number', default: 15_000, hidden: true, describe: 'with --once: how long to answer queries after an unconfirmed handover' })
             .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'info' })
-            .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070')
+            .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070, keeping memory images')
+            .example('$0 listen --host 10.0.0.2 --port 7070 --image-dir /var/lib/forecopy --psk-file key --restore --pid-file app.pid', 'move processes here: each runs on at this host, its output in DIR/<session>/stdout.log')
             .example('$0 listen --host 10.0.0.2 --port 7070 --image-dir ./images --psk-file key --once', 'take one authenticated migration on another interface, exit 0 when it verified'),
         async (a) => {
           if (!(Number.isInteger(a.port) && a.port >= 0 && a.port < 65536)) throw new UserError(`--port must be between 0 and 65535`);
           if (!(a.credit >= 1 && a.credit <= 1024)) throw new UserError(`--credit must be between 1 and 1024`);
+          if (a.restore && a['image-only']) throw new UserError(`--restore and --image-only exclude each other: a process or an image`);
+          for (const f of ['stdin', 'stdout', 'stderr', 'pid-file'] as const) {
+            if (a[f] !== undefined && !a.restore) throw new UserError(`--${f} only applies with --restore`);
+          }
+          if (a.stdin !== undefined && !fs.existsSync(a.stdin)) throw new UserError(`--stdin ${a.stdin} does not exist`);
           let security;
           try {
             security = loadSecurity({ tlsCert: a['tls-cert'], tlsKey: a['tls-key'], tlsCa: a['tls-ca'], pskFile: a['psk-file'] });
@@ -68,6 +84,17 @@ export async function main(argv: string[]): Promise<number> {
             dieAtStopAndCopy: a['test-die-at-stop-and-copy'],
             dropCommitted: a['test-drop-committed'],
             delayHelloAckMs: a['test-delay-hello-ack'],
+            restore: a.restore
+              ? {
+                  stdin: a.stdin,
+                  stdout: a.stdout,
+                  stderr: a.stderr,
+                  pidFile: a['pid-file'],
+                  failForTest: a['test-fail-restore'],
+                  corruptStateForTest: a['test-corrupt-state'],
+                  dieDuringForTest: a['test-die-during-restore'],
+                }
+              : null,
             lingerMs: a['once-linger-ms'],
             security,
             onListening: (addr) => {

@@ -19,7 +19,20 @@ export interface ImageSegment extends Mapping {
   fd: number;
 }
 
-export class ImageStore {
+/** What a session writes pages into and verifies: image files (ImageStore) or a husk (HuskImage). */
+export interface PageStore {
+  readonly pages: number;
+  segments(): readonly Mapping[];
+  applyLayout(layout: readonly Mapping[]): void;
+  segmentOf(index: number): Mapping | undefined;
+  writePages(index: number, count: number, data: Buffer): void;
+  readPages(index: number, count: number, out: Buffer): void;
+  corruptPage(index: number): void;
+  commit(manifest: Record<string, unknown>): string;
+  discard(why: Record<string, unknown>): void;
+}
+
+export class ImageStore implements PageStore {
   readonly partialDir: string;
   readonly finalDir: string;
   private segs = new Map<number, ImageSegment>();

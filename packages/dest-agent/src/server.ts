@@ -4,13 +4,14 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { MessageChannel, type Security } from '@forecopy/protocol';
 import { runSession, type PendingSessions, type SessionOptions, type SessionOutcome } from './session.js';
+import { cleanUpRestoring } from './restore-step.js';
 
 /**
  * The destination's listener: accepts migrations, at most `maxSessions` at a time (more are
  * refused at once), each handled by `runSession`. A failed session never stops the listener.
  */
 export interface ListenOptions
-  extends Pick<SessionOptions, 'imageDir' | 'credit' | 'maxImageBytes' | 'log' | 'corruptPages' | 'dieAtStopAndCopy' | 'dropCommitted' | 'delayHelloAckMs'> {
+  extends Pick<SessionOptions, 'imageDir' | 'credit' | 'maxImageBytes' | 'log' | 'corruptPages' | 'dieAtStopAndCopy' | 'dropCommitted' | 'delayHelloAckMs' | 'restore'> {
   host: string;
   port: number;
   once: boolean;
@@ -31,6 +32,7 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
   // Partial images of a previous run that died are never made final: discard them.
   for (const d of fs.readdirSync(opts.imageDir)) {
     if (!/^[0-9a-f]{32}\.partial$/.test(d)) continue;
+    cleanUpRestoring(path.join(opts.imageDir, d), opts.log);
     fs.rmSync(path.join(opts.imageDir, d), { recursive: true, force: true });
     fs.writeFileSync(path.join(opts.imageDir, d.replace('.partial', '.failed.json')), JSON.stringify({ verified: false, reason: 'found unfinished after a restart of the destination' }, null, 2));
     opts.log.warn({ session: d.slice(0, 32) }, 'discarded an unfinished image left by a previous run');
@@ -62,8 +64,8 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
     socket.setNoDelay(true);
     const channel = new MessageChannel(socket);
     const log = opts.log.child({ peer });
-    const { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs } = opts;
-    runSession(channel, { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, log, pending, queriesOnly })
+    const { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, restore } = opts;
+    runSession(channel, { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, log, pending, queriesOnly, restore })
       .then((outcome) => {
         sessions.push(outcome);
         // --once ends after one migration that got past Hello (a stray probe does not count);

@@ -13,13 +13,17 @@ import {
   committed,
   helloAck,
   mismatch,
+  resolved,
   roundAck,
   verified,
   type Message,
 } from '@forecopy/protocol';
+import type { RestoredProcess } from '@forecopy/linux';
+import { HuskImage } from './husk-image.js';
+import { prepareRestore, readRecord, receiveState, resolveHeld, runRestore, type ReceivedState, type RestoreSettings } from './restore-step.js';
 import { applyBatch } from './apply-batch.js';
 import { DiskFullError, SessionProtocolError, failureCode, type SessionProtocolCode } from './errors.js';
-import { ImageStore } from './image-store.js';
+import { ImageStore, type PageStore } from './image-store.js';
 
 /**
  * One migration, destination side: a state machine over the messages of one connection. Each
@@ -51,7 +55,7 @@ import { ImageStore } from './image-store.js';
  * Anything out of order, or a page outside the announced layout, is a protocol error: the session
  * answers Abort, discards its partial image and ends; the listener keeps serving.
  */
-export type SessionState = 'HELLO' | 'IDLE' | 'ROUND' | 'FROZEN' | 'FINAL' | 'CHECKSUMS' | 'VERIFIED' | 'DONE';
+export type SessionState = 'HELLO' | 'IDLE' | 'ROUND' | 'FROZEN' | 'FINAL' | 'CHECKSUMS' | 'VERIFIED' | 'RESTORE' | 'HELD' | 'DONE';
 
 /** What became of sessions that reached Verified, shared by all connections of a listener. */
 export type PendingSessions = Map<string, 'pending' | 'committed' | 'discarded'>;
@@ -72,6 +76,8 @@ export interface SessionOptions {
   pending: PendingSessions;
   /** Accept only Query connections (a --once listener lingering after its migration). */
   queriesOnly?: boolean;
+  /** Rebuild the process and run it (forecopy-dest listen --restore); else keep image files. */
+  restore?: RestoreSettings | null;
   replyTimeoutMs?: number;
 }
 
@@ -84,6 +90,9 @@ export interface SessionOutcome {
   error?: string;
   /** Committed, but the source did not confirm it read the answer: it may come back and ask. */
   answerMayBeLost?: boolean;
+  /** The restored process's pid (with --restore), and whether it runs (Release came). */
+  restoredPid?: number;
+  running?: boolean;
 }
 
 export async function runSession(channel: MessageChannel, opts: SessionOptions): Promise<SessionOutcome> {
@@ -117,7 +126,12 @@ const CHUNK_PAGES = 1024;
 class Session {
   private state: SessionState = 'HELLO';
   private sessionId: string | undefined;
-  private store: ImageStore | null = null;
+  private store: PageStore | null = null;
+  /** With --restore: the process state received after the final round. */
+  private received: ReceivedState | null = null;
+  private restored: RestoredProcess | null = null;
+  private restoreMs = 0;
+  private stateMatches = true;
   private round = 0;
   private batchSeq = -1;
   private roundPages = 0;
@@ -142,6 +156,14 @@ class Session {
     FINAL: { message: (m) => this.inRound(m) },
     CHECKSUMS: { message: (m) => this.inChecksums(m) },
     VERIFIED: { message: (m) => this.inVerified(m), channelFailed: () => this.noCommit() },
+    // With --restore, between VERIFIED and DONE: the process is rebuilt and held stopped; it
+    // runs when the source says its own copy is gone (Release).
+    RESTORE: { enter: () => this.restoreProcess(), message: (m) => this.outOfOrder(m) },
+    HELD: {
+      enter: () => this.answerCommitted(),
+      message: (m) => this.inHeld(m),
+      channelFailed: async () => this.leftHeld(),
+    },
     DONE: {
       enter: () => this.answerCommitted(),
       // The source closes once it has read Committed. Anything else (a message, a timeout, a
@@ -203,17 +225,22 @@ class Session {
 
   private async inHello(m: Message): Promise<Step> {
     if (m.type === MessageType.Query) return this.answerQuery(m);
+    if (m.type === MessageType.Release || m.type === MessageType.Discard) return this.answerResolve(m);
     if (m.type !== MessageType.Hello) return this.outOfOrder(m);
     const { opts } = this;
     if (opts.queriesOnly) refuse('E_BUSY', 'this destination took its one migration (--once) and answers only queries now');
     this.sessionId = m.header.sessionId;
     if (m.header.pageSize !== PAGE_SIZE) refuse('E_PAGE_SIZE', `page size ${m.header.pageSize} is not supported (only ${PAGE_SIZE})`);
-    this.store = new ImageStore(opts.imageDir, m.header.sessionId, opts.maxImageBytes);
-    this.store.applyLayout(m.header.layout);
+    if (opts.restore) {
+      this.store = prepareRestore(m.header.restore, opts.imageDir, m.header.sessionId, opts.maxImageBytes, m.header.layout);
+    } else {
+      this.store = new ImageStore(opts.imageDir, m.header.sessionId, opts.maxImageBytes);
+      this.store.applyLayout(m.header.layout);
+    }
     const { pages } = this.store;
     opts.log.info({ session: this.sessionId, pages, segments: this.store.segments().length, policy: m.header.policy }, 'migration started');
     if (opts.delayHelloAckMs) await new Promise((r) => setTimeout(r, opts.delayHelloAckMs));
-    await this.channel.send(helloAck({ version: PROTOCOL_VERSION, sessionId: m.header.sessionId, credit: opts.credit, maxFrameBytes: 0 }));
+    await this.channel.send(helloAck({ version: PROTOCOL_VERSION, sessionId: m.header.sessionId, credit: opts.credit, maxFrameBytes: 0, restore: !!opts.restore }));
     return 'IDLE';
   }
 
@@ -228,7 +255,8 @@ class Session {
     const final = fs.existsSync(path.join(imageDir, id, 'manifest.json'));
     if (status === 'pending') pending.set(id, 'discarded');
     const isCommitted = final && status !== 'pending';
-    if (isCommitted) await this.channel.send(committed({ sessionId: id }));
+    const held = isCommitted ? readRecord(path.join(imageDir, id)) : null;
+    if (isCommitted) await this.channel.send(committed({ sessionId: id, ...(held ? { restoredPid: held.pid } : {}) }));
     else await this.channel.send(abort({ code: 'E_NOT_COMMITTED', reason: `session ${id} was not made final here` }));
     log.info({ session: id, committed: isCommitted }, 'answered a query');
     this.channel.close();
@@ -311,11 +339,20 @@ class Session {
   // ── CHECKSUMS ────────────────────────────────────────────────────────────────────────────
 
   private async inChecksums(m: Message): Promise<Step> {
+    if (m.type === MessageType.ProcessState && this.opts.restore && !this.received && this.checked.pages === 0) {
+      this.received = receiveState(m.header.state, m.payload, (b) => this.hasher.h64Raw(b), this.opts.restore);
+      return 'CHECKSUMS';
+    }
     if (m.type !== MessageType.Checksums) return this.outOfOrder(m);
+    if (this.opts.restore && this.checked.pages === 0) {
+      // The state's hash rides on the first Checksums: it is verified as the pages are.
+      if (!this.received) refuse('E_ORDER', 'Checksums before the process state (a restore needs it)');
+      this.stateMatches = m.header.stateHash === this.received!.hash;
+    }
     this.compareChecksums(m);
     if (this.checked.pages !== this.store!.pages) return 'CHECKSUMS';
     this.verdictAtMs = performance.now() - this.startedAt;
-    return this.checked.mismatched === 0 ? this.answerVerified() : this.answerMismatch();
+    return this.checked.mismatched === 0 && this.stateMatches ? this.answerVerified() : this.answerMismatch();
   }
 
   /** Hashes the pages a Checksums message covers and counts those that differ. */
@@ -356,9 +393,10 @@ class Session {
   private async answerMismatch(): Promise<SessionOutcome> {
     const { sessionId } = this;
     const { mismatched, first } = this.checked;
-    await this.channel.send(mismatch({ mismatched, firstPages: first }));
-    this.store!.discard({ sessionId, verified: false, reason: 'checksum mismatch', mismatched, firstPages: first });
-    this.opts.log.error({ session: sessionId, mismatched, first }, 'checksum mismatch');
+    const state = !this.stateMatches;
+    await this.channel.send(mismatch({ mismatched, firstPages: first, ...(state ? { state } : {}) }));
+    this.store!.discard({ sessionId, verified: false, reason: state ? 'the process state differs' : 'checksum mismatch', mismatched, firstPages: first });
+    this.opts.log.error({ session: sessionId, mismatched, first, stateDiffers: state }, 'checksum mismatch');
     this.channel.close();
     return { verified: false, sessionId, mismatched, error: 'checksum mismatch' };
   }
@@ -369,6 +407,7 @@ class Session {
     const id = this.sessionId!;
     // Until Commit arrives, a Query on another connection may have settled the session.
     if (m.type !== MessageType.Commit || m.header.sessionId !== id || this.opts.pending.get(id) !== 'pending') return this.noCommit();
+    if (this.opts.restore) return 'RESTORE';
     this.imagePath = this.store!.commit({
       sessionId: id,
       verified: true,
@@ -384,6 +423,62 @@ class Session {
     return 'DONE';
   }
 
+  // ── RESTORE, HELD: the process is rebuilt, and runs on Release ──────────────────────────
+
+  /** Rebuilds the process in the husk; on success the image becomes final with it (HELD). */
+  private async restoreProcess(): Promise<Step> {
+    const id = this.sessionId!;
+    const image = this.store as HuskImage;
+    const t = performance.now();
+    this.restored = runRestore(image, this.received!, this.opts.restore!, this.opts.log);
+    this.restoreMs = performance.now() - t;
+    this.imagePath = image.commit({
+      sessionId: id,
+      verified: true,
+      pages: this.checked.pages,
+      pageSize: PAGE_SIZE,
+      checksum: 'xxh64 per page, and of the process state',
+      rounds: this.rounds,
+      restoredPid: this.restored.pid,
+      timings: { totalMs: this.verdictAtMs, finalRoundAppliedMs: this.finalAppliedMs, restoreMs: this.restoreMs },
+      finishedAt: new Date().toISOString(),
+    });
+    this.opts.pending.set(id, 'committed');
+    this.opts.log.info({ session: id, pid: this.restored.pid, restoreMs: this.restoreMs }, 'process restored; held stopped until the source releases it');
+    return 'HELD';
+  }
+
+  private async inHeld(m: Message): Promise<Step> {
+    if (m.type !== MessageType.Release && m.type !== MessageType.Discard) return this.leftHeld();
+    if (m.header.sessionId !== this.sessionId) refuse('E_UNEXPECTED', `Release of another session (${m.header.sessionId})`);
+    const answer = this.resolve(m.type === MessageType.Release);
+    await this.channel.send(resolved({ sessionId: this.sessionId!, ...answer })).catch(() => {});
+    return this.handedOver(true, answer.running);
+  }
+
+  /** Release or Discard of this session's held process, here or on a later connection. */
+  private resolve(run: boolean): { running: boolean; pid: number; reason: string } {
+    const answer = resolveHeld(path.join(this.opts.imageDir, this.sessionId!), run, this.opts.restore ?? {});
+    this.opts.log.info({ session: this.sessionId, ...answer }, run ? 'released the restored process' : 'discarded the restored process');
+    if (answer.running) process.stdout.write(`forecopy-dest: session ${this.sessionId} runs as pid ${answer.pid}\n`);
+    return answer;
+  }
+
+  /** The source went away while we hold the process: it stays stopped until resolved. */
+  private leftHeld(): SessionOutcome {
+    this.opts.log.warn({ session: this.sessionId, pid: this.restored?.pid }, 'the source left before releasing the restored process: it stays stopped until forecopy-source resolve');
+    return this.handedOver(false, false);
+  }
+
+  /** Release or Discard on a connection of its own (forecopy-source resolve, or a retry). */
+  private async answerResolve(m: MessageOf<MessageType.Release> | MessageOf<MessageType.Discard>): Promise<SessionOutcome> {
+    this.sessionId = m.header.sessionId;
+    const answer = this.resolve(m.type === MessageType.Release);
+    await this.channel.send(resolved({ sessionId: m.header.sessionId, ...answer }));
+    this.channel.close();
+    return { verified: false, restoredPid: answer.pid, running: answer.running };
+  }
+
   /** Anything but this session's Commit, or no message at all: the image is not made final. */
   private async noCommit(): Promise<never> {
     this.opts.pending.set(this.sessionId!, 'discarded');
@@ -395,13 +490,15 @@ class Session {
   /** On entering DONE: answer Committed (unless a test drops the answer, as a lost one). */
   private async answerCommitted(): Promise<Step | void> {
     if (this.opts.dropCommitted) return this.handedOver(false);
-    await this.channel.send(committed({ sessionId: this.sessionId! })).catch(() => {});
+    const restored = this.restored ? { restoredPid: this.restored.pid, restoreMs: this.restoreMs } : {};
+    await this.channel.send(committed({ sessionId: this.sessionId!, ...restored })).catch(() => {});
   }
 
   /** The end of a handover; `heard`: the source closed after our answer, so it has read it. */
-  private handedOver(heard: boolean): SessionOutcome {
+  private handedOver(heard: boolean, running?: boolean): SessionOutcome {
     this.channel.close();
-    return { verified: true, sessionId: this.sessionId, imagePath: this.imagePath, pages: this.checked.pages, answerMayBeLost: !heard };
+    const restored = this.restored ? { restoredPid: this.restored.pid, running: !!running } : {};
+    return { verified: true, sessionId: this.sessionId, imagePath: this.imagePath, pages: this.checked.pages, answerMayBeLost: !heard, ...restored };
   }
 
   // ── failures ─────────────────────────────────────────────────────────────────────────────

@@ -346,7 +346,8 @@ function readCreds(pid: number): ProcessState['creds'] {
   return { uid: [uid[0], uid[1], uid[2]], gid: [gid[0], gid[1], gid[2]], groups };
 }
 
-function vdsoFingerprint(pid: number, maps: ProcMapping[]): ProcessState['vdso'] {
+/** Size and SHA-256 of a process's vDSO: two hosts whose vDSOs differ run different kernels. */
+export function vdsoFingerprint(pid: number, maps: ProcMapping[] = readMaps(pid)): ProcessState['vdso'] {
   const v = maps.find((m) => m.path === '[vdso]');
   if (!v) return null;
   const pages = (v.end - v.start) / PAGE;

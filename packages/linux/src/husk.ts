@@ -63,7 +63,8 @@ export class HuskThread {
 
   constructor(
     readonly tid: number,
-    private readonly syscallAddr: bigint,
+    /** A `syscall` instruction (0f 05): the husk's own, or one of the restored program's. */
+    public syscallAddr: bigint,
     private readonly timeoutMs = 5000,
   ) {}
 

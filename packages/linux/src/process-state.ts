@@ -131,7 +131,7 @@ export interface ProcessState {
   fds: FdState[];
   /** The main thread first. */
   threads: ThreadState[];
-  /** xxh64-free fingerprint of the source's vDSO: its size and a SHA-256 of its bytes. */
+  /** Fingerprint of the source's vDSO: its size and a SHA-256 of its bytes. */
   vdso: { size: number; sha256: string } | null;
 }
 
@@ -143,4 +143,81 @@ export interface RestorePreview {
   /** Files that must exist at the destination (mappings and descriptors), with their identity. */
   files: Array<FileIdentity & { writable: boolean }>;
   vdso: { size: number; sha256: string } | null;
+}
+
+// ---- checking what arrived over the wire -------------------------------------------------------
+
+/** A ProcessState or RestorePreview that came over the network and is not what it must be. */
+export class StateFormatError extends Error {
+  readonly code = 'E_BAD_STATE';
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+
+function need(o: Obj, k: string, kind: 'number' | 'string' | 'bytes' | 'array' | 'object' | 'boolean', where: string): unknown {
+  const v = o[k];
+  const ok =
+    kind === 'number' ? typeof v === 'number' && Number.isFinite(v)
+    : kind === 'string' ? typeof v === 'string'
+    : kind === 'bytes' ? v instanceof Uint8Array
+    : kind === 'array' ? Array.isArray(v)
+    : kind === 'boolean' ? typeof v === 'boolean'
+    : isObj(v);
+  if (!ok) throw new StateFormatError(`${where}.${k} must be ${kind === 'array' || kind === 'object' ? `an ${kind}` : `a ${kind}`}`);
+  return v;
+}
+
+function fields(o: unknown, where: string, spec: Record<string, Parameters<typeof need>[2]>): Obj {
+  if (!isObj(o)) throw new StateFormatError(`${where} must be a map`);
+  for (const [k, kind] of Object.entries(spec)) need(o, k, kind, where);
+  return o;
+}
+
+const VMA_KINDS = new Set(['migrated', 'file-private', 'file-shared', 'anon', 'anon-shared', 'memfd', 'vdso', 'vsyscall']);
+const FD_KINDS = new Set(['file', 'dir', 'dev', 'stdio']);
+
+/**
+ * Checks the shape of a ProcessState received from a source (every field of the right type,
+ * kinds known, register sets of the right size) and returns it typed. Values are checked where
+ * a wrong one could make the restore act outside the process (none can: the husk is the
+ * process); what they mean is the source's word, covered by the state's hash.
+ */
+export function parseProcessState(raw: unknown): ProcessState {
+  const s = fields(raw, 'state', {
+    pid: 'number', comm: 'string', exe: 'string', cwd: 'string', umask: 'number', personality: 'number', rlimits: 'array',
+    creds: 'object', sigactions: 'array', pending: 'array', mm: 'object', vmas: 'array', contents: 'array', fds: 'array', threads: 'array',
+  });
+  fields(s.mm, 'state.mm', { startCode: 'number', endCode: 'number', startData: 'number', endData: 'number', startBrk: 'number', brk: 'number', startStack: 'number', argStart: 'number', argEnd: 'number', envStart: 'number', envEnd: 'number', auxv: 'bytes' });
+  fields(s.creds, 'state.creds', { uid: 'array', gid: 'array', groups: 'array' });
+  (s.vmas as unknown[]).forEach((v, i) => {
+    const o = fields(v, `state.vmas[${i}]`, { start: 'number', end: 'number', perms: 'string', offset: 'number', path: 'string', kind: 'string', growsDown: 'boolean' });
+    if (!VMA_KINDS.has(o.kind as string)) throw new StateFormatError(`state.vmas[${i}].kind ${String(o.kind)} is unknown`);
+  });
+  (s.contents as unknown[]).forEach((c, i) => fields(c, `state.contents[${i}]`, { addr: 'number', pages: 'number' }));
+  (s.fds as unknown[]).forEach((f, i) => {
+    const o = fields(f, `state.fds[${i}]`, { fd: 'number', kind: 'string', path: 'string', flags: 'number', pos: 'number' });
+    if (!FD_KINDS.has(o.kind as string)) throw new StateFormatError(`state.fds[${i}].kind ${String(o.kind)} is unknown`);
+  });
+  (s.sigactions as unknown[]).forEach((a, i) => {
+    const o = fields(a, `state.sigactions[${i}]`, { sig: 'number', raw: 'bytes' });
+    if ((o.raw as Uint8Array).length !== 32) throw new StateFormatError(`state.sigactions[${i}].raw must be 32 bytes`);
+  });
+  const threads = s.threads as unknown[];
+  if (threads.length === 0) throw new StateFormatError('state.threads is empty');
+  threads.forEach((t, i) => {
+    const o = fields(t, `state.threads[${i}]`, { tid: 'number', regs: 'bytes', xstate: 'bytes', sigmask: 'bytes', altstack: 'object', robustList: 'object', clearChildTid: 'number', comm: 'string', pending: 'array' });
+    if ((o.regs as Uint8Array).length !== 27 * 8) throw new StateFormatError(`state.threads[${i}].regs must be 216 bytes`);
+    if ((o.sigmask as Uint8Array).length !== 8) throw new StateFormatError(`state.threads[${i}].sigmask must be 8 bytes`);
+  });
+  return s as unknown as ProcessState;
+}
+
+/** Checks the shape of a RestorePreview received in a Hello. */
+export function parseRestorePreview(raw: unknown): RestorePreview {
+  const p = fields(raw, 'restore', { exe: 'string', vmas: 'array', files: 'array' });
+  (p.vmas as unknown[]).forEach((v, i) => fields(v, `restore.vmas[${i}]`, { start: 'number', end: 'number', perms: 'string', path: 'string' }));
+  (p.files as unknown[]).forEach((f, i) => fields(f, `restore.files[${i}]`, { path: 'string', size: 'number', mtimeNs: 'string', writable: 'boolean' }));
+  if (p.vdso !== null && p.vdso !== undefined) fields(p.vdso, 'restore.vdso', { size: 'number', sha256: 'string' });
+  return p as unknown as RestorePreview;
 }

@@ -89,17 +89,20 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
     const allBlocked = Buffer.alloc(8, 0xff);
     ptraceBuf(PTRACE.SETSIGMASK, husk.pid, 8n, allBlocked);
     restoreMappings(husk, state.vmas, state.contents, contents);
+    // From here on the calls go through a `syscall` of the program's own text: the husk's is
+    // unmapped, which also lets the executable link change (setMm).
+    husk.main.syscallAddr = findSyscallGadget(husk, state.vmas);
+    for (const m of readMaps(husk.pid)) {
+      if (m.start >= HUSK_BASE && m.end <= SCRATCH_ADDR) husk.main.call(SYS.munmap, [m.start, m.end - m.start]);
+    }
     step('mappings');
     restoreFds(husk, state.fds, opts.stdio);
     restoreProcessWide(husk, state);
     step('process');
-    restoreCreds(husk, state.creds);
+    restoreCreds(husk, state.creds); // after every call that needs privileges, before the threads (they inherit them)
     const threads = restoreThreads(husk, state);
     step('threads');
     husk.main.call(SYS.munmap, [SCRATCH_ADDR, SCRATCH_BYTES]);
-    for (const m of readMaps(husk.pid)) {
-      if (m.start >= HUSK_BASE && m.end <= SCRATCH_ADDR) husk.main.call(SYS.munmap, [m.start, m.end - m.start]);
-    }
     threads.forEach((t, i) => setRegisters(t.tid, state.threads[i]));
     restoreRlimits(husk.pid, state.rlimits);
     step('registers');
@@ -227,12 +230,35 @@ function restoreProcessWide(husk: Husk, s: ProcessState): void {
   call(SYS.umask, [s.umask]);
   call(SYS.personality, [s.personality]);
   for (const a of s.sigactions) call(SYS.rt_sigaction, [a.sig, husk.scratch(0, Buffer.from(a.raw)), 0, 8]);
-  setMm(husk, s);
+  const exeFd = openInHusk(husk, s.exe, O_RDONLY);
+  setMm(husk, s, exeFd);
+  call(SYS.close, [exeFd]);
   call(SYS.prctl, [PR_SET_NAME, husk.scratch(0, Buffer.from(`${s.comm}\0`))]);
 }
 
-/** prctl(PR_SET_MM, PR_SET_MM_MAP): brk, the stack, arg and env ranges, auxv, the executable. */
-function setMm(husk: Husk, s: ProcessState): void {
+/** A `syscall` instruction (bytes 0f 05) in an executable mapping of the restored program. */
+function findSyscallGadget(husk: Husk, vmas: readonly VmaState[]): bigint {
+  const buf = Buffer.alloc(16 * PAGE);
+  for (const v of vmas) {
+    if (v.perms[0] !== 'r' || v.perms[2] !== 'x' || v.kind === 'vdso' || v.kind === 'vsyscall') continue;
+    for (let at = v.start; at < v.end; at += buf.length) {
+      const pages = Math.min(16, (v.end - at) / PAGE);
+      husk.read(at, pages, buf);
+      const i = buf.subarray(0, pages * PAGE).indexOf(Buffer.from([0x0f, 0x05]));
+      if (i >= 0 && i + 1 < pages * PAGE) return BigInt(at + i);
+    }
+  }
+  throw new RestoreError('E_RESTORE_STATE', 'the program has no system call instruction in its text to finish the restore with');
+}
+
+/**
+ * prctl(PR_SET_MM, PR_SET_MM_MAP): brk, the stack, arg and env ranges, auxv, and with `exeFd`
+ * the executable (/proc/PID/exe). The kernel changes the executable only once the old one (the
+ * husk) is no longer mapped, and the call needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (not
+ * CAP_SYS_RESOURCE, which containers often lack): it comes after the husk's text is gone. Where
+ * the executable cannot be changed the rest is still set, and /proc/PID/exe names the husk.
+ */
+function setMm(husk: Husk, s: ProcessState, exeFd: number): void {
   const m = s.mm;
   const auxvAt = husk.scratch(4096, Buffer.from(m.auxv));
   const map = Buffer.alloc(104);
@@ -240,22 +266,13 @@ function setMm(husk: Husk, s: ProcessState): void {
     (v, i) => map.writeBigUInt64LE(BigInt(v), i * 8),
   );
   map.writeUInt32LE(m.auxv.length, 96);
-  let exeFd = -1;
-  try {
-    exeFd = openInHusk(husk, s.exe, O_RDONLY);
-  } catch {
-    exeFd = -1; // the executable is a file like any other: checked with the mappings
-  }
   map.writeInt32LE(exeFd, 100);
   try {
     husk.main.call(SYS.prctl, [PR_SET_MM, PR_SET_MM_MAP, husk.scratch(0, map), map.length, 0]);
   } catch (e) {
-    if (exeFd < 0) throw e;
-    // Some kernels refuse to change the executable link while it is in use: keep the rest.
+    if (!(e instanceof KernelError && (e.code === 'EPERM' || e.code === 'EINVAL' || e.code === 'EBUSY'))) throw e;
     map.writeInt32LE(-1, 100);
     husk.main.call(SYS.prctl, [PR_SET_MM, PR_SET_MM_MAP, husk.scratch(0, map), map.length, 0]);
-  } finally {
-    if (exeFd >= 0) husk.main.call(SYS.close, [exeFd]);
   }
 }
 
@@ -277,7 +294,7 @@ function restoreThreads(husk: Husk, s: ProcessState): HuskThread[] {
     husk.main.call(SYS.clone, [CLONE_THREAD_FLAGS, 0, 0, 0, 0], (t) => (tid = t));
     if (!tid) throw new RestoreError('E_RESTORE_STATE', 'clone() made no thread');
     waitStop(tid, 5000); // its first stop, as a thread we trace (PTRACE_O_TRACECLONE)
-    threads.push(new HuskThread(tid, husk.syscallAddr));
+    threads.push(new HuskThread(tid, husk.main.syscallAddr));
   }
   threads.forEach((t, i) => restoreThread(husk, t, s.threads[i], s.pid));
   for (const p of s.pending) {

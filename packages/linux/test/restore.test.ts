@@ -110,6 +110,7 @@ describe.skipIf(skip)('restore in a husk on this host', () => {
     const w2 = await check(2);
     expect(w2).toBeGreaterThan(w1);
     expect(fs.readdirSync(`/proc/${restored.pid}/task`).length).toBe(4 + 1);
+    expect(fs.readlinkSync(`/proc/${restored.pid}/exe`)).toBe(`${BIN}/mw`);
   });
 
   it('names what cannot move: a pipe that is not a standard stream', async () => {

@@ -57,6 +57,15 @@ export function encodeMessage(m: Message): Buffer[] {
   return payloadLen > 0 ? [head, m.payload!] : [head];
 }
 
+/**
+ * A map as msgpack, the way headers are packed. Both agents hash a ProcessState in this form
+ * (the destination packs what it decoded again), so the hash covers what was understood, not
+ * only what was received.
+ */
+export function packMap(map: Record<string, unknown>): Buffer {
+  return packr.pack(map);
+}
+
 /** Decodes a frame body (everything after the u32 length). */
 export function decodeFrameBody(body: Buffer): Message {
   if (body.length < 5) throw new BadHeaderError(`a frame of ${body.length} bytes is too short`);

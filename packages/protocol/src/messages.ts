@@ -46,6 +46,18 @@ export enum MessageType {
   Committed = 14,
   /** Source to destination, on a new connection: what became of this session? */
   Query = 15,
+  /**
+   * Source to destination, after the final round and before Checksums, when the destination
+   * restores: the frozen process's state (header) and the pages of its non-migrated mappings
+   * that are not their files' (payload).
+   */
+  ProcessState = 16,
+  /** Source to destination: its own copy of the process is gone; let the restored one run. */
+  Release = 17,
+  /** Source to destination (resolve): its own copy runs on; end the restored one. */
+  Discard = 18,
+  /** Destination to source: what became of the restored process (answers Release and Discard). */
+  Resolved = 19,
 }
 
 /** One migrated address range of the source process. */
@@ -71,6 +83,12 @@ export interface HelloHeader {
   totalPages: number;
   policy: string;
   layout: Mapping[];
+  /**
+   * What a destination that restores checks before the first page (packages/linux
+   * RestorePreview: every mapping's range, the files that must exist, the vDSO's fingerprint).
+   * Carried as a map; the destination validates its fields.
+   */
+  restore?: Record<string, unknown>;
 }
 export interface HelloAckHeader {
   version: number;
@@ -79,6 +97,8 @@ export interface HelloAckHeader {
   credit: number;
   /** 0 = the protocol's default. */
   maxFrameBytes: number;
+  /** The destination will rebuild the process and run it (forecopy-dest --restore). */
+  restore?: boolean;
 }
 export interface RoundStartHeader {
   round: number;
@@ -116,6 +136,26 @@ export interface ChecksumsHeader {
   algorithm: 'xxh64';
   firstPage: number;
   count: number;
+  /** xxh64 (16 hex digits) of the ProcessState sent, on the first Checksums of a restore. */
+  stateHash?: string;
+}
+export interface ProcessStateHeader {
+  /** packages/linux ProcessState, as a map; the destination validates its fields. */
+  state: Record<string, unknown>;
+}
+export interface CommittedHeader {
+  sessionId: string;
+  /** The restored process's pid at the destination, held stopped until Release. */
+  restoredPid?: number;
+  /** How long the restore took at the destination. */
+  restoreMs?: number;
+}
+export interface ResolvedHeader {
+  sessionId: string;
+  /** The restored process runs (Release) or was ended (Discard, or it was already gone). */
+  running: boolean;
+  pid: number;
+  reason: string;
 }
 export interface VerifiedHeader {
   pages: number;
@@ -123,6 +163,8 @@ export interface VerifiedHeader {
 export interface MismatchHeader {
   mismatched: number;
   firstPages: number[];
+  /** The process state (restore) differs from what the source sent. */
+  state?: boolean;
 }
 export interface AbortHeader {
   code: string;
@@ -146,8 +188,12 @@ export type Message =
   | { type: MessageType.Mismatch; header: MismatchHeader; payload?: undefined }
   | { type: MessageType.Abort; header: AbortHeader; payload?: undefined }
   | { type: MessageType.Commit; header: SessionRefHeader; payload?: undefined }
-  | { type: MessageType.Committed; header: SessionRefHeader; payload?: undefined }
-  | { type: MessageType.Query; header: SessionRefHeader; payload?: undefined };
+  | { type: MessageType.Committed; header: CommittedHeader; payload?: undefined }
+  | { type: MessageType.Query; header: SessionRefHeader; payload?: undefined }
+  | { type: MessageType.ProcessState; header: ProcessStateHeader; payload: Buffer }
+  | { type: MessageType.Release; header: SessionRefHeader; payload?: undefined }
+  | { type: MessageType.Discard; header: SessionRefHeader; payload?: undefined }
+  | { type: MessageType.Resolved; header: ResolvedHeader; payload?: undefined };
 
 // ---- factories -------------------------------------------------------------------------------
 
@@ -164,8 +210,12 @@ export const verified = (h: VerifiedHeader): Message => ({ type: MessageType.Ver
 export const mismatch = (h: MismatchHeader): Message => ({ type: MessageType.Mismatch, header: h });
 export const abort = (h: AbortHeader): Message => ({ type: MessageType.Abort, header: h });
 export const commit = (h: SessionRefHeader): Message => ({ type: MessageType.Commit, header: h });
-export const committed = (h: SessionRefHeader): Message => ({ type: MessageType.Committed, header: h });
+export const committed = (h: CommittedHeader): Message => ({ type: MessageType.Committed, header: h });
 export const query = (h: SessionRefHeader): Message => ({ type: MessageType.Query, header: h });
+export const processState = (h: ProcessStateHeader, payload: Buffer): Message => ({ type: MessageType.ProcessState, header: h, payload });
+export const release = (h: SessionRefHeader): Message => ({ type: MessageType.Release, header: h });
+export const discard = (h: SessionRefHeader): Message => ({ type: MessageType.Discard, header: h });
+export const resolved = (h: ResolvedHeader): Message => ({ type: MessageType.Resolved, header: h });
 
 // ---- wire form of headers --------------------------------------------------------------------
 
@@ -197,6 +247,11 @@ function str(o: Obj, k: string, maxLen = 4096): string {
   if (typeof v !== 'string' || v.length > maxLen) throw new BadHeaderError(`field '${k}' must be a string of at most ${maxLen} characters`);
   return v;
 }
+function nonNegative(o: Obj, k: string): number {
+  const v = o[k];
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new BadHeaderError(`field '${k}' must be a number from 0`);
+  return v;
+}
 function bool(o: Obj, k: string): boolean {
   const v = o[k];
   if (typeof v !== 'boolean') throw new BadHeaderError(`field '${k}' must be true or false`);
@@ -208,6 +263,17 @@ function uintArray(o: Obj, k: string, maxLen: number, maxVal = Number.MAX_SAFE_I
   if (v.length > maxLen) throw new LimitExceededError(`field '${k}' has ${v.length} entries, more than ${maxLen}`);
   for (const x of v) if (!Number.isSafeInteger(x) || x < 0 || x > maxVal) throw new BadHeaderError(`field '${k}' must hold whole numbers from 0 to ${maxVal}`);
   return v as number[];
+}
+
+function map(o: Obj, k: string): Record<string, unknown> {
+  const v = o[k];
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) throw new BadHeaderError(`field '${k}' must be a map`);
+  return v as Record<string, unknown>;
+}
+function sessionIdOf(o: Obj): string {
+  const sessionId = str(o, 'sessionId', 32);
+  if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new BadHeaderError('sessionId must be 32 lower-case hex characters');
+  return sessionId;
 }
 
 function layout(o: Obj, k: string): Mapping[] {
@@ -253,15 +319,16 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
       }
       const sessionId = str(o, 'sessionId', 32);
       if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new BadHeaderError(`sessionId must be 32 lower-case hex characters`);
-      return {
-        type: MessageType.Hello,
-        header: { magic, version, sessionId, pageSize: uint(o, 'pageSize'), totalPages: uint(o, 'totalPages'), policy: str(o, 'policy', 64), layout: layout(o, 'layout') },
-      };
+      const h: HelloHeader = { magic, version, sessionId, pageSize: uint(o, 'pageSize'), totalPages: uint(o, 'totalPages'), policy: str(o, 'policy', 64), layout: layout(o, 'layout') };
+      if (o.restore !== undefined) h.restore = map(o, 'restore');
+      return { type: MessageType.Hello, header: h };
     }
     case MessageType.HelloAck: {
       noPayload();
       const sessionId = str(o, 'sessionId', 32);
-      return { type: MessageType.HelloAck, header: { version: uint(o, 'version', 0xffff), sessionId, credit: uint(o, 'credit', 1 << 20), maxFrameBytes: uint(o, 'maxFrameBytes') } };
+      const h: HelloAckHeader = { version: uint(o, 'version', 0xffff), sessionId, credit: uint(o, 'credit', 1 << 20), maxFrameBytes: uint(o, 'maxFrameBytes') };
+      if (o.restore !== undefined) h.restore = bool(o, 'restore');
+      return { type: MessageType.HelloAck, header: h };
     }
     case MessageType.RoundStart: {
       noPayload();
@@ -312,25 +379,45 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
       if (algorithm !== 'xxh64') throw new BadHeaderError(`checksum algorithm ${algorithm} is not supported (xxh64)`);
       const count = uint(o, 'count', MAX_CHECKSUMS_PER_FRAME);
       if (payload.length !== count * 8) throw new BadPayloadError(`${count} checksums need ${count * 8} bytes, the payload has ${payload.length}`);
-      return { type: MessageType.Checksums, header: { algorithm, firstPage: uint(o, 'firstPage'), count }, payload };
+      const h: ChecksumsHeader = { algorithm, firstPage: uint(o, 'firstPage'), count };
+      if (o.stateHash !== undefined) {
+        h.stateHash = str(o, 'stateHash', 16);
+        if (!/^[0-9a-f]{16}$/.test(h.stateHash)) throw new BadHeaderError('stateHash must be 16 lower-case hex characters');
+      }
+      return { type: MessageType.Checksums, header: h, payload };
     }
     case MessageType.Verified:
       noPayload();
       return { type: MessageType.Verified, header: { pages: uint(o, 'pages') } };
     case MessageType.Mismatch:
       noPayload();
-      return { type: MessageType.Mismatch, header: { mismatched: uint(o, 'mismatched'), firstPages: uintArray(o, 'firstPages', MAX_MISMATCH_PAGES) } };
+      const h: MismatchHeader = { mismatched: uint(o, 'mismatched'), firstPages: uintArray(o, 'firstPages', MAX_MISMATCH_PAGES) };
+      if (o.state !== undefined) h.state = bool(o, 'state');
+      return { type: MessageType.Mismatch, header: h };
     case MessageType.Abort:
       noPayload();
       return { type: MessageType.Abort, header: { code: str(o, 'code', 64), reason: str(o, 'reason', 4096) } };
     case MessageType.Commit:
-    case MessageType.Committed:
-    case MessageType.Query: {
+    case MessageType.Query:
+    case MessageType.Release:
+    case MessageType.Discard:
       noPayload();
-      const sessionId = str(o, 'sessionId', 32);
-      if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new BadHeaderError('sessionId must be 32 lower-case hex characters');
-      return { type: type as MessageType.Commit, header: { sessionId } };
+      return { type: type as MessageType.Commit, header: { sessionId: sessionIdOf(o) } };
+    case MessageType.Committed: {
+      noPayload();
+      const h: CommittedHeader = { sessionId: sessionIdOf(o) };
+      if (o.restoredPid !== undefined) h.restoredPid = uint(o, 'restoredPid', 0x7fffffff);
+      if (o.restoreMs !== undefined) h.restoreMs = nonNegative(o, 'restoreMs');
+      return { type: MessageType.Committed, header: h };
     }
+    case MessageType.ProcessState:
+      return { type: MessageType.ProcessState, header: { state: map(o, 'state') }, payload };
+    case MessageType.Resolved:
+      noPayload();
+      return {
+        type: MessageType.Resolved,
+        header: { sessionId: sessionIdOf(o), running: bool(o, 'running'), pid: uint(o, 'pid', 0x7fffffff), reason: str(o, 'reason', 4096) },
+      };
     default:
       throw new UnknownMessageTypeError(`unknown message type ${type}`);
   }

@@ -16,11 +16,14 @@ import { recordTrace } from './record.js';
 import { makePolicyFactory, writeModel } from './policy-setup.js';
 import { clearProgress, progressPrinter } from './progress.js';
 import { requireProcess } from './process-checks.js';
+import { checkProcess, notMigratable, resolveSession } from './resolve.js';
 
 // `forecopy-source`: the source agent's command line. Every user mistake ends in one sentence
 // and a non-zero exit code (errors.ts lists them); stack traces are for bugs.
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+/** Where a source records the handovers it has not finished (forecopy-source resolve reads them). */
+const DEFAULT_STATE_DIR = '/var/lib/forecopy/source';
 
 export function makeLogger(level: string): Logger {
   const tty = process.stderr.isTTY;
@@ -63,30 +66,40 @@ function migrateOptions(y: Argv) {
     .option('tls-ca', { type: 'string', describe: "mutual TLS: the CA that signed the destination's certificate" })
     .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
     .option('timeout', { type: 'number', default: 30, describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up' })
+    .option('image-only', { type: 'boolean', default: false, describe: 'move the memory image only: with --after kill, no copy of the process runs at the end' })
+    .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where handovers in progress are recorded (for resolve)' })
     .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
+    .option('test-die-when-restored', { type: 'boolean', hidden: true, describe: 'fault injection: die once the destination holds the restored process' })
     .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
     .example('$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'move process 4242 with plain pre-copy over an authenticated, encrypted channel (killed here once verified there)')
     .example('$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json', "the paper's filter at the paper's link rate; keep the process running")
     .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's");
 }
 
-async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
-  const { host, port } = parseHostPort(a.to);
-  const bandwidthBps = parseBandwidth(a.bandwidth);
-  if (!(a['batch-pages'] >= 1 && a['batch-pages'] <= 1024)) throw new InputError(`--batch-pages must be between 1 and 1024`);
-  let security;
+/** The channel's security from --psk-file / --tls-*; a bad file is an input error. */
+function securityOf(a: { 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: string; 'psk-file'?: string }) {
   try {
-    security = loadSecurity({ tlsCert: a['tls-cert'], tlsKey: a['tls-key'], tlsCa: a['tls-ca'], pskFile: a['psk-file'] });
+    return loadSecurity({ tlsCert: a['tls-cert'], tlsKey: a['tls-key'], tlsCa: a['tls-ca'], pskFile: a['psk-file'] });
   } catch (e) {
     if (e instanceof SecurityConfigError) throw new InputError(e.message);
     throw e;
   }
+}
+
+async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
+  const { host, port } = parseHostPort(a.to);
+  const bandwidthBps = parseBandwidth(a.bandwidth);
+  if (!(a['batch-pages'] >= 1 && a['batch-pages'] <= 1024)) throw new InputError(`--batch-pages must be between 1 and 1024`);
+  const security = securityOf(a);
   const log = makeLogger(a['log-level']);
   const report: MigrationReport = await withDashboard(a.ui, (onEvent) =>
     migrate({
       security,
       ...(onEvent ? { onEvent } : {}),
       dieWhenFrozen: a['test-die-when-frozen'],
+      dieWhenRestored: a['test-die-when-restored'],
+      imageOnly: a['image-only'],
+      stateDir: a['state-dir'],
       replyTimeoutMs: positiveInt('timeout')(a.timeout) * 1000,
       pid: a.pid,
       host,
@@ -198,6 +211,51 @@ function runCleanup(a: ArgsOf<typeof cleanupOptions>): void {
   }
 }
 
+function checkOptions(y: Argv) {
+  return y
+    .option('pid', { type: 'number', demandOption: true, describe: 'process to check' })
+    .option('json', { type: 'boolean', default: false, describe: 'print the verdict as JSON' })
+    .example('$0 check --pid 4242', "can 4242 be moved and restored? exit 0 if so, 3 if not, naming each blocker")
+    .example('$0 check --pid 4242 --json', '{"pid":4242,"migratable":false,"blockers":[{"kind":"fd","id":3,"message":"fd 3: a TCP socket"}]}');
+}
+
+function runCheck(a: ArgsOf<typeof checkOptions>): void {
+  if (!(Number.isInteger(a.pid) && a.pid > 0)) throw new InputError(`--pid must be a positive whole number`);
+  const verdict = checkProcess(a.pid);
+  if (a.json) process.stdout.write(JSON.stringify(verdict) + '\n');
+  else if (verdict.migratable) process.stdout.write(`process ${a.pid} can be migrated and restored\n`);
+  if (!verdict.migratable) {
+    if (a.json) process.exitCode = notMigratable(verdict).exitCode;
+    else throw notMigratable(verdict);
+  }
+}
+
+function resolveOptions(y: Argv) {
+  return y
+    .option('session', { type: 'string', demandOption: true, describe: 'the session id the in-doubt message named' })
+    .option('to', { type: 'string', demandOption: true, describe: 'the destination agent, HOST:PORT' })
+    .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where migrate recorded the handover' })
+    .option('psk-file', { type: 'string' })
+    .option('tls-cert', { type: 'string' })
+    .option('tls-key', { type: 'string' })
+    .option('tls-ca', { type: 'string' })
+    .option('timeout', { type: 'number', default: 30, describe: 'seconds to keep trying to reach the destination' })
+    .example('$0 resolve --session 3f2a... --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'after a source agent died mid-handover: one copy runs, the other is ended');
+}
+
+async function runResolve(a: ArgsOf<typeof resolveOptions>): Promise<void> {
+  const { host, port } = parseHostPort(a.to);
+  const line = await resolveSession({
+    sessionId: a.session,
+    host,
+    port,
+    security: securityOf(a),
+    stateDir: a['state-dir'],
+    timeoutMs: positiveInt('timeout')(a.timeout) * 1000,
+  });
+  process.stdout.write(line + '\n');
+}
+
 function reportOptions(y: Argv) {
   return y
     .positional('files', { type: 'string', array: true, demandOption: true, describe: 'JSON reports; several are shown side by side' })
@@ -226,9 +284,11 @@ export function buildCli(argv: string[]): Argv {
     .command('migrate', 'Migrate the memory of a live process to a destination agent', migrateOptions, runMigrate)
     .command('model', 'Watch a process and save its Markov model of memory-write states (for migrate --model)', modelOptions, runModel)
     .command('record', 'Record which pages a process writes in each interval, for forecopy-sim', recordOptions, runRecord)
+    .command('check', 'Say whether a process can be migrated and restored, naming what stops it (exit 0 yes, 3 no)', checkOptions, runCheck)
+    .command('resolve', 'Finish a handover a source agent could not (it died, or lost the destination): exactly one copy runs', resolveOptions, runResolve)
     .command('cleanup', 'Remove what a killed source agent left in a process (its userfaultfd)', cleanupOptions, runCleanup)
     .command('report <files..>', 'Render migration reports (--report JSON files) as a self-contained HTML page with charts', reportOptions, runReport)
-    .demandCommand(1, 'name a command: migrate, model, record, cleanup or report')
+    .demandCommand(1, 'name a command: migrate, check, resolve, model, record, cleanup or report')
     .strict()
     .help()
     .alias('h', 'help')

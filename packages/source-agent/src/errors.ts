@@ -11,13 +11,14 @@ export const SOURCE_EXIT_CODES = {
   0: 'migrated and verified',
   1: 'internal error (a bug: please report it with the output)',
   2: 'bad arguments or input files (an unreadable or damaged --model)',
-  3: 'the process cannot be migrated: no such pid, or not permitted to trace it',
+  3: 'the process cannot be migrated: no such pid, not permitted to trace it, or it holds what cannot move (`check` names it)',
   4: 'this kernel cannot track dirty pages (see Requirements)',
   5: 'the destination could not be reached, refused the authentication, went silent for `--timeout` seconds, or the connection failed',
   6: 'the destination found pages that differ from the frozen source (the process runs on at the source)',
   7: 'the destination aborted the migration',
   8: 'the process exited during the migration',
   9: 'in doubt: verified, but the destination could not be reached to confirm the handover; the process runs on here, and the message names the session to delete on the destination (RELIABILITY.md)',
+  10: 'the destination could not restore the process (the message says why); the process runs on at the source',
 } as const;
 export type SourceExitCode = keyof typeof SOURCE_EXIT_CODES;
 
@@ -33,6 +34,8 @@ export const SOURCE_ERROR_CODES = {
   E_DEST_ABORT: 7,
   E_PROCESS_EXITED: 8,
   E_IN_DOUBT: 9,
+  E_NOT_MIGRATABLE: 3,
+  E_RESTORE: 10,
 } as const satisfies Record<string, SourceExitCode>;
 export type SourceErrorCode = keyof typeof SOURCE_ERROR_CODES;
 
@@ -95,6 +98,22 @@ export class DestinationAbortError extends SourceError {
 /** The process exited while it was being migrated. */
 export class ProcessExitedError extends SourceError {
   static override readonly errorCode = 'E_PROCESS_EXITED';
+}
+
+/** The process holds what cannot move (a socket, a child...); `blockers` names each, one a line. */
+export class NotMigratableError extends SourceError {
+  static override readonly errorCode = 'E_NOT_MIGRATABLE';
+  constructor(
+    readonly pid: number,
+    readonly blockers: readonly string[],
+  ) {
+    super(`process ${pid} cannot be migrated:\n${blockers.map((b) => `  ${b}`).join('\n')}`);
+  }
+}
+
+/** The destination could not rebuild the process; it runs on here. */
+export class RestoreFailedError extends SourceError {
+  static override readonly errorCode = 'E_RESTORE';
 }
 
 /** Verified, but whether the destination made its image final could not be learnt. */

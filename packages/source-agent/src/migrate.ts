@@ -13,6 +13,8 @@ import type { MigrationSession } from './migration/session.js';
 import { startTracking } from './migration/start-tracking.js';
 import { stopAndCopy } from './migration/stop-and-copy.js';
 import { mismatchError, verify } from './migration/verify.js';
+import { captureProcess, refuseBlockers, releaseRestored, removeRecord, sendProcessState, waitGone, writeRecord } from './migration/restore.js';
+import { readProcStat, type CapturedProcess } from '@forecopy/linux';
 
 export type { MigrateOptions, PolicyContext } from './migration/options.js';
 export { AFTER_ACTIONS, type AfterAction } from './migration/release.js';
@@ -39,17 +41,35 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     const { policy, modelMs } = await model(opts, tracking);
     t0 = performance.now(); // the migration proper (totalMs) starts after modelling
     const s = (session = await hello({ opts, channel, tracking, trace, policy }));
+    if (s.restore) refuseBlockers(s); // before the first page moves
     const stop = await runRounds(s);
-    const { frozen, downtimeMs } = await stopAndCopy(s, stop, held);
-    // The process is frozen from here on: its state (registers, mappings, files) for a restore at
-    // the destination is taken and sent at this point, before verification.
+    // A destination that restores gets the frozen process's state (registers, mappings, files),
+    // covered by verification like the pages. It is captured before the last writes are
+    // collected: the system calls it injects let the kernel write to the process (rseq's cpu
+    // fields), and those writes must reach the final round.
+    let captured: CapturedProcess | null = null;
+    const { frozen, downtimeMs } = await stopAndCopy(s, stop, held, s.restore ? (f) => (captured = captureProcess(s, f)) : undefined);
+    if (captured) s.stateHash = await sendProcessState(s, captured);
     const verification = await verify(s, frozen);
     const report = migrationReport(s, { startedAt, t0, modelMs, downtimeMs, stopReason: stop.reason }, verification);
     if (verification.mismatch) throw mismatchError(report, verification.mismatch); // the process runs on here
-    await handover(s);
+    if (s.restore) {
+      // Before Commit: from then on the destination may hold a copy, and a resolve needs this.
+      writeRecord(opts.stateDir, { sessionId: s.sessionId, pid: opts.pid, startTime: readProcStat(opts.pid).field(22), destination: `${opts.host}:${opts.port}`, at: new Date().toISOString() });
+    }
+    const committed = await handover(s);
     handedOver = true;
+    if (committed.restoredPid !== undefined) {
+      if (opts.dieWhenRestored) process.kill(process.pid, 'SIGKILL');
+      // The restored copy waits, stopped, until this one is gone: never two running.
+      held.finish('kill');
+      await waitGone(opts.pid);
+      await releaseRestored(s, committed.restoredPid);
+      removeRecord(opts.stateDir, s.sessionId);
+      report.restoredPid = committed.restoredPid;
+      report.restoreMs = committed.restoreMs;
+    } else held.finish(opts.after);
     channel.close();
-    held.finish(opts.after);
     report.totalMs = performance.now() - t0;
     opts.onEvent?.({ type: 'done', verified: true, downtimeMs: report.downtimeMs, totalMs: report.totalMs, pagesSent: report.pagesSent });
     return report;

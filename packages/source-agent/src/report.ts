@@ -56,9 +56,15 @@ export interface MigrationReport {
     firstPages: number[];
     /** Where the first pages are in the process: address and mapping (perms and path). */
     where?: Array<{ page: number; address: string | null; mapping: string | null }>;
+    /** The process state (registers, mappings, files) the destination checked differs (restore). */
+    state?: boolean;
   };
   machine: { cpus: number; note: string };
   startedAt: string;
+  /** The process's pid at the destination, when the destination restored it. */
+  restoredPid?: number;
+  /** How long the destination took to rebuild the process (part of the downtime). */
+  restoreMs?: number;
 }
 
 const num = (n: number) => n.toLocaleString('en-US');

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Policy } from '@forecopy/filter';
 import { MessageType, PAGE_SIZE, PROTOCOL_VERSION, hello as helloMessage, type MessageChannel } from '@forecopy/protocol';
-import { PageReader } from '@forecopy/linux';
+import { PageReader, previewRestore } from '@forecopy/linux';
+import { InputError } from '../errors.js';
 import { PageSender } from '../sender.js';
 import { asChannelError } from '../errno-map.js';
 import type { PageTrace } from '../debug-pages.js';
@@ -32,11 +33,22 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
   // change the space meanwhile: round 1 announces whatever is newer than this.
   const announcedLayout = space.layoutVersion;
   await channel.send(
-    helloMessage({ magic: 'FCPY', version: PROTOCOL_VERSION, sessionId, pageSize: PAGE_SIZE, totalPages: space.totalPages, policy: policy.name, layout: space.layout() }),
+    helloMessage({
+      magic: 'FCPY',
+      version: PROTOCOL_VERSION,
+      sessionId,
+      pageSize: PAGE_SIZE,
+      totalPages: space.totalPages,
+      policy: policy.name,
+      layout: space.layout(),
+      restore: previewRestore(opts.pid) as unknown as Record<string, unknown>,
+    }),
   );
   const ack = await channel.expect(MessageType.HelloAck, replyTimeoutMs).catch((e) => {
     throw asChannelError(e);
   });
+  const restore = ack.header.restore === true;
+  checkFate(opts, restore);
   const sender = new PageSender(channel, new PageReader(opts.pid), space, {
     batchPages: opts.batchPages,
     bandwidthBps: opts.bandwidthBps,
@@ -59,5 +71,27 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
     rounds: [],
     announcedLayout,
     pageRate: opts.bandwidthBps > 0 ? opts.bandwidthBps / 8 / PAGE_SIZE : 0,
+    restore,
+    stateHash: null,
   };
+}
+
+/**
+ * Exactly one running copy at the end: a destination that restores needs the copy here to go
+ * (--after kill); one that keeps only an image must not end with none running unless asked by
+ * name (--image-only).
+ */
+function checkFate(opts: MigrateOptions, restore: boolean): void {
+  const dest = `${opts.host}:${opts.port}`;
+  if (restore && opts.imageOnly) {
+    throw new InputError(`the destination ${dest} restores processes (forecopy-dest listen --restore), and --image-only asks for an image only: start it without --restore`);
+  }
+  if (restore && opts.after !== 'kill') {
+    throw new InputError(`the destination ${dest} restores the process: --after ${opts.after} would leave two running copies; use --after kill (the default)`);
+  }
+  if (!restore && opts.after === 'kill' && !opts.imageOnly) {
+    throw new InputError(
+      `the destination ${dest} keeps only a memory image (it was not started with --restore): --after kill would leave no running copy of the process; restore there (forecopy-dest listen --restore), keep the process here (--after resume or stop), or ask for an image only (--image-only)`,
+    );
+  }
 }

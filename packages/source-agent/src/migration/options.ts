@@ -36,6 +36,12 @@ export interface MigrateOptions {
   onEvent?: (e: UiEvent) => void;
   /** Fault injection for tests: the agent dies (SIGKILL) right after freezing the process. */
   dieWhenFrozen?: boolean;
+  /** Fault injection for tests: the agent dies (SIGKILL) once the destination restored and held the process. */
+  dieWhenRestored?: boolean;
+  /** Move only the memory image, even where that leaves no running copy (--image-only). */
+  imageOnly?: boolean;
+  /** Where handovers in progress are recorded for `forecopy-source resolve`. */
+  stateDir: string;
 }
 
 /** What `makePolicy` is given. */

@@ -36,6 +36,10 @@ export interface MigrationSession {
   announcedLayout: number;
   /** The link rate in pages a second: measured over the last round, the bandwidth before that. */
   pageRate: number;
+  /** The destination rebuilds the process and runs it (HelloAck.restore). */
+  readonly restore: boolean;
+  /** xxh64 of the ProcessState sent (restore only), verified with the checksums. */
+  stateHash: string | null;
 }
 
 export function addToTotals(totals: Totals, sent: SendResult): void {

@@ -10,7 +10,13 @@ import type { MigrationSession } from './session.js';
  * sends, in the final round, what remains unsynchronized. The downtime runs from the freeze to
  * the destination's acknowledgement of that round. The process stays frozen.
  */
-export async function stopAndCopy(s: MigrationSession, stop: StopDecision, held: HeldProcess): Promise<{ frozen: FrozenProcess; downtimeMs: number }> {
+export async function stopAndCopy(
+  s: MigrationSession,
+  stop: StopDecision,
+  held: HeldProcess,
+  /** Runs on the frozen process before its last writes are collected (see migrate()). */
+  onFrozen?: (frozen: FrozenProcess) => void,
+): Promise<{ frozen: FrozenProcess; downtimeMs: number }> {
   const { sampler, space } = s.tracking;
   const pid = s.opts.pid;
   sampler.stop();
@@ -23,6 +29,7 @@ export async function stopAndCopy(s: MigrationSession, stop: StopDecision, held:
   }
   held.frozen = frozen;
   if (s.opts.dieWhenFrozen) process.kill(process.pid, 'SIGKILL');
+  onFrozen?.(frozen);
   const round = s.rounds.length + 1;
   const last = sampler.take();
   const remaining = stop.remaining.resized(space.totalPages).or(last).and(space.live);

@@ -53,18 +53,22 @@ export async function verify(s: MigrationSession, frozen: FrozenProcess): Promis
 export function mismatchError(report: MigrationReport, mismatch: Mismatch): VerificationError {
   const { pages, where = [] } = mismatch;
   const first = where.slice(0, 4).map((w) => (w.address ? `${w.page} at ${w.address} in ${w.mapping}` : String(w.page)));
-  return new VerificationError(
-    `the destination found ${pages} pages that differ from the frozen source (first: ${first.join(', ')}); the process was left running here`,
-    report,
-  );
+  const what = [
+    ...(pages > 0 ? [`${pages} pages that differ from the frozen source (first: ${first.join(', ')})`] : []),
+    ...(mismatch.state ? ['a process state (registers, mappings, files) that differs from the one sent'] : []),
+  ];
+  return new VerificationError(`the destination found ${what.join(' and ')}; the process was left running here`, report);
 }
 
 async function sendChecksums(s: MigrationSession, reader: PageReader): Promise<void> {
+  // The hash of the process state (restore) rides on the first message.
+  let stateHash = s.stateHash ?? undefined;
   for (const seg of s.tracking.space.list()) {
     for (let first = 0; first < seg.pages; first += CHECKSUM_CHUNK) {
       const count = Math.min(CHECKSUM_CHUNK, seg.pages - first);
       const hashes = await hashPages(reader, seg.start + first * PAGE_SIZE, count);
-      await s.channel.send(checksums({ algorithm: 'xxh64', firstPage: seg.indexBase + first, count }, hashes));
+      await s.channel.send(checksums({ algorithm: 'xxh64', firstPage: seg.indexBase + first, count, ...(stateHash ? { stateHash } : {}) }, hashes));
+      stateHash = undefined;
     }
   }
 }
@@ -76,7 +80,7 @@ function locate(s: MigrationSession, m: MismatchHeader): Mismatch {
     const seg = space.segmentOfIndex(p);
     return seg ? { page: p, address: `0x${space.addressOf(p).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` } : { page: p, address: null, mapping: null };
   });
-  return { pages: m.mismatched, firstPages: m.firstPages, where };
+  return { pages: m.mismatched, firstPages: m.firstPages, where, ...(m.state ? { state: true } : {}) };
 }
 
 /**
