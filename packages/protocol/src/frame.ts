@@ -2,11 +2,12 @@
  * The forecopy wire protocol, version 1.
  *
  *   source                                         destination
- *     │── Hello (magic, version, session, layout) ──▶│  creates the image
- *     │◀───────────────── HelloAck (credit) ──────────│
+ *     │── Hello (magic, version, session, layout) ───▶│  creates the image; a destination that
+ *     │   [restore: what a restore needs]             │  restores checks `restore` first
+ *     │◀────────────── HelloAck (credit[, restore]) ──│  restore: it will rebuild the process
  *     │── RoundStart 1 ──────────────────────────────▶│
  *     │── PageBatch ─────────────────────────────────▶│  applies the pages
- *     │◀──────────────────────────── BatchAck (+1) ───│  one credit back per batch
+ *     │◀───────────────────────────── BatchAck (+1) ──│  one credit back per batch
  *     │   ... at most `credit` batches unacknowledged ...
  *     │── RoundEnd 1 ────────────────────────────────▶│
  *     │◀──────────────────────────────── RoundAck 1 ──│
@@ -14,23 +15,61 @@
  *     │── StopAndCopy (the process is frozen) ───────▶│
  *     │── RoundStart n+1 (final) ─ PageBatch... ─────▶│
  *     │── RoundEnd n+1 ──────────────────────────────▶│
- *     │◀────────────────────────────── RoundAck n+1 ──│  downtime ends here
- *     │── Checksums (xxh64 per page, in chunks) ─────▶│  hashes its image, compares
- *     │◀──────────────────────── Verified | Mismatch ─│  image verified, not yet final
- *     │── Commit ────────────────────────────────────▶│  the handover: make it final
- *     │◀─────────────────────────────────── Committed ─│  only now does the source let go
+ *     │◀────────────────────────────── RoundAck n+1 ──│  downtimeMs ends here: the final pages are in
+ *     │── ProcessState (state; payload: pages ───────▶│  only when HelloAck.restore: checks the
+ *     │   of the non-migrated mappings)               │  state, hashes it as the source did
+ *     │── Checksums (xxh64 per page, in chunks; ─────▶│  hashes its image, compares; the first
+ *     │   the first one carries stateHash)            │  Checksums: stateHash too
+ *     │◀───────────── Verified | Mismatch[ (state)] ──│  image verified, not yet final
+ *     │── Commit ────────────────────────────────────▶│  the handover: make it final; a restoring
+ *     │                                               │  one rebuilds the process, holds it stopped
+ *     │◀────── Committed[ (restoredPid, restoreMs)] ──│  only now does the source let go
+ *     │   without a restore, the session ends here; with one, the source kills its
+ *     │   frozen copy and waits until it is gone, then:
+ *     │── Release (session) ─────────────────────────▶│  lets the restored process run
+ *     │◀─────────── Resolved (running, pid, reason) ──│  the process runs again, at the destination
  *     │   either side may send Abort (code, reason) at any time and close
  *
- * When Committed does not arrive, the source asks on a new connection (Query with the session
- * id); the destination answers Committed, or Abort after discarding the pending image for good,
- * so that a late Commit can no longer make it final: the answer is the truth.
+ * [ ] marks optional fields.
+ *
+ * Restore (the destination says so in HelloAck.restore: forecopy-dest listen --restore): the
+ * source captures the frozen process's state during stop-and-copy and, after the final RoundAck
+ * and before Checksums, sends it in ProcessState: the header is the state as a map (packages/linux
+ * ProcessState), the payload the pages of the non-migrated mappings that the state lists
+ * (`contents`). Without HelloAck.restore there is no ProcessState, no stateHash and no Release.
+ * Both agents hash packMap(state) followed by the payload (xxh64; the destination packs the map
+ * it decoded again, which gives the same bytes); the first Checksums carries the source's hash as
+ * stateHash, and a destination whose own differs answers Mismatch with `state: true`. On Commit a
+ * restoring destination rebuilds the process and holds it stopped, and Committed names it
+ * (restoredPid, restoreMs). The source kills its copy, waits until it is gone and sends Release;
+ * the destination lets the restored one run and answers Resolved. Never two running copies: from
+ * StopAndCopy until Release the process runs nowhere.
+ *
+ * On a new connection the first message is one of these two exchanges, and the connection ends
+ * with the answer:
+ *
+ *   source                                         destination
+ *     │── Query (session) ───────────────────────────▶│  what became of the session?
+ *     │◀───────── Committed[ (restoredPid)] | Abort ──│  Abort: the image is discarded for good
+ *
+ *     │── Release (session) | Discard (session) ─────▶│  the source's copy is gone | runs on
+ *     │◀─────────── Resolved (running, pid, reason) ──│  the restored one runs | was ended
+ *
+ * Query: when Committed does not arrive, the source asks with the session id; the destination
+ * answers Committed (with restoredPid when it holds a restored process), or Abort after
+ * discarding the pending image for good, so that a late Commit can no longer make it final: the
+ * answer is the truth. Release | Discard: when Resolved does not arrive, the source sends Release
+ * again on new connections until its timeout, then names `forecopy-source resolve`, which sends
+ * Release when the original is gone from the source host and Discard when it still runs there
+ * (same pid, same start time). The destination answers Resolved either way: running false, with a
+ * reason, when it ended its copy or the copy was already gone.
  *
  * Versioning: Hello carries the protocol version. An agent accepts its own version and the one
  * immediately before it (version 1 has none before it); any other version is rejected with
  * E_UNSUPPORTED_VERSION before a page flows.
  *
  * Frame: u32 BE length of what follows | u8 message type | u32 BE header length |
- *        msgpack header (a map) | raw payload (page data, checksums).
+ *        msgpack header (a map) | raw payload (page data, checksums, process contents).
  * The payload is never copied into the header's buffer: `encodeMessage` returns the two parts
  * for a gathered write.
  */

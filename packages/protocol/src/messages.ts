@@ -24,7 +24,7 @@ import { RangeTable } from './range-table.js';
 /**
  * The messages of the forecopy protocol: numbered types (0 is never valid, so a zeroed frame
  * means nothing), a typed header each, built only through the named factories below and checked
- * field by field when decoded (`validateHeader`).
+ * field by field when decoded (`validateMessage`).
  */
 export enum MessageType {
   Invalid = 0,
@@ -52,9 +52,12 @@ export enum MessageType {
    * that are not their files' (payload).
    */
   ProcessState = 16,
-  /** Source to destination: its own copy of the process is gone; let the restored one run. */
+  /**
+   * Source to destination: its own copy of the process is gone; let the restored one run. Sent
+   * after Committed on the migration's connection, or first on a new one (a retry, or resolve).
+   */
   Release = 17,
-  /** Source to destination (resolve): its own copy runs on; end the restored one. */
+  /** Source to destination, first on a new connection (resolve): its own copy runs on; end the restored one. */
   Discard = 18,
   /** Destination to source: what became of the restored process (answers Release and Discard). */
   Resolved = 19,
@@ -136,7 +139,10 @@ export interface ChecksumsHeader {
   algorithm: 'xxh64';
   firstPage: number;
   count: number;
-  /** xxh64 (16 hex digits) of the ProcessState sent, on the first Checksums of a restore. */
+  /**
+   * On the first Checksums of a restore only: xxh64 of packMap(state) followed by the payload of
+   * the ProcessState sent, as 16 lower-case hex digits.
+   */
   stateHash?: string;
 }
 export interface ProcessStateHeader {
@@ -389,11 +395,12 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
     case MessageType.Verified:
       noPayload();
       return { type: MessageType.Verified, header: { pages: uint(o, 'pages') } };
-    case MessageType.Mismatch:
+    case MessageType.Mismatch: {
       noPayload();
       const h: MismatchHeader = { mismatched: uint(o, 'mismatched'), firstPages: uintArray(o, 'firstPages', MAX_MISMATCH_PAGES) };
       if (o.state !== undefined) h.state = bool(o, 'state');
       return { type: MessageType.Mismatch, header: h };
+    }
     case MessageType.Abort:
       noPayload();
       return { type: MessageType.Abort, header: { code: str(o, 'code', 64), reason: str(o, 'reason', 4096) } };

@@ -8,11 +8,18 @@ import {
   abort,
   batchAck,
   checksums,
+  commit,
+  committed,
+  discard,
   encodeMessage,
   hello,
   helloAck,
   mismatch,
   pageBatch,
+  processState,
+  query,
+  release,
+  resolved,
   roundAck,
   roundEnd,
   roundStart,
@@ -42,6 +49,42 @@ const samples: Message[] = [
   abort({ code: 'E_SOURCE', reason: 'the process exited' }),
 ];
 
+// The handover and the restore (types 13..19 and the optional fields of a restore). Named so that
+// the golden vectors below do not depend on positions in `samples`.
+const state = { pid: 4242, comm: 'app', contents: [{ addr: 0x7f0000001000, pages: 1 }], regs: Buffer.from('deadbeef', 'hex') };
+const restoreOf = {
+  processState: processState({ state }, Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex')),
+  release: release({ sessionId: SESSION }),
+  resolved: resolved({ sessionId: SESSION, running: true, pid: 4242, reason: 'released' }),
+  checksums: checksums({ algorithm: 'xxh64', firstPage: 0, count: 1, stateHash: '0123456789abcdef' }, Buffer.alloc(8, 2)),
+  committed: committed({ sessionId: SESSION, restoredPid: 4242, restoreMs: 12.5 }),
+};
+const restoreSamples: Message[] = [
+  hello({ magic: 'FCPY', version: PROTOCOL_VERSION, sessionId: SESSION, pageSize: 4096, totalPages: 4, policy: 'precopy', layout, restore: { exe: '/usr/bin/app', vmas: [{ start: 0x7f0000000000, end: 0x7f0000004000, perms: 'rw-p', path: '' }], files: [], vdso: null } }),
+  hello({ magic: 'FCPY', version: PROTOCOL_VERSION, sessionId: SESSION, pageSize: 4096, totalPages: 4, policy: 'precopy', layout, restore: {} }),
+  helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0, restore: true }),
+  helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0, restore: false }),
+  restoreOf.processState,
+  // A whole page of contents, and a state with no contents at all (an empty payload).
+  processState({ state: { ...state, contents: [{ addr: 0x7f0000001000, pages: 1 }], nested: [[1, [-2, 2 ** 40]], []] } }, Buffer.alloc(4096, 0xa5)),
+  processState({ state: { pid: 1, contents: [] } }, Buffer.alloc(0)),
+  restoreOf.checksums,
+  checksums({ algorithm: 'xxh64', firstPage: 1, count: 2 }, Buffer.alloc(16, 3)),
+  verified({ pages: 4 }),
+  mismatch({ mismatched: 0, firstPages: [], state: true }),
+  mismatch({ mismatched: 1, firstPages: [2], state: false }),
+  commit({ sessionId: SESSION }),
+  committed({ sessionId: SESSION }),
+  restoreOf.committed,
+  committed({ sessionId: SESSION, restoredPid: 0, restoreMs: 0 }),
+  query({ sessionId: SESSION }),
+  restoreOf.release,
+  discard({ sessionId: SESSION }),
+  restoreOf.resolved,
+  resolved({ sessionId: SESSION, running: false, pid: 0, reason: 'the restored process was already gone' }),
+];
+samples.push(...restoreSamples);
+
 const wire = (m: Message) => Buffer.concat(encodeMessage(m));
 const norm = (m: Message) => JSON.parse(JSON.stringify({ ...m, header: { ...m.header, ranges: (m.header as any).ranges?.toWire?.(), kinds: (m.header as any).kinds ? [...(m.header as any).kinds] : undefined } }));
 
@@ -54,7 +97,39 @@ describe('frames', () => {
       expect(got.type).toBe(m.type);
       expect(norm(got)).toEqual(norm(m));
       if (m.payload) expect(Buffer.compare(got.payload!, m.payload)).toBe(0);
+      else expect(got.payload ?? Buffer.alloc(0)).toHaveLength(0);
     }
+    // Every type from 1 to the last one is among the samples.
+    const types = new Set(samples.map((m) => m.type));
+    const all = Object.values(MessageType).filter((v): v is number => typeof v === 'number' && v !== MessageType.Invalid);
+    expect([...types].sort((a, b) => a - b)).toEqual(all);
+    expect(all).toContain(MessageType.Resolved);
+  });
+
+  it('decodes an optional field that was absent as absent, and one that was present as sent', () => {
+    for (const m of samples) {
+      if (m.type === MessageType.PageBatch) continue;
+      const [got] = new FrameDecoder().push(wire(m));
+      expect(Object.keys(got.header).sort(), MessageType[m.type]).toEqual(Object.keys(m.header).sort());
+    }
+    const [bare] = new FrameDecoder().push(wire(committed({ sessionId: SESSION })));
+    expect(bare.header).toEqual({ sessionId: SESSION });
+    expect('restoredPid' in bare.header).toBe(false);
+    const [full] = new FrameDecoder().push(wire(restoreOf.committed));
+    expect(full.header).toEqual({ sessionId: SESSION, restoredPid: 4242, restoreMs: 12.5 });
+    const [ack] = new FrameDecoder().push(wire(helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0 })));
+    expect('restore' in ack.header).toBe(false);
+    const [sums] = new FrameDecoder().push(wire(checksums({ algorithm: 'xxh64', firstPage: 0, count: 0 }, Buffer.alloc(0))));
+    expect('stateHash' in sums.header).toBe(false);
+    const [mis] = new FrameDecoder().push(wire(mismatch({ mismatched: 1, firstPages: [0] })));
+    expect('state' in mis.header).toBe(false);
+  });
+
+  it('sends the payload of a ProcessState as its own buffer, not copied into the header', () => {
+    const parts = encodeMessage(restoreOf.processState);
+    expect(parts).toHaveLength(2);
+    expect(parts[1]).toBe(restoreOf.processState.payload);
+    expect(parts[0].readUInt32BE(0)).toBe(parts[0].length - 4 + parts[1].length);
   });
 
   // Golden vectors: a change of the wire format must be deliberate (and bump the version).
@@ -64,6 +139,11 @@ describe('frames', () => {
     expect(wire(samples[6]).toString('hex')).toBe(GOLDEN.batchAck);
     expect(wire(samples[13]).toString('hex')).toBe(GOLDEN.abort);
     expect(wire(samples[0]).toString('hex')).toBe(GOLDEN.hello);
+    expect(wire(restoreOf.processState).toString('hex')).toBe(GOLDEN.processState);
+    expect(wire(restoreOf.release).toString('hex')).toBe(GOLDEN.release);
+    expect(wire(restoreOf.resolved).toString('hex')).toBe(GOLDEN.resolved);
+    expect(wire(restoreOf.checksums).toString('hex')).toBe(GOLDEN.checksumsWithStateHash);
+    expect(wire(restoreOf.committed).toString('hex')).toBe(GOLDEN.committedRestored);
   });
 
   it('decodes the same messages however the stream is split', () => {
@@ -172,4 +252,21 @@ const GOLDEN = {
     '000000300c0000002bde0002a4636f6465a8455f534f55524345a6726561736f6eb27468652070726f6365737320657869746564',
   hello:
     '000000c701000000c2de0007a56d61676963a446435059a776657273696f6e01a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566a87061676553697a65cd1000aa746f74616c506167657304a6706f6c696379a7707265636f7079a66c61796f757491de0008a2696401a57374617274cb42dfc00000000000a5706167657304a470726f74a472772d70a66f666673657400a46e616d65a65b686561705da86d69677261746564c3a9696e6465784261736500',
+  // 0x5e = 1 + 4 + 0x49 + 16: type 0x10, a 73-byte header {state: {pid: cd 1092, comm, contents:
+  // [{addr: cb 42dfc00000040000 (0x7f0000001000 as float64), pages: 1}], regs: c4 04 deadbeef}},
+  // then the 16 payload bytes as they were given.
+  processState:
+    '0000005e1000000049de0001a57374617465de0004a3706964cd1092a4636f6d6da3617070a8636f6e74656e747391de0002a461646472cb42dfc00000040000a5706167657301a472656773c404deadbeef000102030405060708090a0b0c0d0e0f',
+  // 0x34 = 1 + 4 + 0x2f: type 0x11, {sessionId: d9 20 + 32 characters}.
+  release:
+    '00000034110000002fde0001a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566',
+  // 0x54 = 1 + 4 + 0x4f: type 0x13, {sessionId, running: c3 (true), pid: cd 1092, reason: 'released'}.
+  resolved:
+    '00000054130000004fde0004a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566a772756e6e696e67c3a3706964cd1092a6726561736f6ea872656c6561736564',
+  // 0x4d = 1 + 4 + 0x40 + 8: type 0x09, {algorithm, firstPage, count: 1, stateHash: b0 + 16 characters}, one hash.
+  checksumsWithStateHash:
+    '0000004d0900000040de0004a9616c676f726974686da57878683634a966697273745061676500a5636f756e7401a9737461746548617368b0303132333435363738396162636465660202020202020202',
+  // 0x56 = 1 + 4 + 0x51: type 0x0e, {sessionId, restoredPid: cd 1092, restoreMs: cb 4029000000000000 (12.5)}.
+  committedRestored:
+    '000000560e00000051de0003a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566ab726573746f726564506964cd1092a9726573746f72654d73cb4029000000000000',
 };
