@@ -103,16 +103,23 @@ struct waiter {
 
 static pthread_barrier_t started; /* the three threads and main: `ready` once all got there */
 
+/* A thread notes its id on every pass of its loop: ids change when the process is restored on
+ * another host (forecopy), and the check looks the thread up by the id it noted last. */
+static void note_tid(struct waiter *w) {
+  atomic_store(&w->tid, gettid());
+}
+
 /* Each thread: names itself, notes its tid and waits for the others. */
 static void thread_start(struct waiter *w) {
   pthread_setname_np(pthread_self(), w->name);
-  atomic_store(&w->tid, gettid());
+  note_tid(w);
   pthread_barrier_wait(&started);
 }
 
 static void *sleeper(void *arg) {
   thread_start(arg);
   for (;;) {
+    note_tid(arg);
     struct timespec req = {0, SLEEP_NS};
     int e;
     /* interrupted: count it and sleep on for the time remaining (the kernel wrote it to req) */
@@ -131,6 +138,7 @@ static void *futex_waiter(void *arg) {
   thread_start(arg);
   uint32_t seen = atomic_load(&futex_word);
   for (;;) {
+    note_tid(arg);
     /* returns 0 when woken (or spuriously), EAGAIN if the word is no longer `seen`, EINTR */
     if (futex(&futex_word, FUTEX_WAIT_PRIVATE, seen) == -1 && errno != EAGAIN && errno != EINTR) {
       fail("futex: FUTEX_WAIT: %s", strerror(errno));
@@ -151,6 +159,7 @@ static void *reader(void *arg) {
   char buf[4096], cur[LAST_MAX];
   size_t cur_len = 0;
   for (;;) {
+    note_tid(arg);
     ssize_t n = read(0, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) { fail("reader: read: %s", strerror(errno)); break; }
@@ -170,7 +179,11 @@ static void *reader(void *arg) {
       cur_len = 0;
     }
   }
-  for (;;) pause(); /* EOF: stays alive, asleep (its signals are blocked) */
+  for (;;) { /* EOF: stays alive, asleep (its signals are blocked) */
+    note_tid(arg);
+    struct timespec nap = {0, SLEEP_NS};
+    nanosleep(&nap, NULL);
+  }
   return NULL;
 }
 
