@@ -489,7 +489,9 @@ class Session {
 
   /** On entering DONE: answer Committed (unless a test drops the answer, as a lost one). */
   private async answerCommitted(): Promise<Step | void> {
-    if (this.opts.dropCommitted) return this.handedOver(false);
+    // A dropped answer: with a held process, the source hears nothing (it times out and asks on
+    // a new connection) while this one stays open, as on a link that went dead.
+    if (this.opts.dropCommitted) return this.restored ? undefined : this.handedOver(false);
     const restored = this.restored ? { restoredPid: this.restored.pid, restoreMs: this.restoreMs } : {};
     await this.channel.send(committed({ sessionId: this.sessionId!, ...restored })).catch(() => {});
   }

@@ -225,6 +225,7 @@ function runCheck(a: ArgsOf<typeof checkOptions>): void {
   if (a.json) process.stdout.write(JSON.stringify(verdict) + '\n');
   else if (verdict.migratable) process.stdout.write(`process ${a.pid} can be migrated and restored\n`);
   if (!verdict.migratable) {
+    // --json: the verdict on stdout is the answer; the exit code says it too, with no message.
     if (a.json) process.exitCode = notMigratable(verdict).exitCode;
     else throw notMigratable(verdict);
   }
@@ -307,7 +308,7 @@ export async function main(argv: string[]): Promise<number> {
         throw fromYargs(msg, err);
       })
       .parseAsync();
-    return 0;
+    return typeof process.exitCode === 'number' ? process.exitCode : 0; // check --json sets it
   } catch (e) {
     if (!(e instanceof SourceError)) {
       process.stderr.write(`forecopy-source: internal error: ${(e as Error).stack ?? e}\n`);

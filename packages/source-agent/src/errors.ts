@@ -17,7 +17,7 @@ export const SOURCE_EXIT_CODES = {
   6: 'the destination found pages that differ from the frozen source (the process runs on at the source)',
   7: 'the destination aborted the migration',
   8: 'the process exited during the migration',
-  9: 'in doubt: verified, but the destination could not be reached to confirm the handover; the process runs on here, and the message names the session to delete on the destination (RELIABILITY.md)',
+  9: 'in doubt: verified, but the destination could not be reached to confirm the handover; the process runs on here, and the message says how to settle it: the image to delete, or the `forecopy-source resolve` to run (RELIABILITY.md)',
   10: 'the destination could not restore the process (the message says why); the process runs on at the source',
 } as const;
 export type SourceExitCode = keyof typeof SOURCE_EXIT_CODES;

@@ -29,9 +29,10 @@ export async function handover(s: MigrationSession): Promise<Committed> {
     throw new ConnectionError(`the destination did not make the image final (session ${sessionId}); the process was left running here`);
   }
   if (final === null) {
-    throw new InDoubtError(
-      `could not learn whether the destination made session ${sessionId} final; the process was left running here: if <image-dir>/${sessionId} exists on the destination, delete it`,
-    );
+    const settle = s.restore
+      ? `once the destination can be reached, run forecopy-source resolve --session ${sessionId} --to ${s.opts.host}:${s.opts.port}: it ends any copy the destination holds`
+      : `if <image-dir>/${sessionId} exists on the destination, delete it`;
+    throw new InDoubtError(`could not learn whether the destination made session ${sessionId} final; the process was left running here: ${settle}`);
   }
   return final;
 }
