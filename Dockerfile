@@ -7,6 +7,7 @@ RUN apt-get update -qq \
  && npm install -g pnpm@12.4.2 --no-fund --no-audit
 WORKDIR /opt/forecopy
 COPY package.json pnpm-lock.yaml pnpm-workspace.yaml tsconfig.base.json ./
+COPY packages/linux/package.json packages/linux/
 COPY packages/protocol/package.json packages/protocol/
 COPY packages/filter/package.json packages/filter/
 COPY packages/source-agent/package.json packages/source-agent/
