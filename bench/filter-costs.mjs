@@ -13,7 +13,12 @@ const TOTAL = 262_144; // 1 GiB of 4 KiB pages
 const S = opt('states', 256);
 const N = opt('samples', 200);
 let seed = 7;
-const rnd = () => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) / 2 ** 32; }; // xorshift32
+const rnd = () => {
+  seed ^= seed << 13;
+  seed ^= seed >>> 17;
+  seed ^= seed << 5;
+  return (seed >>> 0) / 2 ** 32;
+}; // xorshift32
 const regionPages = TOTAL / S;
 const cycle = Array.from({ length: 8 }, (_, i) => (i * 37 + 5) % S);
 const samples = [];
@@ -56,4 +61,8 @@ console.log(`| modelling compute per 50 ms sample (1 GiB, S = ${S}) | ${perSampl
 console.log(`| building the model from ${N} samples | ${buildMs.toFixed(2)} ms |`);
 console.log(`| model memory (byteSize) | ${(model.byteSize() / 1e6).toFixed(3)} MB |`);
 console.log(`| builder working memory | ${(builder.byteSize() / 1e6).toFixed(3)} MB |`);
-for (const [f, times] of rows) for (const [pages, ms, held] of times) console.log(`| forecast + filter, ${f}, send list of ${pages.toLocaleString('en-US')} pages at 500 Mbit/s | ${ms.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`);
+for (const [f, times] of rows)
+  for (const [pages, ms, held] of times)
+    console.log(
+      `| forecast + filter, ${f}, send list of ${pages.toLocaleString('en-US')} pages at 500 Mbit/s | ${ms.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`,
+    );

@@ -89,8 +89,13 @@ function sqliteSource(): { dir: string } | { skip: string } {
   try {
     const pack = spawnSync('npm', ['pack', SQLITE_PACKAGE, '--silent', '--pack-destination', tmp], { encoding: 'utf8', timeout: 180_000 });
     const tgz = fs.readdirSync(tmp).find((f) => f.endsWith('.tgz'));
-    if (pack.status !== 0 || !tgz) return { skip: `npm pack ${SQLITE_PACKAGE} failed: ${(pack.stderr || pack.error?.message || '').trim().split('\n')[0]}` };
-    const x = spawnSync('tar', ['xzf', path.join(tmp, tgz), '-C', tmp, 'package/deps/sqlite3/sqlite3.c', 'package/deps/sqlite3/sqlite3.h'], { encoding: 'utf8' });
+    if (pack.status !== 0 || !tgz)
+      return { skip: `npm pack ${SQLITE_PACKAGE} failed: ${(pack.stderr || pack.error?.message || '').trim().split('\n')[0]}` };
+    const x = spawnSync(
+      'tar',
+      ['xzf', path.join(tmp, tgz), '-C', tmp, 'package/deps/sqlite3/sqlite3.c', 'package/deps/sqlite3/sqlite3.h'],
+      { encoding: 'utf8' },
+    );
     if (x.status !== 0) return { skip: `${tgz} has no deps/sqlite3/sqlite3.c: ${x.stderr.trim()}` };
     fs.mkdirSync(dir, { recursive: true });
     for (const f of ['sqlite3.c', 'sqlite3.h']) fs.copyFileSync(path.join(tmp, 'package/deps/sqlite3', f), path.join(dir, f));
@@ -114,7 +119,10 @@ const COMPILE_MAKEFILE = [
 ].join('\n');
 
 function descendants(pid: number): number[] {
-  const kids = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout.split('\n').map(Number).filter((x) => x > 0);
+  const kids = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .map(Number)
+    .filter((x) => x > 0);
   return kids.flatMap((k) => [k, ...descendants(k)]);
 }
 
@@ -133,7 +141,11 @@ function workloads(): Workload[] {
     { name: 'mw-512', cmd: `exec ${WORKLOADS}/mw --mb 512 --pattern seq --write-rate 50000`, ready: /^mw pid=(\d+)/ },
     // An endless stream of text (base64 of random bytes) into one long-lived compressor.
     { name: 'gzip-9', cmd: `head -c 100000000000 /dev/urandom | base64 | gzip -9 > /dev/null & echo "pid=$!"; wait`, ready: /^pid=(\d+)/ },
-    { name: 'bzip2-9', cmd: `head -c 100000000000 /dev/urandom | base64 | bzip2 -9 > /dev/null & echo "pid=$!"; wait`, ready: /^pid=(\d+)/ },
+    {
+      name: 'bzip2-9',
+      cmd: `head -c 100000000000 /dev/urandom | base64 | bzip2 -9 > /dev/null & echo "pid=$!"; wait`,
+      ready: /^pid=(\d+)/,
+    },
   ];
   if (!only || only.includes('compile')) {
     const src = sqliteSource();
@@ -156,7 +168,12 @@ function workloads(): Workload[] {
   }
   if (spawnSync('sh', ['-c', 'command -v stress-ng']).status === 0) {
     // stress-ng forks its workers: the one to migrate is the descendant holding the 256 MiB.
-    w.push({ name: 'stress-ng-vm', cmd: `stress-ng --vm 1 --vm-bytes 256M --vm-keep --timeout 3600 & echo "tree=$!"; wait`, ready: /^tree=(\d+)/, biggestDescendant: true });
+    w.push({
+      name: 'stress-ng-vm',
+      cmd: `stress-ng --vm 1 --vm-bytes 256M --vm-keep --timeout 3600 & echo "tree=$!"; wait`,
+      ready: /^tree=(\d+)/,
+      biggestDescendant: true,
+    });
   } else console.warn('paper: stress-ng-vm left out: stress-ng is not installed (apt-get install stress-ng)');
   // The paper's TPC-C stand-in: a MariaDB server of our own (own datadir and socket, no
   // network) under sysbench oltp_read_write; the server process is what migrates.
@@ -311,23 +328,63 @@ describe.skipIf(skip)('paper reproduction', () => {
     expect(rec.code, rec.stderr).toBe(0);
 
     // 2. sweep S in the simulator: table, CSV, HTML, SVG; the best S for the live run
-    const simArgs = [path.join(ROOT, 'packages/source-agent/bin/forecopy-sim.mjs'), '--trace', trace, '--states', STATES.join(','), '--model-seconds', String(modelS), '--bandwidth', '500mbit'];
+    const simArgs = [
+      path.join(ROOT, 'packages/source-agent/bin/forecopy-sim.mjs'),
+      '--trace',
+      trace,
+      '--states',
+      STATES.join(','),
+      '--model-seconds',
+      String(modelS),
+      '--bandwidth',
+      '500mbit',
+    ];
     const csv = path.join(out, `${w.name}-sweep.csv`);
-    const simTable = spawnSync(process.execPath, [...simArgs, '--csv', csv, '--html', path.join(out, `${w.name}-sweep.html`), '--svg', path.join(out, `${w.name}-sweep`)], { encoding: 'utf8' });
+    const simTable = spawnSync(
+      process.execPath,
+      [...simArgs, '--csv', csv, '--html', path.join(out, `${w.name}-sweep.html`), '--svg', path.join(out, `${w.name}-sweep`)],
+      { encoding: 'utf8' },
+    );
     expect(simTable.status, simTable.stderr).toBe(0);
     // CSV columns: policy, states, downtime_ms, total_ms, pages_sent, ...
-    const markovRows = fs.readFileSync(csv, 'utf8').trim().split('\n').slice(1).map((l) => l.split(',')).filter((f) => f[0] === 'markov').map((f) => ({ states: Number(f[1]), downtimeMs: Number(f[2]), pagesSent: Number(f[4]) }));
+    const markovRows = fs
+      .readFileSync(csv, 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((l) => l.split(','))
+      .filter((f) => f[0] === 'markov')
+      .map((f) => ({ states: Number(f[1]), downtimeMs: Number(f[2]), pagesSent: Number(f[4]) }));
     // Fewest pages, then least downtime; a tie with the paper's S = 256 keeps 256.
-    const best = markovRows.reduce((a, b) => (b.pagesSent < a.pagesSent || (b.pagesSent === a.pagesSent && b.downtimeMs < a.downtimeMs) ? b : a), markovRows.find((r) => r.states === 256)!);
-    sims.push(`### ${w.name}`, '', '```', simTable.stdout.trim(), '```', '', `Best S for markov in this sweep (fewest pages): ${best.states}.`, '');
+    const best = markovRows.reduce(
+      (a, b) => (b.pagesSent < a.pagesSent || (b.pagesSent === a.pagesSent && b.downtimeMs < a.downtimeMs) ? b : a),
+      markovRows.find((r) => r.states === 256)!,
+    );
+    sims.push(
+      `### ${w.name}`,
+      '',
+      '```',
+      simTable.stdout.trim(),
+      '```',
+      '',
+      `Best S for markov in this sweep (fewest pages): ${best.states}.`,
+      '',
+    );
 
     // 3. Table 1 over the trace
-    const tc = spawnSync(process.execPath, [path.join(ROOT, 'bench/trace-costs.mjs'), '--trace', trace, '--states', '256', '--model-seconds', String(modelS), '--json'], { encoding: 'utf8' });
+    const tc = spawnSync(
+      process.execPath,
+      [path.join(ROOT, 'bench/trace-costs.mjs'), '--trace', trace, '--states', '256', '--model-seconds', String(modelS), '--json'],
+      { encoding: 'utf8' },
+    );
     expect(tc.status, tc.stderr).toBe(0);
     const tcost = JSON.parse(tc.stdout);
 
     // 4. live, every policy, markov at S = 256 and at the sweep's best S
-    const runs: Array<{ policy: string; states: number | null }> = POLICIES.map((p) => ({ policy: p, states: p === 'markov' ? 256 : null }));
+    const runs: Array<{ policy: string; states: number | null }> = POLICIES.map((p) => ({
+      policy: p,
+      states: p === 'markov' ? 256 : null,
+    }));
     if (LIVE_SWEEP.includes(w.name)) {
       for (const S of STATES) if (S !== 256) runs.push({ policy: 'markov', states: S });
     } else if (best.states !== 256) {
@@ -340,10 +397,29 @@ describe.skipIf(skip)('paper reproduction', () => {
       for (let attempt = 1; ; attempt++) {
         const pid = await target();
         const dest = await startDest(c, ['--once', '--host', hosts.destAddr, '--insecure', '--log-level', 'warn'], hosts.exec(hosts.dest));
-        r = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--policy', run.policy, '--bandwidth', '500mbit', '--after', 'resume', ...extra], hosts.exec(hosts.source));
+        r = await runSource(
+          c,
+          [
+            'migrate',
+            '--pid',
+            String(pid),
+            '--to',
+            `${hosts.destAddr}:${dest.port}`,
+            '--policy',
+            run.policy,
+            '--bandwidth',
+            '500mbit',
+            '--after',
+            'resume',
+            ...extra,
+          ],
+          hosts.exec(hosts.source),
+        );
         // A compiler may finish before its migration does (exit 8): take the next one, twice at most.
         if (r.code === 8 && w.freshChild && attempt < 3) {
-          notes.push(`${w.name} ${run.policy}${run.states ? ` S=${run.states}` : ''}: the ${w.freshChild} exited before its migration ended; retried with a fresh one`);
+          notes.push(
+            `${w.name} ${run.policy}${run.states ? ` S=${run.states}` : ''}: the ${w.freshChild} exited before its migration ended; retried with a fresh one`,
+          );
           continue;
         }
         break;
@@ -352,8 +428,17 @@ describe.skipIf(skip)('paper reproduction', () => {
       const rep = r.report!;
       const tag = run.states === null ? run.policy : `${run.policy}-S${run.states}`;
       fs.writeFileSync(path.join(out, `${w.name}-${tag}.json`), JSON.stringify(rep, null, 2));
-      live.push(`| ${w.name} | ${run.policy} | ${run.states ?? ''} | ${rep.verified} | ${rep.downtimeMs.toFixed(1)} | ${rep.totalMs.toFixed(0)} | ${fmt(rep.pagesSent)} | ${rep.rounds.length} | ${rep.stopReason} |`);
-      liveRows.push({ policy: run.policy, states: run.states, downtimeMs: rep.downtimeMs, totalMs: rep.totalMs, pagesSent: rep.pagesSent, shareOfOracle: null });
+      live.push(
+        `| ${w.name} | ${run.policy} | ${run.states ?? ''} | ${rep.verified} | ${rep.downtimeMs.toFixed(1)} | ${rep.totalMs.toFixed(0)} | ${fmt(rep.pagesSent)} | ${rep.rounds.length} | ${rep.stopReason} |`,
+      );
+      liveRows.push({
+        policy: run.policy,
+        states: run.states,
+        downtimeMs: rep.downtimeMs,
+        totalMs: rep.totalMs,
+        pagesSent: rep.pagesSent,
+        shareOfOracle: null,
+      });
       expect(rep.verified).toBe(true);
       if (run.policy === 'markov' && run.states === 256) {
         const st = rep.policyStatus ?? {};
@@ -364,9 +449,21 @@ describe.skipIf(skip)('paper reproduction', () => {
       }
     }
     for (const chart of SIM_CHARTS) {
-      fs.writeFileSync(path.join(out, `${w.name}-live-${chart.key}.svg`), simChartSvg(liveRows, `${chart.title.replace(' analog', '')}, live: ${w.name}, 500 Mbit/s, 2 shared cores`, chart.value, chart.unit, true));
+      fs.writeFileSync(
+        path.join(out, `${w.name}-live-${chart.key}.svg`),
+        simChartSvg(
+          liveRows,
+          `${chart.title.replace(' analog', '')}, live: ${w.name}, 500 Mbit/s, 2 shared cores`,
+          chart.value,
+          chart.unit,
+          true,
+        ),
+      );
     }
-    const files = fs.readdirSync(out).filter((f) => f.startsWith(`${w.name}-`) && f.endsWith('.json')).map((f) => path.join(out, f));
+    const files = fs
+      .readdirSync(out)
+      .filter((f) => f.startsWith(`${w.name}-`) && f.endsWith('.json'))
+      .map((f) => path.join(out, f));
     spawnSync(process.execPath, [SOURCE_BIN, 'report', ...files, '--html', path.join(out, `${w.name}-live.html`)]);
   }
 });

@@ -42,37 +42,66 @@ const imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-bench-'));
 try {
   for (const mb of sizes) {
     for (const pattern of patterns) {
-      for (let rep = 0; rep < repeat; rep++) for (const policy of policies) {
-        const dest = start(process.execPath, [path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'), 'listen', '--port', '0', '--image-dir', imageDir, '--once', '--log-level', 'warn']);
-        const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
-        const mw = start(path.join(root, 'workloads/bin/mw'), ['--mb', mb, '--pattern', pattern, '--write-rate', rate]);
-        const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
-        await new Promise((r) => setTimeout(r, 1000)); // let it reach its steady write rate
-        const report = path.join(outDir, `mw-${mb}-${pattern}-${policy}-${rep + 1}.json`);
-        // A policy may carry options: markov+visits, markov+skip, markov+visits+skip.
-        const [base, ...variant] = policy.split('+');
-        const extra = [
-          ...(variant.includes('visits') ? ['--forecast', 'visits'] : []),
-          ...(variant.includes('skip') ? ['--skip-redirtied'] : []),
-        ];
-        const src = start(process.execPath, [
-          path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--image-only', '--pid', pid, '--to', `127.0.0.1:${port}`,
-          '--policy', base, ...extra, '--bandwidth', bandwidth, '--after', opt('after', 'kill'), '--report', report,
-          ...(base === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
-        ]);
-        const code = await src.exited;
-        try { process.kill(Number(pid), 'SIGKILL'); } catch {} // gone already with --after kill
-        await dest.exited;
-        fs.rmSync(imageDir, { recursive: true, force: true });
-        fs.mkdirSync(imageDir);
-        if (code !== 0) {
-          console.error(`bench: mw ${mb} MiB ${pattern} ${policy}: forecopy-source exited ${code}`);
-          continue;
+      for (let rep = 0; rep < repeat; rep++)
+        for (const policy of policies) {
+          const dest = start(process.execPath, [
+            path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'),
+            'listen',
+            '--port',
+            '0',
+            '--image-dir',
+            imageDir,
+            '--once',
+            '--log-level',
+            'warn',
+          ]);
+          const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
+          const mw = start(path.join(root, 'workloads/bin/mw'), ['--mb', mb, '--pattern', pattern, '--write-rate', rate]);
+          const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
+          await new Promise((r) => setTimeout(r, 1000)); // let it reach its steady write rate
+          const report = path.join(outDir, `mw-${mb}-${pattern}-${policy}-${rep + 1}.json`);
+          // A policy may carry options: markov+visits, markov+skip, markov+visits+skip.
+          const [base, ...variant] = policy.split('+');
+          const extra = [
+            ...(variant.includes('visits') ? ['--forecast', 'visits'] : []),
+            ...(variant.includes('skip') ? ['--skip-redirtied'] : []),
+          ];
+          const src = start(process.execPath, [
+            path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'),
+            'migrate',
+            '--image-only',
+            '--pid',
+            pid,
+            '--to',
+            `127.0.0.1:${port}`,
+            '--policy',
+            base,
+            ...extra,
+            '--bandwidth',
+            bandwidth,
+            '--after',
+            opt('after', 'kill'),
+            '--report',
+            report,
+            ...(base === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
+          ]);
+          const code = await src.exited;
+          try {
+            process.kill(Number(pid), 'SIGKILL');
+          } catch {} // gone already with --after kill
+          await dest.exited;
+          fs.rmSync(imageDir, { recursive: true, force: true });
+          fs.mkdirSync(imageDir);
+          if (code !== 0) {
+            console.error(`bench: mw ${mb} MiB ${pattern} ${policy}: forecopy-source exited ${code}`);
+            continue;
+          }
+          const r = JSON.parse(fs.readFileSync(report, 'utf8'));
+          rows.push({ mb, pattern, policy, r });
+          console.error(
+            `bench: mw ${mb} MiB ${pattern} ${policy}: verified=${r.verified} downtime=${r.downtimeMs.toFixed(1)} ms total=${r.totalMs.toFixed(0)} ms pages=${r.pagesSent}`,
+          );
         }
-        const r = JSON.parse(fs.readFileSync(report, 'utf8'));
-        rows.push({ mb, pattern, policy, r });
-        console.error(`bench: mw ${mb} MiB ${pattern} ${policy}: verified=${r.verified} downtime=${r.downtimeMs.toFixed(1)} ms total=${r.totalMs.toFixed(0)} ms pages=${r.pagesSent}`);
-      }
     }
   }
 } finally {
@@ -81,10 +110,15 @@ try {
 }
 
 console.log(`Command: node bench/run.mjs ${argv.join(' ')}`);
-console.log(`Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores shared by workload, source and destination; Linux ${os.release()}; Node ${process.version}\n`);
+console.log(
+  `Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores shared by workload, source and destination; Linux ${os.release()}; Node ${process.version}\n`,
+);
 if (repeat > 1) {
   // Medians over the repeats, one row per workload and policy.
-  const med = (xs) => { const a = [...xs].sort((x, y) => x - y); return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2; };
+  const med = (xs) => {
+    const a = [...xs].sort((x, y) => x - y);
+    return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+  };
   console.log(`Medians of ${repeat} runs each (interleaved: policy A, B, ..., then again):\n`);
   console.log('| workload | policy | runs verified | downtime ms (median; all) | total ms | pages sent (median; all) |');
   console.log('| --- | --- | --- | --- | --- | --- |');
@@ -92,14 +126,25 @@ if (repeat > 1) {
   for (const k of keys) {
     const rs = rows.filter((x) => `${x.mb}|${x.pattern}|${x.policy}` === k);
     const [mb, pattern, policy] = k.split('|');
-    console.log(`| mw ${mb} MiB ${pattern} @${rate} pages/s | ${policy} | ${rs.filter((x) => x.r.verified).length}/${rs.length} | ${med(rs.map((x) => x.r.downtimeMs)).toFixed(1)}; ${rs.map((x) => x.r.downtimeMs.toFixed(1)).join(', ')} | ${med(rs.map((x) => x.r.totalMs)).toFixed(0)} | ${med(rs.map((x) => x.r.pagesSent)).toLocaleString('en-US')}; ${rs.map((x) => x.r.pagesSent.toLocaleString('en-US')).join(', ')} |`);
+    console.log(
+      `| mw ${mb} MiB ${pattern} @${rate} pages/s | ${policy} | ${rs.filter((x) => x.r.verified).length}/${rs.length} | ${med(rs.map((x) => x.r.downtimeMs)).toFixed(1)}; ${rs.map((x) => x.r.downtimeMs.toFixed(1)).join(', ')} | ${med(rs.map((x) => x.r.totalMs)).toFixed(0)} | ${med(rs.map((x) => x.r.pagesSent)).toLocaleString('en-US')}; ${rs.map((x) => x.r.pagesSent.toLocaleString('en-US')).join(', ')} |`,
+    );
   }
   console.log('\nAll runs:\n');
 }
 // Every report of this run side by side, as a self-contained HTML page with charts.
 if (rows.length > 0) {
-  const files = fs.readdirSync(outDir).filter((f) => f.endsWith('.json')).map((f) => path.join(outDir, f));
-  const r = startChild(process.execPath, [path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'report', ...files, '--html', path.join(outDir, 'report.html')]);
+  const files = fs
+    .readdirSync(outDir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => path.join(outDir, f));
+  const r = startChild(process.execPath, [
+    path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'),
+    'report',
+    ...files,
+    '--html',
+    path.join(outDir, 'report.html'),
+  ]);
   if ((await r.exited) === 0) console.error(`bench: HTML report: ${path.join(outDir, 'report.html')}`);
 }
 const head = '| workload | policy | verified | rounds | downtime ms | total ms | pages sent | MiB on wire | scans | scan ms avg / max |';
@@ -107,5 +152,7 @@ console.log(head);
 console.log(head.replace(/[^|]/g, '-'));
 for (const { mb, pattern, policy, r } of rows) {
   const s = r.scans;
-  console.log(`| mw ${mb} MiB ${pattern} @${rate} pages/s | ${policy} | ${r.verified} | ${r.rounds.length} | ${r.downtimeMs.toFixed(1)} | ${r.totalMs.toFixed(0)} | ${r.pagesSent.toLocaleString('en-US')} | ${(r.bytesSent / 1048576).toFixed(1)} | ${s.count} | ${(s.totalMs / Math.max(1, s.count)).toFixed(2)} / ${s.maxMs.toFixed(2)} |`);
+  console.log(
+    `| mw ${mb} MiB ${pattern} @${rate} pages/s | ${policy} | ${r.verified} | ${r.rounds.length} | ${r.downtimeMs.toFixed(1)} | ${r.totalMs.toFixed(0)} | ${r.pagesSent.toLocaleString('en-US')} | ${(r.bytesSent / 1048576).toFixed(1)} | ${s.count} | ${(s.totalMs / Math.max(1, s.count)).toFixed(2)} / ${s.maxMs.toFixed(2)} |`,
+  );
 }

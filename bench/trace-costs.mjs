@@ -35,7 +35,9 @@ const t0 = trace.samples[0]?.atMs ?? 0;
 let split = trace.samples.findIndex((s) => s.atMs - t0 >= modelSeconds * 1000);
 if (split < 0) split = Math.floor(samples.length / 2);
 if (split < 2 || samples.length - split < roundSamples) {
-  console.error(`trace-costs: ${file} has ${samples.length} samples: too few for ${modelSeconds} s of modelling and one round of ${roundSamples}`);
+  console.error(
+    `trace-costs: ${file} has ${samples.length} samples: too few for ${modelSeconds} s of modelling and one round of ${roundSamples}`,
+  );
   process.exit(2);
 }
 
@@ -94,14 +96,20 @@ const result = {
 if (argv.includes('--json')) {
   console.log(JSON.stringify(result, null, 2));
 } else {
-  console.log(`Command: node bench/trace-costs.mjs --trace ${file} --states ${S} --model-seconds ${modelSeconds} --round-samples ${roundSamples}`);
+  console.log(
+    `Command: node bench/trace-costs.mjs --trace ${file} --states ${S} --model-seconds ${modelSeconds} --round-samples ${roundSamples}`,
+  );
   console.log(`Machine: ${result.machine}\n`);
   console.log('| measure | value |');
   console.log('| --- | --- |');
   console.log(`| pages in the trace / S | ${N.toLocaleString('en-US')} / ${S} |`);
-  console.log(`| modelling compute per 50 ms sample (avg / max over ${split}) | ${result.modellingMsPerSample.toFixed(3)} / ${result.modellingMsMax.toFixed(3)} ms |`);
+  console.log(
+    `| modelling compute per 50 ms sample (avg / max over ${split}) | ${result.modellingMsPerSample.toFixed(3)} / ${result.modellingMsMax.toFixed(3)} ms |`,
+  );
   console.log(`| building the model | ${buildMs.toFixed(2)} ms |`);
   console.log(`| model memory / builder memory | ${(result.modelBytes / 1e6).toFixed(3)} / ${(result.builderBytes / 1e6).toFixed(3)} MB |`);
   console.log(`| per sample during the migration (state + fit test) | ${result.observeMsPerSample.toFixed(3)} ms |`);
-  console.log(`| forecast + filter per round (avg / max over ${roundMs.length}) | ${result.forecastFilterMsPerRound.toFixed(3)} / ${result.forecastFilterMsMax.toFixed(3)} ms |`);
+  console.log(
+    `| forecast + filter per round (avg / max over ${roundMs.length}) | ${result.forecastFilterMsPerRound.toFixed(3)} / ${result.forecastFilterMsMax.toFixed(3)} ms |`,
+  );
 }

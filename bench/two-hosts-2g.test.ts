@@ -26,13 +26,19 @@ describe.skipIf(skip)('2 GiB across two hosts', () => {
     const mw = await startMw(c, ['--mb', '2048', '--pattern', 'hotspot', '--write-rate', '20000'], hosts.exec(hosts.source));
     // Plain TCP on the namespaces' private link (no route out), to measure the transfer itself.
     const dest = await startDest(c, ['--once', '--host', hosts.destAddr, '--log-level', 'warn', '--insecure'], hosts.exec(hosts.dest));
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--after', 'resume'], hosts.exec(hosts.source));
+    const run = await runSource(
+      c,
+      ['migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--after', 'resume'],
+      hosts.exec(hosts.source),
+    );
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const r = run.report!;
     expect(r.verified).toBe(true);
     expect(r.memoryPages).toBeGreaterThanOrEqual(524_288);
-    console.log(`2 GiB across two hosts: downtime ${r.downtimeMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms, verify ${r.verifyMs.toFixed(0)} ms, ${r.rounds.length} rounds, ${r.pagesSent} pages, ${(r.bytesSent / 2 ** 20).toFixed(0)} MiB on the wire, scans ${r.scans.count} at ${(r.scans.totalMs / r.scans.count).toFixed(2)} ms avg`);
+    console.log(
+      `2 GiB across two hosts: downtime ${r.downtimeMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms, verify ${r.verifyMs.toFixed(0)} ms, ${r.rounds.length} rounds, ${r.pagesSent} pages, ${(r.bytesSent / 2 ** 20).toFixed(0)} MiB on the wire, scans ${r.scans.count} at ${(r.scans.totalMs / r.scans.count).toFixed(2)} ms avg`,
+    );
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   }, 600_000);

@@ -40,11 +40,23 @@ function cleanup() {
   killAll(kids);
   fs.rmSync(tmp, { recursive: true, force: true });
 }
-process.on('SIGINT', () => { cleanup(); process.exit(130); });
+process.on('SIGINT', () => {
+  cleanup();
+  process.exit(130);
+});
 
 const t0 = Date.now();
 try {
-  const dest = run(process.execPath, [path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'), 'listen', '--port', '0', '--image-dir', path.join(tmp, 'images'), '--log-level', 'warn']);
+  const dest = run(process.execPath, [
+    path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'),
+    'listen',
+    '--port',
+    '0',
+    '--image-dir',
+    path.join(tmp, 'images'),
+    '--log-level',
+    'warn',
+  ]);
   const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
   // Nothing open but its standard streams: what a restore can carry (pnpm may leak descriptors).
   const closeOthers = 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
@@ -56,12 +68,31 @@ try {
   for (const policy of POLICIES) {
     const reportFile = path.join(tmp, `${policy}.json`);
     console.log(`demo: migrating with --policy ${policy} --bandwidth ${BANDWIDTH} --after resume ...`);
-    const src = run(process.execPath, [
-      path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--image-only', '--pid', pid, '--to', `127.0.0.1:${port}`,
-      '--policy', policy, '--bandwidth', BANDWIDTH, '--after', 'resume', '--report', reportFile,
-      // 4 MiB regions, the paper's region size (S = 256 for 1 GiB), the size of mw's hot spot.
-      ...(policy === 'markov' ? ['--model-seconds', opt('model-seconds', '5'), '--states', String(Math.min(1024, Math.max(64, Math.round(Number(MB) / 4))))] : []),
-    ], { capture: false });
+    const src = run(
+      process.execPath,
+      [
+        path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'),
+        'migrate',
+        '--image-only',
+        '--pid',
+        pid,
+        '--to',
+        `127.0.0.1:${port}`,
+        '--policy',
+        policy,
+        '--bandwidth',
+        BANDWIDTH,
+        '--after',
+        'resume',
+        '--report',
+        reportFile,
+        // 4 MiB regions, the paper's region size (S = 256 for 1 GiB), the size of mw's hot spot.
+        ...(policy === 'markov'
+          ? ['--model-seconds', opt('model-seconds', '5'), '--states', String(Math.min(1024, Math.max(64, Math.round(Number(MB) / 4))))]
+          : []),
+      ],
+      { capture: false },
+    );
     const code = await src.exited;
     if (code !== 0) throw new Error(`forecopy-source exited with ${code} for --policy ${policy}`);
     console.log(src.lines.join('\n') + '\n');
@@ -71,7 +102,13 @@ try {
   for (const r of reports) fs.writeFileSync(path.join(OUT, `${r.policy}.json`), JSON.stringify(r, null, 2));
   console.log(sideBySide(reports));
   const html = path.join(OUT, 'report.html');
-  const r = run(process.execPath, [path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'report', ...reports.map((x) => path.join(OUT, `${x.policy}.json`)), '--html', html]);
+  const r = run(process.execPath, [
+    path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'),
+    'report',
+    ...reports.map((x) => path.join(OUT, `${x.policy}.json`)),
+    '--html',
+    html,
+  ]);
   if ((await r.exited) !== 0) throw new Error('forecopy-source report failed');
   console.log(`demo: HTML report: ${html}`);
   await moveForGood(pid);
@@ -86,24 +123,59 @@ try {
 /** Migrates `pid` to a destination that restores it, and shows it running there. */
 async function moveForGood(pid) {
   const imageDir = path.join(tmp, 'restored');
-  const dest = run(process.execPath, [path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'), 'listen', '--port', '0', '--image-dir', imageDir, '--restore', '--once', '--log-level', 'warn']);
+  const dest = run(process.execPath, [
+    path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'),
+    'listen',
+    '--port',
+    '0',
+    '--image-dir',
+    imageDir,
+    '--restore',
+    '--once',
+    '--log-level',
+    'warn',
+  ]);
   const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
   console.log(`\ndemo: now moving mw (pid ${pid}) for good to a destination that restores it (forecopy-dest listen --restore) ...`);
   const reportFile = path.join(OUT, 'restore.json');
-  const src = run(process.execPath, [path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'), 'migrate', '--pid', pid, '--to', `127.0.0.1:${port}`, '--bandwidth', BANDWIDTH, '--state-dir', path.join(tmp, 'state'), '--report', reportFile], { capture: false });
+  const src = run(
+    process.execPath,
+    [
+      path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'),
+      'migrate',
+      '--pid',
+      pid,
+      '--to',
+      `127.0.0.1:${port}`,
+      '--bandwidth',
+      BANDWIDTH,
+      '--state-dir',
+      path.join(tmp, 'state'),
+      '--report',
+      reportFile,
+    ],
+    { capture: false },
+  );
   if ((await src.exited) !== 0) throw new Error('forecopy-source could not move the process');
   console.log(src.lines.join('\n') + '\n');
   const { restoredPid } = JSON.parse(fs.readFileSync(reportFile, 'utf8'));
   kids.add({ pid: restoredPid }); // not our child, but ours to end: killAll kills by pid
-  console.log(`demo: the original pid ${pid} is ${fs.existsSync(`/proc/${pid}`) ? 'still there (!)' : 'gone'}; mw runs at the destination as pid ${restoredPid} (${fs.readFileSync(`/proc/${restoredPid}/cmdline`, 'utf8').split('\0').join(' ').trim()})`);
+  console.log(
+    `demo: the original pid ${pid} is ${fs.existsSync(`/proc/${pid}`) ? 'still there (!)' : 'gone'}; mw runs at the destination as pid ${restoredPid} (${fs.readFileSync(`/proc/${restoredPid}/cmdline`, 'utf8').split('\0').join(' ').trim()})`,
+  );
   const session = fs.readdirSync(imageDir).find((d) => /^[0-9a-f]{32}$/.test(d));
   const out = path.join(imageDir, session, 'stdout.log');
   for (let i = 0; i < 2; i++) {
     await new Promise((r) => setTimeout(r, 1000));
     process.kill(restoredPid, 'SIGUSR1');
     await new Promise((r) => setTimeout(r, 300));
-    const checks = fs.readFileSync(out, 'utf8').split('\n').filter((l) => l.startsWith('mw check'));
-    console.log(`demo: kill -USR1 ${restoredPid} -> ${checks[checks.length - 1] ?? '(no answer)'}   (its stdout at the destination: ${out})`);
+    const checks = fs
+      .readFileSync(out, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('mw check'));
+    console.log(
+      `demo: kill -USR1 ${restoredPid} -> ${checks[checks.length - 1] ?? '(no answer)'}   (its stdout at the destination: ${out})`,
+    );
   }
 }
 

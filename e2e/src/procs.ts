@@ -17,7 +17,8 @@ export const isRoot = process.getuid?.() === 0;
 
 /** Why root-only tests skip here, printed once by each suite that skips. */
 export function rootSkipReason(): string | null {
-  if (!isRoot) return 'not root: tracing another process (ptrace, userfaultfd) and network namespaces need root or CAP_SYS_PTRACE/CAP_NET_ADMIN';
+  if (!isRoot)
+    return 'not root: tracing another process (ptrace, userfaultfd) and network namespaces need root or CAP_SYS_PTRACE/CAP_NET_ADMIN';
   if (!fs.existsSync(path.join(WORKLOADS, 'mw'))) return `workloads are not built (${WORKLOADS}/mw missing): run pnpm build`;
   return null;
 }
@@ -69,7 +70,11 @@ export class Proc {
       this.waiters.push(w);
       const t = setTimeout(() => {
         this.waiters.splice(this.waiters.indexOf(w), 1);
-        reject(new Error(`timed out waiting for ${re} from pid ${this.pid}; stdout: ${this.lines.slice(-5).join(' | ')}; stderr: ${this.stderrLines.slice(-5).join(' | ')}`));
+        reject(
+          new Error(
+            `timed out waiting for ${re} from pid ${this.pid}; stdout: ${this.lines.slice(-5).join(' | ')}; stderr: ${this.stderrLines.slice(-5).join(' | ')}`,
+          ),
+        );
       }, timeoutMs);
       void this.exited.then(() => {
         setTimeout(() => {

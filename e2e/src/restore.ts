@@ -3,7 +3,21 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { Cleanup, ROOT, killPid, pidAlive, procState, rootSkipReason, runSource, start, startDest, withOnlyStdio, type DestHandle, type Proc, type SourceRun } from './procs.js';
+import {
+  Cleanup,
+  ROOT,
+  killPid,
+  pidAlive,
+  procState,
+  rootSkipReason,
+  runSource,
+  start,
+  startDest,
+  withOnlyStdio,
+  type DestHandle,
+  type Proc,
+  type SourceRun,
+} from './procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from './netns.js';
 
 // What the restore tests share: two network-namespace hosts (the workload and forecopy-source in
@@ -104,22 +118,36 @@ export class RestoreBench {
   /** A program in the source namespace, with nothing open but its standard streams. */
   startWorkload(cmd: string, args: string[], opts: { stdin?: 'pipe' | 'ignore' } = {}): Proc {
     const wrap = this.hosts.exec(this.hosts.source);
-    return this.c.proc(start(wrap[0], [...wrap.slice(1), ...withOnlyStdio(cmd, args)], { stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'] }));
+    return this.c.proc(
+      start(wrap[0], [...wrap.slice(1), ...withOnlyStdio(cmd, args)], { stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'] }),
+    );
   }
 
   async restoringDest(extra: string[] = []): Promise<DestHandle> {
     this.stateDir = this.c.tmpdir('forecopy-source-state-');
-    return startDest(this.c, ['--once', '--restore', '--host', this.hosts.destAddr, ...this.psk, '--log-level', 'info', ...extra], this.hosts.exec(this.hosts.dest));
+    return startDest(
+      this.c,
+      ['--once', '--restore', '--host', this.hosts.destAddr, ...this.psk, '--log-level', 'info', ...extra],
+      this.hosts.exec(this.hosts.dest),
+    );
   }
 
   migrate(pid: number, dest: DestHandle, extra: string[] = []): Promise<SourceRun> {
     const to = `${this.hosts.destAddr}:${dest.port}`;
-    return runSource(this.c, ['migrate', '--pid', String(pid), '--to', to, '--state-dir', this.stateDir, ...this.psk, ...extra], this.hosts.exec(this.hosts.source));
+    return runSource(
+      this.c,
+      ['migrate', '--pid', String(pid), '--to', to, '--state-dir', this.stateDir, ...this.psk, ...extra],
+      this.hosts.exec(this.hosts.source),
+    );
   }
 
   resolve(sessionId: string, dest: DestHandle): Promise<SourceRun> {
     const to = `${this.hosts.destAddr}:${dest.port}`;
-    return runSource(this.c, ['resolve', '--session', sessionId, '--to', to, '--state-dir', this.stateDir, ...this.psk, '--timeout', '10'], this.hosts.exec(this.hosts.source));
+    return runSource(
+      this.c,
+      ['resolve', '--session', sessionId, '--to', to, '--state-dir', this.stateDir, ...this.psk, '--timeout', '10'],
+      this.hosts.exec(this.hosts.source),
+    );
   }
 
   /** Migrates `p` and returns the restored pid, after checking the handover finished cleanly. */

@@ -62,7 +62,10 @@ describe.skipIf(skip)('docker-compose deployment', () => {
       await env?.down({ timeout: 10_000, removeVolumes: true });
     } finally {
       // Also when up() failed half-way (env never set) or down() threw: nothing of ours is left.
-      for (const args of [['rm', '-f', '-v', source, dest], ['network', 'rm', `${project}_migration`]]) {
+      for (const args of [
+        ['rm', '-f', '-v', source, dest],
+        ['network', 'rm', `${project}_migration`],
+      ]) {
         try {
           execFileSync('docker', args, { stdio: 'ignore', timeout: 60_000 });
         } catch {

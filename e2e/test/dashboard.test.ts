@@ -9,7 +9,8 @@ import { Cleanup, ROOT, SOURCE_BIN, rootSkipReason, start, startDest, startMw } 
  * in e2e/artifacts/ (not in git).
  */
 const CHROMIUM = '/usr/bin/chromium';
-const skip = rootSkipReason() ?? (fs.existsSync(CHROMIUM) ? null : `${CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)`);
+const skip =
+  rootSkipReason() ?? (fs.existsSync(CHROMIUM) ? null : `${CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)`);
 if (skip) console.warn(`dashboard: skipped: ${skip}`);
 
 describe.skipIf(skip)('live dashboard', () => {
@@ -20,11 +21,40 @@ describe.skipIf(skip)('live dashboard', () => {
     const { chromium } = await import('playwright-core');
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--hot-mb', '1', '--write-rate', '20000']);
     const dest = await startDest(c, ['--once']);
-    const src = c.proc(start(process.execPath, [SOURCE_BIN, 'migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--policy', 'markov', '--states', '64', '--model-seconds', '2', '--bandwidth', '100mbit', '--after', 'resume', '--ui', '0']));
+    const src = c.proc(
+      start(process.execPath, [
+        SOURCE_BIN,
+        'migrate',
+        '--pid',
+        String(mw.pid),
+        '--to',
+        `127.0.0.1:${dest.port}`,
+        '--policy',
+        'markov',
+        '--states',
+        '64',
+        '--model-seconds',
+        '2',
+        '--bandwidth',
+        '100mbit',
+        '--after',
+        'resume',
+        '--ui',
+        '0',
+      ]),
+    );
     const url = (await src.waitFor(/^dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/))[1];
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     c.defer(() => browser.close());
     const page = await browser.newPage({ viewport: { width: 1000, height: 800 } });
@@ -37,7 +67,9 @@ describe.skipIf(skip)('live dashboard', () => {
     const cells = await page.$$eval('#heatmap .col:last-child .cell', (cs) => cs.length);
     expect(cells).toBe(64);
     expect(await page.textContent('#state')).toMatch(/^state \d+/); // the Markov state is shown
-    await page.waitForFunction(() => /VERIFIED/.test(document.getElementById('downtime')!.textContent ?? ''), null, { timeout: 60_000 }).catch(() => {});
+    await page
+      .waitForFunction(() => /VERIFIED/.test(document.getElementById('downtime')!.textContent ?? ''), null, { timeout: 60_000 })
+      .catch(() => {});
     fs.mkdirSync(path.join(ROOT, 'e2e/artifacts'), { recursive: true });
     await page.screenshot({ path: path.join(ROOT, 'e2e/artifacts/dashboard.png'), fullPage: true });
     expect(await src.exited).toBe(0);

@@ -1,7 +1,20 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cleanup, DEST_BIN, WORKLOADS, leftovers, mwCheck, procState, rootSkipReason, runSource, start, startDest, startMw, type MwHandle } from '../src/procs.js';
+import {
+  Cleanup,
+  DEST_BIN,
+  WORKLOADS,
+  leftovers,
+  mwCheck,
+  procState,
+  rootSkipReason,
+  runSource,
+  start,
+  startDest,
+  startMw,
+  type MwHandle,
+} from '../src/procs.js';
 
 /**
  * Failures at the worst moments. The outcome must always be one of two: the migration completed
@@ -57,7 +70,16 @@ describe.skipIf(skip)('faults', () => {
   it('the destination killed mid-round', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
-    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit']);
+    const src = runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--bandwidth',
+      '50mbit',
+    ]);
     await new Promise((r) => setTimeout(r, 1500)); // round 1 of 64 MiB at 50 Mbit/s lasts 10 s
     dest.proc.child.kill('SIGKILL');
     const r = await src;
@@ -81,7 +103,15 @@ describe.skipIf(skip)('faults', () => {
   it('the source agent killed while the process is frozen: the kernel thaws it, cleanup untracks it', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
-    const r = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--test-die-when-frozen']);
+    const r = await runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--test-die-when-frozen',
+    ]);
     expect(r.code).toBe(128 + 9);
     expect(mw.proc.alive()).toBe(true);
     expect(procState(mw.pid)).not.toBe('t'); // no longer held: its tracer is gone
@@ -95,7 +125,16 @@ describe.skipIf(skip)('faults', () => {
   it('the workload exits mid-migration', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
-    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit']);
+    const src = runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--bandwidth',
+      '50mbit',
+    ]);
     await new Promise((r) => setTimeout(r, 1500));
     process.kill(mw.pid, 'SIGKILL');
     const r = await src;
@@ -108,7 +147,18 @@ describe.skipIf(skip)('faults', () => {
   it('the answer to Commit is lost: the source asks, learns the image is final, and lets the process go', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-drop-committed', '--once-linger-ms', '5000', '--log-level', 'info']);
-    const r = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--timeout', '2', '--after', 'kill']);
+    const r = await runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--timeout',
+      '2',
+      '--after',
+      'kill',
+    ]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.report!.verified).toBe(true);
@@ -121,12 +171,25 @@ describe.skipIf(skip)('faults', () => {
   it('the destination is gone before the source learns the outcome: in doubt, the process stays (exit 9)', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-drop-committed', '--log-level', 'info']);
-    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--timeout', '2', '--after', 'kill']);
+    const src = runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--timeout',
+      '2',
+      '--after',
+      'kill',
+    ]);
     await dest.proc.waitFor(/migration committed/, 60_000);
     dest.proc.child.kill('SIGKILL');
     const r = await src;
     expect(r.code).toBe(9);
-    expect(r.stderr).toMatch(/^forecopy-source: could not learn whether the destination made session [0-9a-f]{32} final; the process was left running here/);
+    expect(r.stderr).toMatch(
+      /^forecopy-source: could not learn whether the destination made session [0-9a-f]{32} final; the process was left running here/,
+    );
     expect(r.stderr.split('\n')).toHaveLength(1);
     await expectRunningUnharmed(mw);
   });

@@ -2,18 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  Cleanup,
-  leftovers,
-  mwCheck,
-  procState,
-  rootSkipReason,
-  runSource,
-  startDest,
-  startMw,
-  start,
-  SOURCE_BIN,
-} from '../src/procs.js';
+import { Cleanup, leftovers, mwCheck, procState, rootSkipReason, runSource, startDest, startMw, start, SOURCE_BIN } from '../src/procs.js';
 
 /**
  * Live migrations over loopback of a real `mw` process by the real agents (issue 2's
@@ -61,7 +50,16 @@ describe.skipIf(skip)('live migration over loopback', () => {
   it('kills the source process after a verified move with --after kill', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
-    const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'kill']);
+    const run = await runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--after',
+      'kill',
+    ]);
     expect(run.code).toBe(0);
     expect(run.report!.verified).toBe(true);
     expect(await mw.proc.exited).toBe(128 + 9);
@@ -71,7 +69,12 @@ describe.skipIf(skip)('live migration over loopback', () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'seq', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-corrupt-pages', '2']);
     const debug = path.join(c.tmpdir('forecopy-debug-'), 'pages.json');
-    const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'kill'], [], { env: { ...process.env, FORECOPY_DEBUG_PAGES: debug } });
+    const run = await runSource(
+      c,
+      ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'kill'],
+      [],
+      { env: { ...process.env, FORECOPY_DEBUG_PAGES: debug } },
+    );
     expect(run.code).toBe(6);
     // FORECOPY_DEBUG_PAGES: each page was sent as it is now (damaged at the destination, not
     // missed by the tracker)
@@ -96,7 +99,21 @@ describe.skipIf(skip)('live migration over loopback', () => {
   it('after the source agent is SIGKILLed mid-round, cleanup removes what it left', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
-    const src = c.proc(start(process.execPath, [SOURCE_BIN, 'migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--bandwidth', '50mbit', '--log-level', 'info']));
+    const src = c.proc(
+      start(process.execPath, [
+        SOURCE_BIN,
+        'migrate',
+        '--image-only',
+        '--pid',
+        String(mw.pid),
+        '--to',
+        `127.0.0.1:${dest.port}`,
+        '--bandwidth',
+        '50mbit',
+        '--log-level',
+        'info',
+      ]),
+    );
     await src.waitFor(/tracking started/);
     await new Promise((r) => setTimeout(r, 500)); // well inside round 1 (64 MiB at 50 Mbit/s takes 10 s)
     process.kill(src.pid, 'SIGKILL');
@@ -125,7 +142,10 @@ describe.skipIf(skip)('live migration over loopback', () => {
       const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
       const dest = await startDest(c);
       // The agent runs as nobody against a root process: the kernel refuses ptrace.
-      const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`], [], { uid: 65534, gid: 65534 });
+      const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`], [], {
+        uid: 65534,
+        gid: 65534,
+      });
       expect(run.code).toBe(3);
       expect(run.stderr).toMatch(/^forecopy-source: not permitted to trace process \d+/);
       expect(run.stderr.split('\n')).toHaveLength(1);
@@ -176,7 +196,16 @@ describe.skipIf(skip)('live migration over loopback', () => {
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       c.defer(() => new Promise<void>((r) => server.close(() => r())));
       const port = (server.address() as net.AddressInfo).port;
-      const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`, '--bandwidth', '200mbit']);
+      const run = await runSource(c, [
+        'migrate',
+        '--image-only',
+        '--pid',
+        String(mw.pid),
+        '--to',
+        `127.0.0.1:${port}`,
+        '--bandwidth',
+        '200mbit',
+      ]);
       expect(run.code).toBe(5);
       expect(run.stderr).toMatch(/^forecopy-source: the connection to the destination failed: /);
       expect(run.stderr.split('\n')).toHaveLength(1);

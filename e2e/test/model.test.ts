@@ -23,7 +23,21 @@ describe.skipIf(skip)('saved Markov models', () => {
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
 
     const dest = await startDest(c, ['--once']);
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--policy', 'markov', '--model', file, '--bandwidth', '500mbit', '--after', 'resume']);
+    const run = await runSource(c, [
+      'migrate',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--policy',
+      'markov',
+      '--model',
+      file,
+      '--bandwidth',
+      '500mbit',
+      '--after',
+      'resume',
+    ]);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const r = run.report!;
@@ -42,7 +56,18 @@ describe.skipIf(skip)('saved Markov models', () => {
     const file = path.join(c.tmpdir(), 'junk.model');
     fs.writeFileSync(file, 'not a model');
     const dest = await startDest(c);
-    const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--policy', 'markov', '--model', file]);
+    const run = await runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--policy',
+      'markov',
+      '--model',
+      file,
+    ]);
     expect(run.code).toBe(2);
     expect(run.stderr).toBe(`forecopy-source: ${file} is not a forecopy model: not a forecopy model (bad magic)`);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });

@@ -7,11 +7,35 @@ import { ROOT, SOURCE_BIN } from '../src/procs.js';
 
 /** `forecopy-source report`: JSON reports to a self-contained HTML page. */
 const report = (policy: string, sent: number[]) => ({
-  verified: true, downtimeMs: 12.5, totalMs: 3456, verifyMs: 40, modelMs: 0, memoryPages: 1000, pagesSent: sent.reduce((a, b) => a + b, 0),
-  bytesSent: 5_000_000, bytesOfMemory: 0, zeroPages: 0, lz4Pages: 0, policy, stopReason: 'min-remaining', tracker: 'uffd-wp', pid: 42,
-  destination: '127.0.0.1:7070', after: 'resume', scans: { count: 10, totalMs: 5, maxMs: 1 },
-  rounds: sent.map((s, i) => ({ round: i + 1, pagesSent: s, pagesDirtied: Math.floor(s / 3), pagesFiltered: policy === 'markov' ? 7 : 0, durationMs: 10, bytesSent: s * 4096, final: i === sent.length - 1 })),
-  machine: { cpus: 2, note: 'measured on test, 2 cores shared' }, startedAt: '2026-01-01T00:00:00Z',
+  verified: true,
+  downtimeMs: 12.5,
+  totalMs: 3456,
+  verifyMs: 40,
+  modelMs: 0,
+  memoryPages: 1000,
+  pagesSent: sent.reduce((a, b) => a + b, 0),
+  bytesSent: 5_000_000,
+  bytesOfMemory: 0,
+  zeroPages: 0,
+  lz4Pages: 0,
+  policy,
+  stopReason: 'min-remaining',
+  tracker: 'uffd-wp',
+  pid: 42,
+  destination: '127.0.0.1:7070',
+  after: 'resume',
+  scans: { count: 10, totalMs: 5, maxMs: 1 },
+  rounds: sent.map((s, i) => ({
+    round: i + 1,
+    pagesSent: s,
+    pagesDirtied: Math.floor(s / 3),
+    pagesFiltered: policy === 'markov' ? 7 : 0,
+    durationMs: 10,
+    bytesSent: s * 4096,
+    final: i === sent.length - 1,
+  })),
+  machine: { cpus: 2, note: 'measured on test, 2 cores shared' },
+  startedAt: '2026-01-01T00:00:00Z',
 });
 
 describe('forecopy-source report --html', () => {
@@ -21,7 +45,10 @@ describe('forecopy-source report --html', () => {
       fs.writeFileSync(path.join(dir, 'a.json'), JSON.stringify(report('precopy', [1000, 300, 90, 20])));
       fs.writeFileSync(path.join(dir, 'b.json'), JSON.stringify(report('markov', [993, 250, 60, 25])));
       const out = path.join(dir, 'r.html');
-      const r = spawnSync(process.execPath, [SOURCE_BIN, 'report', path.join(dir, 'a.json'), path.join(dir, 'b.json'), '--html', out], { encoding: 'utf8', cwd: ROOT });
+      const r = spawnSync(process.execPath, [SOURCE_BIN, 'report', path.join(dir, 'a.json'), path.join(dir, 'b.json'), '--html', out], {
+        encoding: 'utf8',
+        cwd: ROOT,
+      });
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
       const html = fs.readFileSync(out, 'utf8');

@@ -43,35 +43,46 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
 
   /** A program holding what cannot move; `check` and `migrate` name it, and nothing moves. */
   for (const [what, cmd, args, blocker] of [
-    ['a TCP socket', PYTHON, ['-c', "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); print('ready',flush=True); time.sleep(300)"], /^fd \d+: a TCP socket$/],
+    [
+      'a TCP socket',
+      PYTHON,
+      ['-c', "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); print('ready',flush=True); time.sleep(300)"],
+      /^fd \d+: a TCP socket$/,
+    ],
     ['a child process', '/bin/bash', ['-c', 'sleep 300 & trap "kill $!; exit" TERM; echo ready; wait'], /^child process \d+ \(sleep\)$/],
     ['an eventfd', PYTHON, ['-c', "import os,time; fd=os.eventfd(0); print('ready',flush=True); time.sleep(300)"], /^fd \d+: an eventfd$/],
   ] as const) {
-    it.skipIf(cmd === PYTHON && !fs.existsSync(PYTHON))(`refuses a process holding ${what}: check and migrate name it, nothing moves`, async () => {
-      const p = b.startWorkload(cmd, [...args]);
-      await p.waitFor(/^ready/);
-      const wrap = b.hosts.exec(b.hosts.source);
-      const check = await runSource(b.c, ['check', '--pid', String(p.pid)], wrap);
-      expect(check.code).toBe(3);
-      const lines = check.stderr.split('\n');
-      expect(lines[0]).toBe(`forecopy-source: process ${p.pid} cannot be migrated:`);
-      expect(lines.slice(1).map((l) => l.trim())).toEqual([expect.stringMatching(blocker)]);
-      const json = await runSource(b.c, ['check', '--pid', String(p.pid), '--json'], wrap);
-      expect(json.code).toBe(3);
-      const verdict = JSON.parse(json.stdout);
-      expect(verdict.migratable).toBe(false);
-      expect(verdict.blockers.map((x: { message: string }) => x.message)).toEqual([expect.stringMatching(blocker)]);
+    it.skipIf(cmd === PYTHON && !fs.existsSync(PYTHON))(
+      `refuses a process holding ${what}: check and migrate name it, nothing moves`,
+      async () => {
+        const p = b.startWorkload(cmd, [...args]);
+        await p.waitFor(/^ready/);
+        const wrap = b.hosts.exec(b.hosts.source);
+        const check = await runSource(b.c, ['check', '--pid', String(p.pid)], wrap);
+        expect(check.code).toBe(3);
+        const lines = check.stderr.split('\n');
+        expect(lines[0]).toBe(`forecopy-source: process ${p.pid} cannot be migrated:`);
+        expect(lines.slice(1).map((l) => l.trim())).toEqual([expect.stringMatching(blocker)]);
+        const json = await runSource(b.c, ['check', '--pid', String(p.pid), '--json'], wrap);
+        expect(json.code).toBe(3);
+        const verdict = JSON.parse(json.stdout);
+        expect(verdict.migratable).toBe(false);
+        expect(verdict.blockers.map((x: { message: string }) => x.message)).toEqual([expect.stringMatching(blocker)]);
 
-      const dest = await b.restoringDest();
-      const run = await b.migrate(p.pid, dest);
-      expect(run.code).toBe(3);
-      expect(run.stderr.split('\n').map((l) => l.trim())).toEqual([`forecopy-source: process ${p.pid} cannot be migrated:`, expect.stringMatching(blocker)]);
-      expect(run.report).toBeUndefined();
-      expect(sessionDir(dest)).toBeNull(); // no image: nothing moved
-      expect(pidAlive(p.pid)).toBe(true);
-      expect(leftovers(p.pid)).toEqual({ uffds: 0, tracerPid: 0 });
-      expect(husks()).toEqual([]);
-    });
+        const dest = await b.restoringDest();
+        const run = await b.migrate(p.pid, dest);
+        expect(run.code).toBe(3);
+        expect(run.stderr.split('\n').map((l) => l.trim())).toEqual([
+          `forecopy-source: process ${p.pid} cannot be migrated:`,
+          expect.stringMatching(blocker),
+        ]);
+        expect(run.report).toBeUndefined();
+        expect(sessionDir(dest)).toBeNull(); // no image: nothing moved
+        expect(pidAlive(p.pid)).toBe(true);
+        expect(leftovers(p.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+        expect(husks()).toEqual([]);
+      },
+    );
   }
 
   it('check says yes, and exits 0, for a process that can move', async () => {
@@ -86,7 +97,9 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
     const dest = await b.restoringDest(['--test-fail-restore']);
     const run = await b.migrate(pid, dest);
     expect(run.code).toBe(10);
-    expect(run.stderr).toMatch(/^forecopy-source: the destination could not restore the process \(E_RESTORE_TEST\): .*; the process runs on here$/);
+    expect(run.stderr).toMatch(
+      /^forecopy-source: the destination could not restore the process \(E_RESTORE_TEST\): .*; the process runs on here$/,
+    );
     expect(await dest.proc.exited).toBe(1);
     expect(sessionDir(dest)).toBeNull();
     await onlyTheOriginalRuns(mw, pid);
@@ -98,7 +111,9 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
     const dest = await b.restoringDest(['--test-corrupt-state']);
     const run = await b.migrate(pid, dest);
     expect(run.code).toBe(6);
-    expect(run.stderr).toMatch(/a process state \(registers, mappings, files\) that differs from the one sent; the process was left running here$/);
+    expect(run.stderr).toMatch(
+      /a process state \(registers, mappings, files\) that differs from the one sent; the process was left running here$/,
+    );
     expect(run.report!.mismatch.state).toBe(true);
     await onlyTheOriginalRuns(mw, pid);
   });
@@ -114,7 +129,13 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
   });
 
   /** The source agent dies once the destination holds the restored copy, before it learns so. */
-  async function sourceDiesAfterRestore(): Promise<{ mw: Proc; pid: number; held: number; sessionId: string; dest: Awaited<ReturnType<RestoreBench['restoringDest']>> }> {
+  async function sourceDiesAfterRestore(): Promise<{
+    mw: Proc;
+    pid: number;
+    held: number;
+    sessionId: string;
+    dest: Awaited<ReturnType<RestoreBench['restoringDest']>>;
+  }> {
     const { mw, pid } = await startMw();
     const dest = await b.restoringDest(['--once-linger-ms', '30000']);
     const run = await b.migrate(pid, dest, ['--test-die-when-restored']);
@@ -122,7 +143,9 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
     const m = (await dest.proc.waitFor(/"pid":(\d+),"restoreMs".*process restored/))[0];
     const held = Number(/"pid":(\d+),"restoreMs"/.exec(m)![1]);
     b.c.defer(() => killPid(held));
-    await waitUntil('the destination to notice the source left', () => dest.proc.stderrLines.some((l) => l.includes('the source left before releasing')));
+    await waitUntil('the destination to notice the source left', () =>
+      dest.proc.stderrLines.some((l) => l.includes('the source left before releasing')),
+    );
     expect(procState(held)).toBe('T'); // held stopped: never two running
     const [record] = fs.readdirSync(b.stateDir);
     return { mw, pid, held, sessionId: record.replace('.json', ''), dest };
@@ -133,7 +156,9 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
     const r = await b.resolve(sessionId, dest);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe(`session ${sessionId}: the original runs here (pid ${pid}); the destination ended its copy (ended: the original runs at the source)`);
+    expect(r.stdout).toBe(
+      `session ${sessionId}: the original runs here (pid ${pid}); the destination ended its copy (ended: the original runs at the source)`,
+    );
     await waitUntil('the held copy to be gone', () => !pidAlive(held), 5000);
     await runSource(b.c, ['cleanup', '--pid', String(pid)], b.hosts.exec(b.hosts.source)); // the dead agent's userfaultfd
     await onlyTheOriginalRuns(mw, pid);
@@ -145,7 +170,9 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
     await waitUntil('the original to be gone', () => !pidAlive(pid), 5000);
     const r = await b.resolve(sessionId, dest);
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe(`session ${sessionId}: the process runs at the destination ${b.hosts.destAddr}:${dest.port} (pid ${held}); the original here is gone`);
+    expect(r.stdout).toBe(
+      `session ${sessionId}: the process runs at the destination ${b.hosts.destAddr}:${dest.port} (pid ${held}); the original here is gone`,
+    );
     await waitUntil('the held copy to run', () => procState(held) !== 'T', 5000);
     expect(runningWithExe(MW)).toEqual([held]);
   });

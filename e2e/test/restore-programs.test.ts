@@ -27,7 +27,9 @@ function writeInput(file: string, bytes: number): void {
   const fd = fs.openSync(file, 'w');
   try {
     for (let done = 0; done < bytes; ) {
-      const text = randomBytes(3 * 256 * 1024).toString('base64').replace(/(.{100})/g, '$1\n');
+      const text = randomBytes(3 * 256 * 1024)
+        .toString('base64')
+        .replace(/(.{100})/g, '$1\n');
       const chunk = Buffer.from(text).subarray(0, Math.min(text.length, bytes - done));
       fs.writeSync(fd, chunk);
       done += chunk.length;
@@ -82,34 +84,38 @@ describe.skipIf(skip)('real programs restored at the destination finish their wo
     }, 300_000);
   }
 
-  it.skipIf(!fs.existsSync(PYTHON))('a python3 script finishes at the destination and writes the result an unmigrated run writes', async () => {
-    const dir = path.dirname(input);
-    const script = path.join(dir, 'work.py');
-    fs.writeFileSync(
-      script,
-      [
-        'import hashlib, sys',
-        'out, n = sys.argv[1], int(sys.argv[2])',
-        'xs = list(range(1_000_000))',
-        "open(out + '.started', 'w').write('started')",
-        'h, acc = hashlib.sha256(), 0',
-        'for i in range(n):',
-        '    j = (i * 7919) % len(xs)',
-        '    xs[j] = (xs[j] * 31 + i) % 1_000_003',
-        '    acc = (acc + xs[j]) % (1 << 61)',
-        '    if i % 100_000 == 0: h.update(str(acc).encode())',
-        "open(out + '.tmp', 'w').write(f'{acc} {h.hexdigest()}\\n')",
-        "import os; os.rename(out + '.tmp', out)",
-        '',
-      ].join('\n'),
-    );
-    const n = 8_000_000;
-    const out = path.join(dir, 'migrated.result');
-    await runMigrated(`${PYTHON} ${script} ${out} ${n}`, `${out}.started`, 1500);
-    const ref = path.join(dir, 'reference.result');
-    execFileSync(PYTHON, [script, ref, String(n)]);
-    expect(fs.readFileSync(out, 'utf8')).toBe(fs.readFileSync(ref, 'utf8'));
-  }, 300_000);
+  it.skipIf(!fs.existsSync(PYTHON))(
+    'a python3 script finishes at the destination and writes the result an unmigrated run writes',
+    async () => {
+      const dir = path.dirname(input);
+      const script = path.join(dir, 'work.py');
+      fs.writeFileSync(
+        script,
+        [
+          'import hashlib, sys',
+          'out, n = sys.argv[1], int(sys.argv[2])',
+          'xs = list(range(1_000_000))',
+          "open(out + '.started', 'w').write('started')",
+          'h, acc = hashlib.sha256(), 0',
+          'for i in range(n):',
+          '    j = (i * 7919) % len(xs)',
+          '    xs[j] = (xs[j] * 31 + i) % 1_000_003',
+          '    acc = (acc + xs[j]) % (1 << 61)',
+          '    if i % 100_000 == 0: h.update(str(acc).encode())',
+          "open(out + '.tmp', 'w').write(f'{acc} {h.hexdigest()}\\n')",
+          "import os; os.rename(out + '.tmp', out)",
+          '',
+        ].join('\n'),
+      );
+      const n = 8_000_000;
+      const out = path.join(dir, 'migrated.result');
+      await runMigrated(`${PYTHON} ${script} ${out} ${n}`, `${out}.started`, 1500);
+      const ref = path.join(dir, 'reference.result');
+      execFileSync(PYTHON, [script, ref, String(n)]);
+      expect(fs.readFileSync(out, 'utf8')).toBe(fs.readFileSync(ref, 'utf8'));
+    },
+    300_000,
+  );
 
   it('threads blocked in nanosleep, a futex wait and a read from a pipe on stdin resume after restore', async () => {
     const stdin = path.join(b.c.tmpdir('forecopy-stdin-'), 'stdin.txt');

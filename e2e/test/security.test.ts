@@ -22,10 +22,55 @@ function writeKey(c: Cleanup, hex = randomBytes(32).toString('hex')): string {
 function makePki(c: Cleanup, name: string): { ca: string; cert: string; key: string; dir: string } {
   const dir = c.tmpdir(`forecopy-pki-${name}-`);
   const run = (...a: string[]) => execFileSync('openssl', a, { cwd: dir, stdio: 'ignore' });
-  run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', `/CN=forecopy test CA ${name}`);
+  run(
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '1',
+    '-subj',
+    `/CN=forecopy test CA ${name}`,
+  );
   fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
-  run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'agent.key', '-out', 'agent.csr', '-subj', '/CN=127.0.0.1');
-  run('x509', '-req', '-in', 'agent.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'agent.pem', '-days', '1', '-extfile', 'ext.cnf');
+  run(
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'agent.key',
+    '-out',
+    'agent.csr',
+    '-subj',
+    '/CN=127.0.0.1',
+  );
+  run(
+    'x509',
+    '-req',
+    '-in',
+    'agent.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'agent.pem',
+    '-days',
+    '1',
+    '-extfile',
+    'ext.cnf',
+  );
   return { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'agent.pem'), key: path.join(dir, 'agent.key'), dir };
 }
 
@@ -38,15 +83,36 @@ describe.skipIf(skip)('authenticated migration channel', () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '2000']);
     const dest = await startDest(c, ['--psk-file', key, '--log-level', 'warn']);
     // a wrong key: refused in the handshake, one line, the process untouched
-    const wrong = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--psk-file', writeKey(c)]);
+    const wrong = await runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--psk-file',
+      writeKey(c),
+    ]);
     expect(wrong.code).toBe(5);
-    expect(wrong.stderr).toMatch(/^forecopy-source: cannot connect to the destination 127\.0\.0\.1:\d+: the pre-shared key handshake failed .*same key\?$/);
+    expect(wrong.stderr).toMatch(
+      /^forecopy-source: cannot connect to the destination 127\.0\.0\.1:\d+: the pre-shared key handshake failed .*same key\?$/,
+    );
     // no key at all: the destination refuses before reading a frame
     const plain = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
     expect(plain.code).toBe(5);
     expect(fs.readdirSync(dest.imageDir)).toEqual([]);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
-    const ok = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--psk-file', key, '--after', 'resume']);
+    const ok = await runSource(c, [
+      'migrate',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--psk-file',
+      key,
+      '--after',
+      'resume',
+    ]);
     expect(ok.stderr).toBe('');
     expect(ok.code).toBe(0);
     expect(ok.report!.verified).toBe(true);
@@ -59,10 +125,37 @@ describe.skipIf(skip)('authenticated migration channel', () => {
     const b = makePki(c, 'b');
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '2000']);
     const dest = await startDest(c, ['--once', '--tls-cert', a.cert, '--tls-key', a.key, '--tls-ca', a.ca, '--log-level', 'warn']);
-    const foreign = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--tls-cert', b.cert, '--tls-key', b.key, '--tls-ca', a.ca]);
+    const foreign = await runSource(c, [
+      'migrate',
+      '--image-only',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--tls-cert',
+      b.cert,
+      '--tls-key',
+      b.key,
+      '--tls-ca',
+      a.ca,
+    ]);
     expect(foreign.code).toBe(5);
     expect(foreign.stderr.split('\n')).toHaveLength(1);
-    const ok = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--tls-cert', a.cert, '--tls-key', a.key, '--tls-ca', a.ca, '--after', 'resume']);
+    const ok = await runSource(c, [
+      'migrate',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--tls-cert',
+      a.cert,
+      '--tls-key',
+      a.key,
+      '--tls-ca',
+      a.ca,
+      '--after',
+      'resume',
+    ]);
     expect(ok.stderr).toBe('');
     expect(ok.code).toBe(0);
     expect(ok.report!.verified).toBe(true);

@@ -18,13 +18,32 @@ function sim(args: string[]) {
 describe('forecopy-sim on a recorded trace', () => {
   it('simulates every policy, deterministically, with the oracle as the bound', () => {
     const csv = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-')), 'rows.csv');
-    const args = ['--trace', TRACE, '--policy', 'precopy,xen-skip,tpo,markov,oracle', '--states', '64,128', '--model-seconds', '5', '--bandwidth', '200mbit', '--json'];
+    const args = [
+      '--trace',
+      TRACE,
+      '--policy',
+      'precopy,xen-skip,tpo,markov,oracle',
+      '--states',
+      '64,128',
+      '--model-seconds',
+      '5',
+      '--bandwidth',
+      '200mbit',
+      '--json',
+    ];
     const html = path.join(path.dirname(csv), 'sweep.html');
     const svg = path.join(path.dirname(csv), 'sweep');
     const a = sim([...args, '--csv', csv, '--html', html, '--svg', svg]);
     expect(a.stderr).toBe('');
     expect(a.code).toBe(0);
-    const rows = JSON.parse(a.stdout) as Array<{ policy: string; states: number | null; pagesSent: number; downtimeMs: number; rounds: unknown[]; shareOfOracle: number | null }>;
+    const rows = JSON.parse(a.stdout) as Array<{
+      policy: string;
+      states: number | null;
+      pagesSent: number;
+      downtimeMs: number;
+      rounds: unknown[];
+      shareOfOracle: number | null;
+    }>;
     expect(rows.map((r) => `${r.policy}${r.states ?? ''}`)).toEqual(['precopy', 'xen-skip', 'tpo', 'markov64', 'markov128', 'oracle']);
     const by = (p: string) => rows.find((r) => `${r.policy}${r.states ?? ''}` === p)!;
     for (const r of rows) {
@@ -40,7 +59,11 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(page.match(/<svg /g)).toHaveLength(3); // downtime, time, pages: the Fig. 4-6 analogs
     expect(page.match(/<rect /g)).toHaveLength(3 * rows.length);
     expect(page).toContain(`${by('oracle').pagesSent.toLocaleString('en-US')} pages`);
-    for (const [key, text] of [['downtime', `${by('oracle').downtimeMs.toFixed(0)} ms`], ['time', 'Migration time'], ['pages', `${by('markov64').pagesSent.toLocaleString('en-US')} pages`]]) {
+    for (const [key, text] of [
+      ['downtime', `${by('oracle').downtimeMs.toFixed(0)} ms`],
+      ['time', 'Migration time'],
+      ['pages', `${by('markov64').pagesSent.toLocaleString('en-US')} pages`],
+    ]) {
       const file = fs.readFileSync(`${svg}-${key}.svg`, 'utf8'); // standalone charts, one per figure
       expect(file).toMatch(/^<\?xml [^>]*\?>\n<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
       expect(file.match(/<rect /g)).toHaveLength(rows.length + 1); // a bar per row and the background
@@ -57,12 +80,16 @@ describe('forecopy-sim on a recorded trace', () => {
       const parts = [encodeTraceHeader({ intervalMs: 50, pageSize: 4096, meta: {} })];
       for (let i = 1; i <= 40; i++) {
         const size = i <= 20 ? 100 : 300; // the process maps 200 more pages after 1 s
-        parts.push(encodeTraceSample(i * 50, PageBitmap.fromIndices(size, i === 21 ? Array.from({ length: 200 }, (_, k) => 100 + k) : [1, 2, 3])));
+        parts.push(
+          encodeTraceSample(i * 50, PageBitmap.fromIndices(size, i === 21 ? Array.from({ length: 200 }, (_, k) => 100 + k) : [1, 2, 3])),
+        );
       }
       fs.writeFileSync(file, Buffer.concat(parts));
       const r = sim(['--trace', file, '--policy', 'precopy', '--model-seconds', '1']);
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stdout.split('\n')[1]).toBe('the process grew from 100 to 300 pages during the trace: the simulation counts all 300 as present from the start, so round 1 and the totals are larger than a live migration\'s');
+      expect(r.stdout.split('\n')[1]).toBe(
+        "the process grew from 100 to 300 pages during the trace: the simulation counts all 300 as present from the start, so round 1 and the totals are larger than a live migration's",
+      );
       expect(sim(['--trace', TRACE, '--policy', 'precopy']).stdout).not.toContain('grew');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -39,8 +39,19 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
       const run = await runSource(
         c,
         [
-          'migrate', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--policy', policy,
-          '--bandwidth', '500mbit', '--after', 'resume', ...psk, ...(policy === 'markov' ? ['--model-seconds', '3'] : []),
+          'migrate',
+          '--pid',
+          String(mw.pid),
+          '--to',
+          `${hosts.destAddr}:${dest.port}`,
+          '--policy',
+          policy,
+          '--bandwidth',
+          '500mbit',
+          '--after',
+          'resume',
+          ...psk,
+          ...(policy === 'markov' ? ['--model-seconds', '3'] : []),
         ],
         hosts.exec(hosts.source),
       );
@@ -60,10 +71,25 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
   });
 
   it('a multi-threaded workload that maps and unmaps during the migration verifies', async () => {
-    const p = c.proc(start(hosts.exec(hosts.source)[0], [...hosts.exec(hosts.source).slice(1), `${WORKLOADS}/churn`, '--threads', '4', '--mappings', '64', '--mb', '64']));
+    const p = c.proc(
+      start(hosts.exec(hosts.source)[0], [
+        ...hosts.exec(hosts.source).slice(1),
+        `${WORKLOADS}/churn`,
+        '--threads',
+        '4',
+        '--mappings',
+        '64',
+        '--mb',
+        '64',
+      ]),
+    );
     const pid = Number((await p.waitFor(/^churn pid=(\d+) ready/))[1]);
     const dest = await startDest(c, ['--once', '--host', hosts.destAddr, ...psk], hosts.exec(hosts.dest));
-    const run = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume', ...psk], hosts.exec(hosts.source));
+    const run = await runSource(
+      c,
+      ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume', ...psk],
+      hosts.exec(hosts.source),
+    );
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.report!.verified).toBe(true);
@@ -73,11 +99,26 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
   });
 
   it('a workload that keeps allocating during the migration verifies', async () => {
-    const p = c.proc(start(hosts.exec(hosts.source)[0], [...hosts.exec(hosts.source).slice(1), `${WORKLOADS}/alloc`, '--mb-per-s', '32', '--max-mb', '256', '--block-kb', '64']));
+    const p = c.proc(
+      start(hosts.exec(hosts.source)[0], [
+        ...hosts.exec(hosts.source).slice(1),
+        `${WORKLOADS}/alloc`,
+        '--mb-per-s',
+        '32',
+        '--max-mb',
+        '256',
+        '--block-kb',
+        '64',
+      ]),
+    );
     const pid = Number((await p.waitFor(/^alloc pid=(\d+) ready/))[1]);
     await new Promise((r) => setTimeout(r, 500));
     const dest = await startDest(c, ['--once', '--host', hosts.destAddr, ...psk], hosts.exec(hosts.dest));
-    const run = await runSource(c, ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume', ...psk], hosts.exec(hosts.source));
+    const run = await runSource(
+      c,
+      ['migrate', '--pid', String(pid), '--to', `${hosts.destAddr}:${dest.port}`, '--bandwidth', '500mbit', '--after', 'resume', ...psk],
+      hosts.exec(hosts.source),
+    );
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.report!.verified).toBe(true);
@@ -98,7 +139,11 @@ describe.skipIf(skip)('the network cut between the two hosts', () => {
   it('mid-round: the source gives up after --timeout, the process runs on unharmed', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000'], hosts.exec(hosts.source));
     const dest = await startDest(c, ['--once', '--host', hosts.destAddr, '--insecure'], hosts.exec(hosts.dest));
-    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3'], hosts.exec(hosts.source));
+    const src = runSource(
+      c,
+      ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3'],
+      hosts.exec(hosts.source),
+    );
     await new Promise((r) => setTimeout(r, 1500)); // 64 MiB at 100 Mbit/s: round 1 lasts about 5 s
     hosts.link(false);
     const t0 = Date.now();
@@ -115,7 +160,11 @@ describe.skipIf(skip)('the network cut between the two hosts', () => {
   it('at stop-and-copy: migrated verified, or the process runs on unharmed — never both, never neither', async () => {
     const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '20000'], hosts.exec(hosts.source));
     const dest = await startDest(c, ['--once', '--host', hosts.destAddr, '--insecure'], hosts.exec(hosts.dest));
-    const src = runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3', '--after', 'kill'], hosts.exec(hosts.source));
+    const src = runSource(
+      c,
+      ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `${hosts.destAddr}:${dest.port}`, '--timeout', '3', '--after', 'kill'],
+      hosts.exec(hosts.source),
+    );
     // Cut the link the moment the destination hears that the process is frozen.
     await dest.proc.waitFor(/the source froze the process/, 60_000);
     hosts.link(false);

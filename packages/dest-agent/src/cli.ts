@@ -29,28 +29,65 @@ export async function main(argv: string[]): Promise<number> {
             .option('max-image-gb', { type: 'number', default: 64, describe: 'largest image accepted' })
             .option('credit', { type: 'number', default: 32, describe: 'page batches the source may have in flight' })
             .option('psk-file', { type: 'string', describe: 'pre-shared key (hex or raw bytes): the source must hold the same' })
-            .option('tls-cert', { type: 'string', describe: 'mutual TLS: this agent\'s certificate (PEM)' })
+            .option('tls-cert', { type: 'string', describe: "mutual TLS: this agent's certificate (PEM)" })
             .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
-            .option('tls-ca', { type: 'string', describe: 'mutual TLS: the CA that signed the source\'s certificate' })
-            .option('insecure', { type: 'boolean', default: false, describe: 'allow plain TCP on a non-loopback address (no authentication, no encryption)' })
-            .option('restore', { type: 'boolean', default: false, describe: 'rebuild each migrated process here and run it once the source let go of its copy' })
-            .option('image-only', { type: 'boolean', default: false, describe: 'keep memory image files only, run nothing (the default without --restore)' })
-            .option('stdin', { type: 'string', describe: "--restore: the restored process's standard input, where it was a pipe or terminal (default /dev/null)" })
-            .option('stdout', { type: 'string', describe: '--restore: its standard output, where it was a pipe, terminal or socket (default DIR/<session>/stdout.log)' })
+            .option('tls-ca', { type: 'string', describe: "mutual TLS: the CA that signed the source's certificate" })
+            .option('insecure', {
+              type: 'boolean',
+              default: false,
+              describe: 'allow plain TCP on a non-loopback address (no authentication, no encryption)',
+            })
+            .option('restore', {
+              type: 'boolean',
+              default: false,
+              describe: 'rebuild each migrated process here and run it once the source let go of its copy',
+            })
+            .option('image-only', {
+              type: 'boolean',
+              default: false,
+              describe: 'keep memory image files only, run nothing (the default without --restore)',
+            })
+            .option('stdin', {
+              type: 'string',
+              describe: "--restore: the restored process's standard input, where it was a pipe or terminal (default /dev/null)",
+            })
+            .option('stdout', {
+              type: 'string',
+              describe: '--restore: its standard output, where it was a pipe, terminal or socket (default DIR/<session>/stdout.log)',
+            })
             .option('stderr', { type: 'string', describe: '--restore: its standard error, likewise (default DIR/<session>/stderr.log)' })
             .option('pid-file', { type: 'string', describe: "--restore: write the restored process's pid here once it runs" })
             .option('test-fail-restore', { type: 'boolean', hidden: true, describe: 'fault injection: the restore fails' })
             .option('test-corrupt-state', { type: 'boolean', hidden: true, describe: 'fault injection: damage the received process state' })
-            .option('test-die-during-restore', { type: 'boolean', hidden: true, describe: 'fault injection: die in the middle of the restore' })
+            .option('test-die-during-restore', {
+              type: 'boolean',
+              hidden: true,
+              describe: 'fault injection: die in the middle of the restore',
+            })
             .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
-            .option('test-die-at-stop-and-copy', { type: 'boolean', hidden: true, describe: 'fault injection: die when the source freezes' })
+            .option('test-die-at-stop-and-copy', {
+              type: 'boolean',
+              hidden: true,
+              describe: 'fault injection: die when the source freezes',
+            })
             .option('test-drop-committed', { type: 'boolean', hidden: true, describe: 'fault injection: do not answer Commit' })
             .option('test-delay-hello-ack', { type: 'number', hidden: true, describe: 'fault injection: answer Hello this many ms late' })
-            .option('once-linger-ms', { type: 'number', default: 15_000, hidden: true, describe: 'with --once: how long to answer queries after an unconfirmed handover' })
+            .option('once-linger-ms', {
+              type: 'number',
+              default: 15_000,
+              hidden: true,
+              describe: 'with --once: how long to answer queries after an unconfirmed handover',
+            })
             .option('log-level', { choices: ['debug', 'info', 'warn', 'error'], default: 'info' })
             .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070, keeping memory images')
-            .example('$0 listen --host 10.0.0.2 --port 7070 --image-dir /var/lib/forecopy --psk-file key --restore --pid-file app.pid', 'move processes here: each runs on at this host, its output in DIR/<session>/stdout.log')
-            .example('$0 listen --host 10.0.0.2 --port 7070 --image-dir ./images --psk-file key --once', 'take one authenticated migration on another interface, exit 0 when it verified'),
+            .example(
+              '$0 listen --host 10.0.0.2 --port 7070 --image-dir /var/lib/forecopy --psk-file key --restore --pid-file app.pid',
+              'move processes here: each runs on at this host, its output in DIR/<session>/stdout.log',
+            )
+            .example(
+              '$0 listen --host 10.0.0.2 --port 7070 --image-dir ./images --psk-file key --once',
+              'take one authenticated migration on another interface, exit 0 when it verified',
+            ),
         async (a) => {
           if (!(Number.isInteger(a.port) && a.port >= 0 && a.port < 65536)) throw new UserError(`--port must be between 0 and 65535`);
           if (!(a.credit >= 1 && a.credit <= 1024)) throw new UserError(`--credit must be between 1 and 1024`);
@@ -67,7 +104,9 @@ export async function main(argv: string[]): Promise<number> {
             throw e;
           }
           if (!security && !isLoopback(a.host) && !a.insecure) {
-            throw new UserError(`listening on ${a.host} without authentication would let anyone send pages: give --psk-file or --tls-cert/--tls-key/--tls-ca (on both agents), or --insecure on a network you trust`);
+            throw new UserError(
+              `listening on ${a.host} without authentication would let anyone send pages: give --psk-file or --tls-cert/--tls-key/--tls-ca (on both agents), or --insecure on a network you trust`,
+            );
           }
           const tty = process.stderr.isTTY;
           const log = pino({ level: a['log-level'], name: 'forecopy-dest' }, tty ? terminalLogStream() : pino.destination(2));

@@ -31,7 +31,15 @@ export class DestError extends Error {
 }
 
 /** The source broke the protocol of a session; the code says how. */
-export type SessionProtocolCode = 'E_ORDER' | 'E_UNEXPECTED' | 'E_PAGE_SIZE' | 'E_BUSY' | 'E_COUNT' | 'E_RANGE' | 'E_BAD_PAGE' | 'E_NO_COMMIT';
+export type SessionProtocolCode =
+  | 'E_ORDER'
+  | 'E_UNEXPECTED'
+  | 'E_PAGE_SIZE'
+  | 'E_BUSY'
+  | 'E_COUNT'
+  | 'E_RANGE'
+  | 'E_BAD_PAGE'
+  | 'E_NO_COMMIT';
 
 export class SessionProtocolError extends DestError {
   constructor(
@@ -80,7 +88,8 @@ export function failureCode(e: Error & { code?: string }): string {
 
 export const DEST_ERROR_CODES: Readonly<Record<string, string>> = Object.freeze({
   E_DEST: 'the destination failed for a reason of its own, named in the message',
-  E_ORDER: 'a message came out of order: a second Hello, a round or batch out of sequence, a final round without StopAndCopy, Checksums before the final round ended, or a Query that did not open its connection',
+  E_ORDER:
+    'a message came out of order: a second Hello, a round or batch out of sequence, a final round without StopAndCopy, Checksums before the final round ended, or a Query that did not open its connection',
   E_UNEXPECTED: 'a message a source never sends to a destination at that point (an answer, or Commit before Verified)',
   E_PAGE_SIZE: "the source's page size is not the one this destination supports",
   E_BUSY: 'a --once destination took its one migration and now answers only queries',
@@ -88,7 +97,8 @@ export const DEST_ERROR_CODES: Readonly<Record<string, string>> = Object.freeze(
   E_COUNT: 'a round ended announcing another number of pages than arrived',
   E_RANGE: 'a page or a checksum lies outside the announced layout, or a page got two checksums',
   E_BAD_PAGE: 'a page is of an unknown kind, or its lz4 block does not hold exactly one page',
-  E_NO_COMMIT: 'after Verified the source did not commit the handover (it sent something else, closed, fell silent, or a Query settled the session first); the image is discarded',
+  E_NO_COMMIT:
+    'after Verified the source did not commit the handover (it sent something else, closed, fell silent, or a Query settled the session first); the image is discarded',
   E_NOT_COMMITTED: 'the answer to a Query for a session this destination did not make final, and never will',
   E_DISK_FULL: "the destination's disk or quota filled up while it wrote the image; the partial image is discarded",
   E_USAGE: 'forecopy-dest was given bad arguments (exit code 2)',

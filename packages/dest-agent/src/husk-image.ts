@@ -59,7 +59,8 @@ export class HuskImage implements PageStore {
       next.set(m.id, m);
       bytes += m.pages * PAGE_SIZE;
     }
-    if (bytes > this.maxBytes) throw new LayoutError(`the layout announces ${bytes} bytes, more than this destination accepts (${this.maxBytes})`);
+    if (bytes > this.maxBytes)
+      throw new LayoutError(`the layout announces ${bytes} bytes, more than this destination accepts (${this.maxBytes})`);
     for (const [id, seg] of this.segs) {
       if (next.has(id)) continue;
       this.husk.unmapSegment(seg.start, seg.pages * PAGE_SIZE);

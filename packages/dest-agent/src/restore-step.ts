@@ -48,7 +48,13 @@ export interface RestoreRecord {
 }
 
 /** Checks a Hello's preview, starts the husk and returns the image that lives in it. */
-export function prepareRestore(raw: Record<string, unknown> | undefined, imageDir: string, sessionId: string, maxBytes: number, layout: readonly Mapping[]): HuskImage {
+export function prepareRestore(
+  raw: Record<string, unknown> | undefined,
+  imageDir: string,
+  sessionId: string,
+  maxBytes: number,
+  layout: readonly Mapping[],
+): HuskImage {
   if (!raw) throw new RestoreError('E_RESTORE_STATE', 'the source sent nothing to restore from (an older forecopy-source?)');
   const preview = parseRestorePreview(raw);
   for (const f of preview.files) {
@@ -79,7 +85,12 @@ export interface ReceivedState {
   hash: string;
 }
 
-export function receiveState(raw: Record<string, unknown>, contents: Buffer, h64: (b: Uint8Array) => bigint, settings: RestoreSettings): ReceivedState {
+export function receiveState(
+  raw: Record<string, unknown>,
+  contents: Buffer,
+  h64: (b: Uint8Array) => bigint,
+  settings: RestoreSettings,
+): ReceivedState {
   let state: ProcessState;
   try {
     state = parseProcessState(raw);
@@ -87,9 +98,12 @@ export function receiveState(raw: Record<string, unknown>, contents: Buffer, h64
     throw new RestoreError('E_RESTORE_STATE', `the process state is malformed: ${(e as Error).message}`, e);
   }
   const pages = state.contents.reduce((n, c) => n + c.pages, 0);
-  if (pages * 4096 !== contents.length) throw new RestoreError('E_RESTORE_STATE', `the process state announces ${pages} pages of contents, ${contents.length} bytes came`);
+  if (pages * 4096 !== contents.length)
+    throw new RestoreError('E_RESTORE_STATE', `the process state announces ${pages} pages of contents, ${contents.length} bytes came`);
   if (settings.corruptStateForTest) state.threads[0].regs[8 * 16] ^= 0xff; // the main thread's rip
-  const hash = h64(Buffer.concat([packMap(state as unknown as Record<string, unknown>), contents])).toString(16).padStart(16, '0');
+  const hash = h64(Buffer.concat([packMap(state as unknown as Record<string, unknown>), contents]))
+    .toString(16)
+    .padStart(16, '0');
   return { state, contents, hash };
 }
 
@@ -105,7 +119,8 @@ export function runRestore(image: HuskImage, received: ReceivedState, settings: 
     stdio,
     onStep: (step) => {
       log.debug({ step }, 'restore step done');
-      if (step === 'process' && settings.failForTest) throw new RestoreError('E_RESTORE_TEST', 'the restore failed on purpose (--test-fail-restore)');
+      if (step === 'process' && settings.failForTest)
+        throw new RestoreError('E_RESTORE_TEST', 'the restore failed on purpose (--test-fail-restore)');
       if (step === 'threads' && settings.dieDuringForTest) process.exit(137);
     },
   });
@@ -144,7 +159,11 @@ export function recordedAlive(r: RestoreRecord): boolean {
  * Release or Discard of a session's held process, on the connection of the migration or any
  * later one. Returns the answer's fields. Idempotent: a second Release finds it running.
  */
-export function resolveHeld(sessionDir: string, run: boolean, settings: RestoreSettings): { running: boolean; pid: number; reason: string } {
+export function resolveHeld(
+  sessionDir: string,
+  run: boolean,
+  settings: RestoreSettings,
+): { running: boolean; pid: number; reason: string } {
   const r = readRecord(sessionDir);
   if (!r) return { running: false, pid: 0, reason: 'no restored process is recorded for this session here' };
   const alive = recordedAlive(r);

@@ -11,7 +11,10 @@ import { cleanUpRestoring } from './restore-step.js';
  * refused at once), each handled by `runSession`. A failed session never stops the listener.
  */
 export interface ListenOptions
-  extends Pick<SessionOptions, 'imageDir' | 'credit' | 'maxImageBytes' | 'log' | 'corruptPages' | 'dieAtStopAndCopy' | 'dropCommitted' | 'delayHelloAckMs' | 'restore'> {
+  extends Pick<
+    SessionOptions,
+    'imageDir' | 'credit' | 'maxImageBytes' | 'log' | 'corruptPages' | 'dieAtStopAndCopy' | 'dropCommitted' | 'delayHelloAckMs' | 'restore'
+  > {
   host: string;
   port: number;
   once: boolean;
@@ -34,7 +37,10 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
     if (!/^[0-9a-f]{32}\.partial$/.test(d)) continue;
     cleanUpRestoring(path.join(opts.imageDir, d), opts.log);
     fs.rmSync(path.join(opts.imageDir, d), { recursive: true, force: true });
-    fs.writeFileSync(path.join(opts.imageDir, d.replace('.partial', '.failed.json')), JSON.stringify({ verified: false, reason: 'found unfinished after a restart of the destination' }, null, 2));
+    fs.writeFileSync(
+      path.join(opts.imageDir, d.replace('.partial', '.failed.json')),
+      JSON.stringify({ verified: false, reason: 'found unfinished after a restart of the destination' }, null, 2),
+    );
     opts.log.warn({ session: d.slice(0, 32) }, 'discarded an unfinished image left by a previous run');
   }
   const pending: PendingSessions = new Map();
@@ -65,7 +71,19 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
     const channel = new MessageChannel(socket);
     const log = opts.log.child({ peer });
     const { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, restore } = opts;
-    runSession(channel, { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, log, pending, queriesOnly, restore })
+    runSession(channel, {
+      imageDir,
+      credit,
+      maxImageBytes,
+      corruptPages,
+      dieAtStopAndCopy,
+      dropCommitted,
+      delayHelloAckMs,
+      log,
+      pending,
+      queriesOnly,
+      restore,
+    })
       .then((outcome) => {
         sessions.push(outcome);
         // --once ends after one migration that got past Hello (a stray probe does not count);

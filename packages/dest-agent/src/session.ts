@@ -20,7 +20,15 @@ import {
 } from '@forecopy/protocol';
 import type { RestoredProcess } from '@forecopy/linux';
 import { HuskImage } from './husk-image.js';
-import { prepareRestore, readRecord, receiveState, resolveHeld, runRestore, type ReceivedState, type RestoreSettings } from './restore-step.js';
+import {
+  prepareRestore,
+  readRecord,
+  receiveState,
+  resolveHeld,
+  runRestore,
+  type ReceivedState,
+  type RestoreSettings,
+} from './restore-step.js';
 import { applyBatch } from './apply-batch.js';
 import { DiskFullError, SessionProtocolError, failureCode, type SessionProtocolCode } from './errors.js';
 import { ImageStore, type PageStore } from './image-store.js';
@@ -240,7 +248,15 @@ class Session {
     const { pages } = this.store;
     opts.log.info({ session: this.sessionId, pages, segments: this.store.segments().length, policy: m.header.policy }, 'migration started');
     if (opts.delayHelloAckMs) await new Promise((r) => setTimeout(r, opts.delayHelloAckMs));
-    await this.channel.send(helloAck({ version: PROTOCOL_VERSION, sessionId: m.header.sessionId, credit: opts.credit, maxFrameBytes: 0, restore: !!opts.restore }));
+    await this.channel.send(
+      helloAck({
+        version: PROTOCOL_VERSION,
+        sessionId: m.header.sessionId,
+        credit: opts.credit,
+        maxFrameBytes: 0,
+        restore: !!opts.restore,
+      }),
+    );
     return 'IDLE';
   }
 
@@ -315,7 +331,8 @@ class Session {
     const { round, roundPages } = this;
     const final = this.state === 'FINAL';
     if (m.header.round !== round) refuse('E_ORDER', `RoundEnd of round ${m.header.round} during round ${round}`);
-    if (m.header.pagesSent !== roundPages) refuse('E_COUNT', `round ${round} announced ${m.header.pagesSent} pages but ${roundPages} arrived`);
+    if (m.header.pagesSent !== roundPages)
+      refuse('E_COUNT', `round ${round} announced ${m.header.pagesSent} pages but ${roundPages} arrived`);
     this.rounds.push({ round, pages: roundPages, final });
     if (final) this.endFinalRound();
     // The round is over once counted: a RoundAck that cannot be sent fails in the next state.
@@ -362,7 +379,8 @@ class Session {
     const { checked, scratch } = this;
     const { firstPage, count } = m.header;
     const seg = store.segmentOf(firstPage);
-    if (!seg || firstPage + count > seg.indexBase + seg.pages) refuse('E_RANGE', `checksums for pages ${firstPage}..${firstPage + count - 1} outside the layout`);
+    if (!seg || firstPage + count > seg.indexBase + seg.pages)
+      refuse('E_RANGE', `checksums for pages ${firstPage}..${firstPage + count - 1} outside the layout`);
     const want = m.payload;
     for (let done = 0; done < count; done += CHUNK_PAGES) {
       const n = Math.min(CHUNK_PAGES, count - done);
@@ -395,7 +413,13 @@ class Session {
     const { mismatched, first } = this.checked;
     const state = !this.stateMatches;
     await this.channel.send(mismatch({ mismatched, firstPages: first, ...(state ? { state } : {}) }));
-    this.store!.discard({ sessionId, verified: false, reason: state ? 'the process state differs' : 'checksum mismatch', mismatched, firstPages: first });
+    this.store!.discard({
+      sessionId,
+      verified: false,
+      reason: state ? 'the process state differs' : 'checksum mismatch',
+      mismatched,
+      firstPages: first,
+    });
     this.opts.log.error({ session: sessionId, mismatched, first, stateDiffers: state }, 'checksum mismatch');
     this.channel.close();
     return { verified: false, sessionId, mismatched, error: 'checksum mismatch' };
@@ -444,7 +468,10 @@ class Session {
       finishedAt: new Date().toISOString(),
     });
     this.opts.pending.set(id, 'committed');
-    this.opts.log.info({ session: id, pid: this.restored.pid, restoreMs: this.restoreMs }, 'process restored; held stopped until the source releases it');
+    this.opts.log.info(
+      { session: id, pid: this.restored.pid, restoreMs: this.restoreMs },
+      'process restored; held stopped until the source releases it',
+    );
     return 'HELD';
   }
 
@@ -466,7 +493,10 @@ class Session {
 
   /** The source went away while we hold the process: it stays stopped until resolved. */
   private leftHeld(): SessionOutcome {
-    this.opts.log.warn({ session: this.sessionId, pid: this.restored?.pid }, 'the source left before releasing the restored process: it stays stopped until forecopy-source resolve');
+    this.opts.log.warn(
+      { session: this.sessionId, pid: this.restored?.pid },
+      'the source left before releasing the restored process: it stays stopped until forecopy-source resolve',
+    );
     return this.handedOver(false, false);
   }
 
@@ -500,7 +530,14 @@ class Session {
   private handedOver(heard: boolean, running?: boolean): SessionOutcome {
     this.channel.close();
     const restored = this.restored ? { restoredPid: this.restored.pid, running: !!running } : {};
-    return { verified: true, sessionId: this.sessionId, imagePath: this.imagePath, pages: this.checked.pages, answerMayBeLost: !heard, ...restored };
+    return {
+      verified: true,
+      sessionId: this.sessionId,
+      imagePath: this.imagePath,
+      pages: this.checked.pages,
+      answerMayBeLost: !heard,
+      ...restored,
+    };
   }
 
   // ── failures ─────────────────────────────────────────────────────────────────────────────

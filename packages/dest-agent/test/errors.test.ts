@@ -13,7 +13,16 @@ import {
 } from '../src/index.js';
 
 /** The destination's error codes and exit codes are a contract with the source, logs and scripts. */
-const protocolCodes: SessionProtocolCode[] = ['E_ORDER', 'E_UNEXPECTED', 'E_PAGE_SIZE', 'E_BUSY', 'E_COUNT', 'E_RANGE', 'E_BAD_PAGE', 'E_NO_COMMIT'];
+const protocolCodes: SessionProtocolCode[] = [
+  'E_ORDER',
+  'E_UNEXPECTED',
+  'E_PAGE_SIZE',
+  'E_BUSY',
+  'E_COUNT',
+  'E_RANGE',
+  'E_BAD_PAGE',
+  'E_NO_COMMIT',
+];
 
 describe('destination errors', () => {
   it('every error has a documented code and the exit code of its kind', () => {

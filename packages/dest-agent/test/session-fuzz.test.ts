@@ -56,14 +56,32 @@ const page = fc.integer({ min: 0, max: 9 });
 const msg: fc.Arbitrary<Message> = fc.oneof(
   fc.constant(hello({ magic: 'FCPY', version: 1, sessionId: SESSION, pageSize: 4096, totalPages: 6, policy: 'precopy', layout })),
   fc.record({ round: fc.integer({ min: 1, max: 4 }), final: fc.boolean(), plannedPages: fc.nat(10) }).map((h) => roundStart(h)),
-  fc.record({ round: fc.integer({ min: 1, max: 4 }), seq: fc.nat(20), pages: fc.uniqueArray(page, { minLength: 1, maxLength: 4 }), kind: fc.constantFrom(PAGE_KIND.ZERO, PAGE_KIND.RAW) }).map(({ round, seq, pages, kind }) => {
-    const sorted = [...pages].sort((x, y) => x - y);
-    const raw = kind === PAGE_KIND.RAW;
-    return pageBatch({ round, seq, ranges: RangeTable.fromSortedPages(sorted), kinds: Buffer.alloc(sorted.length, kind), lengths: raw ? sorted.map(() => 4096) : [] }, raw ? Buffer.alloc(4096 * sorted.length, 5) : Buffer.alloc(0));
-  }),
+  fc
+    .record({
+      round: fc.integer({ min: 1, max: 4 }),
+      seq: fc.nat(20),
+      pages: fc.uniqueArray(page, { minLength: 1, maxLength: 4 }),
+      kind: fc.constantFrom(PAGE_KIND.ZERO, PAGE_KIND.RAW),
+    })
+    .map(({ round, seq, pages, kind }) => {
+      const sorted = [...pages].sort((x, y) => x - y);
+      const raw = kind === PAGE_KIND.RAW;
+      return pageBatch(
+        {
+          round,
+          seq,
+          ranges: RangeTable.fromSortedPages(sorted),
+          kinds: Buffer.alloc(sorted.length, kind),
+          lengths: raw ? sorted.map(() => 4096) : [],
+        },
+        raw ? Buffer.alloc(4096 * sorted.length, 5) : Buffer.alloc(0),
+      );
+    }),
   fc.record({ round: fc.integer({ min: 1, max: 4 }), pagesSent: fc.nat(10), batches: fc.nat(3) }).map((h) => roundEnd(h)),
   fc.integer({ min: 1, max: 4 }).map((round) => stopAndCopy({ round })),
-  fc.record({ firstPage: page, count: fc.integer({ min: 1, max: 6 }) }).map(({ firstPage, count }) => checksums({ algorithm: 'xxh64', firstPage, count }, Buffer.alloc(count * 8))),
+  fc
+    .record({ firstPage: page, count: fc.integer({ min: 1, max: 6 }) })
+    .map(({ firstPage, count }) => checksums({ algorithm: 'xxh64', firstPage, count }, Buffer.alloc(count * 8))),
 );
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-session-fuzz-'));
@@ -79,7 +97,14 @@ describe('destination session fuzz (fast-check)', () => {
         fs.mkdirSync(dir);
         const [ours, theirs] = pipePair();
         const channel = new MessageChannel(theirs);
-        const done = runSession(channel, { imageDir: dir, credit: 64, maxImageBytes: 1 << 20, log, replyTimeoutMs: 300, pending: new Map() });
+        const done = runSession(channel, {
+          imageDir: dir,
+          credit: 64,
+          maxImageBytes: 1 << 20,
+          log,
+          replyTimeoutMs: 300,
+          pending: new Map(),
+        });
         for (const m of msgs) for (const b of encodeMessage(m)) ours.write(b);
         if (endEarly) ours.end();
         const outcome = await done;

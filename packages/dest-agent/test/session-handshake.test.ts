@@ -60,7 +60,15 @@ function start(extra: Partial<SessionOptions> = {}, pending: PendingSessions = n
   const imageDir = path.join(root, String(dirs++));
   fs.mkdirSync(imageDir, { recursive: true });
   const [src, dst] = pipePair();
-  const outcome = runSession(new MessageChannel(dst), { imageDir, credit: 8, maxImageBytes: 1 << 20, log: pino({ level: 'silent' }), pending, replyTimeoutMs: 2000, ...extra });
+  const outcome = runSession(new MessageChannel(dst), {
+    imageDir,
+    credit: 8,
+    maxImageBytes: 1 << 20,
+    log: pino({ level: 'silent' }),
+    pending,
+    replyTimeoutMs: 2000,
+    ...extra,
+  });
   return { source: new MessageChannel(src), end: () => src.end(), outcome, imageDir, pending };
 }
 
@@ -70,7 +78,18 @@ async function migrateToVerdict(source: MessageChannel): Promise<Message> {
   await source.expect(MessageType.HelloAck, 2000);
   await source.send(roundStart({ round: 1, final: false, plannedPages: 3 }));
   const pages = Buffer.concat(fills.map((f) => Buffer.alloc(4096, f)));
-  await source.send(pageBatch({ round: 1, seq: 0, ranges: RangeTable.fromSortedPages([0, 1, 2]), kinds: Buffer.alloc(3, PAGE_KIND.RAW), lengths: [4096, 4096, 4096] }, pages));
+  await source.send(
+    pageBatch(
+      {
+        round: 1,
+        seq: 0,
+        ranges: RangeTable.fromSortedPages([0, 1, 2]),
+        kinds: Buffer.alloc(3, PAGE_KIND.RAW),
+        lengths: [4096, 4096, 4096],
+      },
+      pages,
+    ),
+  );
   await source.expect(MessageType.BatchAck, 2000);
   await source.send(roundEnd({ round: 1, pagesSent: 3, batches: 1 }));
   await source.expect(MessageType.RoundAck, 2000);
@@ -96,10 +115,24 @@ describe('destination session: verification and handover', () => {
     await s.source.send(commit({ sessionId: SESSION }));
     expect(await s.source.next(2000)).toMatchObject({ type: MessageType.Committed, header: { sessionId: SESSION } });
     s.end();
-    expect(await s.outcome).toEqual({ verified: true, sessionId: SESSION, imagePath: path.join(s.imageDir, SESSION), pages: 3, answerMayBeLost: false });
+    expect(await s.outcome).toEqual({
+      verified: true,
+      sessionId: SESSION,
+      imagePath: path.join(s.imageDir, SESSION),
+      pages: 3,
+      answerMayBeLost: false,
+    });
     expect(s.pending.get(SESSION)).toBe('committed');
     const manifest = JSON.parse(fs.readFileSync(path.join(s.imageDir, SESSION, 'manifest.json'), 'utf8'));
-    expect(manifest).toMatchObject({ sessionId: SESSION, verified: true, pages: 3, rounds: [{ round: 1, pages: 3, final: false }, { round: 2, pages: 0, final: true }] });
+    expect(manifest).toMatchObject({
+      sessionId: SESSION,
+      verified: true,
+      pages: 3,
+      rounds: [
+        { round: 1, pages: 3, final: false },
+        { round: 2, pages: 0, final: true },
+      ],
+    });
   });
 
   it('a source that stays silent after Committed may not have heard it: the answer may be lost', async () => {
@@ -117,14 +150,22 @@ describe('destination session: verification and handover', () => {
     await s.source.send(commit({ sessionId: SESSION }));
     expect(await s.outcome).toMatchObject({ verified: true, answerMayBeLost: true });
     expect(finalImage(s.imageDir)).toBe(true);
-    expect(await s.source.next(2000).then(() => 'a message', (e: Error) => e.name)).toBe('ChannelClosedError');
+    expect(
+      await s.source.next(2000).then(
+        () => 'a message',
+        (e: Error) => e.name,
+      ),
+    ).toBe('ChannelClosedError');
   });
 
   it('anything but Commit after Verified discards the image (E_NO_COMMIT)', async () => {
     const s = start();
     await migrateToVerdict(s.source);
     await s.source.send(roundStart({ round: 3, final: false, plannedPages: 0 }));
-    const e = await s.source.next(2000).then(() => null, (err: PeerAbortError) => err);
+    const e = await s.source.next(2000).then(
+      () => null,
+      (err: PeerAbortError) => err,
+    );
     expect(e).toBeInstanceOf(PeerAbortError);
     expect(e!.peerCode).toBe('E_NO_COMMIT');
     expect(await s.outcome).toMatchObject({ verified: false, error: 'the source did not commit the handover' });
@@ -138,11 +179,19 @@ describe('destination session: verification and handover', () => {
     await migrateToVerdict(s.source);
     const q = start({ imageDir: s.imageDir }, s.pending);
     await q.source.send(query({ sessionId: SESSION }));
-    const answer = await q.source.next(2000).then(() => null, (err: PeerAbortError) => err);
+    const answer = await q.source.next(2000).then(
+      () => null,
+      (err: PeerAbortError) => err,
+    );
     expect(answer).toMatchObject({ peerCode: 'E_NOT_COMMITTED' });
     expect(await q.outcome).toEqual({ verified: false });
     await s.source.send(commit({ sessionId: SESSION }));
-    expect(await s.source.next(2000).then(() => null, (err: PeerAbortError) => err.peerCode)).toBe('E_NO_COMMIT');
+    expect(
+      await s.source.next(2000).then(
+        () => null,
+        (err: PeerAbortError) => err.peerCode,
+      ),
+    ).toBe('E_NO_COMMIT');
     expect(await s.outcome).toMatchObject({ verified: false });
     expect(finalImage(s.imageDir)).toBe(false);
   });

@@ -4,16 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import {
-  MessageChannel,
-  MessageType,
-  PAGE_KIND,
-  RangeTable,
-  hello,
-  pageBatch,
-  roundStart,
-  PeerAbortError,
-} from '@forecopy/protocol';
+import { MessageChannel, MessageType, PAGE_KIND, RangeTable, hello, pageBatch, roundStart, PeerAbortError } from '@forecopy/protocol';
 import { listen } from '../src/server.js';
 
 /** The destination against a scripted source over a real loopback socket. */
@@ -31,7 +22,13 @@ async function serve() {
   dirs.push(dir);
   let port = 0;
   const { server } = listen({
-    host: '127.0.0.1', port: 0, imageDir: dir, once: false, maxSessions: 2, credit: 4, maxImageBytes: 1 << 30,
+    host: '127.0.0.1',
+    port: 0,
+    imageDir: dir,
+    once: false,
+    maxSessions: 2,
+    credit: 4,
+    maxImageBytes: 1 << 30,
     log: pino({ level: 'silent' }),
     onListening: (a) => (port = a.port),
   });
@@ -46,7 +43,8 @@ async function connect(port: number) {
   return new MessageChannel(s);
 }
 
-const helloMsg = (l = layout) => hello({ magic: 'FCPY', version: 1, sessionId: SESSION, pageSize: 4096, totalPages: 4, policy: 'precopy', layout: l });
+const helloMsg = (l = layout) =>
+  hello({ magic: 'FCPY', version: 1, sessionId: SESSION, pageSize: 4096, totalPages: 4, policy: 'precopy', layout: l });
 
 describe('destination session', () => {
   it('aborts a session that sends a page outside the layout, discards it, and keeps serving', async () => {
@@ -55,9 +53,17 @@ describe('destination session', () => {
     await ch.send(helloMsg());
     await ch.expect(MessageType.HelloAck, 5000);
     await ch.send(roundStart({ round: 1, final: false, plannedPages: 1 }));
-    await ch.send(pageBatch({ round: 1, seq: 0, ranges: RangeTable.fromSortedPages([9]), kinds: Buffer.from([PAGE_KIND.ZERO]), lengths: [] }, Buffer.alloc(0)));
+    await ch.send(
+      pageBatch(
+        { round: 1, seq: 0, ranges: RangeTable.fromSortedPages([9]), kinds: Buffer.from([PAGE_KIND.ZERO]), lengths: [] },
+        Buffer.alloc(0),
+      ),
+    );
     // The destination answers Abort: the channel turns it into a PeerAbortError with its reason.
-    const err = await ch.next(5000).then(() => null, (e: PeerAbortError) => e);
+    const err = await ch.next(5000).then(
+      () => null,
+      (e: PeerAbortError) => e,
+    );
     expect(err).toBeInstanceOf(PeerAbortError);
     expect(err!.peerCode).toBe('E_RANGE');
     expect(err!.reason).toMatch(/outside the announced layout/);

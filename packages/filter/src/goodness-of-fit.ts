@@ -71,7 +71,8 @@ export class FitMonitor {
   ) {
     this.window = opts.window ?? DEFAULT_FIT_WINDOW;
     this.alpha = opts.alpha ?? DEFAULT_FIT_ALPHA;
-    if (!(Number.isInteger(this.window) && this.window >= 2)) throw new RangeError(`fit window must be a whole number >= 2, got ${this.window}`);
+    if (!(Number.isInteger(this.window) && this.window >= 2))
+      throw new RangeError(`fit window must be a whole number >= 2, got ${this.window}`);
     if (!(this.alpha > 0 && this.alpha < 0.5)) throw new RangeError(`fit alpha must be in (0, 0.5), got ${this.alpha}`);
     this.threshold = normalQuantile(1 - this.alpha);
   }
@@ -138,7 +139,10 @@ export function normalQuantile(p: number): number {
   if (p > 1 - lo) return -normalQuantile(1 - p);
   const q = p - 0.5;
   const r = q * q;
-  return ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q) / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+  return (
+    ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q) /
+    (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+  );
 }
 
 /** P(Z >= z) for a standard normal Z, through erfc (Numerical Recipes' Chebyshev fit erfcc, relative error < 1.2e-7). */
@@ -152,7 +156,13 @@ export function normalUpperTail(z: number): number {
     Math.exp(
       -x * x -
         1.26551223 +
-        t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+        t *
+          (1.00002368 +
+            t *
+              (0.37409196 +
+                t *
+                  (0.09678418 +
+                    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
     );
   const erfc = x >= 0 ? y : 2 - y;
   return erfc / 2;

@@ -350,7 +350,16 @@ export class MarkovModel {
    *   CRC-32 of everything before it
    */
   toBytes(): Uint8Array {
-    const words: number[] = [MODEL_MAGIC, MODEL_FORMAT_VERSION, this.states, this.totalPages, 0, 0, this.transitionCount, this.profiles.size];
+    const words: number[] = [
+      MODEL_MAGIC,
+      MODEL_FORMAT_VERSION,
+      this.states,
+      this.totalPages,
+      0,
+      0,
+      this.transitionCount,
+      this.profiles.size,
+    ];
     for (let s = 0; s < this.states; s++) words.push(this.stateCounts[s]);
     for (const a of [...this.transitions.keys()].sort((x, y) => x - y)) {
       const row = this.transitions.get(a)!;
@@ -393,7 +402,8 @@ export class MarkovModel {
     };
     const states = u32();
     const totalPages = u32();
-    if (states < MIN_STATES || states > MAX_STATES) throw new Error(`the model has ${states} states (${MIN_STATES}..${MAX_STATES} allowed)`);
+    if (states < MIN_STATES || states > MAX_STATES)
+      throw new Error(`the model has ${states} states (${MIN_STATES}..${MAX_STATES} allowed)`);
     const threshold = v.getFloat64(o, true);
     o += 8;
     if (!(threshold > 0 && threshold <= 1)) throw new Error(`the model's LWWS threshold ${threshold} is not in (0, 1]`);
@@ -408,7 +418,8 @@ export class MarkovModel {
       const a = u32();
       const b = u32();
       const c = u32();
-      if (a >= states || b >= states || !counts[a] || !counts[b]) throw new Error(`the transition ${a} -> ${b} names a state outside the model`);
+      if (a >= states || b >= states || !counts[a] || !counts[b])
+        throw new Error(`the transition ${a} -> ${b} names a state outside the model`);
       if (c === 0) throw new Error(`the transition ${a} -> ${b} has a zero count`);
       let row = rows.get(a);
       if (!row) rows.set(a, (row = new Map()));

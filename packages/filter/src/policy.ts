@@ -100,7 +100,14 @@ export interface RoundSummary {
 
 /** The summary of an iterative round the driver recorded. */
 export function summarizeRound(r: RoundRecord): RoundSummary {
-  return { round: r.round, pagesSent: r.pagesSent, pagesDirtied: r.pagesDirtied, pagesFiltered: r.pagesFiltered, durationMs: r.durationMs, final: false };
+  return {
+    round: r.round,
+    pagesSent: r.pagesSent,
+    pagesDirtied: r.pagesDirtied,
+    pagesFiltered: r.pagesFiltered,
+    durationMs: r.durationMs,
+    final: false,
+  };
 }
 
 /** The summary of the stop-and-copy round: nothing is written or held back any more. */
@@ -108,9 +115,7 @@ export function finalRoundSummary(round: number, pagesSent: number, durationMs: 
   return { round, pagesSent, pagesDirtied: 0, pagesFiltered: 0, durationMs, final: true };
 }
 
-export type RoundDecision =
-  | { kind: 'round'; plan: RoundPlan }
-  | { kind: 'stop'; reason: StopReason; remaining: PageBitmap };
+export type RoundDecision = { kind: 'round'; plan: RoundPlan } | { kind: 'stop'; reason: StopReason; remaining: PageBitmap };
 
 /**
  * A data filter: decides which of the unsynchronized pages to hold back this round. Plain

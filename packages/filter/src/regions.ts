@@ -54,7 +54,8 @@ export class RegionMap {
  * one pass over the bitmap whatever S is.
  */
 export function regionHistogram(sample: PageBitmap, regions: RegionMap, out: Uint32Array = new Uint32Array(regions.states)): Uint32Array {
-  if (out.length !== regions.states) throw new RangeError(`histogram of ${regions.states} regions needs ${regions.states} slots, got ${out.length}`);
+  if (out.length !== regions.states)
+    throw new RangeError(`histogram of ${regions.states} regions needs ${regions.states} slots, got ${out.length}`);
   out.fill(0);
   const w = sample.raw;
   for (let r = 0; r < regions.states; r++) {

@@ -1,5 +1,13 @@
 import { PageBitmap } from './page-bitmap.js';
-import { PrecopyDriver, finalRoundSummary, summarizeRound, type Policy, type RoundContext, type RoundSummary, type StopRules } from './policy.js';
+import {
+  PrecopyDriver,
+  finalRoundSummary,
+  summarizeRound,
+  type Policy,
+  type RoundContext,
+  type RoundSummary,
+  type StopRules,
+} from './policy.js';
 import type { Trace } from './trace-format.js';
 
 // Replays a recorded dirty trace through the very PrecopyDriver and policies the live agent
@@ -102,7 +110,10 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
       feed(t0, now);
     }
     const dirtied = clock.written(start, now, N);
-    const decision = driver.endRound({ pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs: now - start, pageRate: opts.pageRate }, ctx());
+    const decision = driver.endRound(
+      { pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs: now - start, pageRate: opts.pageRate },
+      ctx(),
+    );
     const rec = driver.records[driver.records.length - 1];
     rounds.push(summarizeRound(rec));
     if (decision.kind === 'stop') {

@@ -33,7 +33,8 @@ export class TpoPolicy implements Policy {
     this.opts = { ...DEFAULT_TPO_OPTIONS, ...opts };
     const { history, minWrites } = this.opts;
     if (!(Number.isInteger(history) && history >= 1 && history <= 255)) throw new RangeError(`tpo: history must be 1..255, got ${history}`);
-    if (!(Number.isInteger(minWrites) && minWrites >= 1 && minWrites <= history)) throw new RangeError(`tpo: need 1 <= minWrites <= history, got ${minWrites}`);
+    if (!(Number.isInteger(minWrites) && minWrites >= 1 && minWrites <= history))
+      throw new RangeError(`tpo: need 1 <= minWrites <= history, got ${minWrites}`);
     this.counts = new Uint8Array(totalPages);
   }
 

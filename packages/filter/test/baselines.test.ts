@@ -23,7 +23,10 @@ describe('TpoPolicy', () => {
     const sends: boolean[] = [];
     for (let round = 1; round <= 5; round++) {
       const dirtied = PageBitmap.fromIndices(100, round <= 3 ? [9, 50] : [50]); // 9 stops being written after round 3
-      const dec = d.endRound({ pagesSent: plan.send.count(), pagesSkipped: 0, dirtied, durationMs: 10, pageRate: 1000 }, { pageRate: 1000, nowMs: round * 10 });
+      const dec = d.endRound(
+        { pagesSent: plan.send.count(), pagesSkipped: 0, dirtied, durationMs: 10, pageRate: 1000 },
+        { pageRate: 1000, nowMs: round * 10 },
+      );
       if (dec.kind !== 'round') throw new Error('stopped early');
       plan = dec.plan;
       sends.push(plan.send.has(9));

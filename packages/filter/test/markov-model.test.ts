@@ -135,7 +135,16 @@ describe('model size for 1 GiB (262,144 pages) at S = 256', () => {
   const total = 262_144;
 
   it('stays within 2.8 MB on a planted trace of 200 samples', () => {
-    const { samples } = plantedTrace({ totalPages: total, states: 256, dwell: 10, cycle: [1, 50, 99, 150, 200, 250, 17, 33], hotPerRegion: 600, noise: 200, samples: 200, seed: 3 });
+    const { samples } = plantedTrace({
+      totalPages: total,
+      states: 256,
+      dwell: 10,
+      cycle: [1, 50, 99, 150, 200, 250, 17, 33],
+      hotPerRegion: 600,
+      noise: 200,
+      samples: 200,
+      seed: 3,
+    });
     const b = new ModelBuilder(total, { states: 256 });
     const t0 = performance.now();
     for (const s of samples) b.observe(s);
@@ -144,7 +153,9 @@ describe('model size for 1 GiB (262,144 pages) at S = 256', () => {
     expect(m.observedStates).toBe(8);
     expect(m.byteSize()).toBeLessThanOrEqual(2.8e6);
     expect(m.toBytes().byteLength).toBeLessThanOrEqual(2.8e6);
-    console.log(`planted 1 GiB S=256: model ${m.byteSize()} B (file ${m.toBytes().byteLength} B), builder ${b.byteSize()} B, observe ${perSample.toFixed(3)} ms/sample`);
+    console.log(
+      `planted 1 GiB S=256: model ${m.byteSize()} B (file ${m.toBytes().byteLength} B), builder ${b.byteSize()} B, observe ${perSample.toFixed(3)} ms/sample`,
+    );
   });
 
   it('stays bounded when writes are spread thin over all of memory (every state, many hot regions)', () => {
@@ -163,6 +174,8 @@ describe('model size for 1 GiB (262,144 pages) at S = 256', () => {
     // Per state: 1 KiB of region counts and at most 8 regions of 1,024 Uint16 counts.
     expect(b.byteSize()).toBeLessThanOrEqual(256 * (64 + 1024 + 8 * (64 + 2048)) + 256 * (64 + 256 * 32) + 2048);
     expect(m.byteSize()).toBeLessThanOrEqual(2.8e6);
-    console.log(`uniform 1 GiB S=256 (20,000 pages a sample): model ${m.byteSize()} B, builder ${b.byteSize()} B, observe ${perSample.toFixed(3)} ms/sample`);
+    console.log(
+      `uniform 1 GiB S=256 (20,000 pages a sample): model ${m.byteSize()} B, builder ${b.byteSize()} B, observe ${perSample.toFixed(3)} ms/sample`,
+    );
   });
 });

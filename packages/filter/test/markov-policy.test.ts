@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { MarkovPolicy, ModelBuilder, PageBitmap, PrecopyDriver, XEN_DEFAULT_STOP_RULES, createPolicy, type MarkovPolicyStatus } from '../src/index.js';
+import {
+  MarkovPolicy,
+  ModelBuilder,
+  PageBitmap,
+  PrecopyDriver,
+  XEN_DEFAULT_STOP_RULES,
+  createPolicy,
+  type MarkovPolicyStatus,
+} from '../src/index.js';
 import { plantedTrace } from './synthetic.js';
 
 const base = { totalPages: 64 * 256, states: 256, hotPerRegion: 40, seed: 11 };
@@ -59,7 +67,10 @@ describe('MarkovPolicy: the data filter', () => {
     expect(held).toEqual(sorted([10, 20, 30, 40].flatMap(hot)));
     for (const x of held) expect(r1.send.has(x)).toBe(false);
     // The forecast was wrong: nothing was written. Round 2 sends exactly the held pages (1.6 ms: no step).
-    const dec = d.endRound({ pagesSent: r1.send.count(), pagesSkipped: 0, dirtied: new PageBitmap(planted.totalPages), durationMs: 800, pageRate: 20_000 }, { pageRate: 20_000, nowMs: 800 });
+    const dec = d.endRound(
+      { pagesSent: r1.send.count(), pagesSkipped: 0, dirtied: new PageBitmap(planted.totalPages), durationMs: 800, pageRate: 20_000 },
+      { pageRate: 20_000, nowMs: 800 },
+    );
     expect(dec.kind).toBe('round');
     if (dec.kind === 'round') {
       expect(dec.plan.held.count()).toBe(0);
@@ -132,7 +143,16 @@ describe('MarkovPolicy: maintenance', () => {
 
   it('measures holdBack on 1 GiB at S = 256', () => {
     const total = 262_144;
-    const { samples: big } = plantedTrace({ totalPages: total, states: 256, dwell: 1, cycle: [1, 50, 99, 150, 200, 250, 17, 33], hotPerRegion: 600, noise: 200, samples: 200, seed: 3 });
+    const { samples: big } = plantedTrace({
+      totalPages: total,
+      states: 256,
+      dwell: 1,
+      cycle: [1, 50, 99, 150, 200, 250, 17, 33],
+      hotPerRegion: 600,
+      noise: 200,
+      samples: 200,
+      seed: 3,
+    });
     const p = new MarkovPolicy(build(big, total), { intervalMs: 50 });
     p.observeSample(big[0], 0);
     for (let round = 1; round <= 5; round++) p.holdBack(PageBitmap.full(total), { round, pageRate: 15_000, nowMs: 0 });

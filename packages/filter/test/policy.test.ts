@@ -83,8 +83,15 @@ describe('PageBitmap', () => {
     expect(c.count()).toBe(37);
     c.setRange(60, 70);
     expect(c.count()).toBe(47);
-    expect(c.runs()).toEqual([[0, 37], [60, 70]]);
-    expect(c.runs(20)).toEqual([[0, 20], [20, 37], [60, 70]]);
+    expect(c.runs()).toEqual([
+      [0, 37],
+      [60, 70],
+    ]);
+    expect(c.runs(20)).toEqual([
+      [0, 20],
+      [20, 37],
+      [60, 70],
+    ]);
   });
 
   it('does set algebra word by word', () => {

@@ -52,7 +52,12 @@ describe('hotRegions', () => {
 describe('PageBitmap.orBitsAt', () => {
   it('places a packed bitmap at any offset, clipped to the size', () => {
     const r = rng(3);
-    for (const [size, start, len] of [[1000, 0, 64], [1000, 37, 100], [1000, 950, 100], [97, 5, 33]]) {
+    for (const [size, start, len] of [
+      [1000, 0, 64],
+      [1000, 37, 100],
+      [1000, 950, 100],
+      [97, 5, 33],
+    ]) {
       const bits = new Uint32Array(Math.ceil(len / 32));
       const want = new PageBitmap(size);
       for (let i = 0; i < len; i++) {

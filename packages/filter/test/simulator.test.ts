@@ -48,7 +48,16 @@ describe('simulate (hand-computed)', () => {
   it('xen-skip skips pages written since the round began, before each batch', () => {
     // Pages 0..9 are written at 50 ms; a batch of 64 pages goes out at 0 ms (0..63) and the next
     // one at 64 ms (64..99): nothing of it was written, so nothing is skipped in round 1.
-    const trace: Trace = { intervalMs: 50, pageSize: 4096, meta: {}, totalPages: 100, samples: [{ atMs: 50, pages: PageBitmap.fromIndices(100, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 70, 71]) }, { atMs: 1000, pages: new PageBitmap(100) }] };
+    const trace: Trace = {
+      intervalMs: 50,
+      pageSize: 4096,
+      meta: {},
+      totalPages: 100,
+      samples: [
+        { atMs: 50, pages: PageBitmap.fromIndices(100, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 70, 71]) },
+        { atMs: 1000, pages: new PageBitmap(100) },
+      ],
+    };
     const r = simulate(trace, createPolicy('xen-skip'), { ...opts, batchPages: 64 });
     // 70 and 71 were written at 50 ms, before their batch went out at 64 ms: skipped.
     expect(r.rounds[0]).toMatchObject({ pagesSent: 98, pagesFiltered: 2, pagesDirtied: 12 });
@@ -66,7 +75,11 @@ describe('simulate (hand-computed)', () => {
 describe('trace format', () => {
   it('round-trips samples as runs and rejects a foreign file', () => {
     const s1 = PageBitmap.fromIndices(5000, [0, 1, 2, 3, 100, 4999]);
-    const buf = Buffer.concat([encodeTraceHeader({ intervalMs: 50, pageSize: 4096, meta: { pid: 7 } }), encodeTraceSample(50, s1), encodeTraceSample(100, new PageBitmap(6000))]);
+    const buf = Buffer.concat([
+      encodeTraceHeader({ intervalMs: 50, pageSize: 4096, meta: { pid: 7 } }),
+      encodeTraceSample(50, s1),
+      encodeTraceSample(100, new PageBitmap(6000)),
+    ]);
     const t = decodeTrace(buf);
     expect(t.intervalMs).toBe(50);
     expect(t.meta.pid).toBe(7);

@@ -27,14 +27,27 @@ export interface Planted {
  * sample, plus `noise` random pages anywhere (background). `skip` samples are left out at the
  * start, so a trace can continue another one made with the same seed.
  */
-export function plantedTrace(opts: { totalPages: number; states: number; cycle: number[]; dwell: number; samples: number; hotPerRegion: number; noise: number; seed: number; skip?: number }): { samples: PageBitmap[]; planted: Planted } {
+export function plantedTrace(opts: {
+  totalPages: number;
+  states: number;
+  cycle: number[];
+  dwell: number;
+  samples: number;
+  hotPerRegion: number;
+  noise: number;
+  seed: number;
+  skip?: number;
+}): { samples: PageBitmap[]; planted: Planted } {
   const r = rng(opts.seed);
   const regionPages = Math.floor(opts.totalPages / opts.states);
   const hotPages = new Map<number, number[]>();
   for (const reg of opts.cycle) {
     const set = new Set<number>();
     while (set.size < opts.hotPerRegion) set.add(reg * regionPages + Math.floor(r() * regionPages));
-    hotPages.set(reg, [...set].sort((a, b) => a - b));
+    hotPages.set(
+      reg,
+      [...set].sort((a, b) => a - b),
+    );
   }
   const samples: PageBitmap[] = [];
   const skip = opts.skip ?? 0;

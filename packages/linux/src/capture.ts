@@ -264,7 +264,15 @@ function captureMemory(pid: number, maps: ProcMapping[]): { vmas: VmaState[]; co
   try {
     for (const m of maps) {
       const kind = vmaKind(m);
-      const vma: VmaState = { start: m.start, end: m.end, perms: m.perms, offset: m.offset, path: m.path, kind, growsDown: m.path === '[stack]' };
+      const vma: VmaState = {
+        start: m.start,
+        end: m.end,
+        perms: m.perms,
+        offset: m.offset,
+        path: m.path,
+        kind,
+        growsDown: m.path === '[stack]',
+      };
       if (kind === 'file-private' || kind === 'file-shared' || (kind === 'migrated' && m.path.startsWith('/'))) {
         const st = statMapped(pid, m);
         if (st) vma.file = fileIdentity(m.path, st);
@@ -281,7 +289,8 @@ function captureMemory(pid: number, maps: ProcMapping[]): { vmas: VmaState[]; co
   const bytes = Buffer.alloc(pages * PAGE);
   const got = new PageReader(pid).readRanges(contents, bytes);
   got.forEach((n, i) => {
-    if (n !== contents[i].pages) throw new KernelError('capture', 14 /* EFAULT */, `pages at 0x${contents[i].addr.toString(16)} could not be read`);
+    if (n !== contents[i].pages)
+      throw new KernelError('capture', 14 /* EFAULT */, `pages at 0x${contents[i].addr.toString(16)} could not be read`);
   });
   return { vmas, contents, bytes };
 }

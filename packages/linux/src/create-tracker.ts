@@ -17,7 +17,9 @@ export function createTracker(pid: number, prefer: TrackerChoice = 'auto'): Dirt
   const uffd = prefer !== 'soft-dirty' && pagemapScanSupported();
   if (uffd) return new UffdWpTracker(pid);
   if (prefer === 'uffd-wp') {
-    throw new TrackerUnsupportedError(`this kernel has no PAGEMAP_SCAN ioctl, so --tracker uffd-wp cannot work: it needs ${TRACKER_REQUIREMENT.split(' or ')[0]}`);
+    throw new TrackerUnsupportedError(
+      `this kernel has no PAGEMAP_SCAN ioctl, so --tracker uffd-wp cannot work: it needs ${TRACKER_REQUIREMENT.split(' or ')[0]}`,
+    );
   }
   if (SoftDirtyTracker.supported()) return new SoftDirtyTracker(pid);
   throw new TrackerUnsupportedError(

@@ -1,16 +1,5 @@
 import fs from 'node:fs';
-import {
-  KernelError,
-  PTRACE,
-  PTRACE_EVENT,
-  WALL,
-  WIFSTOPPED,
-  WNOHANG,
-  WSTOPSIG,
-  ptrace,
-  tgkill,
-  waitpid,
-} from './libc.js';
+import { KernelError, PTRACE, PTRACE_EVENT, WALL, WIFSTOPPED, WNOHANG, WSTOPSIG, ptrace, tgkill, waitpid } from './libc.js';
 
 const SIGKILL = 9;
 const SIGSTOP = 19;
@@ -23,7 +12,10 @@ export function sleepSync(ms: number): void {
 
 export function threadsOf(pid: number): number[] {
   try {
-    return fs.readdirSync(`/proc/${pid}/task`).map(Number).sort((a, b) => a - b);
+    return fs
+      .readdirSync(`/proc/${pid}/task`)
+      .map(Number)
+      .sort((a, b) => a - b);
   } catch {
     throw new KernelError('read /proc/PID/task', 3, `no process ${pid}`);
   }

@@ -143,7 +143,8 @@ export class Husk {
       const regs = Buffer.alloc(REGS_BYTES);
       ptraceBuf(PTRACE.GETREGS, pid, 0n, regs);
       const at = regs.readBigUInt64LE(REG.rip * 8) - 2n; // it sleeps right after its `syscall`
-      if ((ptracePeek(pid, at) & 0xffffn) !== 0x050fn) throw new RestoreError('E_RESTORE_HUSK', `the husk ${pid} is not where it should be`);
+      if ((ptracePeek(pid, at) & 0xffffn) !== 0x050fn)
+        throw new RestoreError('E_RESTORE_HUSK', `the husk ${pid} is not where it should be`);
       const husk = new Husk(pid, at);
       husk.main.call(SYS.mmap, [SCRATCH_ADDR, SCRATCH_BYTES, PROT_RW, MAP_PRIVATE_ANON | MAP_FIXED_NOREPLACE, -1, 0]);
       return husk;
@@ -183,7 +184,10 @@ export class Husk {
     const shape = (l: ReadonlyArray<{ start: number; end: number; path: string }>) =>
       l.map((m) => `${m.path}:${m.end - m.start}:${m.start - l[0].start}`).join(' ');
     if (shape(mine) !== shape(theirs)) {
-      throw new RestoreError('E_RESTORE_KERNEL', `the vDSO differs between the hosts (source ${shape(theirs)}, here ${shape(mine)}): both must run the same kernel`);
+      throw new RestoreError(
+        'E_RESTORE_KERNEL',
+        `the vDSO differs between the hosts (source ${shape(theirs)}, here ${shape(mine)}): both must run the same kernel`,
+      );
     }
     // Park every part first, then move each to its place: no move lands on a part not yet moved.
     let park = VDSO_PARK;

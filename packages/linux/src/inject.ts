@@ -82,4 +82,3 @@ function waitForTrap(tid: number, held: number[], timeoutMs: number): void {
     sleepSync(0.2);
   }
 }
-

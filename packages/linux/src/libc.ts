@@ -113,7 +113,17 @@ function errnoName(n: number): string {
   return `errno ${n}`;
 }
 function describe(n: number): string {
-  const texts: Record<string, string> = { EPERM: 'operation not permitted', ESRCH: 'no such process', EINVAL: 'invalid argument', EFAULT: 'bad address', EBUSY: 'busy', ENOMEM: 'out of memory', EACCES: 'permission denied', ENOSYS: 'not implemented by this kernel', ENOTTY: 'not supported by this kernel' };
+  const texts: Record<string, string> = {
+    EPERM: 'operation not permitted',
+    ESRCH: 'no such process',
+    EINVAL: 'invalid argument',
+    EFAULT: 'bad address',
+    EBUSY: 'busy',
+    ENOMEM: 'out of memory',
+    EACCES: 'permission denied',
+    ENOSYS: 'not implemented by this kernel',
+    ENOTTY: 'not supported by this kernel',
+  };
   return texts[errnoName(n)] ?? `errno ${n}`;
 }
 

@@ -158,12 +158,17 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 function need(o: Obj, k: string, kind: 'number' | 'string' | 'bytes' | 'array' | 'object' | 'boolean', where: string): unknown {
   const v = o[k];
   const ok =
-    kind === 'number' ? typeof v === 'number' && Number.isFinite(v)
-    : kind === 'string' ? typeof v === 'string'
-    : kind === 'bytes' ? v instanceof Uint8Array
-    : kind === 'array' ? Array.isArray(v)
-    : kind === 'boolean' ? typeof v === 'boolean'
-    : isObj(v);
+    kind === 'number'
+      ? typeof v === 'number' && Number.isFinite(v)
+      : kind === 'string'
+        ? typeof v === 'string'
+        : kind === 'bytes'
+          ? v instanceof Uint8Array
+          : kind === 'array'
+            ? Array.isArray(v)
+            : kind === 'boolean'
+              ? typeof v === 'boolean'
+              : isObj(v);
   if (!ok) throw new StateFormatError(`${where}.${k} must be ${kind === 'array' || kind === 'object' ? `an ${kind}` : `a ${kind}`}`);
   return v;
 }
@@ -185,13 +190,47 @@ const FD_KINDS = new Set(['file', 'dir', 'dev', 'stdio']);
  */
 export function parseProcessState(raw: unknown): ProcessState {
   const s = fields(raw, 'state', {
-    pid: 'number', comm: 'string', exe: 'string', cwd: 'string', umask: 'number', personality: 'number', rlimits: 'array',
-    creds: 'object', sigactions: 'array', pending: 'array', mm: 'object', vmas: 'array', contents: 'array', fds: 'array', threads: 'array',
+    pid: 'number',
+    comm: 'string',
+    exe: 'string',
+    cwd: 'string',
+    umask: 'number',
+    personality: 'number',
+    rlimits: 'array',
+    creds: 'object',
+    sigactions: 'array',
+    pending: 'array',
+    mm: 'object',
+    vmas: 'array',
+    contents: 'array',
+    fds: 'array',
+    threads: 'array',
   });
-  fields(s.mm, 'state.mm', { startCode: 'number', endCode: 'number', startData: 'number', endData: 'number', startBrk: 'number', brk: 'number', startStack: 'number', argStart: 'number', argEnd: 'number', envStart: 'number', envEnd: 'number', auxv: 'bytes' });
+  fields(s.mm, 'state.mm', {
+    startCode: 'number',
+    endCode: 'number',
+    startData: 'number',
+    endData: 'number',
+    startBrk: 'number',
+    brk: 'number',
+    startStack: 'number',
+    argStart: 'number',
+    argEnd: 'number',
+    envStart: 'number',
+    envEnd: 'number',
+    auxv: 'bytes',
+  });
   fields(s.creds, 'state.creds', { uid: 'array', gid: 'array', groups: 'array' });
   (s.vmas as unknown[]).forEach((v, i) => {
-    const o = fields(v, `state.vmas[${i}]`, { start: 'number', end: 'number', perms: 'string', offset: 'number', path: 'string', kind: 'string', growsDown: 'boolean' });
+    const o = fields(v, `state.vmas[${i}]`, {
+      start: 'number',
+      end: 'number',
+      perms: 'string',
+      offset: 'number',
+      path: 'string',
+      kind: 'string',
+      growsDown: 'boolean',
+    });
     if (!VMA_KINDS.has(o.kind as string)) throw new StateFormatError(`state.vmas[${i}].kind ${String(o.kind)} is unknown`);
   });
   (s.contents as unknown[]).forEach((c, i) => fields(c, `state.contents[${i}]`, { addr: 'number', pages: 'number' }));
@@ -206,7 +245,17 @@ export function parseProcessState(raw: unknown): ProcessState {
   const threads = s.threads as unknown[];
   if (threads.length === 0) throw new StateFormatError('state.threads is empty');
   threads.forEach((t, i) => {
-    const o = fields(t, `state.threads[${i}]`, { tid: 'number', regs: 'bytes', xstate: 'bytes', sigmask: 'bytes', altstack: 'object', robustList: 'object', clearChildTid: 'number', comm: 'string', pending: 'array' });
+    const o = fields(t, `state.threads[${i}]`, {
+      tid: 'number',
+      regs: 'bytes',
+      xstate: 'bytes',
+      sigmask: 'bytes',
+      altstack: 'object',
+      robustList: 'object',
+      clearChildTid: 'number',
+      comm: 'string',
+      pending: 'array',
+    });
     if ((o.regs as Uint8Array).length !== 27 * 8) throw new StateFormatError(`state.threads[${i}].regs must be 216 bytes`);
     if ((o.sigmask as Uint8Array).length !== 8) throw new StateFormatError(`state.threads[${i}].sigmask must be 8 bytes`);
   });
@@ -216,8 +265,12 @@ export function parseProcessState(raw: unknown): ProcessState {
 /** Checks the shape of a RestorePreview received in a Hello. */
 export function parseRestorePreview(raw: unknown): RestorePreview {
   const p = fields(raw, 'restore', { exe: 'string', vmas: 'array', files: 'array' });
-  (p.vmas as unknown[]).forEach((v, i) => fields(v, `restore.vmas[${i}]`, { start: 'number', end: 'number', perms: 'string', path: 'string' }));
-  (p.files as unknown[]).forEach((f, i) => fields(f, `restore.files[${i}]`, { path: 'string', size: 'number', mtimeNs: 'string', writable: 'boolean' }));
+  (p.vmas as unknown[]).forEach((v, i) =>
+    fields(v, `restore.vmas[${i}]`, { start: 'number', end: 'number', perms: 'string', path: 'string' }),
+  );
+  (p.files as unknown[]).forEach((f, i) =>
+    fields(f, `restore.files[${i}]`, { path: 'string', size: 'number', mtimeNs: 'string', writable: 'boolean' }),
+  );
   if (p.vdso !== null && p.vdso !== undefined) fields(p.vdso, 'restore.vdso', { size: 'number', sha256: 'string' });
   return p as unknown as RestorePreview;
 }

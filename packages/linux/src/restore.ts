@@ -107,7 +107,10 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
     restoreRlimits(husk.pid, state.rlimits);
     step('registers');
     const startTime = startTimeOf(husk.pid);
-    hold(husk.pid, threads.map((t) => t.tid));
+    hold(
+      husk.pid,
+      threads.map((t) => t.tid),
+    );
     step('held');
     return new RestoredProcess(husk.pid, startTime);
   } catch (e) {
@@ -262,9 +265,20 @@ function setMm(husk: Husk, s: ProcessState, exeFd: number): void {
   const m = s.mm;
   const auxvAt = husk.scratch(4096, Buffer.from(m.auxv));
   const map = Buffer.alloc(104);
-  [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd, m.envStart, m.envEnd, auxvAt].forEach(
-    (v, i) => map.writeBigUInt64LE(BigInt(v), i * 8),
-  );
+  [
+    m.startCode,
+    m.endCode,
+    m.startData,
+    m.endData,
+    m.startBrk,
+    m.brk,
+    m.startStack,
+    m.argStart,
+    m.argEnd,
+    m.envStart,
+    m.envEnd,
+    auxvAt,
+  ].forEach((v, i) => map.writeBigUInt64LE(BigInt(v), i * 8));
   map.writeUInt32LE(m.auxv.length, 96);
   map.writeInt32LE(exeFd, 100);
   try {

@@ -88,7 +88,7 @@ export class SoftDirtyTracker implements DirtyTracker {
     const buf = Buffer.alloc(Math.min(pages, chunk) * 8);
     for (let p = 0; p < pages; p += chunk) {
       const n = Math.min(chunk, pages - p);
-      const got = fs.readSync(this.pagemap, buf, 0, n * 8, ((m.start / PAGE + p) * 8));
+      const got = fs.readSync(this.pagemap, buf, 0, n * 8, (m.start / PAGE + p) * 8);
       for (let i = 0; i < got / 8; i++) {
         const e = buf.readBigUInt64LE(i * 8);
         if ((e & SOFT_DIRTY) !== 0n && (e & (PRESENT | SWAPPED)) !== 0n) {
@@ -101,4 +101,3 @@ export class SoftDirtyTracker implements DirtyTracker {
     }
   }
 }
-

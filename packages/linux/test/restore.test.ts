@@ -97,11 +97,25 @@ describe.skipIf(skip)('restore in a husk on this host', () => {
     const out = path.join(dir, 'stdout.log');
     const { restored } = cloneHere(p.pid!, out);
     pids.push(restored.pid);
-    await waitFor('the original to be gone', () => !fs.existsSync(`/proc/${p.pid}`) || fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8').includes(') Z'));
+    await waitFor(
+      'the original to be gone',
+      () => !fs.existsSync(`/proc/${p.pid}`) || fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8').includes(') Z'),
+    );
     const check = async (n: number) => {
       process.kill(restored.pid, 'SIGUSR1');
-      await waitFor(`check ${n}`, () => (fs.existsSync(out) ? fs.readFileSync(out, 'utf8').split('\n').filter((l) => l.startsWith('mw check')).length >= n : false));
-      const line = fs.readFileSync(out, 'utf8').trim().split('\n').filter((l) => l.startsWith('mw check'))[n - 1];
+      await waitFor(`check ${n}`, () =>
+        fs.existsSync(out)
+          ? fs
+              .readFileSync(out, 'utf8')
+              .split('\n')
+              .filter((l) => l.startsWith('mw check')).length >= n
+          : false,
+      );
+      const line = fs
+        .readFileSync(out, 'utf8')
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('mw check'))[n - 1];
       expect(line).toMatch(/^mw check ok /);
       return Number(/writes=(\d+)/.exec(line)![1]);
     };

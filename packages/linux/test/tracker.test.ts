@@ -7,7 +7,12 @@ import { Freezer, PageReader, UffdWpTracker, isMigratable, readMaps, type DirtyR
 
 /** The uffd-wp tracker on a real process that writes exactly the pages it is told to. */
 const POKE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../workloads/bin/poke');
-const skip = process.getuid?.() !== 0 ? 'not root (ptrace and userfaultfd of another process)' : !fs.existsSync(POKE) ? 'workloads not built (pnpm build)' : null;
+const skip =
+  process.getuid?.() !== 0
+    ? 'not root (ptrace and userfaultfd of another process)'
+    : !fs.existsSync(POKE)
+      ? 'workloads not built (pnpm build)'
+      : null;
 if (skip) console.warn(`tracker: skipped: ${skip}`);
 
 class Poke {
@@ -43,7 +48,9 @@ afterEach(() => {
 });
 
 async function startPoke(pages: number, threads = 1, thp = false) {
-  const child = spawn(POKE, ['--pages', String(pages), '--threads', String(threads), ...(thp ? ['--thp'] : [])], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(POKE, ['--pages', String(pages), '--threads', String(threads), ...(thp ? ['--thp'] : [])], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   procs.push(child);
   const p = new Poke(child);
   const m = /region=0x([0-9a-f]+) pages=(\d+) ready/.exec(await p.line())!;
@@ -52,13 +59,19 @@ async function startPoke(pages: number, threads = 1, thp = false) {
 
 const pagesOf = (ranges: DirtyRange[], region: number, n: number) => {
   const out: number[] = [];
-  for (const r of ranges) for (let a = r.start; a < r.end; a += 4096) if (a >= region && a < region + n * 4096) out.push((a - region) / 4096);
+  for (const r of ranges)
+    for (let a = r.start; a < r.end; a += 4096) if (a >= region && a < region + n * 4096) out.push((a - region) / 4096);
   return out;
 };
 
-const uffdFds = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
-  try { return fs.readlinkSync(`/proc/${pid}/fd/${f}`).includes('userfaultfd'); } catch { return false; }
-}).length;
+const uffdFds = (pid: number) =>
+  fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
+    try {
+      return fs.readlinkSync(`/proc/${pid}/fd/${f}`).includes('userfaultfd');
+    } catch {
+      return false;
+    }
+  }).length;
 
 describe.skipIf(skip)('UffdWpTracker', () => {
   it('reports exactly the pages written, each once, and leaves nothing behind', async () => {
@@ -142,7 +155,14 @@ describe.skipIf(skip)('UffdWpTracker', () => {
     const { pid, region } = await startPoke(16);
     const r = new PageReader(pid);
     const out = Buffer.alloc(32 * 4096);
-    const got = r.readRanges([{ addr: region, pages: 4 }, { addr: 0x1000, pages: 2 }, { addr: region + 8 * 4096, pages: 2 }], out);
+    const got = r.readRanges(
+      [
+        { addr: region, pages: 4 },
+        { addr: 0x1000, pages: 2 },
+        { addr: region + 8 * 4096, pages: 2 },
+      ],
+      out,
+    );
     expect(got).toEqual([4, 0, 2]);
     expect(out[7]).toBe(1);
   });

@@ -120,5 +120,6 @@ export const PROTOCOL_ERROR_CODES: Readonly<Record<string, string>> = Object.fre
   E_CHANNEL_TIMEOUT: 'no message arrived from the peer in time, or the peer took no data for too long',
   E_UNEXPECTED_MESSAGE: 'a message of another type arrived than the one the protocol expects at that point',
   E_PEER_ABORT: 'the peer sent Abort; its own code and reason travel with the error',
-  E_SECURITY_CONFIG: 'the TLS or pre-shared key flags are incomplete or contradictory, or name a file that cannot be read or a key that is too short',
+  E_SECURITY_CONFIG:
+    'the TLS or pre-shared key flags are incomplete or contradictory, or name a file that cannot be read or a key that is too short',
 });

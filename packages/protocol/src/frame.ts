@@ -84,7 +84,8 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 /** Encodes a message as [prefix + header, payload?]. */
 export function encodeMessage(m: Message): Buffer[] {
   const header = packr.pack(headerToWire(m));
-  if (header.length > MAX_HEADER_BYTES) throw new LimitExceededError(`a ${m.type} header of ${header.length} bytes exceeds ${MAX_HEADER_BYTES}`);
+  if (header.length > MAX_HEADER_BYTES)
+    throw new LimitExceededError(`a ${m.type} header of ${header.length} bytes exceeds ${MAX_HEADER_BYTES}`);
   const payloadLen = m.payload ? m.payload.length : 0;
   const frameLen = 1 + 4 + header.length + payloadLen;
   if (frameLen > MAX_FRAME_BYTES) throw new FrameTooLargeError(`a frame of ${frameLen} bytes exceeds ${MAX_FRAME_BYTES}`);
@@ -174,7 +175,9 @@ export class FrameDecoder {
   end(): void {
     if (this.failed) return;
     if (this.buffered > 0) {
-      this.failed = new FrameTruncatedError(`the stream ended inside a frame (${this.buffered} bytes of ${this.state === 'READ_LENGTH' ? 4 : this.need} buffered)`);
+      this.failed = new FrameTruncatedError(
+        `the stream ended inside a frame (${this.buffered} bytes of ${this.state === 'READ_LENGTH' ? 4 : this.need} buffered)`,
+      );
       throw this.failed;
     }
   }

@@ -229,7 +229,13 @@ export const resolved = (h: ResolvedHeader): Message => ({ type: MessageType.Res
 export function headerToWire(m: Message): Record<string, unknown> {
   if (m.type === MessageType.PageBatch) {
     const h = m.header;
-    return { round: h.round, seq: h.seq, ranges: h.ranges.toWire(), kinds: Buffer.from(h.kinds.buffer, h.kinds.byteOffset, h.kinds.byteLength), lengths: h.lengths };
+    return {
+      round: h.round,
+      seq: h.seq,
+      ranges: h.ranges.toWire(),
+      kinds: Buffer.from(h.kinds.buffer, h.kinds.byteOffset, h.kinds.byteLength),
+      lengths: h.lengths,
+    };
   }
   return m.header as unknown as Record<string, unknown>;
 }
@@ -267,13 +273,16 @@ function uintArray(o: Obj, k: string, maxLen: number, maxVal = Number.MAX_SAFE_I
   const v = o[k];
   if (!Array.isArray(v)) throw new BadHeaderError(`field '${k}' must be an array`);
   if (v.length > maxLen) throw new LimitExceededError(`field '${k}' has ${v.length} entries, more than ${maxLen}`);
-  for (const x of v) if (!Number.isSafeInteger(x) || x < 0 || x > maxVal) throw new BadHeaderError(`field '${k}' must hold whole numbers from 0 to ${maxVal}`);
+  for (const x of v)
+    if (!Number.isSafeInteger(x) || x < 0 || x > maxVal)
+      throw new BadHeaderError(`field '${k}' must hold whole numbers from 0 to ${maxVal}`);
   return v as number[];
 }
 
 function map(o: Obj, k: string): Record<string, unknown> {
   const v = o[k];
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) throw new BadHeaderError(`field '${k}' must be a map`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array)
+    throw new BadHeaderError(`field '${k}' must be a map`);
   return v as Record<string, unknown>;
 }
 function sessionIdOf(o: Obj): string {
@@ -309,7 +318,8 @@ function layout(o: Obj, k: string): Mapping[] {
 export function validateMessage(type: number, raw: unknown, payload: Buffer): Message {
   if (type === MessageType.Invalid) throw new InvalidMessageTypeError('message type 0 is never valid');
   if (!(type in MessageType) || typeof MessageType[type] !== 'string') throw new UnknownMessageTypeError(`unknown message type ${type}`);
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new BadHeaderError(`the header of ${MessageType[type]} is not a map`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new BadHeaderError(`the header of ${MessageType[type]} is not a map`);
   const o = raw as Obj;
   const noPayload = () => {
     if (payload.length !== 0) throw new BadPayloadError(`${MessageType[type]} carries no payload, got ${payload.length} bytes`);
@@ -321,18 +331,33 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
       if (magic !== MAGIC) throw new BadMagicError(`bad magic ${JSON.stringify(magic)}: the peer is not a forecopy agent`);
       const version = uint(o, 'version', 0xffff);
       if (!SUPPORTED_VERSIONS.includes(version)) {
-        throw new UnsupportedVersionError(`protocol version ${version} is not supported (this agent speaks ${SUPPORTED_VERSIONS.join(', ')})`);
+        throw new UnsupportedVersionError(
+          `protocol version ${version} is not supported (this agent speaks ${SUPPORTED_VERSIONS.join(', ')})`,
+        );
       }
       const sessionId = str(o, 'sessionId', 32);
       if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new BadHeaderError(`sessionId must be 32 lower-case hex characters`);
-      const h: HelloHeader = { magic, version, sessionId, pageSize: uint(o, 'pageSize'), totalPages: uint(o, 'totalPages'), policy: str(o, 'policy', 64), layout: layout(o, 'layout') };
+      const h: HelloHeader = {
+        magic,
+        version,
+        sessionId,
+        pageSize: uint(o, 'pageSize'),
+        totalPages: uint(o, 'totalPages'),
+        policy: str(o, 'policy', 64),
+        layout: layout(o, 'layout'),
+      };
       if (o.restore !== undefined) h.restore = map(o, 'restore');
       return { type: MessageType.Hello, header: h };
     }
     case MessageType.HelloAck: {
       noPayload();
       const sessionId = str(o, 'sessionId', 32);
-      const h: HelloAckHeader = { version: uint(o, 'version', 0xffff), sessionId, credit: uint(o, 'credit', 1 << 20), maxFrameBytes: uint(o, 'maxFrameBytes') };
+      const h: HelloAckHeader = {
+        version: uint(o, 'version', 0xffff),
+        sessionId,
+        credit: uint(o, 'credit', 1 << 20),
+        maxFrameBytes: uint(o, 'maxFrameBytes'),
+      };
       if (o.restore !== undefined) h.restore = bool(o, 'restore');
       return { type: MessageType.HelloAck, header: h };
     }
@@ -345,7 +370,8 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
     }
     case MessageType.PageBatch: {
       const ranges = RangeTable.fromWire(o.ranges);
-      if (ranges.rangeCount > MAX_RANGES_PER_BATCH) throw new LimitExceededError(`a batch has ${ranges.rangeCount} ranges, more than ${MAX_RANGES_PER_BATCH}`);
+      if (ranges.rangeCount > MAX_RANGES_PER_BATCH)
+        throw new LimitExceededError(`a batch has ${ranges.rangeCount} ranges, more than ${MAX_RANGES_PER_BATCH}`);
       const pages = ranges.pages();
       if (pages > MAX_PAGES_PER_BATCH) throw new LimitExceededError(`a batch has ${pages} pages, more than ${MAX_PAGES_PER_BATCH}`);
       const kinds = o.kinds;
@@ -366,14 +392,21 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
       }
       if (li !== lengths.length) throw new BadPayloadError(`'lengths' has ${lengths.length} entries for ${li} non-zero pages`);
       if (sum !== payload.length) throw new BadPayloadError(`page lengths add up to ${sum} bytes, the payload has ${payload.length}`);
-      return { type: MessageType.PageBatch, header: { round: uint(o, 'round'), seq: uint(o, 'seq', 0xffffffff), ranges, kinds, lengths }, payload };
+      return {
+        type: MessageType.PageBatch,
+        header: { round: uint(o, 'round'), seq: uint(o, 'seq', 0xffffffff), ranges, kinds, lengths },
+        payload,
+      };
     }
     case MessageType.BatchAck:
       noPayload();
       return { type: MessageType.BatchAck, header: { seq: uint(o, 'seq', 0xffffffff), credit: uint(o, 'credit', 1 << 20) } };
     case MessageType.RoundEnd:
       noPayload();
-      return { type: MessageType.RoundEnd, header: { round: uint(o, 'round'), pagesSent: uint(o, 'pagesSent'), batches: uint(o, 'batches') } };
+      return {
+        type: MessageType.RoundEnd,
+        header: { round: uint(o, 'round'), pagesSent: uint(o, 'pagesSent'), batches: uint(o, 'batches') },
+      };
     case MessageType.RoundAck:
       noPayload();
       return { type: MessageType.RoundAck, header: { round: uint(o, 'round'), pagesApplied: uint(o, 'pagesApplied') } };
@@ -384,7 +417,8 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
       const algorithm = str(o, 'algorithm', 16);
       if (algorithm !== 'xxh64') throw new BadHeaderError(`checksum algorithm ${algorithm} is not supported (xxh64)`);
       const count = uint(o, 'count', MAX_CHECKSUMS_PER_FRAME);
-      if (payload.length !== count * 8) throw new BadPayloadError(`${count} checksums need ${count * 8} bytes, the payload has ${payload.length}`);
+      if (payload.length !== count * 8)
+        throw new BadPayloadError(`${count} checksums need ${count * 8} bytes, the payload has ${payload.length}`);
       const h: ChecksumsHeader = { algorithm, firstPage: uint(o, 'firstPage'), count };
       if (o.stateHash !== undefined) {
         h.stateHash = str(o, 'stateHash', 16);

@@ -54,7 +54,8 @@ export class RangeTable {
       }
       if (s <= end) throw new BadHeaderError(`range ${i / 2} at page ${s} overlaps or is out of order`);
       end = s + c - 1;
-      if (totalPages !== undefined && end >= totalPages) throw new BadHeaderError(`range ${i / 2} ends at page ${end}, past ${totalPages - 1}`);
+      if (totalPages !== undefined && end >= totalPages)
+        throw new BadHeaderError(`range ${i / 2} ends at page ${end}, past ${totalPages - 1}`);
     }
     return new RangeTable(value.slice());
   }

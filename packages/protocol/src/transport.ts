@@ -43,7 +43,9 @@ export function readPsk(file: string): Buffer {
   const text = raw.toString('utf8').trim();
   if (/^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0 && text.length >= 32) return Buffer.from(text, 'hex');
   if (raw.length >= 16 && !/^[0-9a-fA-F\s]*$/.test(text)) return raw;
-  throw new SecurityConfigError(`the pre-shared key in ${file} is too short: use at least 16 random bytes (e.g. openssl rand -hex 32 > ${file})`);
+  throw new SecurityConfigError(
+    `the pre-shared key in ${file} is too short: use at least 16 random bytes (e.g. openssl rand -hex 32 > ${file})`,
+  );
 }
 
 /** Builds the security of an agent from its flags; null for plain TCP. */

@@ -35,7 +35,11 @@ function pipePair(): [Duplex, Duplex] {
   return [a, b];
 }
 
-const failure = (p: Promise<unknown>) => p.then(() => null, (e: Error) => e);
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => null,
+    (e: Error) => e,
+  );
 
 describe('MessageChannel failures', () => {
   it('a peer that ends between frames: queued messages first, then ChannelClosedError with peerEnded', async () => {

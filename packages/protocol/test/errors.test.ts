@@ -69,6 +69,8 @@ describe('protocol error codes', () => {
 
   it('unusable security flags are a SecurityConfigError', () => {
     expect(() => protocol.loadSecurity({ tlsCert: 'a.pem' })).toThrow(protocol.SecurityConfigError);
-    expect(() => protocol.loadSecurity({ pskFile: '/nonexistent/forecopy.key' })).toThrow(expect.objectContaining({ code: 'E_SECURITY_CONFIG' }));
+    expect(() => protocol.loadSecurity({ pskFile: '/nonexistent/forecopy.key' })).toThrow(
+      expect.objectContaining({ code: 'E_SECURITY_CONFIG' }),
+    );
   });
 });

@@ -37,8 +37,20 @@ const samples: Message[] = [
   helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0 }),
   roundStart({ round: 1, final: false, plannedPages: 4 }),
   roundStart({ round: 2, final: true, plannedPages: 1, layout }),
-  pageBatch({ round: 1, seq: 0, ranges: RangeTable.fromSortedPages([0, 1]), kinds: Buffer.from([PAGE_KIND.ZERO, PAGE_KIND.LZ4]), lengths: [lz4Page.length] }, lz4Page),
-  pageBatch({ round: 1, seq: 1, ranges: RangeTable.fromSortedPages([3]), kinds: Buffer.from([PAGE_KIND.RAW]), lengths: [4096] }, Buffer.alloc(4096, 7)),
+  pageBatch(
+    {
+      round: 1,
+      seq: 0,
+      ranges: RangeTable.fromSortedPages([0, 1]),
+      kinds: Buffer.from([PAGE_KIND.ZERO, PAGE_KIND.LZ4]),
+      lengths: [lz4Page.length],
+    },
+    lz4Page,
+  ),
+  pageBatch(
+    { round: 1, seq: 1, ranges: RangeTable.fromSortedPages([3]), kinds: Buffer.from([PAGE_KIND.RAW]), lengths: [4096] },
+    Buffer.alloc(4096, 7),
+  ),
   batchAck({ seq: 0, credit: 1 }),
   roundEnd({ round: 1, pagesSent: 3, batches: 2 }),
   roundAck({ round: 1, pagesApplied: 3 }),
@@ -60,13 +72,39 @@ const restoreOf = {
   committed: committed({ sessionId: SESSION, restoredPid: 4242, restoreMs: 12.5 }),
 };
 const restoreSamples: Message[] = [
-  hello({ magic: 'FCPY', version: PROTOCOL_VERSION, sessionId: SESSION, pageSize: 4096, totalPages: 4, policy: 'precopy', layout, restore: { exe: '/usr/bin/app', vmas: [{ start: 0x7f0000000000, end: 0x7f0000004000, perms: 'rw-p', path: '' }], files: [], vdso: null } }),
-  hello({ magic: 'FCPY', version: PROTOCOL_VERSION, sessionId: SESSION, pageSize: 4096, totalPages: 4, policy: 'precopy', layout, restore: {} }),
+  hello({
+    magic: 'FCPY',
+    version: PROTOCOL_VERSION,
+    sessionId: SESSION,
+    pageSize: 4096,
+    totalPages: 4,
+    policy: 'precopy',
+    layout,
+    restore: {
+      exe: '/usr/bin/app',
+      vmas: [{ start: 0x7f0000000000, end: 0x7f0000004000, perms: 'rw-p', path: '' }],
+      files: [],
+      vdso: null,
+    },
+  }),
+  hello({
+    magic: 'FCPY',
+    version: PROTOCOL_VERSION,
+    sessionId: SESSION,
+    pageSize: 4096,
+    totalPages: 4,
+    policy: 'precopy',
+    layout,
+    restore: {},
+  }),
   helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0, restore: true }),
   helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0, restore: false }),
   restoreOf.processState,
   // A whole page of contents, and a state with no contents at all (an empty payload).
-  processState({ state: { ...state, contents: [{ addr: 0x7f0000001000, pages: 1 }], nested: [[1, [-2, 2 ** 40]], []] } }, Buffer.alloc(4096, 0xa5)),
+  processState(
+    { state: { ...state, contents: [{ addr: 0x7f0000001000, pages: 1 }], nested: [[1, [-2, 2 ** 40]], []] } },
+    Buffer.alloc(4096, 0xa5),
+  ),
   processState({ state: { pid: 1, contents: [] } }, Buffer.alloc(0)),
   restoreOf.checksums,
   checksums({ algorithm: 'xxh64', firstPage: 1, count: 2 }, Buffer.alloc(16, 3)),
@@ -86,7 +124,17 @@ const restoreSamples: Message[] = [
 samples.push(...restoreSamples);
 
 const wire = (m: Message) => Buffer.concat(encodeMessage(m));
-const norm = (m: Message) => JSON.parse(JSON.stringify({ ...m, header: { ...m.header, ranges: (m.header as any).ranges?.toWire?.(), kinds: (m.header as any).kinds ? [...(m.header as any).kinds] : undefined } }));
+const norm = (m: Message) =>
+  JSON.parse(
+    JSON.stringify({
+      ...m,
+      header: {
+        ...m.header,
+        ranges: (m.header as any).ranges?.toWire?.(),
+        kinds: (m.header as any).kinds ? [...(m.header as any).kinds] : undefined,
+      },
+    }),
+  );
 
 describe('frames', () => {
   it('round-trips every message type', () => {
@@ -200,19 +248,29 @@ describe('frames', () => {
 
   it('rejects another protocol version and a bad magic', () => {
     const h = samples[0].header as any;
-    expect(() => new FrameDecoder().push(wire(hello({ ...h, version: 2 })))).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED_VERSION' }));
+    expect(() => new FrameDecoder().push(wire(hello({ ...h, version: 2 })))).toThrow(
+      expect.objectContaining({ code: 'E_UNSUPPORTED_VERSION' }),
+    );
     expect(() => new FrameDecoder().push(wire(hello({ ...h, magic: 'HTTP' })))).toThrow(expect.objectContaining({ code: 'E_BAD_MAGIC' }));
   });
 
   it('rejects a PageBatch whose lengths do not add up to its payload', () => {
-    const m = pageBatch({ round: 1, seq: 0, ranges: RangeTable.fromSortedPages([3]), kinds: Buffer.from([PAGE_KIND.RAW]), lengths: [4096] }, Buffer.alloc(4000));
+    const m = pageBatch(
+      { round: 1, seq: 0, ranges: RangeTable.fromSortedPages([3]), kinds: Buffer.from([PAGE_KIND.RAW]), lengths: [4096] },
+      Buffer.alloc(4000),
+    );
     expect(() => new FrameDecoder().push(wire(m))).toThrow(expect.objectContaining({ code: 'E_BAD_PAYLOAD' }));
-    const k = pageBatch({ round: 1, seq: 0, ranges: RangeTable.fromSortedPages([3, 4]), kinds: Buffer.from([PAGE_KIND.RAW]), lengths: [4096] }, Buffer.alloc(4096));
+    const k = pageBatch(
+      { round: 1, seq: 0, ranges: RangeTable.fromSortedPages([3, 4]), kinds: Buffer.from([PAGE_KIND.RAW]), lengths: [4096] },
+      Buffer.alloc(4096),
+    );
     expect(() => new FrameDecoder().push(wire(k))).toThrow(expect.objectContaining({ code: 'E_BAD_HEADER' }));
   });
 
   it('rejects garbage that is not msgpack, and an HTTP response', () => {
-    expect(() => new FrameDecoder().push(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'))).toThrow(expect.objectContaining({ code: 'E_FRAME_TOO_LARGE' }));
+    expect(() => new FrameDecoder().push(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'))).toThrow(
+      expect.objectContaining({ code: 'E_FRAME_TOO_LARGE' }),
+    );
     const b = wire(samples[6]);
     b[9] = 0xc1; // never used in msgpack
     expect(() => new FrameDecoder().push(b)).toThrow(expect.objectContaining({ code: 'E_BAD_HEADER' }));
@@ -225,8 +283,18 @@ describe('RangeTable', () => {
     expect(t.toWire()).toEqual([4, 3, 9, 4, 20, 1]);
     expect(t.pages()).toBe(8);
     expect([...t.pageIndices()]).toEqual([4, 5, 6, 9, 10, 11, 12, 20]);
-    expect(t.partition(3).map((x) => x.toWire())).toEqual([[4, 3], [9, 3], [12, 1, 20, 1]]);
-    expect(RangeTable.fromRuns([[0, 2], [2, 5], [9, 10]]).toWire()).toEqual([0, 5, 9, 1]);
+    expect(t.partition(3).map((x) => x.toWire())).toEqual([
+      [4, 3],
+      [9, 3],
+      [12, 1, 20, 1],
+    ]);
+    expect(
+      RangeTable.fromRuns([
+        [0, 2],
+        [2, 5],
+        [9, 10],
+      ]).toWire(),
+    ).toEqual([0, 5, 9, 1]);
     expect(t.sizes(4096).memoryBytes).toBe(8 * 4096);
   });
 
@@ -246,10 +314,8 @@ const GOLDEN = {
     '00000054020000004fde0004a776657273696f6e01a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566a663726564697420ad6d61784672616d65427974657300',
   pageBatch:
     '0000003c040000002dde0005a5726f756e6401a373657100a672616e676573920002a56b696e6473c4020201a76c656e67746873910a001000001f000100ffff',
-  batchAck:
-    '000000150500000010de0002a373657100a663726564697401',
-  abort:
-    '000000300c0000002bde0002a4636f6465a8455f534f55524345a6726561736f6eb27468652070726f6365737320657869746564',
+  batchAck: '000000150500000010de0002a373657100a663726564697401',
+  abort: '000000300c0000002bde0002a4636f6465a8455f534f55524345a6726561736f6eb27468652070726f6365737320657869746564',
   hello:
     '000000c701000000c2de0007a56d61676963a446435059a776657273696f6e01a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566a87061676553697a65cd1000aa746f74616c506167657304a6706f6c696379a7707265636f7079a66c61796f757491de0008a2696401a57374617274cb42dfc00000000000a5706167657304a470726f74a472772d70a66f666673657400a46e616d65a65b686561705da86d69677261746564c3a9696e6465784261736500',
   // 0x5e = 1 + 4 + 0x49 + 16: type 0x10, a 73-byte header {state: {pid: cd 1092, comm, contents:
@@ -258,8 +324,7 @@ const GOLDEN = {
   processState:
     '0000005e1000000049de0001a57374617465de0004a3706964cd1092a4636f6d6da3617070a8636f6e74656e747391de0002a461646472cb42dfc00000040000a5706167657301a472656773c404deadbeef000102030405060708090a0b0c0d0e0f',
   // 0x34 = 1 + 4 + 0x2f: type 0x11, {sessionId: d9 20 + 32 characters}.
-  release:
-    '00000034110000002fde0001a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566',
+  release: '00000034110000002fde0001a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566',
   // 0x54 = 1 + 4 + 0x4f: type 0x13, {sessionId, running: c3 (true), pid: cd 1092, reason: 'released'}.
   resolved:
     '00000054130000004fde0004a973657373696f6e4964d9203031323334353637383961626364656630313233343536373839616263646566a772756e6e696e67c3a3706964cd1092a6726561736f6ea872656c6561736564',

@@ -28,14 +28,37 @@ import {
  */
 const SESSION = '0123456789abcdef0123456789abcdef';
 const valid: Message[] = [
-  hello({ magic: 'FCPY', version: 1, sessionId: SESSION, pageSize: 4096, totalPages: 8, policy: 'precopy', layout: [{ id: 1, start: 4096, pages: 8, prot: 'rw-p', offset: 0, name: 'x', migrated: true, indexBase: 0 }] }),
+  hello({
+    magic: 'FCPY',
+    version: 1,
+    sessionId: SESSION,
+    pageSize: 4096,
+    totalPages: 8,
+    policy: 'precopy',
+    layout: [{ id: 1, start: 4096, pages: 8, prot: 'rw-p', offset: 0, name: 'x', migrated: true, indexBase: 0 }],
+  }),
   roundStart({ round: 1, final: false, plannedPages: 2 }),
-  pageBatch({ round: 1, seq: 0, ranges: RangeTable.fromSortedPages([0, 1]), kinds: Buffer.from([PAGE_KIND.ZERO, PAGE_KIND.RAW]), lengths: [4096] }, Buffer.alloc(4096, 3)),
+  pageBatch(
+    { round: 1, seq: 0, ranges: RangeTable.fromSortedPages([0, 1]), kinds: Buffer.from([PAGE_KIND.ZERO, PAGE_KIND.RAW]), lengths: [4096] },
+    Buffer.alloc(4096, 3),
+  ),
   batchAck({ seq: 0, credit: 1 }),
   // The restore's messages and optional fields.
-  hello({ magic: 'FCPY', version: 1, sessionId: SESSION, pageSize: 4096, totalPages: 8, policy: 'precopy', layout: [], restore: { exe: '/bin/app', vmas: [{ start: 4096, end: 8192, perms: 'r-xp', path: '/bin/app' }], files: [], vdso: null } }),
+  hello({
+    magic: 'FCPY',
+    version: 1,
+    sessionId: SESSION,
+    pageSize: 4096,
+    totalPages: 8,
+    policy: 'precopy',
+    layout: [],
+    restore: { exe: '/bin/app', vmas: [{ start: 4096, end: 8192, perms: 'r-xp', path: '/bin/app' }], files: [], vdso: null },
+  }),
   helloAck({ version: 1, sessionId: SESSION, credit: 8, maxFrameBytes: 0, restore: true }),
-  processState({ state: { pid: 7, regs: Buffer.alloc(16, 1), contents: [{ addr: 2 ** 40, pages: 1 }], rlimits: [[-1, -1]] } }, Buffer.alloc(4096, 5)),
+  processState(
+    { state: { pid: 7, regs: Buffer.alloc(16, 1), contents: [{ addr: 2 ** 40, pages: 1 }], rlimits: [[-1, -1]] } },
+    Buffer.alloc(4096, 5),
+  ),
   checksums({ algorithm: 'xxh64', firstPage: 0, count: 2, stateHash: '0123456789abcdef' }, Buffer.alloc(16, 9)),
   committed({ sessionId: SESSION, restoredPid: 4242, restoreMs: 3.5 }),
   release({ sessionId: SESSION }),
@@ -62,49 +85,67 @@ const RUNS = 25_000; // x 5 properties = 125,000 inputs
 
 describe('decoder fuzz (fast-check)', () => {
   it('random bytes', () => {
-    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 6 }), (parts) => void feed(parts.map((p) => Buffer.from(p)))), { numRuns: RUNS, seed: 1 });
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 6 }), (parts) => void feed(parts.map((p) => Buffer.from(p)))),
+      { numRuns: RUNS, seed: 1 },
+    );
   });
 
   it('valid frames with bytes flipped, truncated, split anywhere', () => {
     fc.assert(
-      fc.property(fc.constantFrom(...frames), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat(), fc.nat(), (f, flips, cut, split) => {
-        const b = Buffer.from(f);
-        for (const [at, v] of flips) b[at % b.length] = v;
-        const t = b.subarray(0, b.length - (cut % 4 === 0 ? cut % b.length : 0));
-        const s = split % (t.length + 1);
-        feed([t.subarray(0, s), t.subarray(s)]);
-      }),
+      fc.property(
+        fc.constantFrom(...frames),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }),
+        fc.nat(),
+        fc.nat(),
+        (f, flips, cut, split) => {
+          const b = Buffer.from(f);
+          for (const [at, v] of flips) b[at % b.length] = v;
+          const t = b.subarray(0, b.length - (cut % 4 === 0 ? cut % b.length : 0));
+          const s = split % (t.length + 1);
+          feed([t.subarray(0, s), t.subarray(s)]);
+        },
+      ),
       { numRuns: RUNS, seed: 2 },
     );
   });
 
   it('frames in any order and number, and oversized lengths', () => {
     fc.assert(
-      fc.property(fc.array(fc.constantFrom(...frames), { maxLength: 10 }), fc.option(fc.integer({ min: 0, max: 0xffffffff })), (fs, big) => {
-        const parts = [...fs];
-        if (big !== null) {
-          const h = Buffer.alloc(4);
-          h.writeUInt32BE(big);
-          parts.push(h);
-        }
-        feed([Buffer.concat(parts)]);
-      }),
+      fc.property(
+        fc.array(fc.constantFrom(...frames), { maxLength: 10 }),
+        fc.option(fc.integer({ min: 0, max: 0xffffffff })),
+        (fs, big) => {
+          const parts = [...fs];
+          if (big !== null) {
+            const h = Buffer.alloc(4);
+            h.writeUInt32BE(big);
+            parts.push(h);
+          }
+          feed([Buffer.concat(parts)]);
+        },
+      ),
       { numRuns: RUNS, seed: 3 },
     );
   });
 
   it('headers with arbitrary fields', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 255 }), fc.object({ maxDepth: 2 }), fc.uint8Array({ maxLength: 64 }), (type, header, payload) => {
-        const h = new Packr({ useRecords: false }).pack(header);
-        const b = Buffer.alloc(9 + h.length + payload.length);
-        b.writeUInt32BE(5 + h.length + payload.length, 0);
-        b.writeUInt8(type, 4);
-        b.writeUInt32BE(h.length, 5);
-        h.copy(b, 9);
-        Buffer.from(payload).copy(b, 9 + h.length);
-        feed([b]);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 255 }),
+        fc.object({ maxDepth: 2 }),
+        fc.uint8Array({ maxLength: 64 }),
+        (type, header, payload) => {
+          const h = new Packr({ useRecords: false }).pack(header);
+          const b = Buffer.alloc(9 + h.length + payload.length);
+          b.writeUInt32BE(5 + h.length + payload.length, 0);
+          b.writeUInt8(type, 4);
+          b.writeUInt32BE(h.length, 5);
+          h.copy(b, 9);
+          Buffer.from(payload).copy(b, 9 + h.length);
+          feed([b]);
+        },
+      ),
       { numRuns: RUNS, seed: 4 },
     );
   });
@@ -112,10 +153,28 @@ describe('decoder fuzz (fast-check)', () => {
   // Random types rarely hit a known one with a header close to valid: here a valid header of a
   // known type has some of its fields replaced, removed or added, each with any value.
   it('valid headers with fields replaced by anything', () => {
-    const bases = valid.map((m) => ({ type: m.type, header: new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(encodeMessage(m)[0].subarray(9)) as Record<string, unknown>, payload: m.payload }));
-    const names = [...new Set(bases.flatMap((b) => Object.keys(b.header))), 'restore', 'stateHash', 'restoredPid', 'restoreMs', 'state', 'running'];
+    const bases = valid.map((m) => ({
+      type: m.type,
+      header: new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(encodeMessage(m)[0].subarray(9)) as Record<string, unknown>,
+      payload: m.payload,
+    }));
+    const names = [
+      ...new Set(bases.flatMap((b) => Object.keys(b.header))),
+      'restore',
+      'stateHash',
+      'restoredPid',
+      'restoreMs',
+      'state',
+      'running',
+    ];
     const seen = { accepted: 0, refused: 0 };
-    const anyValue = fc.oneof(fc.anything({ maxDepth: 2 }), fc.uint8Array({ maxLength: 16 }), fc.integer(), fc.double(), fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF'), minLength: 15, maxLength: 33 }));
+    const anyValue = fc.oneof(
+      fc.anything({ maxDepth: 2 }),
+      fc.uint8Array({ maxLength: 16 }),
+      fc.integer(),
+      fc.double(),
+      fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF'), minLength: 15, maxLength: 33 }),
+    );
     fc.assert(
       fc.property(
         fc.constantFrom(...bases),

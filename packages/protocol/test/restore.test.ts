@@ -29,7 +29,15 @@ import {
  */
 const SESSION = '0123456789abcdef0123456789abcdef';
 const layout = [{ id: 1, start: 0x7f0000000000, pages: 4, prot: 'rw-p', offset: 0, name: '[heap]', migrated: true, indexBase: 0 }];
-const helloHeader = { magic: 'FCPY', version: PROTOCOL_VERSION, sessionId: SESSION, pageSize: 4096, totalPages: 4, policy: 'precopy', layout };
+const helloHeader = {
+  magic: 'FCPY',
+  version: PROTOCOL_VERSION,
+  sessionId: SESSION,
+  pageSize: 4096,
+  totalPages: 4,
+  policy: 'precopy',
+  layout,
+};
 
 const wire = (m: Message) => Buffer.concat(encodeMessage(m));
 /** Encodes without the factories' types: the encoder does not validate, the decoder must. */
@@ -56,8 +64,20 @@ const badHeader = (b: Buffer, field: RegExp) => rejects(b, 'BadHeaderError', 'E_
 
 describe('restore messages: validation', () => {
   it('Checksums.stateHash must be 16 lower-case hex digits', () => {
-    const sums = (stateHash: unknown) => raw(MessageType.Checksums, { algorithm: 'xxh64', firstPage: 0, count: 1, stateHash }, Buffer.alloc(8));
-    for (const h of ['0123456789ABCDEF', '0123456789abcde', '0123456789abcdef0', 'g123456789abcdef', ' 123456789abcdef', '', 0x0123456789abcd, null, true, Buffer.from('0123456789abcdef')]) {
+    const sums = (stateHash: unknown) =>
+      raw(MessageType.Checksums, { algorithm: 'xxh64', firstPage: 0, count: 1, stateHash }, Buffer.alloc(8));
+    for (const h of [
+      '0123456789ABCDEF',
+      '0123456789abcde',
+      '0123456789abcdef0',
+      'g123456789abcdef',
+      ' 123456789abcdef',
+      '',
+      0x0123456789abcd,
+      null,
+      true,
+      Buffer.from('0123456789abcdef'),
+    ]) {
       badHeader(sums(h), /stateHash/);
     }
     expect(decode(sums('0123456789abcdef'))[0].header).toMatchObject({ stateHash: '0123456789abcdef' });
@@ -71,7 +91,11 @@ describe('restore messages: validation', () => {
     for (const ms of [-1, -0.5, Infinity, NaN, '12', null]) {
       badHeader(raw(MessageType.Committed, { sessionId: SESSION, restoredPid: 1, restoreMs: ms }), /restoreMs/);
     }
-    expect(decode(raw(MessageType.Committed, { sessionId: SESSION, restoredPid: 2 ** 31 - 1, restoreMs: 0.25 }))[0].header).toEqual({ sessionId: SESSION, restoredPid: 2 ** 31 - 1, restoreMs: 0.25 });
+    expect(decode(raw(MessageType.Committed, { sessionId: SESSION, restoredPid: 2 ** 31 - 1, restoreMs: 0.25 }))[0].header).toEqual({
+      sessionId: SESSION,
+      restoredPid: 2 ** 31 - 1,
+      restoreMs: 0.25,
+    });
     badHeader(raw(MessageType.Committed, { sessionId: SESSION.toUpperCase(), restoredPid: 1 }), /sessionId/);
   });
 
@@ -96,7 +120,10 @@ describe('restore messages: validation', () => {
     }
     badHeader(raw(MessageType.ProcessState, {}, Buffer.alloc(4096)), /state/);
     // Any payload, an empty one included: the protocol does not tie it to the state (the destination does).
-    expect(decode(raw(MessageType.ProcessState, { state: {} }, Buffer.alloc(0)))[0]).toMatchObject({ type: MessageType.ProcessState, header: { state: {} } });
+    expect(decode(raw(MessageType.ProcessState, { state: {} }, Buffer.alloc(0)))[0]).toMatchObject({
+      type: MessageType.ProcessState,
+      header: { state: {} },
+    });
     expect(decode(raw(MessageType.ProcessState, { state: { a: 1 } }, Buffer.alloc(3)))[0].payload).toHaveLength(3);
   });
 
@@ -154,10 +181,16 @@ function sampleState(): Record<string, unknown> {
     pid: 4242,
     comm: 'app',
     umask: 0o022,
-    rlimits: [[8 * 1024 * 1024, -1], [-1, -1], [1024, 524288]],
+    rlimits: [
+      [8 * 1024 * 1024, -1],
+      [-1, -1],
+      [1024, 524288],
+    ],
     creds: { uid: [1000, 1000, 1000], gid: [1000, 1000, 1000], groups: [] },
     mm: { startBrk: 0x5555_5557_a000, brk: 0x5555_5559_b000, startStack: 0x7ffd_1234_5000, auxv: Buffer.from('2100000000000000', 'hex') },
-    vmas: [{ start: 0x7f00_0000_0000, end: 0x7fff_ffff_f000, perms: 'r-xp', offset: 2 ** 33, path: '/usr/lib/libc.so.6', growsDown: false }],
+    vmas: [
+      { start: 0x7f00_0000_0000, end: 0x7fff_ffff_f000, perms: 'r-xp', offset: 2 ** 33, path: '/usr/lib/libc.so.6', growsDown: false },
+    ],
     contents: [{ addr: 2 ** 47 - 4096, pages: 1 }],
     threads: [
       {
@@ -170,7 +203,28 @@ function sampleState(): Record<string, unknown> {
         pending: [],
       },
     ],
-    numbers: [0, 1, -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, -(2 ** 40), 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 53 - 1, -(2 ** 53 - 1), 0.5, -1.25],
+    numbers: [
+      0,
+      1,
+      -1,
+      -32,
+      -33,
+      -128,
+      -129,
+      -32768,
+      -32769,
+      -(2 ** 31),
+      -(2 ** 31) - 1,
+      -(2 ** 40),
+      2 ** 31,
+      2 ** 32 - 1,
+      2 ** 32,
+      2 ** 32 + 1,
+      2 ** 53 - 1,
+      -(2 ** 53 - 1),
+      0.5,
+      -1.25,
+    ],
     nested: [[], [[]], [1, [2, [3, [Buffer.from([4])]]]], { deeper: [{ x: -7 }] }],
     vdso: { size: 8192, sha256: 'ab'.repeat(32) },
     '10': 'a key that looks like an index',

@@ -23,7 +23,8 @@ export async function hashPages(reader: PageReader, addr: number, count: number)
   for (let done = 0; done < count; done += CHUNK_PAGES) {
     const n = Math.min(CHUNK_PAGES, count - done);
     const [got] = reader.readRanges([{ addr: addr + done * PAGE_SIZE, pages: n }], buf);
-    if (got !== n) throw new Error(`could not read ${n - got} pages at 0x${(addr + (done + got) * PAGE_SIZE).toString(16)} of the frozen process`);
+    if (got !== n)
+      throw new Error(`could not read ${n - got} pages at 0x${(addr + (done + got) * PAGE_SIZE).toString(16)} of the frozen process`);
     for (let i = 0; i < n; i++) out.writeBigUInt64LE(hash(buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)), (done + i) * 8);
   }
   return out;

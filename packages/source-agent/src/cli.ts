@@ -43,20 +43,45 @@ function migrateOptions(y: Argv) {
     .option('pid', { type: 'number', demandOption: true, describe: 'process to migrate' })
     .option('to', { type: 'string', demandOption: true, describe: 'destination agent, HOST:PORT' })
     .option('policy', { choices: POLICY_NAMES, default: 'precopy' as const, describe: 'pre-copy policy (data filter)' })
-    .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds, coerce: positiveInt('max-rounds'), describe: 'stop after this many rounds' })
-    .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages, describe: 'stop when fewer pages than this remain' })
-    .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor, describe: 'stop when this multiple of the memory was sent' })
+    .option('max-rounds', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.maxRounds,
+      coerce: positiveInt('max-rounds'),
+      describe: 'stop after this many rounds',
+    })
+    .option('min-remaining-pages', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.minRemainingPages,
+      describe: 'stop when fewer pages than this remain',
+    })
+    .option('max-factor', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.maxFactor,
+      describe: 'stop when this multiple of the memory was sent',
+    })
     .option('downtime-limit-ms', { type: 'number', describe: "QEMU's rule: stop when the rest fits in this many ms at the measured rate" })
     .option('bandwidth', { type: 'string', default: '0', describe: 'pace the sender, e.g. 500mbit, 1gbit, 60MB; 0 = unpaced' })
-    .option('after', { choices: AFTER_ACTIONS, default: 'kill' as const, describe: "the source process's fate once the destination verified" })
+    .option('after', {
+      choices: AFTER_ACTIONS,
+      default: 'kill' as const,
+      describe: "the source process's fate once the destination verified",
+    })
     .option('report', { type: 'string', describe: 'write the JSON report to this file' })
     .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms'), describe: 'dirty sampling interval' })
     .option('states', { type: 'number', default: 256, describe: 'markov: number of regions/states S (64..1024)' })
     .option('model-seconds', { type: 'number', default: 10, describe: 'markov: how long to model before migrating' })
     .option('model', { type: 'string', describe: 'markov: load a saved model instead of modelling' })
     .option('lwws-threshold', { type: 'number', describe: "markov: share of a state's samples a page must be written in to join its LWWS" })
-    .option('forecast', { choices: FORECAST_MODES, default: 'chain' as const, describe: "markov: the paper's most-probable chain, or expected state visits (see BENCHMARKS.md)" })
-    .option('skip-redirtied', { type: 'boolean', default: false, describe: "markov: also skip pages written again during the round (Xen's to_skip)" })
+    .option('forecast', {
+      choices: FORECAST_MODES,
+      default: 'chain' as const,
+      describe: "markov: the paper's most-probable chain, or expected state visits (see BENCHMARKS.md)",
+    })
+    .option('skip-redirtied', {
+      type: 'boolean',
+      default: false,
+      describe: "markov: also skip pages written again during the round (Xen's to_skip)",
+    })
     .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const, describe: 'dirty page tracker' })
     .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
     .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
@@ -65,14 +90,32 @@ function migrateOptions(y: Argv) {
     .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
     .option('tls-ca', { type: 'string', describe: "mutual TLS: the CA that signed the destination's certificate" })
     .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
-    .option('timeout', { type: 'number', default: 30, describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up' })
-    .option('image-only', { type: 'boolean', default: false, describe: 'move the memory image only: with --after kill, no copy of the process runs at the end' })
+    .option('timeout', {
+      type: 'number',
+      default: 30,
+      describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up',
+    })
+    .option('image-only', {
+      type: 'boolean',
+      default: false,
+      describe: 'move the memory image only: with --after kill, no copy of the process runs at the end',
+    })
     .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where handovers in progress are recorded (for resolve)' })
     .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
-    .option('test-die-when-restored', { type: 'boolean', hidden: true, describe: 'fault injection: die once the destination holds the restored process' })
+    .option('test-die-when-restored', {
+      type: 'boolean',
+      hidden: true,
+      describe: 'fault injection: die once the destination holds the restored process',
+    })
     .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
-    .example('$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'move process 4242 with plain pre-copy over an authenticated, encrypted channel (killed here once verified there)')
-    .example('$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json', "the paper's filter at the paper's link rate; keep the process running")
+    .example(
+      '$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file /etc/forecopy/key',
+      'move process 4242 with plain pre-copy over an authenticated, encrypted channel (killed here once verified there)',
+    )
+    .example(
+      '$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json',
+      "the paper's filter at the paper's link rate; keep the process running",
+    )
     .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's");
 }
 
@@ -149,7 +192,10 @@ function modelOptions(y: Argv) {
     .option('lwws-threshold', { type: 'number' })
     .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const })
     .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
-    .example('$0 model --pid 4242 --seconds 20 --out app.model', 'learn the write pattern now, migrate later with --policy markov --model app.model');
+    .example(
+      '$0 model --pid 4242 --seconds 20 --out app.model',
+      'learn the write pattern now, migrate later with --policy markov --model app.model',
+    );
 }
 
 async function runModel(a: ArgsOf<typeof modelOptions>): Promise<void> {
@@ -197,7 +243,9 @@ async function runRecord(a: ArgsOf<typeof recordOptions>): Promise<void> {
 }
 
 function cleanupOptions(y: Argv) {
-  return y.option('pid', { type: 'number', demandOption: true }).example('$0 cleanup --pid 4242', 'after a forecopy-source was killed mid-migration');
+  return y
+    .option('pid', { type: 'number', demandOption: true })
+    .example('$0 cleanup --pid 4242', 'after a forecopy-source was killed mid-migration');
 }
 
 function runCleanup(a: ArgsOf<typeof cleanupOptions>): void {
@@ -206,7 +254,8 @@ function runCleanup(a: ArgsOf<typeof cleanupOptions>): void {
   try {
     process.stdout.write(cleanupProcess(a.pid) + '\n');
   } catch (e) {
-    if ((e as { code?: string }).code === 'EPERM') throw new ProcessError(`not permitted to trace process ${a.pid}: run as root or with CAP_SYS_PTRACE`);
+    if ((e as { code?: string }).code === 'EPERM')
+      throw new ProcessError(`not permitted to trace process ${a.pid}: run as root or with CAP_SYS_PTRACE`);
     throw e;
   }
 }
@@ -215,8 +264,11 @@ function checkOptions(y: Argv) {
   return y
     .option('pid', { type: 'number', demandOption: true, describe: 'process to check' })
     .option('json', { type: 'boolean', default: false, describe: 'print the verdict as JSON' })
-    .example('$0 check --pid 4242', "can 4242 be moved and restored? exit 0 if so, 3 if not, naming each blocker")
-    .example('$0 check --pid 4242 --json', '{"pid":4242,"migratable":false,"blockers":[{"kind":"fd","id":3,"message":"fd 3: a TCP socket"}]}');
+    .example('$0 check --pid 4242', 'can 4242 be moved and restored? exit 0 if so, 3 if not, naming each blocker')
+    .example(
+      '$0 check --pid 4242 --json',
+      '{"pid":4242,"migratable":false,"blockers":[{"kind":"fd","id":3,"message":"fd 3: a TCP socket"}]}',
+    );
 }
 
 function runCheck(a: ArgsOf<typeof checkOptions>): void {
@@ -241,7 +293,10 @@ function resolveOptions(y: Argv) {
     .option('tls-key', { type: 'string' })
     .option('tls-ca', { type: 'string' })
     .option('timeout', { type: 'number', default: 30, describe: 'seconds to keep trying to reach the destination' })
-    .example('$0 resolve --session 3f2a... --to 10.0.0.2:7070 --psk-file /etc/forecopy/key', 'after a source agent died mid-handover: one copy runs, the other is ended');
+    .example(
+      '$0 resolve --session 3f2a... --to 10.0.0.2:7070 --psk-file /etc/forecopy/key',
+      'after a source agent died mid-handover: one copy runs, the other is ended',
+    );
 }
 
 async function runResolve(a: ArgsOf<typeof resolveOptions>): Promise<void> {
@@ -286,9 +341,19 @@ export function buildCli(argv: string[]): Argv {
     .command('model', 'Watch a process and save its Markov model of memory-write states (for migrate --model)', modelOptions, runModel)
     .command('record', 'Record which pages a process writes in each interval, for forecopy-sim', recordOptions, runRecord)
     .command('check', 'Say whether a process can be migrated and restored, naming what stops it (exit 0 yes, 3 no)', checkOptions, runCheck)
-    .command('resolve', 'Finish a handover a source agent could not (it died, or lost the destination): exactly one copy runs', resolveOptions, runResolve)
+    .command(
+      'resolve',
+      'Finish a handover a source agent could not (it died, or lost the destination): exactly one copy runs',
+      resolveOptions,
+      runResolve,
+    )
     .command('cleanup', 'Remove what a killed source agent left in a process (its userfaultfd)', cleanupOptions, runCleanup)
-    .command('report <files..>', 'Render migration reports (--report JSON files) as a self-contained HTML page with charts', reportOptions, runReport)
+    .command(
+      'report <files..>',
+      'Render migration reports (--report JSON files) as a self-contained HTML page with charts',
+      reportOptions,
+      runReport,
+    )
     .demandCommand(1, 'name a command: migrate, check, resolve, model, record, cleanup or report')
     .strict()
     .help()

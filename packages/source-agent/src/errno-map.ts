@@ -1,6 +1,14 @@
 import { PeerAbortError } from '@forecopy/protocol';
 import { TrackerUnsupportedError, hasExited, readProcStat, sleepSync } from '@forecopy/linux';
-import { ConnectionError, DestinationAbortError, ProcessError, ProcessExitedError, RestoreFailedError, SourceError, TrackingError } from './errors.js';
+import {
+  ConnectionError,
+  DestinationAbortError,
+  ProcessError,
+  ProcessExitedError,
+  RestoreFailedError,
+  SourceError,
+  TrackingError,
+} from './errors.js';
 
 // What an error of the system (errno), of the Linux layer or of the channel means for a
 // migration, as one of the agent's errors (errors.ts). Errors it does not know go on unchanged.
@@ -32,7 +40,9 @@ export function asSourceError(e: unknown, pid: number): Error {
 export function asChannelError(e: unknown): Error {
   if (e instanceof SourceError) return e;
   if (e instanceof PeerAbortError && e.peerCode.startsWith('E_RESTORE')) {
-    return new RestoreFailedError(`the destination cannot restore the process (${e.peerCode}): ${e.reason}; the process runs on here`, { cause: e });
+    return new RestoreFailedError(`the destination cannot restore the process (${e.peerCode}): ${e.reason}; the process runs on here`, {
+      cause: e,
+    });
   }
   if (e instanceof PeerAbortError) return new DestinationAbortError(`the destination aborted: ${e.reason}`, { cause: e });
   const err = e as { code?: string; message?: string };

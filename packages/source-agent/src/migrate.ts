@@ -13,7 +13,15 @@ import type { MigrationSession } from './migration/session.js';
 import { startTracking } from './migration/start-tracking.js';
 import { stopAndCopy } from './migration/stop-and-copy.js';
 import { mismatchError, verify } from './migration/verify.js';
-import { captureProcess, refuseBlockers, releaseRestored, removeRecord, sendProcessState, waitGone, writeRecord } from './migration/restore.js';
+import {
+  captureProcess,
+  refuseBlockers,
+  releaseRestored,
+  removeRecord,
+  sendProcessState,
+  waitGone,
+  writeRecord,
+} from './migration/restore.js';
 import { readProcStat, type CapturedProcess } from '@forecopy/linux';
 
 export type { MigrateOptions, PolicyContext } from './migration/options.js';
@@ -55,7 +63,13 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     if (verification.mismatch) throw mismatchError(report, verification.mismatch); // the process runs on here
     if (s.restore) {
       // Before Commit: from then on the destination may hold a copy, and a resolve needs this.
-      writeRecord(opts.stateDir, { sessionId: s.sessionId, pid: opts.pid, startTime: readProcStat(opts.pid).field(22), destination: `${opts.host}:${opts.port}`, at: new Date().toISOString() });
+      writeRecord(opts.stateDir, {
+        sessionId: s.sessionId,
+        pid: opts.pid,
+        startTime: readProcStat(opts.pid).field(22),
+        destination: `${opts.host}:${opts.port}`,
+        at: new Date().toISOString(),
+      });
     }
     const committed = await handover(s);
     handedOver = true;

@@ -57,8 +57,7 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
     };
     if (s.policy !== 'markov') return createPolicy(s.policy, common);
     const model =
-      preloaded ??
-      (await observe(ctx.sampler, ctx.space, s.modelSeconds * 1000, s.states, s.lwwsThreshold, ctx.log, ctx.onProgress));
+      preloaded ?? (await observe(ctx.sampler, ctx.space, s.modelSeconds * 1000, s.states, s.lwwsThreshold, ctx.log, ctx.onProgress));
     return createPolicy('markov', { ...common, model, forecast: s.forecast ?? 'chain', skipRedirtied: s.skipRedirtied ?? false });
   };
 }
@@ -104,10 +103,7 @@ async function observe(
   await new Promise((r) => setTimeout(r, ms));
   off();
   const model = builder.build();
-  log.info(
-    { samples, modelBytes: model.byteSize(), computeMsPerSample: samples ? computeMs / samples : 0 },
-    'markov model built',
-  );
+  log.info({ samples, modelBytes: model.byteSize(), computeMsPerSample: samples ? computeMs / samples : 0 }, 'markov model built');
   return model;
 }
 

@@ -63,7 +63,9 @@ function roundChart(r: MigrationReport): string {
       [x.pagesFiltered, '#5aa05a', 'filtered'],
     ].forEach(([v, color, what], k) => {
       const top = y(v as number);
-      bars.push(`<rect x="${(x0 + k * bw).toFixed(1)}" y="${top.toFixed(1)}" width="${bw.toFixed(1)}" height="${(H - pad.b - top).toFixed(1)}" fill="${color}"><title>round ${x.round}${x.final ? ' (stop-and-copy)' : ''}: ${num(v as number)} pages ${what}</title></rect>`);
+      bars.push(
+        `<rect x="${(x0 + k * bw).toFixed(1)}" y="${top.toFixed(1)}" width="${bw.toFixed(1)}" height="${(H - pad.b - top).toFixed(1)}" fill="${color}"><title>round ${x.round}${x.final ? ' (stop-and-copy)' : ''}: ${num(v as number)} pages ${what}</title></rect>`,
+      );
     });
     if (n <= 40 || i % Math.ceil(n / 40) === 0) {
       bars.push(`<text x="${(x0 + gw / 2 - 2).toFixed(1)}" y="${H - pad.b + 14}" text-anchor="middle">${x.final ? 'S' : x.round}</text>`);
@@ -122,7 +124,10 @@ export function simChartSvg(rows: SimRowLike[], title: string, value: (r: SimRow
  */
 export function renderSimHtml(rows: SimRowLike[], caption: string): string {
   const table = `<table><thead><tr><th>policy</th><th>S</th><th>downtime ms</th><th>total ms</th><th>pages sent</th><th>of the oracle's saving</th></tr></thead><tbody>${rows
-    .map((r) => `<tr><td>${esc(r.policy)}</td><td>${r.states ?? ''}</td><td>${r.downtimeMs.toFixed(1)}</td><td>${r.totalMs.toFixed(0)}</td><td>${num(r.pagesSent)}</td><td>${r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`}</td></tr>`)
+    .map(
+      (r) =>
+        `<tr><td>${esc(r.policy)}</td><td>${r.states ?? ''}</td><td>${r.downtimeMs.toFixed(1)}</td><td>${r.totalMs.toFixed(0)}</td><td>${num(r.pagesSent)}</td><td>${r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`}</td></tr>`,
+    )
     .join('')}</tbody></table>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>forecopy-sim</title>

@@ -75,7 +75,10 @@ const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 export function formatReport(r: MigrationReport): string {
   const lines: string[] = [];
   lines.push(`forecopy migration of pid ${r.pid} to ${r.destination}: ${r.verified ? 'VERIFIED' : 'NOT VERIFIED'}`);
-  const fate = r.restoredPid !== undefined ? `process restored at the destination as pid ${r.restoredPid} (in ${ms(r.restoreMs ?? 0)}), killed here` : `process ${afterWord(r.after)} after verification`;
+  const fate =
+    r.restoredPid !== undefined
+      ? `process restored at the destination as pid ${r.restoredPid} (in ${ms(r.restoreMs ?? 0)}), killed here`
+      : `process ${afterWord(r.after)} after verification`;
   lines.push(`  policy ${r.policy}, tracker ${r.tracker}, stopped by ${r.stopReason}, ${fate}`);
   lines.push(
     `  downtime ${ms(r.downtimeMs)}   total ${ms(r.totalMs)}   verify ${ms(r.verifyMs)}${r.modelMs >= 1 ? `   modelling ${ms(r.modelMs)} (before)` : ''}`,

@@ -31,7 +31,9 @@ export async function resolveSession(o: ResolveOptions): Promise<string> {
   try {
     record = JSON.parse(fs.readFileSync(file, 'utf8')) as SessionRecord;
   } catch {
-    throw new InputError(`no handover of session ${o.sessionId} is recorded in ${o.stateDir} (it finished, or ran with another --state-dir)`);
+    throw new InputError(
+      `no handover of session ${o.sessionId} is recorded in ${o.stateDir} (it finished, or ran with another --state-dir)`,
+    );
   }
   const runsHere = originalRuns(record);
   const answer = await askOnNewConnection(
@@ -45,7 +47,10 @@ export async function resolveSession(o: ResolveOptions): Promise<string> {
     },
     () => {},
   );
-  if (!answer) throw new ConnectionError(`could not reach the destination ${o.host}:${o.port} within ${o.timeoutMs / 1000} s; nothing changed, try again`);
+  if (!answer)
+    throw new ConnectionError(
+      `could not reach the destination ${o.host}:${o.port} within ${o.timeoutMs / 1000} s; nothing changed, try again`,
+    );
   const { running, pid, reason } = answer.header;
   removeRecord(o.stateDir, o.sessionId);
   if (runsHere) {
@@ -57,12 +62,19 @@ export async function resolveSession(o: ResolveOptions): Promise<string> {
 }
 
 /** `check`: what would stop the process from moving. Throws NotMigratableError naming each. */
-export function checkProcess(pid: number): { pid: number; migratable: boolean; blockers: Array<{ kind: string; id: number; message: string }> } {
+export function checkProcess(pid: number): {
+  pid: number;
+  migratable: boolean;
+  blockers: Array<{ kind: string; id: number; message: string }>;
+} {
   requireProcess(pid);
   const blockers = findBlockers(pid, { ourPid: process.pid });
   return { pid, migratable: blockers.length === 0, blockers };
 }
 
 export function notMigratable(r: ReturnType<typeof checkProcess>): NotMigratableError {
-  return new NotMigratableError(r.pid, r.blockers.map((b) => b.message));
+  return new NotMigratableError(
+    r.pid,
+    r.blockers.map((b) => b.message),
+  );
 }

@@ -162,7 +162,13 @@ export class PageSender {
    * are sent as a kind alone, the others raw or, where it saves 1/8, lz4 (tried on every batch
    * while it pays, then on every 8th).
    */
-  private async encode(round: number, indices: number[], ranges: Array<{ pages: number }>, readable: number[], res: SendResult): Promise<EncodedBatch> {
+  private async encode(
+    round: number,
+    indices: number[],
+    ranges: Array<{ pages: number }>,
+    readable: number[],
+    res: SendResult,
+  ): Promise<EncodedBatch> {
     const out: EncodedBatch = { indices: [], kinds: [], parts: [] };
     const tryLz4 = this.opts.compress && (this.lz4Misses < 4 || this.batchCount % 8 === 0);
     let rawBytes = 0;

@@ -72,9 +72,22 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
     else if (name === 'oracle') add(oracle, null);
     else if (name === 'markov') {
       for (const S of o.states) {
-        const b = new ModelBuilder(trace.totalPages, { states: S, ...(o.lwwsThreshold !== undefined ? { lwwsThreshold: o.lwwsThreshold } : {}) });
+        const b = new ModelBuilder(trace.totalPages, {
+          states: S,
+          ...(o.lwwsThreshold !== undefined ? { lwwsThreshold: o.lwwsThreshold } : {}),
+        });
         for (const s of trace.samples) if (s.atMs <= startMs) b.observe(s.pages);
-        add(run(new MarkovPolicy(b.build(), { intervalMs: trace.intervalMs, initialPageRate: pageRate, forecast: o.forecast, skipRedirtied: o.skipRedirtied })), S);
+        add(
+          run(
+            new MarkovPolicy(b.build(), {
+              intervalMs: trace.intervalMs,
+              initialPageRate: pageRate,
+              forecast: o.forecast,
+              skipRedirtied: o.skipRedirtied,
+            }),
+          ),
+          S,
+        );
       }
     } else add(run(createPolicy(name, { totalPages: trace.totalPages })), null);
   }
@@ -82,18 +95,36 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
 }
 
 export async function simMain(argv: string[]): Promise<number> {
-  const list = (v: string) => String(v).split(',').map((x) => x.trim()).filter(Boolean);
+  const list = (v: string) =>
+    String(v)
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
   try {
     await yargs(argv)
       .scriptName('forecopy-sim')
-      .usage('$0 --trace FILE [options]\n\nReplays a dirty trace (forecopy-source record) through the pre-copy policies over a modelled link.')
+      .usage(
+        '$0 --trace FILE [options]\n\nReplays a dirty trace (forecopy-source record) through the pre-copy policies over a modelled link.',
+      )
       .option('trace', { type: 'string', demandOption: true, describe: 'trace file from forecopy-source record' })
       .option('policy', { type: 'string', default: SIM_POLICIES.join(','), describe: `comma-separated: ${SIM_POLICIES.join(', ')}` })
       .option('states', { type: 'string', default: '256', describe: 'markov: S, or a comma-separated sweep (64,128,256,512,1024)' })
       .option('bandwidth', { type: 'string', default: '500mbit' })
-      .option('model-seconds', { type: 'number', default: 10, describe: 'markov models the first N seconds; every policy starts migrating there' })
-      .option('forecast', { choices: FORECAST_MODES, default: 'chain' as const, describe: 'markov: forecast mode (see forecopy-source migrate --help)' })
-      .option('skip-redirtied', { type: 'boolean', default: false, describe: "markov: also skip pages written again during the round (Xen's to_skip)" })
+      .option('model-seconds', {
+        type: 'number',
+        default: 10,
+        describe: 'markov models the first N seconds; every policy starts migrating there',
+      })
+      .option('forecast', {
+        choices: FORECAST_MODES,
+        default: 'chain' as const,
+        describe: 'markov: forecast mode (see forecopy-source migrate --help)',
+      })
+      .option('skip-redirtied', {
+        type: 'boolean',
+        default: false,
+        describe: "markov: also skip pages written again during the round (Xen's to_skip)",
+      })
       .option('lwws-threshold', { type: 'number', describe: 'markov: LWWS threshold (default 0.25)' })
       .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
       .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
@@ -101,7 +132,10 @@ export async function simMain(argv: string[]): Promise<number> {
       .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
       .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
       .option('html', { type: 'string', describe: 'also write a self-contained HTML page with the charts (Fig. 4-6 analogs)' })
-      .option('svg', { type: 'string', describe: 'also write the three charts as SVG files: PREFIX-downtime.svg, PREFIX-time.svg, PREFIX-pages.svg' })
+      .option('svg', {
+        type: 'string',
+        describe: 'also write the three charts as SVG files: PREFIX-downtime.svg, PREFIX-time.svg, PREFIX-pages.svg',
+      })
       .example('$0 --trace mw.trace', 'every policy at 500 Mbit/s, markov with S = 256')
       .example('$0 --trace mw.trace --policy markov,oracle --states 64,128,256,512,1024 --csv sweep.csv', "the paper's sweep of S")
       .example('$0 --trace mw.trace --states 64,256,1024 --svg out/mw', 'charts as out/mw-downtime.svg, out/mw-time.svg, out/mw-pages.svg')
@@ -111,27 +145,56 @@ export async function simMain(argv: string[]): Promise<number> {
       })
       .help()
       .version(false)
-      .command('$0', 'simulate', () => {}, (a) => {
-        const policies = list(a.policy).map((p) => {
-          if (!isSimPolicy(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
-          return p;
-        });
-        const states = list(a.states).map(Number);
-        if (!states.every(isStateCount)) throw new InputError(`--states must be whole numbers from ${MIN_STATES} to ${MAX_STATES}, got ${a.states}`);
-        let trace: Trace;
-        try {
-          trace = decodeTrace(new Uint8Array(fs.readFileSync(a.trace)));
-        } catch (e) {
-          throw new InputError(`cannot read the trace ${a.trace}: ${(e as Error).message}`);
-        }
-        const bw = parseBandwidth(a.bandwidth);
-        if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
-        const rows = runSimulations(trace, { policies, states, bandwidthBps: bw, modelSeconds: a['model-seconds'], forecast: a.forecast, skipRedirtied: a['skip-redirtied'], ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}), maxRounds: a['max-rounds'], minRemainingPages: a['min-remaining-pages'], maxFactor: a['max-factor'] });
-        if (a.csv) writeOut(a.csv, toCsv(rows));
-        if (a.svg) for (const c of SIM_CHARTS) writeOut(`${a.svg}-${c.key}.svg`, simChartSvg(rows, `${c.title}: ${path.basename(a.trace)}, ${a.bandwidth}`, c.value, c.unit, true));
-        if (a.html) writeOut(a.html, renderSimHtml(rows, `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`));
-        process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : toTable(rows, trace, a.bandwidth) + '\n');
-      })
+      .command(
+        '$0',
+        'simulate',
+        () => {},
+        (a) => {
+          const policies = list(a.policy).map((p) => {
+            if (!isSimPolicy(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
+            return p;
+          });
+          const states = list(a.states).map(Number);
+          if (!states.every(isStateCount))
+            throw new InputError(`--states must be whole numbers from ${MIN_STATES} to ${MAX_STATES}, got ${a.states}`);
+          let trace: Trace;
+          try {
+            trace = decodeTrace(new Uint8Array(fs.readFileSync(a.trace)));
+          } catch (e) {
+            throw new InputError(`cannot read the trace ${a.trace}: ${(e as Error).message}`);
+          }
+          const bw = parseBandwidth(a.bandwidth);
+          if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
+          const rows = runSimulations(trace, {
+            policies,
+            states,
+            bandwidthBps: bw,
+            modelSeconds: a['model-seconds'],
+            forecast: a.forecast,
+            skipRedirtied: a['skip-redirtied'],
+            ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}),
+            maxRounds: a['max-rounds'],
+            minRemainingPages: a['min-remaining-pages'],
+            maxFactor: a['max-factor'],
+          });
+          if (a.csv) writeOut(a.csv, toCsv(rows));
+          if (a.svg)
+            for (const c of SIM_CHARTS)
+              writeOut(
+                `${a.svg}-${c.key}.svg`,
+                simChartSvg(rows, `${c.title}: ${path.basename(a.trace)}, ${a.bandwidth}`, c.value, c.unit, true),
+              );
+          if (a.html)
+            writeOut(
+              a.html,
+              renderSimHtml(
+                rows,
+                `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`,
+              ),
+            );
+          process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : toTable(rows, trace, a.bandwidth) + '\n');
+        },
+      )
       .parseAsync();
   } catch (e) {
     if (!(e instanceof SourceError)) {
@@ -155,12 +218,40 @@ function writeOut(file: string, data: string): void {
 
 function toCsv(rows: Row[]): string {
   const head = 'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped';
-  return [head, ...rows.map((r) => [r.policy, r.states ?? '', r.downtimeMs.toFixed(3), r.totalMs.toFixed(3), r.pagesSent, r.rounds.length, r.stopReason, r.savingPages, r.shareOfOracle === null ? '' : r.shareOfOracle.toFixed(4), r.wrapped].join(','))].join('\n') + '\n';
+  return (
+    [
+      head,
+      ...rows.map((r) =>
+        [
+          r.policy,
+          r.states ?? '',
+          r.downtimeMs.toFixed(3),
+          r.totalMs.toFixed(3),
+          r.pagesSent,
+          r.rounds.length,
+          r.stopReason,
+          r.savingPages,
+          r.shareOfOracle === null ? '' : r.shareOfOracle.toFixed(4),
+          r.wrapped,
+        ].join(','),
+      ),
+    ].join('\n') + '\n'
+  );
 }
 
 function toTable(rows: Row[], trace: Trace, bw: string): string {
   const head = ['policy', 'S', 'downtime ms', 'total ms', 'pages sent', 'rounds', 'stopped by', 'saved vs precopy', 'of oracle'];
-  const body = rows.map((r) => [r.policy, r.states === null ? '' : String(r.states), r.downtimeMs.toFixed(1), r.totalMs.toFixed(0), r.pagesSent.toLocaleString('en-US'), String(r.rounds.length), r.stopReason, r.savingPages.toLocaleString('en-US'), r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`]);
+  const body = rows.map((r) => [
+    r.policy,
+    r.states === null ? '' : String(r.states),
+    r.downtimeMs.toFixed(1),
+    r.totalMs.toFixed(0),
+    r.pagesSent.toLocaleString('en-US'),
+    String(r.rounds.length),
+    r.stopReason,
+    r.savingPages.toLocaleString('en-US'),
+    r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`,
+  ]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const fmt = (row: string[]) => row.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   const note = `trace: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages.toLocaleString('en-US')} pages; link ${bw}${rows.some((r) => r.wrapped) ? '; some runs outlasted the trace and wrapped around to its start' : ''}`;

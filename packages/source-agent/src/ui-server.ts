@@ -33,7 +33,11 @@ export function startUi(port: number): Promise<UiServer> {
   });
   return new Promise((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new Error(e.code === 'EADDRINUSE' ? `--ui port ${port} is already in use` : `cannot serve the dashboard on port ${port}: ${e.message}`)),
+      reject(
+        new Error(
+          e.code === 'EADDRINUSE' ? `--ui port ${port} is already in use` : `cannot serve the dashboard on port ${port}: ${e.message}`,
+        ),
+      ),
     );
     // Loopback only: the dashboard shows a process's write pattern, nothing for other hosts.
     server.listen(port, '127.0.0.1', () => {

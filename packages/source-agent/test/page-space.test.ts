@@ -3,7 +3,15 @@ import { PageBitmap } from '@forecopy/filter';
 import { PageSpace } from '../src/page-space.js';
 
 const P = 4096;
-const map = (start: number, pages: number, path = '') => ({ start, end: start + pages * P, perms: 'rw-p', offset: 0, dev: '00:00', inode: 0, path });
+const map = (start: number, pages: number, path = '') => ({
+  start,
+  end: start + pages * P,
+  perms: 'rw-p',
+  offset: 0,
+  dev: '00:00',
+  inode: 0,
+  path,
+});
 
 describe('PageSpace', () => {
   it('lays mappings end to end and maps addresses to indices', () => {
@@ -14,7 +22,13 @@ describe('PageSpace', () => {
     expect(s.addressOf(0)).toBe(0x10000);
     expect(s.addressOf(4)).toBe(0x100000);
     const b = new PageBitmap(12);
-    s.markRanges([{ start: 0x10000 + P, end: 0x10000 + 3 * P }, { start: 0x100000 + 7 * P, end: 0x100000 + 8 * P }], b);
+    s.markRanges(
+      [
+        { start: 0x10000 + P, end: 0x10000 + 3 * P },
+        { start: 0x100000 + 7 * P, end: 0x100000 + 8 * P },
+      ],
+      b,
+    );
     expect([...b]).toEqual([1, 2, 11]);
   });
 

@@ -42,7 +42,11 @@ describe('PageSender', () => {
       peer.destroy();
     });
 
-    const sender = new PageSender(new MessageChannel(client), new PageReader(process.pid), space, { batchPages: 1, bandwidthBps: 0, compress: false });
+    const sender = new PageSender(new MessageChannel(client), new PageReader(process.pid), space, {
+      batchPages: 1,
+      bandwidthBps: 0,
+      compress: false,
+    });
     sender.grant(N); // all the credit up front: only the socket holds the sender back
     const sent = sender.sendPages(1, PageBitmap.full(N));
     // The receiver starts reading only after the socket buffers are full and frames queue up.

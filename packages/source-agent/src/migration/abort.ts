@@ -8,7 +8,13 @@ import type { MigrateOptions } from './options.js';
  * destination (Abort) unless the handover was already confirmed, then closes the channel.
  * Returns the error to throw.
  */
-export async function abortMigration(e: unknown, opts: MigrateOptions, channel: MessageChannel, handedOver: boolean, t0: number): Promise<Error> {
+export async function abortMigration(
+  e: unknown,
+  opts: MigrateOptions,
+  channel: MessageChannel,
+  handedOver: boolean,
+  t0: number,
+): Promise<Error> {
   const err = asChannelError(asSourceError(e, opts.pid));
   opts.onEvent?.({ type: 'done', verified: false, downtimeMs: 0, totalMs: performance.now() - t0, pagesSent: 0, error: err.message });
   if (!handedOver && !channel.closed) {

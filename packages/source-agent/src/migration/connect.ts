@@ -18,7 +18,9 @@ export function connect(to: Destination, timeoutMs: number, sendTimeoutMs: numbe
   const { host, port } = to;
   const security = to.security ?? null;
   return new Promise((resolve, reject) => {
-    const socket = security ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...security.client }) : net.connect({ host, port });
+    const socket = security
+      ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...security.client })
+      : net.connect({ host, port });
     socket.setNoDelay(true);
     const t = setTimeout(() => {
       socket.destroy();

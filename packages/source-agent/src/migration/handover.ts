@@ -22,7 +22,9 @@ export async function handover(s: MigrationSession): Promise<Committed> {
   );
   if (final === null) {
     s.log.info({ session: sessionId }, 'no answer to Commit: asking the destination on a new connection');
-    final = await askCommitted(s.opts, sessionId, s.replyTimeoutMs, (e) => s.log.info({ err: e.message }, 'could not ask the destination yet'));
+    final = await askCommitted(s.opts, sessionId, s.replyTimeoutMs, (e) =>
+      s.log.info({ err: e.message }, 'could not ask the destination yet'),
+    );
   }
   if (s.restore && final && final.restoredPid === undefined) final = false;
   if (final === false) {
@@ -32,7 +34,9 @@ export async function handover(s: MigrationSession): Promise<Committed> {
     const settle = s.restore
       ? `once the destination can be reached, run forecopy-source resolve --session ${sessionId} --to ${s.opts.host}:${s.opts.port}: it ends any copy the destination holds`
       : `if <image-dir>/${sessionId} exists on the destination, delete it`;
-    throw new InDoubtError(`could not learn whether the destination made session ${sessionId} final; the process was left running here: ${settle}`);
+    throw new InDoubtError(
+      `could not learn whether the destination made session ${sessionId} final; the process was left running here: ${settle}`,
+    );
   }
   return final;
 }
@@ -44,11 +48,18 @@ export interface Committed {
 }
 
 function restoreFailed(e: PeerAbortError): RestoreFailedError {
-  return new RestoreFailedError(`the destination could not restore the process (${e.peerCode}): ${e.reason}; the process runs on here`, { cause: e });
+  return new RestoreFailedError(`the destination could not restore the process (${e.peerCode}): ${e.reason}; the process runs on here`, {
+    cause: e,
+  });
 }
 
 /** Query: did the destination make `sessionId` final? true, false, or null when it cannot be asked. */
-function askCommitted(to: Destination, sessionId: string, timeoutMs: number, onRetry: (e: Error) => void): Promise<Committed | false | null> {
+function askCommitted(
+  to: Destination,
+  sessionId: string,
+  timeoutMs: number,
+  onRetry: (e: Error) => void,
+): Promise<Committed | false | null> {
   return askOnNewConnection(
     to,
     timeoutMs,

@@ -84,10 +84,14 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
 function checkFate(opts: MigrateOptions, restore: boolean): void {
   const dest = `${opts.host}:${opts.port}`;
   if (restore && opts.imageOnly) {
-    throw new InputError(`the destination ${dest} restores processes (forecopy-dest listen --restore), and --image-only asks for an image only: start it without --restore`);
+    throw new InputError(
+      `the destination ${dest} restores processes (forecopy-dest listen --restore), and --image-only asks for an image only: start it without --restore`,
+    );
   }
   if (restore && opts.after !== 'kill') {
-    throw new InputError(`the destination ${dest} restores the process: --after ${opts.after} would leave two running copies; use --after kill (the default)`);
+    throw new InputError(
+      `the destination ${dest} restores the process: --after ${opts.after} would leave two running copies; use --after kill (the default)`,
+    );
   }
   if (!restore && opts.after === 'kill' && !opts.imageOnly) {
     throw new InputError(

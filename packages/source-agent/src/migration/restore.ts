@@ -20,7 +20,11 @@ import type { MigrationSession } from './session.js';
 /** Refuses, naming each, what a restore could not carry. Nothing has moved yet. */
 export function refuseBlockers(s: MigrationSession): void {
   const blockers = findBlockers(s.opts.pid, { ignoreFds: new Set(s.tracking.tracker.installedFds()), ourPid: process.pid });
-  if (blockers.length > 0) throw new NotMigratableError(s.opts.pid, blockers.map((b) => b.message));
+  if (blockers.length > 0)
+    throw new NotMigratableError(
+      s.opts.pid,
+      blockers.map((b) => b.message),
+    );
 }
 
 /** Captures the state of the frozen process, after checking again for what cannot move. */
@@ -44,7 +48,9 @@ export async function sendProcessState(s: MigrationSession, captured: CapturedPr
 /** xxh64 over the packed state and the contents, as 16 hex digits. */
 export async function stateHash(packed: Buffer, contents: Buffer): Promise<string> {
   const hash = await pageHasher();
-  return hash(Buffer.concat([packed, contents])).toString(16).padStart(16, '0');
+  return hash(Buffer.concat([packed, contents]))
+    .toString(16)
+    .padStart(16, '0');
 }
 
 /** What the source keeps of a handover in progress, for `forecopy-source resolve`. */
@@ -105,7 +111,14 @@ export async function releaseRestored(s: MigrationSession, restoredPid: number):
       if (e instanceof PeerAbortError) throw asChannelError(e);
       return null;
     });
-  const resolved = answer ?? (await askOnNewConnection(s.opts, s.replyTimeoutMs, (ch, left) => ask(ch, sessionId, left), () => {}));
+  const resolved =
+    answer ??
+    (await askOnNewConnection(
+      s.opts,
+      s.replyTimeoutMs,
+      (ch, left) => ask(ch, sessionId, left),
+      () => {},
+    ));
   if (!resolved) {
     throw new InDoubtError(
       `the process was restored at ${s.opts.host}:${s.opts.port} (pid ${restoredPid}, held stopped there) and its copy here is gone, but the destination could not be told to run it: run forecopy-source resolve --session ${sessionId} --to ${s.opts.host}:${s.opts.port}`,

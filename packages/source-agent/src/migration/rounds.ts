@@ -1,11 +1,4 @@
-import {
-  PrecopyDriver,
-  finalRoundSummary,
-  summarizeRound,
-  type PageBitmap,
-  type RoundDecision,
-  type RoundSummary,
-} from '@forecopy/filter';
+import { PrecopyDriver, finalRoundSummary, summarizeRound, type PageBitmap, type RoundDecision, type RoundSummary } from '@forecopy/filter';
 import { MessageType, roundEnd, roundStart, type MessageChannel } from '@forecopy/protocol';
 import { ConnectionError, ProcessExitedError } from '../errors.js';
 import { asChannelError } from '../errno-map.js';
@@ -75,7 +68,9 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   await expectRoundAck(s.channel, r.round, s.replyTimeoutMs);
   const durationMs = performance.now() - startedAt;
   const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, durationMs) : null;
-  const summary = r.final ? finalRoundSummary(r.round, sent.pagesSent, durationMs) : summarizeRound(r.driver.records[r.driver.records.length - 1]);
+  const summary = r.final
+    ? finalRoundSummary(r.round, sent.pagesSent, durationMs)
+    : summarizeRound(r.driver.records[r.driver.records.length - 1]);
   recordRound(s, summary, sent, pagesPlanned);
   return decision;
 }
@@ -89,7 +84,13 @@ async function announceRound(s: MigrationSession, round: number, final: boolean,
 }
 
 /** Tells the driver how an iterative round went: the measured rate, the writes; returns its decision. */
-function settleRound(s: MigrationSession, driver: PrecopyDriver, sent: SendResult, dirtiedSoFar: PageBitmap, durationMs: number): RoundDecision {
+function settleRound(
+  s: MigrationSession,
+  driver: PrecopyDriver,
+  sent: SendResult,
+  dirtiedSoFar: PageBitmap,
+  durationMs: number,
+): RoundDecision {
   const { space, sampler } = s.tracking;
   if (sent.pagesSent > 0 && durationMs > 0) s.pageRate = (sent.pagesSent / durationMs) * 1000;
   // The space may have grown while we waited for the acknowledgement (the sampler runs on).

@@ -67,7 +67,9 @@ async function sendChecksums(s: MigrationSession, reader: PageReader): Promise<v
     for (let first = 0; first < seg.pages; first += CHECKSUM_CHUNK) {
       const count = Math.min(CHECKSUM_CHUNK, seg.pages - first);
       const hashes = await hashPages(reader, seg.start + first * PAGE_SIZE, count);
-      await s.channel.send(checksums({ algorithm: 'xxh64', firstPage: seg.indexBase + first, count, ...(stateHash ? { stateHash } : {}) }, hashes));
+      await s.channel.send(
+        checksums({ algorithm: 'xxh64', firstPage: seg.indexBase + first, count, ...(stateHash ? { stateHash } : {}) }, hashes),
+      );
       stateHash = undefined;
     }
   }
@@ -78,7 +80,9 @@ function locate(s: MigrationSession, m: MismatchHeader): Mismatch {
   const { space } = s.tracking;
   const where = m.firstPages.map((p) => {
     const seg = space.segmentOfIndex(p);
-    return seg ? { page: p, address: `0x${space.addressOf(p).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` } : { page: p, address: null, mapping: null };
+    return seg
+      ? { page: p, address: `0x${space.addressOf(p).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` }
+      : { page: p, address: null, mapping: null };
   });
   return { pages: m.mismatched, firstPages: m.firstPages, where, ...(m.state ? { state: true } : {}) };
 }
@@ -93,7 +97,12 @@ function writePageHistory(s: MigrationSession, trace: PageTrace, reader: PageRea
   const rows = pages.map((p) => {
     const seg = space.segmentOfIndex(p);
     const read = seg ? reader.readRanges([{ addr: space.addressOf(p), pages: 1 }], buf)[0] : 0;
-    return { page: p, segment: seg ? { id: seg.id, start: `0x${seg.start.toString(16)}`, pages: seg.pages, indexBase: seg.indexBase } : null, frozenHash: read ? trace.hash(buf).toString(16) : null, ...trace.history(p) };
+    return {
+      page: p,
+      segment: seg ? { id: seg.id, start: `0x${seg.start.toString(16)}`, pages: seg.pages, indexBase: seg.indexBase } : null,
+      frozenHash: read ? trace.hash(buf).toString(16) : null,
+      ...trace.history(p),
+    };
   });
   try {
     writeFileSync(trace.file, JSON.stringify({ scans: sampler.scans.count, rounds: s.rounds.length, pages: rows }, null, 2));
