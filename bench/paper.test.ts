@@ -278,7 +278,7 @@ describe.skipIf(skip)('paper reproduction', () => {
       '',
       ...sims,
     ].join('\n');
-    fs.writeFileSync(path.join(out, 'paper.md'), md + '\n');
+    fs.writeFileSync(path.join(out, 'paper.md'), `${md}\n`);
     console.log(md);
   }, 120_000);
 

@@ -59,6 +59,7 @@ try {
   ]);
   const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
   // Nothing open but its standard streams: what a restore can carry (pnpm may leak descriptors).
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: ${f##*/} is a bash parameter expansion in a shell script, not a JS template
   const closeOthers = 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
   const mw = run('/bin/bash', ['-c', closeOthers, 'bash', mwBin, '--mb', MB, '--pattern', 'hotspot', '--write-rate', RATE]);
   const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
@@ -95,7 +96,7 @@ try {
     );
     const code = await src.exited;
     if (code !== 0) throw new Error(`forecopy-source exited with ${code} for --policy ${policy}`);
-    console.log(src.lines.join('\n') + '\n');
+    console.log(`${src.lines.join('\n')}\n`);
     reports.push(JSON.parse(fs.readFileSync(reportFile, 'utf8')));
   }
   fs.mkdirSync(OUT, { recursive: true });
@@ -157,7 +158,7 @@ async function moveForGood(pid) {
     { capture: false },
   );
   if ((await src.exited) !== 0) throw new Error('forecopy-source could not move the process');
-  console.log(src.lines.join('\n') + '\n');
+  console.log(`${src.lines.join('\n')}\n`);
   const { restoredPid } = JSON.parse(fs.readFileSync(reportFile, 'utf8'));
   kids.add({ pid: restoredPid }); // not our child, but ours to end: killAll kills by pid
   console.log(

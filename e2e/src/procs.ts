@@ -128,6 +128,7 @@ export function start(cmd: string, args: string[], opts: SpawnOptions = {}): Pro
  * restore can carry (a stray pipe is refused, as it should be).
  */
 export function withOnlyStdio(cmd: string, args: string[]): string[] {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: ${f##*/} is a bash parameter expansion in a shell script, not a JS template
   const closeOthers = 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
   return ['/bin/bash', '-c', closeOthers, 'bash', cmd, ...args];
 }

@@ -96,7 +96,7 @@ export async function main(argv: string[]): Promise<number> {
             if (a[f] !== undefined && !a.restore) throw new UserError(`--${f} only applies with --restore`);
           }
           if (a.stdin !== undefined && !fs.existsSync(a.stdin)) throw new UserError(`--stdin ${a.stdin} does not exist`);
-          let security;
+          let security: ReturnType<typeof loadSecurity>;
           try {
             security = loadSecurity({ tlsCert: a['tls-cert'], tlsKey: a['tls-key'], tlsCa: a['tls-ca'], pskFile: a['psk-file'] });
           } catch (e) {

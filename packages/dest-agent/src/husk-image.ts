@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PAGE_SIZE, findByIndex, type Mapping } from '@forecopy/protocol';
-import { Husk } from '@forecopy/linux';
+import type { Husk } from '@forecopy/linux';
 import { LayoutError } from './errors.js';
 import type { PageStore } from './image-store.js';
 

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import xxhash from 'xxhash-wasm';
 import {
   ChannelClosedError,
-  MessageChannel,
+  type MessageChannel,
   MessageType,
   PAGE_SIZE,
   PROTOCOL_VERSION,
@@ -19,7 +19,7 @@ import {
   type Message,
 } from '@forecopy/protocol';
 import type { RestoredProcess } from '@forecopy/linux';
-import { HuskImage } from './husk-image.js';
+import type { HuskImage } from './husk-image.js';
 import {
   prepareRestore,
   readRecord,
@@ -117,7 +117,7 @@ interface StateHandler {
    * On entering the state, before its first message: nothing to wait in it for a message, or the
    * next step at once (a state whose work needs no message names the state after it).
    */
-  enter?: () => Promise<Step | void>;
+  enter?: () => Promise<Step | undefined>;
   /** The next message, received in this state. */
   message: (m: Message) => Promise<Step>;
   /** Receiving in this state failed (closed, timed out, aborted); by default the session fails. */
@@ -518,7 +518,7 @@ class Session {
   // ── DONE: the image is final ─────────────────────────────────────────────────────────────
 
   /** On entering DONE: answer Committed (unless a test drops the answer, as a lost one). */
-  private async answerCommitted(): Promise<Step | void> {
+  private async answerCommitted(): Promise<Step | undefined> {
     // A dropped answer: with a held process, the source hears nothing (it times out and asks on
     // a new connection) while this one stays open, as on a link that went dead.
     if (this.opts.dropCommitted) return this.restored ? undefined : this.handedOver(false);

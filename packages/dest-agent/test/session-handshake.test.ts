@@ -98,7 +98,9 @@ async function migrateToVerdict(source: MessageChannel): Promise<Message> {
   await source.send(roundEnd({ round: 2, pagesSent: 0, batches: 0 }));
   await source.expect(MessageType.RoundAck, 2000);
   const sums = Buffer.alloc(3 * 8);
-  fills.forEach((f, i) => sums.writeBigUInt64LE(hasher.h64Raw(Buffer.alloc(4096, f)), i * 8));
+  fills.forEach((f, i) => {
+    sums.writeBigUInt64LE(hasher.h64Raw(Buffer.alloc(4096, f)), i * 8);
+  });
   await source.send(checksums({ algorithm: 'xxh64', firstPage: 0, count: 3 }, sums));
   return source.next(2000);
 }

@@ -78,7 +78,10 @@ export class MarkovModel {
       let n = 0;
       let singles = 0;
       for (const [b, c] of row) {
-        if (c > bestC || (c === bestC && b < best)) (best = b), (bestC = c);
+        if (c > bestC || (c === bestC && b < best)) {
+          best = b;
+          bestC = c;
+        }
         n += c;
         if (c === 1) singles++;
       }
@@ -160,7 +163,10 @@ export class MarkovModel {
       const next: number[] = [];
       const add = (b: number, m: number) => {
         q[b] += m;
-        if (!inNext[b]) (inNext[b] = 1), next.push(b);
+        if (!inNext[b]) {
+          inNext[b] = 1;
+          next.push(b);
+        }
       };
       for (const a of active) {
         const mass = p[a];
@@ -169,7 +175,10 @@ export class MarkovModel {
         if (!row) add(a, mass);
         else for (let i = 0; i < row.length; i += 2) add(row[i], mass * row[i + 1]);
       }
-      for (const b of next) (occ[b] += q[b]), (inNext[b] = 0);
+      for (const b of next) {
+        occ[b] += q[b];
+        inNext[b] = 0;
+      }
       [p, q] = [q, p];
       active = next;
     }
@@ -184,7 +193,10 @@ export class MarkovModel {
       const total = this.rowTotals.get(a)!.n;
       const arr = new Float64Array(row.size * 2);
       let i = 0;
-      for (const [b, c] of row) (arr[i++] = b), (arr[i++] = c / total);
+      for (const [b, c] of row) {
+        arr[i++] = b;
+        arr[i++] = c / total;
+      }
       rows[a] = arr;
     }
     return (this.rowsCache = rows);
@@ -242,7 +254,7 @@ export class MarkovModel {
   /** The observed (maximum-likelihood) probability that b follows a; 0 for a row never seen. */
   transitionProbability(a: number, b: number): number {
     const t = this.rowTotals.get(a);
-    return t && t.n ? (this.transitions.get(a)!.get(b) ?? 0) / t.n : 0;
+    return t?.n ? (this.transitions.get(a)!.get(b) ?? 0) / t.n : 0;
   }
 
   /** Share of samples in each state. */
@@ -375,7 +387,9 @@ export class MarkovModel {
     }
     const bytes = new Uint8Array(words.length * 4 + 4);
     const v = new DataView(bytes.buffer);
-    words.forEach((w, i) => v.setUint32(i * 4, w >>> 0, true));
+    words.forEach((w, i) => {
+      v.setUint32(i * 4, w >>> 0, true);
+    });
     v.setFloat64(16, this.lwwsThreshold, true);
     v.setUint32(words.length * 4, crc32(bytes.subarray(0, words.length * 4)), true);
     return bytes;
@@ -588,8 +602,16 @@ export class ModelBuilder {
         const c = acc.pageCounts.get(r)!;
         const bits = new Uint32Array((c.length + 31) >>> 5);
         let any = false;
-        for (let i = 0; i < c.length; i++) if (c[i] >= need) (bits[i >>> 5] |= 1 << (i & 31)), (any = true);
-        if (any) lwwsRegions.push(r), lwwsBits.push(bits);
+        for (let i = 0; i < c.length; i++) {
+          if (c[i] >= need) {
+            bits[i >>> 5] |= 1 << (i & 31);
+            any = true;
+          }
+        }
+        if (any) {
+          lwwsRegions.push(r);
+          lwwsBits.push(bits);
+        }
       }
       profiles.set(s, { others, lwwsRegions, lwwsBits });
     }

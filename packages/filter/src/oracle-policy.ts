@@ -1,4 +1,4 @@
-import { PageBitmap } from './page-bitmap.js';
+import type { PageBitmap } from './page-bitmap.js';
 import type { Policy, RoundContext } from './policy.js';
 import type { TraceClock } from './simulator.js';
 

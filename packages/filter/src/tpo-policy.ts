@@ -54,7 +54,9 @@ export class TpoPolicy implements Policy {
   observeRound(_r: RoundRecord, dirtied: PageBitmap): void {
     if (dirtied.size !== this.counts.length) this.resize(dirtied.size);
     this.recent.push(dirtied.clone());
-    dirtied.forEach((p) => this.counts[p]++);
+    dirtied.forEach((p) => {
+      this.counts[p]++;
+    });
     if (this.recent.length > this.opts.history) {
       this.recent.shift()!.forEach((p) => {
         if (p < this.counts.length) this.counts[p]--;

@@ -58,7 +58,10 @@ describe('FitMonitor', () => {
     let windows = 0;
     for (let k = 0; k < 20 * 1000; k++) {
       const v = f.observe(next());
-      if (v) windows++, (fails += v.fits ? 0 : 1);
+      if (v) {
+        windows++;
+        fails += v.fits ? 0 : 1;
+      }
     }
     expect(windows).toBe(999); // the first state only starts the first window
     expect(fails / windows).toBeGreaterThan(0.01);

@@ -92,7 +92,9 @@ describe('MarkovPolicy: maintenance', () => {
 
   it('raises no false alarm on 200 more samples of the same pattern', () => {
     const p = new MarkovPolicy(model, { intervalMs: 50 });
-    later.forEach((s, i) => p.observeSample(s, i * 50));
+    later.forEach((s, i) => {
+      p.observeSample(s, i * 50);
+    });
     const st = p.status();
     expect(st.fitWindowsTested).toBe(9);
     expect(st.fallback).toBeNull();
@@ -102,9 +104,13 @@ describe('MarkovPolicy: maintenance', () => {
   it('disables the filter when the write pattern changes and no rebuild is allowed, and says when', () => {
     const p = new MarkovPolicy(model, { intervalMs: 50, rebuild: false });
     p.holdBack(PageBitmap.full(planted.totalPages), { round: 3, pageRate: 20_000, nowMs: 0 });
-    later.slice(0, 30).forEach((s, i) => p.observeSample(s, i * 50));
+    later.slice(0, 30).forEach((s, i) => {
+      p.observeSample(s, i * 50);
+    });
     expect(p.enabled).toBe(true);
-    changed.samples.forEach((s, i) => p.observeSample(s, 1500 + i * 50));
+    changed.samples.forEach((s, i) => {
+      p.observeSample(s, 1500 + i * 50);
+    });
     expect(p.enabled).toBe(false);
     const st = p.status();
     // Windows are 20 transitions (21 states): the second one ends with the 11th changed sample.
@@ -116,7 +122,9 @@ describe('MarkovPolicy: maintenance', () => {
 
   it('rebuilds from the recent samples, filters with the new pattern, and disables after a second change', () => {
     const p = new MarkovPolicy(model, { intervalMs: 50, rebuild: true, rebuildSamples: 20 });
-    changed.samples.slice(0, 21).forEach((s, i) => p.observeSample(s, i * 50)); // one window: 21 states
+    changed.samples.slice(0, 21).forEach((s, i) => {
+      p.observeSample(s, i * 50);
+    }); // one window: 21 states
     const st = p.status();
     expect(st.fallback).toMatchObject({ action: 'rebuilt', atMs: 20 * 50 });
     expect(p.enabled).toBe(true);
@@ -127,17 +135,23 @@ describe('MarkovPolicy: maintenance', () => {
     const held = p.holdBack(PageBitmap.full(planted.totalPages), { round: 2, pageRate: 100_000, nowMs: 0 }); // 163 ms: 3 steps
     expect([...held]).toEqual(sorted([200, 120, 220].flatMap((r) => changed.planted.hotPages.get(r)!)));
     // It keeps fitting the new pattern...
-    changed.samples.slice(21).forEach((s, i) => p.observeSample(s, 1050 + i * 50));
+    changed.samples.slice(21).forEach((s, i) => {
+      p.observeSample(s, 1050 + i * 50);
+    });
     expect(p.status().fallbacks).toHaveLength(1);
     // ...and a second change, with the one rebuild used, disables the filter.
-    samples.slice(0, 40).forEach((s, i) => p.observeSample(s, 5000 + i * 50));
+    samples.slice(0, 40).forEach((s, i) => {
+      p.observeSample(s, 5000 + i * 50);
+    });
     expect(p.status().fallbacks.map((e) => e.action)).toEqual(['rebuilt', 'disabled']);
     expect(p.enabled).toBe(false);
   });
 
   it('disables instead when too few samples are at hand to rebuild', () => {
     const p = new MarkovPolicy(model, { intervalMs: 50, rebuild: true, rebuildSamples: 40 });
-    changed.samples.slice(0, 21).forEach((s, i) => p.observeSample(s, i * 50));
+    changed.samples.slice(0, 21).forEach((s, i) => {
+      p.observeSample(s, i * 50);
+    });
     expect(p.status().fallback).toMatchObject({ action: 'disabled' });
   });
 

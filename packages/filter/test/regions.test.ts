@@ -10,7 +10,9 @@ describe('regionHistogram', () => {
       const s = new PageBitmap(size);
       for (let k = 0; k < 3000; k++) s.set(Math.floor(r() * size));
       const naive = new Uint32Array(64);
-      s.forEach((p) => naive[regions.regionOf(p)]++);
+      s.forEach((p) => {
+        naive[regions.regionOf(p)]++;
+      });
       expect([...regionHistogram(s, regions)]).toEqual([...naive]);
     }
   });

@@ -80,7 +80,9 @@ export class HuskThread {
     this.regs.writeBigUInt64LE(this.syscallAddr, REG.rip * 8);
     this.regs.writeBigUInt64LE(BigInt(nr), REG.rax * 8);
     this.regs.writeBigInt64LE(-1n, REG.orig_rax * 8);
-    args.forEach((a, i) => this.regs.writeBigUInt64LE(BigInt.asUintN(64, BigInt(a)), ARG_REGS[i] * 8));
+    args.forEach((a, i) => {
+      this.regs.writeBigUInt64LE(BigInt.asUintN(64, BigInt(a)), ARG_REGS[i] * 8);
+    });
     ptraceBuf(PTRACE.SETREGS, this.tid, 0n, this.regs);
     for (let stops = 0; stops < 2; ) {
       ptrace(PTRACE.SYSCALL, this.tid, 0n, 0n);
@@ -198,7 +200,9 @@ export class Husk {
       park += len;
       return { at, len };
     });
-    parked.forEach((p, i) => this.main.call(SYS.mremap, [p.at, p.len, p.len, MREMAP_MAYMOVE_FIXED, theirs[i]!.start]));
+    parked.forEach((p, i) => {
+      this.main.call(SYS.mremap, [p.at, p.len, p.len, MREMAP_MAYMOVE_FIXED, theirs[i]!.start]);
+    });
   }
 
   /** Maps a migrated segment as private anonymous read-write memory (the rounds fill it). */

@@ -46,7 +46,9 @@ export function injectSyscall(pid: number, nr: number, args: bigint[], opts: Inj
     regs.writeBigUInt64LE(BigInt(nr), REG.rax * 8);
     // orig_rax = -1: no system call is in progress, so the kernel does not "restart" anything.
     regs.writeBigInt64LE(-1n, REG.orig_rax * 8);
-    args.forEach((a, i) => regs.writeBigUInt64LE(BigInt.asUintN(64, a), ARG_REGS[i] * 8));
+    args.forEach((a, i) => {
+      regs.writeBigUInt64LE(BigInt.asUintN(64, a), ARG_REGS[i] * 8);
+    });
     ptrace(PTRACE.SETREGS, tid, 0n, koffi.address(regs));
     ptrace(PTRACE.CONT, tid, 0n, 0n);
     waitForTrap(tid, held, opts.timeoutMs ?? 5000);

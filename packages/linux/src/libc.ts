@@ -102,7 +102,7 @@ export class KernelError extends Error {
     detail = '',
   ) {
     const name = errnoName(errno);
-    super(`${syscall} failed: ${name} (${os.constants.errno ? describe(errno) : errno})${detail ? ': ' + detail : ''}`);
+    super(`${syscall} failed: ${name} (${os.constants.errno ? describe(errno) : errno})${detail ? `: ${detail}` : ''}`);
     this.name = 'KernelError';
     this.code = name;
   }

@@ -233,7 +233,9 @@ export function parseProcessState(raw: unknown): ProcessState {
     });
     if (!VMA_KINDS.has(o.kind as string)) throw new StateFormatError(`state.vmas[${i}].kind ${String(o.kind)} is unknown`);
   });
-  (s.contents as unknown[]).forEach((c, i) => fields(c, `state.contents[${i}]`, { addr: 'number', pages: 'number' }));
+  (s.contents as unknown[]).forEach((c, i) => {
+    fields(c, `state.contents[${i}]`, { addr: 'number', pages: 'number' });
+  });
   (s.fds as unknown[]).forEach((f, i) => {
     const o = fields(f, `state.fds[${i}]`, { fd: 'number', kind: 'string', path: 'string', flags: 'number', pos: 'number' });
     if (!FD_KINDS.has(o.kind as string)) throw new StateFormatError(`state.fds[${i}].kind ${String(o.kind)} is unknown`);
@@ -265,12 +267,12 @@ export function parseProcessState(raw: unknown): ProcessState {
 /** Checks the shape of a RestorePreview received in a Hello. */
 export function parseRestorePreview(raw: unknown): RestorePreview {
   const p = fields(raw, 'restore', { exe: 'string', vmas: 'array', files: 'array' });
-  (p.vmas as unknown[]).forEach((v, i) =>
-    fields(v, `restore.vmas[${i}]`, { start: 'number', end: 'number', perms: 'string', path: 'string' }),
-  );
-  (p.files as unknown[]).forEach((f, i) =>
-    fields(f, `restore.files[${i}]`, { path: 'string', size: 'number', mtimeNs: 'string', writable: 'boolean' }),
-  );
+  (p.vmas as unknown[]).forEach((v, i) => {
+    fields(v, `restore.vmas[${i}]`, { start: 'number', end: 'number', perms: 'string', path: 'string' });
+  });
+  (p.files as unknown[]).forEach((f, i) => {
+    fields(f, `restore.files[${i}]`, { path: 'string', size: 'number', mtimeNs: 'string', writable: 'boolean' });
+  });
   if (p.vdso !== null && p.vdso !== undefined) fields(p.vdso, 'restore.vdso', { size: 'number', sha256: 'string' });
   return p as unknown as RestorePreview;
 }

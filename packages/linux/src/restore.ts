@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { RestoreError } from './errors.js';
 import { isCloexec } from './fd-table.js';
-import { Husk, HuskThread, SCRATCH_ADDR, SCRATCH_BYTES, waitStop, HUSK_BASE } from './husk.js';
+import { type Husk, HuskThread, SCRATCH_ADDR, SCRATCH_BYTES, waitStop, HUSK_BASE } from './husk.js';
 import { KernelError, PTRACE, SYS, addressOf, ptrace, ptraceBuf, ptraceRegset, syscall6 } from './libc.js';
 import type { ContentRange, FdState, ProcessState, ThreadState, VmaState } from './process-state.js';
 import { readMaps } from './proc-maps.js';
@@ -103,7 +103,9 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
     const threads = restoreThreads(husk, state);
     step('threads');
     husk.main.call(SYS.munmap, [SCRATCH_ADDR, SCRATCH_BYTES]);
-    threads.forEach((t, i) => setRegisters(t.tid, state.threads[i]));
+    threads.forEach((t, i) => {
+      setRegisters(t.tid, state.threads[i]);
+    });
     restoreRlimits(husk.pid, state.rlimits);
     step('registers');
     const startTime = startTimeOf(husk.pid);
@@ -123,7 +125,11 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
 function restoreMappings(husk: Husk, vmas: readonly VmaState[], ranges: readonly ContentRange[], contents: Buffer): void {
   // Where each content range's bytes start in `contents`.
   const offsets: number[] = [];
-  ranges.reduce((off, r) => (offsets.push(off), off + r.pages * PAGE), 0);
+  let pos = 0;
+  for (const r of ranges) {
+    offsets.push(pos);
+    pos += r.pages * PAGE;
+  }
   const memfds = new Map<string, number>();
   for (const v of vmas) {
     const len = v.end - v.start;
@@ -278,7 +284,9 @@ function setMm(husk: Husk, s: ProcessState, exeFd: number): void {
     m.envStart,
     m.envEnd,
     auxvAt,
-  ].forEach((v, i) => map.writeBigUInt64LE(BigInt(v), i * 8));
+  ].forEach((v, i) => {
+    map.writeBigUInt64LE(BigInt(v), i * 8);
+  });
   map.writeUInt32LE(m.auxv.length, 96);
   map.writeInt32LE(exeFd, 100);
   try {
@@ -293,7 +301,9 @@ function setMm(husk: Husk, s: ProcessState, exeFd: number): void {
 function restoreCreds(husk: Husk, c: ProcessState['creds']): void {
   if (c.uid.every((u) => u === 0) && c.gid.every((g) => g === 0)) return;
   const groups = Buffer.alloc(Math.max(4, c.groups.length * 4));
-  c.groups.forEach((g, i) => groups.writeUInt32LE(g, i * 4));
+  c.groups.forEach((g, i) => {
+    groups.writeUInt32LE(g, i * 4);
+  });
   husk.main.call(SYS.setgroups, [c.groups.length, husk.scratch(0, groups)]);
   husk.main.call(SYS.setresgid, c.gid);
   husk.main.call(SYS.setresuid, c.uid);
@@ -310,7 +320,9 @@ function restoreThreads(husk: Husk, s: ProcessState): HuskThread[] {
     waitStop(tid, 5000); // its first stop, as a thread we trace (PTRACE_O_TRACECLONE)
     threads.push(new HuskThread(tid, husk.main.syscallAddr));
   }
-  threads.forEach((t, i) => restoreThread(husk, t, s.threads[i], s.pid));
+  threads.forEach((t, i) => {
+    restoreThread(husk, t, s.threads[i], s.pid);
+  });
   for (const p of s.pending) {
     husk.main.call(SYS.rt_sigqueueinfo, [husk.pid, p.sig, husk.scratch(0, siginfoOf(p.sig, p.info, husk.pid))]);
   }

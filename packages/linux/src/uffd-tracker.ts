@@ -151,7 +151,7 @@ export class UffdWpTracker implements DirtyTracker {
         // part we tracked before the range is registered again in its new shape.
         timedScan(m.start, Math.min(r.end, m.end));
         this.registered.delete(m.start);
-        this.register(m, r.end < m.end ? r.end : m.end);
+        this.register(m, Math.min(r.end, m.end));
       } else {
         // A range not seen before: register it; its pages count as written (the caller's job).
         this.register(m, m.start);

@@ -45,6 +45,7 @@ afterEach(() => {
 
 /** Starts a workload with nothing open but its standard streams (the test runner leaks some). */
 function startWorkload(args: string[], stdin: 'pipe' | 'ignore' = 'ignore'): Promise<ChildProcess> {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: ${f##*/} is a bash parameter expansion in a shell script, not a JS template
   const closeOthers = 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
   const p = spawn('/bin/bash', ['-c', closeOthers, 'bash', `${BIN}/${args[0]}`, ...args.slice(1)], { stdio: [stdin, 'pipe', 'inherit'] });
   started.push(p);

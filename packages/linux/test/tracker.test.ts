@@ -22,7 +22,7 @@ class Poke {
   constructor(readonly child: ChildProcess) {
     child.stdout!.on('data', (d) => {
       this.buf += d;
-      let i;
+      let i: number;
       while ((i = this.buf.indexOf('\n')) >= 0) {
         const l = this.buf.slice(0, i);
         this.buf = this.buf.slice(i + 1);
@@ -37,7 +37,7 @@ class Poke {
     return l !== undefined ? Promise.resolve(l) : new Promise((r) => this.waiters.push(r));
   }
   async cmd(c: string): Promise<string> {
-    this.child.stdin!.write(c + '\n');
+    this.child.stdin!.write(`${c}\n`);
     return this.line();
   }
 }

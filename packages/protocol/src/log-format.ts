@@ -18,9 +18,9 @@ export function terminalLogStream(out: NodeJS.WritableStream = process.stderr): 
             .filter(([k]) => !SKIP.has(k))
             .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
             .join(' ');
-          out.write(`${LEVELS[rec.level as number] ?? rec.level} ${rec.msg ?? ''}${fields ? '  ' + fields : ''}\n`);
+          out.write(`${LEVELS[rec.level as number] ?? rec.level} ${rec.msg ?? ''}${fields ? `  ${fields}` : ''}\n`);
         } catch {
-          out.write(line + '\n');
+          out.write(`${line}\n`);
         }
       }
       cb();

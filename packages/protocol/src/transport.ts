@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { SecurityConfigError } from './errors.js';
 
 /**

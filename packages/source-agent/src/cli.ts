@@ -179,7 +179,7 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
   );
   clearProgress();
   if (a.report) writeJson(a.report, report);
-  process.stdout.write(formatReport(report) + '\n');
+  process.stdout.write(`${formatReport(report)}\n`);
 }
 
 function modelOptions(y: Argv) {
@@ -252,7 +252,7 @@ function runCleanup(a: ArgsOf<typeof cleanupOptions>): void {
   if (!(Number.isInteger(a.pid) && a.pid > 0)) throw new InputError(`--pid must be a positive whole number`);
   requireProcess(a.pid);
   try {
-    process.stdout.write(cleanupProcess(a.pid) + '\n');
+    process.stdout.write(`${cleanupProcess(a.pid)}\n`);
   } catch (e) {
     if ((e as { code?: string }).code === 'EPERM')
       throw new ProcessError(`not permitted to trace process ${a.pid}: run as root or with CAP_SYS_PTRACE`);
@@ -274,7 +274,7 @@ function checkOptions(y: Argv) {
 function runCheck(a: ArgsOf<typeof checkOptions>): void {
   if (!(Number.isInteger(a.pid) && a.pid > 0)) throw new InputError(`--pid must be a positive whole number`);
   const verdict = checkProcess(a.pid);
-  if (a.json) process.stdout.write(JSON.stringify(verdict) + '\n');
+  if (a.json) process.stdout.write(`${JSON.stringify(verdict)}\n`);
   else if (verdict.migratable) process.stdout.write(`process ${a.pid} can be migrated and restored\n`);
   if (!verdict.migratable) {
     // --json: the verdict on stdout is the answer; the exit code says it too, with no message.
@@ -309,7 +309,7 @@ async function runResolve(a: ArgsOf<typeof resolveOptions>): Promise<void> {
     stateDir: a['state-dir'],
     timeoutMs: positiveInt('timeout')(a.timeout) * 1000,
   });
-  process.stdout.write(line + '\n');
+  process.stdout.write(`${line}\n`);
 }
 
 function reportOptions(y: Argv) {
@@ -398,9 +398,9 @@ async function withDashboard<T>(port: number | undefined, task: (onEvent: ((e: U
 
 function printSummary(line: string): void {
   clearProgress();
-  process.stdout.write(line + '\n');
+  process.stdout.write(`${line}\n`);
 }
 
 function writeJson(file: string, value: unknown): void {
-  fs.writeFileSync(file, JSON.stringify(value, null, 2) + '\n');
+  fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }

@@ -192,7 +192,7 @@ export async function simMain(argv: string[]): Promise<number> {
                 `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`,
               ),
             );
-          process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : toTable(rows, trace, a.bandwidth) + '\n');
+          process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${toTable(rows, trace, a.bandwidth)}\n`);
         },
       )
       .parseAsync();
@@ -218,25 +218,23 @@ function writeOut(file: string, data: string): void {
 
 function toCsv(rows: Row[]): string {
   const head = 'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped';
-  return (
-    [
-      head,
-      ...rows.map((r) =>
-        [
-          r.policy,
-          r.states ?? '',
-          r.downtimeMs.toFixed(3),
-          r.totalMs.toFixed(3),
-          r.pagesSent,
-          r.rounds.length,
-          r.stopReason,
-          r.savingPages,
-          r.shareOfOracle === null ? '' : r.shareOfOracle.toFixed(4),
-          r.wrapped,
-        ].join(','),
-      ),
-    ].join('\n') + '\n'
-  );
+  return `${[
+    head,
+    ...rows.map((r) =>
+      [
+        r.policy,
+        r.states ?? '',
+        r.downtimeMs.toFixed(3),
+        r.totalMs.toFixed(3),
+        r.pagesSent,
+        r.rounds.length,
+        r.stopReason,
+        r.savingPages,
+        r.shareOfOracle === null ? '' : r.shareOfOracle.toFixed(4),
+        r.wrapped,
+      ].join(','),
+    ),
+  ].join('\n')}\n`;
 }
 
 function toTable(rows: Row[], trace: Trace, bw: string): string {
