@@ -4,12 +4,15 @@
 // BENCHMARKS.md with the command and the machine). Sizes of 1 GiB and up live here, not in tests.
 //
 //   node bench/run.mjs [--mb 1024] [--policies precopy,markov] [--pattern seq] [--write-rate 0]
-//                      [--bandwidth 0] [--model-seconds 10] [--after resume]
+//                      [--bandwidth 0] [--model-seconds 10] [--after resume] [--restore]
+//
+// --restore: the destination restores the process (forecopy-dest listen --restore) and the table
+// adds the parts of the downtime, from the freeze to the process running at the destination.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killAll, startChild } from '../scripts/lib/child.mjs';
+import { killAll, startChild, withOnlyStdio } from '../scripts/lib/child.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -23,6 +26,7 @@ const patterns = opt('pattern', 'seq').split(',');
 const rate = opt('write-rate', '20000');
 const bandwidth = opt('bandwidth', '0');
 const repeat = Number(opt('repeat', '1'));
+const restore = argv.includes('--restore');
 const outDir = path.join(root, 'bench/results', new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-'));
 fs.mkdirSync(outDir, { recursive: true });
 
@@ -52,11 +56,13 @@ try {
             '--image-dir',
             imageDir,
             '--once',
+            ...(restore ? ['--restore'] : []),
             '--log-level',
             'warn',
           ]);
           const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
-          const mw = start(path.join(root, 'workloads/bin/mw'), ['--mb', mb, '--pattern', pattern, '--write-rate', rate]);
+          // Nothing open but its standard streams, as a restore needs (pnpm may leak descriptors).
+          const mw = start(...withOnlyStdio(path.join(root, 'workloads/bin/mw'), ['--mb', mb, '--pattern', pattern, '--write-rate', rate]));
           const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
           await new Promise((r) => setTimeout(r, 1000)); // let it reach its steady write rate
           const report = path.join(outDir, `mw-${mb}-${pattern}-${policy}-${rep + 1}.json`);
@@ -69,7 +75,7 @@ try {
           const src = start(process.execPath, [
             path.join(root, 'packages/source-agent/bin/forecopy-source.mjs'),
             'migrate',
-            '--image-only',
+            ...(restore ? ['--state-dir', path.join(imageDir, 'source-state')] : ['--image-only']),
             '--pid',
             pid,
             '--to',
@@ -79,16 +85,17 @@ try {
             ...extra,
             '--bandwidth',
             bandwidth,
-            '--after',
-            opt('after', 'kill'),
+            ...(restore ? [] : ['--after', opt('after', 'kill')]),
             '--report',
             report,
             ...(base === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
           ]);
           const code = await src.exited;
-          try {
-            process.kill(Number(pid), 'SIGKILL');
-          } catch {} // gone already with --after kill
+          for (const p of [Number(pid), restore && fs.existsSync(report) ? JSON.parse(fs.readFileSync(report, 'utf8')).restoredPid : 0]) {
+            try {
+              if (p) process.kill(p, 'SIGKILL');
+            } catch {} // gone already with --after kill
+          }
           await dest.exited;
           fs.rmSync(imageDir, { recursive: true, force: true });
           fs.mkdirSync(imageDir);
@@ -150,6 +157,20 @@ if (rows.length > 0) {
 const head = '| workload | policy | verified | rounds | downtime ms | total ms | pages sent | MiB on wire | scans | scan ms avg / max |';
 console.log(head);
 console.log(head.replace(/[^|]/g, '-'));
+if (restore) {
+  console.log(
+    '| workload | downtime ms (freeze to running at the destination) | stop-and-copy | state | verify | handover (restore) | release |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
+  for (const { mb, pattern, r } of rows) {
+    const p = r.downtimeParts ?? {};
+    const f = (k) => (p[k] ?? 0).toFixed(1);
+    console.log(
+      `| mw ${mb} MiB ${pattern} @${rate} pages/s | ${r.downtimeMs.toFixed(1)} | ${f('stopCopyMs')} | ${f('stateMs')} | ${f('verifyMs')} | ${f('handoverMs')} (${f('restoreMs')}) | ${f('releaseMs')} |`,
+    );
+  }
+  console.log('');
+}
 for (const { mb, pattern, policy, r } of rows) {
   const s = r.scans;
   console.log(

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killAll, startChild } from '../scripts/lib/child.mjs';
+import { killAll, startChild, withOnlyStdio } from '../scripts/lib/child.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -59,9 +59,7 @@ try {
   ]);
   const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
   // Nothing open but its standard streams: what a restore can carry (pnpm may leak descriptors).
-  // biome-ignore lint/suspicious/noTemplateCurlyInString: ${f##*/} is a bash parameter expansion in a shell script, not a JS template
-  const closeOthers = 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
-  const mw = run('/bin/bash', ['-c', closeOthers, 'bash', mwBin, '--mb', MB, '--pattern', 'hotspot', '--write-rate', RATE]);
+  const mw = run(...withOnlyStdio(mwBin, ['--mb', MB, '--pattern', 'hotspot', '--write-rate', RATE]));
   const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
   console.log(`demo: workload mw --mb ${MB} --pattern hotspot --write-rate ${RATE} (pid ${pid}); destination on 127.0.0.1:${port}`);
   console.log(`demo: ${os.cpus().length} cores here, shared by the workload, the source and the destination\n`);

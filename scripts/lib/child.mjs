@@ -46,3 +46,14 @@ export function killAll(kids) {
     }
   }
 }
+
+/**
+ * `cmd args` run with nothing open but its standard streams, as a process to be restored elsewhere
+ * must be (pnpm and test runners leak descriptors into their children). The tests' twin is
+ * withOnlyStdio in e2e/src/procs.ts.
+ */
+export function withOnlyStdio(cmd, args) {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: ${f##*/} is a shell parameter expansion, not a JS template
+  const closeOthers = 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
+  return ['/bin/bash', ['-c', closeOthers, 'bash', cmd, ...args]];
+}

@@ -13,16 +13,9 @@ import type { MigrationSession } from './migration/session.js';
 import { startTracking } from './migration/start-tracking.js';
 import { stopAndCopy } from './migration/stop-and-copy.js';
 import { mismatchError, verify } from './migration/verify.js';
-import {
-  captureProcess,
-  refuseBlockers,
-  releaseRestored,
-  removeRecord,
-  sendProcessState,
-  waitGone,
-  writeRecord,
-} from './migration/restore.js';
-import { readProcStat, type CapturedProcess } from '@forecopy/linux';
+import { captureProcess, handOverRestored, recordOf, refuseBlockers, sendProcessState, writeRecord } from './migration/restore.js';
+import type { CapturedProcess } from '@forecopy/linux';
+import { DowntimeClock } from './migration/downtime.js';
 
 export type { MigrateOptions, PolicyContext } from './migration/options.js';
 export { AFTER_ACTIONS, type AfterAction } from './migration/release.js';
@@ -56,34 +49,33 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     // collected: the system calls it injects let the kernel write to the process (rseq's cpu
     // fields), and those writes must reach the final round.
     let captured: CapturedProcess | null = null;
-    const { frozen, downtimeMs } = await stopAndCopy(s, stop, held, s.restore ? (f) => (captured = captureProcess(s, f)) : undefined);
+    const { frozen, frozenAt } = await stopAndCopy(s, stop, held, s.restore ? (f) => (captured = captureProcess(s, f)) : undefined);
+    const clock = new DowntimeClock(frozenAt);
     if (captured) s.stateHash = await sendProcessState(s, captured);
+    clock.mark('stateMs');
     const verification = await verify(s, frozen);
-    const report = migrationReport(s, { startedAt, t0, modelMs, downtimeMs, stopReason: stop.reason }, verification);
+    clock.mark('verifyMs');
+    const report = migrationReport(
+      s,
+      { startedAt, t0, modelMs, stopCopyMs: clock.parts.stopCopyMs, stopReason: stop.reason },
+      verification,
+    );
     if (verification.mismatch) throw mismatchError(report, verification.mismatch); // the process runs on here
-    if (s.restore) {
-      // Before Commit: from then on the destination may hold a copy, and a resolve needs this.
-      writeRecord(opts.stateDir, {
-        sessionId: s.sessionId,
-        pid: opts.pid,
-        startTime: readProcStat(opts.pid).field(22),
-        destination: `${opts.host}:${opts.port}`,
-        at: new Date().toISOString(),
-      });
-    }
+    if (s.restore) writeRecord(opts.stateDir, recordOf(s)); // before Commit: from then on the destination may hold a copy
     const committed = await handover(s);
     handedOver = true;
+    clock.mark('handoverMs');
     if (committed.restoredPid !== undefined) {
-      if (opts.dieWhenRestored) process.kill(process.pid, 'SIGKILL');
-      // The restored copy waits, stopped, until this one is gone: never two running.
-      held.finish('kill');
-      await waitGone(opts.pid);
-      await releaseRestored(s, committed.restoredPid);
-      removeRecord(opts.stateDir, s.sessionId);
+      await handOverRestored(s, committed.restoredPid, held);
       report.restoredPid = committed.restoredPid;
       report.restoreMs = committed.restoreMs;
     } else held.finish(opts.after);
+    clock.mark('releaseMs');
     channel.close();
+    // The process ran nowhere from the freeze until now (restored and released, thawed here), or,
+    // with --after kill or stop and no restore, it never runs again: until the handover ended.
+    report.downtimeMs = clock.totalMs();
+    report.downtimeParts = { ...clock.parts, ...(committed.restoreMs !== undefined ? { restoreMs: committed.restoreMs } : {}) };
     report.totalMs = performance.now() - t0;
     opts.onEvent?.({ type: 'done', verified: true, downtimeMs: report.downtimeMs, totalMs: report.totalMs, pagesSent: report.pagesSent });
     return report;

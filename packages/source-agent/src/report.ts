@@ -22,8 +22,21 @@ export function roundReport(summary: RoundSummary, bytesSent: number): RoundRepo
 export interface MigrationReport {
   /** The destination compared every page's checksum with the frozen source and found them equal. */
   verified: boolean;
-  /** From the freeze to the destination's acknowledgement that the final round is applied. */
+  /**
+   * The whole time the process did not run: from the freeze until it runs again (restored and
+   * released at the destination, or thawed here with --after resume); with --after kill or stop
+   * and no restore, until the handover ended. Its parts are in `downtimeParts`.
+   */
   downtimeMs: number;
+  /** From the freeze to the destination's acknowledgement that the final round is applied. */
+  stopCopyMs: number;
+  /**
+   * The parts of the downtime, in ms: stopCopyMs (freeze, capture of the state for a restore, last
+   * round), stateMs (sending the state), verifyMs, handoverMs (Commit to Committed, the restore at
+   * the destination included), restoreMs (the destination's own measure of its restore),
+   * releaseMs (the original killed and gone, Release answered; or the thaw).
+   */
+  downtimeParts?: Record<string, number>;
   /** From the start of the migration (after any modelling) to the verification answer. */
   totalMs: number;
   /** Time spent hashing and comparing after the final round (the process stays frozen). */
@@ -83,6 +96,18 @@ export function formatReport(r: MigrationReport): string {
   lines.push(
     `  downtime ${ms(r.downtimeMs)}   total ${ms(r.totalMs)}   verify ${ms(r.verifyMs)}${r.modelMs >= 1 ? `   modelling ${ms(r.modelMs)} (before)` : ''}`,
   );
+  if (r.downtimeParts) {
+    const names: Record<string, string> = {
+      stopCopyMs: 'stop-and-copy',
+      stateMs: 'state',
+      verifyMs: 'verify',
+      handoverMs: 'handover',
+      restoreMs: 'of which restore',
+      releaseMs: 'release',
+    };
+    const parts = Object.entries(r.downtimeParts).map(([k, v]) => `${names[k] ?? k} ${ms(v)}`);
+    lines.push(`  the process did not run for ${ms(r.downtimeMs)}: ${parts.join(', ')}`);
+  }
   lines.push(
     `  memory ${num(r.memoryPages)} pages (${mib(r.memoryPages * 4096)})   sent ${num(r.pagesSent)} pages (${mib(r.bytesOfMemory)} of memory, ${mib(r.bytesSent)} on the wire; ${num(r.zeroPages)} zero, ${num(r.lz4Pages)} lz4)`,
   );
@@ -98,7 +123,7 @@ export function formatReport(r: MigrationReport): string {
     (x.bytesSent / 1048576).toFixed(2),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const fmt = (row: string[]) => '  ' + row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const fmt = (row: string[]) => `  ${row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')}`;
   lines.push(fmt(head));
   for (const row of rows) lines.push(fmt(row));
   if (r.mismatch) lines.push(`  MISMATCH: ${num(r.mismatch.pages)} pages differ, first: ${r.mismatch.firstPages.join(', ')}`);

@@ -10,7 +10,8 @@ export interface Measured {
   /** performance.now() when the migration proper began (after any modelling). */
   t0: number;
   modelMs: number;
-  downtimeMs: number;
+  /** From the freeze to the destination's acknowledgement of the final round. */
+  stopCopyMs: number;
   stopReason: string;
 }
 
@@ -20,7 +21,10 @@ export function migrationReport(s: MigrationSession, m: Measured, v: Verificatio
   const { tracker, space, sampler } = s.tracking;
   return {
     verified: v.mismatch === null,
-    downtimeMs: m.downtimeMs,
+    // Until the process runs again; migrate() sets the whole once the handover ended. A report of a
+    // failed verification keeps this: the process was thawed right after.
+    downtimeMs: m.stopCopyMs + v.verifyMs,
+    stopCopyMs: m.stopCopyMs,
     totalMs: v.answeredAt - m.t0,
     verifyMs: v.verifyMs,
     modelMs: m.modelMs,

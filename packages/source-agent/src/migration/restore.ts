@@ -6,6 +6,7 @@ import { pageHasher } from '../checksum.js';
 import { InDoubtError, NotMigratableError, ProcessError } from '../errors.js';
 import { asChannelError, processGone } from '../errno-map.js';
 import { askOnNewConnection, type Destination } from './connect.js';
+import type { HeldProcess } from './release.js';
 import type { MigrationSession } from './session.js';
 
 // The source's part of a restore at the destination:
@@ -86,6 +87,30 @@ export function originalRuns(r: Pick<SessionRecord, 'pid' | 'startTime'>): boole
   } catch {
     return false;
   }
+}
+
+/** The record of this migration's handover, written before Commit. */
+export function recordOf(s: MigrationSession): SessionRecord {
+  const { opts } = s;
+  return {
+    sessionId: s.sessionId,
+    pid: opts.pid,
+    startTime: readProcStat(opts.pid).field(22),
+    destination: `${opts.host}:${opts.port}`,
+    at: new Date().toISOString(),
+  };
+}
+
+/**
+ * After Committed(restoredPid): the restored copy waits, stopped, until this one is gone, so
+ * there are never two running. Kills the original, waits until it is gone, sends Release.
+ */
+export async function handOverRestored(s: MigrationSession, restoredPid: number, held: HeldProcess): Promise<void> {
+  if (s.opts.dieWhenRestored) process.kill(process.pid, 'SIGKILL');
+  held.finish('kill');
+  await waitGone(s.opts.pid);
+  await releaseRestored(s, restoredPid);
+  removeRecord(s.opts.stateDir, s.sessionId);
 }
 
 /** Waits (up to `ms`) until the killed original is gone or a zombie: it runs no more. */

@@ -16,7 +16,7 @@ export async function stopAndCopy(
   held: HeldProcess,
   /** Runs on the frozen process before its last writes are collected (see migrate()). */
   onFrozen?: (frozen: FrozenProcess) => void,
-): Promise<{ frozen: FrozenProcess; downtimeMs: number }> {
+): Promise<{ frozen: FrozenProcess; frozenAt: number }> {
   const { sampler, space } = s.tracking;
   const pid = s.opts.pid;
   sampler.stop();
@@ -35,5 +35,5 @@ export async function stopAndCopy(
   const remaining = stop.remaining.resized(space.totalPages).or(last).and(space.live);
   await s.channel.send(stopAndCopyMessage({ round }));
   await runRound(s, { final: true, round, pages: remaining, frozenAt });
-  return { frozen, downtimeMs: s.rounds[s.rounds.length - 1].durationMs };
+  return { frozen, frozenAt };
 }
