@@ -1,5 +1,6 @@
 import { SoftDirtyTracker } from './soft-dirty-tracker.js';
-import { TrackerUnsupportedError, UffdWpTracker, pagemapScanSupported, type DirtyTracker } from './uffd-tracker.js';
+import { TrackerUnsupportedError } from './errors.js';
+import { UffdWpTracker, pagemapScanSupported, type DirtyTracker } from './uffd-tracker.js';
 
 /** The dirty-page trackers there are (DirtyTracker.kind). */
 export const TRACKER_KINDS = ['uffd-wp', 'soft-dirty'] as const;

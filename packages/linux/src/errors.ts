@@ -1,6 +1,46 @@
-// The linux package's own errors. KernelError (libc.ts) carries a failed system call's errno;
-// TrackerUnsupportedError (uffd-tracker.ts) says the kernel cannot track dirty pages; RestoreError
-// says why a process could not be rebuilt, with a stable code.
+import os from 'node:os';
+
+// Every error of the linux package, each with a stable `code`. This package is a library with no
+// command line of its own: the agents map these errors to their exit codes (the source agent in
+// packages/source-agent/src/errno-map.ts; a RestoreError ends a migration with exit 10).
+//   KernelError              a failed system call; `code` is its errno name (EPERM, ESRCH, ...)
+//   TrackerUnsupportedError  this kernel cannot track dirty pages (E_TRACKER_UNSUPPORTED)
+//   StateFormatError         a process state received from a peer is malformed (E_BAD_STATE)
+//   RestoreError             a process could not be rebuilt (RESTORE_ERROR_CODES)
+
+/** A failed system call, with its errno name (EPERM, ESRCH, ...). */
+export class KernelError extends Error {
+  readonly code: string;
+  constructor(
+    readonly syscall: string,
+    readonly errno: number,
+    detail = '',
+  ) {
+    const name = errnoName(errno);
+    super(`${syscall} failed: ${name} (${os.constants.errno ? describe(errno) : errno})${detail ? `: ${detail}` : ''}`);
+    this.name = 'KernelError';
+    this.code = name;
+  }
+}
+
+function errnoName(n: number): string {
+  for (const [k, v] of Object.entries(os.constants.errno)) if (v === n) return k;
+  return `errno ${n}`;
+}
+function describe(n: number): string {
+  const texts: Record<string, string> = {
+    EPERM: 'operation not permitted',
+    ESRCH: 'no such process',
+    EINVAL: 'invalid argument',
+    EFAULT: 'bad address',
+    EBUSY: 'busy',
+    ENOMEM: 'out of memory',
+    EACCES: 'permission denied',
+    ENOSYS: 'not implemented by this kernel',
+    ENOTTY: 'not supported by this kernel',
+  };
+  return texts[errnoName(n)] ?? `errno ${n}`;
+}
 
 export const RESTORE_ERROR_CODES: Readonly<Record<string, string>> = Object.freeze({
   E_RESTORE_HUSK: 'the husk process a restore runs in could not be started or controlled',
@@ -23,4 +63,17 @@ export class RestoreError extends Error {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'RestoreError';
   }
+}
+
+export class TrackerUnsupportedError extends Error {
+  readonly code = 'E_TRACKER_UNSUPPORTED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrackerUnsupportedError';
+  }
+}
+
+/** A ProcessState or RestorePreview that came over the network and is not what it must be. */
+export class StateFormatError extends Error {
+  readonly code = 'E_BAD_STATE';
 }

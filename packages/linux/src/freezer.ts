@@ -1,5 +1,6 @@
 import fs from 'node:fs';
-import { KernelError, PTRACE, PTRACE_EVENT, WALL, WIFSTOPPED, WNOHANG, WSTOPSIG, ptrace, tgkill, waitpid } from './libc.js';
+import { PTRACE, PTRACE_EVENT, WALL, WIFSTOPPED, WNOHANG, WSTOPSIG, ptrace, tgkill, waitpid } from './libc.js';
+import { KernelError } from './errors.js';
 
 const SIGKILL = 9;
 const SIGSTOP = 19;

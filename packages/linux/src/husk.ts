@@ -5,7 +5,6 @@ import { fileURLToPath } from 'node:url';
 import { RestoreError } from './errors.js';
 import { sleepSync } from './freezer.js';
 import {
-  KernelError,
   PTRACE,
   PTRACE_EVENT,
   SYS,
@@ -19,6 +18,7 @@ import {
   ptracePeek,
   waitpid,
 } from './libc.js';
+import { KernelError } from './errors.js';
 import { PageReader } from './page-reader.js';
 import { readMaps, type ProcMapping } from './proc-maps.js';
 import { ARG_REGS, REG, REGS_BYTES } from './regs.js';

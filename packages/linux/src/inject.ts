@@ -1,5 +1,6 @@
 import koffi from 'koffi';
-import { KernelError, PTRACE, WALL, WIFSTOPPED, WNOHANG, WSTOPSIG, ptrace, ptracePeek, tgkill, waitpid } from './libc.js';
+import { PTRACE, WALL, WIFSTOPPED, WNOHANG, WSTOPSIG, ptrace, ptracePeek, tgkill, waitpid } from './libc.js';
+import { KernelError } from './errors.js';
 import { Freezer, sleepSync, type FrozenProcess } from './freezer.js';
 import { ARG_REGS, REG, REGS_BYTES } from './regs.js';
 

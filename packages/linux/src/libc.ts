@@ -1,5 +1,5 @@
 import koffi from 'koffi';
-import os from 'node:os';
+import { KernelError } from './errors.js';
 
 /**
  * The few libc entry points the source agent needs, bound with koffi (pointers are BigInt, about
@@ -92,40 +92,6 @@ export const SYS = Object.freeze({
   pidfd_open: 434,
   pidfd_getfd: 438,
 });
-
-/** A failed system call, with its errno name (EPERM, ESRCH, ...). */
-export class KernelError extends Error {
-  readonly code: string;
-  constructor(
-    readonly syscall: string,
-    readonly errno: number,
-    detail = '',
-  ) {
-    const name = errnoName(errno);
-    super(`${syscall} failed: ${name} (${os.constants.errno ? describe(errno) : errno})${detail ? `: ${detail}` : ''}`);
-    this.name = 'KernelError';
-    this.code = name;
-  }
-}
-
-function errnoName(n: number): string {
-  for (const [k, v] of Object.entries(os.constants.errno)) if (v === n) return k;
-  return `errno ${n}`;
-}
-function describe(n: number): string {
-  const texts: Record<string, string> = {
-    EPERM: 'operation not permitted',
-    ESRCH: 'no such process',
-    EINVAL: 'invalid argument',
-    EFAULT: 'bad address',
-    EBUSY: 'busy',
-    ENOMEM: 'out of memory',
-    EACCES: 'permission denied',
-    ENOSYS: 'not implemented by this kernel',
-    ENOTTY: 'not supported by this kernel',
-  };
-  return texts[errnoName(n)] ?? `errno ${n}`;
-}
 
 function check(name: string, r: number | bigint, detail?: string): number {
   if (Number(r) === -1) throw new KernelError(name, koffi.errno(), detail);

@@ -1,4 +1,5 @@
-import { processVmReadv, KernelError } from './libc.js';
+import { processVmReadv } from './libc.js';
+import { KernelError } from './errors.js';
 
 const PAGE = 4096;
 /** IOV_MAX: the most remote iovecs process_vm_readv takes in one call. */

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { KernelError } from './libc.js';
+import { KernelError } from './errors.js';
 
 /** One line of /proc/PID/maps. Addresses are below 2^47, so they fit JavaScript numbers. */
 export interface ProcMapping {

@@ -145,12 +145,9 @@ export interface RestorePreview {
   vdso: { size: number; sha256: string } | null;
 }
 
-// ---- checking what arrived over the wire -------------------------------------------------------
+import { StateFormatError } from './errors.js';
 
-/** A ProcessState or RestorePreview that came over the network and is not what it must be. */
-export class StateFormatError extends Error {
-  readonly code = 'E_BAD_STATE';
-}
+// ---- checking what arrived over the wire -------------------------------------------------------
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);

@@ -3,7 +3,8 @@ import koffi from 'koffi';
 import { injectSyscall } from './inject.js';
 import type { TrackerKind } from './create-tracker.js';
 import type { FrozenProcess } from './freezer.js';
-import { KernelError, SYS, close, ioctl, openReadOnly, sys } from './libc.js';
+import { KernelError } from './errors.js';
+import { SYS, close, ioctl, openReadOnly, sys } from './libc.js';
 import type { ProcMapping } from './proc-maps.js';
 
 /** Written pages since the last collect: page-aligned [start, end) addresses. */
@@ -35,14 +36,6 @@ export interface DirtyTracker {
   stop(frozen?: FrozenProcess | null): void;
   /** Descriptors the tracker installed in the process (a restore must not carry them). */
   installedFds(): number[];
-}
-
-export class TrackerUnsupportedError extends Error {
-  readonly code = 'E_TRACKER_UNSUPPORTED';
-  constructor(message: string) {
-    super(message);
-    this.name = 'TrackerUnsupportedError';
-  }
 }
 
 // ioctl numbers, _IOWR('\xAA', nr, struct) from linux/userfaultfd.h (checked against the 6.1
