@@ -65,6 +65,18 @@ describe.skipIf(skip)('live migration over loopback', () => {
     expect(await mw.proc.exited).toBe(128 + 9);
   });
 
+  it('refuses --after kill against a destination that keeps only an image: no copy would run at the end', async () => {
+    const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once']);
+    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe(
+      `forecopy-source: the destination 127.0.0.1:${dest.port} keeps only a memory image (it was not started with --restore): --after kill would leave no running copy of the process; restore there (forecopy-dest listen --restore), keep the process here (--after resume or stop), or ask for an image only (--image-only)`,
+    );
+    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
+
   it('catches an image altered on purpose, and leaves the process running', async () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'seq', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-corrupt-pages', '2']);

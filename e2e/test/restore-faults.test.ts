@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { WORKLOADS, killPid, leftovers, pidAlive, procState, runSource, type Proc } from '../src/procs.js';
+import { WORKLOADS, killPid, leftovers, pidAlive, procState, runSource, startDest, type Proc } from '../src/procs.js';
 import { RestoreBench, husks, restoreSkipReason, runningWithExe, sessionDir, waitUntil } from '../src/restore.js';
 
 /**
@@ -84,6 +84,32 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
       },
     );
   }
+
+  it('a file the process has open is missing at the destination: refused at Hello, naming it (exit 10)', async () => {
+    const dir = b.c.tmpdir('forecopy-files-');
+    fs.writeFileSync(path.join(dir, 'data'), 'the data\n');
+    // `sleep`, holding the file open on fd 3 (a regular file, which a restore reopens by path).
+    const p = b.startWorkload('/bin/bash', ['-c', `exec 3<${dir}/data; echo ready; exec sleep 300`]);
+    await p.waitFor(/^ready/);
+    // The destination sees another file system there: an empty tmpfs over the directory, in a
+    // mount namespace of its own.
+    b.stateDir = b.c.tmpdir('forecopy-source-state-');
+    const hide = ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs forecopy-test "$0" && exec "$@"', dir];
+    const dest = await startDest(
+      b.c,
+      ['--once', '--restore', '--host', b.hosts.destAddr, ...b.psk, '--log-level', 'info'],
+      [...b.hosts.exec(b.hosts.dest), ...hide],
+    );
+    const run = await b.migrate(p.pid, dest);
+    expect(run.code).toBe(10);
+    expect(run.stderr).toBe(
+      `forecopy-source: the destination cannot restore the process (E_RESTORE_FILE): ${dir}/data, which the process uses, does not exist here; the process runs on here`,
+    );
+    expect(sessionDir(dest)).toBeNull();
+    expect(pidAlive(p.pid)).toBe(true);
+    expect(leftovers(p.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expect(husks()).toEqual([]);
+  });
 
   it('check says yes, and exits 0, for a process that can move', async () => {
     const { pid } = await startMw();
