@@ -311,6 +311,168 @@ function layout(o: Obj, k: string): Mapping[] {
   });
 }
 
+/** Checks one message type's header (and payload), returning the typed message. */
+type Validator = (o: Obj, payload: Buffer, type: MessageType) => Message;
+
+/** A message that carries no payload: refuses one before `check` reads the header. */
+const headerOnly =
+  (check: (o: Obj, type: MessageType) => Message): Validator =>
+  (o, payload, type) => {
+    if (payload.length !== 0) throw new BadPayloadError(`${MessageType[type]} carries no payload, got ${payload.length} bytes`);
+    return check(o, type);
+  };
+
+function validateHello(o: Obj): Message {
+  const magic = str(o, 'magic', 16);
+  if (magic !== MAGIC) throw new BadMagicError(`bad magic ${JSON.stringify(magic)}: the peer is not a forecopy agent`);
+  const version = uint(o, 'version', 0xffff);
+  if (!SUPPORTED_VERSIONS.includes(version)) {
+    throw new UnsupportedVersionError(`protocol version ${version} is not supported (this agent speaks ${SUPPORTED_VERSIONS.join(', ')})`);
+  }
+  const sessionId = str(o, 'sessionId', 32);
+  if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new BadHeaderError(`sessionId must be 32 lower-case hex characters`);
+  const h: HelloHeader = {
+    magic,
+    version,
+    sessionId,
+    pageSize: uint(o, 'pageSize'),
+    totalPages: uint(o, 'totalPages'),
+    policy: str(o, 'policy', 64),
+    layout: layout(o, 'layout'),
+  };
+  if (o.restore !== undefined) h.restore = map(o, 'restore');
+  return { type: MessageType.Hello, header: h };
+}
+
+function validateHelloAck(o: Obj): Message {
+  const sessionId = str(o, 'sessionId', 32);
+  const h: HelloAckHeader = {
+    version: uint(o, 'version', 0xffff),
+    sessionId,
+    credit: uint(o, 'credit', 1 << 20),
+    maxFrameBytes: uint(o, 'maxFrameBytes'),
+  };
+  if (o.restore !== undefined) h.restore = bool(o, 'restore');
+  return { type: MessageType.HelloAck, header: h };
+}
+
+function validateRoundStart(o: Obj): Message {
+  const h: RoundStartHeader = { round: uint(o, 'round'), final: bool(o, 'final'), plannedPages: uint(o, 'plannedPages') };
+  if (o.layout !== undefined) h.layout = layout(o, 'layout');
+  if (h.round < 1) throw new BadHeaderError('rounds are numbered from 1');
+  return { type: MessageType.RoundStart, header: h };
+}
+
+function validatePageBatch(o: Obj, payload: Buffer): Message {
+  const ranges = RangeTable.fromWire(o.ranges);
+  if (ranges.rangeCount > MAX_RANGES_PER_BATCH)
+    throw new LimitExceededError(`a batch has ${ranges.rangeCount} ranges, more than ${MAX_RANGES_PER_BATCH}`);
+  const pages = ranges.pages();
+  if (pages > MAX_PAGES_PER_BATCH) throw new LimitExceededError(`a batch has ${pages} pages, more than ${MAX_PAGES_PER_BATCH}`);
+  const kinds = o.kinds;
+  if (!(kinds instanceof Uint8Array)) throw new BadHeaderError(`field 'kinds' must be bytes`);
+  if (kinds.length !== pages) throw new BadHeaderError(`field 'kinds' has ${kinds.length} entries for ${pages} pages`);
+  const lengths = uintArray(o, 'lengths', MAX_PAGES_PER_BATCH, LZ4_PAGE_BOUND);
+  checkPageLengths(kinds, lengths, payload);
+  return {
+    type: MessageType.PageBatch,
+    header: { round: uint(o, 'round'), seq: uint(o, 'seq', 0xffffffff), ranges, kinds, lengths },
+    payload,
+  };
+}
+
+/** Each non-zero page of a batch has one length, fitting its kind; together they fill the payload. */
+function checkPageLengths(kinds: Uint8Array, lengths: number[], payload: Buffer): void {
+  let li = 0;
+  let sum = 0;
+  for (let i = 0; i < kinds.length; i++) {
+    const k = kinds[i];
+    if (k === PAGE_KIND.ZERO) continue;
+    if (li >= lengths.length) throw new BadPayloadError(`'lengths' has fewer entries than non-zero pages`);
+    const len = lengths[li++];
+    if (k === PAGE_KIND.RAW && len !== PAGE_SIZE) throw new BadPayloadError(`a raw page has ${len} bytes, not ${PAGE_SIZE}`);
+    if (k === PAGE_KIND.LZ4 && (len < 1 || len > LZ4_PAGE_BOUND)) throw new BadPayloadError(`an lz4 page has ${len} bytes`);
+    if (k !== PAGE_KIND.RAW && k !== PAGE_KIND.LZ4) throw new BadHeaderError(`unknown page kind ${k}`);
+    sum += len;
+  }
+  if (li !== lengths.length) throw new BadPayloadError(`'lengths' has ${lengths.length} entries for ${li} non-zero pages`);
+  if (sum !== payload.length) throw new BadPayloadError(`page lengths add up to ${sum} bytes, the payload has ${payload.length}`);
+}
+
+function validateChecksums(o: Obj, payload: Buffer): Message {
+  const algorithm = str(o, 'algorithm', 16);
+  if (algorithm !== 'xxh64') throw new BadHeaderError(`checksum algorithm ${algorithm} is not supported (xxh64)`);
+  const count = uint(o, 'count', MAX_CHECKSUMS_PER_FRAME);
+  if (payload.length !== count * 8)
+    throw new BadPayloadError(`${count} checksums need ${count * 8} bytes, the payload has ${payload.length}`);
+  const h: ChecksumsHeader = { algorithm, firstPage: uint(o, 'firstPage'), count };
+  if (o.stateHash !== undefined) {
+    h.stateHash = str(o, 'stateHash', 16);
+    if (!/^[0-9a-f]{16}$/.test(h.stateHash)) throw new BadHeaderError('stateHash must be 16 lower-case hex characters');
+  }
+  return { type: MessageType.Checksums, header: h, payload };
+}
+
+function validateMismatch(o: Obj): Message {
+  const h: MismatchHeader = { mismatched: uint(o, 'mismatched'), firstPages: uintArray(o, 'firstPages', MAX_MISMATCH_PAGES) };
+  if (o.state !== undefined) h.state = bool(o, 'state');
+  return { type: MessageType.Mismatch, header: h };
+}
+
+/** Commit, Query, Release and Discard: a session id only. */
+function validateSessionRef(o: Obj, type: MessageType): Message {
+  return { type: type as MessageType.Commit, header: { sessionId: sessionIdOf(o) } };
+}
+
+function validateCommitted(o: Obj): Message {
+  const h: CommittedHeader = { sessionId: sessionIdOf(o) };
+  if (o.restoredPid !== undefined) h.restoredPid = uint(o, 'restoredPid', 0x7fffffff);
+  if (o.restoreMs !== undefined) h.restoreMs = nonNegative(o, 'restoreMs');
+  return { type: MessageType.Committed, header: h };
+}
+
+function validateResolved(o: Obj): Message {
+  return {
+    type: MessageType.Resolved,
+    header: { sessionId: sessionIdOf(o), running: bool(o, 'running'), pid: uint(o, 'pid', 0x7fffffff), reason: str(o, 'reason', 4096) },
+  };
+}
+
+/** The check of each valid message type. */
+const VALIDATORS: Record<Exclude<MessageType, MessageType.Invalid>, Validator> = {
+  [MessageType.Hello]: headerOnly(validateHello),
+  [MessageType.HelloAck]: headerOnly(validateHelloAck),
+  [MessageType.RoundStart]: headerOnly(validateRoundStart),
+  [MessageType.PageBatch]: validatePageBatch,
+  [MessageType.BatchAck]: headerOnly((o) => ({
+    type: MessageType.BatchAck,
+    header: { seq: uint(o, 'seq', 0xffffffff), credit: uint(o, 'credit', 1 << 20) },
+  })),
+  [MessageType.RoundEnd]: headerOnly((o) => ({
+    type: MessageType.RoundEnd,
+    header: { round: uint(o, 'round'), pagesSent: uint(o, 'pagesSent'), batches: uint(o, 'batches') },
+  })),
+  [MessageType.RoundAck]: headerOnly((o) => ({
+    type: MessageType.RoundAck,
+    header: { round: uint(o, 'round'), pagesApplied: uint(o, 'pagesApplied') },
+  })),
+  [MessageType.StopAndCopy]: headerOnly((o) => ({ type: MessageType.StopAndCopy, header: { round: uint(o, 'round') } })),
+  [MessageType.Checksums]: validateChecksums,
+  [MessageType.Verified]: headerOnly((o) => ({ type: MessageType.Verified, header: { pages: uint(o, 'pages') } })),
+  [MessageType.Mismatch]: headerOnly(validateMismatch),
+  [MessageType.Abort]: headerOnly((o) => ({
+    type: MessageType.Abort,
+    header: { code: str(o, 'code', 64), reason: str(o, 'reason', 4096) },
+  })),
+  [MessageType.Commit]: headerOnly(validateSessionRef),
+  [MessageType.Committed]: headerOnly(validateCommitted),
+  [MessageType.Query]: headerOnly(validateSessionRef),
+  [MessageType.ProcessState]: (o, payload) => ({ type: MessageType.ProcessState, header: { state: map(o, 'state') }, payload }),
+  [MessageType.Release]: headerOnly(validateSessionRef),
+  [MessageType.Discard]: headerOnly(validateSessionRef),
+  [MessageType.Resolved]: headerOnly(validateResolved),
+};
+
 /**
  * Checks a decoded header and payload of `type` and returns the typed message. Throws a
  * ProtocolError naming what is wrong.
@@ -320,146 +482,7 @@ export function validateMessage(type: number, raw: unknown, payload: Buffer): Me
   if (!(type in MessageType) || typeof MessageType[type] !== 'string') throw new UnknownMessageTypeError(`unknown message type ${type}`);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
     throw new BadHeaderError(`the header of ${MessageType[type]} is not a map`);
-  const o = raw as Obj;
-  const noPayload = () => {
-    if (payload.length !== 0) throw new BadPayloadError(`${MessageType[type]} carries no payload, got ${payload.length} bytes`);
-  };
-  switch (type as MessageType) {
-    case MessageType.Hello: {
-      noPayload();
-      const magic = str(o, 'magic', 16);
-      if (magic !== MAGIC) throw new BadMagicError(`bad magic ${JSON.stringify(magic)}: the peer is not a forecopy agent`);
-      const version = uint(o, 'version', 0xffff);
-      if (!SUPPORTED_VERSIONS.includes(version)) {
-        throw new UnsupportedVersionError(
-          `protocol version ${version} is not supported (this agent speaks ${SUPPORTED_VERSIONS.join(', ')})`,
-        );
-      }
-      const sessionId = str(o, 'sessionId', 32);
-      if (!/^[0-9a-f]{32}$/.test(sessionId)) throw new BadHeaderError(`sessionId must be 32 lower-case hex characters`);
-      const h: HelloHeader = {
-        magic,
-        version,
-        sessionId,
-        pageSize: uint(o, 'pageSize'),
-        totalPages: uint(o, 'totalPages'),
-        policy: str(o, 'policy', 64),
-        layout: layout(o, 'layout'),
-      };
-      if (o.restore !== undefined) h.restore = map(o, 'restore');
-      return { type: MessageType.Hello, header: h };
-    }
-    case MessageType.HelloAck: {
-      noPayload();
-      const sessionId = str(o, 'sessionId', 32);
-      const h: HelloAckHeader = {
-        version: uint(o, 'version', 0xffff),
-        sessionId,
-        credit: uint(o, 'credit', 1 << 20),
-        maxFrameBytes: uint(o, 'maxFrameBytes'),
-      };
-      if (o.restore !== undefined) h.restore = bool(o, 'restore');
-      return { type: MessageType.HelloAck, header: h };
-    }
-    case MessageType.RoundStart: {
-      noPayload();
-      const h: RoundStartHeader = { round: uint(o, 'round'), final: bool(o, 'final'), plannedPages: uint(o, 'plannedPages') };
-      if (o.layout !== undefined) h.layout = layout(o, 'layout');
-      if (h.round < 1) throw new BadHeaderError('rounds are numbered from 1');
-      return { type: MessageType.RoundStart, header: h };
-    }
-    case MessageType.PageBatch: {
-      const ranges = RangeTable.fromWire(o.ranges);
-      if (ranges.rangeCount > MAX_RANGES_PER_BATCH)
-        throw new LimitExceededError(`a batch has ${ranges.rangeCount} ranges, more than ${MAX_RANGES_PER_BATCH}`);
-      const pages = ranges.pages();
-      if (pages > MAX_PAGES_PER_BATCH) throw new LimitExceededError(`a batch has ${pages} pages, more than ${MAX_PAGES_PER_BATCH}`);
-      const kinds = o.kinds;
-      if (!(kinds instanceof Uint8Array)) throw new BadHeaderError(`field 'kinds' must be bytes`);
-      if (kinds.length !== pages) throw new BadHeaderError(`field 'kinds' has ${kinds.length} entries for ${pages} pages`);
-      const lengths = uintArray(o, 'lengths', MAX_PAGES_PER_BATCH, LZ4_PAGE_BOUND);
-      let li = 0;
-      let sum = 0;
-      for (let i = 0; i < kinds.length; i++) {
-        const k = kinds[i];
-        if (k === PAGE_KIND.ZERO) continue;
-        if (li >= lengths.length) throw new BadPayloadError(`'lengths' has fewer entries than non-zero pages`);
-        const len = lengths[li++];
-        if (k === PAGE_KIND.RAW && len !== PAGE_SIZE) throw new BadPayloadError(`a raw page has ${len} bytes, not ${PAGE_SIZE}`);
-        if (k === PAGE_KIND.LZ4 && (len < 1 || len > LZ4_PAGE_BOUND)) throw new BadPayloadError(`an lz4 page has ${len} bytes`);
-        if (k !== PAGE_KIND.RAW && k !== PAGE_KIND.LZ4) throw new BadHeaderError(`unknown page kind ${k}`);
-        sum += len;
-      }
-      if (li !== lengths.length) throw new BadPayloadError(`'lengths' has ${lengths.length} entries for ${li} non-zero pages`);
-      if (sum !== payload.length) throw new BadPayloadError(`page lengths add up to ${sum} bytes, the payload has ${payload.length}`);
-      return {
-        type: MessageType.PageBatch,
-        header: { round: uint(o, 'round'), seq: uint(o, 'seq', 0xffffffff), ranges, kinds, lengths },
-        payload,
-      };
-    }
-    case MessageType.BatchAck:
-      noPayload();
-      return { type: MessageType.BatchAck, header: { seq: uint(o, 'seq', 0xffffffff), credit: uint(o, 'credit', 1 << 20) } };
-    case MessageType.RoundEnd:
-      noPayload();
-      return {
-        type: MessageType.RoundEnd,
-        header: { round: uint(o, 'round'), pagesSent: uint(o, 'pagesSent'), batches: uint(o, 'batches') },
-      };
-    case MessageType.RoundAck:
-      noPayload();
-      return { type: MessageType.RoundAck, header: { round: uint(o, 'round'), pagesApplied: uint(o, 'pagesApplied') } };
-    case MessageType.StopAndCopy:
-      noPayload();
-      return { type: MessageType.StopAndCopy, header: { round: uint(o, 'round') } };
-    case MessageType.Checksums: {
-      const algorithm = str(o, 'algorithm', 16);
-      if (algorithm !== 'xxh64') throw new BadHeaderError(`checksum algorithm ${algorithm} is not supported (xxh64)`);
-      const count = uint(o, 'count', MAX_CHECKSUMS_PER_FRAME);
-      if (payload.length !== count * 8)
-        throw new BadPayloadError(`${count} checksums need ${count * 8} bytes, the payload has ${payload.length}`);
-      const h: ChecksumsHeader = { algorithm, firstPage: uint(o, 'firstPage'), count };
-      if (o.stateHash !== undefined) {
-        h.stateHash = str(o, 'stateHash', 16);
-        if (!/^[0-9a-f]{16}$/.test(h.stateHash)) throw new BadHeaderError('stateHash must be 16 lower-case hex characters');
-      }
-      return { type: MessageType.Checksums, header: h, payload };
-    }
-    case MessageType.Verified:
-      noPayload();
-      return { type: MessageType.Verified, header: { pages: uint(o, 'pages') } };
-    case MessageType.Mismatch: {
-      noPayload();
-      const h: MismatchHeader = { mismatched: uint(o, 'mismatched'), firstPages: uintArray(o, 'firstPages', MAX_MISMATCH_PAGES) };
-      if (o.state !== undefined) h.state = bool(o, 'state');
-      return { type: MessageType.Mismatch, header: h };
-    }
-    case MessageType.Abort:
-      noPayload();
-      return { type: MessageType.Abort, header: { code: str(o, 'code', 64), reason: str(o, 'reason', 4096) } };
-    case MessageType.Commit:
-    case MessageType.Query:
-    case MessageType.Release:
-    case MessageType.Discard:
-      noPayload();
-      return { type: type as MessageType.Commit, header: { sessionId: sessionIdOf(o) } };
-    case MessageType.Committed: {
-      noPayload();
-      const h: CommittedHeader = { sessionId: sessionIdOf(o) };
-      if (o.restoredPid !== undefined) h.restoredPid = uint(o, 'restoredPid', 0x7fffffff);
-      if (o.restoreMs !== undefined) h.restoreMs = nonNegative(o, 'restoreMs');
-      return { type: MessageType.Committed, header: h };
-    }
-    case MessageType.ProcessState:
-      return { type: MessageType.ProcessState, header: { state: map(o, 'state') }, payload };
-    case MessageType.Resolved:
-      noPayload();
-      return {
-        type: MessageType.Resolved,
-        header: { sessionId: sessionIdOf(o), running: bool(o, 'running'), pid: uint(o, 'pid', 0x7fffffff), reason: str(o, 'reason', 4096) },
-      };
-    default:
-      throw new UnknownMessageTypeError(`unknown message type ${type}`);
-  }
+  const validate = Object.hasOwn(VALIDATORS, type) ? VALIDATORS[type as keyof typeof VALIDATORS] : undefined;
+  if (!validate) throw new UnknownMessageTypeError(`unknown message type ${type}`);
+  return validate(raw as Obj, payload, type);
 }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import yargs from 'yargs';
+import yargs, { type ArgumentsCamelCase, type Argv } from 'yargs';
 import {
   FORECAST_MODES,
   MAX_STATES,
@@ -94,107 +94,125 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
   return rows;
 }
 
-export async function simMain(argv: string[]): Promise<number> {
-  const list = (v: string) =>
-    String(v)
-      .split(',')
-      .map((x) => x.trim())
-      .filter(Boolean);
+const list = (v: string) =>
+  String(v)
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+
+function simOptions(y: Argv) {
+  return y
+    .option('trace', { type: 'string', demandOption: true, describe: 'trace file from forecopy-source record' })
+    .option('policy', { type: 'string', default: SIM_POLICIES.join(','), describe: `comma-separated: ${SIM_POLICIES.join(', ')}` })
+    .option('states', { type: 'string', default: '256', describe: 'markov: S, or a comma-separated sweep (64,128,256,512,1024)' })
+    .option('bandwidth', { type: 'string', default: '500mbit' })
+    .option('model-seconds', {
+      type: 'number',
+      default: 10,
+      describe: 'markov models the first N seconds; every policy starts migrating there',
+    })
+    .option('forecast', {
+      choices: FORECAST_MODES,
+      default: 'chain' as const,
+      describe: 'markov: forecast mode (see forecopy-source migrate --help)',
+    })
+    .option('skip-redirtied', {
+      type: 'boolean',
+      default: false,
+      describe: "markov: also skip pages written again during the round (Xen's to_skip)",
+    })
+    .option('lwws-threshold', { type: 'number', describe: 'markov: LWWS threshold (default 0.25)' })
+    .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
+    .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
+    .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor })
+    .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
+    .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
+    .option('html', { type: 'string', describe: 'also write a self-contained HTML page with the charts (Fig. 4-6 analogs)' })
+    .option('svg', {
+      type: 'string',
+      describe: 'also write the three charts as SVG files: PREFIX-downtime.svg, PREFIX-time.svg, PREFIX-pages.svg',
+    })
+    .example('$0 --trace mw.trace', 'every policy at 500 Mbit/s, markov with S = 256')
+    .example('$0 --trace mw.trace --policy markov,oracle --states 64,128,256,512,1024 --csv sweep.csv', "the paper's sweep of S")
+    .example('$0 --trace mw.trace --states 64,256,1024 --svg out/mw', 'charts as out/mw-downtime.svg, out/mw-time.svg, out/mw-pages.svg');
+}
+
+type SimArgs = ArgumentsCamelCase<ReturnType<typeof simOptions> extends Argv<infer T> ? T : never>;
+
+/** The options checked and the trace read: what `runSimulations` needs. */
+function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
+  const policies = list(a.policy).map((p) => {
+    if (!isSimPolicy(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
+    return p;
+  });
+  const states = list(a.states).map(Number);
+  if (!states.every(isStateCount))
+    throw new InputError(`--states must be whole numbers from ${MIN_STATES} to ${MAX_STATES}, got ${a.states}`);
+  const trace = readTrace(a.trace);
+  const bw = parseBandwidth(a.bandwidth);
+  if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
+  const options: SimulationOptions = {
+    policies,
+    states,
+    bandwidthBps: bw,
+    modelSeconds: a['model-seconds'],
+    forecast: a.forecast,
+    skipRedirtied: a['skip-redirtied'],
+    ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}),
+    maxRounds: a['max-rounds'],
+    minRemainingPages: a['min-remaining-pages'],
+    maxFactor: a['max-factor'],
+  };
+  return { trace, options };
+}
+
+function readTrace(file: string): Trace {
   try {
-    await yargs(argv)
-      .scriptName('forecopy-sim')
-      .usage(
-        '$0 --trace FILE [options]\n\nReplays a dirty trace (forecopy-source record) through the pre-copy policies over a modelled link.',
-      )
-      .option('trace', { type: 'string', demandOption: true, describe: 'trace file from forecopy-source record' })
-      .option('policy', { type: 'string', default: SIM_POLICIES.join(','), describe: `comma-separated: ${SIM_POLICIES.join(', ')}` })
-      .option('states', { type: 'string', default: '256', describe: 'markov: S, or a comma-separated sweep (64,128,256,512,1024)' })
-      .option('bandwidth', { type: 'string', default: '500mbit' })
-      .option('model-seconds', {
-        type: 'number',
-        default: 10,
-        describe: 'markov models the first N seconds; every policy starts migrating there',
-      })
-      .option('forecast', {
-        choices: FORECAST_MODES,
-        default: 'chain' as const,
-        describe: 'markov: forecast mode (see forecopy-source migrate --help)',
-      })
-      .option('skip-redirtied', {
-        type: 'boolean',
-        default: false,
-        describe: "markov: also skip pages written again during the round (Xen's to_skip)",
-      })
-      .option('lwws-threshold', { type: 'number', describe: 'markov: LWWS threshold (default 0.25)' })
-      .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
-      .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
-      .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor })
-      .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
-      .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
-      .option('html', { type: 'string', describe: 'also write a self-contained HTML page with the charts (Fig. 4-6 analogs)' })
-      .option('svg', {
-        type: 'string',
-        describe: 'also write the three charts as SVG files: PREFIX-downtime.svg, PREFIX-time.svg, PREFIX-pages.svg',
-      })
-      .example('$0 --trace mw.trace', 'every policy at 500 Mbit/s, markov with S = 256')
-      .example('$0 --trace mw.trace --policy markov,oracle --states 64,128,256,512,1024 --csv sweep.csv', "the paper's sweep of S")
-      .example('$0 --trace mw.trace --states 64,256,1024 --svg out/mw', 'charts as out/mw-downtime.svg, out/mw-time.svg, out/mw-pages.svg')
+    return decodeTrace(new Uint8Array(fs.readFileSync(file)));
+  } catch (e) {
+    throw new InputError(`cannot read the trace ${file}: ${(e as Error).message}`);
+  }
+}
+
+/** The files asked for: --csv, --svg (one per chart), --html. */
+function writeOutputs(a: SimArgs, rows: Row[], trace: Trace): void {
+  if (a.csv) writeOut(a.csv, toCsv(rows));
+  if (a.svg)
+    for (const c of SIM_CHARTS)
+      writeOut(`${a.svg}-${c.key}.svg`, simChartSvg(rows, `${c.title}: ${path.basename(a.trace)}, ${a.bandwidth}`, c.value, c.unit, true));
+  if (a.html)
+    writeOut(
+      a.html,
+      renderSimHtml(
+        rows,
+        `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`,
+      ),
+    );
+}
+
+function runSim(a: SimArgs): void {
+  const { trace, options } = simInputs(a);
+  const rows = runSimulations(trace, options);
+  writeOutputs(a, rows, trace);
+  process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${toTable(rows, trace, a.bandwidth)}\n`);
+}
+
+export async function simMain(argv: string[]): Promise<number> {
+  try {
+    await simOptions(
+      yargs(argv)
+        .scriptName('forecopy-sim')
+        .usage(
+          '$0 --trace FILE [options]\n\nReplays a dirty trace (forecopy-source record) through the pre-copy policies over a modelled link.',
+        ),
+    )
       .strict()
       .fail((msg, err) => {
         throw fromYargs(msg, err);
       })
       .help()
       .version(false)
-      .command(
-        '$0',
-        'simulate',
-        () => {},
-        (a) => {
-          const policies = list(a.policy).map((p) => {
-            if (!isSimPolicy(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
-            return p;
-          });
-          const states = list(a.states).map(Number);
-          if (!states.every(isStateCount))
-            throw new InputError(`--states must be whole numbers from ${MIN_STATES} to ${MAX_STATES}, got ${a.states}`);
-          let trace: Trace;
-          try {
-            trace = decodeTrace(new Uint8Array(fs.readFileSync(a.trace)));
-          } catch (e) {
-            throw new InputError(`cannot read the trace ${a.trace}: ${(e as Error).message}`);
-          }
-          const bw = parseBandwidth(a.bandwidth);
-          if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
-          const rows = runSimulations(trace, {
-            policies,
-            states,
-            bandwidthBps: bw,
-            modelSeconds: a['model-seconds'],
-            forecast: a.forecast,
-            skipRedirtied: a['skip-redirtied'],
-            ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}),
-            maxRounds: a['max-rounds'],
-            minRemainingPages: a['min-remaining-pages'],
-            maxFactor: a['max-factor'],
-          });
-          if (a.csv) writeOut(a.csv, toCsv(rows));
-          if (a.svg)
-            for (const c of SIM_CHARTS)
-              writeOut(
-                `${a.svg}-${c.key}.svg`,
-                simChartSvg(rows, `${c.title}: ${path.basename(a.trace)}, ${a.bandwidth}`, c.value, c.unit, true),
-              );
-          if (a.html)
-            writeOut(
-              a.html,
-              renderSimHtml(
-                rows,
-                `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`,
-              ),
-            );
-          process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${toTable(rows, trace, a.bandwidth)}\n`);
-        },
-      )
+      .command('$0', 'simulate', () => {}, runSim)
       .parseAsync();
   } catch (e) {
     if (!(e instanceof SourceError)) {
