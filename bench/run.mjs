@@ -5,6 +5,7 @@
 //
 //   node bench/run.mjs [--mb 1024] [--policies precopy,markov] [--pattern seq] [--write-rate 0]
 //                      [--bandwidth 0] [--model-seconds 10] [--after resume] [--restore]
+//                      [--verify full|incremental]
 //
 // --restore: the destination restores the process (forecopy-dest listen --restore) and the table
 // adds the parts of the downtime, from the freeze to the process running at the destination.
@@ -89,6 +90,7 @@ try {
             '--report',
             report,
             ...(base === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
+            ...(opt('verify') ? ['--verify', opt('verify')] : []),
           ]);
           const code = await src.exited;
           for (const p of [Number(pid), restore && fs.existsSync(report) ? JSON.parse(fs.readFileSync(report, 'utf8')).restoredPid : 0]) {

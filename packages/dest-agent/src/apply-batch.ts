@@ -8,9 +8,10 @@ export type PageBatchMessage = Extract<Message, { type: MessageType.PageBatch }>
 /**
  * Writes a batch's pages into the image, through `scratch` (a whole number of pages); returns how
  * many pages the batch held. A page outside the layout is E_RANGE, a page that does not decode to
- * exactly one page is E_BAD_PAGE.
+ * exactly one page is E_BAD_PAGE. `onPage` sees each page as it is written (incremental
+ * verification hashes it there).
  */
-export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffer): number {
+export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffer, onPage?: (index: number, page: Buffer) => void): number {
   const { ranges, kinds, lengths } = m.header;
   const payload = m.payload ?? Buffer.alloc(0);
   let k = 0; // page position in the batch
@@ -46,6 +47,7 @@ export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffe
         } else throw new SessionProtocolError('E_BAD_PAGE', `unknown page kind ${kind}`);
       }
       store.writePages(p, n, scratch);
+      if (onPage) for (let i = 0; i < n; i++) onPage(p + i, scratch.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
       done += n;
     }
   }

@@ -54,6 +54,7 @@ function listenOptions(y: Argv) {
       describe: 'fault injection: die in the middle of the restore',
     })
     .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
+    .option('test-corrupt-in-transit', { type: 'number', hidden: true, describe: 'fault injection: damage raw pages as they arrive' })
     .option('test-die-at-stop-and-copy', {
       type: 'boolean',
       hidden: true,
@@ -143,6 +144,7 @@ async function runListen(a: ListenArgs): Promise<number> {
     maxImageBytes: a['max-image-gb'] * 2 ** 30,
     log,
     corruptPages: a['test-corrupt-pages'],
+    corruptInTransit: a['test-corrupt-in-transit'],
     dieAtStopAndCopy: a['test-die-at-stop-and-copy'],
     dropCommitted: a['test-drop-committed'],
     delayHelloAckMs: a['test-delay-hello-ack'],

@@ -13,7 +13,16 @@ import { cleanUpRestoring } from './restore-step.js';
 export interface ListenOptions
   extends Pick<
     SessionOptions,
-    'imageDir' | 'credit' | 'maxImageBytes' | 'log' | 'corruptPages' | 'dieAtStopAndCopy' | 'dropCommitted' | 'delayHelloAckMs' | 'restore'
+    | 'imageDir'
+    | 'credit'
+    | 'maxImageBytes'
+    | 'log'
+    | 'corruptPages'
+    | 'corruptInTransit'
+    | 'dieAtStopAndCopy'
+    | 'dropCommitted'
+    | 'delayHelloAckMs'
+    | 'restore'
   > {
   host: string;
   port: number;
@@ -69,12 +78,14 @@ function handleConnection(opts: ListenOptions, state: ListenerState, socket: net
   socket.setNoDelay(true);
   const channel = new MessageChannel(socket);
   const log = opts.log.child({ peer });
-  const { imageDir, credit, maxImageBytes, corruptPages, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, restore } = opts;
+  const { imageDir, credit, maxImageBytes, corruptPages, corruptInTransit, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, restore } =
+    opts;
   runSession(channel, {
     imageDir,
     credit,
     maxImageBytes,
     corruptPages,
+    corruptInTransit,
     dieAtStopAndCopy,
     dropCommitted,
     delayHelloAckMs,

@@ -3,6 +3,9 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import xxhash from 'xxhash-wasm';
 import {
+  PAGE_KIND,
+  DEST_UNSET,
+  PageHashes,
   ChannelClosedError,
   type MessageChannel,
   MessageType,
@@ -75,6 +78,8 @@ export interface SessionOptions {
   log: Logger;
   /** Fault injection for tests: flip a byte in this many pages after the final round. */
   corruptPages?: number;
+  /** Fault injection for tests: flip a byte in this many raw pages as they arrive. */
+  corruptInTransit?: number;
   /** Fault injection for tests: the whole agent dies (exit 137) when the source freezes. */
   dieAtStopAndCopy?: boolean;
   /** Fault injection for tests: commit, but do not answer Committed (a lost answer). */
@@ -140,6 +145,9 @@ class Session {
   private restored: RestoredProcess | null = null;
   private restoreMs = 0;
   private stateMatches = true;
+  /** Incremental verification (Hello.verify): the hash of each page as written. */
+  private written: PageHashes | null = null;
+  private digestDiffers = false;
   private round = 0;
   private batchSeq = -1;
   private roundPages = 0;
@@ -239,6 +247,7 @@ class Session {
     if (opts.queriesOnly) refuse('E_BUSY', 'this destination took its one migration (--once) and answers only queries now');
     this.sessionId = m.header.sessionId;
     if (m.header.pageSize !== PAGE_SIZE) refuse('E_PAGE_SIZE', `page size ${m.header.pageSize} is not supported (only ${PAGE_SIZE})`);
+    if (m.header.verify === 'incremental') this.written = new PageHashes(DEST_UNSET);
     if (opts.restore) {
       this.store = prepareRestore(m.header.restore, opts.imageDir, m.header.sessionId, opts.maxImageBytes, m.header.layout);
     } else {
@@ -322,7 +331,14 @@ class Session {
     if (m.header.round !== this.round) refuse('E_ORDER', `PageBatch of round ${m.header.round} during round ${this.round}`);
     if (m.header.seq <= this.batchSeq) refuse('E_ORDER', `PageBatch seq ${m.header.seq} after ${this.batchSeq}`);
     this.batchSeq = m.header.seq;
-    this.roundPages += applyBatch(this.store!, m, this.scratch);
+    if (this.opts.corruptInTransit) this.damageInTransit(m);
+    const written = this.written;
+    this.roundPages += applyBatch(
+      this.store!,
+      m,
+      this.scratch,
+      written ? (p, page) => written.set(p, this.hasher.h64Raw(page)) : undefined,
+    );
     await this.channel.send(batchAck({ seq: m.header.seq, credit: 1 }));
     return this.state;
   }
@@ -360,6 +376,7 @@ class Session {
       this.received = receiveState(m.header.state, m.payload, (b) => this.hasher.h64Raw(b), this.opts.restore);
       return 'CHECKSUMS';
     }
+    if (m.type === MessageType.Digest && this.written) return this.compareDigest(m);
     if (m.type !== MessageType.Checksums) return this.outOfOrder(m);
     if (this.opts.restore && this.checked.pages === 0) {
       // The state's hash rides on the first Checksums: it is verified as the pages are.
@@ -370,6 +387,31 @@ class Session {
     if (this.checked.pages !== this.store!.pages) return 'CHECKSUMS';
     this.verdictAtMs = performance.now() - this.startedAt;
     return this.checked.mismatched === 0 && this.stateMatches ? this.answerVerified() : this.answerMismatch();
+  }
+
+  /** Incremental verification: the digest of the pages as written against the source's as sent. */
+  private async compareDigest(m: MessageOf<MessageType.Digest>): Promise<Step> {
+    const store = this.store!;
+    if (this.opts.restore) {
+      if (!this.received) refuse('E_ORDER', 'the Digest before the process state (a restore needs it)');
+      this.stateMatches = m.header.stateHash === this.received!.hash;
+    }
+    const mine = this.written!.digest(store.segments(), (b) => this.hasher.h64Raw(b));
+    this.verdictAtMs = performance.now() - this.startedAt;
+    this.checked.pages = mine.pages;
+    const same = mine.pages === m.header.pages && mine.digest === m.header.digest;
+    if (!same) this.digestDiffers = true;
+    return same && this.stateMatches ? this.answerVerified() : this.answerMismatch();
+  }
+
+  /** Fault injection (--test-corrupt-in-transit): one byte of a raw page flipped on its way in. */
+  private damageInTransit(m: MessageOf<MessageType.PageBatch>): void {
+    const raw = m.header.kinds.indexOf(PAGE_KIND.RAW);
+    if (raw < 0) return;
+    let off = 0;
+    for (let k = 0, li = 0; k < raw; k++) if (m.header.kinds[k] !== PAGE_KIND.ZERO) off += m.header.lengths[li++];
+    m.payload[off + 123] ^= 0xff;
+    this.opts.corruptInTransit! -= 1;
   }
 
   /** Hashes the pages a Checksums message covers and counts those that differ. */
@@ -412,7 +454,8 @@ class Session {
     const { sessionId } = this;
     const { mismatched, first } = this.checked;
     const state = !this.stateMatches;
-    await this.channel.send(mismatch({ mismatched, firstPages: first, ...(state ? { state } : {}) }));
+    const digest = this.digestDiffers;
+    await this.channel.send(mismatch({ mismatched, firstPages: first, ...(state ? { state } : {}), ...(digest ? { digest } : {}) }));
     this.store!.discard({
       sessionId,
       verified: false,

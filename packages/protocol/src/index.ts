@@ -7,3 +7,4 @@ export * from './channel.js';
 export * from './log-format.js';
 export * from './layout.js';
 export * from './transport.js';
+export * from './page-hashes.js';

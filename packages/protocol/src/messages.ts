@@ -61,6 +61,11 @@ export enum MessageType {
   Discard = 18,
   /** Destination to source: what became of the restored process (answers Release and Discard). */
   Resolved = 19,
+  /**
+   * Source to destination, after the final round, instead of Checksums when Hello.verify is
+   * 'incremental': one digest over the hashes of every live page as last sent (PageHashes).
+   */
+  Digest = 20,
 }
 
 /** One migrated address range of the source process. */
@@ -92,7 +97,15 @@ export interface HelloHeader {
    * Carried as a map; the destination validates its fields.
    */
   restore?: Record<string, unknown>;
+  /**
+   * 'incremental': both agents hash each page as they send and write it, and verification is one
+   * digest (Digest); absent or 'full': the frozen memory is hashed again (Checksums).
+   */
+  verify?: VerifyMode;
 }
+/** How the image is verified: see HelloHeader.verify. */
+export type VerifyMode = 'full' | 'incremental';
+export const VERIFY_MODES: readonly VerifyMode[] = ['full', 'incremental'];
 export interface HelloAckHeader {
   version: number;
   sessionId: string;
@@ -171,6 +184,17 @@ export interface MismatchHeader {
   firstPages: number[];
   /** The process state (restore) differs from what the source sent. */
   state?: boolean;
+  /** Incremental verification: the digests differ (which pages, the digest does not say). */
+  digest?: boolean;
+}
+export interface DigestHeader {
+  algorithm: 'xxh64-of-page-hashes';
+  /** Live pages the digest covers. */
+  pages: number;
+  /** 16 hex digits. */
+  digest: string;
+  /** xxh64 of the ProcessState sent (restore), as on Checksums. */
+  stateHash?: string;
 }
 export interface AbortHeader {
   code: string;
@@ -199,7 +223,8 @@ export type Message =
   | { type: MessageType.ProcessState; header: ProcessStateHeader; payload: Buffer }
   | { type: MessageType.Release; header: SessionRefHeader; payload?: undefined }
   | { type: MessageType.Discard; header: SessionRefHeader; payload?: undefined }
-  | { type: MessageType.Resolved; header: ResolvedHeader; payload?: undefined };
+  | { type: MessageType.Resolved; header: ResolvedHeader; payload?: undefined }
+  | { type: MessageType.Digest; header: DigestHeader; payload?: undefined };
 
 // ---- factories -------------------------------------------------------------------------------
 
@@ -222,6 +247,7 @@ export const processState = (h: ProcessStateHeader, payload: Buffer): Message =>
 export const release = (h: SessionRefHeader): Message => ({ type: MessageType.Release, header: h });
 export const discard = (h: SessionRefHeader): Message => ({ type: MessageType.Discard, header: h });
 export const resolved = (h: ResolvedHeader): Message => ({ type: MessageType.Resolved, header: h });
+export const digest = (h: DigestHeader): Message => ({ type: MessageType.Digest, header: h });
 
 // ---- wire form of headers --------------------------------------------------------------------
 
@@ -341,6 +367,12 @@ function validateHello(o: Obj): Message {
     layout: layout(o, 'layout'),
   };
   if (o.restore !== undefined) h.restore = map(o, 'restore');
+  if (o.verify !== undefined) {
+    const v = str(o, 'verify', 16);
+    if (!(VERIFY_MODES as readonly string[]).includes(v))
+      throw new BadHeaderError(`verify must be one of ${VERIFY_MODES.join(', ')}, got ${v}`);
+    h.verify = v as VerifyMode;
+  }
   return { type: MessageType.Hello, header: h };
 }
 
@@ -406,16 +438,27 @@ function validateChecksums(o: Obj, payload: Buffer): Message {
   if (payload.length !== count * 8)
     throw new BadPayloadError(`${count} checksums need ${count * 8} bytes, the payload has ${payload.length}`);
   const h: ChecksumsHeader = { algorithm, firstPage: uint(o, 'firstPage'), count };
-  if (o.stateHash !== undefined) {
-    h.stateHash = str(o, 'stateHash', 16);
-    if (!/^[0-9a-f]{16}$/.test(h.stateHash)) throw new BadHeaderError('stateHash must be 16 lower-case hex characters');
-  }
+  if (o.stateHash !== undefined) h.stateHash = hex16(o, 'stateHash');
   return { type: MessageType.Checksums, header: h, payload };
+}
+function hex16(o: Obj, k: string): string {
+  const v = str(o, k, 16);
+  if (!/^[0-9a-f]{16}$/.test(v)) throw new BadHeaderError(`${k} must be 16 lower-case hex characters`);
+  return v;
+}
+function validateDigest(o: Obj): Message {
+  const algorithm = str(o, 'algorithm', 32);
+  if (algorithm !== 'xxh64-of-page-hashes')
+    throw new BadHeaderError(`digest algorithm ${algorithm} is not supported (xxh64-of-page-hashes)`);
+  const h: DigestHeader = { algorithm, pages: uint(o, 'pages'), digest: hex16(o, 'digest') };
+  if (o.stateHash !== undefined) h.stateHash = hex16(o, 'stateHash');
+  return { type: MessageType.Digest, header: h };
 }
 
 function validateMismatch(o: Obj): Message {
   const h: MismatchHeader = { mismatched: uint(o, 'mismatched'), firstPages: uintArray(o, 'firstPages', MAX_MISMATCH_PAGES) };
   if (o.state !== undefined) h.state = bool(o, 'state');
+  if (o.digest !== undefined) h.digest = bool(o, 'digest');
   return { type: MessageType.Mismatch, header: h };
 }
 
@@ -471,6 +514,7 @@ const VALIDATORS: Record<Exclude<MessageType, MessageType.Invalid>, Validator> =
   [MessageType.Release]: headerOnly(validateSessionRef),
   [MessageType.Discard]: headerOnly(validateSessionRef),
   [MessageType.Resolved]: headerOnly(validateResolved),
+  [MessageType.Digest]: headerOnly(validateDigest),
 };
 
 /**

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import yargs, { type ArgumentsCamelCase, type Argv } from 'yargs';
 import { pino, type Logger } from 'pino';
-import { SecurityConfigError, loadSecurity, terminalLogStream } from '@forecopy/protocol';
+import { SecurityConfigError, VERIFY_MODES, loadSecurity, terminalLogStream } from '@forecopy/protocol';
 import { FORECAST_MODES, POLICY_NAMES, XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
 import { TRACKER_CHOICES } from '@forecopy/linux';
 import { AFTER_ACTIONS, migrate } from './migrate.js';
@@ -95,6 +95,12 @@ function migrateOptions(y: Argv) {
       default: 30,
       describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up',
     })
+    .option('verify', {
+      choices: VERIFY_MODES,
+      default: 'full' as const,
+      describe:
+        'full: hash the frozen memory again and compare every page; incremental: compare one digest of the pages as sent and as written (trusts the dirty tracker; see README)',
+    })
     .option('image-only', {
       type: 'boolean',
       default: false,
@@ -142,6 +148,7 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
       dieWhenFrozen: a['test-die-when-frozen'],
       dieWhenRestored: a['test-die-when-restored'],
       imageOnly: a['image-only'],
+      verify: a.verify,
       stateDir: a['state-dir'],
       replyTimeoutMs: positiveInt('timeout')(a.timeout) * 1000,
       pid: a.pid,

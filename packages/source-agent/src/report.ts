@@ -71,6 +71,8 @@ export interface MigrationReport {
     where?: Array<{ page: number; address: string | null; mapping: string | null }>;
     /** The process state (registers, mappings, files) the destination checked differs (restore). */
     state?: boolean;
+    /** Incremental verification: the digests of the page hashes differ. */
+    digest?: boolean;
   };
   machine: { cpus: number; note: string };
   startedAt: string;

@@ -9,6 +9,7 @@ import {
   ChannelTimeoutError,
   type Message,
   type MessageChannel,
+  type PageHashes,
 } from '@forecopy/protocol';
 import type { PageReader } from '@forecopy/linux';
 import type { PageSpace } from './page-space.js';
@@ -62,6 +63,11 @@ export class PageSender {
   private batchCount = 0;
   /** FORECOPY_DEBUG_PAGES: what was sent, page by page. */
   trace: PageTrace | null = null;
+  /**
+   * Incremental verification: the hash of each page as sent (from the buffer that goes on the
+   * wire), and the hash function; null with full verification.
+   */
+  sentHashes: { hashes: PageHashes; h64: (page: Uint8Array) => bigint } | null = null;
 
   constructor(
     private readonly channel: MessageChannel,
@@ -185,6 +191,7 @@ export class PageSender {
         const page = this.readBuf.subarray(pos * PAGE_SIZE, (pos + 1) * PAGE_SIZE);
         out.indices.push(index);
         this.trace?.sent(index, round, page);
+        this.sentHashes?.hashes.set(index, this.sentHashes.h64(page));
         if (page.equals(ZERO_PAGE)) {
           out.kinds.push(PAGE_KIND.ZERO);
           res.zeroPages++;

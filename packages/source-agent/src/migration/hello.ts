@@ -1,9 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import type { Policy } from '@forecopy/filter';
-import { MessageType, PAGE_SIZE, PROTOCOL_VERSION, hello as helloMessage, type MessageChannel } from '@forecopy/protocol';
+import {
+  MessageType,
+  PAGE_SIZE,
+  PROTOCOL_VERSION,
+  PageHashes,
+  SOURCE_UNSET,
+  hello as helloMessage,
+  type MessageChannel,
+} from '@forecopy/protocol';
 import { PageReader, previewRestore } from '@forecopy/linux';
 import { InputError } from '../errors.js';
 import { PageSender } from '../sender.js';
+import { pageHasher } from '../checksum.js';
 import { asChannelError } from '../errno-map.js';
 import type { PageTrace } from '../debug-pages.js';
 import type { Tracking } from '../tracking.js';
@@ -42,6 +51,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
       policy: policy.name,
       layout: space.layout(),
       restore: previewRestore(opts.pid) as unknown as Record<string, unknown>,
+      verify: opts.verify ?? 'full',
     }),
   );
   const ack = await channel.expect(MessageType.HelloAck, replyTimeoutMs).catch((e) => {
@@ -57,6 +67,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
   });
   sender.grant(ack.header.credit);
   sender.trace = trace;
+  if (opts.verify === 'incremental') sender.sentHashes = { hashes: new PageHashes(SOURCE_UNSET), h64: await pageHasher() };
   return {
     opts,
     log: opts.log,

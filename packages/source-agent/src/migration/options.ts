@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Policy, StopRules } from '@forecopy/filter';
-import type { Security } from '@forecopy/protocol';
+import type { Security, VerifyMode } from '@forecopy/protocol';
 import type { TrackerChoice } from '@forecopy/linux';
 import type { PageSpace } from '../page-space.js';
 import type { Sampler } from '../sampler.js';
@@ -38,6 +38,8 @@ export interface MigrateOptions {
   dieWhenFrozen?: boolean;
   /** Fault injection for tests: the agent dies (SIGKILL) once the destination restored and held the process. */
   dieWhenRestored?: boolean;
+  /** How the image is verified: the frozen memory hashed again (full), or one digest (incremental). */
+  verify?: VerifyMode;
   /** Move only the memory image, even where that leaves no running copy (--image-only). */
   imageOnly?: boolean;
   /** Where handovers in progress are recorded for `forecopy-source resolve`. */

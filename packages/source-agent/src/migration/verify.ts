@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { MessageType, PAGE_SIZE, checksums, type MismatchHeader } from '@forecopy/protocol';
+import { MessageType, PAGE_SIZE, checksums, digest, type MismatchHeader } from '@forecopy/protocol';
 import { PageReader, type FrozenProcess } from '@forecopy/linux';
 import { hashPages } from '../checksum.js';
 import { ConnectionError, DestinationAbortError, VerificationError } from '../errors.js';
@@ -23,16 +23,19 @@ export interface Verification {
 }
 
 /**
- * Verification: hashes the frozen process's memory (xxh64 per page) and sends the checksums; the
- * destination compares them with its image and answers Verified or Mismatch. A mismatch is
- * located (address and mapping of the first pages) and, with FORECOPY_DEBUG_PAGES, the history
- * of those pages written out. Abort or any other answer ends the migration.
+ * Verification, full: hashes the frozen process's memory (xxh64 per page) and sends the
+ * checksums; the destination compares them with its image. Incremental: one digest over the
+ * hashes of the pages as they were sent (PageHashes), which the destination compares with the
+ * digest of the pages as it wrote them. Either way it answers Verified or Mismatch. A mismatch of
+ * pages is located (address and mapping of the first pages) and, with FORECOPY_DEBUG_PAGES, the
+ * history of those pages written out. Abort or any other answer ends the migration.
  */
 export async function verify(s: MigrationSession, frozen: FrozenProcess): Promise<Verification> {
   const t = performance.now();
   s.opts.onProgress?.({ phase: 'verify', pages: s.tracking.space.livePages });
   const reader = new PageReader(frozen.pid);
-  await sendChecksums(s, reader);
+  if (s.sender.sentHashes) await sendDigest(s, s.sender.sentHashes);
+  else await sendChecksums(s, reader);
   const answer = await s.channel.next(s.replyTimeoutMs).catch((e) => {
     throw asChannelError(e);
   });
@@ -55,9 +58,17 @@ export function mismatchError(report: MigrationReport, mismatch: Mismatch): Veri
   const first = where.slice(0, 4).map((w) => (w.address ? `${w.page} at ${w.address} in ${w.mapping}` : String(w.page)));
   const what = [
     ...(pages > 0 ? [`${pages} pages that differ from the frozen source (first: ${first.join(', ')})`] : []),
+    ...(mismatch.digest ? ['an image that differs from the pages sent (the digests of the page hashes differ)'] : []),
     ...(mismatch.state ? ['a process state (registers, mappings, files) that differs from the one sent'] : []),
   ];
   return new VerificationError(`the destination found ${what.join(' and ')}; the process was left running here`, report);
+}
+
+async function sendDigest(s: MigrationSession, sent: NonNullable<MigrationSession['sender']['sentHashes']>): Promise<void> {
+  const { digest: value, pages } = sent.hashes.digest(s.tracking.space.list(), sent.h64);
+  await s.channel.send(
+    digest({ algorithm: 'xxh64-of-page-hashes', pages, digest: value, ...(s.stateHash ? { stateHash: s.stateHash } : {}) }),
+  );
 }
 
 async function sendChecksums(s: MigrationSession, reader: PageReader): Promise<void> {
@@ -84,7 +95,13 @@ function locate(s: MigrationSession, m: MismatchHeader): Mismatch {
       ? { page: p, address: `0x${space.addressOf(p).toString(16)}`, mapping: `${seg.prot} ${seg.name || '[anon]'}` }
       : { page: p, address: null, mapping: null };
   });
-  return { pages: m.mismatched, firstPages: m.firstPages, where, ...(m.state ? { state: true } : {}) };
+  return {
+    pages: m.mismatched,
+    firstPages: m.firstPages,
+    where,
+    ...(m.state ? { state: true } : {}),
+    ...(m.digest ? { digest: true } : {}),
+  };
 }
 
 /**

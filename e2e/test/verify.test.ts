@@ -1,0 +1,54 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, startDest, startMw } from '../src/procs.js';
+
+/**
+ * Incremental verification (--verify incremental): both agents hash each page as they send and
+ * write it, and verification compares one digest. It catches a page damaged between the source's
+ * read and the destination's write; the process runs on at the source when it does.
+ * (Over loopback; 2 cores shared by the workload and both agents.)
+ */
+const skip = rootSkipReason();
+
+describe.skipIf(skip)('incremental verification', () => {
+  const c = new Cleanup();
+  afterEach(() => c.run());
+
+  it('verifies a migration with one digest, and reports the downtime in its parts', async () => {
+    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000']);
+    const dest = await startDest(c, ['--once']);
+    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume', '--verify', 'incremental']);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const r = run.report!;
+    expect(r.verified).toBe(true);
+    const parts = r.downtimeParts as Record<string, number>;
+    expect(Object.keys(parts)).toEqual(['stopCopyMs', 'stateMs', 'verifyMs', 'handoverMs', 'releaseMs']);
+    const sum = Object.values(parts).reduce((a, b) => a + b, 0);
+    expect(Math.abs(sum - r.downtimeMs)).toBeLessThan(0.01);
+    expect(r.stopCopyMs).toBe(parts.stopCopyMs);
+    expect(await dest.proc.exited).toBe(0);
+    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+  });
+
+  it('catches a page damaged on its way to the destination (exit 6); the process runs on', async () => {
+    const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once', '--test-corrupt-in-transit', '1']);
+    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume', '--verify', 'incremental']);
+    expect(run.code).toBe(6);
+    expect(run.stderr).toBe(
+      'forecopy-source: the destination found an image that differs from the pages sent (the digests of the page hashes differ); the process was left running here',
+    );
+    expect(run.report!.mismatch.digest).toBe(true);
+    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
+
+  it('full verification catches the same damage, page by page', async () => {
+    const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const dest = await startDest(c, ['--once', '--test-corrupt-in-transit', '1']);
+    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume']);
+    expect(run.code).toBe(6);
+    expect(run.stderr).toMatch(/^forecopy-source: the destination found 1 pages that differ from the frozen source \(first: \d+ at 0x[0-9a-f]+ in /);
+    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+  });
+});
