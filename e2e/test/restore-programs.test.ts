@@ -117,6 +117,47 @@ describe.skipIf(skip)('real programs restored at the destination finish their wo
     300_000,
   );
 
+  it.skipIf(!fs.existsSync(PYTHON))('shared anonymous memory and a memfd mapping keep their content and stay shared', async () => {
+    const dir = b.c.tmpdir('forecopy-shared-');
+    const script = path.join(dir, 'shared.py');
+    // An anonymous MAP_SHARED region and a memfd mapped twice (its descriptor closed: a memfd
+    // descriptor would be refused); SIGUSR1 prints a digest of both and whether the two memfd
+    // mappings still show each other's writes.
+    fs.writeFileSync(
+      script,
+      [
+        'import hashlib, mmap, os, signal, time',
+        'anon = mmap.mmap(-1, 1 << 20)',
+        "fd = os.memfd_create('forecopy-test')",
+        'os.ftruncate(fd, 1 << 20)',
+        'm1 = mmap.mmap(fd, 1 << 20)',
+        'm2 = mmap.mmap(fd, 1 << 20)',
+        'os.close(fd)',
+        'for i in range(0, 1 << 20, 4096):',
+        '    anon[i:i + 8] = i.to_bytes(8, "little"); m1[i + 8:i + 16] = (i * 3).to_bytes(8, "little")',
+        'want = hashlib.sha256(anon[:] + m1[:]).hexdigest()',
+        'def check(*_):',
+        '    m1[0:4] = b"ping"',
+        '    shared = m2[0:4] == b"ping"',
+        '    m1[0:4] = bytes(4)',
+        '    got = hashlib.sha256(anon[:] + m1[:]).hexdigest()',
+        "    print('shared check', 'ok' if got == want and shared else 'FAIL', flush=True)",
+        'signal.signal(signal.SIGUSR1, check)',
+        "print('ready', flush=True)",
+        'while True: time.sleep(0.05)',
+        '',
+      ].join('\n'),
+    );
+    const p = b.startWorkload(PYTHON, [script]);
+    await p.waitFor(/^ready/);
+    expect(await askCheck(p.pid, () => p.lines, /^shared check/)).toBe('shared check ok');
+    const dest = await b.restoringDest();
+    const pid = await b.moveIt(p, dest);
+    expect(await askCheck(pid, () => destStdout(dest), /^shared check/)).toBe('shared check ok');
+    const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
+    expect(maps).toMatch(/rw-s .*\/memfd:forecopy-test \(deleted\)/);
+  });
+
   it('threads blocked in nanosleep, a futex wait and a read from a pipe on stdin resume after restore', async () => {
     const stdin = path.join(b.c.tmpdir('forecopy-stdin-'), 'stdin.txt');
     fs.writeFileSync(stdin, 'world\n');

@@ -1,12 +1,7 @@
 import fc from 'fast-check';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { Duplex } from 'node:stream';
-import { afterAll, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
 import {
-  MessageChannel,
   PAGE_KIND,
   RangeTable,
   checksums,
@@ -18,7 +13,7 @@ import {
   encodeMessage,
   type Message,
 } from '@forecopy/protocol';
-import { runSession } from '../src/session.js';
+import { imageDirs, startSession } from './harness.js';
 
 /**
  * The destination's session state machine against random message sequences (valid messages in
@@ -26,26 +21,6 @@ import { runSession } from '../src/session.js';
  * must end (no hang) in an outcome, never an exception; nothing may be written outside the image
  * dir, and no partial image may stay behind.
  */
-function pipePair(): [Duplex, Duplex] {
-  let a: Duplex;
-  let b: Duplex;
-  const mk = (peer: () => Duplex) =>
-    new Duplex({
-      read() {},
-      write(chunk, _enc, cb) {
-        peer().push(chunk);
-        cb();
-      },
-      final(cb) {
-        peer().push(null);
-        cb();
-      },
-    });
-  a = mk(() => b);
-  b = mk(() => a);
-  return [a, b];
-}
-
 const SESSION = 'fedcba98765432100123456789abcdef';
 const layout = [
   { id: 1, start: 0x10000, pages: 4, prot: 'rw-p', offset: 0, name: '', migrated: true, indexBase: 0 },
@@ -84,27 +59,14 @@ const msg: fc.Arbitrary<Message> = fc.oneof(
     .map(({ firstPage, count }) => checksums({ algorithm: 'xxh64', firstPage, count }, Buffer.alloc(count * 8))),
 );
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-session-fuzz-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-const log = pino({ level: 'silent' });
+const nextImageDir = imageDirs('forecopy-session-fuzz-');
 
 describe('destination session fuzz (fast-check)', () => {
   it('random message sequences end in an outcome, with nothing left behind', async () => {
-    let n = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(msg, { minLength: 1, maxLength: 12 }), fc.boolean(), async (msgs, endEarly) => {
-        const dir = path.join(root, String(n++));
-        fs.mkdirSync(dir);
-        const [ours, theirs] = pipePair();
-        const channel = new MessageChannel(theirs);
-        const done = runSession(channel, {
-          imageDir: dir,
-          credit: 64,
-          maxImageBytes: 1 << 20,
-          log,
-          replyTimeoutMs: 300,
-          pending: new Map(),
-        });
+        const dir = nextImageDir();
+        const { stream: ours, outcome: done } = startSession({ imageDir: dir, credit: 64, replyTimeoutMs: 300 });
         for (const m of msgs) for (const b of encodeMessage(m)) ours.write(b);
         if (endEarly) ours.end();
         const outcome = await done;

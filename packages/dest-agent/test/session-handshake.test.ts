@@ -1,9 +1,6 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { Duplex } from 'node:stream';
-import { afterAll, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
 import xxhash from 'xxhash-wasm';
 import {
   MessageChannel,
@@ -21,55 +18,25 @@ import {
   stopAndCopy,
   type Message,
 } from '@forecopy/protocol';
-import { runSession, type PendingSessions, type SessionOptions } from '../src/session.js';
+import type { PendingSessions, SessionOptions } from '../src/session.js';
+import { imageDirs, startSession } from './harness.js';
 
 /**
  * The end of a migration, destination side: Verified, then the handover (Commit, Committed, the
  * source closing), and the Query a source sends when it lost the answer. A scripted source talks
  * to `runSession` over an in-memory stream.
  */
-function pipePair(): [Duplex, Duplex] {
-  let a: Duplex;
-  let b: Duplex;
-  const mk = (peer: () => Duplex) =>
-    new Duplex({
-      read() {},
-      write(chunk, _enc, cb) {
-        peer().push(chunk);
-        cb();
-      },
-      final(cb) {
-        peer().push(null);
-        cb();
-      },
-    });
-  a = mk(() => b);
-  b = mk(() => a);
-  return [a, b];
-}
-
 const SESSION = '00112233445566778899aabbccddeeff';
 const layout = [{ id: 7, start: 0x40000, pages: 3, prot: 'rw-p', offset: 0, name: '', migrated: true, indexBase: 0 }];
 const fills = [1, 2, 3];
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-handshake-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const nextImageDir = imageDirs('forecopy-handshake-');
 const hasher = await xxhash();
-let dirs = 0;
 
+/** A session in a new image dir (unless `extra` names another), with the test as its source. */
 function start(extra: Partial<SessionOptions> = {}, pending: PendingSessions = new Map()) {
-  const imageDir = path.join(root, String(dirs++));
-  fs.mkdirSync(imageDir, { recursive: true });
-  const [src, dst] = pipePair();
-  const outcome = runSession(new MessageChannel(dst), {
-    imageDir,
-    credit: 8,
-    maxImageBytes: 1 << 20,
-    log: pino({ level: 'silent' }),
-    pending,
-    replyTimeoutMs: 2000,
-    ...extra,
-  });
-  return { source: new MessageChannel(src), end: () => src.end(), outcome, imageDir, pending };
+  const imageDir = nextImageDir();
+  const { stream, outcome } = startSession({ imageDir, pending, ...extra });
+  return { source: new MessageChannel(stream), end: () => stream.end(), outcome, imageDir, pending };
 }
 
 /** A whole pre-copy (one live round, an empty final round) up to the destination's verdict. */

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { readFdTable } from './fd-table.js';
-import { readMaps } from './proc-maps.js';
+import { readMaps, type ProcMapping } from './proc-maps.js';
 
 // What stops a process from being restored elsewhere: state outside its memory that forecopy
 // cannot carry (connections, pipes to other processes, kernel objects, children, a tracer, System
@@ -24,8 +24,16 @@ export interface BlockerOptions {
 
 export function findBlockers(pid: number, opts: BlockerOptions = {}): Blocker[] {
   const out: Blocker[] = [];
+  const maps = readMaps(pid);
   for (const c of readFdTable(pid, opts.ignoreFds)) {
     if (!c.ok) out.push({ kind: 'fd', id: c.fd, message: `fd ${c.fd}: ${c.what}` });
+    else if (c.state.kind === 'memfd' && !memfdMapped(maps, c.state.inode)) {
+      out.push({
+        kind: 'fd',
+        id: c.state.fd,
+        message: `fd ${c.state.fd}: a memfd the process does not map (its content cannot be carried)`,
+      });
+    }
   }
   for (const child of childrenOf(pid)) {
     out.push({ kind: 'child', id: child, message: `child process ${child} (${commOf(child)})` });
@@ -34,11 +42,16 @@ export function findBlockers(pid: number, opts: BlockerOptions = {}): Blocker[] 
   if (tracer !== 0 && tracer !== opts.ourPid) {
     out.push({ kind: 'tracer', id: tracer, message: `traced by process ${tracer} (${commOf(tracer)})` });
   }
-  for (const m of readMaps(pid)) {
+  for (const m of maps) {
     const what = mappingBlocker(m.path);
     if (what) out.push({ kind: 'mapping', id: m.start, message: `mapping at 0x${m.start.toString(16)}: ${what}` });
   }
   return out;
+}
+
+/** Whether a memfd (by inode) is mapped by the process: its mapping carries its content. */
+export function memfdMapped(maps: readonly ProcMapping[], inode: number | undefined): boolean {
+  return maps.some((m) => m.path.startsWith('/memfd:') && m.inode === inode);
 }
 
 function mappingBlocker(path: string): string | null {

@@ -273,8 +273,9 @@ function captureMemory(pid: number, maps: ProcMapping[]): { vmas: VmaState[]; co
         path: m.path,
         kind,
         growsDown: m.path === '[stack]',
+        inode: m.inode,
       };
-      if (kind === 'file-private' || kind === 'file-shared' || (kind === 'migrated' && m.path.startsWith('/'))) {
+      if (kind === 'file-private' || kind === 'file-shared' || kind === 'memfd' || (kind === 'migrated' && m.path.startsWith('/'))) {
         const st = statMapped(pid, m);
         if (st) vma.file = fileIdentity(m.path, st);
       }

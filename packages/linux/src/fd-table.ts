@@ -55,7 +55,8 @@ function classifyFd(pid: number, fd: number): FdClass | null {
   if (link.startsWith('socket:')) return stdio ? ok('stdio') : bad(socketKind(pid, st.ino));
   if (link.startsWith('pipe:')) return stdio ? ok('stdio') : bad('a pipe');
   if (link.startsWith('anon_inode:')) return bad(anonInodeKind(link));
-  if (link.startsWith('/memfd:')) return bad('a memfd descriptor');
+  // A memfd is carried by its mapping (blockers.ts refuses one that is not mapped).
+  if (link.startsWith('/memfd:')) return ok('memfd', { inode: Number(st.ino) });
   if (link.endsWith(' (deleted)')) return bad(`a deleted file (${link})`);
   if (st.isFIFO()) return stdio ? ok('stdio') : bad(`a FIFO (${link})`);
   if (st.isDirectory()) return ok('dir');

@@ -26,7 +26,9 @@ export interface VmaState {
    */
   kind: 'migrated' | 'file-private' | 'file-shared' | 'anon' | 'anon-shared' | 'memfd' | 'vdso' | 'vsyscall';
   growsDown: boolean;
-  /** For file mappings: what the destination's file must match. */
+  /** The inode of the mapped file (a memfd's identity: its mappings and descriptors share it). */
+  inode: number;
+  /** For file mappings: what the destination's file must match; for a memfd, its size. */
   file?: FileIdentity;
 }
 
@@ -51,15 +53,17 @@ export interface FdState {
   fd: number;
   /**
    * file: a regular file reopened by path; dir: a directory; dev: /dev/null, zero, random,
-   * urandom or full; stdio: a pipe, terminal or socket on 0, 1 or 2, bound at the destination to what it
+   * urandom or full; memfd: a memfd that the process also maps (rebuilt with that mapping); stdio: a pipe, terminal or socket on 0, 1 or 2, bound at the destination to what it
    * is told (--stdin, --stdout, --stderr).
    */
-  kind: 'file' | 'dir' | 'dev' | 'stdio';
+  kind: 'file' | 'dir' | 'dev' | 'stdio' | 'memfd';
   path: string;
   /** open(2) flags from /proc/PID/fdinfo (access mode, O_APPEND, O_NONBLOCK, O_CLOEXEC...). */
   flags: number;
   pos: number;
   file?: FileIdentity;
+  /** memfd: its inode, the same as one of the process's memfd mappings (that carries its content). */
+  inode?: number;
 }
 
 export interface SigactionState {
@@ -177,7 +181,7 @@ function fields(o: unknown, where: string, spec: Record<string, Parameters<typeo
 }
 
 const VMA_KINDS = new Set(['migrated', 'file-private', 'file-shared', 'anon', 'anon-shared', 'memfd', 'vdso', 'vsyscall']);
-const FD_KINDS = new Set(['file', 'dir', 'dev', 'stdio']);
+const FD_KINDS = new Set(['file', 'dir', 'dev', 'stdio', 'memfd']);
 
 /**
  * Checks the shape of a ProcessState received from a source (every field of the right type,

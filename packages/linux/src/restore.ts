@@ -4,7 +4,7 @@ import { isCloexec } from './fd-table.js';
 import { type Husk, HuskThread, SCRATCH_ADDR, SCRATCH_BYTES, waitStop, HUSK_BASE } from './husk.js';
 import { PTRACE, SYS, addressOf, ptrace, ptraceBuf, ptraceRegset, syscall6 } from './libc.js';
 import { KernelError } from './errors.js';
-import type { ContentRange, FdState, ProcessState, ThreadState, VmaState } from './process-state.js';
+import type { FdState, ProcessState, ThreadState, VmaState } from './process-state.js';
 import { readMaps } from './proc-maps.js';
 import { readProcStat } from './proc-stat.js';
 
@@ -34,6 +34,7 @@ const O_NOCTTY = 0o400;
 const O_TRUNC = 0o1000;
 const O_WRONLY_APPEND_CREAT = 0o1 | 0o2000 | O_CREAT;
 const F_SETFD = 2;
+const F_DUPFD_CLOEXEC = 1030;
 const PR_SET_NAME = 15;
 const PR_SET_DUMPABLE = 4;
 const PR_SET_MM = 35;
@@ -89,7 +90,7 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
   try {
     const allBlocked = Buffer.alloc(8, 0xff);
     ptraceBuf(PTRACE.SETSIGMASK, husk.pid, 8n, allBlocked);
-    restoreMappings(husk, state.vmas, state.contents, contents);
+    const memfds = restoreMappings(husk, state, contents);
     // From here on the calls go through a `syscall` of the program's own text: the husk's is
     // unmapped, which also lets the executable link change (setMm).
     husk.main.syscallAddr = findSyscallGadget(husk, state.vmas);
@@ -97,7 +98,7 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
       if (m.start >= HUSK_BASE && m.end <= SCRATCH_ADDR) husk.main.call(SYS.munmap, [m.start, m.end - m.start]);
     }
     step('mappings');
-    restoreFds(husk, state.fds, opts.stdio);
+    restoreFds(husk, state.fds, opts.stdio, memfds);
     restoreProcessWide(husk, state);
     step('process');
     restoreCreds(husk, state.creds); // after every call that needs privileges, before the threads (they inherit them)
@@ -123,7 +124,13 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
   }
 }
 
-function restoreMappings(husk: Husk, vmas: readonly VmaState[], ranges: readonly ContentRange[], contents: Buffer): void {
+/**
+ * Returns the memfds made, by inode, still open in the husk at numbers above every descriptor of
+ * `fds` (restoreFds gives them their own numbers).
+ */
+function restoreMappings(husk: Husk, s: ProcessState, contents: Buffer): Map<number, number> {
+  const { vmas, contents: ranges } = s;
+  const memfdBase = Math.max(64, ...s.fds.map((f) => f.fd + 1));
   // Where each content range's bytes start in `contents`.
   const offsets: number[] = [];
   let pos = 0;
@@ -131,7 +138,7 @@ function restoreMappings(husk: Husk, vmas: readonly VmaState[], ranges: readonly
     offsets.push(pos);
     pos += r.pages * PAGE;
   }
-  const memfds = new Map<string, number>();
+  const memfds = new Map<number, number>(); // inode -> the husk's descriptor of the new memfd
   for (const v of vmas) {
     const len = v.end - v.start;
     const inside = ranges.map((r, i) => ({ r, off: offsets[i] })).filter(({ r }) => r.addr >= v.start && r.addr < v.end);
@@ -162,15 +169,16 @@ function restoreMappings(husk: Husk, vmas: readonly VmaState[], ranges: readonly
         husk.main.call(SYS.mmap, [v.start, len, prot | 3, MAP_SHARED | MAP_ANON | MAP_FIXED, -1, 0]);
         break;
       case 'memfd': {
-        const key = `${v.path}`;
-        let fd = memfds.get(key);
+        let fd = memfds.get(v.inode);
         if (fd === undefined) {
           const name = v.path.replace(/^\/memfd:/, '').replace(/ \(deleted\)$/, '');
-          const at = husk.scratch(0, Buffer.from(`${name}\0`));
-          fd = Number(husk.main.call(SYS.memfd_create, [at, 1 /* MFD_CLOEXEC */]));
-          memfds.set(key, fd);
+          const made = Number(husk.main.call(SYS.memfd_create, [husk.scratch(0, Buffer.from(`${name}\0`)), 1 /* MFD_CLOEXEC */]));
+          // Out of the way of the descriptors restoreFds will set (it closes the rest).
+          fd = Number(husk.main.call(SYS.fcntl, [made, F_DUPFD_CLOEXEC, memfdBase]));
+          husk.main.call(SYS.close, [made]);
+          husk.main.call(77 /* ftruncate */, [fd, Math.max(v.file?.size ?? 0, v.offset + len)]);
+          memfds.set(v.inode, fd);
         }
-        husk.main.call(77 /* ftruncate */, [fd, v.offset + len]);
         husk.main.call(SYS.mmap, [v.start, len, prot | 3, MAP_SHARED | MAP_FIXED, fd, v.offset]);
         break;
       }
@@ -179,7 +187,7 @@ function restoreMappings(husk: Husk, vmas: readonly VmaState[], ranges: readonly
     const mapped = v.kind === 'anon-shared' || v.kind === 'memfd' || needWrite;
     if (mapped && (prot & 3) !== 3) husk.main.call(SYS.mprotect, [v.start, len, prot]);
   }
-  for (const fd of memfds.values()) husk.main.call(SYS.close, [fd]);
+  return memfds;
 }
 
 function protOf(perms: string): number {
@@ -213,9 +221,17 @@ function openInHusk(husk: Husk, path: string, flags: number, mode = 0o644): numb
   }
 }
 
-function restoreFds(husk: Husk, fds: readonly FdState[], stdio: StdioBinding): void {
-  for (const name of fs.readdirSync(`/proc/${husk.pid}/fd`)) husk.main.call(SYS.close, [Number(name)]);
+function restoreFds(husk: Husk, fds: readonly FdState[], stdio: StdioBinding, memfds: Map<number, number>): void {
+  const made = new Set(memfds.values());
+  for (const name of fs.readdirSync(`/proc/${husk.pid}/fd`)) if (!made.has(Number(name))) husk.main.call(SYS.close, [Number(name)]);
   for (const f of fds) {
+    if (f.kind === 'memfd') {
+      const fd = memfds.get(f.inode ?? -1);
+      if (fd === undefined) throw new RestoreError('E_RESTORE_STATE', `fd ${f.fd}: a memfd with no mapping to rebuild it from`);
+      husk.main.call(SYS.dup3, [fd, f.fd, isCloexec(f.flags) ? O_CLOEXEC : 0]);
+      husk.main.call(SYS.lseek, [f.fd, f.pos, 0]);
+      continue;
+    }
     let path = f.path;
     let flags = f.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC);
     if (f.kind === 'stdio') {
@@ -232,6 +248,7 @@ function restoreFds(husk: Husk, fds: readonly FdState[], stdio: StdioBinding): v
     }
     if (f.kind === 'file' || f.kind === 'dir') husk.main.call(SYS.lseek, [f.fd, f.pos, 0]);
   }
+  for (const fd of made) husk.main.call(SYS.close, [fd]);
 }
 
 function restoreProcessWide(husk: Husk, s: ProcessState): void {
