@@ -158,6 +158,36 @@ describe.skipIf(skip)('real programs restored at the destination finish their wo
     expect(maps).toMatch(/rw-s .*\/memfd:forecopy-test \(deleted\)/);
   });
 
+  it.skipIf(!fs.existsSync(PYTHON))(
+    'a signal pending (blocked) at the freeze is still pending after restore, and delivered once unblocked',
+    async () => {
+      const p = b.startWorkload(PYTHON, [
+        '-c',
+        [
+          'import signal, time',
+          "signal.signal(signal.SIGUSR2, lambda *_: print('usr2 delivered', flush=True))",
+          'def unblock(*_):',
+          '    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})',
+          'signal.signal(signal.SIGUSR1, unblock)',
+          'signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})',
+          "print('ready', flush=True)",
+          'while True: time.sleep(0.05)',
+        ].join('\n'),
+      ]);
+      await p.waitFor(/^ready/);
+      process.kill(p.pid, 'SIGUSR2'); // blocked: it stays pending
+      const pendingUsr2 = (pid: number) =>
+        (BigInt(`0x${/^ShdPnd:\s+(\w+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`) & (1n << 11n)) !== 0n;
+      await waitUntil('SIGUSR2 to be pending', () => pendingUsr2(p.pid), 5000);
+      const dest = await b.restoringDest();
+      const pid = await b.moveIt(p, dest);
+      expect(pendingUsr2(pid)).toBe(true);
+      expect(destStdout(dest)).not.toContain('usr2 delivered');
+      process.kill(pid, 'SIGUSR1');
+      await waitUntil('SIGUSR2 delivered after restore', () => destStdout(dest).includes('usr2 delivered'), 5000);
+    },
+  );
+
   it('threads blocked in nanosleep, a futex wait and a read from a pipe on stdin resume after restore', async () => {
     const stdin = path.join(b.c.tmpdir('forecopy-stdin-'), 'stdin.txt');
     fs.writeFileSync(stdin, 'world\n');
