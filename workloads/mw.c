@@ -87,6 +87,12 @@ struct writer {
   uint64_t chk_actual, chk_expected, chk_writes;
 };
 
+/* --spin: xorshift steps of CPU work after each write, so that the write rate follows the CPU the
+ * process gets (a CPU quota slows it in proportion); the result goes to a sink the compiler
+ * cannot drop. */
+static long spin = 0;
+static volatile uint64_t spin_sink;
+
 /* splitmix64: turns a seed (any value, 0 included) into a well-mixed non-zero xorshift state. */
 static uint64_t seed_state(uint64_t seed, uint64_t stream) {
   uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
@@ -109,7 +115,7 @@ static uint64_t xor_words(const uint64_t *w, size_t n) {
 
 static const char usage[] =
     "usage: mw --mb MIB [--pattern seq|random|hotspot] [--write-rate PAGES_PER_S] [--seed N]\n"
-    "          [--hot-mb MIB] [--dwell-ms MS] [--threads N]\n"
+    "          [--hot-mb MIB] [--dwell-ms MS] [--threads N] [--spin N]\n"
     "  --mb          size of the region (required)\n"
     "  --pattern     seq (default): pages in order; random: uniform pages; hotspot: 90% of\n"
     "                writes in a hot zone of --hot-mb MiB (default 4) that moves every\n"
@@ -117,6 +123,8 @@ static const char usage[] =
     "  --write-rate  page writes per second for the whole process (default 0 = unlimited)\n"
     "  --seed        PRNG seed (default 42)\n"
     "  --threads     writer threads, each over its own slice of the region (default 1)\n"
+    "  --spin        steps of CPU work after each write (default 0): the write rate then follows\n"
+    "                the CPU the process gets\n"
     "prints 'mw pid=<pid> mb=<mb> pattern=<p> region=0x<addr> pages=<n> ready' once set up;\n"
     "SIGUSR1 prints 'mw check ok xor=0x<hex> writes=<n>' (or 'mw check CORRUPT ...');\n"
     "SIGTERM/SIGINT exit 0.\n"
@@ -185,6 +193,8 @@ static void write_loop(struct writer *w, int single) {
       uint64_t v = wl_xorshift(&w->rng);
       w->acc ^= *word ^ v;
       *word = v;
+      for (long k = 0; k < spin; k++) wl_xorshift(&v); /* CPU work per write (--spin) */
+      spin_sink ^= v;
     }
     w->writes += slice;
     paced += slice;
@@ -221,6 +231,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--hot-mb")) hot_mb = wl_long_arg(argv, &i, 1, 1L << 24);
     else if (!strcmp(a, "--dwell-ms")) dwell_ms = wl_long_arg(argv, &i, 1, 3600000L);
     else if (!strcmp(a, "--threads")) nthreads = wl_long_arg(argv, &i, 1, 256);
+    else if (!strcmp(a, "--spin")) spin = wl_long_arg(argv, &i, 0, 1000000000L);
     else if (!strcmp(a, "--pattern")) {
       const char *v = wl_str_arg(argv, &i);
       if (!strcmp(v, "seq")) pat = SEQ;
