@@ -16,3 +16,4 @@ export * from './blockers.js';
 export * from './capture.js';
 export * from './husk.js';
 export * from './restore.js';
+export * from './cpu-throttle.js';

@@ -1,0 +1,158 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+// Slowing a process down for auto-converge: a CPU quota through a cgroup of its own, made next to
+// (v2) or under (v1) the cgroup it is in, named forecopy-throttle-<pid>, so that a leftover one is
+// found and removed by `forecopy-source cleanup`. The process goes back where it was and the
+// cgroup is removed when the throttle is removed.
+//
+// A quota of (100 - percent)% of a CPU per thread that can run (at most the host's CPUs) holds a
+// CPU-bound process to that share, as QEMU's cpu-throttle holds a vCPU; a process that sleeps
+// most of the time (a paced writer) is slowed only when the quota falls below what it uses.
+
+export const THROTTLE_PREFIX = 'forecopy-throttle-';
+const PERIOD_US = 100_000;
+
+export interface CpuThrottle {
+  /** 'cgroup-v1' (cpu.cfs_quota_us) or 'cgroup-v2' (cpu.max). */
+  readonly kind: 'cgroup-v1' | 'cgroup-v2';
+  readonly percent: number;
+  /** Holds the process to (100 - percent)% of its CPUs; 0 lifts the limit but keeps the cgroup. */
+  set(percent: number): void;
+  /** Moves the process back and removes the cgroup. Idempotent; never throws. */
+  remove(): void;
+}
+
+interface Hierarchy {
+  kind: 'cgroup-v1' | 'cgroup-v2';
+  /** Where the hierarchy is mounted. */
+  mount: string;
+  /** The process's cgroup in it, e.g. '/' or '/system.slice/app.service'. */
+  cgroup: string;
+}
+
+/** The cgroup hierarchy that can limit the CPU of `pid` here, or null (none usable). */
+export function cpuHierarchy(pid: number): Hierarchy | null {
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+  const lines = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n');
+  for (const m of mounts) {
+    const f = m.split(' ');
+    const sep = f.indexOf('-');
+    if (sep < 0) continue;
+    const [fstype, , superOpts] = f.slice(sep + 1);
+    if (fstype === 'cgroup' && superOpts?.split(',').includes('cpu')) {
+      const line = lines.find((l) => l.split(':')[1]?.split(',').includes('cpu'));
+      if (line) return { kind: 'cgroup-v1', mount: f[4], cgroup: line.split(':').slice(2).join(':') };
+    }
+  }
+  for (const m of mounts) {
+    const f = m.split(' ');
+    const sep = f.indexOf('-');
+    if (sep < 0 || f[sep + 1] !== 'cgroup2') continue;
+    const line = lines.find((l) => l.startsWith('0::'));
+    if (!line) continue;
+    const cgroup = line.slice(3);
+    // cpu.max exists in a cgroup only where its parent enabled the cpu controller for it.
+    const parent = path.join(f[4], path.dirname(cgroup));
+    try {
+      if (fs.readFileSync(path.join(parent, 'cgroup.subtree_control'), 'utf8').split(/\s+/).includes('cpu')) {
+        return { kind: 'cgroup-v2', mount: f[4], cgroup };
+      }
+    } catch {
+      // not readable: not usable
+    }
+  }
+  return null;
+}
+
+/** Starts throttling `pid` at 0% (no limit yet). Throws when no cgroup hierarchy can. */
+export function openCpuThrottle(pid: number): CpuThrottle {
+  const h = cpuHierarchy(pid);
+  if (!h) throw new Error('no cgroup here can limit the CPU of a process (neither the v1 cpu controller nor cpu.max of v2)');
+  // v1: a child of its own cgroup (limits nest). v2: a sibling (a cgroup with processes cannot
+  // have children with controllers), so limits set on its own cgroup do not apply while throttled.
+  const home = path.join(h.mount, h.cgroup);
+  const dir =
+    h.kind === 'cgroup-v1' ? path.join(home, `${THROTTLE_PREFIX}${pid}`) : path.join(path.dirname(home), `${THROTTLE_PREFIX}${pid}`);
+  fs.mkdirSync(dir, { recursive: false });
+  const throttle = new CgroupThrottle(pid, h.kind, dir, home);
+  try {
+    throttle.set(0);
+    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(pid)); // v1 and v2: every thread moves
+  } catch (e) {
+    throttle.remove();
+    throw e;
+  }
+  return throttle;
+}
+
+class CgroupThrottle implements CpuThrottle {
+  percent = 0;
+  private removed = false;
+
+  constructor(
+    readonly pid: number,
+    readonly kind: 'cgroup-v1' | 'cgroup-v2',
+    private readonly dir: string,
+    private readonly home: string,
+  ) {}
+
+  set(percent: number): void {
+    this.percent = Math.max(0, Math.min(99, percent));
+    const quota = this.percent === 0 ? -1 : Math.max(1000, Math.round(((100 - this.percent) / 100) * PERIOD_US * runnableCpus(this.pid)));
+    if (this.kind === 'cgroup-v1') {
+      fs.writeFileSync(path.join(this.dir, 'cpu.cfs_period_us'), String(PERIOD_US));
+      fs.writeFileSync(path.join(this.dir, 'cpu.cfs_quota_us'), String(quota));
+    } else {
+      fs.writeFileSync(path.join(this.dir, 'cpu.max'), `${quota < 0 ? 'max' : quota} ${PERIOD_US}`);
+    }
+  }
+
+  remove(): void {
+    if (this.removed) return;
+    this.removed = true;
+    releaseThrottle(this.pid, this.dir, this.home);
+  }
+}
+
+/** Threads that can run at once: the process's threads, at most the host's CPUs. */
+function runnableCpus(pid: number): number {
+  let threads = 1;
+  try {
+    threads = fs.readdirSync(`/proc/${pid}/task`).length;
+  } catch {
+    // gone: the quota no longer matters
+  }
+  return Math.max(1, Math.min(threads, os.cpus().length));
+}
+
+/** Moves `pid` (if it still exists) from `dir` to `home` and removes `dir`; never throws. */
+function releaseThrottle(pid: number, dir: string, home: string): void {
+  try {
+    if (fs.existsSync(`/proc/${pid}`)) fs.writeFileSync(path.join(home, 'cgroup.procs'), String(pid));
+  } catch {
+    // exited meanwhile
+  }
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    // still busy (a process we did not move) or gone: nothing more to do
+  }
+}
+
+/**
+ * A throttle a killed agent left on `pid`: if the process is in a forecopy-throttle cgroup, it
+ * goes back to the cgroup above and the throttle's cgroup is removed. Returns what was done, or
+ * null when there was nothing.
+ */
+export function removeLeftoverThrottle(pid: number): string | null {
+  const h = cpuHierarchy(pid);
+  if (!h || !path.basename(h.cgroup).startsWith(THROTTLE_PREFIX)) return null;
+  const dir = path.join(h.mount, h.cgroup);
+  // v1: the throttle is a child of the process's own cgroup; v2: a sibling, whose owner is not
+  // recorded, so the process goes to the parent.
+  const home = path.dirname(dir);
+  releaseThrottle(pid, dir, home);
+  return `moved process ${pid} out of the CPU throttle ${dir} and removed it`;
+}
