@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { Freezer, KernelError, SYS, close, injectSyscall, ioctl, readMaps, sys } from '@forecopy/linux';
+import { Freezer, KernelError, SYS, close, injectSyscall, ioctl, readMaps, removeLeftoverThrottle, sys } from '@forecopy/linux';
 import { ProcessError } from './errors.js';
 
 // `forecopy-source cleanup --pid PID`: removes what a killed source agent may have left in a
@@ -8,7 +8,8 @@ import { ProcessError } from './errors.js';
 // write-protected (asynchronously: the process does not block, but each first write costs a
 // fault). This finds the userfaultfds forecopy made, by their signature in /proc/PID/fdinfo (the
 // WP_ASYNC and WP_UNPOPULATED features, O_CLOEXEC|O_NONBLOCK), unregisters every range and closes
-// them in the process. A userfaultfd the program made for itself is left alone.
+// them in the process. A userfaultfd the program made for itself is left alone. A CPU throttle
+// (auto-converge) left on it is lifted: it goes back to its cgroup, and the throttle's is removed.
 
 const UFFDIO_UNREGISTER = 0x8010aa01;
 const OUR_FEATURES = (1 << 15) | (1 << 13); // UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
@@ -38,8 +39,16 @@ export function forecopyUffds(pid: number): number[] {
 
 /** Returns a summary line. */
 export function cleanupProcess(pid: number): string {
+  const throttle = removeLeftoverThrottle(pid);
+  const uffds = removeUffds(pid);
+  if (!throttle && !uffds) return `pid ${pid}: nothing of forecopy's left in it`;
+  return [throttle, uffds].filter(Boolean).join('; ');
+}
+
+/** The userfaultfds a killed agent left; returns what was done, or null. */
+function removeUffds(pid: number): string | null {
   const fds = forecopyUffds(pid);
-  if (fds.length === 0) return `pid ${pid}: nothing of forecopy's left in it`;
+  if (fds.length === 0) return null;
   const frozen = new Freezer().freeze(pid);
   try {
     const pidfd = sys('pidfd_open', SYS.pidfd_open, pid, 0);

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import yargs, { type ArgumentsCamelCase, type Argv } from 'yargs';
 import { pino, type Logger } from 'pino';
 import { SecurityConfigError, VERIFY_MODES, loadSecurity, terminalLogStream } from '@forecopy/protocol';
-import { FORECAST_MODES, POLICY_NAMES, XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
+import { FORECAST_MODES, POLICY_NAMES, XEN_DEFAULT_STOP_RULES, type StopRules } from '@forecopy/filter';
+import { AUTO_CONVERGE_DEFAULTS, type AutoConvergeOptions } from './migration/auto-converge.js';
 import { TRACKER_CHOICES } from '@forecopy/linux';
 import { AFTER_ACTIONS, migrate } from './migrate.js';
 import { formatReport, type MigrationReport } from './report.js';
@@ -56,10 +57,30 @@ function migrateOptions(y: Argv) {
     })
     .option('max-factor', {
       type: 'number',
-      default: XEN_DEFAULT_STOP_RULES.maxFactor,
-      describe: 'stop when this multiple of the memory was sent',
+      describe: `stop when this multiple of the memory was sent (default ${XEN_DEFAULT_STOP_RULES.maxFactor} with --stop-rule xen, none with downtime)`,
+    })
+    .option('stop-rule', {
+      choices: STOP_RULES,
+      default: 'xen' as const,
+      describe: `xen: old Xen's rules (rounds, remaining pages, ${XEN_DEFAULT_STOP_RULES.maxFactor}x the memory); downtime: QEMU's, stop when the rest fits --downtime-limit-ms (default ${DEFAULT_DOWNTIME_LIMIT_MS}) at the measured rate`,
     })
     .option('downtime-limit-ms', { type: 'number', describe: "QEMU's rule: stop when the rest fits in this many ms at the measured rate" })
+    .option('auto-converge', {
+      choices: ['on', 'off'] as const,
+      default: 'off' as const,
+      describe: "QEMU's auto-converge: slow the process down (a CPU quota through a cgroup) while it writes faster than the link carries",
+    })
+    .option('throttle-initial', {
+      type: 'number',
+      default: AUTO_CONVERGE_DEFAULTS.initial,
+      describe: 'auto-converge: the first throttle, in percent',
+    })
+    .option('throttle-increment', {
+      type: 'number',
+      default: AUTO_CONVERGE_DEFAULTS.increment,
+      describe: 'auto-converge: added each time it is raised',
+    })
+    .option('throttle-max', { type: 'number', default: AUTO_CONVERGE_DEFAULTS.max, describe: 'auto-converge: the most, in percent' })
     .option('bandwidth', { type: 'string', default: '0', describe: 'pace the sender, e.g. 500mbit, 1gbit, 60MB; 0 = unpaced' })
     .option('after', {
       choices: AFTER_ACTIONS,
@@ -125,6 +146,39 @@ function migrateOptions(y: Argv) {
     .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's");
 }
 
+const STOP_RULES = ['xen', 'downtime'] as const;
+const DEFAULT_DOWNTIME_LIMIT_MS = 300;
+
+/**
+ * --stop-rule xen: old Xen's rules (and QEMU's too, with --downtime-limit-ms); downtime: QEMU's,
+ * with no cap on the data sent, the round cap as the last resort.
+ */
+function stopRulesOf(a: ArgsOf<typeof migrateOptions>): StopRules {
+  const xen = a['stop-rule'] === 'xen';
+  const limit = a['downtime-limit-ms'] ?? (xen ? undefined : DEFAULT_DOWNTIME_LIMIT_MS);
+  if (limit !== undefined && !(limit > 0)) throw new InputError(`--downtime-limit-ms must be > 0, got ${limit}`);
+  return {
+    maxRounds: a['max-rounds'],
+    minRemainingPages: a['min-remaining-pages'],
+    maxFactor: a['max-factor'] ?? (xen ? XEN_DEFAULT_STOP_RULES.maxFactor : Number.POSITIVE_INFINITY),
+    ...(limit !== undefined ? { downtimeLimitMs: limit } : {}),
+  };
+}
+
+function autoConvergeOf(a: ArgsOf<typeof migrateOptions>): AutoConvergeOptions {
+  const pct = (name: 'throttle-initial' | 'throttle-increment' | 'throttle-max') => {
+    const v = a[name];
+    if (!(Number.isInteger(v) && v >= 1 && v <= 99)) throw new InputError(`--${name} must be a whole number from 1 to 99, got ${v}`);
+    return v;
+  };
+  return {
+    enabled: a['auto-converge'] === 'on',
+    initial: pct('throttle-initial'),
+    increment: pct('throttle-increment'),
+    max: pct('throttle-max'),
+  };
+}
+
 /** The channel's security from --psk-file / --tls-*; a bad file is an input error. */
 function securityOf(a: { 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: string; 'psk-file'?: string }) {
   try {
@@ -154,12 +208,8 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
       pid: a.pid,
       host,
       port,
-      stopRules: {
-        maxRounds: a['max-rounds'],
-        minRemainingPages: a['min-remaining-pages'],
-        maxFactor: a['max-factor'],
-        ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
-      },
+      stopRules: stopRulesOf(a),
+      autoConverge: autoConvergeOf(a),
       bandwidthBps,
       after: a.after,
       intervalMs: a['interval-ms'],

@@ -16,6 +16,7 @@ import { mismatchError, verify } from './migration/verify.js';
 import { captureProcess, handOverRestored, recordOf, refuseBlockers, sendProcessState, writeRecord } from './migration/restore.js';
 import type { CapturedProcess } from '@forecopy/linux';
 import { DowntimeClock } from './migration/downtime.js';
+import { AutoConverge } from './migration/auto-converge.js';
 
 export type { MigrateOptions, PolicyContext } from './migration/options.js';
 export { AFTER_ACTIONS, type AfterAction } from './migration/release.js';
@@ -41,7 +42,9 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     const { tracking, trace } = await startTracking(opts, held);
     const { policy, modelMs } = await model(opts, tracking);
     t0 = performance.now(); // the migration proper (totalMs) starts after modelling
-    const s = (session = await hello({ opts, channel, tracking, trace, policy }));
+    const autoConverge = opts.autoConverge?.enabled ? new AutoConverge(opts.pid, opts.autoConverge, opts.log) : null;
+    held.autoConverge = autoConverge;
+    const s = (session = await hello({ opts, channel, tracking, trace, policy, autoConverge }));
     if (s.restore) refuseBlockers(s); // before the first page moves
     const stop = await runRounds(s);
     // A destination that restores gets the frozen process's state (registers, mappings, files),
@@ -76,6 +79,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     // with --after kill or stop and no restore, it never runs again: until the handover ended.
     report.downtimeMs = clock.totalMs();
     report.downtimeParts = { ...clock.parts, ...(committed.restoreMs !== undefined ? { restoreMs: committed.restoreMs } : {}) };
+    Object.assign(report, limitOutcome(opts, report.downtimeMs), convergeOutcome(s));
     report.totalMs = performance.now() - t0;
     opts.onEvent?.({ type: 'done', verified: true, downtimeMs: report.downtimeMs, totalMs: report.totalMs, pagesSent: report.pagesSent });
     return report;
@@ -85,4 +89,20 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     session?.sender.abort();
     held.release(); // whatever was not handed over runs on, untracked
   }
+}
+
+/** Whether the downtime stayed within --downtime-limit-ms, and by how much it did not. */
+function limitOutcome(opts: MigrateOptions, downtimeMs: number): Partial<MigrationReport> {
+  const limit = opts.stopRules.downtimeLimitMs;
+  if (limit === undefined) return {};
+  const met = downtimeMs <= limit;
+  return { downtimeLimitMs: limit, downtimeLimitMet: met, ...(met ? {} : { downtimeOverMs: downtimeMs - limit }) };
+}
+
+/** What auto-converge did: the throttle it used and the most it throttled, or why it could not. */
+function convergeOutcome(s: MigrationSession): Partial<MigrationReport> {
+  const ac = s.autoConverge;
+  if (!ac) return {};
+  const maxPercent = Math.max(0, ...s.rounds.map((r) => r.throttlePercent ?? 0));
+  return { autoConverge: { throttle: ac.usedKind, maxPercent, ...(ac.unavailable ? { unavailable: ac.unavailable } : {}) } };
 }

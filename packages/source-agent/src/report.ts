@@ -8,15 +8,27 @@ import type { AfterAction } from './migration/release.js';
 // the source and the destination share the same cores: say so next to any figure you publish.
 
 /** A round as the filter summarizes it (the simulator reports the same), with the bytes it put on the wire. */
-export interface RoundReport extends RoundSummary {
+export interface RoundReport extends RoundSummary, Partial<RoundConvergence> {
   /** Bytes on the wire for the round (frames, compressed). */
   bytesSent: number;
 }
 
+/** What a round says of convergence (auto-converge and the downtime limit). */
+export interface RoundConvergence {
+  /** The CPU throttle in force while the round ran, in percent (auto-converge). */
+  throttlePercent: number;
+  /** Pages written per second during the round. */
+  dirtyRate: number;
+  /** The link rate measured so far, in bits per second of page data. */
+  bandwidthBps: number;
+  /** How long the stop-and-copy round would take if the migration stopped after this round. */
+  expectedDowntimeMs: number;
+}
+
 /** A round's report, its fields in the order the JSON report and the logs have always had. */
-export function roundReport(summary: RoundSummary, bytesSent: number): RoundReport {
+export function roundReport(summary: RoundSummary, bytesSent: number, c?: RoundConvergence): RoundReport {
   const { final, ...counts } = summary;
-  return { ...counts, bytesSent, final };
+  return { ...counts, bytesSent, final, ...(c && !final ? c : {}) };
 }
 
 export interface MigrationReport {
@@ -80,6 +92,12 @@ export interface MigrationReport {
   restoredPid?: number;
   /** How long the destination took to rebuild the process (part of the downtime). */
   restoreMs?: number;
+  /** --downtime-limit-ms, when set; whether the downtime stayed within it, and by how much it did not. */
+  downtimeLimitMs?: number;
+  downtimeLimitMet?: boolean;
+  downtimeOverMs?: number;
+  /** Auto-converge: how it throttled (cgroup-v1, cgroup-v2), the most it did, or why it could not. */
+  autoConverge?: { throttle: string | null; maxPercent: number; unavailable?: string };
 }
 
 const num = (n: number) => n.toLocaleString('en-US');
@@ -115,7 +133,9 @@ export function formatReport(r: MigrationReport): string {
   );
   lines.push(`  tracker scans ${r.scans.count}, ${ms(r.scans.totalMs)} in all, ${ms(r.scans.maxMs)} at most`);
   lines.push('');
-  const head = ['round', 'sent', 'dirtied', 'filtered', 'ms', 'wire MiB'];
+  // Auto-converge's columns only where it throttled.
+  const throttled = r.rounds.some((x) => (x.throttlePercent ?? 0) > 0);
+  const head = ['round', 'sent', 'dirtied', 'filtered', 'ms', 'wire MiB', ...(throttled ? ['throttle %', 'expected ms'] : [])];
   const rows = r.rounds.map((x) => [
     x.final ? `${x.round} (stop)` : String(x.round),
     num(x.pagesSent),
@@ -123,11 +143,17 @@ export function formatReport(r: MigrationReport): string {
     num(x.pagesFiltered),
     x.durationMs.toFixed(1),
     (x.bytesSent / 1048576).toFixed(2),
+    ...(throttled ? [x.final ? '' : String(x.throttlePercent ?? 0), x.final ? '' : (x.expectedDowntimeMs ?? 0).toFixed(0)] : []),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const fmt = (row: string[]) => `  ${row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')}`;
   lines.push(fmt(head));
   for (const row of rows) lines.push(fmt(row));
+  if (r.downtimeLimitMs !== undefined) {
+    lines.push(
+      `  downtime limit ${r.downtimeLimitMs} ms: ${r.downtimeLimitMet ? 'met' : `not met, by ${ms(r.downtimeOverMs ?? 0)}`}${r.autoConverge ? `; auto-converge throttled to ${r.autoConverge.maxPercent}%${r.autoConverge.unavailable ? ` (unavailable: ${r.autoConverge.unavailable})` : ''}` : ''}`,
+    );
+  }
   if (r.mismatch) lines.push(`  MISMATCH: ${num(r.mismatch.pages)} pages differ, first: ${r.mismatch.firstPages.join(', ')}`);
   lines.push(`  (${r.machine.note})`);
   return lines.join('\n');

@@ -18,6 +18,7 @@ import type { PageTrace } from '../debug-pages.js';
 import type { Tracking } from '../tracking.js';
 import { replyTimeoutOf, type MigrateOptions } from './options.js';
 import type { MigrationSession } from './session.js';
+import type { AutoConverge } from './auto-converge.js';
 
 /** What the steps before Hello made. */
 export interface HelloInput {
@@ -26,6 +27,7 @@ export interface HelloInput {
   tracking: Tracking;
   trace: PageTrace | null;
   policy: Policy;
+  autoConverge: AutoConverge | null;
 }
 
 /**
@@ -84,6 +86,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
     pageRate: opts.bandwidthBps > 0 ? opts.bandwidthBps / 8 / PAGE_SIZE : 0,
     restore,
     stateHash: null,
+    autoConverge: h.autoConverge,
   };
 }
 

@@ -7,6 +7,7 @@ import type { Sampler } from '../sampler.js';
 import type { Progress } from '../progress.js';
 import type { UiEvent } from '../ui-events.js';
 import type { AfterAction } from './release.js';
+import type { AutoConvergeOptions } from './auto-converge.js';
 
 export interface MigrateOptions {
   pid: number;
@@ -38,6 +39,8 @@ export interface MigrateOptions {
   dieWhenFrozen?: boolean;
   /** Fault injection for tests: the agent dies (SIGKILL) once the destination restored and held the process. */
   dieWhenRestored?: boolean;
+  /** QEMU's auto-converge: throttle the process while it writes faster than the link carries. */
+  autoConverge?: AutoConvergeOptions;
   /** How the image is verified: the frozen memory hashed again (full), or one digest (incremental). */
   verify?: VerifyMode;
   /** Move only the memory image, even where that leaves no running copy (--image-only). */

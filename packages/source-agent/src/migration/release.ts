@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { FrozenProcess } from '@forecopy/linux';
 import type { Tracking } from '../tracking.js';
 import { processGone } from '../errno-map.js';
+import type { AutoConverge } from './auto-converge.js';
 
 /** The source process's fate once the destination made its image final (--after). */
 export const AFTER_ACTIONS = ['kill', 'stop', 'resume'] as const;
@@ -15,6 +16,8 @@ export type AfterAction = (typeof AFTER_ACTIONS)[number];
 export class HeldProcess {
   tracking: Tracking | null = null;
   frozen: FrozenProcess | null = null;
+  /** Auto-converge's throttle: lifted on every path. */
+  autoConverge: AutoConverge | null = null;
 
   constructor(
     readonly pid: number,
@@ -23,6 +26,7 @@ export class HeldProcess {
 
   /** After the handover: kills the process, or removes tracking and leaves it stopped or running. */
   finish(after: AfterAction): void {
+    this.liftThrottle();
     const { tracking, frozen } = this;
     if (!tracking || !frozen) throw new Error('finish() before stop-and-copy');
     if (after === 'kill') frozen.kill();
@@ -37,6 +41,7 @@ export class HeldProcess {
 
   /** Removes tracking and thaws, if still held; never throws (it runs on failure paths). */
   release(): void {
+    this.liftThrottle();
     const { tracking, frozen } = this;
     tracking?.sampler.stop();
     if (!tracking && !frozen) return;
@@ -53,5 +58,10 @@ export class HeldProcess {
     }
     this.tracking = null;
     this.frozen = null;
+  }
+
+  private liftThrottle(): void {
+    this.autoConverge?.remove();
+    this.autoConverge = null;
   }
 }

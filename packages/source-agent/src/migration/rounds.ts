@@ -2,7 +2,8 @@ import { PrecopyDriver, finalRoundSummary, summarizeRound, type PageBitmap, type
 import { MessageType, roundEnd, roundStart, type MessageChannel } from '@forecopy/protocol';
 import { ConnectionError, ProcessExitedError } from '../errors.js';
 import { asChannelError } from '../errno-map.js';
-import { roundReport } from '../report.js';
+import { roundReport, type RoundConvergence } from '../report.js';
+import { PAGE_SIZE } from '@forecopy/protocol';
 import type { SendResult } from '../sender.js';
 import { addToTotals, type MigrationSession } from './session.js';
 
@@ -67,12 +68,34 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   await s.channel.send(roundEnd({ round: r.round, pagesSent: sent.pagesSent, batches: sent.batches }));
   await expectRoundAck(s.channel, r.round, s.replyTimeoutMs);
   const durationMs = performance.now() - startedAt;
+  const throttlePercent = s.autoConverge?.percent ?? 0; // in force while the round ran
   const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, durationMs) : null;
   const summary = r.final
     ? finalRoundSummary(r.round, sent.pagesSent, durationMs)
     : summarizeRound(r.driver.records[r.driver.records.length - 1]);
-  recordRound(s, summary, sent, pagesPlanned);
+  if (!r.final) s.autoConverge?.afterRound(summary.pagesSent, summary.pagesDirtied);
+  recordRound(s, summary, sent, pagesPlanned, convergence(s, summary, decision, throttlePercent));
   return decision;
+}
+
+/** What the round says of convergence: the throttle in force, the rates, the downtime if stopped now. */
+function convergence(
+  s: MigrationSession,
+  summary: RoundSummary,
+  decision: RoundDecision | null,
+  throttlePercent: number,
+): RoundConvergence {
+  const unsynced = !decision
+    ? 0
+    : decision.kind === 'stop'
+      ? decision.remaining.count()
+      : decision.plan.send.count() + decision.plan.held.count();
+  return {
+    throttlePercent,
+    dirtyRate: summary.durationMs > 0 ? (summary.pagesDirtied / summary.durationMs) * 1000 : 0,
+    bandwidthBps: s.pageRate * PAGE_SIZE * 8,
+    expectedDowntimeMs: s.pageRate > 0 ? (unsynced / s.pageRate) * 1000 : 0,
+  };
 }
 
 /** RoundStart, with the layout when the page space changed since the destination last heard of it. */
@@ -104,9 +127,9 @@ function settleRound(
 }
 
 /** The one place a round is recorded: the totals, the report's rounds, the log, the dashboard, the progress line. */
-function recordRound(s: MigrationSession, summary: RoundSummary, sent: SendResult, pagesPlanned: number): void {
+function recordRound(s: MigrationSession, summary: RoundSummary, sent: SendResult, pagesPlanned: number, c: RoundConvergence): void {
   addToTotals(s.totals, sent);
-  const report = roundReport(summary, sent.bytesOnWire);
+  const report = roundReport(summary, sent.bytesOnWire, c);
   s.rounds.push(report);
   // The stop-and-copy round is in the migration's final report (its duration is the downtime).
   if (!report.final) s.log.info({ ...report }, 'round done');

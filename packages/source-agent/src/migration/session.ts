@@ -6,6 +6,7 @@ import type { PageTrace } from '../debug-pages.js';
 import type { RoundReport } from '../report.js';
 import type { Tracking } from '../tracking.js';
 import type { MigrateOptions } from './options.js';
+import type { AutoConverge } from './auto-converge.js';
 
 /** Totals over all rounds, the final one included. */
 export interface Totals {
@@ -40,6 +41,8 @@ export interface MigrationSession {
   readonly restore: boolean;
   /** xxh64 of the ProcessState sent (restore only), verified with the checksums. */
   stateHash: string | null;
+  /** Throttles the process while it writes faster than the link carries (null: off). */
+  readonly autoConverge: AutoConverge | null;
 }
 
 export function addToTotals(totals: Totals, sent: SendResult): void {

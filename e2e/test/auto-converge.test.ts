@@ -1,0 +1,153 @@
+import fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  Cleanup,
+  SOURCE_BIN,
+  leftovers,
+  mwCheck,
+  rootSkipReason,
+  runSource,
+  start,
+  startDest,
+  startMw,
+  type MwHandle,
+} from '../src/procs.js';
+
+/**
+ * Auto-converge: a process that writes faster than a paced link carries (mw over 16 MiB of random
+ * pages, its write rate bound to the CPU it gets by --spin, behind 50 Mbit/s) is slowed down by a
+ * CPU quota (a cgroup of its own) until what remains fits the downtime limit, and runs at full
+ * speed again afterwards, whatever becomes of the agent. (Over loopback; 2 cores shared by the
+ * workload and both agents. This machine has the cgroup v1 cpu controller.)
+ */
+const skip =
+  rootSkipReason() ??
+  (fs.existsSync('/sys/fs/cgroup/cpu/cgroup.procs') || fs.existsSync('/sys/fs/cgroup/cgroup.subtree_control')
+    ? null
+    : 'no cgroup cpu controller here');
+if (skip) console.warn(`auto-converge: skipped: ${skip}`);
+
+const MW = ['--mb', '16', '--pattern', 'random', '--spin', '25000'];
+const CONVERGE = ['--stop-rule', 'downtime', '--auto-converge', 'on', '--throttle-initial', '50', '--throttle-increment', '30'];
+
+function throttleCgroups(): string[] {
+  return ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/unified', '/sys/fs/cgroup'].flatMap((d) => {
+    try {
+      return fs.readdirSync(d).filter((n) => n.startsWith('forecopy-throttle-'));
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** mw's writes per second, measured over `ms` from its own counter. */
+async function writeRate(mw: MwHandle, ms = 1000): Promise<number> {
+  const count = (l: string) => Number(/writes=(\d+)/.exec(l)![1]);
+  const a = count(await mwCheck(mw));
+  const t = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = count(await mwCheck(mw));
+  return ((b - a) / (performance.now() - t)) * 1000;
+}
+
+describe.skipIf(skip)('auto-converge', () => {
+  const c = new Cleanup();
+  afterEach(() => c.run());
+
+  it('throttles a fast writer until it converges, far below the downtime of old Xen rules without it, and lifts the throttle after', async () => {
+    const mw = await startMw(c, MW);
+    const before = await writeRate(mw);
+    let dest = await startDest(c, ['--once']);
+    const slow = await runSource(c, [
+      'migrate',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--after',
+      'resume',
+      '--bandwidth',
+      '50mbit',
+      ...CONVERGE,
+    ]);
+    expect(slow.stderr).toBe('');
+    expect(slow.code).toBe(0);
+    const r = slow.report!;
+    expect(r.stopReason).toBe('downtime-limit');
+    const throttles = r.rounds.filter((x: any) => !x.final).map((x: any) => x.throttlePercent);
+    expect(throttles[0]).toBe(0);
+    expect(Math.max(...throttles)).toBeGreaterThanOrEqual(80);
+    for (let i = 1; i < throttles.length; i++) expect(throttles[i]).toBeGreaterThanOrEqual(throttles[i - 1]); // it only rises
+    expect(r.autoConverge).toEqual({ throttle: expect.stringMatching(/^cgroup-v[12]$/), maxPercent: Math.max(...throttles) });
+    expect(r.downtimeLimitMs).toBe(300);
+    expect(r.downtimeLimitMet).toBe(r.downtimeMs <= 300);
+    if (!r.downtimeLimitMet) expect(r.downtimeOverMs).toBeCloseTo(r.downtimeMs - 300, 6);
+    for (const x of r.rounds.filter((y: any) => !y.final)) {
+      expect(x.dirtyRate).toBeGreaterThanOrEqual(0);
+      expect(x.bandwidthBps).toBeGreaterThan(0);
+      expect(x.expectedDowntimeMs).toBeGreaterThanOrEqual(0);
+    }
+    // Full speed again, and nothing left: no cgroup, no tracking.
+    expect(throttleCgroups()).toEqual([]);
+    expect(await writeRate(mw)).toBeGreaterThan(before * 0.6);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+
+    // The same process under old Xen's rules without auto-converge: stopped after 3x its memory,
+    // with nearly all of it in the stop-and-copy round.
+    dest = await startDest(c, ['--once']);
+    const xen = await runSource(c, [
+      'migrate',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--after',
+      'resume',
+      '--bandwidth',
+      '50mbit',
+      '--stop-rule',
+      'xen',
+    ]);
+    expect(xen.code).toBe(0);
+    expect(xen.report!.downtimeMs).toBeGreaterThan(r.downtimeMs * 2);
+    expect(xen.report!.rounds.every((x: any) => (x.throttlePercent ?? 0) === 0)).toBe(true);
+  });
+
+  it('a throttle left by a killed agent is lifted by cleanup', async () => {
+    const mw = await startMw(c, MW);
+    const before = await writeRate(mw);
+    const dest = await startDest(c, ['--once']);
+    const src = c.proc(
+      start(process.execPath, [
+        SOURCE_BIN,
+        'migrate',
+        '--pid',
+        String(mw.pid),
+        '--to',
+        `127.0.0.1:${dest.port}`,
+        '--after',
+        'resume',
+        '--bandwidth',
+        '50mbit',
+        ...CONVERGE,
+        '--log-level',
+        'info',
+      ]),
+    );
+    await src.waitFor(/auto-converge: throttled the process/, 60_000);
+    src.child.kill('SIGKILL');
+    await src.exited;
+    expect(throttleCgroups()).toEqual([`forecopy-throttle-${mw.pid}`]); // the throttle outlives the agent
+    expect(await writeRate(mw)).toBeLessThan(before * 0.7);
+    const clean = await runSource(c, ['cleanup', '--pid', String(mw.pid)]);
+    expect(clean.code).toBe(0);
+    expect(clean.stdout).toMatch(
+      new RegExp(
+        `^moved process ${mw.pid} out of the CPU throttle .*forecopy-throttle-${mw.pid} and removed it; pid ${mw.pid}: removed 1 userfaultfd left by forecopy`,
+      ),
+    );
+    expect(throttleCgroups()).toEqual([]);
+    expect(await writeRate(mw)).toBeGreaterThan(before * 0.6);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
+});
