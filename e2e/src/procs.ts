@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 
 /**
  * Shared helpers of the end-to-end tests: start the real workloads and agents as child
@@ -21,6 +22,12 @@ export function rootSkipReason(): string | null {
     return 'not root: tracing another process (ptrace, userfaultfd) and network namespaces need root or CAP_SYS_PTRACE/CAP_NET_ADMIN';
   if (!fs.existsSync(path.join(WORKLOADS, 'mw'))) return `workloads are not built (${WORKLOADS}/mw missing): run pnpm build`;
   return null;
+}
+
+/** Passes on why `suite` skips (null: it runs), first warning it as `<suite>: skipped: <reason>`. */
+export function warnIfSkipped(suite: string, reason: string | null): string | null {
+  if (reason) console.warn(`${suite}: skipped: ${reason}`);
+  return reason;
 }
 
 /** A child process whose output is collected line by line. */
@@ -122,6 +129,11 @@ export function start(cmd: string, args: string[], opts: SpawnOptions = {}): Pro
   return new Proc(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts }));
 }
 
+/** Starts `cmd` behind `wrap` (a command that runs the rest, e.g. `ip netns exec NS`), or as it is when `wrap` is empty. */
+export function startIn(wrap: string[], cmd: string, args: string[], opts: SpawnOptions = {}): Proc {
+  return wrap.length ? start(wrap[0], [...wrap.slice(1), cmd, ...args], opts) : start(cmd, args, opts);
+}
+
 /**
  * The command, run with nothing open but its standard streams: the test runner leaks
  * descriptors into its children, and a process to be restored elsewhere must hold only what a
@@ -212,11 +224,29 @@ export interface MwHandle {
   pages: number;
 }
 
+export interface WorkloadHandle {
+  proc: Proc;
+  pid: number;
+  /** The line it printed when it was ready. */
+  ready: string;
+}
+
+/** Starts workloads/bin/`name` (behind `wrap`) and waits for its `<name> pid=<pid> … ready` line. */
+export async function startWorkload(
+  c: Cleanup,
+  name: string,
+  args: string[],
+  wrap: string[] = [],
+  opts: SpawnOptions = {},
+): Promise<WorkloadHandle> {
+  const p = c.proc(startIn(wrap, path.join(WORKLOADS, name), args, opts));
+  const m = await p.waitFor(new RegExp(`^${name} pid=(\\d+) .*ready`));
+  return { proc: p, pid: Number(m[1]), ready: m[0] };
+}
+
 export async function startMw(c: Cleanup, args: string[], wrap: string[] = []): Promise<MwHandle> {
-  const bin = path.join(WORKLOADS, 'mw');
-  const p = c.proc(wrap.length ? start(wrap[0], [...wrap.slice(1), bin, ...args]) : start(bin, args));
-  const m = await p.waitFor(/^mw pid=(\d+) .*pages=(\d+) ready/);
-  return { proc: p, pid: Number(m[1]), pages: Number(m[2]) };
+  const w = await startWorkload(c, 'mw', args, wrap);
+  return { proc: w.proc, pid: w.pid, pages: Number(/ pages=(\d+) ready/.exec(w.ready)![1]) };
 }
 
 /** Asks mw to check its own memory (SIGUSR1) and returns its answer line. */
@@ -262,7 +292,7 @@ export interface DestHandle {
 export async function startDest(c: Cleanup, extra: string[] = [], wrap: string[] = []): Promise<DestHandle> {
   const imageDir = c.tmpdir('forecopy-images-');
   const args = [DEST_BIN, 'listen', '--port', '0', '--image-dir', imageDir, ...extra];
-  const p = c.proc(wrap.length ? start(wrap[0], [...wrap.slice(1), process.execPath, ...args]) : start(process.execPath, args));
+  const p = c.proc(startIn(wrap, process.execPath, args));
   const m = await p.waitFor(/listening on .*:(\d+)$/);
   return { proc: p, port: Number(m[1]), imageDir };
 }
@@ -274,12 +304,20 @@ export interface SourceRun {
   report?: Record<string, any>;
 }
 
+/**
+ * The arguments of `forecopy-source migrate`: the process `pid` to `dest`'s port at `host`
+ * (loopback unless said), then `extra`.
+ */
+export function migrateArgs(pid: number, dest: { port: number }, extra: string[] = [], host = '127.0.0.1'): string[] {
+  return ['migrate', '--pid', String(pid), '--to', `${host}:${dest.port}`, ...extra];
+}
+
 /** Runs `forecopy-source` to completion. */
 export async function runSource(c: Cleanup, args: string[], wrap: string[] = [], opts: SpawnOptions = {}): Promise<SourceRun> {
   const dir = c.tmpdir('forecopy-report-');
   const reportFile = path.join(dir, 'report.json');
   const full = [SOURCE_BIN, ...args, ...(args[0] === 'migrate' ? ['--report', reportFile] : [])];
-  const p = c.proc(wrap.length ? start(wrap[0], [...wrap.slice(1), process.execPath, ...full], opts) : start(process.execPath, full, opts));
+  const p = c.proc(startIn(wrap, process.execPath, full, opts));
   const code = await p.exited;
   const report = fs.existsSync(reportFile) ? JSON.parse(fs.readFileSync(reportFile, 'utf8')) : undefined;
   return { code, stdout: p.lines.join('\n'), stderr: p.stderrLines.join('\n'), report };
@@ -295,4 +333,56 @@ export async function selfCheck(p: Proc, pid: number, re: RegExp): Promise<strin
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`pid ${pid} did not answer its self-check`);
+}
+
+export interface LocalMigration {
+  mw: MwHandle;
+  dest: DestHandle;
+  /** The source agent's run: settles when it exits. */
+  source: Promise<SourceRun>;
+}
+
+/**
+ * A migration on loopback, started in this order: mw with the arguments `mw`, a destination with
+ * `dest`, then `forecopy-source migrate` of mw to it with `migrate` (spawned with `spawn`). The
+ * caller awaits `source` when it has done what it does while the migration runs.
+ */
+export async function startLocalMigration(
+  c: Cleanup,
+  args: { mw: string[]; dest: string[]; migrate: string[]; spawn?: SpawnOptions },
+): Promise<LocalMigration> {
+  const mw = await startMw(c, args.mw);
+  const dest = await startDest(c, args.dest);
+  return { mw, dest, source: runSource(c, migrateArgs(mw.pid, dest, args.migrate), [], args.spawn) };
+}
+
+/** The session images a destination keeps: the directories named by a session id. */
+export function sessionImages(imageDir: string): string[] {
+  return fs.readdirSync(imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d));
+}
+
+/** The source agent exited 0 without a word on stderr, its report saying verified; returns the report. */
+export function expectVerified(run: SourceRun): Record<string, any> {
+  expect(run.stderr).toBe('');
+  expect(run.code).toBe(0);
+  expect(run.report!.verified).toBe(true);
+  return run.report!;
+}
+
+/** Nothing of a migration is left in process `pid`: no userfaultfd, no tracer. */
+export function expectUntracked(pid: number): void {
+  expect(leftovers(pid)).toEqual({ uffds: 0, tracerPid: 0 });
+}
+
+/** mw's memory passes its own check, and nothing of a migration is left in it. */
+export async function expectMwIntact(mw: MwHandle): Promise<void> {
+  expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+  expectUntracked(mw.pid);
+}
+
+/** mw runs on where it was (alive, neither stopped nor traced), unharmed and untracked. */
+export async function expectRunningUnharmed(mw: MwHandle): Promise<void> {
+  expect(mw.proc.alive()).toBe(true);
+  expect(['R', 'S']).toContain(procState(mw.pid));
+  await expectMwIntact(mw);
 }

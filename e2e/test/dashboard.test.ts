@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cleanup, ROOT, SOURCE_BIN, rootSkipReason, start, startDest, startMw } from '../src/procs.js';
+import { Cleanup, ROOT, SOURCE_BIN, migrateArgs, rootSkipReason, start, startDest, startMw, warnIfSkipped } from '../src/procs.js';
 
 /**
  * The live dashboard in a real browser (Debian's chromium driven by playwright-core) during a
@@ -9,9 +9,10 @@ import { Cleanup, ROOT, SOURCE_BIN, rootSkipReason, start, startDest, startMw } 
  * in e2e/artifacts/ (not in git).
  */
 const CHROMIUM = '/usr/bin/chromium';
-const skip =
-  rootSkipReason() ?? (fs.existsSync(CHROMIUM) ? null : `${CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)`);
-if (skip) console.warn(`dashboard: skipped: ${skip}`);
+const skip = warnIfSkipped(
+  'dashboard',
+  rootSkipReason() ?? (fs.existsSync(CHROMIUM) ? null : `${CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)`),
+);
 
 describe.skipIf(skip)('live dashboard', () => {
   const c = new Cleanup();
@@ -21,28 +22,22 @@ describe.skipIf(skip)('live dashboard', () => {
     const { chromium } = await import('playwright-core');
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--hot-mb', '1', '--write-rate', '20000']);
     const dest = await startDest(c, ['--once']);
-    const src = c.proc(
-      start(process.execPath, [
-        SOURCE_BIN,
-        'migrate',
-        '--pid',
-        String(mw.pid),
-        '--to',
-        `127.0.0.1:${dest.port}`,
-        '--policy',
-        'markov',
-        '--states',
-        '64',
-        '--model-seconds',
-        '2',
-        '--bandwidth',
-        '100mbit',
-        '--after',
-        'resume',
-        '--ui',
-        '0',
-      ]),
-    );
+    // Markov, modelled for 2 s, at 100 Mbit/s, with the dashboard on a port of its choosing.
+    const args = [
+      '--policy',
+      'markov',
+      '--states',
+      '64',
+      '--model-seconds',
+      '2',
+      '--bandwidth',
+      '100mbit',
+      '--after',
+      'resume',
+      '--ui',
+      '0',
+    ];
+    const src = c.proc(start(process.execPath, [SOURCE_BIN, ...migrateArgs(mw.pid, dest, args)]));
     const url = (await src.waitFor(/^dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/))[1];
     const browser = await chromium.launch({
       executablePath: CHROMIUM,

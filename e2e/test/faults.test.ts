@@ -4,16 +4,21 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   Cleanup,
   DEST_BIN,
-  WORKLOADS,
+  expectRunningUnharmed,
+  expectUntracked,
+  expectVerified,
   leftovers,
-  mwCheck,
+  migrateArgs,
   procState,
   rootSkipReason,
   runSource,
+  sessionImages,
   start,
   startDest,
+  startLocalMigration,
   startMw,
-  type MwHandle,
+  startWorkload,
+  warnIfSkipped,
 } from '../src/procs.js';
 
 /**
@@ -21,29 +26,30 @@ import {
  * verified, or the process runs on at the source, unharmed (its memory passes its own check) and
  * untracked (no userfaultfd, no tracer), with the destination holding no image.
  */
-const skip = rootSkipReason();
-if (skip) console.warn(`faults: skipped: ${skip}`);
+const skip = warnIfSkipped('faults', rootSkipReason());
+
+/** The arguments of an mw of `mb` MiB with a hot spot, written 5,000 times a second. */
+const hotMw = (mb: string) => ['--mb', mb, '--pattern', 'hotspot', '--write-rate', '5000'];
 
 describe.skipIf(skip)('faults', () => {
   const c = new Cleanup();
   afterEach(() => c.run());
 
-  async function expectRunningUnharmed(mw: MwHandle) {
-    expect(mw.proc.alive()).toBe(true);
-    expect(['R', 'S']).toContain(procState(mw.pid));
-    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
-    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
-  }
   /** poke maps 64 pages while the destination waits 1 s before answering Hello; the migration's outcome. */
   async function mapWhileHelloIsAnswered(extra: string[]) {
-    const p = c.proc(start(`${WORKLOADS}/poke`, ['--pages', '256'], { stdio: ['pipe', 'pipe', 'pipe'] }));
-    const pid = Number((await p.waitFor(/^poke pid=(\d+) /))[1]);
+    const poke = await startWorkload(c, 'poke', ['--pages', '256'], [], { stdio: ['pipe', 'pipe', 'pipe'] });
     const dest = await startDest(c, ['--once', '--test-delay-hello-ack', '1000']);
-    const src = runSource(c, ['migrate', '--pid', String(pid), '--to', `127.0.0.1:${dest.port}`, ...extra, '--after', 'resume']);
+    const src = runSource(c, migrateArgs(poke.pid, dest, [...extra, '--after', 'resume']));
     await dest.proc.waitFor(/migration started/);
-    p.child.stdin!.write('m 64\n');
-    await p.waitFor(/^mapped 0x/);
-    return { pid, r: await src };
+    poke.proc.child.stdin!.write('m 64\n');
+    await poke.proc.waitFor(/^mapped 0x/);
+    return { pid: poke.pid, r: await src };
+  }
+  /** A migration of 64 MiB at 50 Mbit/s, 1.5 s into its round 1 (which lasts 10 s). */
+  async function midRound1() {
+    const m = await startLocalMigration(c, { mw: hotMw('64'), dest: ['--once'], migrate: ['--image-only', '--bandwidth', '50mbit'] });
+    await new Promise((r) => setTimeout(r, 1500));
+    return m;
   }
   const images = (dir: string) => fs.readdirSync(dir).filter((d) => !d.endsWith('.failed.json'));
 
@@ -52,37 +58,21 @@ describe.skipIf(skip)('faults', () => {
     // and nothing changes after it, so only the version the Hello carried tells round 1 that
     // the destination has not heard of it yet.
     const { pid, r } = await mapWhileHelloIsAnswered([]);
-    expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
-    expect(r.report!.verified).toBe(true);
-    expect(leftovers(pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expectVerified(r);
+    expectUntracked(pid);
   });
 
   it('a mapping first seen by the scan that opens round 1 is sent in round 1', async () => {
     // No timer scan before round 1 (a 10 s interval): the scan that opens it is the first to
     // see the mapping made while the destination answered Hello, and round 1 must cover it.
     const { r } = await mapWhileHelloIsAnswered(['--interval-ms', '10000']);
-    expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
-    expect(r.report!.verified).toBe(true);
+    expectVerified(r);
   });
 
   it('the destination killed mid-round', async () => {
-    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once']);
-    const src = runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--bandwidth',
-      '50mbit',
-    ]);
-    await new Promise((r) => setTimeout(r, 1500)); // round 1 of 64 MiB at 50 Mbit/s lasts 10 s
+    const { mw, dest, source } = await midRound1();
     dest.proc.child.kill('SIGKILL');
-    const r = await src;
+    const r = await source;
     expect(r.code).toBe(5);
     expect(r.stderr).toMatch(/^forecopy-source: the connection to the destination failed: /);
     expect(r.stderr.split('\n')).toHaveLength(1);
@@ -90,28 +80,26 @@ describe.skipIf(skip)('faults', () => {
   });
 
   it('the destination dies during stop-and-copy, while the process is frozen', async () => {
-    const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once', '--test-die-at-stop-and-copy']);
-    const r = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
+    const { mw, dest, source } = await startLocalMigration(c, {
+      mw: hotMw('16'),
+      dest: ['--once', '--test-die-at-stop-and-copy'],
+      migrate: ['--image-only'],
+    });
+    const r = await source;
     expect(await dest.proc.exited).toBe(137);
     expect(r.code).toBe(5);
     expect(r.stderr.split('\n')).toHaveLength(1);
     await expectRunningUnharmed(mw); // thawed, untracked
-    expect(images(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(0);
+    expect(sessionImages(dest.imageDir)).toHaveLength(0);
   });
 
   it('the source agent killed while the process is frozen: the kernel thaws it, cleanup untracks it', async () => {
-    const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once']);
-    const r = await runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--test-die-when-frozen',
-    ]);
+    const { mw, dest, source } = await startLocalMigration(c, {
+      mw: hotMw('16'),
+      dest: ['--once'],
+      migrate: ['--image-only', '--test-die-when-frozen'],
+    });
+    const r = await source;
     expect(r.code).toBe(128 + 9);
     expect(mw.proc.alive()).toBe(true);
     expect(procState(mw.pid)).not.toBe('t'); // no longer held: its tracer is gone
@@ -123,21 +111,9 @@ describe.skipIf(skip)('faults', () => {
   });
 
   it('the workload exits mid-migration', async () => {
-    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once']);
-    const src = runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--bandwidth',
-      '50mbit',
-    ]);
-    await new Promise((r) => setTimeout(r, 1500));
+    const { mw, dest, source } = await midRound1();
     process.kill(mw.pid, 'SIGKILL');
-    const r = await src;
+    const r = await source;
     expect(r.code).toBe(8);
     expect(r.stderr).toBe(`forecopy-source: process ${mw.pid} exited during the migration`);
     expect(await dest.proc.exited).toBe(1);
@@ -145,47 +121,27 @@ describe.skipIf(skip)('faults', () => {
   });
 
   it('the answer to Commit is lost: the source asks, learns the image is final, and lets the process go', async () => {
-    const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once', '--test-drop-committed', '--once-linger-ms', '5000', '--log-level', 'info']);
-    const r = await runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--timeout',
-      '2',
-      '--after',
-      'kill',
-    ]);
-    expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
-    expect(r.report!.verified).toBe(true);
+    const { mw, dest, source } = await startLocalMigration(c, {
+      mw: hotMw('16'),
+      dest: ['--once', '--test-drop-committed', '--once-linger-ms', '5000', '--log-level', 'info'],
+      migrate: ['--image-only', '--timeout', '2', '--after', 'kill'],
+    });
+    expectVerified(await source);
     expect(await mw.proc.exited).toBe(128 + 9); // handed over: gone from here
     expect(await dest.proc.exited).toBe(0);
     expect(dest.proc.stderrLines.join('\n')).toMatch(/answered a query/);
-    expect(fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(1);
+    expect(sessionImages(dest.imageDir)).toHaveLength(1);
   });
 
   it('the destination is gone before the source learns the outcome: in doubt, the process stays (exit 9)', async () => {
-    const mw = await startMw(c, ['--mb', '16', '--pattern', 'hotspot', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once', '--test-drop-committed', '--log-level', 'info']);
-    const src = runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--timeout',
-      '2',
-      '--after',
-      'kill',
-    ]);
+    const { mw, dest, source } = await startLocalMigration(c, {
+      mw: hotMw('16'),
+      dest: ['--once', '--test-drop-committed', '--log-level', 'info'],
+      migrate: ['--image-only', '--timeout', '2', '--after', 'kill'],
+    });
     await dest.proc.waitFor(/migration committed/, 60_000);
     dest.proc.child.kill('SIGKILL');
-    const r = await src;
+    const r = await source;
     expect(r.code).toBe(9);
     expect(r.stderr).toMatch(
       /^forecopy-source: could not learn whether the destination made session [0-9a-f]{32} final; the process was left running here/,
@@ -203,11 +159,11 @@ describe.skipIf(skip)('faults', () => {
     });
     const destProc = c.proc(start(process.execPath, [DEST_BIN, 'listen', '--port', '0', '--image-dir', dir, '--once']));
     const port = Number((await destProc.waitFor(/listening on .*:(\d+)$/))[1]);
-    const r = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`]);
+    const r = await runSource(c, migrateArgs(mw.pid, { port }, ['--image-only']));
     expect(r.code).toBe(7);
     expect(r.stderr).toMatch(/^forecopy-source: the destination aborted: the destination's disk is full/);
     expect(await destProc.exited).toBe(1);
-    expect(fs.readdirSync(dir).filter((d) => !d.endsWith('.failed.json'))).toEqual([]); // partial image discarded
+    expect(images(dir)).toEqual([]); // partial image discarded
     await expectRunningUnharmed(mw);
   });
 });

@@ -2,35 +2,46 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cleanup, leftovers, mwCheck, procState, rootSkipReason, runSource, startDest, startMw, start, SOURCE_BIN } from '../src/procs.js';
+import {
+  Cleanup,
+  expectMwIntact,
+  expectRunningUnharmed,
+  expectVerified,
+  leftovers,
+  migrateArgs,
+  rootSkipReason,
+  runSource,
+  sessionImages,
+  startDest,
+  startLocalMigration,
+  startMw,
+  start,
+  SOURCE_BIN,
+  warnIfSkipped,
+} from '../src/procs.js';
 
 /**
  * Live migrations over loopback of a real `mw` process by the real agents (issue 2's
  * acceptance). On this 2-core machine the workload and both agents share the cores.
  */
-const skip = rootSkipReason();
-if (skip) console.warn(`migrate-local: skipped: ${skip}`);
+const skip = warnIfSkipped('migrate-local', rootSkipReason());
+
+/** The arguments of an mw of `mb` MiB written at random, 5,000 times a second; and a small, slow one. */
+const randomMw = (mb: string) => ['--mb', mb, '--pattern', 'random', '--write-rate', '5000'];
+const smallMw = ['--mb', '8', '--write-rate', '1000'];
 
 describe.skipIf(skip)('live migration over loopback', () => {
   const c = new Cleanup();
   afterEach(() => c.run());
 
-  /** The process must run on, untouched: answering its self-check, no uffd, no tracer. */
-  async function expectUnharmed(mw: { pid: number; proc: any }) {
-    expect(mw.proc.alive()).toBe(true);
-    expect(['R', 'S']).toContain(procState(mw.pid));
-    expect(await mwCheck(mw as any)).toMatch(/^mw check ok/);
-    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
-  }
-
   it('migrates mw --mb 64, verifies, and resumes it', async () => {
-    const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000']);
-    const dest = await startDest(c, ['--once']);
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume']);
-    expect(run.stderr).toBe('');
-    expect(run.code).toBe(0);
-    const r = run.report!;
-    expect(r.verified).toBe(true);
+    const { mw, dest, source } = await startLocalMigration(c, {
+      mw: ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000'],
+      dest: ['--once'],
+      migrate: ['--after', 'resume'],
+    });
+    const run = await source;
+    const r = expectVerified(run);
     expect(r.rounds.filter((x: any) => !x.final).length).toBeGreaterThan(1);
     expect(r.memoryPages).toBeGreaterThanOrEqual(mw.pages);
     expect(r.pagesSent).toBeGreaterThanOrEqual(r.memoryPages);
@@ -40,53 +51,44 @@ describe.skipIf(skip)('live migration over loopback', () => {
     expect(run.stdout).toMatch(/VERIFIED/);
     expect(await dest.proc.exited).toBe(0);
     const dirs = fs.readdirSync(dest.imageDir);
-    expect(dirs.filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(1);
+    expect(sessionImages(dest.imageDir)).toHaveLength(1);
     const manifest = JSON.parse(fs.readFileSync(path.join(dest.imageDir, dirs[0], 'manifest.json'), 'utf8'));
     expect(manifest.verified).toBe(true);
     expect(manifest.pages).toBe(r.memoryPages);
-    await expectUnharmed(mw);
+    await expectRunningUnharmed(mw);
   });
 
   it('kills the source process after a verified move with --after kill', async () => {
-    const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once']);
-    const run = await runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--after',
-      'kill',
-    ]);
+    const { mw, source } = await startLocalMigration(c, {
+      mw: randomMw('16'),
+      dest: ['--once'],
+      migrate: ['--image-only', '--after', 'kill'],
+    });
+    const run = await source;
     expect(run.code).toBe(0);
     expect(run.report!.verified).toBe(true);
     expect(await mw.proc.exited).toBe(128 + 9);
   });
 
   it('refuses --after kill against a destination that keeps only an image: no copy would run at the end', async () => {
-    const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once']);
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
+    const { mw, dest, source } = await startLocalMigration(c, { mw: randomMw('16'), dest: ['--once'], migrate: [] });
+    const run = await source;
     expect(run.code).toBe(2);
     expect(run.stderr).toBe(
       `forecopy-source: the destination 127.0.0.1:${dest.port} keeps only a memory image (it was not started with --restore): --after kill would leave no running copy of the process; restore there (forecopy-dest listen --restore), keep the process here (--after resume or stop), or ask for an image only (--image-only)`,
     );
-    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
-    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    await expectMwIntact(mw);
   });
 
   it('catches an image altered on purpose, and leaves the process running', async () => {
-    const mw = await startMw(c, ['--mb', '16', '--pattern', 'seq', '--write-rate', '5000']);
-    const dest = await startDest(c, ['--once', '--test-corrupt-pages', '2']);
     const debug = path.join(c.tmpdir('forecopy-debug-'), 'pages.json');
-    const run = await runSource(
-      c,
-      ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'kill'],
-      [],
-      { env: { ...process.env, FORECOPY_DEBUG_PAGES: debug } },
-    );
+    const { mw, dest, source } = await startLocalMigration(c, {
+      mw: ['--mb', '16', '--pattern', 'seq', '--write-rate', '5000'],
+      dest: ['--once', '--test-corrupt-pages', '2'],
+      migrate: ['--image-only', '--after', 'kill'],
+      spawn: { env: { ...process.env, FORECOPY_DEBUG_PAGES: debug } },
+    });
+    const run = await source;
     expect(run.code).toBe(6);
     // FORECOPY_DEBUG_PAGES: each page was sent as it is now (damaged at the destination, not
     // missed by the tracker)
@@ -104,27 +106,15 @@ describe.skipIf(skip)('live migration over loopback', () => {
       expect(run.stderr).toContain(`${w.page} at ${w.address} in ${w.mapping}`);
     }
     expect(await dest.proc.exited).toBe(1);
-    expect(fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(0);
-    await expectUnharmed(mw);
+    expect(sessionImages(dest.imageDir)).toHaveLength(0);
+    await expectRunningUnharmed(mw);
   });
 
   it('after the source agent is SIGKILLed mid-round, cleanup removes what it left', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once']);
     const src = c.proc(
-      start(process.execPath, [
-        SOURCE_BIN,
-        'migrate',
-        '--image-only',
-        '--pid',
-        String(mw.pid),
-        '--to',
-        `127.0.0.1:${dest.port}`,
-        '--bandwidth',
-        '50mbit',
-        '--log-level',
-        'info',
-      ]),
+      start(process.execPath, [SOURCE_BIN, ...migrateArgs(mw.pid, dest, ['--image-only', '--bandwidth', '50mbit', '--log-level', 'info'])]),
     );
     await src.waitFor(/tracking started/);
     await new Promise((r) => setTimeout(r, 500)); // well inside round 1 (64 MiB at 50 Mbit/s takes 10 s)
@@ -136,11 +126,11 @@ describe.skipIf(skip)('live migration over loopback', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^pid ${mw.pid}: removed 1 userfaultfd left by forecopy`));
-    await expectUnharmed(mw);
+    await expectRunningUnharmed(mw);
     expect((await runSource(c, ['cleanup', '--pid', String(mw.pid)])).stdout).toBe(`pid ${mw.pid}: nothing of forecopy's left in it`);
     // the destination saw the connection drop: no image, and --once exits non-zero
     expect(await dest.proc.exited).toBe(1);
-    expect(fs.readdirSync(dest.imageDir).filter((d) => /^[0-9a-f]{32}$/.test(d))).toHaveLength(0);
+    expect(sessionImages(dest.imageDir)).toHaveLength(0);
   });
 
   describe('failures end in one line, a non-zero exit, and the process as before', () => {
@@ -151,30 +141,31 @@ describe.skipIf(skip)('live migration over loopback', () => {
     });
 
     it('a pid not permitted', async () => {
-      const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
-      const dest = await startDest(c);
       // The agent runs as nobody against a root process: the kernel refuses ptrace.
-      const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`], [], {
-        uid: 65534,
-        gid: 65534,
+      const { mw, source } = await startLocalMigration(c, {
+        mw: smallMw,
+        dest: [],
+        migrate: ['--image-only'],
+        spawn: { uid: 65534, gid: 65534 },
       });
+      const run = await source;
       expect(run.code).toBe(3);
       expect(run.stderr).toMatch(/^forecopy-source: not permitted to trace process \d+/);
       expect(run.stderr.split('\n')).toHaveLength(1);
-      await expectUnharmed(mw);
+      await expectRunningUnharmed(mw);
     });
 
     it('no destination listening', async () => {
-      const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
+      const mw = await startMw(c, smallMw);
       const port = await freePort();
-      const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`]);
+      const run = await runSource(c, migrateArgs(mw.pid, { port }, ['--image-only']));
       expect(run.code).toBe(5);
       expect(run.stderr).toBe(`forecopy-source: cannot connect to the destination 127.0.0.1:${port}: nothing is listening there`);
-      await expectUnharmed(mw);
+      await expectRunningUnharmed(mw);
     });
 
     it('a garbage peer on the port', async () => {
-      const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
+      const mw = await startMw(c, smallMw);
       const server = net.createServer((s) => {
         s.resume(); // read and drop what the source sends, so its close is seen
         s.end(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'));
@@ -182,11 +173,11 @@ describe.skipIf(skip)('live migration over loopback', () => {
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       c.defer(() => new Promise<void>((r) => server.close(() => r())));
       const port = (server.address() as net.AddressInfo).port;
-      const run = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${port}`]);
+      const run = await runSource(c, migrateArgs(mw.pid, { port }, ['--image-only']));
       expect(run.code).toBe(5);
       expect(run.stderr).toMatch(/^forecopy-source: the connection to the destination failed: /);
       expect(run.stderr.split('\n')).toHaveLength(1);
-      await expectUnharmed(mw);
+      await expectRunningUnharmed(mw);
     });
 
     it('a destination that closes mid-round', async () => {
@@ -208,20 +199,11 @@ describe.skipIf(skip)('live migration over loopback', () => {
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       c.defer(() => new Promise<void>((r) => server.close(() => r())));
       const port = (server.address() as net.AddressInfo).port;
-      const run = await runSource(c, [
-        'migrate',
-        '--image-only',
-        '--pid',
-        String(mw.pid),
-        '--to',
-        `127.0.0.1:${port}`,
-        '--bandwidth',
-        '200mbit',
-      ]);
+      const run = await runSource(c, migrateArgs(mw.pid, { port }, ['--image-only', '--bandwidth', '200mbit']));
       expect(run.code).toBe(5);
       expect(run.stderr).toMatch(/^forecopy-source: the connection to the destination failed: /);
       expect(run.stderr.split('\n')).toHaveLength(1);
-      await expectUnharmed(mw);
+      await expectRunningUnharmed(mw);
     });
   });
 });

@@ -1,11 +1,25 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, startDest, startMw } from '../src/procs.js';
+import {
+  Cleanup,
+  expectUntracked,
+  expectVerified,
+  migrateArgs,
+  mwCheck,
+  rootSkipReason,
+  runSource,
+  startDest,
+  startLocalMigration,
+  startMw,
+  warnIfSkipped,
+} from '../src/procs.js';
 
 /** `forecopy-source model` saves a Markov model of a live process; `migrate --model` uses it. */
-const skip = rootSkipReason();
-if (skip) console.warn(`model: skipped: ${skip}`);
+const skip = warnIfSkipped('model', rootSkipReason());
+
+/** `migrate` arguments: the Markov policy with the model saved in `file`. */
+const withModel = (file: string) => ['--policy', 'markov', '--model', file];
 
 describe.skipIf(skip)('saved Markov models', () => {
   const c = new Cleanup();
@@ -20,28 +34,11 @@ describe.skipIf(skip)('saved Markov models', () => {
     expect(m.code).toBe(0);
     expect(m.stdout).toMatch(new RegExp(`^model of pid ${mw.pid}: \\d+ bytes, written to `));
     expect(fs.statSync(file).size).toBeGreaterThan(100);
-    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expectUntracked(mw.pid);
 
     const dest = await startDest(c, ['--once']);
-    const run = await runSource(c, [
-      'migrate',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--policy',
-      'markov',
-      '--model',
-      file,
-      '--bandwidth',
-      '500mbit',
-      '--after',
-      'resume',
-    ]);
-    expect(run.stderr).toBe('');
-    expect(run.code).toBe(0);
-    const r = run.report!;
-    expect(r.verified).toBe(true);
+    const run = await runSource(c, migrateArgs(mw.pid, dest, [...withModel(file), '--bandwidth', '500mbit', '--after', 'resume']));
+    const r = expectVerified(run);
     expect(r.policy).toBe('markov');
     expect(r.modelMs).toBeLessThan(1000); // loaded, not modelled again
     expect(r.policyStatus.model.states).toBe(64);
@@ -52,24 +49,16 @@ describe.skipIf(skip)('saved Markov models', () => {
   });
 
   it('refuses a file that is not a model, in one line', async () => {
-    const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
     const file = path.join(c.tmpdir(), 'junk.model');
     fs.writeFileSync(file, 'not a model');
-    const dest = await startDest(c);
-    const run = await runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--policy',
-      'markov',
-      '--model',
-      file,
-    ]);
+    const { mw, source } = await startLocalMigration(c, {
+      mw: ['--mb', '8', '--write-rate', '1000'],
+      dest: [],
+      migrate: ['--image-only', ...withModel(file)],
+    });
+    const run = await source;
     expect(run.code).toBe(2);
     expect(run.stderr).toBe(`forecopy-source: ${file} is not a forecopy model: not a forecopy model (bad magic)`);
-    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expectUntracked(mw.pid);
   });
 });

@@ -3,14 +3,26 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cleanup, DEST_BIN, leftovers, mwCheck, rootSkipReason, runSource, start, startDest, startMw } from '../src/procs.js';
+import {
+  Cleanup,
+  DEST_BIN,
+  expectUntracked,
+  expectVerified,
+  migrateArgs,
+  mwCheck,
+  rootSkipReason,
+  runSource,
+  start,
+  startDest,
+  startMw,
+  warnIfSkipped,
+} from '../src/procs.js';
 
 /**
  * The migration channel's security: a pre-shared key or mutual TLS authenticates both agents
  * before a page flows; a peer that cannot authenticate is refused and nothing is written.
  */
-const skip = rootSkipReason();
-if (skip) console.warn(`security: skipped: ${skip}`);
+const skip = warnIfSkipped('security', rootSkipReason());
 
 function writeKey(c: Cleanup, hex = randomBytes(32).toString('hex')): string {
   const f = path.join(c.tmpdir('forecopy-key-'), 'key');
@@ -22,38 +34,11 @@ function writeKey(c: Cleanup, hex = randomBytes(32).toString('hex')): string {
 function makePki(c: Cleanup, name: string): { ca: string; cert: string; key: string; dir: string } {
   const dir = c.tmpdir(`forecopy-pki-${name}-`);
   const run = (...a: string[]) => execFileSync('openssl', a, { cwd: dir, stdio: 'ignore' });
-  run(
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-    '-days',
-    '1',
-    '-subj',
-    `/CN=forecopy test CA ${name}`,
-  );
+  /** `openssl req` arguments: a new P-256 key, unencrypted, written to `keyFile`. */
+  const newKey = (keyFile: string) => ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile];
+  run('req', '-x509', ...newKey('ca.key'), '-out', 'ca.pem', '-days', '1', '-subj', `/CN=forecopy test CA ${name}`);
   fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
-  run(
-    'req',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    'agent.key',
-    '-out',
-    'agent.csr',
-    '-subj',
-    '/CN=127.0.0.1',
-  );
+  run('req', ...newKey('agent.key'), '-out', 'agent.csr', '-subj', '/CN=127.0.0.1');
   run(
     'x509',
     '-req',
@@ -74,6 +59,9 @@ function makePki(c: Cleanup, name: string): { ca: string; cert: string; key: str
   return { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'agent.pem'), key: path.join(dir, 'agent.key'), dir };
 }
 
+/** The arguments of either agent for mutual TLS: its certificate and key, and the CA it trusts. */
+const tlsArgs = (pki: { cert: string; key: string; ca: string }) => ['--tls-cert', pki.cert, '--tls-key', pki.key, '--tls-ca', pki.ca];
+
 describe.skipIf(skip)('authenticated migration channel', () => {
   const c = new Cleanup();
   afterEach(() => c.run());
@@ -83,39 +71,17 @@ describe.skipIf(skip)('authenticated migration channel', () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '2000']);
     const dest = await startDest(c, ['--psk-file', key, '--log-level', 'warn']);
     // a wrong key: refused in the handshake, one line, the process untouched
-    const wrong = await runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--psk-file',
-      writeKey(c),
-    ]);
+    const wrong = await runSource(c, migrateArgs(mw.pid, dest, ['--image-only', '--psk-file', writeKey(c)]));
     expect(wrong.code).toBe(5);
     expect(wrong.stderr).toMatch(
       /^forecopy-source: cannot connect to the destination 127\.0\.0\.1:\d+: the pre-shared key handshake failed .*same key\?$/,
     );
     // no key at all: the destination refuses before reading a frame
-    const plain = await runSource(c, ['migrate', '--image-only', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`]);
+    const plain = await runSource(c, migrateArgs(mw.pid, dest, ['--image-only']));
     expect(plain.code).toBe(5);
     expect(fs.readdirSync(dest.imageDir)).toEqual([]);
-    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
-    const ok = await runSource(c, [
-      'migrate',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--psk-file',
-      key,
-      '--after',
-      'resume',
-    ]);
-    expect(ok.stderr).toBe('');
-    expect(ok.code).toBe(0);
-    expect(ok.report!.verified).toBe(true);
+    expectUntracked(mw.pid);
+    expectVerified(await runSource(c, migrateArgs(mw.pid, dest, ['--psk-file', key, '--after', 'resume'])));
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
     expect(dest.proc.stderrLines.join('\n')).toMatch(/refused a peer that failed authentication/);
   });
@@ -124,41 +90,11 @@ describe.skipIf(skip)('authenticated migration channel', () => {
     const a = makePki(c, 'a');
     const b = makePki(c, 'b');
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'random', '--write-rate', '2000']);
-    const dest = await startDest(c, ['--once', '--tls-cert', a.cert, '--tls-key', a.key, '--tls-ca', a.ca, '--log-level', 'warn']);
-    const foreign = await runSource(c, [
-      'migrate',
-      '--image-only',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--tls-cert',
-      b.cert,
-      '--tls-key',
-      b.key,
-      '--tls-ca',
-      a.ca,
-    ]);
+    const dest = await startDest(c, ['--once', ...tlsArgs(a), '--log-level', 'warn']);
+    const foreign = await runSource(c, migrateArgs(mw.pid, dest, ['--image-only', ...tlsArgs({ ...b, ca: a.ca })]));
     expect(foreign.code).toBe(5);
     expect(foreign.stderr.split('\n')).toHaveLength(1);
-    const ok = await runSource(c, [
-      'migrate',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--tls-cert',
-      a.cert,
-      '--tls-key',
-      a.key,
-      '--tls-ca',
-      a.ca,
-      '--after',
-      'resume',
-    ]);
-    expect(ok.stderr).toBe('');
-    expect(ok.code).toBe(0);
-    expect(ok.report!.verified).toBe(true);
+    expectVerified(await runSource(c, migrateArgs(mw.pid, dest, [...tlsArgs(a), '--after', 'resume'])));
     expect(await dest.proc.exited).toBe(0);
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
   });

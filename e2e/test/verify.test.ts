@@ -16,7 +16,17 @@ describe.skipIf(skip)('incremental verification', () => {
   it('verifies a migration with one digest, and reports the downtime in its parts', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000']);
     const dest = await startDest(c, ['--once']);
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume', '--verify', 'incremental']);
+    const run = await runSource(c, [
+      'migrate',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--after',
+      'resume',
+      '--verify',
+      'incremental',
+    ]);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const r = run.report!;
@@ -33,7 +43,17 @@ describe.skipIf(skip)('incremental verification', () => {
   it('catches a page damaged on its way to the destination (exit 6); the process runs on', async () => {
     const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '5000']);
     const dest = await startDest(c, ['--once', '--test-corrupt-in-transit', '1']);
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume', '--verify', 'incremental']);
+    const run = await runSource(c, [
+      'migrate',
+      '--pid',
+      String(mw.pid),
+      '--to',
+      `127.0.0.1:${dest.port}`,
+      '--after',
+      'resume',
+      '--verify',
+      'incremental',
+    ]);
     expect(run.code).toBe(6);
     expect(run.stderr).toBe(
       'forecopy-source: the destination found an image that differs from the pages sent (the digests of the page hashes differ); the process was left running here',
@@ -48,7 +68,9 @@ describe.skipIf(skip)('incremental verification', () => {
     const dest = await startDest(c, ['--once', '--test-corrupt-in-transit', '1']);
     const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume']);
     expect(run.code).toBe(6);
-    expect(run.stderr).toMatch(/^forecopy-source: the destination found 1 pages that differ from the frozen source \(first: \d+ at 0x[0-9a-f]+ in /);
+    expect(run.stderr).toMatch(
+      /^forecopy-source: the destination found 1 pages that differ from the frozen source \(first: \d+ at 0x[0-9a-f]+ in /,
+    );
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
   });
 });

@@ -1,4 +1,3 @@
-import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import {
   ChannelClosedError,
@@ -13,28 +12,9 @@ import {
   roundAck,
   verified,
 } from '../src/index.js';
+import { pipePair } from './pipe-pair.js';
 
 /** The channel's failures, each a typed error a caller can tell apart without reading its text. */
-function pipePair(): [Duplex, Duplex] {
-  let a: Duplex;
-  let b: Duplex;
-  const mk = (peer: () => Duplex) =>
-    new Duplex({
-      read() {},
-      write(chunk, _enc, cb) {
-        peer().push(chunk);
-        cb();
-      },
-      final(cb) {
-        peer().push(null);
-        cb();
-      },
-    });
-  a = mk(() => b);
-  b = mk(() => a);
-  return [a, b];
-}
-
 const failure = (p: Promise<unknown>) =>
   p.then(
     () => null,

@@ -3,7 +3,6 @@ import {
   FrameDecoder,
   MessageType,
   PAGE_KIND,
-  PROTOCOL_VERSION,
   RangeTable,
   abort,
   batchAck,
@@ -20,6 +19,7 @@ import {
   query,
   release,
   resolved,
+  digest,
   roundAck,
   roundEnd,
   roundStart,
@@ -27,13 +27,12 @@ import {
   verified,
   type Message,
 } from '../src/index.js';
+import { SESSION, helloHeader, layout, wire } from './helpers.js';
 
-const SESSION = '0123456789abcdef0123456789abcdef';
-const layout = [{ id: 1, start: 0x7f0000000000, pages: 4, prot: 'rw-p', offset: 0, name: '[heap]', migrated: true, indexBase: 0 }];
 const lz4Page = Buffer.from([0x00, 0x10, 0x00, 0x00, 0x1f, 0x00, 0x01, 0x00, 0xff, 0xff]); // not checked for content here
 
 const samples: Message[] = [
-  hello({ magic: 'FCPY', version: PROTOCOL_VERSION, sessionId: SESSION, pageSize: 4096, totalPages: 4, policy: 'precopy', layout }),
+  hello({ ...helloHeader }),
   helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0 }),
   roundStart({ round: 1, final: false, plannedPages: 4 }),
   roundStart({ round: 2, final: true, plannedPages: 1, layout }),
@@ -73,13 +72,7 @@ const restoreOf = {
 };
 const restoreSamples: Message[] = [
   hello({
-    magic: 'FCPY',
-    version: PROTOCOL_VERSION,
-    sessionId: SESSION,
-    pageSize: 4096,
-    totalPages: 4,
-    policy: 'precopy',
-    layout,
+    ...helloHeader,
     restore: {
       exe: '/usr/bin/app',
       vmas: [{ start: 0x7f0000000000, end: 0x7f0000004000, perms: 'rw-p', path: '' }],
@@ -87,16 +80,7 @@ const restoreSamples: Message[] = [
       vdso: null,
     },
   }),
-  hello({
-    magic: 'FCPY',
-    version: PROTOCOL_VERSION,
-    sessionId: SESSION,
-    pageSize: 4096,
-    totalPages: 4,
-    policy: 'precopy',
-    layout,
-    restore: {},
-  }),
+  hello({ ...helloHeader, restore: {} }),
   helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0, restore: true }),
   helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0, restore: false }),
   restoreOf.processState,
@@ -120,10 +104,13 @@ const restoreSamples: Message[] = [
   discard({ sessionId: SESSION }),
   restoreOf.resolved,
   resolved({ sessionId: SESSION, running: false, pid: 0, reason: 'the restored process was already gone' }),
+  digest({ algorithm: 'xxh64-of-page-hashes', pages: 16_384, digest: '0123456789abcdef' }),
+  digest({ algorithm: 'xxh64-of-page-hashes', pages: 0, digest: 'fedcba9876543210', stateHash: '00000000000000ff' }),
+  mismatch({ mismatched: 0, firstPages: [], digest: true }),
+  hello({ ...helloHeader, verify: 'incremental' }),
 ];
 samples.push(...restoreSamples);
 
-const wire = (m: Message) => Buffer.concat(encodeMessage(m));
 const norm = (m: Message) =>
   JSON.parse(
     JSON.stringify({
@@ -152,6 +139,7 @@ describe('frames', () => {
     const all = Object.values(MessageType).filter((v): v is number => typeof v === 'number' && v !== MessageType.Invalid);
     expect([...types].sort((a, b) => a - b)).toEqual(all);
     expect(all).toContain(MessageType.Resolved);
+    expect(all).toContain(MessageType.Digest);
   });
 
   it('decodes an optional field that was absent as absent, and one that was present as sent', () => {

@@ -20,21 +20,17 @@ import {
   roundStart,
   type Message,
 } from '../src/index.js';
+import { SESSION, helloHeader } from './helpers.js';
 
 /**
  * The decoder against malformed input: truncated, corrupted, reordered, oversized and random
  * frames. Every outcome must be messages or a ProtocolError (a typed error with a code): never
  * another exception, never a hang, and the decoder's buffer stays within one frame.
  */
-const SESSION = '0123456789abcdef0123456789abcdef';
 const valid: Message[] = [
   hello({
-    magic: 'FCPY',
-    version: 1,
-    sessionId: SESSION,
-    pageSize: 4096,
+    ...helloHeader,
     totalPages: 8,
-    policy: 'precopy',
     layout: [{ id: 1, start: 4096, pages: 8, prot: 'rw-p', offset: 0, name: 'x', migrated: true, indexBase: 0 }],
   }),
   roundStart({ round: 1, final: false, plannedPages: 2 }),
@@ -45,12 +41,8 @@ const valid: Message[] = [
   batchAck({ seq: 0, credit: 1 }),
   // The restore's messages and optional fields.
   hello({
-    magic: 'FCPY',
-    version: 1,
-    sessionId: SESSION,
-    pageSize: 4096,
+    ...helloHeader,
     totalPages: 8,
-    policy: 'precopy',
     layout: [],
     restore: { exe: '/bin/app', vmas: [{ start: 4096, end: 8192, perms: 'r-xp', path: '/bin/app' }], files: [], vdso: null },
   }),

@@ -1,6 +1,16 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { DEST_UNSET, PageHashes, SOURCE_UNSET } from '../src/index.js';
+import {
+  BadHeaderError,
+  BadPayloadError,
+  DEST_UNSET,
+  FrameDecoder,
+  MessageType,
+  PageHashes,
+  SOURCE_UNSET,
+  encodeMessage,
+  type Message,
+} from '../src/index.js';
 
 // Any 64-bit hash serves the digest's logic; the agents use xxh64.
 const h64 = (b: Uint8Array) => createHash('sha256').update(b).digest().readBigUInt64LE(0);
@@ -47,5 +57,19 @@ describe('PageHashes: the digest of incremental verification', () => {
     h.set(100_000, 42n);
     expect(h.get(100_000)).toBe(42n);
     expect(h.get(99_999)).toBe(SOURCE_UNSET);
+  });
+});
+
+describe('Digest on the wire', () => {
+  it('refuses a digest that is not 16 hex digits, an unknown algorithm and a stray payload, by name', () => {
+    const decode = (header: Record<string, unknown>, payload?: Buffer) =>
+      new FrameDecoder().push(Buffer.concat(encodeMessage({ type: MessageType.Digest, header, payload } as unknown as Message)));
+    const ok = { algorithm: 'xxh64-of-page-hashes', pages: 3, digest: '0123456789abcdef' };
+    expect(decode(ok)[0].header).toEqual(ok);
+    expect(() => decode({ ...ok, digest: '0123' })).toThrow(BadHeaderError);
+    expect(() => decode({ ...ok, digest: '0123456789ABCDEF' })).toThrow(/digest must be 16 lower-case hex characters/);
+    expect(() => decode({ ...ok, algorithm: 'md5' })).toThrow(/digest algorithm md5 is not supported/);
+    expect(() => decode({ ...ok, stateHash: 42 })).toThrow(BadHeaderError);
+    expect(() => decode(ok, Buffer.from('x'))).toThrow(BadPayloadError);
   });
 });

@@ -4,7 +4,6 @@ import {
   FRAME_PREFIX_BYTES,
   FrameDecoder,
   MessageType,
-  PROTOCOL_VERSION,
   ProtocolError,
   checksums,
   commit,
@@ -21,25 +20,14 @@ import {
   resolved,
   type Message,
 } from '../src/index.js';
+import { SESSION, helloHeader, wire } from './helpers.js';
 
 /**
  * The messages of a restore at the destination: what the decoder refuses, by error class and
  * code, and packMap, whose determinism is what lets the destination hash a ProcessState as the
  * source hashed it (Checksums.stateHash).
  */
-const SESSION = '0123456789abcdef0123456789abcdef';
-const layout = [{ id: 1, start: 0x7f0000000000, pages: 4, prot: 'rw-p', offset: 0, name: '[heap]', migrated: true, indexBase: 0 }];
-const helloHeader = {
-  magic: 'FCPY',
-  version: PROTOCOL_VERSION,
-  sessionId: SESSION,
-  pageSize: 4096,
-  totalPages: 4,
-  policy: 'precopy',
-  layout,
-};
 
-const wire = (m: Message) => Buffer.concat(encodeMessage(m));
 /** Encodes without the factories' types: the encoder does not validate, the decoder must. */
 const raw = (type: MessageType, header: Record<string, unknown>, payload?: Buffer) => wire({ type, header, payload } as unknown as Message);
 const decode = (b: Buffer) => {
