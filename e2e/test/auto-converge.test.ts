@@ -4,6 +4,7 @@ import {
   Cleanup,
   SOURCE_BIN,
   leftovers,
+  migrateArgs,
   mwCheck,
   rootSkipReason,
   runSource,
@@ -58,18 +59,7 @@ describe.skipIf(skip)('auto-converge', () => {
     const mw = await startMw(c, MW);
     const before = await writeRate(mw);
     let dest = await startDest(c, ['--once']);
-    const slow = await runSource(c, [
-      'migrate',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--after',
-      'resume',
-      '--bandwidth',
-      '50mbit',
-      ...CONVERGE,
-    ]);
+    const slow = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--bandwidth', '50mbit', ...CONVERGE]));
     expect(slow.stderr).toBe('');
     expect(slow.code).toBe(0);
     const r = slow.report!;
@@ -95,19 +85,7 @@ describe.skipIf(skip)('auto-converge', () => {
     // The same process under old Xen's rules without auto-converge: stopped after 3x its memory,
     // with nearly all of it in the stop-and-copy round.
     dest = await startDest(c, ['--once']);
-    const xen = await runSource(c, [
-      'migrate',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--after',
-      'resume',
-      '--bandwidth',
-      '50mbit',
-      '--stop-rule',
-      'xen',
-    ]);
+    const xen = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--bandwidth', '50mbit', '--stop-rule', 'xen']));
     expect(xen.code).toBe(0);
     expect(xen.report!.downtimeMs).toBeGreaterThan(r.downtimeMs * 2);
     expect(xen.report!.rounds.every((x: any) => (x.throttlePercent ?? 0) === 0)).toBe(true);
@@ -120,11 +98,7 @@ describe.skipIf(skip)('auto-converge', () => {
     const src = c.proc(
       start(process.execPath, [
         SOURCE_BIN,
-        'migrate',
-        '--pid',
-        String(mw.pid),
-        '--to',
-        `127.0.0.1:${dest.port}`,
+        ...migrateArgs(mw.pid, dest),
         '--after',
         'resume',
         '--bandwidth',

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cleanup, WORKLOADS, rootSkipReason, runSource, selfCheck, start, startDest } from '../src/procs.js';
+import { Cleanup, WORKLOADS, rootSkipReason, runSource, selfCheck, start, startDest, migrateArgs } from '../src/procs.js';
 
 /**
  * downtimeMs is the whole time the process does not run. The heartbeat workload measures that
@@ -20,17 +20,7 @@ describe.skipIf(skip)('the reported downtime', () => {
       const dest = await startDest(c, ['--once']);
       process.kill(pid, 'SIGUSR1'); // start a fresh measure
       await hb.waitFor(/^heartbeat maxgap_us=/);
-      const run = await runSource(c, [
-        'migrate',
-        '--pid',
-        String(pid),
-        '--to',
-        `127.0.0.1:${dest.port}`,
-        '--after',
-        'resume',
-        '--verify',
-        verify,
-      ]);
+      const run = await runSource(c, migrateArgs(pid, dest, ['--after', 'resume', '--verify', verify]));
       expect(run.code).toBe(0);
       const line = await selfCheck(hb, pid, /^heartbeat maxgap_us=\d+$/);
       const gapMs = Number(/maxgap_us=(\d+)/.exec(line)![1]) / 1000;

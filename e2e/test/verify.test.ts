@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, startDest, startMw } from '../src/procs.js';
+import { Cleanup, leftovers, mwCheck, rootSkipReason, runSource, startDest, startMw, migrateArgs } from '../src/procs.js';
 
 /**
  * Incremental verification (--verify incremental): both agents hash each page as they send and
@@ -16,17 +16,7 @@ describe.skipIf(skip)('incremental verification', () => {
   it('verifies a migration with one digest, and reports the downtime in its parts', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000']);
     const dest = await startDest(c, ['--once']);
-    const run = await runSource(c, [
-      'migrate',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--after',
-      'resume',
-      '--verify',
-      'incremental',
-    ]);
+    const run = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--verify', 'incremental']));
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const r = run.report!;
@@ -41,19 +31,10 @@ describe.skipIf(skip)('incremental verification', () => {
   });
 
   it('catches a page damaged on its way to the destination (exit 6); the process runs on', async () => {
-    const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '20000']);
     const dest = await startDest(c, ['--once', '--test-corrupt-in-transit', '1']);
-    const run = await runSource(c, [
-      'migrate',
-      '--pid',
-      String(mw.pid),
-      '--to',
-      `127.0.0.1:${dest.port}`,
-      '--after',
-      'resume',
-      '--verify',
-      'incremental',
-    ]);
+    // Two rounds: the final one holds many pages, and a page damaged there is never sent again.
+    const run = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--verify', 'incremental', '--max-rounds', '2']));
     expect(run.code).toBe(6);
     expect(run.stderr).toBe(
       'forecopy-source: the destination found an image that differs from the pages sent (the digests of the page hashes differ); the process was left running here',
@@ -64,9 +45,9 @@ describe.skipIf(skip)('incremental verification', () => {
   });
 
   it('full verification catches the same damage, page by page', async () => {
-    const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '5000']);
+    const mw = await startMw(c, ['--mb', '32', '--pattern', 'hotspot', '--write-rate', '20000']);
     const dest = await startDest(c, ['--once', '--test-corrupt-in-transit', '1']);
-    const run = await runSource(c, ['migrate', '--pid', String(mw.pid), '--to', `127.0.0.1:${dest.port}`, '--after', 'resume']);
+    const run = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--max-rounds', '2']));
     expect(run.code).toBe(6);
     expect(run.stderr).toMatch(
       /^forecopy-source: the destination found 1 pages that differ from the frozen source \(first: \d+ at 0x[0-9a-f]+ in /,

@@ -54,7 +54,11 @@ function listenOptions(y: Argv) {
       describe: 'fault injection: die in the middle of the restore',
     })
     .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
-    .option('test-corrupt-in-transit', { type: 'number', hidden: true, describe: 'fault injection: damage raw pages as they arrive' })
+    .option('test-corrupt-in-transit', {
+      type: 'number',
+      hidden: true,
+      describe: 'fault injection: damage raw pages of the final round as they arrive',
+    })
     .option('test-die-at-stop-and-copy', {
       type: 'boolean',
       hidden: true,

@@ -78,7 +78,7 @@ export interface SessionOptions {
   log: Logger;
   /** Fault injection for tests: flip a byte in this many pages after the final round. */
   corruptPages?: number;
-  /** Fault injection for tests: flip a byte in this many raw pages as they arrive. */
+  /** Fault injection for tests: flip a byte in this many raw pages of the final round as they arrive. */
   corruptInTransit?: number;
   /** Fault injection for tests: the whole agent dies (exit 137) when the source freezes. */
   dieAtStopAndCopy?: boolean;
@@ -331,7 +331,7 @@ class Session {
     if (m.header.round !== this.round) refuse('E_ORDER', `PageBatch of round ${m.header.round} during round ${this.round}`);
     if (m.header.seq <= this.batchSeq) refuse('E_ORDER', `PageBatch seq ${m.header.seq} after ${this.batchSeq}`);
     this.batchSeq = m.header.seq;
-    if (this.opts.corruptInTransit) this.damageInTransit(m);
+    if (this.opts.corruptInTransit && this.state === 'FINAL') this.damageInTransit(m);
     const written = this.written;
     this.roundPages += applyBatch(
       this.store!,
@@ -404,7 +404,10 @@ class Session {
     return same && this.stateMatches ? this.answerVerified() : this.answerMismatch();
   }
 
-  /** Fault injection (--test-corrupt-in-transit): one byte of a raw page flipped on its way in. */
+  /**
+   * Fault injection (--test-corrupt-in-transit): one byte of a raw page of the final round flipped
+   * on its way in (a page of an earlier round might be sent again, and the damage undone).
+   */
   private damageInTransit(m: MessageOf<MessageType.PageBatch>): void {
     const raw = m.header.kinds.indexOf(PAGE_KIND.RAW);
     if (raw < 0) return;
