@@ -46,22 +46,25 @@ import { ImageStore, type PageStore } from './image-store.js';
  *     │ Query         │ StopAndCopy
  *     ▼               ▼
  *   answer          FROZEN ──RoundStart(final)──▶ FINAL ──RoundEnd──▶ CHECKSUMS
- *   Committed                                     ⟲ PageBatch         ⟲ Checksums
- *   or Abort; end                                                         │ all pages checked
+ *   Committed                                     ⟲ PageBatch         ⟲ ProcessState (restore), Checksums
+ *   or Abort; end                                                         │ all pages checked (or one Digest)
  *                                      ┌───────── a page differs ─────────┤
  *                                      ▼                                  ▼ all match: answer Verified
  *                              answer Mismatch; end                    VERIFIED
  *                                                                         │ Commit: the image becomes final
- *                                                                         ▼
- *                                                                       DONE: answer Committed; end
- *                                                                             when the source closes
+ *                                            with --restore ┌─────────────┤
+ *                                                           ▼             ▼
+ *                          RESTORE: rebuild the process, hold it     DONE: answer Committed; end
+ *                                                           │              when the source closes
+ *                                                           ▼
+ *                          HELD: answer Committed(restoredPid); on Release (or Discard) answer
+ *                                Resolved; end. The source gone: the process stays stopped.
  *
  * A Query opens a connection of its own: a source that lost our answer to Commit asks what became
  * of its session. Verified is not final: only Commit makes the image final; anything else in
  * VERIFIED (another message, silence, a closed connection, or a Query that came first) discards
- * the image (E_NO_COMMIT). A state that acts on the final image before the
- * answer (restoring the process) goes between VERIFIED and DONE: VERIFIED names it instead of DONE,
- * and its handler names DONE when its work is done.
+ * the image (E_NO_COMMIT). Release and Discard may also open a connection of their own
+ * (forecopy-source resolve): they act on the held process the session directory records.
  *
  * Anything out of order, or a page outside the announced layout, is a protocol error: the session
  * answers Abort, discards its partial image and ends; the listener keeps serving.

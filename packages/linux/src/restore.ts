@@ -14,13 +14,15 @@ import { readProcStat } from './proc-stat.js';
 //
 //   1. every signal blocked in the husk (nothing may interrupt an injected call)
 //   2. mappings that were not migrated: files mapped again, their changed pages written,
-//      protections set
-//   3. descriptors, working directory, umask, personality, signal handlers, mm fields, name
-//   4. credentials (after every call that needs root)
-//   5. threads: clone, then per thread robust list, rseq, alternate stack, clear-child-tid,
+//      protections set; memfds made again
+//   3. the husk's own text unmapped: from here on the calls go through a `syscall` instruction
+//      of the program's own text (each call stops at its exit, so nothing after it runs)
+//   4. descriptors, working directory, umask, personality, signal handlers, mm fields with the
+//      executable (the kernel changes /proc/PID/exe only once the husk's is unmapped), name
+//   5. credentials (after every call that needs root; the threads made next inherit them)
+//   6. threads: clone, then per thread robust list, rseq, alternate stack, clear-child-tid,
 //      name, pending signals
-//   6. the husk's own text and scratch unmapped (the main thread stops at that munmap's exit)
-//   7. every thread's registers, FPU state and signal mask; resource limits
+//   7. the scratch area unmapped; every thread's registers, FPU state and signal mask; limits
 //   8. held: SIGSTOP queued, ptrace detached, so the process waits in a group stop that no
 //      crash of ours can undo; released by SIGCONT, discarded by SIGKILL
 

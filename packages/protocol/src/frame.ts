@@ -4,6 +4,7 @@
  *   source                                         destination
  *     │── Hello (magic, version, session, layout) ───▶│  creates the image; a destination that
  *     │   [restore: what a restore needs]             │  restores checks `restore` first
+ *     │   [verify: full | incremental]                │  incremental: hash each page written
  *     │◀────────────── HelloAck (credit[, restore]) ──│  restore: it will rebuild the process
  *     │── RoundStart 1 ──────────────────────────────▶│
  *     │── PageBatch ─────────────────────────────────▶│  applies the pages
@@ -15,12 +16,15 @@
  *     │── StopAndCopy (the process is frozen) ───────▶│
  *     │── RoundStart n+1 (final) ─ PageBatch... ─────▶│
  *     │── RoundEnd n+1 ──────────────────────────────▶│
- *     │◀────────────────────────────── RoundAck n+1 ──│  downtimeMs ends here: the final pages are in
+ *     │◀────────────────────────────── RoundAck n+1 ──│  stopCopyMs ends here: the final pages are in
  *     │── ProcessState (state; payload: pages ───────▶│  only when HelloAck.restore: checks the
  *     │   of the non-migrated mappings)               │  state, hashes it as the source did
  *     │── Checksums (xxh64 per page, in chunks; ─────▶│  hashes its image, compares; the first
  *     │   the first one carries stateHash)            │  Checksums: stateHash too
- *     │◀───────────── Verified | Mismatch[ (state)] ──│  image verified, not yet final
+ *     │   or, with verify = incremental:              │
+ *     │── Digest (of the page hashes as sent ────────▶│  compares with its digest of the pages
+ *     │   [, stateHash])                              │  as written (PageHashes)
+ *     │◀──── Verified | Mismatch[ (state, digest)] ──│  image verified, not yet final
  *     │── Commit ────────────────────────────────────▶│  the handover: make it final; a restoring
  *     │                                               │  one rebuilds the process, holds it stopped
  *     │◀────── Committed[ (restoredPid, restoreMs)] ──│  only now does the source let go

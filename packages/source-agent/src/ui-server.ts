@@ -76,7 +76,7 @@ table{border-collapse:collapse;margin-top:1em}th,td{border:1px solid #ccc;paddin
 <h2>Writes per region (one column per sample, newest right; darker = more pages written)</h2>
 <div id="heatmap"></div>
 <h2>Rounds</h2>
-<table id="rounds"><thead><tr><th>round</th><th>sent</th><th>filtered</th><th>written</th><th>ms</th><th>MiB/s</th></tr></thead><tbody></tbody></table>
+<table id="rounds"><thead><tr><th>round</th><th>sent</th><th>filtered</th><th>written</th><th>ms</th><th>MiB/s</th><th>written/s</th><th>throttle %</th><th>downtime if stopped, ms</th></tr></thead><tbody></tbody></table>
 <script>
 const $ = (id) => document.getElementById(id);
 const heat = $('heatmap');
@@ -101,7 +101,9 @@ function onEvent(e) {
   if (e.type === 'round') {
     const tr = document.createElement('tr');
     const mibs = e.durationMs > 0 ? (e.bytesSent / 1048576) / (e.durationMs / 1000) : 0;
-    for (const v of [e.final ? e.round + ' (stop)' : e.round, fmt(e.pagesSent), fmt(e.pagesFiltered), fmt(e.pagesDirtied), e.durationMs.toFixed(1), mibs.toFixed(1)]) {
+    const opt = (v, f) => (v === undefined ? '' : f(v));
+    for (const v of [e.final ? e.round + ' (stop)' : e.round, fmt(e.pagesSent), fmt(e.pagesFiltered), fmt(e.pagesDirtied), e.durationMs.toFixed(1), mibs.toFixed(1),
+      opt(e.dirtyRate, (x) => fmt(Math.round(x))), opt(e.throttlePercent, String), opt(e.expectedDowntimeMs, (x) => x.toFixed(0))]) {
       const td = document.createElement('td');
       td.textContent = v;
       tr.appendChild(td);
