@@ -5,7 +5,8 @@
 //
 //   node bench/run.mjs [--mb 1024] [--policies precopy,markov] [--pattern seq] [--write-rate 0]
 //                      [--bandwidth 0] [--model-seconds 10] [--after resume] [--restore]
-//                      [--verify full|incremental]
+//                      [--verify full|incremental] [--stop-rule xen|downtime] [--downtime-limit-ms N]
+//                      [--auto-converge on|off]
 //
 // --restore: the destination restores the process (forecopy-dest listen --restore) and the table
 // adds the parts of the downtime, from the freeze to the process running at the destination.
@@ -91,6 +92,9 @@ try {
             report,
             ...(base === 'markov' ? ['--model-seconds', opt('model-seconds', '10')] : []),
             ...(opt('verify') ? ['--verify', opt('verify')] : []),
+            ...(opt('stop-rule') ? ['--stop-rule', opt('stop-rule')] : []),
+            ...(opt('downtime-limit-ms') ? ['--downtime-limit-ms', opt('downtime-limit-ms')] : []),
+            ...(opt('auto-converge') ? ['--auto-converge', opt('auto-converge')] : []),
           ]);
           const code = await src.exited;
           for (const p of [Number(pid), restore && fs.existsSync(report) ? JSON.parse(fs.readFileSync(report, 'utf8')).restoredPid : 0]) {

@@ -72,8 +72,8 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
       await handOverRestored(s, committed.restoredPid, held);
       report.restoredPid = committed.restoredPid;
       report.restoreMs = committed.restoreMs;
-    } else held.finish(opts.after);
-    clock.mark('releaseMs');
+      clock.mark('releaseMs');
+    } else held.finish(opts.after, () => clock.mark('releaseMs'));
     channel.close();
     // The process ran nowhere from the freeze until now (restored and released, thawed here), or,
     // with --after kill or stop and no restore, it never runs again: until the handover ended.

@@ -25,18 +25,29 @@ export class HeldProcess {
   ) {}
 
   /** After the handover: kills the process, or removes tracking and leaves it stopped or running. */
-  finish(after: AfterAction): void {
+  /**
+   * After the handover: kills the process, or leaves it stopped, or lets it run and then removes
+   * its tracking (a write-protect fault costs the running process little). `downtimeOver` is
+   * called when the downtime ends: at the thaw, or once the process is killed or left stopped.
+   */
+  finish(after: AfterAction, downtimeOver?: () => void): void {
     this.liftThrottle();
     const { tracking, frozen } = this;
     if (!tracking || !frozen) throw new Error('finish() before stop-and-copy');
+    this.tracking = null;
+    this.frozen = null;
+    if (after === 'resume') {
+      frozen.thaw();
+      downtimeOver?.();
+      this.untrack(tracking); // freezes the process for the one system call it injects
+      return;
+    }
     if (after === 'kill') frozen.kill();
     else {
       tracking.tracker.stop(frozen);
-      if (after === 'stop') frozen.stopped();
-      else frozen.thaw();
+      frozen.stopped();
     }
-    this.tracking = null;
-    this.frozen = null;
+    downtimeOver?.();
   }
 
   /** Removes tracking and thaws, if still held; never throws (it runs on failure paths). */
@@ -45,12 +56,7 @@ export class HeldProcess {
     const { tracking, frozen } = this;
     tracking?.sampler.stop();
     if (!tracking && !frozen) return;
-    try {
-      tracking?.tracker.stop(frozen);
-    } catch (e) {
-      // Nothing to remove from a process that is gone.
-      if (!processGone(this.pid)) this.log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
-    }
+    if (tracking) this.untrack(tracking, frozen);
     try {
       frozen?.thaw();
     } catch (e) {
@@ -58,6 +64,16 @@ export class HeldProcess {
     }
     this.tracking = null;
     this.frozen = null;
+  }
+
+  /** Removes tracking (from the process frozen by `frozen`, or running); never throws. */
+  private untrack(tracking: Tracking, frozen: FrozenProcess | null = null): void {
+    try {
+      tracking.tracker.stop(frozen);
+    } catch (e) {
+      // Nothing to remove from a process that is gone.
+      if (!processGone(this.pid)) this.log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
+    }
   }
 
   private liftThrottle(): void {
