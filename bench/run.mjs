@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killAll, startChild, withOnlyStdio } from '../scripts/lib/child.mjs';
+import { killAll, startChild, startDestination, withOnlyStdio } from '../scripts/lib/child.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -50,19 +50,7 @@ try {
     for (const pattern of patterns) {
       for (let rep = 0; rep < repeat; rep++)
         for (const policy of policies) {
-          const dest = start(process.execPath, [
-            path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'),
-            'listen',
-            '--port',
-            '0',
-            '--image-dir',
-            imageDir,
-            '--once',
-            ...(restore ? ['--restore'] : []),
-            '--log-level',
-            'warn',
-          ]);
-          const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
+          const { dest, port } = await startDestination(start, imageDir, ['--once', ...(restore ? ['--restore'] : [])]);
           // Nothing open but its standard streams, as a restore needs (pnpm may leak descriptors).
           const mw = start(...withOnlyStdio(path.join(root, 'workloads/bin/mw'), ['--mb', mb, '--pattern', pattern, '--write-rate', rate]));
           const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killAll, startChild, withOnlyStdio } from '../scripts/lib/child.mjs';
+import { killAll, startChild, startDestination, withOnlyStdio } from '../scripts/lib/child.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -47,17 +47,7 @@ process.on('SIGINT', () => {
 
 const t0 = Date.now();
 try {
-  const dest = run(process.execPath, [
-    path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'),
-    'listen',
-    '--port',
-    '0',
-    '--image-dir',
-    path.join(tmp, 'images'),
-    '--log-level',
-    'warn',
-  ]);
-  const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
+  const { port } = await startDestination(run, path.join(tmp, 'images'));
   // Nothing open but its standard streams: what a restore can carry (pnpm may leak descriptors).
   const mw = run(...withOnlyStdio(mwBin, ['--mb', MB, '--pattern', 'hotspot', '--write-rate', RATE]));
   const pid = (await mw.waitFor(/^mw pid=(\d+)/))[1];
@@ -122,19 +112,7 @@ try {
 /** Migrates `pid` to a destination that restores it, and shows it running there. */
 async function moveForGood(pid) {
   const imageDir = path.join(tmp, 'restored');
-  const dest = run(process.execPath, [
-    path.join(root, 'packages/dest-agent/bin/forecopy-dest.mjs'),
-    'listen',
-    '--port',
-    '0',
-    '--image-dir',
-    imageDir,
-    '--restore',
-    '--once',
-    '--log-level',
-    'warn',
-  ]);
-  const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
+  const { port } = await startDestination(run, imageDir, ['--restore', '--once']);
   console.log(`\ndemo: now moving mw (pid ${pid}) for good to a destination that restores it (forecopy-dest listen --restore) ...`);
   const reportFile = path.join(OUT, 'restore.json');
   const src = run(

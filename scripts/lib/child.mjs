@@ -2,6 +2,9 @@
 // (the tests have their own, typed, in e2e/src/procs.ts).
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const DEST_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../packages/dest-agent/bin/forecopy-dest.mjs');
 
 /** Starts `cmd args`; stderr goes to ours unless `capture`. Every child is also added to `kids`. */
 export function startChild(cmd, args, { capture = false, kids } = {}) {
@@ -56,4 +59,14 @@ export function withOnlyStdio(cmd, args) {
   // biome-ignore lint/suspicious/noTemplateCurlyInString: ${f##*/} is a shell parameter expansion, not a JS template
   const closeOthers = 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
   return ['/bin/bash', ['-c', closeOthers, 'bash', cmd, ...args]];
+}
+
+/**
+ * Starts `forecopy-dest listen` on a free port of 127.0.0.1 with `start` (a startChild bound to a
+ * set of kids), images under `imageDir`, and `extra` options; returns the child and its port.
+ */
+export async function startDestination(start, imageDir, extra = []) {
+  const dest = start(process.execPath, [DEST_BIN, 'listen', '--port', '0', '--image-dir', imageDir, '--log-level', 'warn', ...extra]);
+  const port = (await dest.waitFor(/listening on .*:(\d+)$/))[1];
+  return { dest, port };
 }
