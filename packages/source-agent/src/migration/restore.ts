@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { MessageType, PeerAbortError, packMap, processState, release, type Message } from '@forecopy/protocol';
+import { MessageType, packMap, processState, release, type Message, type MessageChannel } from '@forecopy/protocol';
 import { captureState, findBlockers, readProcStat, type CapturedProcess, type FrozenProcess } from '@forecopy/linux';
 import { pageHasher } from '../checksum.js';
 import { InDoubtError, NotMigratableError, ProcessError } from '../errors.js';
-import { asChannelError, processGone } from '../errno-map.js';
-import { askOnNewConnection, type Destination } from './connect.js';
+import { processGone } from '../errno-map.js';
+import { askOnNewConnection } from './connect.js';
 import type { HeldProcess } from './release.js';
 import type { MigrationSession } from './session.js';
 
@@ -125,17 +125,15 @@ export async function waitGone(pid: number, ms = 5000): Promise<void> {
 /**
  * Release: the destination lets the restored process run. Asked on the migration's connection,
  * then on new ones until the timeout; InDoubtError (exit 9) when the destination cannot be
- * reached, naming the resolve command: the copy there stays stopped until it is run.
+ * reached or answers otherwise, naming the resolve command: the original is gone by now, and the
+ * copy there stays stopped until it is run.
  */
 export async function releaseRestored(s: MigrationSession, restoredPid: number): Promise<void> {
   const { sessionId } = s;
   const answer = await s.channel
     .send(release({ sessionId }))
     .then(() => s.channel.expect(MessageType.Resolved, s.replyTimeoutMs))
-    .catch((e) => {
-      if (e instanceof PeerAbortError) throw asChannelError(e);
-      return null;
-    });
+    .catch(() => null); // any failure here: ask again on a new connection
   const resolved =
     answer ??
     (await askOnNewConnection(
@@ -156,9 +154,8 @@ export async function releaseRestored(s: MigrationSession, restoredPid: number):
 
 type Resolved = Extract<Message, { type: MessageType.Resolved }>;
 
-async function ask(channel: import('@forecopy/protocol').MessageChannel, sessionId: string, left: () => number): Promise<Resolved> {
+async function ask(channel: MessageChannel, sessionId: string, left: () => number): Promise<Resolved> {
   await channel.send(release({ sessionId }));
   return channel.expect(MessageType.Resolved, left());
 }
 
-export type { Destination };
