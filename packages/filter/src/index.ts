@@ -10,3 +10,4 @@ export * from './policies.js';
 export * from './trace-format.js';
 export * from './simulator.js';
 export * from './oracle-policy.js';
+export * from './auto-converge.js';

@@ -9,6 +9,7 @@ import {
   type StopRules,
 } from './policy.js';
 import type { Trace } from './trace-format.js';
+import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-converge.js';
 
 // Replays a recorded dirty trace through the very PrecopyDriver and policies the live agent
 // runs, over a modelled link, deterministically: the same trace and options always give the
@@ -22,13 +23,18 @@ import type { Trace } from './trace-format.js';
 // - the sender sends in batches of `batchPages`; with a policy's skipRedirtied, a batch skips the
 //   pages written since the round began (Xen's to_skip);
 // - stop-and-copy sends what remains at the measured rate: downtime = remaining / pageRate;
-// - a migration longer than the trace wraps around to its start (reported as `wrapped`).
+// - a migration longer than the trace wraps around to its start (reported as `wrapped`);
+// - with `autoConverge`, the throttle the live agent would set (ThrottleSchedule) thins the
+//   writes of every sample taken while it is in force (thinWrites): the policy sees, and the
+//   rounds meet, what a throttled process writes.
 
 export interface SimOptions {
   pageRate: number;
   stopRules: StopRules;
   startMs: number;
   batchPages?: number;
+  /** QEMU's auto-converge, as the live agent runs it (--auto-converge on). */
+  autoConverge?: ThrottleParams;
 }
 
 export interface SimReport {
@@ -40,6 +46,8 @@ export interface SimReport {
   stopReason: string;
   rounds: RoundSummary[];
   wrapped: boolean;
+  /** The throttle in force during each iterative round, in percent (all 0 without auto-converge). */
+  throttles: number[];
 }
 
 /** The trace as a clock: what was written in (from, to]. */
@@ -65,10 +73,13 @@ export class TraceClock {
     }
   }
 
-  /** Union of the writes in (from, to], sized `size`. */
-  written(from: number, to: number, size: number): PageBitmap {
+  /** Union of the writes in (from, to], sized `size`, as a process throttled by `throttle`% wrote them. */
+  written(from: number, to: number, size: number, throttle = 0): PageBitmap {
     const out = new PageBitmap(size);
-    for (const s of this.between(from, to)) out.or(s.pages.size === size ? s.pages : s.pages.resized(size));
+    for (const s of this.between(from, to)) {
+      const pages = s.pages.size === size ? s.pages : s.pages.resized(size);
+      out.or(thinWrites(pages, throttle, s.atMs));
+    }
     return out;
   }
 }
@@ -79,8 +90,12 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
   const batch = opts.batchPages ?? 256;
   const msPerPage = 1000 / opts.pageRate;
   let now = opts.startMs;
+  const schedule = opts.autoConverge ? new ThrottleSchedule(opts.autoConverge) : null;
+  const throttles: number[] = [];
   const feed = (from: number, to: number) => {
-    for (const s of clock.between(from, to)) policy.observeSample?.(s.pages.size === N ? s.pages : s.pages.resized(N), s.atMs);
+    const throttle = schedule?.percent ?? 0;
+    for (const s of clock.between(from, to))
+      policy.observeSample?.(thinWrites(s.pages.size === N ? s.pages : s.pages.resized(N), throttle, s.atMs), s.atMs);
   };
   // The policy sees the trace up to the start (a model builder would have seen it too).
   feed(-1, now);
@@ -98,7 +113,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     for (let i = 0; i < pages.length; i += batch) {
       let chunk = pages.slice(i, i + batch);
       if (policy.skipRedirtied) {
-        re.or(clock.written(seen, now, N));
+        re.or(clock.written(seen, now, N, schedule?.percent));
         seen = now;
         const before = chunk.length;
         chunk = chunk.filter((p) => !re.has(p));
@@ -109,13 +124,15 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
       sent += chunk.length;
       feed(t0, now);
     }
-    const dirtied = clock.written(start, now, N);
+    const dirtied = clock.written(start, now, N, schedule?.percent);
+    throttles.push(schedule?.percent ?? 0);
     const decision = driver.endRound(
       { pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs: now - start, pageRate: opts.pageRate },
       ctx(),
     );
     const rec = driver.records[driver.records.length - 1];
     rounds.push(summarizeRound(rec));
+    schedule?.afterRound(rec.pagesSent, rec.pagesDirtied);
     if (decision.kind === 'stop') {
       const remaining = decision.remaining.count();
       const downtimeMs = remaining * msPerPage;
@@ -129,6 +146,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
         stopReason: decision.reason,
         rounds,
         wrapped: clock.wrapped,
+        throttles,
       };
     }
     plan = decision.plan;

@@ -19,6 +19,8 @@ import {
   type Policy,
   type SimReport,
   type Trace,
+  QEMU_THROTTLE,
+  type ThrottleParams,
 } from '@forecopy/filter';
 import { parseBandwidth } from './units.js';
 import { SIM_CHARTS, renderSimHtml, simChartSvg } from './report-html.js';
@@ -52,13 +54,16 @@ export interface SimulationOptions {
   maxRounds: number;
   minRemainingPages: number;
   maxFactor: number;
+  /** QEMU's auto-converge, as the live agent runs it: the throttle thins the trace's writes. */
+  autoConverge?: ThrottleParams;
 }
 
 export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
   const pageRate = o.bandwidthBps / 8 / trace.pageSize;
   const startMs = o.modelSeconds * 1000;
   const stopRules = { maxRounds: o.maxRounds, minRemainingPages: o.minRemainingPages, maxFactor: o.maxFactor };
-  const run = (p: Policy) => simulate(trace, p, { pageRate, stopRules, startMs });
+  const run = (p: Policy) =>
+    simulate(trace, p, { pageRate, stopRules, startMs, ...(o.autoConverge ? { autoConverge: o.autoConverge } : {}) });
   const base = run(createPolicy('precopy'));
   const oracle = run(new OraclePolicy(new TraceClock(trace), pageRate));
   const rows: Row[] = [];
@@ -125,6 +130,11 @@ function simOptions(y: Argv) {
     .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
     .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
     .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor })
+    .option('auto-converge', {
+      choices: ['on', 'off'] as const,
+      default: 'off' as const,
+      describe: "QEMU's auto-converge, as migrate runs it: a throttled process writes the throttle's share less",
+    })
     .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
     .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
     .option('html', { type: 'string', describe: 'also write a self-contained HTML page with the charts (Fig. 4-6 analogs)' })
@@ -162,6 +172,7 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     maxRounds: a['max-rounds'],
     minRemainingPages: a['min-remaining-pages'],
     maxFactor: a['max-factor'],
+    ...(a['auto-converge'] === 'on' ? { autoConverge: QEMU_THROTTLE } : {}),
   };
   return { trace, options };
 }

@@ -158,4 +158,3 @@ async function ask(channel: MessageChannel, sessionId: string, left: () => numbe
   await channel.send(release({ sessionId }));
   return channel.expect(MessageType.Resolved, left());
 }
-
