@@ -39,11 +39,31 @@ const positiveInt = (name: string) => (v: number) => {
 /** The arguments a command's handler gets from its option builder. */
 type ArgsOf<B> = B extends (y: Argv) => Argv<infer T> ? ArgumentsCamelCase<T> : never;
 
-function migrateOptions(y: Argv) {
+/** migrate: the pre-copy policy and the dirty tracking it works from. */
+function policyOptions<T>(y: Argv<T>) {
   return y
-    .option('pid', { type: 'number', demandOption: true, describe: 'process to migrate' })
-    .option('to', { type: 'string', demandOption: true, describe: 'destination agent, HOST:PORT' })
     .option('policy', { choices: POLICY_NAMES, default: 'precopy' as const, describe: 'pre-copy policy (data filter)' })
+    .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms'), describe: 'dirty sampling interval' })
+    .option('states', { type: 'number', default: 256, describe: 'markov: number of regions/states S (64..1024)' })
+    .option('model-seconds', { type: 'number', default: 10, describe: 'markov: how long to model before migrating' })
+    .option('model', { type: 'string', describe: 'markov: load a saved model instead of modelling' })
+    .option('lwws-threshold', { type: 'number', describe: "markov: share of a state's samples a page must be written in to join its LWWS" })
+    .option('forecast', {
+      choices: FORECAST_MODES,
+      default: 'chain' as const,
+      describe: "markov: the paper's most-probable chain, or expected state visits (see BENCHMARKS.md)",
+    })
+    .option('skip-redirtied', {
+      type: 'boolean',
+      default: false,
+      describe: "markov: also skip pages written again during the round (Xen's to_skip)",
+    })
+    .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const, describe: 'dirty page tracker' });
+}
+
+/** migrate: when the rounds stop (old Xen's rules or QEMU's), and auto-converge. */
+function stopOptions<T>(y: Argv<T>) {
+  return y
     .option('max-rounds', {
       type: 'number',
       default: XEN_DEFAULT_STOP_RULES.maxRounds,
@@ -80,42 +100,37 @@ function migrateOptions(y: Argv) {
       default: AUTO_CONVERGE_DEFAULTS.increment,
       describe: 'auto-converge: added each time it is raised',
     })
-    .option('throttle-max', { type: 'number', default: AUTO_CONVERGE_DEFAULTS.max, describe: 'auto-converge: the most, in percent' })
+    .option('throttle-max', { type: 'number', default: AUTO_CONVERGE_DEFAULTS.max, describe: 'auto-converge: the most, in percent' });
+}
+
+/** migrate: the link to the destination (pacing, compression, authentication, timeout). */
+function channelOptions<T>(y: Argv<T>) {
+  return y
     .option('bandwidth', { type: 'string', default: '0', describe: 'pace the sender, e.g. 500mbit, 1gbit, 60MB; 0 = unpaced' })
-    .option('after', {
-      choices: AFTER_ACTIONS,
-      default: 'kill' as const,
-      describe: "the source process's fate once the destination verified",
-    })
-    .option('report', { type: 'string', describe: 'write the JSON report to this file' })
-    .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms'), describe: 'dirty sampling interval' })
-    .option('states', { type: 'number', default: 256, describe: 'markov: number of regions/states S (64..1024)' })
-    .option('model-seconds', { type: 'number', default: 10, describe: 'markov: how long to model before migrating' })
-    .option('model', { type: 'string', describe: 'markov: load a saved model instead of modelling' })
-    .option('lwws-threshold', { type: 'number', describe: "markov: share of a state's samples a page must be written in to join its LWWS" })
-    .option('forecast', {
-      choices: FORECAST_MODES,
-      default: 'chain' as const,
-      describe: "markov: the paper's most-probable chain, or expected state visits (see BENCHMARKS.md)",
-    })
-    .option('skip-redirtied', {
-      type: 'boolean',
-      default: false,
-      describe: "markov: also skip pages written again during the round (Xen's to_skip)",
-    })
-    .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const, describe: 'dirty page tracker' })
     .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
     .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
     .option('psk-file', { type: 'string', describe: "pre-shared key (hex or raw bytes), the same as the destination's" })
     .option('tls-cert', { type: 'string', describe: "mutual TLS: this agent's certificate (PEM)" })
     .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
     .option('tls-ca', { type: 'string', describe: "mutual TLS: the CA that signed the destination's certificate" })
-    .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
     .option('timeout', {
       type: 'number',
       default: 30,
       describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up',
+    });
+}
+
+function migrateOptions(y: Argv) {
+  const target = y
+    .option('pid', { type: 'number', demandOption: true, describe: 'process to migrate' })
+    .option('to', { type: 'string', demandOption: true, describe: 'destination agent, HOST:PORT' });
+  return channelOptions(stopOptions(policyOptions(target)))
+    .option('after', {
+      choices: AFTER_ACTIONS,
+      default: 'kill' as const,
+      describe: "the source process's fate once the destination verified",
     })
+    .option('report', { type: 'string', describe: 'write the JSON report to this file' })
     .option('verify', {
       choices: VERIFY_MODES,
       default: 'full' as const,
@@ -128,6 +143,7 @@ function migrateOptions(y: Argv) {
       describe: 'move the memory image only: with --after kill, no copy of the process runs at the end',
     })
     .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where handovers in progress are recorded (for resolve)' })
+    .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
     .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
     .option('test-die-when-restored', {
       type: 'boolean',
@@ -143,7 +159,11 @@ function migrateOptions(y: Argv) {
       '$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json',
       "the paper's filter at the paper's link rate; keep the process running",
     )
-    .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's");
+    .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's")
+    .example(
+      '$0 migrate --pid 4242 --to dest:7070 --bandwidth 1gbit --stop-rule downtime --auto-converge on',
+      'a process that writes faster than the link: slow it down until the rest fits 300 ms',
+    );
 }
 
 const STOP_RULES = ['xen', 'downtime'] as const;
