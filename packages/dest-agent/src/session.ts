@@ -513,6 +513,7 @@ class Session {
       checksum: 'xxh64 per page, and of the process state',
       rounds: this.rounds,
       restoredPid: this.restored.pid,
+      ...(this.restored.notes.length > 0 ? { restoreNotes: this.restored.notes } : {}),
       timings: { totalMs: this.verdictAtMs, finalRoundAppliedMs: this.finalAppliedMs, restoreMs: this.restoreMs },
       finishedAt: new Date().toISOString(),
     });
@@ -521,6 +522,7 @@ class Session {
       { session: id, pid: this.restored.pid, restoreMs: this.restoreMs },
       'process restored; held stopped until the source releases it',
     );
+    for (const note of this.restored.notes) this.opts.log.warn({ session: id, pid: this.restored.pid }, `restored, but: ${note}`);
     return 'HELD';
   }
 

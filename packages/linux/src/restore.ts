@@ -70,6 +70,8 @@ export class RestoredProcess {
     readonly pid: number,
     /** Field 22 of /proc/PID/stat: tells this process from a later one with the same pid. */
     readonly startTime: string,
+    /** What could not be restored as it was at the source, one sentence each (logged, in the manifest). */
+    readonly notes: readonly string[] = [],
   ) {}
 
   /** Lets it run (SIGCONT also discards the SIGSTOP it waits on). */
@@ -100,8 +102,9 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
       if (m.start >= HUSK_BASE && m.end <= SCRATCH_ADDR) husk.main.call(SYS.munmap, [m.start, m.end - m.start]);
     }
     step('mappings');
+    const notes: string[] = [];
     restoreFds(husk, state.fds, opts.stdio, memfds);
-    restoreProcessWide(husk, state);
+    restoreProcessWide(husk, state, notes);
     step('process');
     restoreCreds(husk, state.creds); // after every call that needs privileges, before the threads (they inherit them)
     const threads = restoreThreads(husk, state);
@@ -110,7 +113,7 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
     threads.forEach((t, i) => {
       setRegisters(t.tid, state.threads[i]);
     });
-    restoreRlimits(husk.pid, state.rlimits);
+    restoreRlimits(husk.pid, state.rlimits, notes);
     step('registers');
     const startTime = startTimeOf(husk.pid);
     hold(
@@ -118,7 +121,7 @@ export function restoreProcess(husk: Husk, state: ProcessState, contents: Buffer
       threads.map((t) => t.tid),
     );
     step('held');
-    return new RestoredProcess(husk.pid, startTime);
+    return new RestoredProcess(husk.pid, startTime, notes);
   } catch (e) {
     husk.kill();
     if (e instanceof RestoreError) throw e;
@@ -253,14 +256,15 @@ function restoreFds(husk: Husk, fds: readonly FdState[], stdio: StdioBinding, me
   for (const fd of made) husk.main.call(SYS.close, [fd]);
 }
 
-function restoreProcessWide(husk: Husk, s: ProcessState): void {
+function restoreProcessWide(husk: Husk, s: ProcessState, notes: string[]): void {
   const call = (nr: number, args: Array<number | bigint>) => husk.main.call(nr, args);
   call(SYS.chdir, [husk.scratch(0, Buffer.from(`${s.cwd}\0`))]);
   call(SYS.umask, [s.umask]);
   call(SYS.personality, [s.personality]);
   for (const a of s.sigactions) call(SYS.rt_sigaction, [a.sig, husk.scratch(0, Buffer.from(a.raw)), 0, 8]);
   const exeFd = openInHusk(husk, s.exe, O_RDONLY);
-  setMm(husk, s, exeFd);
+  if (!setMm(husk, s, exeFd))
+    notes.push(`/proc/PID/exe names the husk, not ${s.exe}: this host does not let it change (no CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)`);
   call(SYS.close, [exeFd]);
   call(SYS.prctl, [PR_SET_NAME, husk.scratch(0, Buffer.from(`${s.comm}\0`))]);
 }
@@ -285,9 +289,10 @@ function findSyscallGadget(husk: Husk, vmas: readonly VmaState[]): bigint {
  * the executable (/proc/PID/exe). The kernel changes the executable only once the old one (the
  * husk) is no longer mapped, and the call needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (not
  * CAP_SYS_RESOURCE, which containers often lack): it comes after the husk's text is gone. Where
- * the executable cannot be changed the rest is still set, and /proc/PID/exe names the husk.
+ * the executable cannot be changed the rest is still set, /proc/PID/exe names the husk, and it
+ * returns false.
  */
-function setMm(husk: Husk, s: ProcessState, exeFd: number): void {
+function setMm(husk: Husk, s: ProcessState, exeFd: number): boolean {
   const m = s.mm;
   const auxvAt = husk.scratch(4096, Buffer.from(m.auxv));
   const map = Buffer.alloc(104);
@@ -311,10 +316,12 @@ function setMm(husk: Husk, s: ProcessState, exeFd: number): void {
   map.writeInt32LE(exeFd, 100);
   try {
     husk.main.call(SYS.prctl, [PR_SET_MM, PR_SET_MM_MAP, husk.scratch(0, map), map.length, 0]);
+    return true;
   } catch (e) {
     if (!(e instanceof KernelError && (e.code === 'EPERM' || e.code === 'EINVAL' || e.code === 'EBUSY'))) throw e;
     map.writeInt32LE(-1, 100);
     husk.main.call(SYS.prctl, [PR_SET_MM, PR_SET_MM_MAP, husk.scratch(0, map), map.length, 0]);
+    return false;
   }
 }
 
@@ -399,7 +406,7 @@ function setRegisters(tid: number, s: ThreadState): void {
   ptraceBuf(PTRACE.SETSIGMASK, tid, 8n, Buffer.from(s.sigmask));
 }
 
-function restoreRlimits(pid: number, rlimits: ProcessState['rlimits']): void {
+function restoreRlimits(pid: number, rlimits: ProcessState['rlimits'], notes: string[]): void {
   const buf = Buffer.alloc(16);
   rlimits.forEach(([soft, hard], r) => {
     buf.writeBigUInt64LE(soft < 0 ? 0xffffffffffffffffn : BigInt(soft), 0);
@@ -408,7 +415,11 @@ function restoreRlimits(pid: number, rlimits: ProcessState['rlimits']): void {
       // prlimit64(pid, r, &new, NULL): `buf` is ours, struct rlimit64.
       syscall6('prlimit64', SYS.prlimit64, pid, r, addressOf(buf), 0);
     } catch (e) {
-      if (!(e instanceof KernelError && e.code === 'EPERM')) throw e; // a hard limit above ours
+      if (!(e instanceof KernelError && e.code === 'EPERM')) throw e;
+      // A hard limit above the one here: raising it needs CAP_SYS_RESOURCE, which this host lacks.
+      notes.push(
+        `resource limit ${r} could not be raised to ${soft < 0 ? 'unlimited' : soft}/${hard < 0 ? 'unlimited' : hard}: it keeps this host's`,
+      );
     }
   });
 }
