@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEST_ERROR_CODES } from '@forecopy/dest-agent';
+import { FILTER_ERROR_CODES } from '@forecopy/filter';
 import { PROTOCOL_ERROR_CODES } from '@forecopy/protocol';
 import { RESTORE_ERROR_CODES, SOURCE_ERROR_CODES, SOURCE_EXIT_CODES } from '@forecopy/source-agent';
 import { ROOT } from '../src/procs.js';
@@ -36,6 +37,10 @@ export function errorCodeTables(): string {
     'Restore (`packages/linux/src/errors.ts`, `RESTORE_ERROR_CODES`), sent by a destination that could not rebuild the process; the source exits 10:',
     '',
     table(Object.entries(RESTORE_ERROR_CODES)),
+    '',
+    'Files forecopy made (`packages/filter/src/errors.ts`, `FILTER_ERROR_CODES`), reported by forecopy-source and forecopy-sim as bad input (exit 2):',
+    '',
+    table(Object.entries(FILTER_ERROR_CODES)),
     '',
     'Source (`packages/source-agent/src/errors.ts`, `SOURCE_ERROR_CODES`), each with the exit code of forecopy-source:',
     '',

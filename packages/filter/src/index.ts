@@ -11,3 +11,4 @@ export * from './trace-format.js';
 export * from './simulator.js';
 export * from './oracle-policy.js';
 export * from './auto-converge.js';
+export * from './errors.js';

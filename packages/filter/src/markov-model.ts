@@ -1,3 +1,4 @@
+import { ModelFormatError } from './errors.js';
 import { PageBitmap } from './page-bitmap.js';
 import { MAX_HOT, MAX_STATES, MIN_STATES, RegionMap, hotRegions, isStateCount, regionHistogram } from './regions.js';
 import { crc32 } from './crc32.js';
@@ -398,18 +399,21 @@ export class MarkovModel {
   /** Reads toBytes()'s form; throws an Error saying what is wrong with anything else. */
   static fromBytes(bytes: Uint8Array): MarkovModel {
     const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (bytes.byteLength < 8) throw new Error('the model file is truncated');
-    if (v.getUint32(0, true) !== MODEL_MAGIC) throw new Error('not a forecopy model (bad magic)');
+    if (bytes.byteLength < 8) throw new ModelFormatError('the model file is truncated');
+    if (v.getUint32(0, true) !== MODEL_MAGIC) throw new ModelFormatError('not a forecopy model (bad magic)');
     const version = v.getUint32(4, true);
     if (version !== MODEL_FORMAT_VERSION) {
-      throw new Error(`model format version ${version} is not supported (this build reads ${MODEL_FORMAT_VERSION}); build the model again`);
+      throw new ModelFormatError(
+        `model format version ${version} is not supported (this build reads ${MODEL_FORMAT_VERSION}); build the model again`,
+      );
     }
-    if (bytes.byteLength < 36 + 4 || bytes.byteLength % 4 !== 0) throw new Error('the model file is truncated');
+    if (bytes.byteLength < 36 + 4 || bytes.byteLength % 4 !== 0) throw new ModelFormatError('the model file is truncated');
     const end = bytes.byteLength - 4;
-    if (crc32(bytes.subarray(0, end)) !== v.getUint32(end, true)) throw new Error('the model file is corrupt (checksum mismatch)');
+    if (crc32(bytes.subarray(0, end)) !== v.getUint32(end, true))
+      throw new ModelFormatError('the model file is corrupt (checksum mismatch)');
     let o = 8;
     const u32 = () => {
-      if (o + 4 > end) throw new Error('the model file is truncated');
+      if (o + 4 > end) throw new ModelFormatError('the model file is truncated');
       const x = v.getUint32(o, true);
       o += 4;
       return x;
@@ -417,13 +421,14 @@ export class MarkovModel {
     const states = u32();
     const totalPages = u32();
     if (states < MIN_STATES || states > MAX_STATES)
-      throw new Error(`the model has ${states} states (${MIN_STATES}..${MAX_STATES} allowed)`);
+      throw new ModelFormatError(`the model has ${states} states (${MIN_STATES}..${MAX_STATES} allowed)`);
     const threshold = v.getFloat64(o, true);
     o += 8;
-    if (!(threshold > 0 && threshold <= 1)) throw new Error(`the model's LWWS threshold ${threshold} is not in (0, 1]`);
+    if (!(threshold > 0 && threshold <= 1)) throw new ModelFormatError(`the model's LWWS threshold ${threshold} is not in (0, 1]`);
     const nTransitions = u32();
     const nProfiles = u32();
-    if (nTransitions > states * states || nProfiles > states) throw new Error('the model has more transitions or states than S allows');
+    if (nTransitions > states * states || nProfiles > states)
+      throw new ModelFormatError('the model has more transitions or states than S allows');
     const regions = new RegionMap(totalPages, states);
     const counts = new Uint32Array(states);
     for (let s = 0; s < states; s++) counts[s] = u32();
@@ -433,31 +438,32 @@ export class MarkovModel {
       const b = u32();
       const c = u32();
       if (a >= states || b >= states || !counts[a] || !counts[b])
-        throw new Error(`the transition ${a} -> ${b} names a state outside the model`);
-      if (c === 0) throw new Error(`the transition ${a} -> ${b} has a zero count`);
+        throw new ModelFormatError(`the transition ${a} -> ${b} names a state outside the model`);
+      if (c === 0) throw new ModelFormatError(`the transition ${a} -> ${b} has a zero count`);
       let row = rows.get(a);
       if (!row) rows.set(a, (row = new Map()));
-      if (row.has(b)) throw new Error(`the transition ${a} -> ${b} appears twice`);
+      if (row.has(b)) throw new ModelFormatError(`the transition ${a} -> ${b} appears twice`);
       row.set(b, c);
     }
     const profiles = new Map<number, StateProfile>();
     for (let i = 0; i < nProfiles; i++) {
       const s = u32();
-      if (s >= states || !counts[s] || profiles.has(s)) throw new Error(`the profile of state ${s} is out of place`);
+      if (s >= states || !counts[s] || profiles.has(s)) throw new ModelFormatError(`the profile of state ${s} is out of place`);
       const nOthers = u32();
       const nRegions = u32();
-      if (nOthers >= MAX_HOT || nRegions > MAX_HOT) throw new Error(`state ${s} records more than ${MAX_HOT} hot regions`);
+      if (nOthers >= MAX_HOT || nRegions > MAX_HOT) throw new ModelFormatError(`state ${s} records more than ${MAX_HOT} hot regions`);
       const others: number[] = [];
       for (let k = 0; k < nOthers; k++) {
         const r = u32();
-        if (r >= states) throw new Error(`state ${s} records region ${r} outside the model`);
+        if (r >= states) throw new ModelFormatError(`state ${s} records region ${r} outside the model`);
         others.push(r);
       }
       const lwwsRegions: number[] = [];
       const lwwsBits: Uint32Array[] = [];
       for (let k = 0; k < nRegions; k++) {
         const r = u32();
-        if (r >= states || (k > 0 && r <= lwwsRegions[k - 1])) throw new Error(`state ${s} has an LWWS region ${r} out of order or range`);
+        if (r >= states || (k > 0 && r <= lwwsRegions[k - 1]))
+          throw new ModelFormatError(`state ${s} has an LWWS region ${r} out of order or range`);
         const [a, b] = regions.bounds(r);
         const bits = new Uint32Array((b - a + 31) >>> 5);
         for (let w = 0; w < bits.length; w++) bits[w] = u32();
@@ -466,7 +472,7 @@ export class MarkovModel {
       }
       profiles.set(s, { others, lwwsRegions, lwwsBits });
     }
-    if (o !== end) throw new Error('the model file has trailing bytes');
+    if (o !== end) throw new ModelFormatError('the model file has trailing bytes');
     return new MarkovModel(regions, threshold, counts, rows, profiles);
   }
 }

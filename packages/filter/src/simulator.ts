@@ -9,6 +9,7 @@ import {
   type StopRules,
 } from './policy.js';
 import type { Trace } from './trace-format.js';
+import { TraceFormatError } from './errors.js';
 import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-converge.js';
 
 // Replays a recorded dirty trace through the very PrecopyDriver and policies the live agent
@@ -56,7 +57,7 @@ export class TraceClock {
   wrapped = false;
 
   constructor(readonly trace: Trace) {
-    if (trace.samples.length === 0) throw new Error('the trace has no samples');
+    if (trace.samples.length === 0) throw new TraceFormatError('the trace has no samples');
     this.durationMs = trace.samples[trace.samples.length - 1].atMs;
   }
 

@@ -1,3 +1,4 @@
+import { TraceFormatError } from './errors.js';
 import { PageBitmap } from './page-bitmap.js';
 
 // The dirty-trace file (`forecopy-source record`), version 1. Little-endian throughout.
@@ -65,35 +66,36 @@ export function encodeTraceSample(atMs: number, pages: PageBitmap): Buffer {
 
 export function decodeTrace(buf: Uint8Array): Trace {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (b.length < 24 || b.toString('latin1', 0, 4) !== TRACE_MAGIC) throw new Error('not a forecopy trace (bad magic)');
+  if (b.length < 24 || b.toString('latin1', 0, 4) !== TRACE_MAGIC) throw new TraceFormatError('not a forecopy trace (bad magic)');
   const version = b.readUInt32LE(4);
-  if (version !== TRACE_VERSION) throw new Error(`trace format version ${version} is not supported (this build reads ${TRACE_VERSION})`);
+  if (version !== TRACE_VERSION)
+    throw new TraceFormatError(`trace format version ${version} is not supported (this build reads ${TRACE_VERSION})`);
   const intervalMs = b.readDoubleLE(8);
   const pageSize = b.readUInt32LE(16);
   const jlen = b.readUInt32LE(20);
-  if (24 + jlen > b.length) throw new Error('the trace is truncated in its header');
+  if (24 + jlen > b.length) throw new TraceFormatError('the trace is truncated in its header');
   let meta: TraceHeader['meta'];
   try {
     meta = JSON.parse(b.toString('utf8', 24, 24 + jlen));
   } catch {
-    throw new Error('the trace header is not valid JSON');
+    throw new TraceFormatError('the trace header is not valid JSON');
   }
   const pos = { o: 24 + jlen };
   const samples: TraceSample[] = [];
   let totalPages = 0;
   while (pos.o < b.length) {
-    if (pos.o + 8 > b.length) throw new Error('the trace is truncated in a sample');
+    if (pos.o + 8 > b.length) throw new TraceFormatError('the trace is truncated in a sample');
     const atMs = b.readDoubleLE(pos.o);
     pos.o += 8;
     const size = readVarint(b, pos);
-    if (size > 1 << 28) throw new Error(`a sample covers ${size} pages, more than a trace may`);
+    if (size > 1 << 28) throw new TraceFormatError(`a sample covers ${size} pages, more than a trace may`);
     const runs = readVarint(b, pos);
     const pages = new PageBitmap(size);
     let at = 0;
     for (let i = 0; i < runs; i++) {
       const s = at + readVarint(b, pos);
       const e = s + readVarint(b, pos);
-      if (e > size || e <= s) throw new Error('a sample has a run outside its page space');
+      if (e > size || e <= s) throw new TraceFormatError('a sample has a run outside its page space');
       pages.setRange(s, e);
       at = e;
     }
@@ -115,11 +117,11 @@ function readVarint(b: Buffer, pos: { o: number }): number {
   let n = 0;
   let mul = 1;
   for (let i = 0; i < 8; i++) {
-    if (pos.o >= b.length) throw new Error('the trace is truncated in a number');
+    if (pos.o >= b.length) throw new TraceFormatError('the trace is truncated in a number');
     const x = b[pos.o++];
     n += (x & 0x7f) * mul;
     if (!(x & 0x80)) return n;
     mul *= 128;
   }
-  throw new Error('a number in the trace is too long');
+  throw new TraceFormatError('a number in the trace is too long');
 }
