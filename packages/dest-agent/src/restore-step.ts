@@ -9,8 +9,8 @@ import {
   checkIdentity,
   parseProcessState,
   parseRestorePreview,
-  readProcStat,
   restoreProcess,
+  sameProcessRuns,
   startTimeOf,
   vdsoFingerprint,
   type ProcessState,
@@ -145,16 +145,6 @@ export function readRecord(dir: string): RestoreRecord | null {
   }
 }
 
-/** Whether the recorded process is the one still there (same pid, same start time). */
-export function recordedAlive(r: RestoreRecord): boolean {
-  try {
-    const st = readProcStat(r.pid);
-    return st.field(22) === r.startTime && st.state !== 'Z' && st.state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Release or Discard of a session's held process, on the connection of the migration or any
  * later one. Returns the answer's fields. Idempotent: a second Release finds it running.
@@ -166,8 +156,7 @@ export function resolveHeld(
 ): { running: boolean; pid: number; reason: string } {
   const r = readRecord(sessionDir);
   if (!r) return { running: false, pid: 0, reason: 'no restored process is recorded for this session here' };
-  const alive = recordedAlive(r);
-  if (!alive) {
+  if (!sameProcessRuns(r.pid, r.startTime)) {
     writeRecord(sessionDir, { ...r, status: 'discarded' });
     return { running: false, pid: r.pid, reason: `the restored process ${r.pid} is gone` };
   }
@@ -190,7 +179,7 @@ export function resolveHeld(
  */
 export function cleanUpRestoring(partialDir: string, log: Logger): void {
   const r = readRecord(partialDir);
-  if (!r || !recordedAlive(r)) return;
+  if (!r || !sameProcessRuns(r.pid, r.startTime)) return;
   try {
     process.kill(r.pid, 'SIGKILL');
     log.warn({ pid: r.pid }, 'ended a process left half-restored by a previous run');

@@ -29,3 +29,16 @@ export function readProcStat(pid: number): ProcStat {
 export function hasExited(stat: ProcStat): boolean {
   return stat.state === 'Z' || stat.state === 'X' || (stat.flags & PF_EXITING) !== 0;
 }
+
+/**
+ * Whether the process `pid` that started at `startTime` (field 22, in clock ticks since boot)
+ * still runs: the pid exists, has not been reused by another process, and has not exited.
+ */
+export function sameProcessRuns(pid: number, startTime: number): boolean {
+  try {
+    const stat = readProcStat(pid);
+    return stat.field(22) === startTime && !hasExited(stat);
+  } catch {
+    return false;
+  }
+}

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import { MessageType, discard, release, type Security } from '@forecopy/protocol';
-import { findBlockers } from '@forecopy/linux';
+import { findBlockers, sameProcessRuns } from '@forecopy/linux';
 import { ConnectionError, InputError, NotMigratableError } from './errors.js';
 import { asChannelError } from './errno-map.js';
 import { askOnNewConnection } from './migration/connect.js';
-import { originalRuns, recordPath, removeRecord, type SessionRecord } from './migration/restore.js';
+import { recordPath, removeRecord, type SessionRecord } from './migration/restore.js';
 import { requireProcess } from './process-checks.js';
 
 // `forecopy-source resolve` and `forecopy-source check`.
@@ -35,7 +35,7 @@ export async function resolveSession(o: ResolveOptions): Promise<string> {
       `no handover of session ${o.sessionId} is recorded in ${o.stateDir} (it finished, or ran with another --state-dir)`,
     );
   }
-  const runsHere = originalRuns(record);
+  const runsHere = sameProcessRuns(record.pid, record.startTime);
   const answer = await askOnNewConnection(
     { host: o.host, port: o.port, security: o.security },
     o.timeoutMs,

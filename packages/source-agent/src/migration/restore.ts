@@ -79,16 +79,6 @@ export function removeRecord(stateDir: string, sessionId: string): void {
   fs.rmSync(recordPath(stateDir, sessionId), { force: true });
 }
 
-/** Whether the original process of a record still exists (and has not exited). */
-export function originalRuns(r: Pick<SessionRecord, 'pid' | 'startTime'>): boolean {
-  if (processGone(r.pid)) return false;
-  try {
-    return readProcStat(r.pid).field(22) === r.startTime;
-  } catch {
-    return false;
-  }
-}
-
 /** The record of this migration's handover, written before Commit. */
 export function recordOf(s: MigrationSession): SessionRecord {
   const { opts } = s;
