@@ -23,22 +23,31 @@ export function threadsOf(pid: number): number[] {
 }
 
 /**
+ * The wait status of `tid`'s next stop (or exit), or null if none came within `timeoutMs`.
+ * Polls with WNOHANG, since ptrace calls must stay on this thread: a few tries at once, then one
+ * every `pollMs`.
+ */
+export function nextWaitStatus(tid: number, timeoutMs: number, pollMs: number): number | null {
+  const deadline = Date.now() + timeoutMs;
+  for (let spin = 0; ; spin++) {
+    const { pid, status } = waitpid(tid, WALL | WNOHANG);
+    if (pid === tid) return status;
+    if (Date.now() > deadline) return null;
+    if (spin > 50) sleepSync(pollMs);
+  }
+}
+
+/**
  * Waits for `tid` to enter a ptrace-stop. Returns the signal to re-inject on release (0 for a
  * ptrace event stop, the signal for a signal-delivery stop). Throws if the thread exited.
  */
 export function waitStopped(tid: number, timeoutMs = 5000): number {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { pid, status } = waitpid(tid, WALL | WNOHANG);
-    if (pid === tid) {
-      if (!WIFSTOPPED(status)) throw new KernelError('waitpid', 3, `thread ${tid} exited`);
-      if (PTRACE_EVENT(status) === PTRACE.EVENT_STOP) return 0; // interrupt or group stop
-      const sig = WSTOPSIG(status);
-      return sig === SIGTRAP ? 0 : sig; // a signal arrived first: hold it, re-inject on release
-    }
-    if (Date.now() > deadline) throw new KernelError('waitpid', 62 /* ETIME */, `thread ${tid} did not stop within ${timeoutMs} ms`);
-    sleepSync(1);
-  }
+  const status = nextWaitStatus(tid, timeoutMs, 1);
+  if (status === null) throw new KernelError('waitpid', 62 /* ETIME */, `thread ${tid} did not stop within ${timeoutMs} ms`);
+  if (!WIFSTOPPED(status)) throw new KernelError('waitpid', 3, `thread ${tid} exited`);
+  if (PTRACE_EVENT(status) === PTRACE.EVENT_STOP) return 0; // interrupt or group stop
+  const sig = WSTOPSIG(status);
+  return sig === SIGTRAP ? 0 : sig; // a signal arrived first: hold it, re-inject on release
 }
 
 /**

@@ -2,23 +2,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RestoreError } from './errors.js';
-import { sleepSync } from './freezer.js';
-import {
-  PTRACE,
-  PTRACE_EVENT,
-  SYS,
-  WALL,
-  WIFSTOPPED,
-  WNOHANG,
-  WSTOPSIG,
-  processVmWritev,
-  ptrace,
-  ptraceBuf,
-  ptracePeek,
-  waitpid,
-} from './libc.js';
-import { KernelError } from './errors.js';
+import { KernelError, RestoreError } from './errors.js';
+import { nextWaitStatus, sleepSync } from './freezer.js';
+import { PTRACE, PTRACE_EVENT, SYS, WIFSTOPPED, WSTOPSIG, processVmWritev, ptrace, ptraceBuf, ptracePeek } from './libc.js';
 import { PageReader } from './page-reader.js';
 import { readMaps, type ProcMapping } from './proc-maps.js';
 import { ARG_REGS, REG, REGS_BYTES } from './regs.js';
@@ -105,16 +91,10 @@ export class HuskThread {
 
 /** Waits for `tid` to stop; returns the wait status. */
 export function waitStop(tid: number, timeoutMs: number): number {
-  const deadline = Date.now() + timeoutMs;
-  for (let spin = 0; ; spin++) {
-    const { pid, status } = waitpid(tid, WALL | WNOHANG);
-    if (pid === tid) {
-      if (!WIFSTOPPED(status)) throw new RestoreError('E_RESTORE_HUSK', `the husk's thread ${tid} exited (status ${status})`);
-      return status;
-    }
-    if (Date.now() > deadline) throw new RestoreError('E_RESTORE_HUSK', `the husk's thread ${tid} did not stop within ${timeoutMs} ms`);
-    if (spin > 50) sleepSync(0.05);
-  }
+  const status = nextWaitStatus(tid, timeoutMs, 0.05);
+  if (status === null) throw new RestoreError('E_RESTORE_HUSK', `the husk's thread ${tid} did not stop within ${timeoutMs} ms`);
+  if (!WIFSTOPPED(status)) throw new RestoreError('E_RESTORE_HUSK', `the husk's thread ${tid} exited (status ${status})`);
+  return status;
 }
 
 export class Husk {
