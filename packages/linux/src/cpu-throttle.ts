@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Freezer, type FrozenProcess } from './freezer.js';
 
 // Slowing a process down for auto-converge: a CPU quota through a cgroup of its own, made next to
 // (v2) or under (v1) the cgroup it is in, named forecopy-throttle-<pid>, so that a leftover one is
@@ -14,9 +15,16 @@ import path from 'node:path';
 export const THROTTLE_PREFIX = 'forecopy-throttle-';
 const PERIOD_US = 100_000;
 
+/** How a process is slowed down: a cgroup's CPU quota, or a stop/continue duty cycle held through ptrace. */
+export type ThrottleKind = 'cgroup-v1' | 'cgroup-v2' | 'ptrace';
+
+/** Which throttle to use: a cgroup where one can be made, else ptrace (auto), or only the one named. */
+export const THROTTLE_METHODS = ['auto', 'cgroup', 'ptrace'] as const;
+export type ThrottleMethod = (typeof THROTTLE_METHODS)[number];
+
 export interface CpuThrottle {
-  /** 'cgroup-v1' (cpu.cfs_quota_us) or 'cgroup-v2' (cpu.max). */
-  readonly kind: 'cgroup-v1' | 'cgroup-v2';
+  /** 'cgroup-v1' (cpu.cfs_quota_us), 'cgroup-v2' (cpu.max) or 'ptrace' (a duty cycle). */
+  readonly kind: ThrottleKind;
   readonly percent: number;
   /** Holds the process to (100 - percent)% of its CPUs; 0 lifts the limit but keeps the cgroup. */
   set(percent: number): void;
@@ -66,8 +74,22 @@ export function cpuHierarchy(pid: number): Hierarchy | null {
   return null;
 }
 
-/** Starts throttling `pid` at 0% (no limit yet). Throws when no cgroup hierarchy can. */
-export function openCpuThrottle(pid: number): CpuThrottle {
+/**
+ * Starts throttling `pid` at 0% (no limit yet) by `method`: auto takes a cgroup where one can be
+ * made and the ptrace duty cycle otherwise. Throws when the method cannot be used.
+ */
+export function openCpuThrottle(pid: number, method: ThrottleMethod = 'auto'): CpuThrottle {
+  if (method === 'ptrace') return new PtraceDutyCycle(pid);
+  try {
+    return openCgroupThrottle(pid);
+  } catch (e) {
+    if (method === 'cgroup') throw e;
+    return new PtraceDutyCycle(pid);
+  }
+}
+
+/** A CPU quota through a cgroup of the process's own. Throws when no cgroup hierarchy can. */
+function openCgroupThrottle(pid: number): CpuThrottle {
   const h = cpuHierarchy(pid);
   if (!h) throw new Error('no cgroup here can limit the CPU of a process (neither the v1 cpu controller nor cpu.max of v2)');
   // v1: a child of its own cgroup (limits nest). v2: a sibling (a cgroup with processes cannot
@@ -113,6 +135,76 @@ class CgroupThrottle implements CpuThrottle {
     if (this.removed) return;
     this.removed = true;
     releaseThrottle(this.pid, this.dir, this.home);
+  }
+}
+
+/**
+ * The throttle where no cgroup can be used: every period, the process is held in a ptrace-stop
+ * (every thread seized and interrupted, as the freezer does) for `percent` of it, then detached
+ * and left to run the rest. It is not traced between stops, so signals and new threads behave as
+ * usual; a signal that arrives during a stop is delivered at the detach. If the agent dies, the
+ * kernel detaches the tracees and the process runs on: unlike a duty cycle of SIGSTOP and
+ * SIGCONT, no crash can leave it stopped. The timers run on the agent's event loop, so a busy
+ * loop lengthens a phase; `heldShare()` says what the process actually got.
+ */
+export class PtraceDutyCycle implements CpuThrottle {
+  readonly kind = 'ptrace' as const;
+  percent = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private held: FrozenProcess | null = null;
+  private removed = false;
+  private heldMs = 0;
+  private since = 0;
+
+  constructor(readonly pid: number) {}
+
+  set(percent: number): void {
+    if (this.removed) return;
+    this.percent = Math.max(0, Math.min(99, percent));
+    if (this.percent > 0 && !this.timer) {
+      this.since = performance.now();
+      this.stopPhase();
+    }
+  }
+
+  /** The share of the time since the first stop that the process was held, 0..1. */
+  heldShare(): number {
+    const elapsed = performance.now() - this.since;
+    return this.since > 0 && elapsed > 0 ? this.heldMs / elapsed : 0;
+  }
+
+  remove(): void {
+    if (this.removed) return;
+    this.removed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.runPhase();
+  }
+
+  /** Holds the process for percent of a period (a process that cannot be held this period is left to run). */
+  private stopPhase(): void {
+    const holdMs = (this.percent / 100) * PERIOD_US * 1e-3;
+    this.held = null;
+    try {
+      if (holdMs > 0) this.held = new Freezer().freeze(this.pid, 1000);
+    } catch {
+      // gone, or busy (another tracer): nothing to hold this period
+    }
+    const heldAt = performance.now();
+    this.timer = setTimeout(() => {
+      if (this.held) this.heldMs += performance.now() - heldAt;
+      this.runPhase();
+      if (!this.removed) this.timer = setTimeout(() => this.stopPhase(), PERIOD_US * 1e-3 - holdMs);
+    }, holdMs);
+  }
+
+  private runPhase(): void {
+    try {
+      this.held?.thaw();
+    } catch {
+      // gone
+    }
+    this.held = null;
   }
 }
 

@@ -1,19 +1,26 @@
 import type { Logger } from 'pino';
 import { QEMU_THROTTLE, ThrottleSchedule, type ThrottleParams } from '@forecopy/filter';
-import { openCpuThrottle, type CpuThrottle } from '@forecopy/linux';
+import { openCpuThrottle, type CpuThrottle, type ThrottleMethod } from '@forecopy/linux';
 
-/** --auto-converge and QEMU's cpu-throttle parameters (percent). */
+/** --auto-converge, QEMU's cpu-throttle parameters (percent), and --throttle-by. */
 export interface AutoConvergeOptions extends ThrottleParams {
   enabled: boolean;
+  /** A cgroup's CPU quota, a ptrace duty cycle, or the first of them that can be used (auto). */
+  method?: ThrottleMethod;
 }
 
-export const AUTO_CONVERGE_DEFAULTS: Readonly<AutoConvergeOptions> = Object.freeze({ enabled: true, ...QEMU_THROTTLE });
+export const AUTO_CONVERGE_DEFAULTS: Readonly<Required<AutoConvergeOptions>> = Object.freeze({
+  enabled: true,
+  method: 'auto',
+  ...QEMU_THROTTLE,
+});
 
 /**
  * Auto-converge, as QEMU does it: when to throttle and how much is the filter's ThrottleSchedule
- * (the simulator runs the same); the throttle is a CPU quota through a cgroup (packages/linux
- * cpu-throttle.ts). Where none can be made, auto-converge says so once and the migration goes on
- * without it. `remove()` lifts it; the migration calls it on every path (HeldProcess).
+ * (the simulator runs the same); the throttle is a CPU quota through a cgroup, or where none can
+ * be made a stop/continue duty cycle held through ptrace (packages/linux cpu-throttle.ts). Where
+ * neither can be used, auto-converge says so once and the migration goes on without it.
+ * `remove()` lifts it; the migration calls it before the freeze and on every path (HeldProcess).
  */
 export class AutoConverge {
   private throttle: CpuThrottle | null = null;
@@ -23,12 +30,15 @@ export class AutoConverge {
   /** Why it could not throttle, when it could not. */
   unavailable: string | null = null;
 
+  private readonly method: ThrottleMethod;
+
   constructor(
     private readonly pid: number,
     opts: AutoConvergeOptions,
     private readonly log: Logger,
   ) {
     this.schedule = new ThrottleSchedule(opts);
+    this.method = opts.method ?? 'auto';
   }
 
   /** The throttle in force, in percent. */
@@ -42,7 +52,7 @@ export class AutoConverge {
     const next = this.schedule.afterRound(pagesSent, pagesDirtied);
     if (next === this.percent) return;
     try {
-      this.throttle ??= openCpuThrottle(this.pid);
+      this.throttle ??= openCpuThrottle(this.pid, this.method);
       this.usedKind = this.throttle.kind;
       this.throttle.set(next);
       this.log.info({ percent: next, kind: this.throttle.kind }, 'auto-converge: throttled the process');

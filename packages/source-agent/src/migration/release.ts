@@ -76,7 +76,8 @@ export class HeldProcess {
     }
   }
 
-  private liftThrottle(): void {
+  /** Lifts auto-converge's throttle (before the freeze, and on every path); never throws. */
+  liftThrottle(): void {
     this.autoConverge?.remove();
     this.autoConverge = null;
   }
