@@ -60,6 +60,11 @@ export interface RoundOutcome {
   durationMs: number;
   /** Link rate measured over the round, pages per second. */
   pageRate: number;
+  /**
+   * The downtime's costs that do not depend on the pages left (freeze, last scan, verification,
+   * handover), as forecast now, ms; the downtime limit counts them. 0 when not given.
+   */
+  fixedDowntimeMs?: number;
 }
 
 /** A plan for one round: what to send now and what the policy holds back for later. */
@@ -229,7 +234,7 @@ export class PrecopyDriver {
     // Paper line 10: unsyn := |filterlist| + |dirtylist| (as a union: a held page that was also
     // written is one page to send, not two).
     const unsynced = outcome.dirtied.clone().or(cur.held);
-    const reason = this.stopReason(unsynced.count(), outcome.pageRate || ctx.pageRate);
+    const reason = this.stopReason(unsynced.count(), outcome.pageRate || ctx.pageRate, outcome.fixedDowntimeMs ?? 0);
     if (reason) {
       this.current = null;
       return { kind: 'stop', reason, remaining: unsynced };
@@ -249,12 +254,12 @@ export class PrecopyDriver {
     return this.current;
   }
 
-  private stopReason(unsynced: number, pageRate: number): StopReason | null {
+  private stopReason(unsynced: number, pageRate: number, fixedMs: number): StopReason | null {
     const r = this.rules;
     if (this.round >= r.maxRounds) return 'max-rounds';
     if (unsynced < r.minRemainingPages) return 'min-remaining';
     if (this.totalSent >= r.maxFactor * this.totalPages) return 'max-factor';
-    if (r.downtimeLimitMs !== undefined && pageRate > 0 && (unsynced / pageRate) * 1000 <= r.downtimeLimitMs) {
+    if (r.downtimeLimitMs !== undefined && pageRate > 0 && (unsynced / pageRate) * 1000 + fixedMs <= r.downtimeLimitMs) {
       return 'downtime-limit';
     }
     return null;

@@ -54,6 +54,17 @@ describe('PrecopyDriver', () => {
     expect(d.endRound(outcome(fewer, 400), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
   });
 
+  it('counts the fixed costs of the downtime (freeze, verification, handover) against the limit', () => {
+    const d = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, new PrecopyPolicy());
+    d.firstRound(ctx);
+    const dirty = new PageBitmap(10_000);
+    dirty.setRange(0, 250); // 250 ms to send: within 300 ms alone, not with 80 ms of fixed costs
+    expect(d.endRound({ ...outcome(dirty, 10_000), fixedDowntimeMs: 80 }, ctx).kind).toBe('round');
+    const fewer = new PageBitmap(10_000);
+    fewer.setRange(0, 200); // 200 + 80 = 280 ms
+    expect(d.endRound({ ...outcome(fewer, 250), fixedDowntimeMs: 80 }, ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
+  });
+
   it('sends held pages in a later round and counts them as filtered', () => {
     let call = 0;
     const holdFirst: Policy = {

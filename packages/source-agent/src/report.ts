@@ -53,6 +53,10 @@ export interface MigrationReport {
   totalMs: number;
   /** Time spent hashing and comparing after the final round (the process stays frozen). */
   verifyMs: number;
+  /** How the image was verified: full (every page hashed again) or incremental (one digest). */
+  verifyMode?: 'full' | 'incremental';
+  /** Why that mode (--verify auto chooses by the downtime limit). */
+  verifyReason?: string;
   /** Time spent building the policy's model before the migration began (markov), else ~0. */
   modelMs: number;
   /** Live pages of the process's migrated memory at the end. */
@@ -96,7 +100,7 @@ export interface MigrationReport {
   downtimeLimitMs?: number;
   downtimeLimitMet?: boolean;
   downtimeOverMs?: number;
-  /** Auto-converge: how it throttled (cgroup-v1, cgroup-v2), the most it did, or why it could not. */
+  /** Auto-converge: how it throttled (cgroup-v1, cgroup-v2, ptrace), the most it did, or why it could not. */
   autoConverge?: { throttle: string | null; maxPercent: number; unavailable?: string };
 }
 
@@ -114,7 +118,7 @@ export function formatReport(r: MigrationReport): string {
       : `process ${afterWord(r.after)} after verification`;
   lines.push(`  policy ${r.policy}, tracker ${r.tracker}, stopped by ${r.stopReason}, ${fate}`);
   lines.push(
-    `  downtime ${ms(r.downtimeMs)}   total ${ms(r.totalMs)}   verify ${ms(r.verifyMs)}${r.modelMs >= 1 ? `   modelling ${ms(r.modelMs)} (before)` : ''}`,
+    `  downtime ${ms(r.downtimeMs)}   total ${ms(r.totalMs)}   verify ${ms(r.verifyMs)}${r.verifyMode ? ` (${r.verifyMode})` : ''}${r.modelMs >= 1 ? `   modelling ${ms(r.modelMs)} (before)` : ''}`,
   );
   if (r.downtimeParts) {
     const names: Record<string, string> = {

@@ -241,6 +241,14 @@ export class PageSender {
     }
   }
 
+  /**
+   * How long the next batch must wait for the pacer, ms: a round that ends as its last batch
+   * leaves the socket has not yet paid that batch's time at --bandwidth; the next round does.
+   */
+  pacingDebtMs(): number {
+    return this.opts.bandwidthBps > 0 ? Math.max(0, this.nextSendAt - performance.now()) : 0;
+  }
+
   /** Token-bucket pacing of the wire bytes to `bandwidthBps`. */
   private async pace(bytes: number): Promise<void> {
     if (this.opts.bandwidthBps <= 0) return;

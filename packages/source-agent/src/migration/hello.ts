@@ -19,6 +19,7 @@ import type { Tracking } from '../tracking.js';
 import { replyTimeoutOf, type MigrateOptions } from './options.js';
 import type { MigrationSession } from './session.js';
 import type { AutoConverge } from './auto-converge.js';
+import { DowntimeForecast, calibrateHashMs, chooseVerify } from './downtime-forecast.js';
 
 /** What the steps before Hello made. */
 export interface HelloInput {
@@ -43,6 +44,9 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
   // The layout the Hello announces. The sampler runs on while we wait for the answer, and may
   // change the space meanwhile: round 1 announces whatever is newer than this.
   const announcedLayout = space.layoutVersion;
+  const hashMsPerPage = await calibrateHashMs();
+  const verify = chooseVerify(opts.verify ?? 'auto', opts.stopRules.downtimeLimitMs, space.livePages, hashMsPerPage);
+  opts.log.info({ verify: verify.mode, why: verify.reason }, 'verification');
   await channel.send(
     helloMessage({
       magic: 'FCPY',
@@ -53,7 +57,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
       policy: policy.name,
       layout: space.layout(),
       restore: previewRestore(opts.pid) as unknown as Record<string, unknown>,
-      verify: opts.verify ?? 'full',
+      verify: verify.mode,
     }),
   );
   const ack = await channel.expect(MessageType.HelloAck, replyTimeoutMs).catch((e) => {
@@ -69,7 +73,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
   });
   sender.grant(ack.header.credit);
   sender.trace = trace;
-  if (opts.verify === 'incremental') sender.sentHashes = { hashes: new PageHashes(SOURCE_UNSET), h64: await pageHasher() };
+  if (verify.mode === 'incremental') sender.sentHashes = { hashes: new PageHashes(SOURCE_UNSET), h64: await pageHasher() };
   return {
     opts,
     log: opts.log,
@@ -87,6 +91,15 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
     restore,
     stateHash: null,
     autoConverge: h.autoConverge,
+    verify,
+    forecast: new DowntimeForecast({
+      pid: opts.pid,
+      restore,
+      verify: verify.mode,
+      livePages: () => space.livePages,
+      scanMs: () => (tracking.sampler.scans.count > 0 ? tracking.sampler.scans.totalMs / tracking.sampler.scans.count : 0),
+      hashMsPerPage,
+    }),
   };
 }
 

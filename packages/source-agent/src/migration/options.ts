@@ -41,8 +41,11 @@ export interface MigrateOptions {
   dieWhenRestored?: boolean;
   /** QEMU's auto-converge: throttle the process while it writes faster than the link carries. */
   autoConverge?: AutoConvergeOptions;
-  /** How the image is verified: the frozen memory hashed again (full), or one digest (incremental). */
-  verify?: VerifyMode;
+  /**
+   * How the image is verified: the frozen memory hashed again (full), or one digest
+   * (incremental), or full where it fits half the downtime limit (auto, the default).
+   */
+  verify?: VerifyMode | 'auto';
   /** Move only the memory image, even where that leaves no running copy (--image-only). */
   imageOnly?: boolean;
   /** Where handovers in progress are recorded for `forecopy-source resolve`. */

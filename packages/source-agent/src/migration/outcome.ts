@@ -27,6 +27,8 @@ export function migrationReport(s: MigrationSession, m: Measured, v: Verificatio
     stopCopyMs: m.stopCopyMs,
     totalMs: v.answeredAt - m.t0,
     verifyMs: v.verifyMs,
+    verifyMode: s.verify.mode,
+    verifyReason: s.verify.reason,
     modelMs: m.modelMs,
     memoryPages: space.livePages,
     pagesSent: totals.pagesSent,

@@ -65,8 +65,10 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   // not be read (its mapping vanished meanwhile) counts as written.
   const dirtied = r.final ? null : sampler.take();
   for (const p of sent.unreadable) if (dirtied && p < dirtied.size) dirtied.set(p);
+  const endAt = performance.now();
   await s.channel.send(roundEnd({ round: r.round, pagesSent: sent.pagesSent, batches: sent.batches }));
   await expectRoundAck(s.channel, r.round, s.replyTimeoutMs);
+  s.forecast.observeRoundTrip(performance.now() - endAt);
   const durationMs = performance.now() - startedAt;
   const throttlePercent = s.autoConverge?.percent ?? 0; // in force while the round ran
   const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, durationMs) : null;
@@ -78,7 +80,10 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   return decision;
 }
 
-/** What the round says of convergence: the throttle in force, the rates, the downtime if stopped now. */
+/**
+ * What the round says of convergence: the throttle in force, the rates, the downtime if stopped
+ * now (the rest at the measured rate, plus the freeze, verification and handover).
+ */
 function convergence(
   s: MigrationSession,
   summary: RoundSummary,
@@ -94,7 +99,7 @@ function convergence(
     throttlePercent,
     dirtyRate: summary.durationMs > 0 ? (summary.pagesDirtied / summary.durationMs) * 1000 : 0,
     bandwidthBps: s.pageRate * PAGE_SIZE * 8,
-    expectedDowntimeMs: s.pageRate > 0 ? (unsynced / s.pageRate) * 1000 : 0,
+    expectedDowntimeMs: (s.pageRate > 0 ? (unsynced / s.pageRate) * 1000 : 0) + s.forecast.fixedMs() + s.sender.pacingDebtMs(),
   };
 }
 
@@ -115,13 +120,25 @@ function settleRound(
   durationMs: number,
 ): RoundDecision {
   const { space, sampler } = s.tracking;
-  if (sent.pagesSent > 0 && durationMs > 0) s.pageRate = (sent.pagesSent / durationMs) * 1000;
+  if (sent.pagesSent > 0 && durationMs > 0) {
+    // The pacer lets a short round burst above --bandwidth (of wire bytes, after compression).
+    const wirePerPage = sent.bytesOnWire / sent.pagesSent;
+    const paced = s.opts.bandwidthBps > 0 ? s.opts.bandwidthBps / 8 / wirePerPage : Number.POSITIVE_INFINITY;
+    s.pageRate = Math.min(paced, (sent.pagesSent / durationMs) * 1000);
+  }
   // The space may have grown while we waited for the acknowledgement (the sampler runs on).
   driver.resize(space.totalPages);
   const dirtied = dirtiedSoFar.size === space.totalPages ? dirtiedSoFar : dirtiedSoFar.resized(space.totalPages);
   dirtied.and(space.live);
   return driver.endRound(
-    { pagesSent: sent.pagesSent, pagesSkipped: sent.pagesSkipped, dirtied, durationMs, pageRate: s.pageRate },
+    {
+      pagesSent: sent.pagesSent,
+      pagesSkipped: sent.pagesSkipped,
+      dirtied,
+      durationMs,
+      pageRate: s.pageRate,
+      fixedDowntimeMs: s.forecast.fixedMs() + s.sender.pacingDebtMs(),
+    },
     { pageRate: s.pageRate, nowMs: sampler.now() },
   );
 }

@@ -7,6 +7,7 @@ import type { RoundReport } from '../report.js';
 import type { Tracking } from '../tracking.js';
 import type { MigrateOptions } from './options.js';
 import type { AutoConverge } from './auto-converge.js';
+import type { DowntimeForecast, VerifyChoice } from './downtime-forecast.js';
 
 /** Totals over all rounds, the final one included. */
 export interface Totals {
@@ -43,6 +44,10 @@ export interface MigrationSession {
   stateHash: string | null;
   /** Throttles the process while it writes faster than the link carries (null: off). */
   readonly autoConverge: AutoConverge | null;
+  /** How the image is verified, and why (--verify auto decides at Hello). */
+  readonly verify: VerifyChoice;
+  /** The downtime's fixed costs (freeze, scan, verification, handover), for the stop rule. */
+  readonly forecast: DowntimeForecast;
 }
 
 export function addToTotals(totals: Totals, sent: SendResult): void {
