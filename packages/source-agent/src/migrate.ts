@@ -65,19 +65,25 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     );
     if (verification.mismatch) throw mismatchError(report, verification.mismatch); // the process runs on here
     if (s.restore) writeRecord(opts.stateDir, recordOf(s)); // before Commit: from then on the destination may hold a copy
+    // --after resume keeps this copy whatever the destination does with its image: it runs on at
+    // once, and the handover (the destination making its image final) is not part of the downtime.
+    const resumed = !s.restore && opts.after === 'resume' ? resumeNow(held, clock) : null;
     const committed = await handover(s);
     handedOver = true;
-    clock.mark('handoverMs');
     if (committed.restoredPid !== undefined) {
+      clock.mark('handoverMs');
       await handOverRestored(s, committed.restoredPid, held);
       report.restoredPid = committed.restoredPid;
       report.restoreMs = committed.restoreMs;
       clock.mark('releaseMs');
-    } else held.finish(opts.after, () => clock.mark('releaseMs'));
+    } else if (resumed === null) {
+      clock.mark('handoverMs');
+      held.finish(opts.after, () => clock.mark('releaseMs'));
+    }
     channel.close();
-    // The process ran nowhere from the freeze until now (restored and released, thawed here), or,
-    // with --after kill or stop and no restore, it never runs again: until the handover ended.
-    report.downtimeMs = clock.totalMs();
+    // The process ran nowhere from the freeze until now (restored and released), or until it was
+    // thawed here, or, with --after kill or stop and no restore, until the handover ended.
+    report.downtimeMs = resumed ?? clock.totalMs();
     report.downtimeParts = { ...clock.parts, ...(committed.restoreMs !== undefined ? { restoreMs: committed.restoreMs } : {}) };
     Object.assign(report, limitOutcome(opts, report.downtimeMs), convergeOutcome(s));
     report.totalMs = performance.now() - t0;
@@ -89,6 +95,12 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     session?.sender.abort();
     held.release(); // whatever was not handed over runs on, untracked
   }
+}
+
+/** Thaws the process here and removes its tracking; returns the downtime, which ends at the thaw. */
+function resumeNow(held: HeldProcess, clock: DowntimeClock): number {
+  held.finish('resume', () => clock.mark('releaseMs'));
+  return clock.totalMs();
 }
 
 /** Whether the downtime stayed within --downtime-limit-ms, and by how much it did not. */

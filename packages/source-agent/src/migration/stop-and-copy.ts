@@ -20,6 +20,8 @@ export async function stopAndCopy(
   const { sampler, space } = s.tracking;
   const pid = s.opts.pid;
   sampler.stop();
+  // The throttle goes first: a duty cycle holds the process through ptrace, which the freeze needs.
+  held.liftThrottle();
   const frozenAt = performance.now();
   let frozen: FrozenProcess;
   try {
