@@ -15,11 +15,12 @@ import {
 } from '../src/procs.js';
 
 /**
- * Auto-converge: a process that writes faster than a paced link carries (mw over 16 MiB of random
+ * Auto-converge: a process that writes faster than a paced link carries (mw over 8 MiB of random
  * pages, its write rate bound to the CPU it gets by --spin, behind 50 Mbit/s) is slowed down by a
- * CPU quota (a cgroup of its own) until what remains fits the downtime limit, and runs at full
- * speed again afterwards, whatever becomes of the agent. (Over loopback; 2 cores shared by the
- * workload and both agents. This machine has the cgroup v1 cpu controller.)
+ * CPU quota (a cgroup of its own), or by a ptrace duty cycle, until what remains fits the
+ * downtime limit, and runs at full speed again afterwards, whatever becomes of the agent. (Over
+ * loopback; 2 cores shared by the workload and both agents. This machine has the cgroup v1 cpu
+ * controller.)
  */
 const skip =
   rootSkipReason() ??
@@ -28,13 +29,20 @@ const skip =
     : 'no cgroup cpu controller here');
 if (skip) console.warn(`auto-converge: skipped: ${skip}`);
 
-const MW = ['--mb', '16', '--pattern', 'random', '--spin', '25000'];
-const CONVERGE = ['--stop-rule', 'downtime', '--auto-converge', 'on', '--throttle-initial', '50', '--throttle-increment', '30'];
+const MW = ['--mb', '8', '--pattern', 'random', '--spin', '25000'];
+/** Quicker than QEMU's 20 + 10 (the defaults), for the tests that are not about the defaults. */
+const CONVERGE = ['--throttle-initial', '50', '--throttle-increment', '30'];
 
-function throttleCgroups(): string[] {
+/** mw's scheduler state letter from /proc (R, S, t for a ptrace-stop, T for a stop). */
+function stateOf(pid: number): string {
+  return /^State:\s+(\S)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1];
+}
+
+/** The throttle cgroups made for `pid` (other runs on this machine may have their own). */
+function throttleCgroups(pid: number): string[] {
   return ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/unified', '/sys/fs/cgroup'].flatMap((d) => {
     try {
-      return fs.readdirSync(d).filter((n) => n.startsWith('forecopy-throttle-'));
+      return fs.readdirSync(d).filter((n) => n === `forecopy-throttle-${pid}`);
     } catch {
       return [];
     }
@@ -55,38 +63,42 @@ describe.skipIf(skip)('auto-converge', () => {
   const c = new Cleanup();
   afterEach(() => c.run());
 
-  it('throttles a fast writer until it converges, far below the downtime of old Xen rules without it, and lifts the throttle after', async () => {
+  it('with the defaults, throttles a fast writer until its downtime fits the limit, which old Xen rules without it miss, and lifts the throttle after', async () => {
     const mw = await startMw(c, MW);
     const before = await writeRate(mw);
     let dest = await startDest(c, ['--once']);
-    const slow = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--bandwidth', '50mbit', ...CONVERGE]));
+    const slow = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--bandwidth', '50mbit']));
     expect(slow.stderr).toBe('');
     expect(slow.code).toBe(0);
     const r = slow.report!;
     expect(r.stopReason).toBe('downtime-limit');
+    expect(r.downtimeMs).toBeLessThanOrEqual(300);
     const throttles = r.rounds.filter((x: any) => !x.final).map((x: any) => x.throttlePercent);
     expect(throttles[0]).toBe(0);
     expect(Math.max(...throttles)).toBeGreaterThanOrEqual(80);
     for (let i = 1; i < throttles.length; i++) expect(throttles[i]).toBeGreaterThanOrEqual(throttles[i - 1]); // it only rises
     expect(r.autoConverge).toEqual({ throttle: expect.stringMatching(/^cgroup-v[12]$/), maxPercent: Math.max(...throttles) });
     expect(r.downtimeLimitMs).toBe(300);
-    expect(r.downtimeLimitMet).toBe(r.downtimeMs <= 300);
-    if (!r.downtimeLimitMet) expect(r.downtimeOverMs).toBeCloseTo(r.downtimeMs - 300, 6);
+    expect(r.downtimeLimitMet).toBe(true);
     for (const x of r.rounds.filter((y: any) => !y.final)) {
       expect(x.dirtyRate).toBeGreaterThanOrEqual(0);
       expect(x.bandwidthBps).toBeGreaterThan(0);
       expect(x.expectedDowntimeMs).toBeGreaterThanOrEqual(0);
     }
     // Full speed again, and nothing left: no cgroup, no tracking.
-    expect(throttleCgroups()).toEqual([]);
+    expect(throttleCgroups(mw.pid)).toEqual([]);
     expect(await writeRate(mw)).toBeGreaterThan(before * 0.6);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
 
     // The same process under old Xen's rules without auto-converge: stopped after 3x its memory,
     // with nearly all of it in the stop-and-copy round.
     dest = await startDest(c, ['--once']);
-    const xen = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--bandwidth', '50mbit', '--stop-rule', 'xen']));
+    const xen = await runSource(
+      c,
+      migrateArgs(mw.pid, dest, ['--after', 'resume', '--bandwidth', '50mbit', '--stop-rule', 'xen', '--auto-converge', 'off']),
+    );
     expect(xen.code).toBe(0);
+    expect(xen.report!.downtimeMs).toBeGreaterThan(300);
     expect(xen.report!.downtimeMs).toBeGreaterThan(r.downtimeMs * 2);
     expect(xen.report!.rounds.every((x: any) => (x.throttlePercent ?? 0) === 0)).toBe(true);
   });
@@ -111,7 +123,7 @@ describe.skipIf(skip)('auto-converge', () => {
     await src.waitFor(/auto-converge: throttled the process/, 60_000);
     src.child.kill('SIGKILL');
     await src.exited;
-    expect(throttleCgroups()).toEqual([`forecopy-throttle-${mw.pid}`]); // the throttle outlives the agent
+    expect(throttleCgroups(mw.pid)).toEqual([`forecopy-throttle-${mw.pid}`]); // the throttle outlives the agent
     expect(await writeRate(mw)).toBeLessThan(before * 0.7);
     const clean = await runSource(c, ['cleanup', '--pid', String(mw.pid)]);
     expect(clean.code).toBe(0);
@@ -120,8 +132,55 @@ describe.skipIf(skip)('auto-converge', () => {
         `^moved process ${mw.pid} out of the CPU throttle .*forecopy-throttle-${mw.pid} and removed it; pid ${mw.pid}: removed 1 userfaultfd left by forecopy`,
       ),
     );
-    expect(throttleCgroups()).toEqual([]);
+    expect(throttleCgroups(mw.pid)).toEqual([]);
     expect(await writeRate(mw)).toBeGreaterThan(before * 0.6);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
+
+  it('where no cgroup is used, a ptrace duty cycle throttles; a killed agent leaves the process running, untraced', async () => {
+    const mw = await startMw(c, MW);
+    const before = await writeRate(mw);
+    let dest = await startDest(c, ['--once']);
+    const run = await runSource(
+      c,
+      migrateArgs(mw.pid, dest, ['--after', 'resume', '--bandwidth', '50mbit', '--throttle-by', 'ptrace', ...CONVERGE]),
+    );
+    expect(run.code).toBe(0);
+    const r = run.report!;
+    expect(r.autoConverge).toEqual({ throttle: 'ptrace', maxPercent: expect.any(Number) });
+    expect(r.autoConverge.maxPercent).toBeGreaterThanOrEqual(50);
+    const dirty = r.rounds.filter((x: any) => !x.final).map((x: any) => x.pagesDirtied);
+    expect(Math.min(...dirty.slice(-2))).toBeLessThan(dirty[0] * 0.8); // the throttle slowed its writes
+    expect(throttleCgroups(mw.pid)).toEqual([]);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expect(await writeRate(mw)).toBeGreaterThan(before * 0.6);
+
+    // The agent killed while the duty cycle runs: the kernel detaches, the process runs on.
+    dest = await startDest(c, ['--once']);
+    const src = c.proc(
+      start(process.execPath, [
+        SOURCE_BIN,
+        ...migrateArgs(mw.pid, dest),
+        '--after',
+        'resume',
+        '--bandwidth',
+        '50mbit',
+        '--throttle-by',
+        'ptrace',
+        ...CONVERGE,
+        '--log-level',
+        'info',
+      ]),
+    );
+    await src.waitFor(/auto-converge: throttled the process/, 60_000);
+    await new Promise((r) => setTimeout(r, 300)); // within a stop phase or between: either must end well
+    src.child.kill('SIGKILL');
+    await src.exited;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(stateOf(mw.pid)).toMatch(/^[RS]$/);
+    expect(await writeRate(mw)).toBeGreaterThan(before * 0.6);
+    const clean = await runSource(c, ['cleanup', '--pid', String(mw.pid)]);
+    expect(clean.code).toBe(0);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });
 });

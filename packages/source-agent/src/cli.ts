@@ -4,7 +4,7 @@ import { pino, type Logger } from 'pino';
 import { SecurityConfigError, VERIFY_MODES, loadSecurity, terminalLogStream } from '@forecopy/protocol';
 import { FORECAST_MODES, POLICY_NAMES, XEN_DEFAULT_STOP_RULES, type StopRules } from '@forecopy/filter';
 import { AUTO_CONVERGE_DEFAULTS, type AutoConvergeOptions } from './migration/auto-converge.js';
-import { TRACKER_CHOICES } from '@forecopy/linux';
+import { THROTTLE_METHODS, TRACKER_CHOICES } from '@forecopy/linux';
 import { AFTER_ACTIONS, migrate } from './migrate.js';
 import { formatReport, type MigrationReport } from './report.js';
 import { renderHtml } from './report-html.js';
@@ -81,14 +81,23 @@ function stopOptions<T>(y: Argv<T>) {
     })
     .option('stop-rule', {
       choices: STOP_RULES,
-      default: 'xen' as const,
+      default: 'downtime' as const,
       describe: `xen: old Xen's rules (rounds, remaining pages, ${XEN_DEFAULT_STOP_RULES.maxFactor}x the memory); downtime: QEMU's, stop when the rest fits --downtime-limit-ms (default ${DEFAULT_DOWNTIME_LIMIT_MS}) at the measured rate`,
     })
-    .option('downtime-limit-ms', { type: 'number', describe: "QEMU's rule: stop when the rest fits in this many ms at the measured rate" })
+    .option('downtime-limit-ms', {
+      type: 'number',
+      describe: `QEMU's rule: stop when the rest, sent at the measured rate, plus the freeze, verification and handover fit in this many ms (default ${DEFAULT_DOWNTIME_LIMIT_MS} with --stop-rule downtime)`,
+    })
     .option('auto-converge', {
       choices: ['on', 'off'] as const,
-      default: 'off' as const,
-      describe: "QEMU's auto-converge: slow the process down (a CPU quota through a cgroup) while it writes faster than the link carries",
+      default: 'on' as const,
+      describe: "QEMU's auto-converge: slow the process down while it writes faster than the link carries",
+    })
+    .option('throttle-by', {
+      choices: THROTTLE_METHODS,
+      default: AUTO_CONVERGE_DEFAULTS.method,
+      describe:
+        "auto-converge: cgroup (a CPU quota in a cgroup of the process's own), ptrace (the process held in a ptrace-stop for the throttle's share of every 100 ms), auto (cgroup where one can be made)",
     })
     .option('throttle-initial', {
       type: 'number',
@@ -132,10 +141,10 @@ function migrateOptions(y: Argv) {
     })
     .option('report', { type: 'string', describe: 'write the JSON report to this file' })
     .option('verify', {
-      choices: VERIFY_MODES,
-      default: 'full' as const,
+      choices: ['auto', ...VERIFY_MODES] as const,
+      default: 'auto' as const,
       describe:
-        'full: hash the frozen memory again and compare every page; incremental: compare one digest of the pages as sent and as written (trusts the dirty tracker; see README)',
+        'full: hash the frozen memory again and compare every page; incremental: compare one digest of the pages as sent and as written (trusts the dirty tracker; see README); auto: full where it takes at most half the downtime limit',
     })
     .option('image-only', {
       type: 'boolean',
@@ -159,10 +168,13 @@ function migrateOptions(y: Argv) {
       '$0 migrate --pid 4242 --to 127.0.0.1:7070 --policy markov --bandwidth 500mbit --after resume --report r.json',
       "the paper's filter at the paper's link rate; keep the process running",
     )
-    .example('$0 migrate --pid 4242 --to dest:7070 --downtime-limit-ms 300', "switch over by QEMU's rule instead of Xen's")
     .example(
-      '$0 migrate --pid 4242 --to dest:7070 --bandwidth 1gbit --stop-rule downtime --auto-converge on',
-      'a process that writes faster than the link: slow it down until the rest fits 300 ms',
+      '$0 migrate --pid 4242 --to dest:7070 --bandwidth 1gbit --downtime-limit-ms 100',
+      'a process that writes faster than the link: auto-converge slows it down until the rest fits 100 ms of downtime',
+    )
+    .example(
+      '$0 migrate --pid 4242 --to dest:7070 --stop-rule xen --auto-converge off --after resume',
+      "old Xen's stop rules (30 rounds, 50 pages, 3x the memory) and no throttle, as before issue 13",
     );
 }
 
@@ -193,6 +205,7 @@ function autoConvergeOf(a: ArgsOf<typeof migrateOptions>): AutoConvergeOptions {
   };
   return {
     enabled: a['auto-converge'] === 'on',
+    method: a['throttle-by'],
     initial: pct('throttle-initial'),
     increment: pct('throttle-increment'),
     max: pct('throttle-max'),
