@@ -1,6 +1,6 @@
 import { ModelFormatError } from './errors.js';
 import { PageBitmap } from './page-bitmap.js';
-import { MAX_HOT, MAX_STATES, MIN_STATES, RegionMap, hotRegions, isStateCount, regionHistogram } from './regions.js';
+import { MAX_STATES, MIN_STATES, RegionMap, hotRegions, isStateCount, regionHistogram } from './regions.js';
 import { crc32 } from './crc32.js';
 
 // The paper's model (3.1-3.3): memory-write states (the hottest region of each sample), a sparse
@@ -8,17 +8,20 @@ import { crc32 } from './crc32.js';
 // hot-spot regions recorded with it and its local writable working set (LWWS): the pages of
 // those regions written in at least `lwwsThreshold` of the state's samples.
 //
-// Memory, and why it is bounded: an LWWS only holds pages of the state's own region and of at
-// most MAX_HOT - 1 recorded regions, and it is kept as one packed bitmap per region (a region of
+// Memory, and why it is bounded: an LWWS is kept as one packed bitmap per region (a region of
 // 1,024 pages is 128 bytes), not as a list of page numbers:
 //
 //   state s ─┬─ others:      [r2, r7]              regions hot with s, hottest first
 //            └─ LWWS:        r5  ▕0110…0001▏       128 B per region at 4 MiB regions
 //                            r7  ▕0000…1000▏
 //
-// So for 1 GiB at S = 256 the LWWS cost at most 256 x 8 x 128 B = 256 KiB whatever the workload
-// (a page list could reach 8 MiB), the transitions at most S^2 entries, and the whole model stays
-// within the paper's O(N + S^2) and its 2.79 MB. byteSize() reports the actual figure.
+// The paper sets no limit on the hot spots of a state, and neither does the model; what bounds
+// its memory is a budget on the LWWS bitmaps of all states together, `lwwsBytesPerPage` bytes per
+// page of the space (default 4: 1 MiB for 1 GiB, i.e. every page may be in the LWWS of 32
+// states). A model over the budget keeps the (state, region) bitmaps whose region was hot in the
+// largest share of the state's samples (a state's own region first) and reports how many it left
+// out (`trimmedRegions`). With the transitions (at most S^2 entries) the whole model stays within
+// the paper's O(N + S^2) and its 2.79 MB; byteSize() reports the actual figure.
 
 /**
  * Default LWWS threshold: a page joins a state's LWWS when it is written in at least a quarter
@@ -32,6 +35,11 @@ import { crc32 } from './crc32.js';
 export const DEFAULT_LWWS_THRESHOLD = 0.25;
 export const DEFAULT_STATES = 256;
 
+/** LWWS budget of a model, bytes per page of the space (1 MiB for 1 GiB). */
+export const DEFAULT_LWWS_BYTES_PER_PAGE = 4;
+/** The builder's page counters, bytes per page of the space (4 MiB for 1 GiB: 2 bytes a counter). */
+export const DEFAULT_COUNT_BYTES_PER_PAGE = 16;
+
 const MODEL_MAGIC = 0x4d4d4346; // 'FCMM' little-endian
 /** Version 2: LWWS as per-region bitmaps, recorded hot regions, CRC-32 trailer. */
 export const MODEL_FORMAT_VERSION = 2;
@@ -41,11 +49,15 @@ export interface ModelOptions {
   states: number;
   /** Share of a state's samples a page must be written in to join its LWWS, (0, 1]. */
   lwwsThreshold: number;
+  /** Budget of the model's LWWS bitmaps, bytes per page of the space (default 4). */
+  lwwsBytesPerPage: number;
+  /** Budget of the builder's page counters, bytes per page of the space (default 16). */
+  countBytesPerPage: number;
 }
 
 /** What the model keeps about one observed state. */
 export interface StateProfile {
-  /** Other hot-spot regions recorded with the state, hottest first (at most MAX_HOT - 1). */
+  /** Other hot-spot regions recorded with the state, hottest first. */
   others: number[];
   /** Regions holding LWWS pages, increasing. */
   lwwsRegions: number[];
@@ -69,6 +81,8 @@ export class MarkovModel {
     readonly transitions: Map<number, Map<number, number>>,
     /** One profile per observed state. */
     readonly profiles: Map<number, StateProfile>,
+    /** (state, region) LWWS bitmaps the build left out to stay within its budget. */
+    readonly trimmedRegions = 0,
   ) {
     const s = regions.states;
     if (stateCounts.length !== s) throw new RangeError(`stateCounts has ${stateCounts.length} entries for ${s} states`);
@@ -451,7 +465,7 @@ export class MarkovModel {
       if (s >= states || !counts[s] || profiles.has(s)) throw new ModelFormatError(`the profile of state ${s} is out of place`);
       const nOthers = u32();
       const nRegions = u32();
-      if (nOthers >= MAX_HOT || nRegions > MAX_HOT) throw new ModelFormatError(`state ${s} records more than ${MAX_HOT} hot regions`);
+      if (nOthers >= states || nRegions > states) throw new ModelFormatError(`state ${s} records more hot regions than there are`);
       const others: number[] = [];
       for (let k = 0; k < nOthers; k++) {
         const r = u32();
@@ -490,7 +504,7 @@ function popcount(x: number): number {
 interface StateAccumulator {
   /** hotWith[r]: samples of this state in which region r was hot (r = the state: all of them). */
   hotWith: Uint32Array;
-  /** Per tracked region (at most MAX_HOT, the state's own first), write counts of its pages. */
+  /** Per tracked region (the state's own first), write counts of its pages. */
   pageCounts: Map<number, Uint16Array>;
 }
 
@@ -500,14 +514,16 @@ interface StateAccumulator {
  * For each sample: the state is the hottest region (a sample with no writes has no state and is
  * skipped: it neither counts as a visit nor breaks the chain, so A, idle, B counts A -> B); the
  * transition from the previous state is counted; and the writes of the sample are counted per
- * page, but only within the state's hot-spot regions.
+ * page, within every hot-spot region of the sample (no limit on how many: the paper sets none).
  *
- * Working memory is bounded: per state, a Uint32 per region (how often it was hot with the
- * state: 1 KiB at S = 256) and Uint16 page counts for at most MAX_HOT regions. When an eighth
- * "other" region turns up, it replaces the tracked region hot least often, once it has been hot
- * more often than that one (space-saving); its pages are counted from then on. A region must be
- * hot in at least lwwsThreshold of a state's samples for any of its pages to qualify, and such a
- * region keeps its slot. Worst case for 1 GiB at S = 256: 256 x 8 x 2 KiB = 4 MiB of counts.
+ * Working memory is bounded by a budget, not by a number of regions per state: per state a Uint32
+ * per region (how often it was hot with the state: 1 KiB at S = 256), and Uint16 page counts for
+ * the (state, region) pairs tracked, at most `countBytesPerPage` bytes per page of the space
+ * together (default 16: 4 MiB for 1 GiB, room for every state to track 8 whole regions on
+ * average, or some states many more). A state's own region is always tracked. Once the budget is
+ * spent, a region newly hot with a state replaces the region that state tracks and that was hot
+ * with it least often, once it has been hot more often than that one (space-saving); its pages
+ * are counted from then on. Worst case: the budget plus the states' own regions (2 bytes a page).
  */
 export class ModelBuilder {
   readonly regions: RegionMap;
@@ -516,19 +532,28 @@ export class ModelBuilder {
   private readonly counts: Uint32Array;
   private readonly rows = new Map<number, Map<number, number>>();
   private readonly acc = new Map<number, StateAccumulator>();
+  private readonly countBudget: number;
+  private countBytes = 0;
   private prev: number | null = null;
   private empty = 0;
 
   constructor(totalPages: number, opts: Partial<ModelOptions> = {}) {
-    this.opts = { states: opts.states ?? DEFAULT_STATES, lwwsThreshold: opts.lwwsThreshold ?? DEFAULT_LWWS_THRESHOLD };
-    const { states, lwwsThreshold } = this.opts;
+    this.opts = {
+      states: opts.states ?? DEFAULT_STATES,
+      lwwsThreshold: opts.lwwsThreshold ?? DEFAULT_LWWS_THRESHOLD,
+      lwwsBytesPerPage: opts.lwwsBytesPerPage ?? DEFAULT_LWWS_BYTES_PER_PAGE,
+      countBytesPerPage: opts.countBytesPerPage ?? DEFAULT_COUNT_BYTES_PER_PAGE,
+    };
+    const { states, lwwsThreshold, lwwsBytesPerPage, countBytesPerPage } = this.opts;
     if (!isStateCount(states)) {
       throw new RangeError(`states must be a whole number from ${MIN_STATES} to ${MAX_STATES}, got ${states}`);
     }
     if (!(lwwsThreshold > 0 && lwwsThreshold <= 1)) throw new RangeError(`lwwsThreshold must be in (0, 1], got ${lwwsThreshold}`);
+    if (!(lwwsBytesPerPage > 0) || !(countBytesPerPage > 0)) throw new RangeError('memory budgets must be > 0 bytes per page');
     this.regions = new RegionMap(totalPages, states);
     this.hist = new Uint32Array(states);
     this.counts = new Uint32Array(states);
+    this.countBudget = countBytesPerPage * totalPages;
   }
 
   /** Samples with writes seen so far. */
@@ -541,6 +566,20 @@ export class ModelBuilder {
   /** Samples without writes seen so far (skipped). */
   get emptySamples(): number {
     return this.empty;
+  }
+
+  /** The state of the last sample with writes (null before the first). */
+  get lastState(): number | null {
+    return this.prev;
+  }
+
+  /**
+   * Continues the chain of `before` (a builder of the samples just before this one's): the first
+   * sample here counts as a transition from its last state. For a sliding window of builders.
+   */
+  continueFrom(before: ModelBuilder): this {
+    if (this.prev === null && this.samples === 0) this.prev = before.prev;
+    return this;
   }
 
   /** Feeds one sample (pages written in one interval). Returns its state, or null if it had no writes. */
@@ -564,21 +603,28 @@ export class ModelBuilder {
     const limit = Math.min(sample.size, this.regions.totalPages);
     for (const r of [s, ...ws.others]) {
       acc.hotWith[r]++;
-      let c = acc.pageCounts.get(r);
-      if (!c) {
-        if (acc.pageCounts.size >= MAX_HOT) {
-          let victim = -1;
-          for (const t of acc.pageCounts.keys()) if (t !== s && (victim < 0 || acc.hotWith[t] < acc.hotWith[victim])) victim = t;
-          if (victim < 0 || acc.hotWith[victim] >= acc.hotWith[r]) continue;
-          acc.pageCounts.delete(victim);
-        }
-        const [a, b] = this.regions.bounds(r);
-        acc.pageCounts.set(r, (c = new Uint16Array(b - a)));
-      }
+      const c = acc.pageCounts.get(r) ?? this.track(acc, s, r);
+      if (!c) continue;
       const [a, b] = this.regions.bounds(r, limit);
       if (a < b) countPages(sample.raw, a, b, c);
     }
     return s;
+  }
+
+  /** Starts counting the pages of region r for state s, within the budget; null when r does not get a slot. */
+  private track(acc: StateAccumulator, s: number, r: number): Uint16Array | null {
+    const [a, b] = this.regions.bounds(r);
+    if (r !== s && this.countBytes + (b - a) * 2 > this.countBudget) {
+      let victim = -1;
+      for (const t of acc.pageCounts.keys()) if (t !== s && (victim < 0 || acc.hotWith[t] < acc.hotWith[victim])) victim = t;
+      if (victim < 0 || acc.hotWith[victim] >= acc.hotWith[r]) return null;
+      this.countBytes -= acc.pageCounts.get(victim)!.byteLength;
+      acc.pageCounts.delete(victim);
+    }
+    const c = new Uint16Array(b - a);
+    this.countBytes += c.byteLength;
+    acc.pageCounts.set(r, c);
+    return c;
   }
 
   /** Working memory of the builder, in bytes (same conventions as MarkovModel.byteSize). */
@@ -593,37 +639,163 @@ export class ModelBuilder {
   }
 
   build(): MarkovModel {
-    const thr = this.opts.lwwsThreshold;
-    const profiles = new Map<number, StateProfile>();
-    for (const [s, acc] of this.acc) {
-      // Page counts saturate at 65,535 (a state seen that often: 55 minutes of 50 ms samples).
-      const need = Math.max(1, Math.min(0xffff, thr * this.counts[s]));
-      const others = [...acc.pageCounts.keys()]
-        .filter((r) => r !== s && acc.hotWith[r] >= need)
-        .sort((x, y) => acc.hotWith[y] - acc.hotWith[x] || x - y)
-        .slice(0, MAX_HOT - 1);
-      const lwwsRegions: number[] = [];
-      const lwwsBits: Uint32Array[] = [];
-      for (const r of [s, ...others].sort((x, y) => x - y)) {
-        const c = acc.pageCounts.get(r)!;
-        const bits = new Uint32Array((c.length + 31) >>> 5);
-        let any = false;
-        for (let i = 0; i < c.length; i++) {
-          if (c[i] >= need) {
-            bits[i >>> 5] |= 1 << (i & 31);
-            any = true;
-          }
-        }
-        if (any) {
-          lwwsRegions.push(r);
-          lwwsBits.push(bits);
+    return ModelBuilder.buildAll([this]);
+  }
+
+  /**
+   * The model of the samples of several builders together (same space size, S and options): the
+   * sum of their counts. A sliding window keeps a builder per stretch of time and builds from the
+   * recent ones (SlidingModelBuilder).
+   */
+  static buildAll(builders: readonly ModelBuilder[]): MarkovModel {
+    const first = builders[0];
+    if (!first) throw new RangeError('buildAll needs at least one builder');
+    for (const b of builders) {
+      if (b.regions.totalPages !== first.regions.totalPages || b.regions.states !== first.regions.states)
+        throw new RangeError('buildAll: the builders model different spaces');
+    }
+    const counts = first.counts.slice();
+    const rows = new Map<number, Map<number, number>>();
+    const accs = new Map<number, StateAccumulator>();
+    for (const b of builders) {
+      if (b !== first) for (let s = 0; s < counts.length; s++) counts[s] += b.counts[s];
+      for (const [a, row] of b.rows) {
+        let out = rows.get(a);
+        if (!out) rows.set(a, (out = new Map()));
+        for (const [t, c] of row) out.set(t, (out.get(t) ?? 0) + c);
+      }
+      for (const [s, acc] of b.acc) mergeAcc(accs, s, acc, builders.length === 1);
+    }
+    // A builder that continued the chain of one no longer here starts with a transition from a
+    // state of that one: it is not part of the window.
+    for (const a of rows.keys()) if (!counts[a]) rows.delete(a);
+    const { profiles, trimmed } = buildProfiles(first.regions, first.opts, counts, accs);
+    return new MarkovModel(first.regions, first.opts.lwwsThreshold, counts, rows, profiles, trimmed);
+  }
+}
+
+/** Adds `acc` into `into` (by reference when it is the only one). */
+function mergeAcc(into: Map<number, StateAccumulator>, s: number, acc: StateAccumulator, only: boolean): void {
+  const out = into.get(s);
+  if (!out) {
+    into.set(s, only ? acc : { hotWith: acc.hotWith.slice(), pageCounts: new Map([...acc.pageCounts].map(([r, c]) => [r, c.slice()])) });
+    return;
+  }
+  for (let r = 0; r < acc.hotWith.length; r++) out.hotWith[r] += acc.hotWith[r];
+  for (const [r, c] of acc.pageCounts) {
+    const o = out.pageCounts.get(r);
+    if (!o) out.pageCounts.set(r, c.slice());
+    else for (let i = 0; i < c.length; i++) o[i] = Math.min(0xffff, o[i] + c[i]);
+  }
+}
+
+/** One candidate LWWS bitmap: state s, region r, hot in `share` of the state's samples. */
+interface LwwsCandidate {
+  s: number;
+  r: number;
+  share: number;
+  bits: Uint32Array;
+}
+
+/** The states' profiles from their accumulated counts, the LWWS bitmaps within the model's budget. */
+function buildProfiles(
+  regions: RegionMap,
+  opts: ModelOptions,
+  counts: Uint32Array,
+  accs: Map<number, StateAccumulator>,
+): { profiles: Map<number, StateProfile>; trimmed: number } {
+  const thr = opts.lwwsThreshold;
+  const profiles = new Map<number, StateProfile>();
+  const candidates: LwwsCandidate[] = [];
+  for (const [s, acc] of accs) {
+    // Page counts saturate at 65,535 (a state seen that often: 55 minutes of 50 ms samples).
+    const need = Math.max(1, Math.min(0xffff, thr * counts[s]));
+    const others: number[] = [];
+    for (let r = 0; r < acc.hotWith.length; r++) if (r !== s && acc.hotWith[r] >= need) others.push(r);
+    others.sort((x, y) => acc.hotWith[y] - acc.hotWith[x] || x - y);
+    profiles.set(s, { others, lwwsRegions: [], lwwsBits: [] });
+    for (const r of [s, ...others]) {
+      const c = acc.pageCounts.get(r);
+      if (!c) continue; // hot with s, but its pages were not counted (the builder's budget)
+      const bits = new Uint32Array((c.length + 31) >>> 5);
+      let any = false;
+      for (let i = 0; i < c.length; i++) {
+        if (c[i] >= need) {
+          bits[i >>> 5] |= 1 << (i & 31);
+          any = true;
         }
       }
-      profiles.set(s, { others, lwwsRegions, lwwsBits });
+      if (any) candidates.push({ s, r, share: r === s ? 2 : acc.hotWith[r] / counts[s], bits });
     }
-    const rows = new Map<number, Map<number, number>>();
-    for (const [a, row] of this.rows) rows.set(a, new Map(row));
-    return new MarkovModel(this.regions, thr, this.counts.slice(), rows, profiles);
+  }
+  // Within the budget: the bitmaps of the regions hot with their state most often (own regions first).
+  candidates.sort((x, y) => y.share - x.share || x.s - y.s || x.r - y.r);
+  const budget = opts.lwwsBytesPerPage * regions.totalPages;
+  let used = 0;
+  let trimmed = 0;
+  const kept: LwwsCandidate[] = [];
+  for (const c of candidates) {
+    if (used + c.bits.byteLength > budget && c.r !== c.s) trimmed++;
+    else {
+      used += c.bits.byteLength;
+      kept.push(c);
+    }
+  }
+  kept.sort((x, y) => x.s - y.s || x.r - y.r);
+  for (const c of kept) {
+    const p = profiles.get(c.s)!;
+    p.lwwsRegions.push(c.r);
+    p.lwwsBits.push(c.bits);
+  }
+  return { profiles, trimmed };
+}
+
+/**
+ * A model over a sliding window of samples (`forecopy-source model --watch`): two builders of
+ * `epochSamples` samples each (samples without writes count: the window is a span of time). When
+ * the current one is full, the older is dropped and a new one starts, continuing the chain; the
+ * model is built from both, so it always covers the last `epochSamples` to 2 x `epochSamples`
+ * samples. Memory: two builders.
+ */
+export class SlidingModelBuilder {
+  private older: ModelBuilder | null = null;
+  private current: ModelBuilder;
+
+  constructor(
+    readonly totalPages: number,
+    readonly opts: Partial<ModelOptions>,
+    readonly epochSamples: number,
+  ) {
+    if (!(Number.isInteger(epochSamples) && epochSamples >= 1))
+      throw new RangeError(`epochSamples must be a whole number >= 1, got ${epochSamples}`);
+    this.current = new ModelBuilder(totalPages, opts);
+  }
+
+  /** Samples (with and without writes) the model built now covers. */
+  get windowSamples(): number {
+    const n = (b: ModelBuilder | null) => (b ? b.samples + b.emptySamples : 0);
+    return n(this.older) + n(this.current);
+  }
+
+  /** Samples with writes in the window. */
+  get samples(): number {
+    return (this.older?.samples ?? 0) + this.current.samples;
+  }
+
+  observe(sample: PageBitmap): number | null {
+    if (this.current.samples + this.current.emptySamples >= this.epochSamples) {
+      this.older = this.current;
+      this.current = new ModelBuilder(this.totalPages, this.opts).continueFrom(this.older);
+    }
+    return this.current.observe(sample);
+  }
+
+  build(): MarkovModel {
+    return ModelBuilder.buildAll(this.older ? [this.older, this.current] : [this.current]);
+  }
+
+  byteSize(): number {
+    return (this.older?.byteSize() ?? 0) + this.current.byteSize();
   }
 }
 

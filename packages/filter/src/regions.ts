@@ -82,7 +82,7 @@ function countBits(w: Uint32Array, start: number, end: number): number {
 export interface WriteState {
   /** The hottest region (ties: the lowest region index). */
   state: number;
-  /** Other hot-spot regions, hottest first (ties: lower index first), at most maxHot - 1. */
+  /** Other hot-spot regions, hottest first (ties: lower index first), at most maxHot - 1 (no limit by default). */
   others: number[];
   /** Pages written in the hottest region. */
   count: number;
@@ -91,21 +91,20 @@ export interface WriteState {
 export interface HotRegionOptions {
   /** A region is a hot spot when it has at least this share of the hottest region's writes. */
   share: number;
-  /** At most this many hot-spot regions per sample, the hottest included. */
+  /** At most this many hot-spot regions per sample, the hottest included (default: no limit). */
   maxHot: number;
 }
 
 /**
- * The hot-spot rule. A region is hot when it has at least half the writes of the hottest region,
- * and a sample has at most 8 hot regions (the hottest and 7 others). Why: a workload's hot spot
- * that straddles a region boundary, or two working areas used together, show up as regions of
- * comparable counts, and half keeps both; background writes (allocator metadata, stacks, a few
- * pages here and there) sit far below half of a real hot spot, so they stay out. The cap of 8
- * bounds what the model builder tracks per state (see ModelBuilder) when writes are spread thin
- * and many regions pass the share.
+ * The hot-spot rule. A region is hot when it has at least half the writes of the hottest region.
+ * Why: a workload's hot spot that straddles a region boundary, or two working areas used
+ * together, show up as regions of comparable counts, and half keeps both; background writes
+ * (allocator metadata, stacks, a few pages here and there) sit far below half of a real hot
+ * spot, so they stay out. The paper sets no limit on the number of hot spots of a sample, and
+ * neither do we: a sweep over ten regions has ten hot spots. What the model keeps of them is
+ * bounded by memory budgets instead (ModelBuilder, MarkovModel).
  */
 export const HOT_SHARE = 0.5;
-export const MAX_HOT = 8;
 
 /**
  * The hottest region of a histogram (the state) and the other hot-spot regions, or null for a
@@ -113,9 +112,10 @@ export const MAX_HOT = 8;
  */
 export function hotRegions(hist: ArrayLike<number>, opts: Partial<HotRegionOptions> = {}): WriteState | null {
   const share = opts.share ?? HOT_SHARE;
-  const maxHot = opts.maxHot ?? MAX_HOT;
+  const maxHot = opts.maxHot ?? Infinity;
   if (!(share > 0 && share <= 1)) throw new RangeError(`hot share must be in (0, 1], got ${share}`);
-  if (!(Number.isInteger(maxHot) && maxHot >= 1)) throw new RangeError(`maxHot must be a whole number >= 1, got ${maxHot}`);
+  if (!((Number.isInteger(maxHot) || maxHot === Infinity) && maxHot >= 1))
+    throw new RangeError(`maxHot must be a whole number >= 1, got ${maxHot}`);
   let best = -1;
   let max = 0;
   for (let r = 0; r < hist.length; r++) {
@@ -129,7 +129,7 @@ export function hotRegions(hist: ArrayLike<number>, opts: Partial<HotRegionOptio
   const others: Array<[number, number]> = [];
   for (let r = 0; r < hist.length; r++) if (r !== best && hist[r] >= bar) others.push([hist[r], r]);
   others.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
-  return { state: best, others: others.slice(0, maxHot - 1).map((x) => x[1]), count: max };
+  return { state: best, others: (maxHot === Infinity ? others : others.slice(0, maxHot - 1)).map((x) => x[1]), count: max };
 }
 
 /** hotRegions with the default rule. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MarkovModel, ModelBuilder, PageBitmap, RegionMap } from '../src/index.js';
+import { MarkovModel, ModelBuilder, PageBitmap, RegionMap, SlidingModelBuilder } from '../src/index.js';
 import { plantedTrace, rng } from './synthetic.js';
 
 const base = { totalPages: 64 * 256, states: 256, hotPerRegion: 40, noise: 3, seed: 11 };
@@ -171,11 +171,103 @@ describe('model size for 1 GiB (262,144 pages) at S = 256', () => {
     const perSample = (performance.now() - t0) / 200;
     const m = b.build();
     expect(m.observedStates).toBeGreaterThan(100);
-    // Per state: 1 KiB of region counts and at most 8 regions of 1,024 Uint16 counts.
-    expect(b.byteSize()).toBeLessThanOrEqual(256 * (64 + 1024 + 8 * (64 + 2048)) + 256 * (64 + 256 * 32) + 2048);
+    // Per state: 1 KiB of region counts; page counts within the budget (16 bytes a page) plus
+    // each state's own region; the transitions.
+    const counters = 16 * total + 256 * 2048;
+    expect(b.byteSize()).toBeLessThanOrEqual(256 * (64 + 1024) + counters + 256 * 64 * 64 + 256 * (64 + 256 * 32) + 2048);
     expect(m.byteSize()).toBeLessThanOrEqual(2.8e6);
     console.log(
       `uniform 1 GiB S=256 (20,000 pages a sample): model ${m.byteSize()} B, builder ${b.byteSize()} B, observe ${perSample.toFixed(3)} ms/sample`,
     );
+  });
+});
+
+describe('hot regions without a cap (the paper sets none)', () => {
+  /** 10 writers, each sweeping its own region: every sample has ten hot regions of equal weight. */
+  function tenWriters(samples: number): PageBitmap[] {
+    const total = 64 * 256; // S = 256: 64 pages a region
+    const out: PageBitmap[] = [];
+    for (let i = 0; i < samples; i++) {
+      const b = new PageBitmap(total);
+      for (let w = 0; w < 10; w++) for (let k = 0; k < 16; k++) b.set((20 + w * 20) * 64 + ((i * 16 + k) % 64));
+      out.push(b);
+    }
+    return out;
+  }
+
+  it('records all ten regions of a sweep with the state, and puts their pages in its LWWS', () => {
+    const m = build(tenWriters(200), 64 * 256);
+    expect(m.observedStates).toBe(1);
+    const s = m.mostFrequentState();
+    expect(s).toBe(20);
+    expect(m.hotRegionsOf(s)).toHaveLength(9);
+    // Each page is written in a quarter of the samples (16 of 64 a sample): all 640 pages join.
+    expect(m.lwwsSize(s)).toBe(640);
+    expect(m.trimmedRegions).toBe(0);
+    const back = MarkovModel.fromBytes(m.toBytes());
+    expect(back.lwwsSize(s)).toBe(640);
+    expect(back.hotRegionsOf(s)).toEqual(m.hotRegionsOf(s));
+  });
+
+  it('keeps the LWWS within its budget, the hottest regions first, and says how many it left out', () => {
+    const b = new ModelBuilder(64 * 256, { states: 256, lwwsBytesPerPage: 40 / (64 * 256) }); // room for 5 regions of 8 bytes
+    for (const x of tenWriters(200)) b.observe(x);
+    const m = b.build();
+    expect(m.profiles.get(20)!.lwwsRegions).toHaveLength(5);
+    expect(m.trimmedRegions).toBe(5);
+    expect(m.lwwsSize(20)).toBe(5 * 64);
+  });
+
+  it("keeps the builder's page counters within their budget (plus each state's own region)", () => {
+    const b = new ModelBuilder(64 * 256, { states: 256, countBytesPerPage: (3 * 128) / (64 * 256) }); // 3 regions of 128 bytes
+    for (const x of tenWriters(50)) b.observe(x);
+    expect(b.byteSize()).toBeLessThanOrEqual(4 + 256 * 8 + 64 + 1024 + 3 * (64 + 128) + 200);
+    expect(b.build().profiles.get(20)!.lwwsRegions.length).toBeLessThanOrEqual(3);
+  });
+});
+
+describe('SlidingModelBuilder (model --watch)', () => {
+  const total = 64 * 256;
+  const phase = (cycle: number[], samples: number, skip = 0) => plantedTrace({ ...base, dwell: 5, cycle, samples, skip, seed: 5 }).samples;
+
+  it('builds the same model as one builder while the window holds all the samples', () => {
+    const xs = phase([3, 77, 150], 150);
+    const one = new ModelBuilder(total, { states: 256 });
+    const sliding = new SlidingModelBuilder(total, { states: 256 }, 100);
+    for (const x of xs) {
+      one.observe(x);
+      sliding.observe(x);
+    }
+    expect(sliding.windowSamples).toBe(150);
+    expect(Buffer.from(sliding.build().toBytes()).equals(Buffer.from(one.build().toBytes()))).toBe(true);
+  });
+
+  it('forgets what is older than the window: after a phase change only the new states remain', () => {
+    const sliding = new SlidingModelBuilder(total, { states: 256 }, 50);
+    const xs = [...phase([3, 77, 150], 200), ...phase([10, 90], 120)];
+    xs.forEach((x, i) => {
+      sliding.observe(x);
+      // Every model along the way is whole: no transition from a state that left the window.
+      if (i % 3 === 0) expect(() => MarkovModel.fromBytes(sliding.build().toBytes())).not.toThrow();
+    });
+    const m = sliding.build();
+    expect(sliding.windowSamples).toBeLessThanOrEqual(100);
+    expect([...m.stateDistribution()].flatMap((p, s) => (p > 0 ? [s] : []))).toEqual([10, 90]);
+    expect(m.transitionProbability(10, 90)).toBeGreaterThan(0);
+    // No transition from a state that left the window: the model reads back.
+    expect(m.transitionProbability(150, 10)).toBe(0);
+    expect(MarkovModel.fromBytes(m.toBytes()).observedStates).toBe(2);
+  });
+
+  it('counts the transition across the boundary of its two halves', () => {
+    const xs = phase([3, 77], 40); // 3 x5, 77 x5, ...: the 20th sample ends a stay in 77
+    const sliding = new SlidingModelBuilder(total, { states: 256 }, 20);
+    const one = new ModelBuilder(total, { states: 256 });
+    for (const x of xs) {
+      sliding.observe(x);
+      one.observe(x);
+    }
+    expect(sliding.build().transitionCount).toBe(one.build().transitionCount);
+    expect(sliding.build().transitionProbability(77, 3)).toBeCloseTo(one.build().transitionProbability(77, 3), 10);
   });
 });

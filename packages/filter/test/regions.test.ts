@@ -42,6 +42,12 @@ describe('hotRegions', () => {
     expect(writeState(regions.histogram(new PageBitmap(1024)))).toBeNull();
   });
 
+  it('has no cap on hot regions: a sample touching ten regions alike has ten hot spots', () => {
+    const h = new Uint32Array(64);
+    for (let r = 10; r < 20; r++) h[r] = 100;
+    expect(hotRegions(h)).toEqual({ state: 10, others: [11, 12, 13, 14, 15, 16, 17, 18, 19], count: 100 });
+  });
+
   it('breaks ties towards the lower region', () => {
     const h = new Uint32Array(64);
     h[40] = 7;
