@@ -134,6 +134,11 @@ export class MarkovPolicy implements Policy {
     return this.model;
   }
 
+  /** Pages the last holdBack held back (the round being run, once planned). */
+  get heldLastPlan(): number {
+    return this.heldPages.at(-1) ?? 0;
+  }
+
   get enabled(): boolean {
     return !this.disabled;
   }

@@ -19,7 +19,16 @@ import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-conver
 // The model:
 // - time is the trace's clock; the migration starts at `startMs` (after the modelling window,
 //   for every policy alike, so they all meet the same writes);
+// - before the start, a policy sees only the last sample (the state the process is in when the
+//   migration starts), as the live agent's policy, made when the modelling ends, does: the
+//   modelling window is not replayed through it (its fit test would run over the very samples
+//   the model was built from). `warmupFromMs` shows it more;
 // - the link carries `pageRate` pages a second, nothing else takes time;
+// - a round of a policy that watches the samples (observeSample) and holds pages back lasts at
+//   least until the next sample after its start, as the live agent runs it (runRound waits for a
+//   whole sample; the writes of the wait are the next round's): the policy plans the next round
+//   from a fresh sample, and a round that sends nothing still lets the process run for one
+//   interval, instead of repeating the same forecast at no cost;
 // - a sample stamped t holds the writes of the interval ending at t, and counts as written at t;
 // - the sender sends in batches of `batchPages`; with a policy's skipRedirtied, a batch skips the
 //   pages written since the round began (Xen's to_skip);
@@ -36,6 +45,11 @@ export interface SimOptions {
   batchPages?: number;
   /** QEMU's auto-converge, as the live agent runs it (--auto-converge on). */
   autoConverge?: ThrottleParams;
+  /**
+   * Before the start the policy sees the samples stamped after this (default: only the last
+   * sample stamped at or before `startMs`).
+   */
+  warmupFromMs?: number;
 }
 
 export interface SimReport {
@@ -74,6 +88,20 @@ export class TraceClock {
     }
   }
 
+  /** The stamp of the first sample after `t` (within one lap of the trace), or null. */
+  nextAfter(t: number): number | null {
+    const step = Math.max(1, this.trace.intervalMs);
+    for (let to = t + step; to <= t + this.durationMs + step; to += step) for (const s of this.between(to - step, to)) return s.atMs;
+    return null;
+  }
+
+  /** The stamp of the last sample at or before `t`, or null. */
+  lastAtOrBefore(t: number): number | null {
+    let last: number | null = null;
+    for (const s of this.between(-1, t)) last = s.atMs;
+    return last;
+  }
+
   /** Union of the writes in (from, to], sized `size`, as a process throttled by `throttle`% wrote them. */
   written(from: number, to: number, size: number, throttle = 0): PageBitmap {
     const out = new PageBitmap(size);
@@ -83,6 +111,43 @@ export class TraceClock {
     }
     return out;
   }
+}
+
+/** What sendBatches needs of the simulation. */
+interface Sending {
+  clock: TraceClock;
+  size: number;
+  batch: number;
+  msPerPage: number;
+  /** Xen's per-batch skip of the pages written since the last take. */
+  skip: boolean;
+  throttle: () => number | undefined;
+  /** Shows the policy the samples of (from, to]. */
+  feed: (from: number, to: number) => void;
+}
+
+/** Sends a round's pages in batches from `startMs` over the modelled link; when it ends, and what it sent and skipped. */
+function sendBatches(pages: number[], startMs: number, lastTakeMs: number, o: Sending): { sent: number; skipped: number; endMs: number } {
+  let now = startMs;
+  let sent = 0;
+  let skipped = 0;
+  const re = new PageBitmap(o.size); // written since the last take, for the skip (the sampler's peek)
+  let seen = lastTakeMs;
+  for (let i = 0; i < pages.length; i += o.batch) {
+    let chunk = pages.slice(i, i + o.batch);
+    if (o.skip) {
+      re.or(o.clock.written(seen, now, o.size, o.throttle()));
+      seen = now;
+      const before = chunk.length;
+      chunk = chunk.filter((p) => !re.has(p));
+      skipped += before - chunk.length;
+    }
+    const t0 = now;
+    now += chunk.length * o.msPerPage;
+    sent += chunk.length;
+    o.feed(t0, now);
+  }
+  return { sent, skipped, endMs: now };
 }
 
 export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimReport {
@@ -98,44 +163,50 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     for (const s of clock.between(from, to))
       policy.observeSample?.(thinWrites(s.pages.size === N ? s.pages : s.pages.resized(N), throttle, s.atMs), s.atMs);
   };
-  // The policy sees the trace up to the start (a model builder would have seen it too).
-  feed(-1, now);
+  // Before the start: the state the process is in (not the modelling window: see above).
+  const last = clock.lastAtOrBefore(now);
+  feed(opts.warmupFromMs ?? (last === null ? now : last - 1e-6), now);
   const driver = new PrecopyDriver(N, opts.stopRules, policy);
   const ctx = (): Omit<RoundContext, 'round'> => ({ pageRate: opts.pageRate, nowMs: now });
   let plan = driver.firstRound(ctx());
   const rounds: RoundSummary[] = [];
+  let dirtFrom = now; // the sampler's last take: the writes since then are the next round's
   for (;;) {
     const start = now;
-    let sent = 0;
-    let skipped = 0;
-    const pages = [...plan.send];
-    const re = new PageBitmap(N); // written since the round began, for skipRedirtied
-    let seen = start;
-    for (let i = 0; i < pages.length; i += batch) {
-      let chunk = pages.slice(i, i + batch);
-      if (policy.skipRedirtied) {
-        re.or(clock.written(seen, now, N, schedule?.percent));
-        seen = now;
-        const before = chunk.length;
-        chunk = chunk.filter((p) => !re.has(p));
-        skipped += before - chunk.length;
+    const { sent, skipped, endMs } = sendBatches([...plan.send], start, dirtFrom, {
+      clock,
+      size: N,
+      batch,
+      msPerPage,
+      skip: !!policy.skipRedirtied,
+      throttle: () => schedule?.percent,
+      feed,
+    });
+    now = endMs;
+    const dirtied = clock.written(dirtFrom, now, N, schedule?.percent);
+    dirtFrom = now;
+    const durationMs = now - start;
+    if (policy.observeSample && !plan.held.isEmpty()) {
+      // As runRound: a policy that holds pages back plans the next round from a whole sample of
+      // this round's time, and waits for it if the round was shorter; what is written meanwhile
+      // is the next round's.
+      const next = clock.nextAfter(start);
+      if (next !== null && next > now) {
+        feed(now, next);
+        now = next;
       }
-      const t0 = now;
-      now += chunk.length * msPerPage;
-      sent += chunk.length;
-      feed(t0, now);
     }
-    const dirtied = clock.written(start, now, N, schedule?.percent);
     throttles.push(schedule?.percent ?? 0);
-    const decision = driver.endRound(
-      { pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs: now - start, pageRate: opts.pageRate },
-      ctx(),
-    );
+    const decision = driver.endRound({ pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs, pageRate: opts.pageRate }, ctx());
     const rec = driver.records[driver.records.length - 1];
     rounds.push(summarizeRound(rec));
     schedule?.afterRound(rec.pagesSent, rec.pagesDirtied);
     if (decision.kind === 'stop') {
-      const remaining = decision.remaining.count();
+      // The last take, after the freeze, also has what was written while the policy waited.
+      const remaining = decision.remaining
+        .clone()
+        .or(clock.written(dirtFrom, now, N, schedule?.percent))
+        .count();
       const downtimeMs = remaining * msPerPage;
       rounds.push(finalRoundSummary(rec.round + 1, remaining, downtimeMs));
       return {

@@ -9,6 +9,9 @@ import {
   encodeTraceHeader,
   encodeTraceSample,
   simulate,
+  MarkovPolicy,
+  ModelBuilder,
+  type Policy,
   type Trace,
 } from '../src/index.js';
 
@@ -69,6 +72,71 @@ describe('simulate (hand-computed)', () => {
     const a = simulate(hotTrace(), createPolicy('tpo', { totalPages: 100 }), opts);
     const b = simulate(hotTrace(), createPolicy('tpo', { totalPages: 100 }), opts);
     expect(b).toEqual(a);
+  });
+});
+
+/** A policy that watches the samples, holds back what `hold` says, and logs what it saw when. */
+function watcher(hold: (u: PageBitmap) => PageBitmap) {
+  const log: string[] = [];
+  const policy: Policy = {
+    name: 'watcher',
+    holdBack(u, ctx) {
+      log.push(`plan@${ctx.nowMs}`);
+      return hold(u);
+    },
+    observeSample(_s, atMs) {
+      log.push(`sample@${atMs}`);
+    },
+  };
+  return { policy, log };
+}
+
+describe('simulate: the modelling window and rounds as the live agent runs them', () => {
+  it('shows a policy only the last sample before the start, not the modelling window', () => {
+    const { policy, log } = watcher((u) => new PageBitmap(u.size));
+    simulate(hotTrace(), policy, { ...opts, startMs: 500 });
+    expect(log.slice(0, 2)).toEqual(['sample@500', 'plan@500']);
+  });
+
+  it('runs no fit test over the modelling window: the first one covers samples of the migration', () => {
+    // The hot spot moves through 8 regions, one a sample; the model is built from 0..1000 ms.
+    const samples = [];
+    for (let t = 10; t <= 3000; t += 10) samples.push({ atMs: t, pages: PageBitmap.fromIndices(6400, [((t / 10) % 8) * 100 + 5]) });
+    const trace: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 6400 };
+    const b = new ModelBuilder(6400, { states: 64 });
+    for (const x of samples) if (x.atMs <= 1000) b.observe(x.pages);
+    const m = new MarkovPolicy(b.build(), { intervalMs: 10, initialPageRate: 1000, fitWindow: 5 });
+    const tested: number[] = [];
+    const plan = m.holdBack.bind(m);
+    m.holdBack = (u, ctx) => {
+      tested.push(m.status().fitWindowsTested);
+      return plan(u, ctx);
+    };
+    simulate(trace, m, { ...opts, startMs: 1000 });
+    expect(tested[0]).toBe(0); // replaying the window would have run 20 tests of 5 transitions
+    expect(tested.at(-1)).toBeGreaterThan(0);
+    expect(m.events).toEqual([]);
+  });
+
+  it('a round of a policy that watches the samples lasts until the next sample: holding all back still lets time pass', () => {
+    const { policy, log } = watcher((u) => u.clone()); // holds everything: every round sends nothing
+    const r = simulate(hotTrace(), policy, opts);
+    const plans = log.filter((x) => x.startsWith('plan@')).map((x) => Number(x.slice(5)));
+    expect(r.rounds.filter((x) => !x.final)).toHaveLength(30);
+    // One sample (10 ms) between plans, and a fresh sample before each.
+    expect(plans.slice(0, 4)).toEqual([0, 10, 20, 30]);
+    for (let i = 1; i < log.length; i++) if (log[i].startsWith('plan@')) expect(log[i - 1]).toMatch(/^sample@/);
+    expect(r.totalMs).toBe(300 + r.downtimeMs);
+    // The writes of the last wait go into stop-and-copy with the held pages: all 100 pages.
+    expect(r.pagesSent).toBe(100);
+  });
+
+  it('a policy that does not watch the samples, or holds nothing back, is not held up', () => {
+    const hold = { name: 'hold', holdBack: (u: PageBitmap) => u.clone() };
+    const r = simulate(hotTrace(), hold, opts);
+    expect(r.totalMs).toBe(r.downtimeMs); // 30 rounds that send nothing, at no cost
+    const { policy } = watcher((u) => new PageBitmap(u.size));
+    expect(simulate(hotTrace(), policy, opts)).toMatchObject({ totalMs: 310, pagesSent: 310 }); // as precopy
   });
 });
 
