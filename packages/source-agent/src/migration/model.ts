@@ -22,3 +22,15 @@ export async function model(opts: MigrateOptions, tracking: Tracking): Promise<{
   }
   return { policy, modelMs };
 }
+
+/**
+ * Whether a round waits for a whole sample of its own time before the next is planned
+ * (runRound): for a policy that forecasts from the samples while it holds pages back, as the
+ * paper's filter identifies the current state afresh each round. Without the wait, a round that
+ * sends little or nothing (everything held) would end at once and the next would repeat the same
+ * forecast from the same sample. A round with nothing held does not wait: plain pre-copy's
+ * rounds, and their convergence, stay as they are. forecopy-sim models the same rule.
+ */
+export function waitsForSample(policy: Policy): boolean {
+  return !!policy.observeSample && ((policy as { heldLastPlan?: number }).heldLastPlan ?? 1) > 0;
+}

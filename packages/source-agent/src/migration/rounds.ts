@@ -6,6 +6,7 @@ import { roundReport, type RoundConvergence } from '../report.js';
 import { PAGE_SIZE } from '@forecopy/protocol';
 import type { SendResult } from '../sender.js';
 import { addToTotals, type MigrationSession } from './session.js';
+import { waitsForSample } from './model.js';
 
 /** The decision that ends the iterative phase: why, and the pages still to send. */
 export type StopDecision = Extract<RoundDecision, { kind: 'stop' }>;
@@ -70,6 +71,8 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   await expectRoundAck(s.channel, r.round, s.replyTimeoutMs);
   s.forecast.observeRoundTrip(performance.now() - endAt);
   const durationMs = performance.now() - startedAt;
+  // A forecasting policy holding pages back plans the next round from a whole sample of this round's time.
+  if (!r.final && waitsForSample(s.policy)) await sampler.wholeSampleSince(startedAt);
   const throttlePercent = s.autoConverge?.percent ?? 0; // in force while the round ran
   const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, durationMs) : null;
   const summary = r.final
