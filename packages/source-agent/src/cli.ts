@@ -282,10 +282,22 @@ function modelOptions(y: Argv) {
     .option('lwws-threshold', { type: 'number' })
     .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const })
     .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
+    .option('watch', {
+      type: 'boolean',
+      default: false,
+      describe: 'keep watching until SIGINT/SIGTERM: model a sliding window, rewrite --out atomically as it goes',
+    })
+    .option('window-minutes', {
+      type: 'number',
+      default: 10,
+      describe: '--watch: the model covers the last N minutes (at least N/2: two halves, the older dropped as a new one fills)',
+    })
+    .option('every-seconds', { type: 'number', default: 5, describe: '--watch: rewrite the model file this often' })
     .example(
       '$0 model --pid 4242 --seconds 20 --out app.model',
       'learn the write pattern now, migrate later with --policy markov --model app.model',
-    );
+    )
+    .example('$0 model --pid 4242 --watch --out app.model', 'keep a mature model of the last minutes fresh while the process runs');
 }
 
 async function runModel(a: ArgsOf<typeof modelOptions>): Promise<void> {
@@ -299,6 +311,15 @@ async function runModel(a: ArgsOf<typeof modelOptions>): Promise<void> {
     tracker: a.tracker,
     log: makeLogger(a['log-level']),
     onProgress: progressPrinter(),
+    ...(a.watch
+      ? {
+          watch: {
+            windowMinutes: a['window-minutes'],
+            everySeconds: a['every-seconds'],
+            print: (l: string) => process.stderr.write(`${l}\n`),
+          },
+        }
+      : {}),
   });
   printSummary(summary);
 }

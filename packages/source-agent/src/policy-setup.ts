@@ -16,7 +16,8 @@ import {
 import { PAGE_SIZE } from '@forecopy/protocol';
 import type { TrackerChoice } from '@forecopy/linux';
 import type { PageSpace } from './page-space.js';
-import type { Sampler } from './sampler.js';
+import type { Sample, Sampler } from './sampler.js';
+import { watchModel, writeFileAtomic } from './model-watch.js';
 import type { PolicyContext } from './migration/options.js';
 import type { Progress } from './progress.js';
 import { InputError } from './errors.js';
@@ -56,9 +57,14 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
       initialPageRate: s.bandwidthBps > 0 ? s.bandwidthBps / 8 / PAGE_SIZE : 0,
     };
     if (s.policy !== 'markov') return createPolicy(s.policy, common);
-    const model =
-      preloaded ?? (await observe(ctx.sampler, ctx.space, s.modelSeconds * 1000, s.states, s.lwwsThreshold, ctx.log, ctx.onProgress));
-    return createPolicy('markov', { ...common, model, forecast: s.forecast ?? 'chain', skipRedirtied: s.skipRedirtied ?? false });
+    const observed = preloaded
+      ? null
+      : await observe(ctx.sampler, ctx.space, s.modelSeconds * 1000, s.states, s.lwwsThreshold, ctx.log, ctx.onProgress);
+    const model = preloaded ?? observed!.model;
+    const policy = createPolicy('markov', { ...common, model, forecast: s.forecast ?? 'chain', skipRedirtied: s.skipRedirtied ?? false });
+    // The forecast starts from the state the process is in: the last sample modelled.
+    if (observed?.last) policy.observeSample?.(observed.last.pages, observed.last.atMs);
+    return policy;
   };
 }
 
@@ -76,7 +82,7 @@ function loadModel(file: string): MarkovModel {
   }
 }
 
-/** Feeds the sampler's samples to a ModelBuilder for `ms` milliseconds. */
+/** Feeds the sampler's (whole) samples to a ModelBuilder for `ms` milliseconds; returns the model and the last sample. */
 async function observe(
   sampler: Sampler,
   space: PageSpace,
@@ -85,15 +91,17 @@ async function observe(
   lwwsThreshold: number | undefined,
   log: Logger,
   onProgress?: (p: Progress) => void,
-): Promise<MarkovModel> {
+): Promise<{ model: MarkovModel; last: Sample | null }> {
   const builder = new ModelBuilder(space.totalPages, {
     states,
     ...(lwwsThreshold !== undefined ? { lwwsThreshold } : {}),
   });
   let samples = 0;
   let computeMs = 0;
+  let last: Sample | null = null;
   const start = sampler.now();
   const off = sampler.onSample((smp) => {
+    last = smp;
     const t = performance.now();
     builder.observe(smp.pages);
     computeMs += performance.now() - t;
@@ -104,7 +112,7 @@ async function observe(
   off();
   const model = builder.build();
   log.info({ samples, modelBytes: model.byteSize(), computeMsPerSample: samples ? computeMs / samples : 0 }, 'markov model built');
-  return model;
+  return { model, last };
 }
 
 export interface WriteModelOptions {
@@ -117,16 +125,19 @@ export interface WriteModelOptions {
   tracker: TrackerChoice;
   log: Logger;
   onProgress?: (p: Progress) => void;
+  /** Keep watching: a sliding window of the last `windowMinutes`, the file rewritten every `everySeconds`, until SIGINT/SIGTERM. */
+  watch?: { windowMinutes: number; everySeconds: number; print?: (line: string) => void };
 }
 
-/** `forecopy-source model`: observes a process and saves its model. Returns a summary line. */
+/** `forecopy-source model`: observes a process and saves its model (`--watch`: keeps it fresh). Returns a summary line. */
 export async function writeModel(o: WriteModelOptions): Promise<string> {
+  if (o.watch) return watchModel({ ...o, ...o.watch });
   requireProcess(o.pid);
   const { sampler, space, close } = openTracking(o.pid, o.tracker, o.intervalMs);
   try {
     sampler.start();
-    const model = await observe(sampler, space, o.seconds * 1000, o.states, o.lwwsThreshold, o.log, o.onProgress);
-    fs.writeFileSync(o.out, model.toBytes());
+    const { model } = await observe(sampler, space, o.seconds * 1000, o.states, o.lwwsThreshold, o.log, o.onProgress);
+    writeFileAtomic(o.out, model.toBytes());
     return `model of pid ${o.pid}: ${model.byteSize()} bytes, written to ${o.out}`;
   } finally {
     close();
