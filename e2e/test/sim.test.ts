@@ -73,6 +73,26 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(sim(args).stdout).toBe(a.stdout); // same trace, same flags: same numbers
   });
 
+  it('puts each pair side by side by default: precopy and markov, xen-skip and markov --skip-redirtied', () => {
+    const r = sim(['--trace', TRACE, '--model-seconds', '5', '--bandwidth', '200mbit', '--json']);
+    expect(r.code).toBe(0);
+    const rows = JSON.parse(r.stdout) as Array<{
+      policy: string;
+      pagesSent: number;
+      baseline: string | null;
+      savingVsBaseline: number | null;
+    }>;
+    expect(rows.map((x) => x.policy)).toEqual(['precopy', 'markov', 'xen-skip', 'markov+skip', 'tpo', 'oracle']);
+    const by = (p: string) => rows.find((x) => x.policy === p)!;
+    expect(by('markov').baseline).toBe('precopy');
+    expect(by('markov').savingVsBaseline).toBe(by('precopy').pagesSent - by('markov').pagesSent);
+    expect(by('markov+skip').baseline).toBe('xen-skip');
+    expect(by('markov+skip').savingVsBaseline).toBe(by('xen-skip').pagesSent - by('markov+skip').pagesSent);
+    expect(sim(['--trace', TRACE, '--model-seconds', '5', '--bandwidth', '200mbit']).stdout).toMatch(
+      /markov\+skip\s+256\s.* vs xen-skip\n/,
+    );
+  });
+
   it('says so when the process grew during the trace (all of it counts as present from the start)', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-'));
     try {
@@ -102,7 +122,7 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(r.stderr).toMatch(/^forecopy-sim: cannot read the trace .*README.md: not a forecopy trace \(bad magic\)\n$/);
     const p = sim(['--trace', TRACE, '--policy', 'magic']);
     expect(p.code).toBe(2);
-    expect(p.stderr).toBe('forecopy-sim: unknown policy magic: one of precopy, xen-skip, tpo, markov, oracle\n');
+    expect(p.stderr).toBe('forecopy-sim: unknown policy magic: one of precopy, xen-skip, tpo, markov, markov+skip, oracle\n');
     const w = sim(['--trace', TRACE, '--svg', path.join(ROOT, 'no-such-dir', 'x')]);
     expect(w.code).toBe(2);
     expect(w.stderr).toMatch(/^forecopy-sim: cannot write .*no-such-dir\/x-downtime\.svg: ENOENT\n$/);

@@ -29,9 +29,16 @@ import { InputError, SourceError, fromYargs } from './errors.js';
 // `forecopy-sim`: replays a recorded trace through the live agent's policy code over a modelled
 // link. Deterministic: the same trace and flags give the same numbers.
 
-/** Every policy of the live agent, and the clairvoyant oracle that only a trace makes possible. */
-export const SIM_POLICIES = [...POLICY_NAMES, 'oracle'] as const;
+/**
+ * Every policy of the live agent; `markov+skip`, the paper's filter with Xen's per-batch skip
+ * (`--policy markov --skip-redirtied`: the paper ran on Xen 3.3, whose pre-copy skips the pages
+ * written again during the round, so its like-for-like baseline is xen-skip, as precopy is
+ * markov's); and the clairvoyant oracle that only a trace makes possible.
+ */
+export const SIM_POLICIES = [...POLICY_NAMES, 'markov+skip', 'oracle'] as const;
 export type SimPolicyName = (typeof SIM_POLICIES)[number];
+/** The default rows: each pair of a baseline and the paper's filter on it, then tpo and the bound. */
+export const DEFAULT_SIM_POLICIES: readonly SimPolicyName[] = ['precopy', 'markov', 'xen-skip', 'markov+skip', 'tpo', 'oracle'];
 
 function isSimPolicy(name: string): name is SimPolicyName {
   return SIM_POLICIES.some((p) => p === name);
@@ -41,6 +48,10 @@ interface Row extends SimReport {
   states: number | null;
   savingPages: number;
   shareOfOracle: number | null;
+  /** The like-for-like baseline of a markov row: precopy, or xen-skip when it skips too. */
+  baseline: 'precopy' | 'xen-skip' | null;
+  /** Pages saved against that baseline (null for the other rows). */
+  savingVsBaseline: number | null;
 }
 
 export interface SimulationOptions {
@@ -49,13 +60,23 @@ export interface SimulationOptions {
   bandwidthBps: number;
   modelSeconds: number;
   forecast: ForecastMode;
+  /** The `markov` rows skip too (`markov+skip` rows always do). */
   skipRedirtied: boolean;
+  /** markov: rebuild the model once on a failed fit (ours), or disable the filter (the paper). */
+  rebuild?: boolean;
   lwwsThreshold?: number;
   maxRounds: number;
   minRemainingPages: number;
   maxFactor: number;
   /** QEMU's auto-converge, as the live agent runs it: the throttle thins the trace's writes. */
   autoConverge?: ThrottleParams;
+}
+
+/** The paper's model of the trace's first `startMs`, at S states. */
+function modelOf(trace: Trace, startMs: number, states: number, lwwsThreshold: number | undefined) {
+  const b = new ModelBuilder(trace.totalPages, { states, ...(lwwsThreshold !== undefined ? { lwwsThreshold } : {}) });
+  for (const s of trace.samples) if (s.atMs <= startMs) b.observe(s.pages);
+  return b.build();
 }
 
 export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
@@ -66,33 +87,39 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
     simulate(trace, p, { pageRate, stopRules, startMs, ...(o.autoConverge ? { autoConverge: o.autoConverge } : {}) });
   const base = run(createPolicy('precopy'));
   const oracle = run(new OraclePolicy(new TraceClock(trace), pageRate));
+  let xen: SimReport | null = null;
+  const xenSkip = () => (xen ??= run(createPolicy('xen-skip')));
   const rows: Row[] = [];
-  const add = (r: SimReport, states: number | null) => {
+  const add = (r: SimReport, states: number | null, name = r.policy) => {
     const saving = base.pagesSent - r.pagesSent;
     const best = base.pagesSent - oracle.pagesSent;
-    rows.push({ ...r, states, savingPages: saving, shareOfOracle: best > 0 ? saving / best : null });
+    const baseline = states === null ? null : name === 'markov+skip' ? 'xen-skip' : 'precopy';
+    const vs = baseline === 'xen-skip' ? xenSkip().pagesSent - r.pagesSent : baseline ? saving : null;
+    rows.push({
+      ...r,
+      policy: name,
+      states,
+      savingPages: saving,
+      shareOfOracle: best > 0 ? saving / best : null,
+      baseline,
+      savingVsBaseline: vs,
+    });
   };
   for (const name of o.policies) {
     if (name === 'precopy') add(base, null);
     else if (name === 'oracle') add(oracle, null);
-    else if (name === 'markov') {
+    else if (name === 'xen-skip') add(xenSkip(), null);
+    else if (name === 'markov' || name === 'markov+skip') {
+      const skip = name === 'markov+skip' || o.skipRedirtied;
       for (const S of o.states) {
-        const b = new ModelBuilder(trace.totalPages, {
-          states: S,
-          ...(o.lwwsThreshold !== undefined ? { lwwsThreshold: o.lwwsThreshold } : {}),
+        const policy = new MarkovPolicy(modelOf(trace, startMs, S, o.lwwsThreshold), {
+          intervalMs: trace.intervalMs,
+          initialPageRate: pageRate,
+          forecast: o.forecast,
+          skipRedirtied: skip,
+          ...(o.rebuild !== undefined ? { rebuild: o.rebuild } : {}),
         });
-        for (const s of trace.samples) if (s.atMs <= startMs) b.observe(s.pages);
-        add(
-          run(
-            new MarkovPolicy(b.build(), {
-              intervalMs: trace.intervalMs,
-              initialPageRate: pageRate,
-              forecast: o.forecast,
-              skipRedirtied: o.skipRedirtied,
-            }),
-          ),
-          S,
-        );
+        add(run(policy), S, skip ? 'markov+skip' : 'markov');
       }
     } else add(run(createPolicy(name, { totalPages: trace.totalPages })), null);
   }
@@ -108,7 +135,11 @@ const list = (v: string) =>
 function simOptions(y: Argv) {
   return y
     .option('trace', { type: 'string', demandOption: true, describe: 'trace file from forecopy-source record' })
-    .option('policy', { type: 'string', default: SIM_POLICIES.join(','), describe: `comma-separated: ${SIM_POLICIES.join(', ')}` })
+    .option('policy', {
+      type: 'string',
+      default: DEFAULT_SIM_POLICIES.join(','),
+      describe: `comma-separated: ${SIM_POLICIES.join(', ')} (markov+skip: markov --skip-redirtied, beside xen-skip)`,
+    })
     .option('states', { type: 'string', default: '256', describe: 'markov: S, or a comma-separated sweep (64,128,256,512,1024)' })
     .option('bandwidth', { type: 'string', default: '500mbit' })
     .option('model-seconds', {
@@ -124,7 +155,12 @@ function simOptions(y: Argv) {
     .option('skip-redirtied', {
       type: 'boolean',
       default: false,
-      describe: "markov: also skip pages written again during the round (Xen's to_skip)",
+      describe: "markov: the markov rows also skip pages written again during the round (Xen's to_skip), as markov+skip does",
+    })
+    .option('rebuild', {
+      choices: ['on', 'off'] as const,
+      describe:
+        'markov: on a failed fit test rebuild the model once from the last 20 samples (ours), or disable the filter (off, the paper)',
     })
     .option('lwws-threshold', { type: 'number', describe: 'markov: LWWS threshold (default 0.25)' })
     .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
@@ -168,6 +204,7 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     modelSeconds: a['model-seconds'],
     forecast: a.forecast,
     skipRedirtied: a['skip-redirtied'],
+    ...(a.rebuild !== undefined ? { rebuild: a.rebuild === 'on' } : {}),
     ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}),
     maxRounds: a['max-rounds'],
     minRemainingPages: a['min-remaining-pages'],
@@ -246,7 +283,8 @@ function writeOut(file: string, data: string): void {
 }
 
 function toCsv(rows: Row[]): string {
-  const head = 'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped';
+  const head =
+    'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped,baseline,saving_vs_baseline';
   return `${[
     head,
     ...rows.map((r) =>
@@ -261,13 +299,26 @@ function toCsv(rows: Row[]): string {
         r.savingPages,
         r.shareOfOracle === null ? '' : r.shareOfOracle.toFixed(4),
         r.wrapped,
+        r.baseline ?? '',
+        r.savingVsBaseline ?? '',
       ].join(','),
     ),
   ].join('\n')}\n`;
 }
 
 function toTable(rows: Row[], trace: Trace, bw: string): string {
-  const head = ['policy', 'S', 'downtime ms', 'total ms', 'pages sent', 'rounds', 'stopped by', 'saved vs precopy', 'of oracle'];
+  const head = [
+    'policy',
+    'S',
+    'downtime ms',
+    'total ms',
+    'pages sent',
+    'rounds',
+    'stopped by',
+    'saved vs precopy',
+    'of oracle',
+    'saved vs its baseline',
+  ];
   const body = rows.map((r) => [
     r.policy,
     r.states === null ? '' : String(r.states),
@@ -278,6 +329,7 @@ function toTable(rows: Row[], trace: Trace, bw: string): string {
     r.stopReason,
     r.savingPages.toLocaleString('en-US'),
     r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`,
+    r.savingVsBaseline === null ? '' : `${r.savingVsBaseline.toLocaleString('en-US')} vs ${r.baseline}`,
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const fmt = (row: string[]) => row.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
