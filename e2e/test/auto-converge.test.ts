@@ -77,7 +77,11 @@ describe.skipIf(skip)('auto-converge', () => {
     expect(throttles[0]).toBe(0);
     expect(Math.max(...throttles)).toBeGreaterThanOrEqual(80);
     for (let i = 1; i < throttles.length; i++) expect(throttles[i]).toBeGreaterThanOrEqual(throttles[i - 1]); // it only rises
-    expect(r.autoConverge).toEqual({ throttle: expect.stringMatching(/^cgroup-v[12]$/), maxPercent: Math.max(...throttles) });
+    expect(r.autoConverge).toEqual({
+      throttle: expect.stringMatching(/^cgroup-v[12]$/),
+      maxPercent: Math.max(...throttles),
+      baselineCpus: expect.any(Number),
+    });
     expect(r.downtimeLimitMs).toBe(300);
     expect(r.downtimeLimitMet).toBe(true);
     for (const x of r.rounds.filter((y: any) => !y.final)) {
@@ -147,7 +151,7 @@ describe.skipIf(skip)('auto-converge', () => {
     );
     expect(run.code).toBe(0);
     const r = run.report!;
-    expect(r.autoConverge).toEqual({ throttle: 'ptrace', maxPercent: expect.any(Number) });
+    expect(r.autoConverge).toEqual({ throttle: 'ptrace', maxPercent: expect.any(Number), baselineCpus: expect.any(Number) });
     expect(r.autoConverge.maxPercent).toBeGreaterThanOrEqual(50);
     const dirty = r.rounds.filter((x: any) => !x.final).map((x: any) => x.pagesDirtied);
     expect(Math.min(...dirty.slice(-2))).toBeLessThan(dirty[0] * 0.8); // the throttle slowed its writes

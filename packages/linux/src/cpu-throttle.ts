@@ -2,15 +2,19 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Freezer, type FrozenProcess } from './freezer.js';
+import { readProcStat } from './proc-stat.js';
 
 // Slowing a process down for auto-converge: a CPU quota through a cgroup of its own, made next to
 // (v2) or under (v1) the cgroup it is in, named forecopy-throttle-<pid>, so that a leftover one is
 // found and removed by `forecopy-source cleanup`. The process goes back where it was and the
 // cgroup is removed when the throttle is removed.
 //
-// A quota of (100 - percent)% of a CPU per thread that can run (at most the host's CPUs) holds a
-// CPU-bound process to that share, as QEMU's cpu-throttle holds a vCPU; a process that sleeps
-// most of the time (a paced writer) is slowed only when the quota falls below what it uses.
+// The quota is (100 - percent)% of the CPU the process used before it was throttled (its
+// `baseline`, measured by the caller; without one, a CPU per thread that can run, at most the
+// host's CPUs). So the throttle takes that share of what the process actually runs, as QEMU's
+// cpu-throttle takes it of a vCPU's time: a CPU-bound process and one that sleeps most of the
+// time (a paced writer, a server between requests) are both slowed by it. A quota of the whole
+// CPUs would slow the second only once it fell below the little it uses.
 
 export const THROTTLE_PREFIX = 'forecopy-throttle-';
 const PERIOD_US = 100_000;
@@ -26,8 +30,11 @@ export interface CpuThrottle {
   /** 'cgroup-v1' (cpu.cfs_quota_us), 'cgroup-v2' (cpu.max) or 'ptrace' (a duty cycle). */
   readonly kind: ThrottleKind;
   readonly percent: number;
-  /** Holds the process to (100 - percent)% of its CPUs; 0 lifts the limit but keeps the cgroup. */
-  set(percent: number): void;
+  /**
+   * Holds the process to (100 - percent)% of what it ran before: `baselineCpus`, the CPUs it used
+   * (1.0 = one CPU all the time). 0 lifts the limit but keeps the cgroup.
+   */
+  set(percent: number, baselineCpus?: number): void;
   /** Moves the process back and removes the cgroup. Idempotent; never throws. */
   remove(): void;
 }
@@ -120,9 +127,11 @@ class CgroupThrottle implements CpuThrottle {
     private readonly home: string,
   ) {}
 
-  set(percent: number): void {
+  set(percent: number, baselineCpus?: number): void {
     this.percent = Math.max(0, Math.min(99, percent));
-    const quota = this.percent === 0 ? -1 : Math.max(1000, Math.round(((100 - this.percent) / 100) * PERIOD_US * runnableCpus(this.pid)));
+    const cpus = runnableCpus(this.pid);
+    const base = baselineCpus !== undefined && baselineCpus > 0 ? Math.min(baselineCpus, cpus) : cpus;
+    const quota = this.percent === 0 ? -1 : Math.max(1000, Math.round(((100 - this.percent) / 100) * PERIOD_US * base));
     if (this.kind === 'cgroup-v1') {
       fs.writeFileSync(path.join(this.dir, 'cpu.cfs_period_us'), String(PERIOD_US));
       fs.writeFileSync(path.join(this.dir, 'cpu.cfs_quota_us'), String(quota));
@@ -207,6 +216,15 @@ export class PtraceDutyCycle implements CpuThrottle {
     this.held = null;
   }
 }
+
+/** The CPU time `pid` has used so far (user and system, all threads), in seconds. */
+export function cpuSeconds(pid: number): number {
+  const st = readProcStat(pid);
+  return (st.field(14) + st.field(15)) / CLOCK_TICKS;
+}
+
+/** sysconf(_SC_CLK_TCK): 100 on every Linux architecture forecopy runs on (x86_64, arm64). */
+const CLOCK_TICKS = 100;
 
 /** Threads that can run at once: the process's threads, at most the host's CPUs. */
 function runnableCpus(pid: number): number {

@@ -116,5 +116,12 @@ function convergeOutcome(s: MigrationSession): Partial<MigrationReport> {
   const ac = s.autoConverge;
   if (!ac) return {};
   const maxPercent = Math.max(0, ...s.rounds.map((r) => r.throttlePercent ?? 0));
-  return { autoConverge: { throttle: ac.usedKind, maxPercent, ...(ac.unavailable ? { unavailable: ac.unavailable } : {}) } };
+  return {
+    autoConverge: {
+      throttle: ac.usedKind,
+      maxPercent,
+      ...(ac.baselineCpus !== null ? { baselineCpus: ac.baselineCpus } : {}),
+      ...(ac.unavailable ? { unavailable: ac.unavailable } : {}),
+    },
+  };
 }

@@ -101,7 +101,13 @@ export interface MigrationReport {
   downtimeLimitMet?: boolean;
   downtimeOverMs?: number;
   /** Auto-converge: how it throttled (cgroup-v1, cgroup-v2, ptrace), the most it did, or why it could not. */
-  autoConverge?: { throttle: string | null; maxPercent: number; unavailable?: string };
+  autoConverge?: {
+    throttle: string | null;
+    maxPercent: number;
+    /** The CPUs the process used before it was throttled; a cgroup's quota is a share of this. */
+    baselineCpus?: number;
+    unavailable?: string;
+  };
 }
 
 const num = (n: number) => n.toLocaleString('en-US');

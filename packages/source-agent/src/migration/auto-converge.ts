@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { QEMU_THROTTLE, ThrottleSchedule, type ThrottleParams } from '@forecopy/filter';
-import { openCpuThrottle, type CpuThrottle, type ThrottleMethod } from '@forecopy/linux';
+import { cpuSeconds, openCpuThrottle, type CpuThrottle, type ThrottleMethod } from '@forecopy/linux';
 
 /** --auto-converge, QEMU's cpu-throttle parameters (percent), and --throttle-by. */
 export interface AutoConvergeOptions extends ThrottleParams {
@@ -31,6 +31,11 @@ export class AutoConverge {
   unavailable: string | null = null;
 
   private readonly method: ThrottleMethod;
+  /** CPU time and wall time when the migration began: the baseline of what the process runs. */
+  private readonly cpuAtStart: number;
+  private readonly wallAtStart = performance.now();
+  /** The CPUs the process used before it was first throttled (1.0 = one CPU all the time). */
+  baselineCpus: number | null = null;
 
   constructor(
     private readonly pid: number,
@@ -39,6 +44,7 @@ export class AutoConverge {
   ) {
     this.schedule = new ThrottleSchedule(opts);
     this.method = opts.method ?? 'auto';
+    this.cpuAtStart = safeCpuSeconds(pid);
   }
 
   /** The throttle in force, in percent. */
@@ -54,17 +60,32 @@ export class AutoConverge {
     try {
       this.throttle ??= openCpuThrottle(this.pid, this.method);
       this.usedKind = this.throttle.kind;
-      this.throttle.set(next);
-      this.log.info({ percent: next, kind: this.throttle.kind }, 'auto-converge: throttled the process');
+      this.baselineCpus ??= this.usedSoFar();
+      this.throttle.set(next, this.baselineCpus);
+      this.log.info({ percent: next, kind: this.throttle.kind, baselineCpus: this.baselineCpus }, 'auto-converge: throttled the process');
     } catch (e) {
       this.unavailable = (e as Error).message;
       this.log.warn({ err: this.unavailable }, 'auto-converge: cannot throttle the process; going on without');
     }
   }
 
+  /** The CPUs the process used since the migration began (at least a hundredth of one). */
+  private usedSoFar(): number {
+    const wallS = (performance.now() - this.wallAtStart) / 1000;
+    return Math.max(0.01, wallS > 0 ? (safeCpuSeconds(this.pid) - this.cpuAtStart) / wallS : 1);
+  }
+
   /** Lifts the throttle and removes its cgroup; never throws. */
   remove(): void {
     this.throttle?.remove();
     this.throttle = null;
+  }
+}
+
+function safeCpuSeconds(pid: number): number {
+  try {
+    return cpuSeconds(pid);
+  } catch {
+    return 0; // gone: the throttle will not matter
   }
 }
