@@ -102,8 +102,13 @@ function convergence(
     throttlePercent,
     dirtyRate: summary.durationMs > 0 ? (summary.pagesDirtied / summary.durationMs) * 1000 : 0,
     bandwidthBps: s.pageRate * PAGE_SIZE * 8,
-    expectedDowntimeMs: (s.pageRate > 0 ? (unsynced / s.pageRate) * 1000 : 0) + s.forecast.fixedMs() + s.sender.pacingDebtMs(),
+    expectedDowntimeMs: (s.pageRate > 0 ? (unsynced / s.pageRate) * 1000 : 0) + fixedDowntimeMs(s),
   };
+}
+
+/** The downtime's forecast fixed costs now, plus what the pacer still owes of the last round. */
+function fixedDowntimeMs(s: MigrationSession): number {
+  return s.forecast.fixedMs() + s.sender.pacingDebtMs();
 }
 
 /** RoundStart, with the layout when the page space changed since the destination last heard of it. */
@@ -140,7 +145,7 @@ function settleRound(
       dirtied,
       durationMs,
       pageRate: s.pageRate,
-      fixedDowntimeMs: s.forecast.fixedMs() + s.sender.pacingDebtMs(),
+      fixedDowntimeMs: fixedDowntimeMs(s),
     },
     { pageRate: s.pageRate, nowMs: sampler.now() },
   );
