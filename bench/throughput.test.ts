@@ -1,0 +1,304 @@
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Cleanup, ROOT, SOURCE_BIN, rootSkipReason, runSource, start, startDest, startMw } from '../e2e/src/procs.js';
+import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js';
+
+/**
+ * `pnpm bench:throughput` (issue 15): how fast forecopy moves memory, against ceilings measured in
+ * the same run on the same machine. An idle `mw` (its memory random, so nothing compresses and
+ * nothing is a zero page; one page written a second) of 1, 4 and 16 GiB is migrated unpaced over
+ * loopback and between two network-namespace hosts; the figure is the first round (every page),
+ * in GB/s of memory and of wire. Beside it, at the same size, warm:
+ *   - the disk ceiling: the same number of bytes written into a new file in the image directory
+ *     (a first pass warms the memory, the second is timed);
+ *   - the socket ceiling: two Node processes pushing the bytes through one TCP socket, and through
+ *     as many sockets as --streams when forecopy has it;
+ *   - QEMU, where qemu-system-x86_64 is installed: a paused guest of the same size whose RAM is a
+ *     file of the same kind of random data, migrated with max-bandwidth lifted, single stream and
+ *     multifd (sizes up to a quarter of this machine's memory: both guests' RAM lives in /dev/shm).
+ * THROUGHPUT_GIB=1,4 and THROUGHPUT_HOSTS=loopback pick a subset. Results: printed, and written
+ * to bench/results/throughput-<date>/results.md. The machine has 2 cores, shared by everything.
+ */
+const SIZES = (process.env.THROUGHPUT_GIB ?? '1,4,16').split(',').map(Number);
+const PLACES = (process.env.THROUGHPUT_HOSTS ?? 'loopback,netns').split(',');
+const GB = 1e9;
+const skip = rootSkipReason() ?? (PLACES.includes('netns') ? netnsSupported() : null);
+if (skip) console.warn(`throughput: skipped: ${skip}`);
+
+const help = spawnSync(process.execPath, [SOURCE_BIN, 'migrate', '--help'], { encoding: 'utf8' }).stdout;
+const STREAMS = help.includes('--streams') ? Math.max(2, os.cpus().length) : 1;
+const QEMU = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).stdout.trim();
+
+interface Row {
+  gib: number;
+  place: string;
+  what: string;
+  seconds: number;
+  memoryGBs: number;
+  wireGBs: number | null;
+  note?: string;
+}
+
+const rows: Row[] = [];
+const out = path.join(ROOT, 'bench/results', `throughput-${new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-')}`);
+
+/** Writes `bytes` of random data into a new file under `dir`, twice (the first pass warms memory); returns the second's seconds. */
+function fileCeiling(dir: string, bytes: number): number {
+  const chunk = Buffer.alloc(8 << 20);
+  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, i);
+  const file = path.join(dir, 'ceiling.bin');
+  let seconds = 0;
+  for (let pass = 0; pass < 2; pass++) {
+    const t = performance.now();
+    const fd = fs.openSync(file, 'w');
+    for (let done = 0; done < bytes; done += chunk.length) fs.writeSync(fd, chunk, 0, Math.min(chunk.length, bytes - done));
+    fs.closeSync(fd);
+    seconds = (performance.now() - t) / 1000;
+    fs.unlinkSync(file);
+  }
+  return seconds;
+}
+
+const RECEIVER = `
+const net = require('node:net');
+const [streams, bytes] = process.argv.slice(1).map(Number);
+let got = 0, open = 0, t0 = 0;
+const srv = net.createServer((s) => {
+  if (open++ === 0) t0 = performance.now();
+  s.on('data', (d) => { got += d.length; if (got >= bytes) { console.log('done ' + (performance.now() - t0) / 1000); process.exit(0); } });
+});
+srv.listen(0, process.env.HOST || '127.0.0.1', () => console.log('port ' + srv.address().port));
+`;
+const SENDER = `
+const net = require('node:net');
+const [host, port, streams, bytes] = process.argv.slice(1);
+const per = Math.ceil(Number(bytes) / Number(streams));
+const buf = Buffer.alloc(1 << 20, 7);
+for (let i = 0; i < Number(streams); i++) {
+  const s = net.connect(Number(port), host, () => {
+    let sent = 0;
+    const pump = () => { while (sent < per) { sent += buf.length; if (!s.write(buf)) return s.once('drain', pump); } s.end(); };
+    pump();
+  });
+}
+`;
+
+/** Two Node processes push `bytes` through `streams` TCP sockets; returns the seconds (twice, the second timed). */
+async function socketCeiling(c: Cleanup, bytes: number, streams: number, hosts: TwoHosts | null): Promise<number> {
+  let seconds = 0;
+  for (let pass = 0; pass < 2; pass++) {
+    const recvWrap = hosts ? hosts.exec(hosts.dest) : [];
+    const sendWrap = hosts ? hosts.exec(hosts.source) : [];
+    const host = hosts ? hosts.destAddr : '127.0.0.1';
+    const cmd = (wrap: string[], script: string, args: string[]) =>
+      wrap.length
+        ? start(wrap[0], [...wrap.slice(1), 'env', `HOST=${host}`, process.execPath, '-e', script, ...args])
+        : start(process.execPath, ['-e', script, ...args]);
+    const recv = c.proc(cmd(recvWrap, RECEIVER, [String(streams), String(bytes)]));
+    const port = (await recv.waitFor(/^port (\d+)/))[1];
+    c.proc(cmd(sendWrap, SENDER, [host, port, String(streams), String(bytes)]));
+    seconds = Number((await recv.waitFor(/^done ([\d.]+)/, 600_000))[1]);
+  }
+  return seconds;
+}
+
+/** forecopy: an idle mw of `gib` GiB migrated unpaced; the first round's figures. */
+async function forecopy(c: Cleanup, gib: number, hosts: TwoHosts | null, streams: number): Promise<Row> {
+  const wrapS = hosts ? hosts.exec(hosts.source) : [];
+  const mw = await startMw(c, ['--mb', String(gib * 1024), '--pattern', 'seq', '--write-rate', '1'], wrapS);
+  const destArgs = ['--once', '--log-level', 'warn', ...(hosts ? ['--host', hosts.destAddr, '--insecure'] : [])];
+  const dest = await startDest(c, destArgs, hosts ? hosts.exec(hosts.dest) : []);
+  const to = `${hosts ? hosts.destAddr : '127.0.0.1'}:${dest.port}`;
+  const args = [
+    'migrate',
+    '--pid',
+    String(mw.pid),
+    '--to',
+    to,
+    '--image-only',
+    '--after',
+    'kill',
+    ...(streams > 1 ? ['--streams', String(streams)] : []),
+  ];
+  const run = await runSource(c, args, wrapS);
+  expect(run.code, run.stderr).toBe(0);
+  const r = run.report!;
+  expect(r.verified).toBe(true);
+  const first = r.rounds[0];
+  fs.rmSync(dest.imageDir, { recursive: true, force: true }); // 16 GiB of image: not kept
+  return {
+    gib,
+    place: hosts ? 'netns' : 'loopback',
+    what: `forecopy${streams > 1 ? ` --streams ${streams}` : ''} (round 1)`,
+    seconds: first.durationMs / 1000,
+    memoryGBs: (first.pagesSent * 4096) / GB / (first.durationMs / 1000),
+    wireGBs: first.bytesSent / GB / (first.durationMs / 1000),
+    note: `whole migration ${(r.totalMs / 1000).toFixed(1)} s, downtime ${r.downtimeMs.toFixed(0)} ms`,
+  };
+}
+
+describe.skipIf(skip)('throughput', () => {
+  const c = new Cleanup();
+  afterAll(async () => {
+    await c.run();
+    fs.mkdirSync(out, { recursive: true });
+    const table = [
+      `Machine: ${os.cpus().length} cores (shared by everything), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${os.release()}, Node ${process.version}.`,
+      '',
+      '| GiB | where | what | seconds | GB/s of memory | GB/s on the wire | ratio to the ceiling | note |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |',
+      ...rows.map((r) => {
+        const ceil = ceilingOf(r.gib, r.place);
+        return `| ${r.gib} | ${r.place} | ${r.what} | ${r.seconds.toFixed(2)} | ${r.memoryGBs.toFixed(2)} | ${r.wireGBs?.toFixed(2) ?? ''} | ${ceil && !r.what.startsWith('ceiling') ? (r.memoryGBs / ceil).toFixed(2) : ''} | ${r.note ?? ''} |`;
+      }),
+      '',
+      'The ceiling is the lower of the file write rate and the single-socket rate, both warm, at the same size and place.',
+    ].join('\n');
+    fs.writeFileSync(path.join(out, 'results.md'), `${table}\n`);
+    console.log(table);
+  });
+
+  function ceilingOf(gib: number, place: string): number | null {
+    const f = rows.find((r) => r.gib === gib && r.what === 'ceiling: file write' && (r.place === place || r.place === 'loopback'));
+    const s = rows.find((r) => r.gib === gib && r.place === place && r.what === 'ceiling: 1 socket');
+    return f && s ? Math.min(f.memoryGBs, s.memoryGBs) : null;
+  }
+
+  for (const gib of SIZES) {
+    for (const place of PLACES) {
+      it(`${gib} GiB over ${place}`, async () => {
+        const hosts = place === 'netns' ? makeTwoHosts() : null;
+        try {
+          const bytes = gib * 2 ** 30;
+          if (place === 'loopback') {
+            const dir = c.tmpdir('forecopy-ceiling-');
+            const s = fileCeiling(dir, bytes);
+            rows.push({ gib, place, what: 'ceiling: file write', seconds: s, memoryGBs: bytes / GB / s, wireGBs: null });
+          }
+          for (const n of STREAMS > 1 ? [1, STREAMS] : [1]) {
+            const s = await socketCeiling(c, bytes, n, hosts);
+            rows.push({
+              gib,
+              place,
+              what: `ceiling: ${n} socket${n > 1 ? 's' : ''}`,
+              seconds: s,
+              memoryGBs: bytes / GB / s,
+              wireGBs: bytes / GB / s,
+            });
+          }
+          rows.push(await forecopy(c, gib, hosts, 1));
+          if (STREAMS > 1) rows.push(await forecopy(c, gib, hosts, STREAMS));
+          await c.run();
+          if (place === 'loopback' && QEMU && gib * 4 <= os.totalmem() / 2 ** 30) {
+            for (const channels of [1, 2]) rows.push(await qemuMigration(gib, channels));
+          }
+        } finally {
+          await c.run();
+          hosts?.destroy();
+        }
+      }, 3_600_000);
+    }
+  }
+});
+
+/** QMP over a unix socket: one command at a time, its `return` (events skipped). */
+async function qmp(sock: string) {
+  const s = net.connect(sock);
+  let buf = '';
+  const waiting: Array<(v: any) => void> = [];
+  s.on('data', (d) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const msg = JSON.parse(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      if ('return' in msg || 'error' in msg) waiting.shift()?.(msg);
+    }
+  });
+  await new Promise((r) => s.once('data', r)); // the greeting
+  const cmd = (execute: string, args?: object) =>
+    new Promise<any>((resolve, reject) => {
+      waiting.push((m) => (m.error ? reject(new Error(`${execute}: ${m.error.desc}`)) : resolve(m.return)));
+      s.write(`${JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })}\n`);
+    });
+  await cmd('qmp_capabilities');
+  return { cmd, close: () => s.destroy() };
+}
+
+/** QEMU migrates a paused guest of `gib` GiB of random RAM over loopback, with 1 (single stream) or more multifd channels. */
+async function qemuMigration(gib: number, channels: number): Promise<Row> {
+  const id = `${process.pid}-${gib}-${channels}`;
+  const files = [`/dev/shm/forecopy-qemu-src-${id}`, `/dev/shm/forecopy-qemu-dst-${id}`];
+  const socks = files.map((f) => `${f}.qmp`);
+  const kids: ReturnType<typeof spawn>[] = [];
+  try {
+    // The source guest's RAM: random data, as mw's.
+    const chunk = Buffer.alloc(8 << 20);
+    for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, i);
+    const fd = fs.openSync(files[0], 'w');
+    for (let done = 0; done < gib * 2 ** 30; done += chunk.length) fs.writeSync(fd, chunk);
+    fs.closeSync(fd);
+    for (const [i, f] of files.entries()) {
+      const args = [
+        '-machine',
+        'q35,memory-backend=ram0',
+        '-accel',
+        'tcg',
+        '-m',
+        `${gib}G`,
+        '-nographic',
+        '-nodefaults',
+        '-display',
+        'none',
+        '-S',
+        '-object',
+        `memory-backend-file,id=ram0,size=${gib}G,mem-path=${f},share=on`,
+        '-qmp',
+        `unix:${socks[i]},server=on,wait=off`,
+        ...(i === 1 ? ['-incoming', 'defer'] : []),
+      ];
+      kids.push(spawn(QEMU, args, { stdio: 'ignore' }));
+    }
+    for (const s of socks) for (let t = 0; t < 200 && !fs.existsSync(s); t++) await new Promise((r) => setTimeout(r, 50));
+    const [src, dst] = [await qmp(socks[0]), await qmp(socks[1])];
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    for (const q of [src, dst]) {
+      if (channels > 1) {
+        await q.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+        await q.cmd('migrate-set-parameters', { 'multifd-channels': channels });
+      }
+    }
+    await src.cmd('migrate-set-parameters', { 'max-bandwidth': 1e12 });
+    await dst.cmd('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+    const t = performance.now();
+    await src.cmd('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    let info: any;
+    for (;;) {
+      info = await src.cmd('query-migrate');
+      if (info.status === 'completed' || info.status === 'failed') break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const seconds = (performance.now() - t) / 1000;
+    src.close();
+    dst.close();
+    expect(info.status).toBe('completed');
+    return {
+      gib,
+      place: 'loopback',
+      what: channels > 1 ? `QEMU multifd, ${channels} channels` : 'QEMU, one stream',
+      seconds,
+      memoryGBs: (gib * 2 ** 30) / GB / seconds,
+      wireGBs: info.ram.transferred / GB / seconds,
+      note: `qemu ${spawnSync(QEMU, ['--version'], { encoding: 'utf8' })
+        .stdout.split('\n')[0]
+        .replace(/^QEMU emulator version /, '')}`,
+    };
+  } finally {
+    for (const k of kids) k.kill('SIGKILL');
+    for (const f of [...files, ...socks]) fs.rmSync(f, { force: true });
+  }
+}
