@@ -33,19 +33,19 @@ describe.skipIf(skip)('incremental verification', () => {
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
   });
 
-  it('--verify auto (the default) checks in full where that fits half the downtime limit, and by digest where not', async () => {
+  it('--verify auto (the default) checks in full where that fits a quarter of the downtime limit, and by digest where not', async () => {
     const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000']);
     let dest = await startDest(c, ['--once']);
     const roomy = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume']));
     expect(roomy.code).toBe(0);
     expect(roomy.report).toMatchObject({ verified: true, verifyMode: 'full', downtimeLimitMs: 300 });
-    expect(roomy.report!.verifyReason).toMatch(/^a full check, about \d+ ms, fits half of the 300 ms limit$/);
+    expect(roomy.report!.verifyReason).toMatch(/^a full check, about \d+ ms, fits a quarter of the 300 ms limit$/);
     // A full check of 64 MiB reads it twice: 16,384 pages at about 1 us each, on both sides.
     dest = await startDest(c, ['--once']);
     const tight = await runSource(c, migrateArgs(mw.pid, dest, ['--after', 'resume', '--downtime-limit-ms', '20']));
     expect(tight.code).toBe(0);
     expect(tight.report).toMatchObject({ verified: true, verifyMode: 'incremental', downtimeLimitMs: 20 });
-    expect(tight.report!.verifyReason).toMatch(/^a full check would take about \d+ ms, over half of the 20 ms limit$/);
+    expect(tight.report!.verifyReason).toMatch(/^a full check would take about \d+ ms, over a quarter of the 20 ms limit$/);
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
   });
 

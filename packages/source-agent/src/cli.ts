@@ -144,7 +144,7 @@ function migrateOptions(y: Argv) {
       choices: ['auto', ...VERIFY_MODES] as const,
       default: 'auto' as const,
       describe:
-        'full: hash the frozen memory again and compare every page; incremental: compare one digest of the pages as sent and as written (trusts the dirty tracker; see README); auto: full where it takes at most half the downtime limit',
+        'full: hash the frozen memory again and compare every page; incremental: compare one digest of the pages as sent and as written (trusts the dirty tracker; see README); auto: full where it takes at most a quarter of the downtime limit',
     })
     .option('image-only', {
       type: 'boolean',

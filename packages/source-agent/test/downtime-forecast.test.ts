@@ -7,17 +7,18 @@ describe('chooseVerify (--verify auto)', () => {
     expect(chooseVerify('incremental', undefined, 10, 0.001).mode).toBe('incremental');
   });
 
-  it('takes the full check without a limit, and where it fits half the limit', () => {
+  it('takes the full check without a limit, and where it fits a quarter of the limit', () => {
     expect(chooseVerify('auto', undefined, 1 << 20, 0.001)).toMatchObject({ mode: 'full', reason: 'no downtime limit' });
-    // 16,384 pages at 1 us a page on each side: 33 ms, within 150 ms.
+    // 16,384 pages at 1 us a page on each side: 33 ms, within 75 ms; 65,536 pages (256 MiB): 131 ms, not.
     expect(chooseVerify('auto', 300, 16_384, 0.001).mode).toBe('full');
+    expect(chooseVerify('auto', 300, 65_536, 0.001).mode).toBe('incremental');
   });
 
-  it('takes the incremental check where the full one would eat more than half the limit', () => {
+  it('takes the incremental check where the full one would eat more than a quarter of the limit', () => {
     // 1 GiB: 262,144 pages, 524 ms on two sides at 1 us a page: over 25 ms.
     const c = chooseVerify('auto', 50, 262_144, 0.001);
     expect(c.mode).toBe('incremental');
-    expect(c.reason).toMatch(/about 524 ms, over half of the 50 ms limit/);
+    expect(c.reason).toMatch(/about 524 ms, over a quarter of the 50 ms limit/);
   });
 });
 

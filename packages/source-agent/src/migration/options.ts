@@ -43,7 +43,7 @@ export interface MigrateOptions {
   autoConverge?: AutoConvergeOptions;
   /**
    * How the image is verified: the frozen memory hashed again (full), or one digest
-   * (incremental), or full where it fits half the downtime limit (auto, the default).
+   * (incremental), or full where it fits a quarter of the downtime limit (auto, the default).
    */
   verify?: VerifyMode | 'auto';
   /** Move only the memory image, even where that leaves no running copy (--image-only). */
