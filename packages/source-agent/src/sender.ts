@@ -1,4 +1,4 @@
-import { compress } from 'lz4-napi';
+import { compress, compressSync } from 'lz4-napi';
 import type { PageBitmap } from '@forecopy/filter';
 import {
   MessageType,
@@ -32,25 +32,50 @@ export interface SendResult {
   unreadable: number[];
   bytesOnWire: number;
   zeroPages: number;
+  /** Pages sent lz4-compressed. */
   lz4Pages: number;
+  /** Pages lz4 ran on (the work spent: the samples of batches left raw included). */
+  pagesCompressed: number;
+  /** Payload bytes lz4 saved: a page's size less its compressed size, over the pages sent lz4. */
+  compressionSavedBytes: number;
   batches: number;
 }
 
-const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 /** Compressed output must save at least 1/8 of a page to be worth the destination's decompress. */
 const LZ4_WORTH = PAGE_SIZE - PAGE_SIZE / 8;
+/** Pages of a batch compressed first, to estimate whether the rest is worth compressing. */
+const LZ4_SAMPLE = 8;
+/** A batch is compressed when its sample saved at least this share of the sampled bytes. */
+const LZ4_MIN_SAVING = 1 / 20;
 
 /** A batch as it goes on the wire: its pages, the kind of each (raw, zero, lz4) and the payload parts. */
 interface EncodedBatch {
   indices: number[];
   kinds: number[];
   parts: Buffer[];
+  /** The raw pages: their position in `parts` and in `kinds`, pairwise. */
+  raw: number[];
+}
+
+/**
+ * Whether a page is all zero bytes, reading it once and no other buffer: its first 8 bytes are
+ * zero and it equals itself shifted by 8 bytes (one memcmp, which stops at the first difference).
+ */
+export function isZeroPage(page: Buffer): boolean {
+  return page.readBigUInt64LE(0) === 0n && page.compare(page, 0, page.length - 8, 8) === 0;
+}
+
+/** `k` positions among `n`, one drawn at random from each of k equal strata (all of them when n <= k). */
+function sampleOf(n: number, k: number): number[] {
+  if (n <= k) return Array.from({ length: n }, (_, i) => i);
+  return Array.from({ length: k }, (_, i) => Math.floor(((i + Math.random()) * n) / k));
 }
 
 /**
  * Streams pages to the destination in PageBatch frames: gathers each batch with one
- * process_vm_readv, marks zero pages, compresses with lz4 where it pays, paces to `--bandwidth`
- * and never has more than the destination's credit of batches unacknowledged.
+ * process_vm_readv, marks zero pages, compresses with lz4 where it pays (a batch whose sample of
+ * LZ4_SAMPLE pages does not compress is sent raw), paces to `--bandwidth` and never has more than
+ * the destination's credit of batches unacknowledged.
  */
 export class PageSender {
   private seq = 0;
@@ -58,9 +83,8 @@ export class PageSender {
   private creditWaiters: Array<() => void> = [];
   private nextSendAt = 0; // performance.now() ms when the pacer allows the next frame
   private readonly readBuf: Buffer;
-  /** Adaptive lz4: after a run of batches where compression saved < 5 %, try only every 8th batch. */
-  private lz4Misses = 0;
-  private batchCount = 0;
+  /** Over the whole migration: pages lz4 ran on, and the payload bytes it saved (for the report). */
+  readonly compression = { pagesCompressed: 0, compressionSavedBytes: 0 };
   /** FORECOPY_DEBUG_PAGES: what was sent, page by page. */
   trace: PageTrace | null = null;
   /**
@@ -93,7 +117,17 @@ export class PageSender {
    * pages it holds are not sent (Xen's to_skip; they were written again during this round).
    */
   async sendPages(round: number, pages: PageBitmap, skip?: () => PageBitmap): Promise<SendResult> {
-    const res: SendResult = { pagesSent: 0, pagesSkipped: 0, unreadable: [], bytesOnWire: 0, zeroPages: 0, lz4Pages: 0, batches: 0 };
+    const res: SendResult = {
+      pagesSent: 0,
+      pagesSkipped: 0,
+      unreadable: [],
+      bytesOnWire: 0,
+      zeroPages: 0,
+      lz4Pages: 0,
+      pagesCompressed: 0,
+      compressionSavedBytes: 0,
+      batches: 0,
+    };
     const batch: number[] = [];
     const flush = async () => {
       if (batch.length === 0) return;
@@ -122,10 +156,9 @@ export class PageSender {
     const ranges = this.addressRuns(indices);
     // readable[k] = pages of range k that could be read (a vanished mapping reads short).
     const readable = this.reader.readRanges(ranges, this.readBuf);
-    const batch = await this.encode(round, indices, ranges, readable, res);
-    this.batchCount++;
+    const batch = this.encode(round, indices, ranges, readable, res);
     if (batch.indices.length === 0) return;
-    for (const kd of batch.kinds) if (kd === PAGE_KIND.LZ4) res.lz4Pages++;
+    if (this.opts.compress && batch.raw.length > 0) await this.compressBatch(batch, res);
     // Always a copy (Buffer.concat copies even a single part): raw parts are views of readBuf,
     // which the next batch overwrites, while the socket may still hold this frame in its queue.
     const payload = Buffer.concat(batch.parts);
@@ -165,21 +198,11 @@ export class PageSender {
 
   /**
    * The pages read into readBuf as a batch: unreadable pages go to `res.unreadable`, zero pages
-   * are sent as a kind alone, the others raw or, where it saves 1/8, lz4 (tried on every batch
-   * while it pays, then on every 8th).
+   * are sent as a kind alone (each page is looked at once, by isZeroPage), the others raw, for
+   * now: `compressBatch` may make them lz4.
    */
-  private async encode(
-    round: number,
-    indices: number[],
-    ranges: Array<{ pages: number }>,
-    readable: number[],
-    res: SendResult,
-  ): Promise<EncodedBatch> {
-    const out: EncodedBatch = { indices: [], kinds: [], parts: [] };
-    const tryLz4 = this.opts.compress && (this.lz4Misses < 4 || this.batchCount % 8 === 0);
-    let rawBytes = 0;
-    let lz4Bytes = 0;
-    const lz4Jobs: Array<Promise<void>> = [];
+  private encode(round: number, indices: number[], ranges: Array<{ pages: number }>, readable: number[], res: SendResult): EncodedBatch {
+    const out: EncodedBatch = { indices: [], kinds: [], parts: [], raw: [] };
     let pos = 0;
     for (let k = 0; k < ranges.length; k++) {
       for (let q = 0; q < ranges[k].pages; q++, pos++) {
@@ -192,33 +215,59 @@ export class PageSender {
         out.indices.push(index);
         this.trace?.sent(index, round, page);
         this.sentHashes?.hashes.set(index, this.sentHashes.h64(page));
-        if (page.equals(ZERO_PAGE)) {
+        if (isZeroPage(page)) {
           out.kinds.push(PAGE_KIND.ZERO);
           res.zeroPages++;
           continue;
         }
-        const slot = out.parts.length;
-        const kindAt = out.kinds.length;
+        out.raw.push(out.parts.length, out.kinds.length);
         out.kinds.push(PAGE_KIND.RAW);
         out.parts.push(page);
-        rawBytes += PAGE_SIZE;
-        if (!tryLz4) continue;
-        lz4Jobs.push(
-          compress(page).then((c) => {
-            if (c.length > LZ4_WORTH) return;
-            out.parts[slot] = c;
-            out.kinds[kindAt] = PAGE_KIND.LZ4;
-            lz4Bytes += PAGE_SIZE - c.length;
-          }),
-        );
       }
     }
-    if (lz4Jobs.length > 0) {
-      await Promise.all(lz4Jobs);
-      if (lz4Bytes < rawBytes / 20) this.lz4Misses++;
-      else this.lz4Misses = 0;
-    }
     return out;
+  }
+
+  /**
+   * lz4 where it pays, decided per batch: a sample of its raw pages is compressed first (at once,
+   * on this thread); when the sample saved less than LZ4_MIN_SAVING of its bytes, the batch goes
+   * raw and no more work is spent on it. Otherwise the other pages are compressed too (on libuv's
+   * threads), the sample's output reused, and a page goes lz4 where that saves 1/8 of it.
+   */
+  private async compressBatch(batch: EncodedBatch, res: SendResult): Promise<void> {
+    const rawCount = batch.raw.length / 2;
+    const sample = sampleOf(rawCount, LZ4_SAMPLE);
+    const done = new Map<number, Buffer>();
+    let saved = 0;
+    for (const r of sample) {
+      const c = compressSync(batch.parts[batch.raw[2 * r]]);
+      done.set(r, c);
+      if (c.length <= LZ4_WORTH) saved += PAGE_SIZE - c.length;
+    }
+    let tried = sample.length;
+    if (saved >= sample.length * PAGE_SIZE * LZ4_MIN_SAVING) {
+      const jobs: Array<Promise<void>> = [];
+      for (let r = 0; r < rawCount; r++) {
+        const [slot, kindAt] = [batch.raw[2 * r], batch.raw[2 * r + 1]];
+        const take = (c: Buffer) => {
+          if (c.length > LZ4_WORTH) return;
+          batch.parts[slot] = c;
+          batch.kinds[kindAt] = PAGE_KIND.LZ4;
+          res.lz4Pages++;
+          res.compressionSavedBytes += PAGE_SIZE - c.length;
+          this.compression.compressionSavedBytes += PAGE_SIZE - c.length;
+        };
+        const c = done.get(r);
+        if (c) take(c);
+        else {
+          tried++;
+          jobs.push(compress(batch.parts[slot]).then(take));
+        }
+      }
+      await Promise.all(jobs);
+    }
+    res.pagesCompressed += tried;
+    this.compression.pagesCompressed += tried;
   }
 
   /** Waits for the destination's credit for one more batch; gives up after `creditTimeoutMs`. */

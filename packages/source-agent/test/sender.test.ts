@@ -1,12 +1,13 @@
 import { randomFillSync } from 'node:crypto';
 import net from 'node:net';
 import koffi from 'koffi';
+import { uncompressSync } from 'lz4-napi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageBitmap } from '@forecopy/filter';
 import { MessageChannel, MessageType, PAGE_KIND, PAGE_SIZE, type Message } from '@forecopy/protocol';
 import { PageReader } from '@forecopy/linux';
 import { PageSpace } from '../src/page-space.js';
-import { PageSender } from '../src/sender.js';
+import { PageSender, isZeroPage, type SendResult } from '../src/sender.js';
 
 /**
  * The sender over a real TCP connection whose reader stalls: the socket's own buffer fills and
@@ -66,5 +67,113 @@ describe('PageSender', () => {
     const res = await sent;
     expect(res.pagesSent).toBe(N);
     expect(bad).toEqual([]);
+  });
+});
+
+/** Pages of our own memory, page-aligned, for the sender to read with process_vm_readv. */
+function ownPages(n: number): { pages: Buffer; space: PageSpace } {
+  const mem = Buffer.alloc((n + 1) * PAGE_SIZE);
+  const base = Number(koffi.address(mem));
+  const aligned = Math.ceil(base / PAGE_SIZE) * PAGE_SIZE;
+  const pages = mem.subarray(aligned - base, aligned - base + n * PAGE_SIZE);
+  const space = new PageSpace(PAGE_SIZE);
+  space.reconcile([{ start: aligned, end: aligned + n * PAGE_SIZE, perms: 'rw-p', offset: 0, dev: '00:00', inode: 0, path: '' }]);
+  closers.push(() => void mem); // keep the memory alive until the test ends
+  return { pages, space };
+}
+
+/** Sends every page of `pages` in batches of `batchPages`, with lz4 on; returns what was sent and received. */
+async function sendAll(pages: Buffer, space: PageSpace, batchPages: number): Promise<{ res: SendResult; got: Buffer; kinds: number[] }> {
+  const n = pages.length / PAGE_SIZE;
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  closers.push(() => server.close());
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => client.once('connect', r));
+  const peer = await accepted;
+  closers.push(() => {
+    client.destroy();
+    peer.destroy();
+  });
+  const sender = new PageSender(new MessageChannel(client), new PageReader(process.pid), space, {
+    batchPages,
+    bandwidthBps: 0,
+    compress: true,
+  });
+  sender.grant(n);
+  const sent = sender.sendPages(1, PageBitmap.full(n));
+  const rx = new MessageChannel(peer);
+  const got = Buffer.alloc(n * PAGE_SIZE, 0xee);
+  const kinds: number[] = [];
+  for (let seen = 0; seen < n; ) {
+    const m = await rx.next(10_000);
+    if (m.type !== MessageType.PageBatch) continue;
+    let off = 0;
+    let li = 0;
+    let k = 0;
+    for (const [start, count] of m.header.ranges.entries()) {
+      for (let p = start; p < start + count; p++, k++, seen++) {
+        const kind = m.header.kinds[k];
+        kinds[p] = kind;
+        const dst = got.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+        if (kind === PAGE_KIND.ZERO) dst.fill(0);
+        else {
+          const part = m.payload!.subarray(off, off + m.header.lengths[li]);
+          off += m.header.lengths[li++];
+          (kind === PAGE_KIND.LZ4 ? uncompressSync(part) : part).copy(dst);
+        }
+      }
+    }
+  }
+  const res = await sent;
+  expect(sender.compression).toEqual({ pagesCompressed: res.pagesCompressed, compressionSavedBytes: res.compressionSavedBytes });
+  return { res, got, kinds };
+}
+
+describe('PageSender: no work on pages it cannot help', () => {
+  it('finds zero pages, whatever byte differs', () => {
+    const page = Buffer.alloc(PAGE_SIZE);
+    expect(isZeroPage(page)).toBe(true);
+    for (const at of [0, 7, 8, 9, 2048, PAGE_SIZE - 9, PAGE_SIZE - 8, PAGE_SIZE - 1]) {
+      page[at] = 1;
+      expect(isZeroPage(page)).toBe(false);
+      page[at] = 0;
+    }
+  });
+
+  it('sends batches that will not compress raw, spending lz4 on a sample of each only', async () => {
+    const N = 1024;
+    const { pages, space } = ownPages(N);
+    randomFillSync(pages);
+    const { res, got, kinds } = await sendAll(pages, space, 256);
+    expect(got.equals(pages)).toBe(true);
+    expect(kinds.every((k) => k === PAGE_KIND.RAW)).toBe(true);
+    expect(res.lz4Pages).toBe(0);
+    expect(res.compressionSavedBytes).toBe(0);
+    expect(res.pagesCompressed).toBe(4 * 8); // 4 batches, a sample of 8 pages each
+  });
+
+  it('compresses batches that will, and counts the pages and the bytes saved', async () => {
+    const N = 1024;
+    const { pages, space } = ownPages(N);
+    // Batches 0 and 2 compress (one word a page), 1 and 3 do not (random); a quarter are zero.
+    for (let p = 0; p < N; p++) {
+      const page = pages.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      if (p % 4 === 3) continue;
+      if (Math.floor(p / 256) % 2 === 0) page.writeUInt32LE(p + 1, 64);
+      else randomFillSync(page);
+    }
+    const { res, got, kinds } = await sendAll(pages, space, 256);
+    expect(got.equals(pages)).toBe(true);
+    expect(res.zeroPages).toBe(256);
+    expect(res.lz4Pages).toBe(2 * 192);
+    for (let p = 0; p < N; p++) {
+      const want = p % 4 === 3 ? PAGE_KIND.ZERO : Math.floor(p / 256) % 2 === 0 ? PAGE_KIND.LZ4 : PAGE_KIND.RAW;
+      expect(kinds[p]).toBe(want);
+    }
+    expect(res.pagesCompressed).toBe(2 * 192 + 2 * 8); // zero pages never; raw batches: their sample
+    expect(res.compressionSavedBytes).toBeGreaterThan(2 * 192 * (PAGE_SIZE - PAGE_SIZE / 8));
+    expect(res.compressionSavedBytes).toBeLessThan(2 * 192 * PAGE_SIZE);
   });
 });

@@ -36,6 +36,7 @@ export function migrationReport(s: MigrationSession, m: Measured, v: Verificatio
     bytesOfMemory: totals.pagesSent * PAGE_SIZE,
     zeroPages: totals.zeroPages,
     lz4Pages: totals.lz4Pages,
+    ...s.sender.compression,
     policy: s.policy.name,
     stopReason: m.stopReason,
     tracker: tracker.kind,
