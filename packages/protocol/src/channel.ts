@@ -65,15 +65,20 @@ export class MessageChannel {
     this.handlers.set(type, fn);
   }
 
-  /** Writes a message; resolves once the socket accepted it without exceeding its buffer. */
-  async send(msg: Message): Promise<void> {
+  /**
+   * Writes a message; resolves once the socket accepted it without exceeding its buffer. With
+   * `gathered`, the payload goes as its `parts`, none copied, and `gathered.flushed` is called once
+   * the socket has handed the last of them to the kernel (or failed): until then the caller must
+   * not change them, since the socket may still hold them in its queue.
+   */
+  async send(msg: Message, gathered?: { parts: readonly Buffer[]; flushed: () => void }): Promise<void> {
     if (this.error) throw this.error;
-    const bufs = encodeMessage(msg);
+    const bufs = encodeMessage(msg, gathered?.parts);
     let ok = true;
     this.socket.cork();
-    for (const b of bufs) {
-      this.bytesOut += b.length;
-      ok = this.socket.write(b);
+    for (let i = 0; i < bufs.length; i++) {
+      this.bytesOut += bufs[i].length;
+      ok = this.socket.write(bufs[i], i === bufs.length - 1 && gathered ? () => gathered.flushed() : undefined);
     }
     this.socket.uncork();
     if (!ok) await this.drained();

@@ -85,12 +85,16 @@ import { headerToWire, validateMessage, type Message } from './messages.js';
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
-/** Encodes a message as [prefix + header, payload?]. */
-export function encodeMessage(m: Message): Buffer[] {
+/**
+ * Encodes a message as [prefix + header, payload?], or, given `parts`, as [prefix + header,
+ * ...parts]: the payload in pieces, for a gathered write that copies none of them (the message's
+ * own payload is then ignored).
+ */
+export function encodeMessage(m: Message, parts?: readonly Buffer[]): Buffer[] {
   const header = packr.pack(headerToWire(m));
   if (header.length > MAX_HEADER_BYTES)
     throw new LimitExceededError(`a ${m.type} header of ${header.length} bytes exceeds ${MAX_HEADER_BYTES}`);
-  const payloadLen = m.payload ? m.payload.length : 0;
+  const payloadLen = parts ? parts.reduce((n, p) => n + p.length, 0) : m.payload ? m.payload.length : 0;
   const frameLen = 1 + 4 + header.length + payloadLen;
   if (frameLen > MAX_FRAME_BYTES) throw new FrameTooLargeError(`a frame of ${frameLen} bytes exceeds ${MAX_FRAME_BYTES}`);
   const head = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + header.length);
@@ -98,6 +102,7 @@ export function encodeMessage(m: Message): Buffer[] {
   head.writeUInt8(m.type, 4);
   head.writeUInt32BE(header.length, 5);
   header.copy(head, FRAME_PREFIX_BYTES);
+  if (parts) return [head, ...parts.filter((p) => p.length > 0)];
   return payloadLen > 0 ? [head, m.payload!] : [head];
 }
 

@@ -48,6 +48,41 @@ const LZ4_SAMPLE = 8;
 /** A batch is compressed when its sample saved at least this share of the sampled bytes. */
 const LZ4_MIN_SAVING = 1 / 20;
 
+/**
+ * Read buffers: one a batch from the read to the socket's write. Enough for the batches in the
+ * socket's queue and one being read; a sender that runs out waits for the socket.
+ */
+const READ_BUFFERS = 16;
+const EMPTY = Buffer.alloc(0);
+
+/** Buffers of one size, lent and given back; `take` waits while all are lent. */
+export class BufferPool {
+  private readonly free: Buffer[] = [];
+  private readonly waiting: Array<(b: Buffer) => void> = [];
+  private made = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly size: number,
+  ) {}
+
+  async take(): Promise<Buffer> {
+    const b = this.free.pop();
+    if (b) return b;
+    if (this.made < this.max) {
+      this.made++;
+      return Buffer.allocUnsafeSlow(this.size);
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  give(b: Buffer): void {
+    const w = this.waiting.shift();
+    if (w) w(b);
+    else this.free.push(b);
+  }
+}
+
 /** A batch as it goes on the wire: its pages, the kind of each (raw, zero, lz4) and the payload parts. */
 interface EncodedBatch {
   indices: number[];
@@ -82,7 +117,8 @@ export class PageSender {
   private credit = 0;
   private creditWaiters: Array<() => void> = [];
   private nextSendAt = 0; // performance.now() ms when the pacer allows the next frame
-  private readonly readBuf: Buffer;
+  /** The buffers pages are read into and sent from, each back once the socket has written it. */
+  private readonly buffers: BufferPool;
   /** Over the whole migration: pages lz4 ran on, and the payload bytes it saved (for the report). */
   readonly compression = { pagesCompressed: 0, compressionSavedBytes: 0 };
   /** FORECOPY_DEBUG_PAGES: what was sent, page by page. */
@@ -99,7 +135,7 @@ export class PageSender {
     private readonly space: PageSpace,
     private readonly opts: SenderOptions,
   ) {
-    this.readBuf = Buffer.allocUnsafe(opts.batchPages * PAGE_SIZE);
+    this.buffers = new BufferPool(READ_BUFFERS, opts.batchPages * PAGE_SIZE);
     channel.onMessage(MessageType.BatchAck, (m) => {
       if (m.type !== MessageType.BatchAck) return;
       this.credit += m.header.credit;
@@ -154,14 +190,32 @@ export class PageSender {
   private async sendBatch(round: number, all: number[], res: SendResult): Promise<void> {
     const indices = all.filter((p) => this.space.live.has(p)); // see sendPages
     const ranges = this.addressRuns(indices);
-    // readable[k] = pages of range k that could be read (a vanished mapping reads short).
-    const readable = this.reader.readRanges(ranges, this.readBuf);
-    const batch = this.encode(round, indices, ranges, readable, res);
-    if (batch.indices.length === 0) return;
-    if (this.opts.compress && batch.raw.length > 0) await this.compressBatch(batch, res);
-    // Always a copy (Buffer.concat copies even a single part): raw parts are views of readBuf,
-    // which the next batch overwrites, while the socket may still hold this frame in its queue.
-    const payload = Buffer.concat(batch.parts);
+    // Zero copy: the pages are read into a buffer of the pool and its raw pages go to the socket
+    // as views of it; the buffer goes back to the pool only once the socket has written the frame
+    // (it may hold it in its queue: a buffer reused before then would send the next batch's pages).
+    const buf = await this.buffers.take();
+    let lent = false;
+    try {
+      // readable[k] = pages of range k that could be read (a vanished mapping reads short).
+      const readable = this.reader.readRanges(ranges, buf);
+      const batch = this.encode(round, indices, ranges, readable, res, buf);
+      if (batch.indices.length === 0) return;
+      if (this.opts.compress && batch.raw.length > 0) await this.compressBatch(batch, res);
+      lent = true;
+      await this.sendEncoded(round, batch, res, () => this.buffers.give(buf));
+    } finally {
+      if (!lent) this.buffers.give(buf);
+    }
+  }
+
+  /** Sends an encoded batch as a PageBatch, its parts gathered; `flushed` once the socket wrote them. */
+  private async sendEncoded(round: number, batch: EncodedBatch, res: SendResult, flushed: () => void): Promise<void> {
+    let pending = true;
+    const once = () => {
+      if (pending) flushed();
+      pending = false;
+    };
+    const payloadBytes = batch.parts.reduce((n, p) => n + p.length, 0);
     const msg = pageBatch(
       {
         round,
@@ -170,13 +224,18 @@ export class PageSender {
         kinds: Buffer.from(batch.kinds),
         lengths: batch.parts.map((p) => p.length),
       },
-      payload,
+      EMPTY,
     );
-    await this.waitForCredit(msg);
-    await this.pace(payload.length);
-    this.credit--;
     const before = this.channel.bytesOut;
-    await this.channel.send(msg);
+    try {
+      await this.waitForCredit(msg);
+      await this.pace(payloadBytes);
+      this.credit--;
+      await this.channel.send(msg, { parts: batch.parts, flushed: once });
+    } catch (e) {
+      if (this.channel.bytesOut === before) once(); // never handed to the socket
+      throw e;
+    }
     res.bytesOnWire += this.channel.bytesOut - before;
     res.pagesSent += batch.indices.length;
     res.batches++;
@@ -201,7 +260,14 @@ export class PageSender {
    * are sent as a kind alone (each page is looked at once, by isZeroPage), the others raw, for
    * now: `compressBatch` may make them lz4.
    */
-  private encode(round: number, indices: number[], ranges: Array<{ pages: number }>, readable: number[], res: SendResult): EncodedBatch {
+  private encode(
+    round: number,
+    indices: number[],
+    ranges: Array<{ pages: number }>,
+    readable: number[],
+    res: SendResult,
+    buf: Buffer,
+  ): EncodedBatch {
     const out: EncodedBatch = { indices: [], kinds: [], parts: [], raw: [] };
     let pos = 0;
     for (let k = 0; k < ranges.length; k++) {
@@ -211,7 +277,7 @@ export class PageSender {
           res.unreadable.push(index);
           continue;
         }
-        const page = this.readBuf.subarray(pos * PAGE_SIZE, (pos + 1) * PAGE_SIZE);
+        const page = buf.subarray(pos * PAGE_SIZE, (pos + 1) * PAGE_SIZE);
         out.indices.push(index);
         this.trace?.sent(index, round, page);
         this.sentHashes?.hashes.set(index, this.sentHashes.h64(page));

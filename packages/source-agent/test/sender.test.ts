@@ -7,7 +7,7 @@ import { PageBitmap } from '@forecopy/filter';
 import { MessageChannel, MessageType, PAGE_KIND, PAGE_SIZE, type Message } from '@forecopy/protocol';
 import { PageReader } from '@forecopy/linux';
 import { PageSpace } from '../src/page-space.js';
-import { PageSender, isZeroPage, type SendResult } from '../src/sender.js';
+import { BufferPool, PageSender, isZeroPage, type SendResult } from '../src/sender.js';
 
 /**
  * The sender over a real TCP connection whose reader stalls: the socket's own buffer fills and
@@ -175,5 +175,25 @@ describe('PageSender: no work on pages it cannot help', () => {
     expect(res.pagesCompressed).toBe(2 * 192 + 2 * 8); // zero pages never; raw batches: their sample
     expect(res.compressionSavedBytes).toBeGreaterThan(2 * 192 * (PAGE_SIZE - PAGE_SIZE / 8));
     expect(res.compressionSavedBytes).toBeLessThan(2 * 192 * PAGE_SIZE);
+  });
+});
+
+describe('BufferPool', () => {
+  it('lends at most its size, makes each buffer once, and makes a taker wait until one comes back', async () => {
+    const pool = new BufferPool(2, 4096);
+    const a = await pool.take();
+    const b = await pool.take();
+    expect(a).not.toBe(b);
+    let third: Buffer | null = null;
+    const waiting = pool.take().then((x) => {
+      third = x;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(third).toBeNull(); // both lent: it waits
+    pool.give(a);
+    await waiting;
+    expect(third).toBe(a); // the same buffer again, not a new one
+    pool.give(b);
+    expect(await pool.take()).toBe(b);
   });
 });
