@@ -17,7 +17,17 @@ import { readProcStat } from './proc-stat.js';
 // CPUs would slow the second only once it fell below the little it uses.
 
 export const THROTTLE_PREFIX = 'forecopy-throttle-';
+/** The quota's period: 100 ms, longer (up to the kernel's 1 s) where the quota would be under 1 ms. */
 const PERIOD_US = 100_000;
+const MAX_PERIOD_US = 1_000_000;
+const MIN_QUOTA_US = 1000;
+/**
+ * The duty cycle's run slice, QEMU's CPU_THROTTLE_TIMESLICE_NS: the process runs 10 ms, then is
+ * held 10 ms x percent / (100 - percent) (990 ms at 99%). Short slices would not slow a program
+ * that makes up for lost time by the clock (a paced writer, a server with a queue); stops of a
+ * second do.
+ */
+const RUN_SLICE_MS = 10;
 
 /** How a process is slowed down: a cgroup's CPU quota, or a stop/continue duty cycle held through ptrace. */
 export type ThrottleKind = 'cgroup-v1' | 'cgroup-v2' | 'ptrace';
@@ -131,12 +141,16 @@ class CgroupThrottle implements CpuThrottle {
     this.percent = Math.max(0, Math.min(99, percent));
     const cpus = runnableCpus(this.pid);
     const base = baselineCpus !== undefined && baselineCpus > 0 ? Math.min(baselineCpus, cpus) : cpus;
-    const quota = this.percent === 0 ? -1 : Math.max(1000, Math.round(((100 - this.percent) / 100) * PERIOD_US * base));
+    const share = ((100 - this.percent) / 100) * base; // CPUs it may use
+    const period = Math.round(Math.min(MAX_PERIOD_US, Math.max(PERIOD_US, MIN_QUOTA_US / share)));
+    const quota = this.percent === 0 ? -1 : Math.max(MIN_QUOTA_US, Math.round(share * period));
     if (this.kind === 'cgroup-v1') {
-      fs.writeFileSync(path.join(this.dir, 'cpu.cfs_period_us'), String(PERIOD_US));
+      // No limit first, then the period, then the quota: each write is valid whatever the old values.
+      fs.writeFileSync(path.join(this.dir, 'cpu.cfs_quota_us'), '-1');
+      fs.writeFileSync(path.join(this.dir, 'cpu.cfs_period_us'), String(period));
       fs.writeFileSync(path.join(this.dir, 'cpu.cfs_quota_us'), String(quota));
     } else {
-      fs.writeFileSync(path.join(this.dir, 'cpu.max'), `${quota < 0 ? 'max' : quota} ${PERIOD_US}`);
+      fs.writeFileSync(path.join(this.dir, 'cpu.max'), `${quota < 0 ? 'max' : quota} ${period}`);
     }
   }
 
@@ -148,13 +162,13 @@ class CgroupThrottle implements CpuThrottle {
 }
 
 /**
- * The throttle where no cgroup can be used: every period, the process is held in a ptrace-stop
- * (every thread seized and interrupted, as the freezer does) for `percent` of it, then detached
- * and left to run the rest. It is not traced between stops, so signals and new threads behave as
- * usual; a signal that arrives during a stop is delivered at the detach. If the agent dies, the
- * kernel detaches the tracees and the process runs on: unlike a duty cycle of SIGSTOP and
- * SIGCONT, no crash can leave it stopped. The timers run on the agent's event loop, so a busy
- * loop lengthens a phase; `heldShare()` says what the process actually got.
+ * The throttle where no cgroup can be used, QEMU's cpu-throttle applied to a process: it runs a
+ * slice of RUN_SLICE_MS, then is held in a ptrace-stop (every thread seized and interrupted, as
+ * the freezer does) for RUN_SLICE_MS x percent / (100 - percent), then detached. It is not traced
+ * while it runs, so signals and new threads behave as usual; a signal that arrives during a stop
+ * is delivered at the detach. If the agent dies, the kernel detaches the tracees and the process
+ * runs on: unlike a duty cycle of SIGSTOP and SIGCONT, no crash can leave it stopped. The timers
+ * run on the agent's event loop, so a busy loop lengthens a phase.
  */
 export class PtraceDutyCycle implements CpuThrottle {
   readonly kind = 'ptrace' as const;
@@ -162,24 +176,13 @@ export class PtraceDutyCycle implements CpuThrottle {
   private timer: NodeJS.Timeout | null = null;
   private held: FrozenProcess | null = null;
   private removed = false;
-  private heldMs = 0;
-  private since = 0;
 
   constructor(readonly pid: number) {}
 
   set(percent: number): void {
     if (this.removed) return;
     this.percent = Math.max(0, Math.min(99, percent));
-    if (this.percent > 0 && !this.timer) {
-      this.since = performance.now();
-      this.stopPhase();
-    }
-  }
-
-  /** The share of the time since the first stop that the process was held, 0..1. */
-  heldShare(): number {
-    const elapsed = performance.now() - this.since;
-    return this.since > 0 && elapsed > 0 ? this.heldMs / elapsed : 0;
+    if (this.percent > 0 && !this.timer) this.stopPhase();
   }
 
   remove(): void {
@@ -190,20 +193,18 @@ export class PtraceDutyCycle implements CpuThrottle {
     this.runPhase();
   }
 
-  /** Holds the process for percent of a period (a process that cannot be held this period is left to run). */
+  /** Holds the process for its share of a cycle, then lets it run a slice (a process that cannot be held is left to run). */
   private stopPhase(): void {
-    const holdMs = (this.percent / 100) * PERIOD_US * 1e-3;
+    const holdMs = (RUN_SLICE_MS * this.percent) / (100 - this.percent);
     this.held = null;
     try {
       if (holdMs > 0) this.held = new Freezer().freeze(this.pid, 1000);
     } catch {
-      // gone, or busy (another tracer): nothing to hold this period
+      // gone, or busy (another tracer): nothing to hold this cycle
     }
-    const heldAt = performance.now();
     this.timer = setTimeout(() => {
-      if (this.held) this.heldMs += performance.now() - heldAt;
       this.runPhase();
-      if (!this.removed) this.timer = setTimeout(() => this.stopPhase(), PERIOD_US * 1e-3 - holdMs);
+      if (!this.removed) this.timer = setTimeout(() => this.stopPhase(), RUN_SLICE_MS);
     }, holdMs);
   }
 
