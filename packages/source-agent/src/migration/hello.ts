@@ -88,6 +88,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
     rounds: [],
     announcedLayout,
     pageRate: opts.bandwidthBps > 0 ? opts.bandwidthBps / 8 / PAGE_SIZE : 0,
+    wireRate: 0,
     restore,
     stateHash: null,
     autoConverge: h.autoConverge,

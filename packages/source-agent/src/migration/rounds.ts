@@ -129,10 +129,14 @@ function settleRound(
 ): RoundDecision {
   const { space, sampler } = s.tracking;
   if (sent.pagesSent > 0 && durationMs > 0) {
-    // The pacer lets a short round burst above --bandwidth (of wire bytes, after compression).
-    const wirePerPage = sent.bytesOnWire / sent.pagesSent;
-    const paced = s.opts.bandwidthBps > 0 ? s.opts.bandwidthBps / 8 / wirePerPage : Number.POSITIVE_INFINITY;
-    s.pageRate = Math.min(paced, (sent.pagesSent / durationMs) * 1000);
+    // What the rest will take is forecast as if its pages did not compress: the pages written
+    // again are the live data, which compresses less than a first round's zeros and fresh
+    // allocations (MariaDB's final round went at 40% of round 1's page rate). So the rate is the
+    // lowest of the pages a second measured, and, in whole pages, the most bytes a second the
+    // link has carried so far and --bandwidth (the pacer lets a short round burst above it).
+    s.wireRate = Math.max(s.wireRate, (sent.bytesOnWire / durationMs) * 1000);
+    const paced = s.opts.bandwidthBps > 0 ? s.opts.bandwidthBps / 8 : Number.POSITIVE_INFINITY;
+    s.pageRate = Math.min((sent.pagesSent / durationMs) * 1000, Math.min(s.wireRate, paced) / PAGE_SIZE);
   }
   // The space may have grown while we waited for the acknowledgement (the sampler runs on).
   driver.resize(space.totalPages);

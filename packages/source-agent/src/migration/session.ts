@@ -38,6 +38,8 @@ export interface MigrationSession {
   announcedLayout: number;
   /** The link rate in pages a second: measured over the last round, the bandwidth before that. */
   pageRate: number;
+  /** The most bytes a second the link has carried in a round so far. */
+  wireRate: number;
   /** The destination rebuilds the process and runs it (HelloAck.restore). */
   readonly restore: boolean;
   /** xxh64 of the ProcessState sent (restore only), verified with the checksums. */
