@@ -152,6 +152,13 @@ if (rows.length > 0) {
 const head = '| workload | policy | verified | rounds | downtime ms | total ms | pages sent | MiB on wire | scans | scan ms avg / max |';
 console.log(head);
 console.log(head.replace(/[^|]/g, '-'));
+for (const { mb, pattern, policy, r } of rows) {
+  const s = r.scans;
+  console.log(
+    `| mw ${mb} MiB ${pattern} @${rate} pages/s | ${policy} | ${r.verified} | ${r.rounds.length} | ${r.downtimeMs.toFixed(1)} | ${r.totalMs.toFixed(0)} | ${r.pagesSent.toLocaleString('en-US')} | ${(r.bytesSent / 1048576).toFixed(1)} | ${s.count} | ${(s.totalMs / Math.max(1, s.count)).toFixed(2)} / ${s.maxMs.toFixed(2)} |`,
+  );
+}
+console.log('');
 if (rows.some(({ r }) => r.downtimeParts)) {
   // The downtime in its parts, the forecast the stop rule made of it (the last iterative round's
   // expectedDowntimeMs), and the limit.
@@ -168,10 +175,4 @@ if (rows.some(({ r }) => r.downtimeParts)) {
     );
   }
   console.log('');
-}
-for (const { mb, pattern, policy, r } of rows) {
-  const s = r.scans;
-  console.log(
-    `| mw ${mb} MiB ${pattern} @${rate} pages/s | ${policy} | ${r.verified} | ${r.rounds.length} | ${r.downtimeMs.toFixed(1)} | ${r.totalMs.toFixed(0)} | ${r.pagesSent.toLocaleString('en-US')} | ${(r.bytesSent / 1048576).toFixed(1)} | ${s.count} | ${(s.totalMs / Math.max(1, s.count)).toFixed(2)} / ${s.maxMs.toFixed(2)} |`,
-  );
 }
