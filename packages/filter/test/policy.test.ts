@@ -54,6 +54,15 @@ describe('PrecopyDriver', () => {
     expect(d.endRound(outcome(fewer, 400), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
   });
 
+  it('does not stop by the downtime limit after round 1, whose rate is not that of written pages', () => {
+    const d = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, new PrecopyPolicy());
+    d.firstRound(ctx);
+    const few = new PageBitmap(10_000);
+    few.setRange(0, 100); // 100 ms: would fit
+    expect(d.endRound(outcome(few, 10_000), ctx).kind).toBe('round');
+    expect(d.endRound(outcome(few, 100), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
+  });
+
   it('counts the fixed costs of the downtime (freeze, verification, handover) against the limit', () => {
     const d = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, new PrecopyPolicy());
     d.firstRound(ctx);
