@@ -1,0 +1,165 @@
+import { PageBitmap } from './page-bitmap.js';
+import { XEN_DEFAULT_STOP_RULES, type Policy, type RoundContext, type RoundRecord, type StopRules } from './policy.js';
+import { ForecastModel } from './forecast-model.js';
+
+// `--policy forecast`: an online data filter that needs no offline model and no choice of S.
+//
+// It learns from every whole sample it is shown, before the migration (the modelling window) and
+// during it (ForecastModel: per page the last write, per region the gaps between writes, at the
+// region size that forecasts best). When a round is planned it forecasts, for each
+// unsynchronized page, the probability p that it is written again before the round's end (the
+// round lasts |send list| / link rate), and decides by cost rather than by a fixed threshold:
+//
+// - sending a page that is written again wastes one page of link (expected cost p);
+// - holding a page back costs nothing now; the page is sent in a later round, where it is one
+//   page more to send, and if it is still held when the migration stops it adds to downtime
+//   (expected cost 1 - p while the stop is far). Hold when p > 1 - p, i.e. p > 1/2.
+// - Near the stop holding costs downtime, so the filter stops holding (`converging`) once the
+//   rounds it has left are about the rounds a pre-copy tail needs to converge from here, once
+//   the send list would be the held pages alone (holding longer saves nothing more), or before
+//   the data limit (maxFactor). It does this only if sending the held pages converges: if the
+//   process would write as many pages during that round as it sends, the held pages are part of
+//   any final round and holding them to the end costs no extra downtime.
+// - A round shorter than one sample is not filtered: the forecast cannot see into it, and a
+//   round that holds pages waits for the next sample.
+// - Pages written again during the round are skipped batch by batch (Xen's to_skip): they are
+//   unsynchronized again already, whatever the forecast said.
+
+export interface ForecastPolicyOptions {
+  /** The sampling interval, ms (one step of the forecast). */
+  intervalMs: number;
+  /** Pages per second to assume while the link is unmeasured; 0 = unknown (nothing is held). */
+  initialPageRate: number;
+  /** The driver's stop rules: the filter stops holding back before they fire. */
+  stopRules: StopRules;
+}
+
+/** A pre-copy tail needs at least this many rounds; the filter stops holding this many (or more) before the last. */
+const MIN_TAIL_ROUNDS = 2;
+/** The rest of the migration is estimated as at most 1 / (1 - this) rounds' worth. */
+const HORIZON_RHO_CAP = 0.9;
+/** A flush converges when the pages written during it are at most this share of what it sends. */
+const CONVERGES = 0.9;
+
+export interface ForecastPolicyStatus extends Record<string, unknown> {
+  regionPages: number;
+  modelBytes: number;
+  samples: number;
+  converging: boolean;
+  convergingFromRound: number | null;
+  perRoundHeldPages: number[];
+  perRoundForecastMs: number[];
+  perSampleMs: number;
+}
+
+export class ForecastPolicy implements Policy {
+  readonly name = 'forecast';
+  readonly skipRedirtied = true;
+  readonly model: ForecastModel;
+  private readonly opts: ForecastPolicyOptions;
+  private converging = false;
+  private convergingFrom: number | null = null;
+  private sent = 0;
+  readonly heldPages: number[] = [];
+  readonly forecastMs: number[] = [];
+  private sampleMs = 0;
+
+  constructor(totalPages: number, opts: Partial<ForecastPolicyOptions> = {}) {
+    this.opts = {
+      intervalMs: opts.intervalMs ?? 50,
+      initialPageRate: opts.initialPageRate ?? 0,
+      stopRules: opts.stopRules ?? XEN_DEFAULT_STOP_RULES,
+    };
+    if (!(this.opts.intervalMs > 0)) throw new RangeError(`intervalMs must be > 0, got ${this.opts.intervalMs}`);
+    if (!(this.opts.initialPageRate >= 0)) throw new RangeError(`initialPageRate must be >= 0, got ${this.opts.initialPageRate}`);
+    this.model = new ForecastModel(totalPages);
+  }
+
+  /** Pages the last plan held back (0 before any). */
+  get heldLastPlan(): number {
+    return this.heldPages.at(-1) ?? 0;
+  }
+
+  get isConverging(): boolean {
+    return this.converging;
+  }
+
+  observeSample(sample: PageBitmap): void {
+    const t = performance.now();
+    if (sample.size !== this.model.totalPages) this.model.resize(sample.size);
+    this.model.observe(sample);
+    this.sampleMs += performance.now() - t;
+  }
+
+  observeRound(r: RoundRecord): void {
+    this.sent += r.pagesSent;
+  }
+
+  resize(totalPages: number): void {
+    this.model.resize(totalPages);
+  }
+
+  holdBack(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
+    const t = performance.now();
+    const held = this.plan(unsynced, ctx);
+    this.forecastMs.push(performance.now() - t);
+    this.heldPages.push(held.count());
+    return held;
+  }
+
+  private plan(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
+    const held = new PageBitmap(unsynced.size);
+    const rate = ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate;
+    if (this.converging || rate <= 0 || this.model.samples === 0) return held;
+    if (unsynced.size !== this.model.totalPages) this.model.resize(unsynced.size);
+    const perSample = (rate * this.opts.intervalMs) / 1000;
+    const u = unsynced.count();
+    const h = u / perSample; // the round's length in samples if everything were sent
+    if (h < 1) return held;
+    const m = this.model;
+    // A page sent now is wasted if written again before the migration ends: after this round come
+    // the rounds that send what it dirties, each about rho times shorter (rho: pages written per
+    // page sent), so the rest of the migration lasts about h / (1 - rho).
+    const rho = Math.min(HORIZON_RHO_CAP, m.expectedWritten(h) / u);
+    const horizon = h / (1 - rho);
+    unsynced.forEach((p) => {
+      if (m.probWithin(p, horizon) > 0.5) held.set(p);
+    });
+    const kept = held.count();
+    if (kept === 0) return held;
+    if (this.shouldConverge(ctx, u, kept, h)) {
+      this.converging = true;
+      this.convergingFrom = ctx.round;
+      held.clearAll();
+    }
+    return held;
+  }
+
+  /** True when it is time to send the held pages and let pre-copy converge (see the top). */
+  private shouldConverge(ctx: RoundContext, u: number, kept: number, h: number): boolean {
+    const written = this.model.expectedWritten(h);
+    const ratio = written / u;
+    if (ratio > CONVERGES) return false; // sending them would not shrink the remainder
+    const rules = this.opts.stopRules;
+    const floor = Math.max(1, rules.minRemainingPages);
+    const tail = MIN_TAIL_ROUNDS + (ratio > 0 ? Math.min(20, Math.ceil(Math.log(u / floor) / Math.log(1 / Math.max(ratio, 1e-3)))) : 0);
+    const idle = u - kept < (ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate) * (this.opts.intervalMs / 1000);
+    const late = ctx.round + tail >= rules.maxRounds;
+    const overData = this.sent + u * 2 >= rules.maxFactor * this.model.totalPages;
+    return idle || late || overData;
+  }
+
+  status(): ForecastPolicyStatus {
+    return {
+      regionPages: this.model.regionPages,
+      regionScores: this.model.scores,
+      modelBytes: this.model.byteSize(),
+      samples: this.model.samples,
+      converging: this.converging,
+      convergingFromRound: this.convergingFrom,
+      perRoundHeldPages: [...this.heldPages],
+      perRoundForecastMs: this.forecastMs.map((x) => Math.round(x * 1000) / 1000),
+      perSampleMs: this.model.samples ? this.sampleMs / this.model.samples : 0,
+    };
+  }
+}
