@@ -39,9 +39,13 @@ for (let b = 0, x = 0; x <= MAX_AGE; x++) {
 export const REGION_SHIFTS = [6, 9, 12] as const;
 const GROWTH = 1.02;
 const SCORE_DECAY = 0.98;
-/** One page in this many (rotating offset) is scored per sample. */
+/** One page in this many (rotating offset), or fewer for a large space, is scored per sample... */
 const SCORE_STRIDE = 61;
+/** ... about this many pages per sample. */
+const SCORE_PAGES = 512;
 const STAMP_MOD = 65535;
+/** Forecasts remembered per region while planning (by age, a power of two). */
+const MEMO = 256;
 
 /** The gap histograms of one region size. */
 class GapLevel {
@@ -159,32 +163,119 @@ export class ForecastModel {
     this.stamp = (this.stamp % STAMP_MOD) + 1;
     this.weight *= GROWTH;
     if (this.weight > 1e20) this.renormalize();
-    const w = this.weight;
     const last = this.last;
     const stamp = this.stamp;
-    const levels = this.levels;
     const lim = Math.min(sample.size, this.total);
-    sample.forEach((p) => {
-      if (p >= lim) return;
-      const l = last[p];
-      if (l !== 0) {
-        const gap = (stamp - l + STAMP_MOD) % STAMP_MOD;
-        const b = BUCKET_OF[Math.min(gap, MAX_AGE)];
-        for (const lv of levels) {
-          const i = (p >>> lv.shift) * NB + b;
-          lv.hist[i] += w;
-          lv.sum[i] += w * gap;
-          lv.sq[i] += w * gap * gap;
+    // Runs of pages with the same finest region and gap bucket are added to the histograms at once.
+    const run = { i: -1, cens: false, c: 0, sum: 0, sq: 0 };
+    const firstBucket = BUCKET_OF[Math.min(Math.max(this.n - 1, 0), MAX_AGE)];
+    const fine = this.levels[0].shift;
+    const words = sample.raw;
+    const firstRun = this.n > 1;
+    for (let k = 0; k < words.length && k << 5 < lim; k++) {
+      let x = words[k];
+      while (x !== 0) {
+        const t = x & -x;
+        x ^= t;
+        const p = (k << 5) + 31 - Math.clz32(t);
+        if (p >= lim) break;
+        const l = last[p];
+        last[p] = stamp;
+        let gap = 0;
+        let i: number;
+        let cens = false;
+        if (l !== 0) {
+          gap = stamp - l;
+          if (gap <= 0) gap += STAMP_MOD;
+          i = (p >>> fine) * NB + BUCKET_OF[gap < MAX_AGE ? gap : MAX_AGE];
+        } else if (firstRun) {
+          // First write seen: the gap was at least as long as the model has watched (or MAX_AGE).
+          i = (p >>> fine) * NB + firstBucket;
+          cens = true;
+        } else continue;
+        if (i !== run.i || cens !== run.cens) {
+          this.addRun(run);
+          run.i = i;
+          run.cens = cens;
         }
-      } else if (this.n > 1) {
-        // First write seen: the gap was at least as long as the model has watched (or MAX_AGE).
-        const b = BUCKET_OF[Math.min(this.n - 1, MAX_AGE)];
-        for (const lv of levels) lv.cens[(p >>> lv.shift) * NB + b] += w;
+        run.c++;
+        run.sum += gap;
+        run.sq += gap * gap;
       }
-      last[p] = stamp;
-    });
+    }
+    this.addRun(run);
     if (this.n % 1024 === 0) this.forgetOld();
     this.tailRegion = -1;
+  }
+
+  /** Adds a run of gaps (all in one finest region and bucket) to every level's histograms. */
+  private addRun(run: { i: number; cens: boolean; c: number; sum: number; sq: number }): void {
+    if (run.c === 0) return;
+    const w = this.weight;
+    const fine = this.levels[0].shift;
+    const region = Math.floor(run.i / NB);
+    const b = run.i - region * NB;
+    for (const lv of this.levels) {
+      const i = (region >>> (lv.shift - fine)) * NB + b;
+      if (run.cens) lv.cens[i] += w * run.c;
+      else {
+        lv.hist[i] += w * run.c;
+        lv.sum[i] += w * run.sum;
+        lv.sq[i] += w * run.sq;
+      }
+    }
+    run.c = 0;
+    run.sum = 0;
+    run.sq = 0;
+  }
+
+  /**
+   * Adds to `out` the pages of `pages` written within the next h samples with probability over
+   * `threshold`. One pass; pages of a region with the same age share one forecast.
+   */
+  addLikely(pages: PageBitmap, h: number, threshold: number, out: PageBitmap): void {
+    const lv = this.levels[this.chosen];
+    const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
+    const last = this.last;
+    const stamp = this.stamp;
+    // Forecasts by age, tagged with their region (pages written in the same sample share one).
+    const memoAge = new Int32Array(MEMO);
+    const memoTag = new Int32Array(MEMO).fill(-1);
+    const memoHit = new Uint8Array(MEMO);
+    const src = pages.raw;
+    const dst = out.raw;
+    const words = Math.min(src.length, dst.length, this.total >>> 5);
+    let region = -1;
+    for (let k = 0; k < words; k++) {
+      let x = src[k];
+      if (x === 0) continue;
+      const base = k << 5;
+      const r = base >>> shift;
+      if (r !== region) {
+        this.loadTail(lv, r);
+        region = r;
+      }
+      let acc = 0;
+      while (x !== 0) {
+        const t = x & -x;
+        x ^= t;
+        const l = last[base + 31 - Math.clz32(t)];
+        if (l === 0) continue;
+        let a = stamp - l;
+        if (a < 0) a += STAMP_MOD;
+        const m = a & (MEMO - 1);
+        if (memoAge[m] !== a || memoTag[m] !== r) {
+          const s0 = survival(this.tail, this.mu, this.half, a);
+          memoAge[m] = a;
+          memoTag[m] = r;
+          memoHit[m] = s0 > 0 && s0 - survival(this.tail, this.mu, this.half, a + h) > threshold * s0 ? 1 : 0;
+        }
+        if (memoHit[m]) acc |= t;
+      }
+      dst[k] |= acc;
+    }
+    // The pages past the last whole word, one by one.
+    for (let p = words << 5; p < Math.min(pages.size, this.total); p++) if (pages.has(p) && this.probWithin(p, h) > threshold) out.set(p);
   }
 
   /** P(page p is written within the next h samples), at the granularity in use. */
@@ -233,10 +324,11 @@ export class ForecastModel {
 
   /** Brier score of each level's one-sample forecast on a rotating subsample, before learning. */
   private score(sample: PageBitmap): void {
-    const off = this.n % SCORE_STRIDE;
+    const stride = Math.max(SCORE_STRIDE, 2 * Math.floor(this.total / (2 * SCORE_PAGES)) + 1);
+    const off = this.n % stride;
     for (const lv of this.levels) {
       let s = 0;
-      for (let p = off; p < this.total; p += SCORE_STRIDE) {
+      for (let p = off; p < this.total; p += stride) {
         const a = this.age(p);
         if (a < 0) continue;
         const q = this.prob(lv, p, a, 1) || 0;
@@ -274,9 +366,20 @@ export class ForecastModel {
    * Expected number of pages (of all, not only unsynchronized) written within h samples,
    * estimated on every `stride`-th page.
    */
-  expectedWritten(h: number, stride = 16): number {
+  expectedWritten(h: number): number {
+    // About 4,096 pages: 8 spread over each of about 512 regions (one tail load per region).
+    const lv = this.levels[this.chosen];
+    const rp = 1 << lv.shift;
+    const regions = Math.ceil(this.total / rp);
+    const regionStep = Math.max(1, Math.floor(regions / 512));
+    const inStep = Math.max(1, rp >>> 3);
     let s = 0;
-    for (let p = 0; p < this.total; p += stride) s += this.probWithin(p, h);
-    return s * stride;
+    let n = 0;
+    for (let r = 0; r < regions; r += regionStep)
+      for (let p = r * rp; p < Math.min(this.total, (r + 1) * rp); p += inStep) {
+        s += this.probWithin(p, h);
+        n++;
+      }
+    return n > 0 ? (s / n) * this.total : 0;
   }
 }

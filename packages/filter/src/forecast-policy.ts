@@ -120,14 +120,12 @@ export class ForecastPolicy implements Policy {
     // A page sent now is wasted if written again before the migration ends: after this round come
     // the rounds that send what it dirties, each about rho times shorter (rho: pages written per
     // page sent), so the rest of the migration lasts about h / (1 - rho).
-    const rho = Math.min(HORIZON_RHO_CAP, m.expectedWritten(h) / u);
-    const horizon = h / (1 - rho);
-    unsynced.forEach((p) => {
-      if (m.probWithin(p, horizon) > 0.5) held.set(p);
-    });
+    const written = m.expectedWritten(h);
+    const rho = Math.min(HORIZON_RHO_CAP, written / u);
+    m.addLikely(unsynced, h / (1 - rho), 0.5, held);
     const kept = held.count();
     if (kept === 0) return held;
-    if (this.shouldConverge(ctx, u, kept, h)) {
+    if (this.shouldConverge(ctx, u, kept, written)) {
       this.converging = true;
       this.convergingFrom = ctx.round;
       held.clearAll();
@@ -136,8 +134,7 @@ export class ForecastPolicy implements Policy {
   }
 
   /** True when it is time to send the held pages and let pre-copy converge (see the top). */
-  private shouldConverge(ctx: RoundContext, u: number, kept: number, h: number): boolean {
-    const written = this.model.expectedWritten(h);
+  private shouldConverge(ctx: RoundContext, u: number, kept: number, written: number): boolean {
     const ratio = written / u;
     if (ratio > CONVERGES) return false; // sending them would not shrink the remainder
     const rules = this.opts.stopRules;
