@@ -44,7 +44,15 @@ describe('forecopy-sim on a recorded trace', () => {
       rounds: unknown[];
       shareOfOracle: number | null;
     }>;
-    expect(rows.map((r) => `${r.policy}${r.states ?? ''}`)).toEqual(['precopy', 'xen-skip', 'tpo', 'markov64', 'markov128', 'forecast', 'oracle']);
+    expect(rows.map((r) => `${r.policy}${r.states ?? ''}`)).toEqual([
+      'precopy',
+      'xen-skip',
+      'tpo',
+      'markov64',
+      'markov128',
+      'forecast',
+      'oracle',
+    ]);
     const by = (p: string) => rows.find((r) => `${r.policy}${r.states ?? ''}` === p)!;
     for (const r of rows) {
       expect(r.pagesSent).toBeGreaterThanOrEqual(by('oracle').pagesSent);
@@ -125,7 +133,9 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(r.stderr).toMatch(/^forecopy-sim: cannot read the trace .*README.md: not a forecopy trace \(bad magic\)\n$/);
     const p = sim(['--trace', TRACE, '--policy', 'magic']);
     expect(p.code).toBe(2);
-    expect(p.stderr).toBe('forecopy-sim: unknown policy magic: one of precopy, xen-skip, tpo, markov, forecast, markov+skip, oracle, oracle-unbounded\n');
+    expect(p.stderr).toBe(
+      'forecopy-sim: unknown policy magic: one of precopy, xen-skip, tpo, markov, forecast, markov+skip, oracle, oracle-unbounded\n',
+    );
     const w = sim(['--trace', TRACE, '--svg', path.join(ROOT, 'no-such-dir', 'x')]);
     expect(w.code).toBe(2);
     expect(w.stderr).toMatch(/^forecopy-sim: cannot write .*no-such-dir\/x-downtime\.svg: ENOENT\n$/);

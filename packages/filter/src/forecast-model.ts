@@ -187,7 +187,7 @@ export class ForecastModel {
         if (l !== 0) {
           gap = stamp - l;
           if (gap <= 0) gap += STAMP_MOD;
-          i = (p >>> fine) * NB + BUCKET_OF[gap < MAX_AGE ? gap : MAX_AGE];
+          i = (p >>> fine) * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
         } else if (firstRun) {
           // First write seen: the gap was at least as long as the model has watched (or MAX_AGE).
           i = (p >>> fine) * NB + firstBucket;
