@@ -231,9 +231,10 @@ export class ForecastModel {
 
   /**
    * Adds to `out` the pages of `pages` written within the next h samples with probability over
-   * `threshold`. One pass; pages of a region with the same age share one forecast.
+   * `threshold`. One pass; pages of a region with the same age share one forecast. Returns the
+   * expected number of the added pages that are written within h samples.
    */
-  addLikely(pages: PageBitmap, h: number, threshold: number, out: PageBitmap): void {
+  addLikely(pages: PageBitmap, h: number, threshold: number, out: PageBitmap): number {
     const lv = this.levels[this.chosen];
     const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
     const last = this.last;
@@ -241,7 +242,8 @@ export class ForecastModel {
     // Forecasts by age, tagged with their region (pages written in the same sample share one).
     const memoAge = new Int32Array(MEMO);
     const memoTag = new Int32Array(MEMO).fill(-1);
-    const memoHit = new Uint8Array(MEMO);
+    const memoP = new Float64Array(MEMO);
+    let expected = 0;
     const src = pages.raw;
     const dst = out.raw;
     const words = Math.min(src.length, dst.length, this.total >>> 5);
@@ -268,14 +270,24 @@ export class ForecastModel {
           const s0 = survival(this.tail, this.mu, this.half, a);
           memoAge[m] = a;
           memoTag[m] = r;
-          memoHit[m] = s0 > 0 && s0 - survival(this.tail, this.mu, this.half, a + h) > threshold * s0 ? 1 : 0;
+          memoP[m] = s0 > 0 ? (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0 : 0;
         }
-        if (memoHit[m]) acc |= t;
+        if (memoP[m] > threshold) {
+          acc |= t;
+          expected += memoP[m];
+        }
       }
       dst[k] |= acc;
     }
     // The pages past the last whole word, one by one.
-    for (let p = words << 5; p < Math.min(pages.size, this.total); p++) if (pages.has(p) && this.probWithin(p, h) > threshold) out.set(p);
+    for (let p = words << 5; p < Math.min(pages.size, this.total); p++) {
+      const q = pages.has(p) ? this.probWithin(p, h) : 0;
+      if (q > threshold) {
+        out.set(p);
+        expected += q;
+      }
+    }
+    return expected;
   }
 
   /** P(page p is written within the next h samples), at the granularity in use. */

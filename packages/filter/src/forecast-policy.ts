@@ -15,7 +15,8 @@ import { ForecastModel } from './forecast-model.js';
 //   page more to send, and if it is still held when the migration stops it adds to downtime
 //   (expected cost 1 - p while the stop is far). Hold when p > 1 - p, i.e. p > 1/2.
 // - Near the stop holding costs downtime, so the filter stops holding (`converging`) once the
-//   rounds it has left are about the rounds a pre-copy tail needs to converge from here, once
+//   rounds it has left are about the rounds a pre-copy tail needs to converge from here, once the
+//   rest is within twice the downtime limit (when there is one), once
 //   the send list would be the held pages alone (holding longer saves nothing more), or before
 //   the data limit (maxFactor). It does this only if sending the held pages converges: if the
 //   process would write as many pages during that round as it sends, the held pages are part of
@@ -122,10 +123,10 @@ export class ForecastPolicy implements Policy {
     // page sent), so the rest of the migration lasts about h / (1 - rho).
     const written = m.expectedWritten(h);
     const rho = Math.min(HORIZON_RHO_CAP, written / u);
-    m.addLikely(unsynced, h / (1 - rho), 0.5, held);
+    const saving = m.addLikely(unsynced, h / (1 - rho), 0.5, held);
     const kept = held.count();
     if (kept === 0) return held;
-    if (this.shouldConverge(ctx, u, kept, written)) {
+    if (this.shouldConverge(ctx, u, kept, written, saving)) {
       this.converging = true;
       this.convergingFrom = ctx.round;
       held.clearAll();
@@ -134,16 +135,23 @@ export class ForecastPolicy implements Policy {
   }
 
   /** True when it is time to send the held pages and let pre-copy converge (see the top). */
-  private shouldConverge(ctx: RoundContext, u: number, kept: number, written: number): boolean {
+  private shouldConverge(ctx: RoundContext, u: number, kept: number, written: number, saving: number): boolean {
     const ratio = written / u;
     if (ratio > CONVERGES) return false; // sending them would not shrink the remainder
     const rules = this.opts.stopRules;
     const floor = Math.max(1, rules.minRemainingPages);
     const tail = MIN_TAIL_ROUNDS + (ratio > 0 ? Math.min(20, Math.ceil(Math.log(u / floor) / Math.log(1 / Math.max(ratio, 1e-3)))) : 0);
-    const idle = u - kept < (ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate) * (this.opts.intervalMs / 1000);
+    const rate = ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate;
+    const idle = u - kept < rate * (this.opts.intervalMs / 1000);
     const late = ctx.round + tail >= rules.maxRounds;
+    // Under a downtime limit the driver stops as soon as the rest fits it: a page held then is a
+    // page of downtime, so holding ends when the rest is within twice the limit.
+    const nearLimit = rules.downtimeLimitMs !== undefined && (u / rate) * 1000 <= 2 * rules.downtimeLimitMs;
     const overData = this.sent + u * 2 >= rules.maxFactor * this.model.totalPages;
-    return idle || late || overData;
+    // Holding makes a round (at least one sample long) that would not have been needed, unless
+    // the pages it saves outweigh what the process writes in that sample.
+    const worthARound = saving > this.model.expectedWritten(1);
+    return idle || late || nearLimit || overData || !worthARound;
   }
 
   status(): ForecastPolicyStatus {

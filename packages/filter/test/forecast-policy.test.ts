@@ -103,6 +103,20 @@ describe('ForecastPolicy: a hot spot that moves on a cycle', () => {
     expect(share(held, cold)).toBeLessThan(0.02);
   });
 
+  it('holds nothing once the rest is within twice the downtime limit (the stop is near)', () => {
+    const plan = (downtimeLimitMs?: number) => {
+      const rules = { ...XEN_DEFAULT_STOP_RULES, ...(downtimeLimitMs !== undefined ? { downtimeLimitMs } : {}) };
+      const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: rules });
+      for (const s of samples.slice(0, 202)) p.observeSample(s);
+      // 4,096 pages at 6,827 pages/s: 600 ms.
+      return p.holdBack(PageBitmap.full(N), { round: 2, pageRate: (N / 12) * (1000 / INTERVAL), nowMs: 0 }).count();
+    };
+    expect(plan()).toBeGreaterThan(ZONE);
+    expect(plan(250)).toBeGreaterThan(ZONE); // 600 ms > 2 x 250 ms: still holds
+    expect(plan(310)).toBe(0); // 600 ms <= 2 x 310 ms
+    expect(plan(1000)).toBe(0);
+  });
+
   it('sends fewer pages than pre-copy and xen-skip, at no more downtime than pre-copy', () => {
     const trace = toTrace(samples);
     // 4,000 pages/s: round 1 lasts 1 s, half a cycle; the spot writes ~2,800 distinct pages/s,
