@@ -69,6 +69,8 @@ export interface SimulationOptions {
   maxRounds: number;
   minRemainingPages: number;
   maxFactor: number;
+  /** QEMU's stop rule: stop when the rest fits this many ms at the link rate (off when undefined). */
+  downtimeLimitMs?: number;
   /** QEMU's auto-converge, as the live agent runs it: the throttle thins the trace's writes. */
   autoConverge?: ThrottleParams;
 }
@@ -83,7 +85,12 @@ function modelOf(trace: Trace, startMs: number, states: number, lwwsThreshold: n
 export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
   const pageRate = o.bandwidthBps / 8 / trace.pageSize;
   const startMs = o.modelSeconds * 1000;
-  const stopRules = { maxRounds: o.maxRounds, minRemainingPages: o.minRemainingPages, maxFactor: o.maxFactor };
+  const stopRules = {
+    maxRounds: o.maxRounds,
+    minRemainingPages: o.minRemainingPages,
+    maxFactor: o.maxFactor,
+    ...(o.downtimeLimitMs !== undefined ? { downtimeLimitMs: o.downtimeLimitMs } : {}),
+  };
   const simOpts = { pageRate, stopRules, startMs, ...(o.autoConverge ? { autoConverge: o.autoConverge } : {}) };
   // forecast learns online: it is shown the modelling window's samples (the window markov's model is built from).
   const run = (p: Policy, warmup = false) => simulate(trace, p, { ...simOpts, ...(warmup ? { warmupFromMs: -1 } : {}) });
@@ -178,6 +185,7 @@ function simOptions(y: Argv) {
     .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
     .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
     .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor })
+    .option('downtime-limit-ms', { type: 'number', describe: "QEMU's rule as well: stop when the rest fits this many ms at the link rate" })
     .option('auto-converge', {
       choices: ['on', 'off'] as const,
       default: 'off' as const,
@@ -221,6 +229,7 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     maxRounds: a['max-rounds'],
     minRemainingPages: a['min-remaining-pages'],
     maxFactor: a['max-factor'],
+    ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
     ...(a['auto-converge'] === 'on' ? { autoConverge: QEMU_THROTTLE } : {}),
   };
   return { trace, options };
