@@ -37,6 +37,9 @@ export interface ForecastPolicyOptions {
 
 /** A pre-copy tail needs at least this many rounds; the filter stops holding this many (or more) before the last. */
 const MIN_TAIL_ROUNDS = 2;
+/** A steady state: the rest is at least this share of what it was STEADY_ROUNDS rounds before. */
+const STEADY_SHRINK = 0.7;
+const STEADY_ROUNDS = 3;
 /** The rest of the migration is estimated as at most 1 / (1 - this) rounds' worth. */
 const HORIZON_RHO_CAP = 0.9;
 /** A flush converges when the pages written during it are at most this share of what it sends. */
@@ -59,6 +62,8 @@ export class ForecastPolicy implements Policy {
   readonly model: ForecastModel;
   private readonly opts: ForecastPolicyOptions;
   private converging = false;
+  /** The unsynchronized pages of each round planned since converging began. */
+  private readonly tailPages: number[] = [];
   private convergingFrom: number | null = null;
   private sent = 0;
   readonly heldPages: number[] = [];
@@ -111,11 +116,12 @@ export class ForecastPolicy implements Policy {
   private plan(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
     const held = new PageBitmap(unsynced.size);
     const rate = ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate;
-    if (this.converging || rate <= 0 || this.model.samples === 0) return held;
+    if (rate <= 0 || this.model.samples === 0) return held;
     if (unsynced.size !== this.model.totalPages) this.model.resize(unsynced.size);
     const perSample = (rate * this.opts.intervalMs) / 1000;
     const u = unsynced.count();
     const h = u / perSample; // the round's length in samples if everything were sent
+    if (this.converging) return this.steadyHold(unsynced, u, h, held, ctx.round >= this.opts.stopRules.maxRounds);
     if (h < 1) return held;
     const m = this.model;
     // A page sent now is wasted if written again before the migration ends: after this round come
@@ -131,6 +137,26 @@ export class ForecastPolicy implements Policy {
       this.convergingFrom = ctx.round;
       held.clearAll();
     }
+    return held;
+  }
+
+  /**
+   * After the held pages were sent: while the rest shrinks, pre-copy is converging and nothing is
+   * held (a round that holds waits for a sample, which would slow it down). When it stops
+   * shrinking (a steady state: the process writes as much per round as the round sends, and only
+   * the round cap will end the migration), pages forecast to be written again within the round
+   * itself are held: they would be unsynchronized at its end anyway, so holding them costs no
+   * downtime and saves sending them every round (what TPO and the paper's filter do for a hot set).
+   */
+  private steadyHold(unsynced: PageBitmap, u: number, h: number, held: PageBitmap, last: boolean): PageBitmap {
+    const tail = this.tailPages;
+    tail.push(u);
+    // The last round: what it holds goes into the final one, with what is written while it waits.
+    if (last) return held;
+    const k = tail.length;
+    const floor = 4 * Math.max(1, this.opts.stopRules.minRemainingPages);
+    const steady = k > STEADY_ROUNDS && u >= STEADY_SHRINK * tail[k - 1 - STEADY_ROUNDS] && u > floor;
+    if (steady) this.model.addLikely(unsynced, Math.max(1, h), 0.5, held);
     return held;
   }
 
