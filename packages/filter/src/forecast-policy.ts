@@ -156,7 +156,8 @@ export class ForecastPolicy implements Policy {
     const k = tail.length;
     const floor = 4 * Math.max(1, this.opts.stopRules.minRemainingPages);
     const steady = k > STEADY_ROUNDS && u >= STEADY_SHRINK * tail[k - 1 - STEADY_ROUNDS] && u > floor;
-    if (steady) this.model.addLikely(unsynced, Math.max(1, h), 0.5, held);
+    // Only rounds a sample long anyway: a shorter one may catch no write at all and end it.
+    if (steady && h >= 1) this.model.addLikely(unsynced, h, 0.5, held);
     return held;
   }
 
