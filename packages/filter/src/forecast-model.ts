@@ -1,4 +1,4 @@
-import type { PageBitmap } from './page-bitmap.js';
+import { PageBitmap } from './page-bitmap.js';
 
 // The forecaster's model of when each page is written next: a renewal model. Every page keeps
 // the sample it was last written in; every region of pages keeps a histogram of the gaps (in
@@ -89,6 +89,8 @@ export class ForecastModel {
   private total: number;
   /** Per page: the sample it was last written in (1..65535, cycling), 0 = not in the last MAX_AGE samples. */
   private last: Uint16Array;
+  /** The pages with a last write (last != 0), so that planning skips the others word by word. */
+  private seen: PageBitmap;
   private levels: GapLevel[];
   private weight = 1;
   private n = 0;
@@ -103,6 +105,7 @@ export class ForecastModel {
   constructor(totalPages: number) {
     this.total = totalPages;
     this.last = new Uint16Array(totalPages);
+    this.seen = new PageBitmap(totalPages);
     this.levels = REGION_SHIFTS.map((s) => new GapLevel(s, totalPages));
   }
 
@@ -127,7 +130,9 @@ export class ForecastModel {
 
   byteSize(): number {
     return (
-      this.last.byteLength + this.levels.reduce((a, l) => a + l.hist.byteLength + l.cens.byteLength + l.sum.byteLength + l.sq.byteLength, 0)
+      this.last.byteLength +
+      this.seen.byteLength +
+      this.levels.reduce((a, l) => a + l.hist.byteLength + l.cens.byteLength + l.sum.byteLength + l.sq.byteLength, 0)
     );
   }
 
@@ -136,6 +141,7 @@ export class ForecastModel {
     const last = new Uint16Array(totalPages);
     last.set(this.last.subarray(0, Math.min(totalPages, this.total)));
     this.last = last;
+    this.seen = this.seen.resized(totalPages);
     this.levels = this.levels.map((l) => {
       const nl = new GapLevel(l.shift, totalPages);
       nl.hist.set(l.hist.subarray(0, Math.min(nl.hist.length, l.hist.length)));
@@ -204,6 +210,9 @@ export class ForecastModel {
       }
     }
     this.addRun(run);
+    const sw = this.seen.raw;
+    for (let k = 0; k < Math.min(words.length, sw.length); k++) sw[k] |= words[k];
+    if (sample.size > this.total && this.total & 31 && this.total >>> 5 < sw.length) sw[this.total >>> 5] &= (1 << (this.total & 31)) - 1;
     if (this.n % 1024 === 0) this.forgetOld();
     this.tailRegion = -1;
   }
@@ -246,22 +255,36 @@ export class ForecastModel {
     let expected = 0;
     const src = pages.raw;
     const dst = out.raw;
+    const seen = this.seen.raw;
     const words = Math.min(src.length, dst.length, this.total >>> 5);
     let region = -1;
+    let live = false;
+    let prevL = 0;
+    let prevP = 0;
     for (let k = 0; k < words; k++) {
-      let x = src[k];
+      let x = src[k] & seen[k];
       if (x === 0) continue;
       const base = k << 5;
       const r = base >>> shift;
       if (r !== region) {
-        this.loadTail(lv, r);
+        live = this.loadTail(lv, r);
         region = r;
+        prevL = 0;
       }
+      if (!live) continue;
       let acc = 0;
       while (x !== 0) {
         const t = x & -x;
         x ^= t;
         const l = last[base + 31 - Math.clz32(t)];
+        if (l === prevL) {
+          // Written in the same sample as the page before: the same forecast.
+          if (prevP > threshold) {
+            acc |= t;
+            expected += prevP;
+          }
+          continue;
+        }
         if (l === 0) continue;
         let a = stamp - l;
         if (a < 0) a += STAMP_MOD;
@@ -272,9 +295,11 @@ export class ForecastModel {
           memoTag[m] = r;
           memoP[m] = s0 > 0 ? (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0 : 0;
         }
-        if (memoP[m] > threshold) {
+        prevL = l;
+        prevP = memoP[m];
+        if (prevP > threshold) {
           acc |= t;
-          expected += memoP[m];
+          expected += prevP;
         }
       }
       dst[k] |= acc;
@@ -310,28 +335,35 @@ export class ForecastModel {
    * ending in it over the gaps (ended or censored) that reached it. Past the last gap seen S
    * stays flat: no evidence of another write, so the page is forecast cold.
    */
-  private loadTail(lv: GapLevel, r: number): void {
+  private loadTail(lv: GapLevel, r: number): boolean {
     const t = this.tail;
     const base = r * NB;
     let atRisk = 0;
-    for (let b = 0; b < NB; b++) atRisk += lv.hist[base + b] + lv.cens[base + b];
-    t[0] = 1;
+    let events = 0;
     for (let b = 0; b < NB; b++) {
-      const ev = lv.hist[base + b];
-      t[b + 1] = atRisk > 0 ? t[b] * (1 - ev / atRisk) : t[b];
-      // Gap g stands for (g - 1, g]: mean - 1/2, spread sqrt(3 var + 1/4) (a uniform's half-width).
-      const lo = EDGE[b];
-      const hi = EDGE[b + 1];
-      const mean = ev > 0 ? lv.sum[base + b] / ev : (lo + hi + 1) / 2;
-      const variance = ev > 0 ? Math.max(0, lv.sq[base + b] / ev - mean * mean) : ((hi - lo) * (hi - lo)) / 12;
-      const m = Math.min(hi, Math.max(lo, mean - 0.5));
-      this.mu[b] = m;
-      this.half[b] = Math.max(1e-6, Math.min(Math.sqrt(3 * variance + 0.25), m - lo, hi - m));
-      atRisk -= ev + lv.cens[base + b];
-      if (atRisk < 1e-12 * (ev + 1)) atRisk = 0;
+      atRisk += lv.hist[base + b] + lv.cens[base + b];
+      events += lv.hist[base + b];
     }
     this.tailRegion = r;
     this.tailLevel = lv;
+    t.fill(1);
+    if (!(events > 0)) return false; // no gap seen: S stays 1, nothing is forecast
+    for (let b = 0; b < NB; b++) {
+      const ev = lv.hist[base + b];
+      t[b + 1] = atRisk > 0 ? t[b] * (1 - ev / atRisk) : t[b];
+      atRisk -= ev + lv.cens[base + b];
+      if (atRisk < 1e-12 * (ev + 1)) atRisk = 0;
+      if (!(ev > 0)) continue; // no mass here: where it would lie does not matter
+      // Gap g stands for (g - 1, g]: mean - 1/2, spread sqrt(3 var + 1/4) (a uniform's half-width).
+      const lo = EDGE[b];
+      const hi = EDGE[b + 1];
+      const mean = lv.sum[base + b] / ev;
+      const variance = Math.max(0, lv.sq[base + b] / ev - mean * mean);
+      const m = Math.min(hi, Math.max(lo, mean - 0.5));
+      this.mu[b] = m;
+      this.half[b] = Math.max(1e-6, Math.min(Math.sqrt(3 * variance + 0.25), m - lo, hi - m));
+    }
+    return true;
   }
 
   /** Brier score of each level's one-sample forecast on a rotating subsample, before learning. */
@@ -371,7 +403,11 @@ export class ForecastModel {
   /** Pages not written for MAX_AGE samples or more become cold (so the cycling stamp cannot alias). */
   private forgetOld(): void {
     const last = this.last;
-    for (let p = 0; p < last.length; p++) if (last[p] !== 0 && this.age(p) >= MAX_AGE) last[p] = 0;
+    for (let p = 0; p < last.length; p++)
+      if (last[p] !== 0 && this.age(p) >= MAX_AGE) {
+        last[p] = 0;
+        this.seen.clear(p);
+      }
   }
 
   /**
