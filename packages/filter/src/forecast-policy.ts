@@ -129,14 +129,18 @@ export class ForecastPolicy implements Policy {
     // page sent), so the rest of the migration lasts about h / (1 - rho).
     const written = m.expectedWritten(h);
     const rho = Math.min(HORIZON_RHO_CAP, written / u);
-    const saving = m.addLikely(unsynced, h / (1 - rho), 0.5, held);
-    const kept = held.count();
-    if (kept === 0) return held;
-    if (this.shouldConverge(ctx, u, kept, written, saving)) {
-      this.converging = true;
-      this.convergingFrom = ctx.round;
+    // The pages due before the migration ends; if holding them all is not worth it (see
+    // shouldConverge), the pages due before this round ends; if not those either, none.
+    for (const horizon of [h / (1 - rho), h]) {
       held.clearAll();
+      const saving = m.addLikely(unsynced, horizon, 0.5, held);
+      const kept = held.count();
+      if (kept === 0) return held;
+      if (!this.shouldConverge(ctx, u, kept, written, saving)) return held;
     }
+    this.converging = true;
+    this.convergingFrom = ctx.round;
+    held.clearAll();
     return held;
   }
 
