@@ -178,6 +178,9 @@ export class ForecastModel {
     const fine = this.levels[0].shift;
     const words = sample.raw;
     const firstRun = this.n > 1;
+    let prevL = -1;
+    let prevRegion = -1;
+    let prevGap = 0;
     for (let k = 0; k < words.length && k << 5 < lim; k++) {
       let x = words[k];
       while (x !== 0) {
@@ -187,6 +190,15 @@ export class ForecastModel {
         if (p >= lim) break;
         const l = last[p];
         last[p] = stamp;
+        if (l === prevL && p >>> fine === prevRegion && l !== 0) {
+          // Written in the same sample as the page before, in the same region: the same gap.
+          run.c++;
+          run.sum += prevGap;
+          run.sq += prevGap * prevGap;
+          continue;
+        }
+        prevL = l;
+        prevRegion = p >>> fine;
         let gap = 0;
         let i: number;
         let cens = false;
@@ -194,6 +206,7 @@ export class ForecastModel {
           gap = stamp - l;
           if (gap <= 0) gap += STAMP_MOD;
           i = (p >>> fine) * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
+          prevGap = gap;
         } else if (firstRun) {
           // First write seen: the gap was at least as long as the model has watched (or MAX_AGE).
           i = (p >>> fine) * NB + firstBucket;
