@@ -78,9 +78,9 @@ const everyPage = new PageBitmap(TOTAL);
 everyPage.setRange(0, TOTAL);
 const uniform = new ForecastPolicy(TOTAL, { intervalMs: 50, initialPageRate: 15_258 });
 for (let i = 0; i < 40; i++) uniform.observeSample(everyPage); // every page has a history
-console.log(`| forecast: learning per 50 ms sample (1 GiB, 1,200 pages a sample) | ${fPerSample.toFixed(3)} ms |`);
+console.log(`| forecast: learning per 50 ms sample (1 GiB, 1,200 pages a sample; mean) | ${fPerSample.toFixed(3)} ms |`);
 console.log(
-  `| forecast: learning a sample that writes all 262,144 pages | ${timeIt(() => uniform.observeSample(everyPage)).toFixed(3)} ms |`,
+  `| forecast: learning a sample that writes all 262,144 pages (median of 9) | ${timeIt(() => uniform.observeSample(everyPage)).toFixed(3)} ms |`,
 );
 for (const pages of [TOTAL, 65_536, 8_192, 1_024]) {
   const unsynced = new PageBitmap(TOTAL);
@@ -90,19 +90,22 @@ for (const pages of [TOTAL, 65_536, 8_192, 1_024]) {
     ['hot-spot samples', fp],
     ['every page written', uniform],
   ]) {
-    for (let r = 0; r < 3; r++) p.holdBack(unsynced, ctx);
-    const t = performance.now();
     const held = p.holdBack(unsynced, ctx);
     console.log(
-      `| forecast: planning a round, ${label}, send list of ${pages.toLocaleString('en-US')} pages | ${(performance.now() - t).toFixed(3)} ms (held ${held.count().toLocaleString('en-US')}) |`,
+      `| forecast: planning a round, ${label}, send list of ${pages.toLocaleString('en-US')} pages (median of 9) | ${timeIt(() => p.holdBack(unsynced, ctx)).toFixed(3)} ms (held ${held.count().toLocaleString('en-US')}) |`,
     );
   }
 }
 console.log(`| forecast: model memory (byteSize) | ${(fp.model.byteSize() / 1e6).toFixed(3)} MB |`);
 
+/** The median of 9 timed runs after 3 untimed ones (the machine may be shared). */
 function timeIt(fn) {
   for (let i = 0; i < 3; i++) fn();
-  const t = performance.now();
-  for (let i = 0; i < 5; i++) fn();
-  return (performance.now() - t) / 5;
+  const times = [];
+  for (let i = 0; i < 9; i++) {
+    const t = performance.now();
+    fn();
+    times.push(performance.now() - t);
+  }
+  return times.sort((a, b) => a - b)[4];
 }
