@@ -42,6 +42,11 @@ const STEADY_SHRINK = 0.7;
 const STEADY_ROUNDS = 3;
 /** The rest of the migration is estimated as at most 1 / (1 - this) rounds' worth. */
 const HORIZON_RHO_CAP = 0.9;
+/** Near the end, sending the rest wins if it leaves a final round this much smaller than holding. */
+const END_CHOICE = 0.9;
+/** Pre-copy settles (a steady state) if a few rounds from a flush leave more than this share of the rest. */
+const SETTLES = 0.5;
+const SETTLE_ROUNDS = 4;
 /** A flush converges when the pages written during it are at most this share of what it sends. */
 const CONVERGES = 0.9;
 
@@ -62,6 +67,7 @@ export class ForecastPolicy implements Policy {
   readonly model: ForecastModel;
   private readonly opts: ForecastPolicyOptions;
   private converging = false;
+  private lastRate = 0;
   /** The unsynchronized pages of each round planned since converging began. */
   private readonly tailPages: number[] = [];
   private convergingFrom: number | null = null;
@@ -116,12 +122,13 @@ export class ForecastPolicy implements Policy {
   private plan(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
     const held = new PageBitmap(unsynced.size);
     const rate = ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate;
+    this.lastRate = rate;
     if (rate <= 0 || this.model.samples === 0) return held;
     if (unsynced.size !== this.model.totalPages) this.model.resize(unsynced.size);
     const perSample = (rate * this.opts.intervalMs) / 1000;
     const u = unsynced.count();
     const h = u / perSample; // the round's length in samples if everything were sent
-    if (this.converging) return this.steadyHold(unsynced, u, h, held, ctx.round >= this.opts.stopRules.maxRounds);
+    if (this.converging) return this.steadyHold(unsynced, u, perSample, held, ctx.round >= this.opts.stopRules.maxRounds);
     if (h < 1) return held;
     const m = this.model;
     // A page sent now is wasted if written again before the migration ends: after this round come
@@ -129,19 +136,55 @@ export class ForecastPolicy implements Policy {
     // page sent), so the rest of the migration lasts about h / (1 - rho).
     const written = m.expectedWritten(h);
     const rho = Math.min(HORIZON_RHO_CAP, written / u);
-    // The pages due before the migration ends; if holding them all is not worth it (see
-    // shouldConverge), the pages due before this round ends; if not those either, none.
+    // Would sending everything now let pre-copy converge? If not, the held pages are in any
+    // final round, and holding them costs no downtime.
+    const convergent = written / u <= CONVERGES && this.settlesAt(written) <= SETTLES * u;
+    const end = this.endNear(ctx, u, written, convergent);
+    if (end === 'limit' || (end && convergent)) return this.startConverging(ctx.round, held);
+    if (end) return this.endHold(unsynced, u, perSample, held);
+    // The pages due before the migration ends; if holding them all is not worth it, the pages due
+    // before this round ends; if not those either, none.
     for (const horizon of [h / (1 - rho), h]) {
       held.clearAll();
       const saving = m.addLikely(unsynced, horizon, 0.5, held);
       const kept = held.count();
       if (kept === 0) return held;
-      if (!this.shouldConverge(ctx, u, kept, written, saving)) return held;
+      if (!convergent || !this.notWorthIt(u, kept, saving, perSample)) return held;
     }
+    return this.startConverging(ctx.round, held);
+  }
+
+  private startConverging(round: number, held: PageBitmap): PageBitmap {
     this.converging = true;
-    this.convergingFrom = ctx.round;
+    this.convergingFrom = round;
     held.clearAll();
     return held;
+  }
+
+  /**
+   * Holding is not worth it when the round would only wait (the send list without the held pages
+   * is under one sample), or when the pages it saves are fewer than the process writes in the
+   * round (at least one sample long) that holding adds.
+   */
+  private notWorthIt(u: number, kept: number, saving: number, perSample: number): boolean {
+    return u - kept < perSample || saving <= this.model.expectedWritten(1);
+  }
+
+  /**
+   * Whether the stop is near: the rest is within twice the downtime limit (the driver stops as
+   * soon as it fits it: a page held then is a page of downtime); the rounds left are what a
+   * pre-copy tail needs to converge from here (a couple when it will not converge); or the data
+   * cap is two rounds away.
+   */
+  private endNear(ctx: RoundContext, u: number, written: number, convergent: boolean): 'limit' | 'rounds' | 'data' | null {
+    const rules = this.opts.stopRules;
+    if (rules.downtimeLimitMs !== undefined && (u / this.lastRate) * 1000 <= 2 * rules.downtimeLimitMs) return 'limit';
+    const ratio = written / u;
+    const floor = Math.max(1, rules.minRemainingPages);
+    const converge = convergent && ratio > 0 ? Math.min(20, Math.ceil(Math.log(u / floor) / Math.log(1 / Math.max(ratio, 1e-3)))) : 0;
+    if (ctx.round + MIN_TAIL_ROUNDS + converge >= rules.maxRounds) return 'rounds';
+    if (this.sent + u * 2 >= rules.maxFactor * this.model.totalPages) return 'data';
+    return null;
   }
 
   /**
@@ -152,7 +195,7 @@ export class ForecastPolicy implements Policy {
    * itself are held: they would be unsynchronized at its end anyway, so holding them costs no
    * downtime and saves sending them every round (what TPO and the paper's filter do for a hot set).
    */
-  private steadyHold(unsynced: PageBitmap, u: number, h: number, held: PageBitmap, last: boolean): PageBitmap {
+  private steadyHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap, last: boolean): PageBitmap {
     const tail = this.tailPages;
     tail.push(u);
     // The last round: what it holds goes into the final one, with what is written while it waits.
@@ -161,28 +204,42 @@ export class ForecastPolicy implements Policy {
     const floor = 4 * Math.max(1, this.opts.stopRules.minRemainingPages);
     const steady = k > STEADY_ROUNDS && u >= STEADY_SHRINK * tail[k - 1 - STEADY_ROUNDS] && u > floor;
     // Only rounds a sample long anyway: a shorter one may catch no write at all and end it.
-    if (steady && h >= 1) this.model.addLikely(unsynced, h, 0.5, held);
+    if (steady && u >= perSample) this.model.addLikely(unsynced, u / perSample, 0.5, held);
     return held;
   }
 
-  /** True when it is time to send the held pages and let pre-copy converge (see the top). */
-  private shouldConverge(ctx: RoundContext, u: number, kept: number, written: number, saving: number): boolean {
-    const ratio = written / u;
-    if (ratio > CONVERGES) return false; // sending them would not shrink the remainder
-    const rules = this.opts.stopRules;
-    const floor = Math.max(1, rules.minRemainingPages);
-    const tail = MIN_TAIL_ROUNDS + (ratio > 0 ? Math.min(20, Math.ceil(Math.log(u / floor) / Math.log(1 / Math.max(ratio, 1e-3)))) : 0);
-    const rate = ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate;
-    const idle = u - kept < rate * (this.opts.intervalMs / 1000);
-    const late = ctx.round + tail >= rules.maxRounds;
-    // Under a downtime limit the driver stops as soon as the rest fits it: a page held then is a
-    // page of downtime, so holding ends when the rest is within twice the limit.
-    const nearLimit = rules.downtimeLimitMs !== undefined && (u / rate) * 1000 <= 2 * rules.downtimeLimitMs;
-    const overData = this.sent + u * 2 >= rules.maxFactor * this.model.totalPages;
-    // Holding makes a round (at least one sample long) that would not have been needed, unless
-    // the pages it saves outweigh what the process writes in that sample.
-    const worthARound = saving > this.model.expectedWritten(1);
-    return idle || late || nearLimit || overData || !worthARound;
+  /**
+   * Near the end of a migration that will not converge, what remains when it stops is what is
+   * held plus what the last round catches. Two choices: hold every page due within the time of
+   * the whole send list (H0: the rounds are then short, the final round has H0 and one sample's
+   * writes), or only those due within the round as it runs when the rest is sent (H1, due within
+   * h1 = |unsynced - H0| / rate: the final round has H1 and what is written while the rest is
+   * sent). The smaller final round wins; when they are about equal (everything is rewritten
+   * within a round anyway), H0, which sends fewer pages.
+   */
+  private endHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap): PageBitmap {
+    const m = this.model;
+    m.addLikely(unsynced, u / perSample, 0.5, held);
+    const h0 = held.count();
+    const h1 = Math.max(1, (u - h0) / perSample);
+    const within = new PageBitmap(unsynced.size);
+    m.addLikely(unsynced, h1, 0.5, within);
+    const finalHolding = h0 + m.expectedWritten(1);
+    const finalSending = within.count() + m.expectedWritten((u - within.count()) / perSample);
+    return finalSending < END_CHOICE * finalHolding ? within : held;
+  }
+
+  /**
+   * Where pre-copy's rest settles from here: each round sends the last one's writes, so the rest
+   * follows u <- written(u / link rate), a few rounds of it from the pages written during a flush.
+   */
+  private settlesAt(written: number): number {
+    const rate = this.lastRate;
+    if (!(rate > 0)) return written;
+    const perSample = (rate * this.opts.intervalMs) / 1000;
+    let u = written;
+    for (let i = 0; i < SETTLE_ROUNDS && u / perSample >= 1; i++) u = Math.min(u, this.model.expectedWritten(u / perSample));
+    return u;
   }
 
   status(): ForecastPolicyStatus {

@@ -170,7 +170,7 @@ describe('ForecastPolicy: a phase change', () => {
 });
 
 describe('ForecastPolicy: a hot set that never converges', () => {
-  it('holds the hot set in the steady state, as TPO does, and sends fewer pages than xen-skip and tpo', () => {
+  it('holds the hot set round after round, as TPO does, and sends fewer pages than xen-skip and tpo', () => {
     // 200 pages written in every sample, 20 random ones: the link (100 pages a sample) can never
     // catch up, so the migration runs to the round cap and the hot set is in the final round anyway.
     const r = rng(5);
@@ -187,7 +187,8 @@ describe('ForecastPolicy: a hot set that never converges', () => {
     expect(c.forecast.pagesSent).toBeLessThan(tpo.pagesSent);
     expect(c.forecast.pagesSent).toBeLessThan(c.xen.pagesSent / 2);
     expect(c.forecast.downtimeMs).toBeLessThanOrEqual(c.precopy.downtimeMs);
-    expect(c.policy.heldPages.at(-2)).toBeGreaterThanOrEqual(150); // the hot set, held late in the migration
+    // The hot set is held round after round (the last few may hold less, to keep the final round small).
+    expect(c.policy.heldPages.filter((n) => n >= 150).length).toBeGreaterThan(20);
   });
 });
 
