@@ -138,7 +138,10 @@ export class ForecastPolicy implements Policy {
     const rho = Math.min(HORIZON_RHO_CAP, written / u);
     // Would sending everything now let pre-copy converge? If not, the held pages are in any
     // final round, and holding them costs no downtime.
-    const convergent = written / u <= CONVERGES && this.settlesAt(written) <= SETTLES * u;
+    // (A rest that settles under two samples' worth still ends: sooner or later a round that short
+    // catches no sample of writes.)
+    const settled = this.settlesAt(written);
+    const convergent = written / u <= CONVERGES && (settled <= SETTLES * u || settled < 2 * perSample);
     const end = this.endNear(ctx, u, written, convergent);
     if (end === 'limit' || (end && convergent)) return this.startConverging(ctx.round, held);
     if (end) return this.endHold(unsynced, u, perSample, held);
