@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // The data filter's costs for a 1 GiB page space at S = 256 (the paper's Table 1 and its
 // O(N + S^2) memory): modelling compute per 50 ms sample, forecast + filter per round, model
-// memory. Samples are synthetic but sized like a busy workload: a hot spot cycling over 8 of the
+// memory; and the same for --policy forecast (its model has no S). Samples are synthetic but sized like a busy workload: a hot spot cycling over 8 of the
 // 256 regions (dwell 10 samples) with 1,000 pages written per sample, plus 200 random pages.
 //   node bench/filter-costs.mjs [--states 256] [--samples 200]
 import os from 'node:os';
-import { ModelBuilder, MarkovPolicy, PageBitmap } from '../packages/filter/dist/index.js';
+import { ForecastPolicy, ModelBuilder, MarkovPolicy, PageBitmap } from '../packages/filter/dist/index.js';
 
 const argv = process.argv.slice(2);
 const opt = (n, d) => (argv.includes(`--${n}`) ? Number(argv[argv.indexOf(`--${n}`) + 1]) : d);
@@ -66,3 +66,46 @@ for (const [f, times] of rows)
     console.log(
       `| forecast + filter, ${f}, send list of ${pages.toLocaleString('en-US')} pages at 500 Mbit/s | ${ms.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`,
     );
+
+// --policy forecast: learning per sample (its granularity scoring included), planning per round
+// (a worst case: every page unsynchronized and written before), model memory.
+const fp = new ForecastPolicy(TOTAL, { intervalMs: 50, initialPageRate: 15_258 });
+for (const smp of samples.slice(0, 20)) fp.observeSample(smp);
+const tf = performance.now();
+for (const smp of samples.slice(20)) fp.observeSample(smp);
+const fPerSample = (performance.now() - tf) / (N - 20);
+const everyPage = new PageBitmap(TOTAL);
+everyPage.setRange(0, TOTAL);
+const uniform = new ForecastPolicy(TOTAL, { intervalMs: 50, initialPageRate: 15_258 });
+for (let i = 0; i < 40; i++) uniform.observeSample(everyPage); // every page has a history
+console.log(`| forecast: learning per 50 ms sample (1 GiB, 1,200 pages a sample; mean) | ${fPerSample.toFixed(3)} ms |`);
+console.log(
+  `| forecast: learning a sample that writes all 262,144 pages (median of 9) | ${timeIt(() => uniform.observeSample(everyPage)).toFixed(3)} ms |`,
+);
+for (const pages of [TOTAL, 65_536, 8_192, 1_024]) {
+  const unsynced = new PageBitmap(TOTAL);
+  unsynced.setRange(0, pages);
+  const ctx = { round: 1, pageRate: 15_258, nowMs: 0 };
+  for (const [label, p] of [
+    ['hot-spot samples', fp],
+    ['every page written', uniform],
+  ]) {
+    const held = p.holdBack(unsynced, ctx);
+    console.log(
+      `| forecast: planning a round, ${label}, send list of ${pages.toLocaleString('en-US')} pages (median of 9) | ${timeIt(() => p.holdBack(unsynced, ctx)).toFixed(3)} ms (held ${held.count().toLocaleString('en-US')}) |`,
+    );
+  }
+}
+console.log(`| forecast: model memory (byteSize) | ${(fp.model.byteSize() / 1e6).toFixed(3)} MB |`);
+
+/** The median of 9 timed runs after 3 untimed ones (the machine may be shared). */
+function timeIt(fn) {
+  for (let i = 0; i < 3; i++) fn();
+  const times = [];
+  for (let i = 0; i < 9; i++) {
+    const t = performance.now();
+    fn();
+    times.push(performance.now() - t);
+  }
+  return times.sort((a, b) => a - b)[4];
+}

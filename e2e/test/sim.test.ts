@@ -22,7 +22,7 @@ describe('forecopy-sim on a recorded trace', () => {
       '--trace',
       TRACE,
       '--policy',
-      'precopy,xen-skip,tpo,markov,oracle',
+      'precopy,xen-skip,tpo,markov,forecast,oracle',
       '--states',
       '64,128',
       '--model-seconds',
@@ -44,7 +44,15 @@ describe('forecopy-sim on a recorded trace', () => {
       rounds: unknown[];
       shareOfOracle: number | null;
     }>;
-    expect(rows.map((r) => `${r.policy}${r.states ?? ''}`)).toEqual(['precopy', 'xen-skip', 'tpo', 'markov64', 'markov128', 'oracle']);
+    expect(rows.map((r) => `${r.policy}${r.states ?? ''}`)).toEqual([
+      'precopy',
+      'xen-skip',
+      'tpo',
+      'markov64',
+      'markov128',
+      'forecast',
+      'oracle',
+    ]);
     const by = (p: string) => rows.find((r) => `${r.policy}${r.states ?? ''}` === p)!;
     for (const r of rows) {
       expect(r.pagesSent).toBeGreaterThanOrEqual(by('oracle').pagesSent);
@@ -54,6 +62,9 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(by('precopy').shareOfOracle).toBe(0);
     // On this trace (a 1 MiB hot spot, S = 64 regions of 1 MiB) the paper's filter saves pages.
     expect(by('markov64').pagesSent).toBeLessThan(by('precopy').pagesSent);
+    // The oracle is a bound at pre-copy's downtime; forecast saves pages with no model given.
+    expect(by('oracle').downtimeMs).toBeLessThanOrEqual(by('precopy').downtimeMs);
+    expect(by('forecast').pagesSent).toBeLessThan(by('xen-skip').pagesSent);
     expect(fs.readFileSync(csv, 'utf8').trim().split('\n')).toHaveLength(rows.length + 1);
     const page = fs.readFileSync(html, 'utf8');
     expect(page.match(/<svg /g)).toHaveLength(3); // downtime, time, pages: the Fig. 4-6 analogs
@@ -82,7 +93,7 @@ describe('forecopy-sim on a recorded trace', () => {
       baseline: string | null;
       savingVsBaseline: number | null;
     }>;
-    expect(rows.map((x) => x.policy)).toEqual(['precopy', 'markov', 'xen-skip', 'markov+skip', 'tpo', 'oracle']);
+    expect(rows.map((x) => x.policy)).toEqual(['precopy', 'markov', 'xen-skip', 'markov+skip', 'tpo', 'forecast', 'oracle']);
     const by = (p: string) => rows.find((x) => x.policy === p)!;
     expect(by('markov').baseline).toBe('precopy');
     expect(by('markov').savingVsBaseline).toBe(by('precopy').pagesSent - by('markov').pagesSent);
@@ -122,7 +133,9 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(r.stderr).toMatch(/^forecopy-sim: cannot read the trace .*README.md: not a forecopy trace \(bad magic\)\n$/);
     const p = sim(['--trace', TRACE, '--policy', 'magic']);
     expect(p.code).toBe(2);
-    expect(p.stderr).toBe('forecopy-sim: unknown policy magic: one of precopy, xen-skip, tpo, markov, markov+skip, oracle\n');
+    expect(p.stderr).toBe(
+      'forecopy-sim: unknown policy magic: one of precopy, xen-skip, tpo, markov, forecast, markov+skip, oracle, oracle-unbounded\n',
+    );
     const w = sim(['--trace', TRACE, '--svg', path.join(ROOT, 'no-such-dir', 'x')]);
     expect(w.code).toBe(2);
     expect(w.stderr).toMatch(/^forecopy-sim: cannot write .*no-such-dir\/x-downtime\.svg: ENOENT\n$/);

@@ -6,6 +6,8 @@ export * from './goodness-of-fit.js';
 export * from './markov-policy.js';
 export * from './xen-skip-policy.js';
 export * from './tpo-policy.js';
+export * from './forecast-model.js';
+export * from './forecast-policy.js';
 export * from './policies.js';
 export * from './trace-format.js';
 export * from './simulator.js';

@@ -53,7 +53,7 @@ describe('xen-skip and the policy factory', () => {
   });
 
   it('knows every policy by name and needs a model for markov', () => {
-    expect([...POLICY_NAMES]).toEqual(['precopy', 'xen-skip', 'tpo', 'markov']);
+    expect([...POLICY_NAMES]).toEqual(['precopy', 'xen-skip', 'tpo', 'markov', 'forecast']);
     for (const n of POLICY_NAMES.filter((x) => x !== 'markov')) expect(createPolicy(n, { totalPages: 10 }).name).toBe(n);
     expect(() => createPolicy('markov')).toThrow(/needs a model/);
     expect(() => createPolicy('nope' as PolicyName)).toThrow(/unknown policy/);

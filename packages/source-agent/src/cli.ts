@@ -45,7 +45,12 @@ function policyOptions<T>(y: Argv<T>) {
     .option('policy', { choices: POLICY_NAMES, default: 'precopy' as const, describe: 'pre-copy policy (data filter)' })
     .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms'), describe: 'dirty sampling interval' })
     .option('states', { type: 'number', default: 256, describe: 'markov: number of regions/states S (64..1024)' })
-    .option('model-seconds', { type: 'number', default: 10, describe: 'markov: how long to model before migrating' })
+    .option('model-seconds', {
+      type: 'number',
+      default: 10,
+      describe:
+        'markov: how long to model before migrating; forecast: how long it watches before migrating (it keeps learning during the migration)',
+    })
     .option('model', { type: 'string', describe: 'markov: load a saved model instead of modelling' })
     .option('lwws-threshold', { type: 'number', describe: "markov: share of a state's samples a page must be written in to join its LWWS" })
     .option('forecast', {
@@ -259,6 +264,7 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
         bandwidthBps,
         forecast: a.forecast,
         skipRedirtied: a['skip-redirtied'],
+        stopRules: stopRulesOf(a),
       }),
       log,
       onProgress: progressPrinter(),

@@ -12,6 +12,7 @@ import {
   type ForecastMode,
   type Policy,
   type PolicyName,
+  type StopRules,
 } from '@forecopy/filter';
 import { PAGE_SIZE } from '@forecopy/protocol';
 import type { TrackerChoice } from '@forecopy/linux';
@@ -36,6 +37,8 @@ export interface PolicySetup {
   forecast?: ForecastMode;
   /** markov: also skip pages written again during the round (Xen's to_skip). */
   skipRedirtied?: boolean;
+  /** forecast: the migration's stop rules (it stops holding back before they fire). */
+  stopRules?: StopRules;
 }
 
 /**
@@ -56,6 +59,11 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
       intervalMs: s.intervalMs,
       initialPageRate: s.bandwidthBps > 0 ? s.bandwidthBps / 8 / PAGE_SIZE : 0,
     };
+    if (s.policy === 'forecast') {
+      const policy = createPolicy('forecast', { ...common, ...(s.stopRules ? { stopRules: s.stopRules } : {}) });
+      await watch(ctx.sampler, policy, s.modelSeconds * 1000, ctx.log, ctx.onProgress);
+      return policy;
+    }
     if (s.policy !== 'markov') return createPolicy(s.policy, common);
     const observed = preloaded
       ? null
@@ -113,6 +121,20 @@ async function observe(
   const model = builder.build();
   log.info({ samples, modelBytes: model.byteSize(), computeMsPerSample: samples ? computeMs / samples : 0 }, 'markov model built');
   return { model, last };
+}
+
+/** forecast learns online: shows it the sampler's whole samples for `ms` milliseconds before the migration starts. */
+async function watch(sampler: Sampler, policy: Policy, ms: number, log: Logger, onProgress?: (p: Progress) => void): Promise<void> {
+  let samples = 0;
+  const start = sampler.now();
+  const off = sampler.onSample((smp) => {
+    policy.observeSample?.(smp.pages, smp.atMs);
+    samples++;
+    onProgress?.({ phase: 'modelling', doneMs: sampler.now() - start, totalMs: ms, samples });
+  });
+  await new Promise((r) => setTimeout(r, ms));
+  off();
+  log.info({ samples, status: policy.status?.() }, 'forecast: watched the process before migrating');
 }
 
 export interface WriteModelOptions {

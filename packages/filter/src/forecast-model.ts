@@ -1,0 +1,446 @@
+import { PageBitmap } from './page-bitmap.js';
+
+// The forecaster's model of when each page is written next: a renewal model. Every page keeps
+// the sample it was last written in; every region of pages keeps a histogram of the gaps (in
+// samples) between successive writes of its pages. A page of age a (samples since its last write)
+// is written within the next h samples with probability
+//
+//   P(gap <= a + h | gap > a) = (S(a) - S(a + h)) / S(a),  S(x) = P(gap > x)
+//
+// read from its region's histogram. This is a Markov chain on each page's age (the age is the
+// state; the histogram gives its transitions, "written" or "one sample older"), propagated over
+// the horizon in closed form. It knows what the paper's chain and TPO's history know for the
+// patterns they address: a page written every sample (TPO's hot page) has gaps of 1 and is
+// forecast written again within any horizon; a hot spot that dwells and moves on along a cycle
+// leaves short gaps (during a dwell) and the cycle's period (between visits), so a page that was
+// visited a period ago is forecast due, one visited just now is not; a page that stopped being
+// written grows older than any gap its region showed and is forecast cold. Writes that are
+// uniformly random leave gaps with a constant hazard, so the age says nothing and the forecast
+// is the same for every page: the cost model (forecast-policy.ts) then holds none of them.
+//
+// Granularity: the histograms are kept at several region sizes at once, and each sample scores
+// them on a subsample of pages by how well each forecast that sample's writes before seeing it
+// (Brier score, decayed); the best one is used. Forgetting: histogram weights grow by GROWTH per
+// sample, so the last ~1/(GROWTH-1) samples dominate and a phase change is followed.
+
+/** Gap buckets, lower bounds in samples; bucket b holds gaps in [BOUNDS[b], BOUNDS[b+1]). */
+const BOUNDS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192];
+const NB = BOUNDS.length - 1;
+/** Continuous edges: integer gap g stands for (g - 1, g]; bucket b covers (EDGE[b], EDGE[b+1]]. */
+const EDGE = BOUNDS.map((x) => x - 1);
+/** Ages at or over this are "long ago": no gap that long is recorded, the page counts as cold. */
+export const MAX_AGE = EDGE[NB];
+const BUCKET_OF = new Uint8Array(MAX_AGE + 1);
+for (let b = 0, x = 0; x <= MAX_AGE; x++) {
+  while (b < NB - 1 && x >= EDGE[b + 1]) b++;
+  BUCKET_OF[x] = b;
+}
+/** Region sizes tried, as shifts (pages per region = 1 << shift). */
+export const REGION_SHIFTS = [6, 9, 12] as const;
+const GROWTH = 1.02;
+const SCORE_DECAY = 0.98;
+/** One page in this many (rotating offset), or fewer for a large space, is scored per sample... */
+const SCORE_STRIDE = 61;
+/** ... about this many pages per sample. */
+const SCORE_PAGES = 512;
+const STAMP_MOD = 65535;
+/** Forecasts remembered per region while planning (by age, a power of two). */
+const MEMO = 256;
+
+/** The gap histograms of one region size. */
+class GapLevel {
+  /** Per region and bucket: the weight of gaps that ended in the bucket. */
+  readonly hist: Float32Array;
+  /** Per region and bucket: censored gaps (a first write: the gap was at least this long). */
+  readonly cens: Float32Array;
+  /** Per region and bucket: the weighted sum of the gaps that ended in it (their mean places the bucket's mass). */
+  readonly sum: Float32Array;
+  /** ... and of their squares (their spread). */
+  readonly sq: Float32Array;
+  score = 0;
+  constructor(
+    readonly shift: number,
+    totalPages: number,
+  ) {
+    this.hist = new Float32Array(((totalPages >>> shift) + 1) * NB);
+    this.cens = new Float32Array(((totalPages >>> shift) + 1) * NB);
+    this.sum = new Float32Array(((totalPages >>> shift) + 1) * NB);
+    this.sq = new Float32Array(((totalPages >>> shift) + 1) * NB);
+  }
+}
+
+/**
+ * Survival function of one region at `x`: sv[b] = S before bucket b's mass, sv[b + 1] after it;
+ * the mass is spread evenly over mu[b] +- half[b] (the mean of the bucket's gaps, and a spread
+ * with their variance), so a regular period is forecast sharply and irregular gaps are not.
+ */
+function survival(sv: Float64Array, mu: Float64Array, half: Float64Array, x: number): number {
+  if (x <= 0) return sv[0];
+  if (x >= MAX_AGE) return sv[NB];
+  const b = BUCKET_OF[Math.floor(x)];
+  const m = mu[b];
+  const d = half[b];
+  if (x <= m - d) return sv[b];
+  if (x >= m + d) return sv[b + 1];
+  return sv[b + 1] + (sv[b] - sv[b + 1]) * ((m + d - x) / (2 * d));
+}
+
+export class ForecastModel {
+  private total: number;
+  /** Per page: the sample it was last written in (1..65535, cycling), 0 = not in the last MAX_AGE samples. */
+  private last: Uint16Array;
+  /** The pages with a last write (last != 0), so that planning skips the others word by word. */
+  private seen: PageBitmap;
+  private levels: GapLevel[];
+  private weight = 1;
+  private n = 0;
+  private stamp = 0;
+  private chosen = 0;
+  private readonly tail = new Float64Array(NB + 1);
+  private readonly mu = new Float64Array(NB);
+  private readonly half = new Float64Array(NB);
+  private tailRegion = -1;
+  private tailLevel: GapLevel | null = null;
+
+  constructor(totalPages: number) {
+    this.total = totalPages;
+    this.last = new Uint16Array(totalPages);
+    this.seen = new PageBitmap(totalPages);
+    this.levels = REGION_SHIFTS.map((s) => new GapLevel(s, totalPages));
+  }
+
+  get totalPages(): number {
+    return this.total;
+  }
+
+  /** Samples seen. */
+  get samples(): number {
+    return this.n;
+  }
+
+  /** Pages per region of the granularity in use. */
+  get regionPages(): number {
+    return 1 << this.levels[this.chosen].shift;
+  }
+
+  /** Decayed Brier scores per region size (lower is better). */
+  get scores(): Record<number, number> {
+    return Object.fromEntries(this.levels.map((l) => [1 << l.shift, l.score]));
+  }
+
+  byteSize(): number {
+    return (
+      this.last.byteLength +
+      this.seen.byteLength +
+      this.levels.reduce((a, l) => a + l.hist.byteLength + l.cens.byteLength + l.sum.byteLength + l.sq.byteLength, 0)
+    );
+  }
+
+  resize(totalPages: number): void {
+    if (totalPages === this.total) return;
+    const last = new Uint16Array(totalPages);
+    last.set(this.last.subarray(0, Math.min(totalPages, this.total)));
+    this.last = last;
+    this.seen = this.seen.resized(totalPages);
+    this.levels = this.levels.map((l) => {
+      const nl = new GapLevel(l.shift, totalPages);
+      nl.hist.set(l.hist.subarray(0, Math.min(nl.hist.length, l.hist.length)));
+      nl.cens.set(l.cens.subarray(0, Math.min(nl.cens.length, l.cens.length)));
+      nl.sum.set(l.sum.subarray(0, Math.min(nl.sum.length, l.sum.length)));
+      nl.sq.set(l.sq.subarray(0, Math.min(nl.sq.length, l.sq.length)));
+      nl.score = l.score;
+      return nl;
+    });
+    this.total = totalPages;
+    this.tailRegion = -1;
+  }
+
+  /** Age in samples of page `p` (0 = written in the latest sample), or -1 when cold/never. */
+  age(p: number): number {
+    const l = this.last[p];
+    if (l === 0) return -1;
+    return (this.stamp - l + STAMP_MOD) % STAMP_MOD;
+  }
+
+  /** One whole sample: scores the granularities on it, then learns from it. */
+  observe(sample: PageBitmap): void {
+    if (this.n > 0) this.score(sample);
+    this.n++;
+    this.stamp = (this.stamp % STAMP_MOD) + 1;
+    this.weight *= GROWTH;
+    if (this.weight > 1e20) this.renormalize();
+    const last = this.last;
+    const stamp = this.stamp;
+    const lim = Math.min(sample.size, this.total);
+    // Runs of pages with the same finest region and gap bucket are added to the histograms at once.
+    const run = { i: -1, cens: false, c: 0, sum: 0, sq: 0 };
+    const firstBucket = BUCKET_OF[Math.min(Math.max(this.n - 1, 0), MAX_AGE)];
+    const fine = this.levels[0].shift;
+    const words = sample.raw;
+    const firstRun = this.n > 1;
+    let prevL = -1;
+    let prevRegion = -1;
+    let prevGap = 0;
+    for (let k = 0; k < words.length && k << 5 < lim; k++) {
+      let x = words[k];
+      while (x !== 0) {
+        const t = x & -x;
+        x ^= t;
+        const p = (k << 5) + 31 - Math.clz32(t);
+        if (p >= lim) break;
+        const l = last[p];
+        last[p] = stamp;
+        if (l === prevL && p >>> fine === prevRegion && l !== 0) {
+          // Written in the same sample as the page before, in the same region: the same gap.
+          run.c++;
+          run.sum += prevGap;
+          run.sq += prevGap * prevGap;
+          continue;
+        }
+        prevL = l;
+        prevRegion = p >>> fine;
+        let gap = 0;
+        let i: number;
+        let cens = false;
+        if (l !== 0) {
+          gap = stamp - l;
+          if (gap <= 0) gap += STAMP_MOD;
+          i = (p >>> fine) * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
+          prevGap = gap;
+        } else if (firstRun) {
+          // First write seen: the gap was at least as long as the model has watched (or MAX_AGE).
+          i = (p >>> fine) * NB + firstBucket;
+          cens = true;
+        } else continue;
+        if (i !== run.i || cens !== run.cens) {
+          this.addRun(run);
+          run.i = i;
+          run.cens = cens;
+        }
+        run.c++;
+        run.sum += gap;
+        run.sq += gap * gap;
+      }
+    }
+    this.addRun(run);
+    const sw = this.seen.raw;
+    for (let k = 0; k < Math.min(words.length, sw.length); k++) sw[k] |= words[k];
+    if (sample.size > this.total && this.total & 31 && this.total >>> 5 < sw.length) sw[this.total >>> 5] &= (1 << (this.total & 31)) - 1;
+    if (this.n % 1024 === 0) this.forgetOld();
+    this.tailRegion = -1;
+  }
+
+  /** Adds a run of gaps (all in one finest region and bucket) to every level's histograms. */
+  private addRun(run: { i: number; cens: boolean; c: number; sum: number; sq: number }): void {
+    if (run.c === 0) return;
+    const w = this.weight;
+    const fine = this.levels[0].shift;
+    const region = Math.floor(run.i / NB);
+    const b = run.i - region * NB;
+    for (const lv of this.levels) {
+      const i = (region >>> (lv.shift - fine)) * NB + b;
+      if (run.cens) lv.cens[i] += w * run.c;
+      else {
+        lv.hist[i] += w * run.c;
+        lv.sum[i] += w * run.sum;
+        lv.sq[i] += w * run.sq;
+      }
+    }
+    run.c = 0;
+    run.sum = 0;
+    run.sq = 0;
+  }
+
+  /**
+   * Adds to `out` the pages of `pages` written within the next h samples with probability over
+   * `threshold`. One pass; pages of a region with the same age share one forecast. Returns the
+   * expected number of the added pages that are written within h samples.
+   */
+  addLikely(pages: PageBitmap, h: number, threshold: number, out: PageBitmap): number {
+    const lv = this.levels[this.chosen];
+    const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
+    const last = this.last;
+    const stamp = this.stamp;
+    // Forecasts by age, tagged with their region (pages written in the same sample share one).
+    const memoAge = new Int32Array(MEMO);
+    const memoTag = new Int32Array(MEMO).fill(-1);
+    const memoP = new Float64Array(MEMO);
+    let expected = 0;
+    const src = pages.raw;
+    const dst = out.raw;
+    const seen = this.seen.raw;
+    const words = Math.min(src.length, dst.length, this.total >>> 5);
+    let region = -1;
+    let live = false;
+    let prevL = 0;
+    let prevP = 0;
+    for (let k = 0; k < words; k++) {
+      let x = src[k] & seen[k];
+      if (x === 0) continue;
+      const base = k << 5;
+      const r = base >>> shift;
+      if (r !== region) {
+        live = this.loadTail(lv, r);
+        region = r;
+        prevL = 0;
+      }
+      if (!live) continue;
+      let acc = 0;
+      while (x !== 0) {
+        const t = x & -x;
+        x ^= t;
+        const l = last[base + 31 - Math.clz32(t)];
+        if (l === prevL) {
+          // Written in the same sample as the page before: the same forecast.
+          if (prevP > threshold) {
+            acc |= t;
+            expected += prevP;
+          }
+          continue;
+        }
+        if (l === 0) continue;
+        let a = stamp - l;
+        if (a < 0) a += STAMP_MOD;
+        const m = a & (MEMO - 1);
+        if (memoAge[m] !== a || memoTag[m] !== r) {
+          const s0 = survival(this.tail, this.mu, this.half, a);
+          memoAge[m] = a;
+          memoTag[m] = r;
+          memoP[m] = s0 > 0 ? (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0 : 0;
+        }
+        prevL = l;
+        prevP = memoP[m];
+        if (prevP > threshold) {
+          acc |= t;
+          expected += prevP;
+        }
+      }
+      dst[k] |= acc;
+    }
+    // The pages past the last whole word, one by one.
+    for (let p = words << 5; p < Math.min(pages.size, this.total); p++) {
+      const q = pages.has(p) ? this.probWithin(p, h) : 0;
+      if (q > threshold) {
+        out.set(p);
+        expected += q;
+      }
+    }
+    return expected;
+  }
+
+  /** P(page p is written within the next h samples), at the granularity in use. */
+  probWithin(p: number, h: number): number {
+    const a = this.age(p);
+    if (a < 0) return 0;
+    return this.prob(this.levels[this.chosen], p, a, h);
+  }
+
+  private prob(lv: GapLevel, p: number, a: number, h: number): number {
+    const r = p >>> lv.shift;
+    if (r !== this.tailRegion || lv !== this.tailLevel) this.loadTail(lv, r);
+    const s0 = survival(this.tail, this.mu, this.half, a);
+    if (!(s0 > 0)) return 0;
+    return (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0;
+  }
+
+  /**
+   * The region's survival at the bucket edges, Kaplan-Meier: the hazard of bucket b is the gaps
+   * ending in it over the gaps (ended or censored) that reached it. Past the last gap seen S
+   * stays flat: no evidence of another write, so the page is forecast cold.
+   */
+  private loadTail(lv: GapLevel, r: number): boolean {
+    const t = this.tail;
+    const base = r * NB;
+    let atRisk = 0;
+    let events = 0;
+    for (let b = 0; b < NB; b++) {
+      atRisk += lv.hist[base + b] + lv.cens[base + b];
+      events += lv.hist[base + b];
+    }
+    this.tailRegion = r;
+    this.tailLevel = lv;
+    t.fill(1);
+    if (!(events > 0)) return false; // no gap seen: S stays 1, nothing is forecast
+    for (let b = 0; b < NB; b++) {
+      const ev = lv.hist[base + b];
+      t[b + 1] = atRisk > 0 ? t[b] * (1 - ev / atRisk) : t[b];
+      atRisk -= ev + lv.cens[base + b];
+      if (atRisk < 1e-12 * (ev + 1)) atRisk = 0;
+      if (!(ev > 0)) continue; // no mass here: where it would lie does not matter
+      // Gap g stands for (g - 1, g]: mean - 1/2, spread sqrt(3 var + 1/4) (a uniform's half-width).
+      const lo = EDGE[b];
+      const hi = EDGE[b + 1];
+      const mean = lv.sum[base + b] / ev;
+      const variance = Math.max(0, lv.sq[base + b] / ev - mean * mean);
+      const m = Math.min(hi, Math.max(lo, mean - 0.5));
+      this.mu[b] = m;
+      this.half[b] = Math.max(1e-6, Math.min(Math.sqrt(3 * variance + 0.25), m - lo, hi - m));
+    }
+    return true;
+  }
+
+  /** Brier score of each level's one-sample forecast on a rotating subsample, before learning. */
+  private score(sample: PageBitmap): void {
+    const stride = Math.max(SCORE_STRIDE, 2 * Math.floor(this.total / (2 * SCORE_PAGES)) + 1);
+    const off = this.n % stride;
+    for (const lv of this.levels) {
+      let s = 0;
+      for (let p = off; p < this.total; p += stride) {
+        const a = this.age(p);
+        if (a < 0) continue;
+        const q = this.prob(lv, p, a, 1) || 0;
+        const y = p < sample.size && sample.has(p) ? 1 : 0;
+        s += (q - y) * (q - y);
+      }
+      lv.score = lv.score * SCORE_DECAY + s;
+    }
+    // The forecast made at the previous sample for this one. The best level wins; ties keep the finer.
+    let best = 0;
+    for (let i = 1; i < this.levels.length; i++) if (this.levels[i].score < this.levels[best].score) best = i;
+    this.chosen = best;
+    this.tailRegion = -1;
+  }
+
+  private renormalize(): void {
+    const k = 1 / this.weight;
+    for (const lv of this.levels)
+      for (let i = 0; i < lv.hist.length; i++) {
+        lv.hist[i] *= k;
+        lv.cens[i] *= k;
+        lv.sum[i] *= k;
+        lv.sq[i] *= k;
+      }
+    this.weight = 1;
+  }
+
+  /** Pages not written for MAX_AGE samples or more become cold (so the cycling stamp cannot alias). */
+  private forgetOld(): void {
+    const last = this.last;
+    for (let p = 0; p < last.length; p++)
+      if (last[p] !== 0 && this.age(p) >= MAX_AGE) {
+        last[p] = 0;
+        this.seen.clear(p);
+      }
+  }
+
+  /**
+   * Expected number of pages (of all, not only unsynchronized) written within h samples,
+   * estimated on every `stride`-th page.
+   */
+  expectedWritten(h: number): number {
+    // About 4,096 pages: 8 spread over each of about 512 regions (one tail load per region).
+    const lv = this.levels[this.chosen];
+    const rp = 1 << lv.shift;
+    const regions = Math.ceil(this.total / rp);
+    const regionStep = Math.max(1, Math.floor(regions / 512));
+    const inStep = Math.max(1, rp >>> 3);
+    let s = 0;
+    let n = 0;
+    for (let r = 0; r < regions; r += regionStep)
+      for (let p = r * rp; p < Math.min(this.total, (r + 1) * rp); p += inStep) {
+        s += this.probWithin(p, h);
+        n++;
+      }
+    return n > 0 ? (s / n) * this.total : 0;
+  }
+}
