@@ -55,10 +55,14 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
     return { dest, run: await runSource(c, migrateArgs(pid, dest, migrate, hosts.destAddr), hosts.exec(hosts.source)) };
   }
 
-  for (const policy of ['precopy', 'xen-skip', 'tpo', 'markov']) {
+  for (const policy of ['precopy', 'xen-skip', 'tpo', 'markov', 'forecast']) {
     it(`mw with --policy ${policy} verifies`, async () => {
       const mw = await startMw(c, ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000'], hosts.exec(hosts.source));
-      const { dest, run } = await migrateAcross(mw.pid, ['--policy', policy, ...(policy === 'markov' ? ['--model-seconds', '3'] : [])]);
+      const { dest, run } = await migrateAcross(mw.pid, [
+        '--policy',
+        policy,
+        ...(policy === 'markov' || policy === 'forecast' ? ['--model-seconds', '3'] : []),
+      ]);
       expect(expectVerified(run).policy).toBe(policy);
       expect(await dest.proc.exited).toBe(0);
       await expectMwIntact(mw);
