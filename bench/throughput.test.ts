@@ -4,7 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Cleanup, ROOT, SOURCE_BIN, rootSkipReason, runSource, start, startDest, startMw } from '../e2e/src/procs.js';
+import { Cleanup, ROOT, SOURCE_BIN, WORKLOADS, rootSkipReason, runSource, start, startDest, startIn } from '../e2e/src/procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js';
 
 /**
@@ -109,7 +109,10 @@ async function socketCeiling(c: Cleanup, bytes: number, streams: number, hosts: 
 /** forecopy: an idle mw of `gib` GiB migrated unpaced; the first round's figures. */
 async function forecopy(c: Cleanup, gib: number, hosts: TwoHosts | null, streams: number): Promise<Row> {
   const wrapS = hosts ? hosts.exec(hosts.source) : [];
-  const mw = await startMw(c, ['--mb', String(gib * 1024), '--pattern', 'seq', '--write-rate', '1'], wrapS);
+  // mw fills its memory with random data before it says ready: 16 GiB of memory this machine has
+  // not touched yet takes minutes here (0.3 GB/s).
+  const proc = c.proc(startIn(wrapS, path.join(WORKLOADS, 'mw'), ['--mb', String(gib * 1024), '--pattern', 'seq', '--write-rate', '1']));
+  const mw = { pid: Number((await proc.waitFor(/^mw pid=(\d+) .*ready/, 900_000))[1]) };
   const destArgs = ['--once', '--log-level', 'warn', ...(hosts ? ['--host', hosts.destAddr, '--insecure'] : [])];
   const dest = await startDest(c, destArgs, hosts ? hosts.exec(hosts.dest) : []);
   const to = `${hosts ? hosts.destAddr : '127.0.0.1'}:${dest.port}`;
