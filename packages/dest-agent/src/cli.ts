@@ -65,6 +65,11 @@ function listenOptions(y: Argv) {
       describe: 'fault injection: die when the source freezes',
     })
     .option('test-drop-committed', { type: 'boolean', hidden: true, describe: 'fault injection: do not answer Commit' })
+    .option('test-die-when-committed', {
+      type: 'boolean',
+      hidden: true,
+      describe: 'fault injection: die (SIGKILL) once the image is final, before answering Commit',
+    })
     .option('test-delay-hello-ack', { type: 'number', hidden: true, describe: 'fault injection: answer Hello this many ms late' })
     .option('once-linger-ms', {
       type: 'number',
@@ -151,6 +156,7 @@ async function runListen(a: ListenArgs): Promise<number> {
     corruptInTransit: a['test-corrupt-in-transit'],
     dieAtStopAndCopy: a['test-die-at-stop-and-copy'],
     dropCommitted: a['test-drop-committed'],
+    dieWhenCommitted: a['test-die-when-committed'],
     delayHelloAckMs: a['test-delay-hello-ack'],
     restore: restoreSettings(a),
     lingerMs: a['once-linger-ms'],

@@ -21,6 +21,7 @@ export interface ListenOptions
     | 'corruptInTransit'
     | 'dieAtStopAndCopy'
     | 'dropCommitted'
+    | 'dieWhenCommitted'
     | 'delayHelloAckMs'
     | 'restore'
   > {
@@ -78,8 +79,18 @@ function handleConnection(opts: ListenOptions, state: ListenerState, socket: net
   socket.setNoDelay(true);
   const channel = new MessageChannel(socket);
   const log = opts.log.child({ peer });
-  const { imageDir, credit, maxImageBytes, corruptPages, corruptInTransit, dieAtStopAndCopy, dropCommitted, delayHelloAckMs, restore } =
-    opts;
+  const {
+    imageDir,
+    credit,
+    maxImageBytes,
+    corruptPages,
+    corruptInTransit,
+    dieAtStopAndCopy,
+    dropCommitted,
+    dieWhenCommitted,
+    delayHelloAckMs,
+    restore,
+  } = opts;
   runSession(channel, {
     imageDir,
     credit,
@@ -88,6 +99,7 @@ function handleConnection(opts: ListenOptions, state: ListenerState, socket: net
     corruptInTransit,
     dieAtStopAndCopy,
     dropCommitted,
+    dieWhenCommitted,
     delayHelloAckMs,
     log,
     pending: state.pending,

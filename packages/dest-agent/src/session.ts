@@ -87,6 +87,8 @@ export interface SessionOptions {
   dieAtStopAndCopy?: boolean;
   /** Fault injection for tests: commit, but do not answer Committed (a lost answer). */
   dropCommitted?: boolean;
+  /** Fault injection for tests: die (SIGKILL) once the image is final, before answering Commit. */
+  dieWhenCommitted?: boolean;
   /** Fault injection: answer Hello this many milliseconds late (the source's sampler runs on). */
   delayHelloAckMs?: number;
   pending: PendingSessions;
@@ -573,6 +575,7 @@ class Session {
     // A dropped answer: with a held process, the source hears nothing (it times out and asks on
     // a new connection) while this one stays open, as on a link that went dead.
     if (this.opts.dropCommitted) return this.restored ? undefined : this.handedOver(false);
+    if (this.opts.dieWhenCommitted) process.kill(process.pid, 'SIGKILL');
     const restored = this.restored ? { restoredPid: this.restored.pid, restoreMs: this.restoreMs } : {};
     await this.channel.send(committed({ sessionId: this.sessionId!, ...restored })).catch(() => {});
   }
