@@ -63,6 +63,14 @@ describe.skipIf(skip)('auto-converge', () => {
   const c = new Cleanup();
   afterEach(() => c.run());
 
+  /** A migration behind 50 Mbit/s started in the background, once auto-converge has throttled the process. */
+  async function throttledMigration(mw: MwHandle, dest: { port: number }, extra: string[]) {
+    const args = [...migrateArgs(mw.pid, dest), '--after', 'resume', '--bandwidth', '50mbit', ...extra, ...CONVERGE, '--log-level', 'info'];
+    const src = c.proc(start(process.execPath, [SOURCE_BIN, ...args]));
+    await src.waitFor(/auto-converge: throttled the process/, 60_000);
+    return src;
+  }
+
   it('with the defaults, throttles a fast writer until its downtime fits the limit, which old Xen rules without it miss, and lifts the throttle after', async () => {
     const mw = await startMw(c, MW);
     const before = await writeRate(mw);
@@ -111,20 +119,7 @@ describe.skipIf(skip)('auto-converge', () => {
     const mw = await startMw(c, MW);
     const before = await writeRate(mw);
     const dest = await startDest(c, ['--once']);
-    const src = c.proc(
-      start(process.execPath, [
-        SOURCE_BIN,
-        ...migrateArgs(mw.pid, dest),
-        '--after',
-        'resume',
-        '--bandwidth',
-        '50mbit',
-        ...CONVERGE,
-        '--log-level',
-        'info',
-      ]),
-    );
-    await src.waitFor(/auto-converge: throttled the process/, 60_000);
+    const src = await throttledMigration(mw, dest, []);
     src.child.kill('SIGKILL');
     await src.exited;
     expect(throttleCgroups(mw.pid)).toEqual([`forecopy-throttle-${mw.pid}`]); // the throttle outlives the agent
@@ -161,22 +156,7 @@ describe.skipIf(skip)('auto-converge', () => {
 
     // The agent killed while the duty cycle runs: the kernel detaches, the process runs on.
     dest = await startDest(c, ['--once']);
-    const src = c.proc(
-      start(process.execPath, [
-        SOURCE_BIN,
-        ...migrateArgs(mw.pid, dest),
-        '--after',
-        'resume',
-        '--bandwidth',
-        '50mbit',
-        '--throttle-by',
-        'ptrace',
-        ...CONVERGE,
-        '--log-level',
-        'info',
-      ]),
-    );
-    await src.waitFor(/auto-converge: throttled the process/, 60_000);
+    const src = await throttledMigration(mw, dest, ['--throttle-by', 'ptrace']);
     await new Promise((r) => setTimeout(r, 300)); // within a stop phase or between: either must end well
     src.child.kill('SIGKILL');
     await src.exited;

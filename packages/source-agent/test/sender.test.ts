@@ -19,6 +19,22 @@ afterEach(() => {
   for (const c of closers.splice(0)) c();
 });
 
+/** Both ends of a TCP connection over loopback, closed after the test. */
+async function socketPair(): Promise<{ client: net.Socket; peer: net.Socket }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  closers.push(() => server.close());
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => client.once('connect', r));
+  const peer = await accepted;
+  closers.push(() => {
+    client.destroy();
+    peer.destroy();
+  });
+  return { client, peer };
+}
+
 describe('PageSender', () => {
   it('sends each page as read, even while the socket queues frames (batches of one raw page)', async () => {
     const N = 3000;
@@ -31,17 +47,7 @@ describe('PageSender', () => {
     const space = new PageSpace(PAGE_SIZE);
     space.reconcile([{ start: aligned, end: aligned + N * PAGE_SIZE, perms: 'rw-p', offset: 0, dev: '00:00', inode: 0, path: '' }]);
 
-    const server = net.createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    closers.push(() => server.close());
-    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-    await new Promise((r) => client.once('connect', r));
-    const peer = await accepted;
-    closers.push(() => {
-      client.destroy();
-      peer.destroy();
-    });
+    const { client, peer } = await socketPair();
 
     const sender = new PageSender(new MessageChannel(client), new PageReader(process.pid), space, {
       batchPages: 1,
@@ -85,17 +91,7 @@ function ownPages(n: number): { pages: Buffer; space: PageSpace } {
 /** Sends every page of `pages` in batches of `batchPages`, with lz4 on; returns what was sent and received. */
 async function sendAll(pages: Buffer, space: PageSpace, batchPages: number): Promise<{ res: SendResult; got: Buffer; kinds: number[] }> {
   const n = pages.length / PAGE_SIZE;
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  closers.push(() => server.close());
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-  await new Promise((r) => client.once('connect', r));
-  const peer = await accepted;
-  closers.push(() => {
-    client.destroy();
-    peer.destroy();
-  });
+  const { client, peer } = await socketPair();
   const sender = new PageSender(new MessageChannel(client), new PageReader(process.pid), space, {
     batchPages,
     bandwidthBps: 0,
