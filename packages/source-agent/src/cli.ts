@@ -87,7 +87,7 @@ function stopOptions<T>(y: Argv<T>) {
     .option('stop-rule', {
       choices: STOP_RULES,
       default: 'downtime' as const,
-      describe: `xen: old Xen's rules (rounds, remaining pages, ${XEN_DEFAULT_STOP_RULES.maxFactor}x the memory); downtime: QEMU's, stop when the rest fits --downtime-limit-ms (default ${DEFAULT_DOWNTIME_LIMIT_MS}) at the measured rate`,
+      describe: `xen: old Xen's rules (rounds, remaining pages, ${XEN_DEFAULT_STOP_RULES.maxFactor}x the memory); downtime (the default): QEMU's, stop when the rest and the downtime's fixed costs fit --downtime-limit-ms (default ${DEFAULT_DOWNTIME_LIMIT_MS})`,
     })
     .option('downtime-limit-ms', {
       type: 'number',
@@ -102,7 +102,7 @@ function stopOptions<T>(y: Argv<T>) {
       choices: THROTTLE_METHODS,
       default: AUTO_CONVERGE_DEFAULTS.method,
       describe:
-        "auto-converge: cgroup (a CPU quota in a cgroup of the process's own), ptrace (the process held in a ptrace-stop for the throttle's share of every 100 ms), auto (cgroup where one can be made)",
+        "auto-converge: cgroup (a CPU quota in a cgroup of the process's own), ptrace (QEMU's timing: the process runs 10 ms, then is held in a ptrace-stop 10 ms x p / (100 - p)), auto (cgroup where one can be made)",
     })
     .option('throttle-initial', {
       type: 'number',
