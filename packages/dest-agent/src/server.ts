@@ -6,25 +6,26 @@ import { MessageChannel, type Security } from '@forecopy/protocol';
 import { runSession, type PendingSessions, type SessionOptions, type SessionOutcome } from './session.js';
 import { cleanUpRestoring } from './restore-step.js';
 
+/** The listener's options that each session takes as they are. */
+const SESSION_SETTINGS = [
+  'imageDir',
+  'credit',
+  'maxImageBytes',
+  'corruptPages',
+  'corruptInTransit',
+  'dieAtStopAndCopy',
+  'dropCommitted',
+  'dieWhenCommitted',
+  'delayHelloAckMs',
+  'restore',
+] as const;
+type SessionSettings = Pick<SessionOptions, (typeof SESSION_SETTINGS)[number]>;
+
 /**
  * The destination's listener: accepts migrations, at most `maxSessions` at a time (more are
  * refused at once), each handled by `runSession`. A failed session never stops the listener.
  */
-export interface ListenOptions
-  extends Pick<
-    SessionOptions,
-    | 'imageDir'
-    | 'credit'
-    | 'maxImageBytes'
-    | 'log'
-    | 'corruptPages'
-    | 'corruptInTransit'
-    | 'dieAtStopAndCopy'
-    | 'dropCommitted'
-    | 'dieWhenCommitted'
-    | 'delayHelloAckMs'
-    | 'restore'
-  > {
+export interface ListenOptions extends SessionSettings, Pick<SessionOptions, 'log'> {
   host: string;
   port: number;
   once: boolean;
@@ -57,6 +58,10 @@ function discardPartialSessions(imageDir: string, log: ListenOptions['log']): vo
   }
 }
 
+function sessionSettings(opts: ListenOptions): SessionSettings {
+  return Object.fromEntries(SESSION_SETTINGS.map((k) => [k, opts[k]])) as SessionSettings;
+}
+
 /** What the listener's connections share: the sessions served so far, and those running. */
 interface ListenerState {
   server: net.Server;
@@ -79,32 +84,11 @@ function handleConnection(opts: ListenOptions, state: ListenerState, socket: net
   socket.setNoDelay(true);
   const channel = new MessageChannel(socket);
   const log = opts.log.child({ peer });
-  const {
-    imageDir,
-    credit,
-    maxImageBytes,
-    corruptPages,
-    corruptInTransit,
-    dieAtStopAndCopy,
-    dropCommitted,
-    dieWhenCommitted,
-    delayHelloAckMs,
-    restore,
-  } = opts;
   runSession(channel, {
-    imageDir,
-    credit,
-    maxImageBytes,
-    corruptPages,
-    corruptInTransit,
-    dieAtStopAndCopy,
-    dropCommitted,
-    dieWhenCommitted,
-    delayHelloAckMs,
+    ...sessionSettings(opts),
     log,
     pending: state.pending,
     queriesOnly: state.queriesOnly,
-    restore,
   })
     .then((outcome) => {
       state.sessions.push(outcome);
