@@ -1,4 +1,4 @@
-import fs from 'node:fs';
+import { threadsOf } from '@forecopy/linux';
 import { PAGE_SIZE, type VerifyMode } from '@forecopy/protocol';
 import { pageHasher } from '../checksum.js';
 
@@ -54,7 +54,7 @@ export class DowntimeForecast {
     const i = this.inputs;
     const rtt = Number.isFinite(this.rttMs) ? this.rttMs : 1;
     const pages = i.livePages();
-    const freeze = FREEZE_MS + FREEZE_MS_PER_THREAD * threadsOf(i.pid) + i.scanMs();
+    const freeze = FREEZE_MS + FREEZE_MS_PER_THREAD * threadCount(i.pid) + i.scanMs();
     const verify = VERIFY_MS + (i.verify === 'full' ? fullVerifyMs(pages, i.hashMsPerPage) : pages * DIGEST_MS_PER_PAGE);
     const handover = i.restore ? CAPTURE_MS + RESTORE_MS + RELEASE_MS + 3 * rtt : rtt;
     return freeze + verify + rtt + handover;
@@ -115,10 +115,10 @@ export function chooseVerify(
     : { mode: 'incremental', reason: `a full check would take about ${fullMs.toFixed(0)} ms, over a quarter of the ${limitMs} ms limit` };
 }
 
-function threadsOf(pid: number): number {
+function threadCount(pid: number): number {
   try {
-    return fs.readdirSync(`/proc/${pid}/task`).length;
+    return threadsOf(pid).length;
   } catch {
-    return 1;
+    return 1; // gone: the forecast no longer matters
   }
 }
