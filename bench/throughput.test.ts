@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -46,10 +47,14 @@ interface Row {
 const rows: Row[] = [];
 const out = path.join(ROOT, 'bench/results', `throughput-${new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-')}`);
 
+/** 8 MiB of random bytes: what mw's memory and the guest's RAM hold, so nothing compresses. */
+function randomChunk(): Buffer {
+  return randomFillSync(Buffer.allocUnsafe(8 << 20));
+}
+
 /** Writes `bytes` of random data into a new file under `dir`, twice (the first pass warms memory); returns the second's seconds. */
 function fileCeiling(dir: string, bytes: number): number {
-  const chunk = Buffer.alloc(8 << 20);
-  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, i);
+  const chunk = randomChunk();
   const file = path.join(dir, 'ceiling.bin');
   let seconds = 0;
   for (let pass = 0; pass < 2; pass++) {
@@ -240,8 +245,7 @@ async function qemuMigration(gib: number, channels: number): Promise<Row> {
   const kids: ReturnType<typeof spawn>[] = [];
   try {
     // The source guest's RAM: random data, as mw's.
-    const chunk = Buffer.alloc(8 << 20);
-    for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, i);
+    const chunk = randomChunk();
     const fd = fs.openSync(files[0], 'w');
     for (let done = 0; done < gib * 2 ** 30; done += chunk.length) fs.writeSync(fd, chunk);
     fs.closeSync(fd);
