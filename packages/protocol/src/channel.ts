@@ -28,6 +28,8 @@ export class MessageChannel {
   private readonly decoder: FrameDecoder;
   private readonly queue: Message[] = [];
   private readonly waiters: Waiter[] = [];
+  /** Called when a message is queued or the channel fails (`peek`). */
+  private peekers: Array<() => void> = [];
   private readonly handlers = new Map<MessageType, (m: Message) => void>();
   private error: Error | null = null;
   private readonly maxQueued: number;
@@ -112,6 +114,32 @@ export class MessageChannel {
     });
   }
 
+  /**
+   * The next message without taking it (a later `next` returns it), or null when none came
+   * within `timeoutMs` or the channel failed.
+   */
+  async peek(timeoutMs: number): Promise<Message | null> {
+    if (this.queue.length === 0 && !this.error && this.waiters.length === 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, timeoutMs);
+        function done() {
+          clearTimeout(t);
+          resolve();
+        }
+        this.peekers.push(done);
+      });
+    }
+    return this.queue[0] ?? null;
+  }
+
+  /**
+   * Fails the calls waiting in `next` with `e`, leaving the connection open (the caller still
+   * answers on it): how work elsewhere stops a session that waits for this peer.
+   */
+  interrupt(e: Error): void {
+    for (const w of this.waiters.splice(0)) w.reject(e);
+  }
+
   /** The next message, which must be of `type`; an Abort becomes a PeerAbortError. */
   async expect<T extends Message['type']>(type: T, timeoutMs = 0): Promise<Extract<Message, { type: T }>> {
     const m = await this.next(timeoutMs);
@@ -190,11 +218,17 @@ export class MessageChannel {
         return;
       } else this.queue.push(m);
     }
+    if (this.queue.length > 0) this.wakePeekers();
+  }
+
+  private wakePeekers(): void {
+    for (const p of this.peekers.splice(0)) p();
   }
 
   private fail(e: Error): void {
     if (this.error) return;
     this.error = e;
     for (const w of this.waiters.splice(0)) w.reject(e);
+    this.wakePeekers();
   }
 }

@@ -15,6 +15,8 @@ export const MAX_PAGES_PER_BATCH = 1024;
 export const MAX_RANGES_PER_BATCH = 1024;
 export const MAX_MAPPINGS = 4096;
 export const MAX_MISMATCH_PAGES = 16;
+/** Connections one migration may send pages on (`--streams`), its own included. */
+export const MAX_STREAMS = 16;
 /** Checksums of at most this many pages in one frame. */
 export const MAX_CHECKSUMS_PER_FRAME = 65536;
 /** lz4 block worst case for one page (LZ4_COMPRESSBOUND) plus lz4-napi's 4-byte size prefix. */

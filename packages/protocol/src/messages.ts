@@ -5,6 +5,7 @@ import {
   MAX_MAPPINGS,
   MAX_MISMATCH_PAGES,
   MAX_PAGES_PER_BATCH,
+  MAX_STREAMS,
   MAX_RANGES_PER_BATCH,
   PAGE_KIND,
   PAGE_SIZE,
@@ -66,6 +67,13 @@ export enum MessageType {
    * 'incremental': one digest over the hashes of every live page as last sent (PageHashes).
    */
   Digest = 20,
+  /**
+   * Source to destination, first on an extra connection of a migration (`--streams N`): this
+   * connection carries PageBatch frames of the session named, as data stream `stream` (1..N-1;
+   * stream 0 is the session's own connection). Answered with a HelloAck granting the stream's
+   * credit, or Abort.
+   */
+  StreamJoin = 21,
 }
 
 /** One migrated address range of the source process. */
@@ -102,6 +110,8 @@ export interface HelloHeader {
    * digest (Digest); absent or 'full': the frozen memory is hashed again (Checksums).
    */
   verify?: VerifyMode;
+  /** Connections the source would like to send pages on (1, or absent, = this one only). */
+  streams?: number;
 }
 /** How the image is verified: see HelloHeader.verify. */
 export type VerifyMode = 'full' | 'incremental';
@@ -115,6 +125,17 @@ export interface HelloAckHeader {
   maxFrameBytes: number;
   /** The destination will rebuild the process and run it (forecopy-dest --restore). */
   restore?: boolean;
+  /** Connections the destination accepts for this session (at most Hello.streams; absent = 1). */
+  streams?: number;
+  /** With streams > 1: the secret each extra connection names in its StreamJoin. */
+  streamToken?: string;
+}
+export interface StreamJoinHeader {
+  sessionId: string;
+  /** HelloAck.streamToken of the session. */
+  token: string;
+  /** 1..streams-1. */
+  stream: number;
 }
 export interface RoundStartHeader {
   round: number;
@@ -224,12 +245,14 @@ export type Message =
   | { type: MessageType.Release; header: SessionRefHeader; payload?: undefined }
   | { type: MessageType.Discard; header: SessionRefHeader; payload?: undefined }
   | { type: MessageType.Resolved; header: ResolvedHeader; payload?: undefined }
-  | { type: MessageType.Digest; header: DigestHeader; payload?: undefined };
+  | { type: MessageType.Digest; header: DigestHeader; payload?: undefined }
+  | { type: MessageType.StreamJoin; header: StreamJoinHeader; payload?: undefined };
 
 // ---- factories -------------------------------------------------------------------------------
 
 export const hello = (h: HelloHeader): Message => ({ type: MessageType.Hello, header: h });
 export const helloAck = (h: HelloAckHeader): Message => ({ type: MessageType.HelloAck, header: h });
+export const streamJoin = (h: StreamJoinHeader): Message => ({ type: MessageType.StreamJoin, header: h });
 export const roundStart = (h: RoundStartHeader): Message => ({ type: MessageType.RoundStart, header: h });
 export const pageBatch = (h: PageBatchHeader, payload: Buffer): Message => ({ type: MessageType.PageBatch, header: h, payload });
 export const batchAck = (h: BatchAckHeader): Message => ({ type: MessageType.BatchAck, header: h });
@@ -373,6 +396,7 @@ function validateHello(o: Obj): Message {
       throw new BadHeaderError(`verify must be one of ${VERIFY_MODES.join(', ')}, got ${v}`);
     h.verify = v as VerifyMode;
   }
+  if (o.streams !== undefined) h.streams = streamCount(o);
   return { type: MessageType.Hello, header: h };
 }
 
@@ -385,7 +409,26 @@ function validateHelloAck(o: Obj): Message {
     maxFrameBytes: uint(o, 'maxFrameBytes'),
   };
   if (o.restore !== undefined) h.restore = bool(o, 'restore');
+  if (o.streams !== undefined) h.streams = streamCount(o);
+  if (o.streamToken !== undefined) h.streamToken = hex32(o, 'streamToken');
   return { type: MessageType.HelloAck, header: h };
+}
+
+/** Connections of one migration: 1..MAX_STREAMS. */
+function streamCount(o: Obj): number {
+  const n = uint(o, 'streams', MAX_STREAMS);
+  if (n < 1) throw new BadHeaderError(`streams must be from 1 to ${MAX_STREAMS}`);
+  return n;
+}
+function hex32(o: Obj, k: string): string {
+  const v = str(o, k, 32);
+  if (!/^[0-9a-f]{32}$/.test(v)) throw new BadHeaderError(`${k} must be 32 lower-case hex characters`);
+  return v;
+}
+function validateStreamJoin(o: Obj): Message {
+  const h: StreamJoinHeader = { sessionId: sessionIdOf(o), token: hex32(o, 'token'), stream: uint(o, 'stream', MAX_STREAMS - 1) };
+  if (h.stream < 1) throw new BadHeaderError("an extra stream is numbered from 1 (0 is the session's own connection)");
+  return { type: MessageType.StreamJoin, header: h };
 }
 
 function validateRoundStart(o: Obj): Message {
@@ -515,6 +558,7 @@ const VALIDATORS: Record<Exclude<MessageType, MessageType.Invalid>, Validator> =
   [MessageType.Discard]: headerOnly(validateSessionRef),
   [MessageType.Resolved]: headerOnly(validateResolved),
   [MessageType.Digest]: headerOnly(validateDigest),
+  [MessageType.StreamJoin]: headerOnly(validateStreamJoin),
 };
 
 /**

@@ -24,7 +24,9 @@ import {
   roundEnd,
   roundStart,
   stopAndCopy,
+  streamJoin,
   verified,
+  MAX_STREAMS,
   type Message,
 } from '../src/index.js';
 import { SESSION, helloHeader, layout, wire } from './helpers.js';
@@ -108,6 +110,10 @@ const restoreSamples: Message[] = [
   digest({ algorithm: 'xxh64-of-page-hashes', pages: 0, digest: 'fedcba9876543210', stateHash: '00000000000000ff' }),
   mismatch({ mismatched: 0, firstPages: [], digest: true }),
   hello({ ...helloHeader, verify: 'incremental' }),
+  // Several connections (--streams): Hello asks, HelloAck grants with a token, StreamJoin names it.
+  hello({ ...helloHeader, streams: 4 }),
+  helloAck({ version: 1, sessionId: SESSION, credit: 32, maxFrameBytes: 0, streams: 3, streamToken: 'ab'.repeat(16) }),
+  streamJoin({ sessionId: SESSION, token: 'ab'.repeat(16), stream: 2 }),
 ];
 samples.push(...restoreSamples);
 
@@ -140,6 +146,18 @@ describe('frames', () => {
     expect([...types].sort((a, b) => a - b)).toEqual(all);
     expect(all).toContain(MessageType.Resolved);
     expect(all).toContain(MessageType.Digest);
+    expect(all).toContain(MessageType.StreamJoin);
+  });
+
+  it('refuses a StreamJoin for stream 0 or beyond the most streams, and a stream count of 0', () => {
+    const wireOf = (type: MessageType, header: Record<string, unknown>) => wire({ type, header } as unknown as Message);
+    const join = (h: Record<string, unknown>) =>
+      wireOf(MessageType.StreamJoin, { sessionId: SESSION, token: 'ab'.repeat(16), stream: 1, ...h });
+    expect(() => new FrameDecoder().push(join({}))).not.toThrow();
+    expect(() => new FrameDecoder().push(join({ stream: 0 }))).toThrow(/numbered from 1/);
+    expect(() => new FrameDecoder().push(join({ stream: MAX_STREAMS }))).toThrow(/stream/);
+    expect(() => new FrameDecoder().push(join({ token: 'short' }))).toThrow(/token/);
+    expect(() => new FrameDecoder().push(wireOf(MessageType.Hello, { ...helloHeader, streams: 0 }))).toThrow(/streams/);
   });
 
   it('decodes an optional field that was absent as absent, and one that was present as sent', () => {
