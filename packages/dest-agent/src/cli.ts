@@ -1,22 +1,57 @@
 import fs from 'node:fs';
 import yargs, { type ArgumentsCamelCase, type Argv } from 'yargs';
 import { pino } from 'pino';
-import { SecurityConfigError, isLoopback, loadSecurity, terminalLogStream } from '@forecopy/protocol';
+import { MAX_STREAMS, SecurityConfigError, isLoopback, loadSecurity, terminalLogStream } from '@forecopy/protocol';
 import { DestError, EXIT, ListenError, UserError } from './errors.js';
 import { listen, type ListenOptions } from './server.js';
 
 /** The arguments a command's handler gets from its option builder. */
 type ArgsOf<B> = B extends (y: Argv) => Argv<infer T> ? ArgumentsCamelCase<T> : never;
 
-function listenOptions(y: Argv) {
+/** listen: fault injection for the tests (hidden from --help). */
+function faultOptions<T>(y: Argv<T>) {
   return y
+    .option('test-fail-restore', { type: 'boolean', hidden: true, describe: 'fault injection: the restore fails' })
+    .option('test-corrupt-state', { type: 'boolean', hidden: true, describe: 'fault injection: damage the received process state' })
+    .option('test-die-during-restore', {
+      type: 'boolean',
+      hidden: true,
+      describe: 'fault injection: die in the middle of the restore',
+    })
+    .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
+    .option('test-corrupt-in-transit', {
+      type: 'number',
+      hidden: true,
+      describe: 'fault injection: damage raw pages of the final round as they arrive',
+    })
+    .option('test-die-at-stop-and-copy', {
+      type: 'boolean',
+      hidden: true,
+      describe: 'fault injection: die when the source freezes',
+    })
+    .option('test-drop-committed', { type: 'boolean', hidden: true, describe: 'fault injection: do not answer Commit' })
+    .option('test-die-when-committed', {
+      type: 'boolean',
+      hidden: true,
+      describe: 'fault injection: die (SIGKILL) once the image is final, before answering Commit',
+    })
+    .option('test-delay-hello-ack', { type: 'number', hidden: true, describe: 'fault injection: answer Hello this many ms late' });
+}
+
+function listenOptions(y: Argv) {
+  return faultOptions(y)
     .option('port', { type: 'number', default: 7070, describe: 'TCP port (0 = any free port, printed on stdout)' })
     .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to listen on' })
     .option('image-dir', { type: 'string', demandOption: true, describe: 'where images are written (one directory per migration)' })
     .option('once', { type: 'boolean', default: false, describe: 'exit after one migration: 0 if it verified, 1 if not' })
     .option('max-sessions', { type: 'number', default: 4, describe: 'migrations served at once; more are refused' })
     .option('max-image-gb', { type: 'number', default: 64, describe: 'largest image accepted' })
-    .option('credit', { type: 'number', default: 32, describe: 'page batches the source may have in flight' })
+    .option('credit', { type: 'number', default: 32, describe: 'page batches the source may have in flight (on each stream)' })
+    .option('max-streams', {
+      type: 'number',
+      default: MAX_STREAMS,
+      describe: 'connections one migration may send pages on (forecopy-source --streams), its own included; 1 refuses extra ones',
+    })
     .option('psk-file', { type: 'string', describe: 'pre-shared key (hex or raw bytes): the source must hold the same' })
     .option('tls-cert', { type: 'string', describe: "mutual TLS: this agent's certificate (PEM)" })
     .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
@@ -46,31 +81,6 @@ function listenOptions(y: Argv) {
     })
     .option('stderr', { type: 'string', describe: '--restore: its standard error, likewise (default DIR/<session>/stderr.log)' })
     .option('pid-file', { type: 'string', describe: "--restore: write the restored process's pid here once it runs" })
-    .option('test-fail-restore', { type: 'boolean', hidden: true, describe: 'fault injection: the restore fails' })
-    .option('test-corrupt-state', { type: 'boolean', hidden: true, describe: 'fault injection: damage the received process state' })
-    .option('test-die-during-restore', {
-      type: 'boolean',
-      hidden: true,
-      describe: 'fault injection: die in the middle of the restore',
-    })
-    .option('test-corrupt-pages', { type: 'number', hidden: true, describe: 'fault injection: damage pages after the final round' })
-    .option('test-corrupt-in-transit', {
-      type: 'number',
-      hidden: true,
-      describe: 'fault injection: damage raw pages of the final round as they arrive',
-    })
-    .option('test-die-at-stop-and-copy', {
-      type: 'boolean',
-      hidden: true,
-      describe: 'fault injection: die when the source freezes',
-    })
-    .option('test-drop-committed', { type: 'boolean', hidden: true, describe: 'fault injection: do not answer Commit' })
-    .option('test-die-when-committed', {
-      type: 'boolean',
-      hidden: true,
-      describe: 'fault injection: die (SIGKILL) once the image is final, before answering Commit',
-    })
-    .option('test-delay-hello-ack', { type: 'number', hidden: true, describe: 'fault injection: answer Hello this many ms late' })
     .option('once-linger-ms', {
       type: 'number',
       default: 15_000,
@@ -95,6 +105,8 @@ type ListenArgs = ArgsOf<typeof listenOptions>;
 function checkListenArgs(a: ListenArgs): void {
   if (!(Number.isInteger(a.port) && a.port >= 0 && a.port < 65536)) throw new UserError(`--port must be between 0 and 65535`);
   if (!(a.credit >= 1 && a.credit <= 1024)) throw new UserError(`--credit must be between 1 and 1024`);
+  if (!(Number.isInteger(a['max-streams']) && a['max-streams'] >= 1 && a['max-streams'] <= MAX_STREAMS))
+    throw new UserError(`--max-streams must be a whole number from 1 to ${MAX_STREAMS}`);
   if (a.restore && a['image-only']) throw new UserError(`--restore and --image-only exclude each other: a process or an image`);
   for (const f of ['stdin', 'stdout', 'stderr', 'pid-file'] as const) {
     if (a[f] !== undefined && !a.restore) throw new UserError(`--${f} only applies with --restore`);
@@ -150,6 +162,7 @@ async function runListen(a: ListenArgs): Promise<number> {
     once: a.once,
     maxSessions: a['max-sessions'],
     credit: a.credit,
+    maxStreams: a['max-streams'],
     maxImageBytes: a['max-image-gb'] * 2 ** 30,
     log,
     corruptPages: a['test-corrupt-pages'],

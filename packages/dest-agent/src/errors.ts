@@ -39,7 +39,8 @@ export type SessionProtocolCode =
   | 'E_COUNT'
   | 'E_RANGE'
   | 'E_BAD_PAGE'
-  | 'E_NO_COMMIT';
+  | 'E_NO_COMMIT'
+  | 'E_STREAM';
 
 export class SessionProtocolError extends DestError {
   constructor(
@@ -92,7 +93,10 @@ export const DEST_ERROR_CODES: Readonly<Record<string, string>> = Object.freeze(
     'a message came out of order: a second Hello, a round or batch out of sequence, a final round without StopAndCopy, Checksums before the final round ended, or a Query that did not open its connection',
   E_UNEXPECTED: 'a message a source never sends to a destination at that point (an answer, or Commit before Verified)',
   E_PAGE_SIZE: "the source's page size is not the one this destination supports",
-  E_BUSY: 'a --once destination took its one migration and now answers only queries',
+  E_BUSY:
+    'the destination runs --max-sessions migrations already, or a --once destination took its one migration and now answers only queries',
+  E_STREAM:
+    'a data stream of the migration (--streams) failed or closed while pages were still to come, or a StreamJoin named a stream the session does not expect',
   E_LAYOUT: 'the announced layout cannot be an image: a segment twice, overlapping or changing shape, or larger than --max-image-gb allows',
   E_COUNT: 'a round ended announcing another number of pages than arrived',
   E_RANGE: 'a page or a checksum lies outside the announced layout, or a page got two checksums',

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
-import { MessageChannel, type Security } from '@forecopy/protocol';
-import { runSession, type PendingSessions, type SessionOptions, type SessionOutcome } from './session.js';
+import { MessageChannel, MessageType, abort, type Security } from '@forecopy/protocol';
+import { runSession, type PendingSessions, type SessionOptions, type SessionOutcome, type StreamJoiners } from './session.js';
 import { cleanUpRestoring } from './restore-step.js';
 
 /** The listener's options that each session takes as they are. */
@@ -18,12 +18,14 @@ const SESSION_SETTINGS = [
   'dieWhenCommitted',
   'delayHelloAckMs',
   'restore',
+  'maxStreams',
 ] as const;
 type SessionSettings = Pick<SessionOptions, (typeof SESSION_SETTINGS)[number]>;
 
 /**
  * The destination's listener: accepts migrations, at most `maxSessions` at a time (more are
- * refused at once), each handled by `runSession`. A failed session never stops the listener.
+ * refused with Abort E_BUSY), each handled by `runSession`, and the extra connections a running
+ * migration sends pages on (StreamJoin, `--streams`). A failed session never stops the listener.
  */
 export interface ListenOptions extends SessionSettings, Pick<SessionOptions, 'log'> {
   host: string;
@@ -70,25 +72,56 @@ interface ListenerState {
   active: number;
   /** --once after a handover the source did not confirm: only queries are answered until close. */
   queriesOnly: boolean;
+  /** Running sessions that take extra connections, by session id. */
+  joiners: StreamJoiners;
 }
 
-/** One connection: refused when `maxSessions` run already, else a session, closed gently after. */
+/** How long a connection may take to send its first message (a source models before its Hello). */
+const FIRST_MESSAGE_MS = 120_000;
+
+/**
+ * One connection: its first message tells what it is. A StreamJoin joins the running session it
+ * names (it is not a session of its own); anything else starts a session, refused with Abort
+ * E_BUSY when `maxSessions` run already.
+ */
 function handleConnection(opts: ListenOptions, state: ListenerState, socket: net.Socket): void {
   const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-  if (state.active >= opts.maxSessions) {
-    opts.log.warn({ peer }, `refused a connection: ${opts.maxSessions} migrations already running`);
-    socket.destroy();
-    return;
-  }
-  state.active++;
   socket.setNoDelay(true);
   const channel = new MessageChannel(socket);
   const log = opts.log.child({ peer });
+  void channel.peek(FIRST_MESSAGE_MS).then(async (first) => {
+    if (first?.type === MessageType.StreamJoin) {
+      await channel.next();
+      const join = state.joiners.get(first.header.sessionId);
+      if (join) return join(channel, first);
+      log.warn({ session: first.header.sessionId }, 'refused a stream of a session that is not running here');
+      return refuseConnection(channel, 'E_UNEXPECTED', `session ${first.header.sessionId} is not running here`);
+    }
+    if (state.active >= opts.maxSessions) {
+      log.warn({ peer }, `refused a connection: ${opts.maxSessions} migrations already running`);
+      return refuseConnection(channel, 'E_BUSY', `this destination runs ${opts.maxSessions} migrations already (--max-sessions)`);
+    }
+    serveSession(opts, state, channel, log);
+  });
+}
+
+/** Answers Abort and closes. */
+async function refuseConnection(channel: MessageChannel, code: string, reason: string): Promise<void> {
+  await channel.send(abort({ code, reason })).catch(() => {});
+  channel.close();
+  setTimeout(() => channel.destroy(), 2000).unref();
+}
+
+/** A session on `channel`; the connection is closed gently after it. */
+function serveSession(opts: ListenOptions, state: ListenerState, channel: MessageChannel, log: ListenOptions['log']): void {
+  const { socket } = channel;
+  state.active++;
   runSession(channel, {
     ...sessionSettings(opts),
     log,
     pending: state.pending,
     queriesOnly: state.queriesOnly,
+    joiners: state.joiners,
   })
     .then((outcome) => {
       state.sessions.push(outcome);
@@ -133,7 +166,7 @@ export function listen(opts: ListenOptions): { server: net.Server; done: Promise
       opts.log.warn({ peer: `${s.remoteAddress}:${s.remotePort}`, err: e.message }, 'refused a peer that failed authentication');
     });
   }
-  const state: ListenerState = { server, pending: new Map(), sessions: [], active: 0, queriesOnly: false };
+  const state: ListenerState = { server, pending: new Map(), sessions: [], active: 0, queriesOnly: false, joiners: new Map() };
   const done = new Promise<ListenResult>((resolve, reject) => {
     server.on('error', reject);
     server.on('close', () => resolve({ sessions: state.sessions }));

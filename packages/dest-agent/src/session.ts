@@ -11,6 +11,7 @@ import {
   MessageType,
   PAGE_SIZE,
   PROTOCOL_VERSION,
+  MAX_STREAMS,
   abort,
   batchAck,
   committed,
@@ -33,6 +34,7 @@ import {
   type RestoreSettings,
 } from './restore-step.js';
 import { applyBatch } from './apply-batch.js';
+import { DataStreams, type Lane, type StreamJoiners } from './streams.js';
 import { DiskFullError, SessionProtocolError, failureCode, type SessionProtocolCode } from './errors.js';
 import { ImageStore, type PageStore } from './image-store.js';
 
@@ -73,6 +75,7 @@ export type SessionState = 'HELLO' | 'IDLE' | 'ROUND' | 'FROZEN' | 'FINAL' | 'CH
 
 /** What became of sessions that reached Verified, shared by all connections of a listener. */
 export type PendingSessions = Map<string, 'pending' | 'committed' | 'discarded'>;
+export type { StreamJoiners } from './streams.js';
 
 export interface SessionOptions {
   imageDir: string;
@@ -97,6 +100,10 @@ export interface SessionOptions {
   /** Rebuild the process and run it (forecopy-dest listen --restore); else keep image files. */
   restore?: RestoreSettings | null;
   replyTimeoutMs?: number;
+  /** Connections a migration may send pages on, its own included (`--max-streams`; 1 = no extra ones). */
+  maxStreams?: number;
+  /** Where a session that takes extra connections registers (the listener's). */
+  joiners?: StreamJoiners;
 }
 
 export interface SessionOutcome {
@@ -154,7 +161,6 @@ class Session {
   private written: PageHashes | null = null;
   private digestDiffers = false;
   private round = 0;
-  private batchSeq = -1;
   private roundPages = 0;
   private frozenAt = 0;
   private finalAppliedMs = 0;
@@ -166,6 +172,14 @@ class Session {
   private imagePath: string | undefined;
   private readonly timeout: number;
   private readonly scratch = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
+  /** The extra connections pages arrive on (`--streams`); null: the session's own only. */
+  private streams: DataStreams | null = null;
+  /** Stream 0: the session's own connection. */
+  private readonly ownLane: Lane;
+  /** Waits (`until`) woken by a round's start, a batch applied, or a stream's failure. */
+  private wakers: Array<() => void> = [];
+  /** A data stream failed while pages were still to come on it: the session fails with this. */
+  private streamFailure: Error | null = null;
 
   /** The diagram above, one entry per state. */
   private readonly states: Record<SessionState, StateHandler> = {
@@ -201,6 +215,7 @@ class Session {
     private readonly startedAt: number,
   ) {
     this.timeout = opts.replyTimeoutMs ?? 120_000;
+    this.ownLane = { stream: 0, channel, seq: -1 };
   }
 
   async run(): Promise<SessionOutcome> {
@@ -211,7 +226,10 @@ class Session {
         if (end) return end;
       }
     } catch (e) {
-      return this.fail(e as Error & { code?: string });
+      return this.fail(this.streamFailure ?? (e as Error & { code?: string }));
+    } finally {
+      if (this.sessionId && this.streams) this.opts.joiners?.delete(this.sessionId);
+      this.streams?.close();
     }
   }
 
@@ -262,6 +280,7 @@ class Session {
     const { pages } = this.store;
     opts.log.info({ session: this.sessionId, pages, segments: this.store.segments().length, policy: m.header.policy }, 'migration started');
     if (opts.delayHelloAckMs) await new Promise((r) => setTimeout(r, opts.delayHelloAckMs));
+    const streams = this.openStreams(m.header.streams ?? 1);
     await this.channel.send(
       helloAck({
         version: PROTOCOL_VERSION,
@@ -269,9 +288,68 @@ class Session {
         credit: opts.credit,
         maxFrameBytes: 0,
         restore: !!opts.restore,
+        ...(streams ? { streams: streams.count, streamToken: streams.token } : {}),
       }),
     );
     return 'IDLE';
+  }
+
+  /**
+   * Takes extra connections for this session when its source asks for them (Hello.streams), at
+   * most `--max-streams` in all; returns them, or null for the session's own connection only.
+   */
+  private openStreams(asked: number): DataStreams | null {
+    const count = Math.min(asked, this.opts.maxStreams ?? MAX_STREAMS);
+    if (count <= 1 || !this.opts.joiners || !this.sessionId) return null;
+    const streams = new DataStreams(
+      count,
+      this.sessionId,
+      this.opts.credit,
+      async (b, lane) => {
+        await this.applyPages(b, lane);
+      },
+      (e) => this.streamFailed(e),
+    );
+    this.opts.joiners.set(this.sessionId, (ch, j) => streams.join(ch, j));
+    this.streams = streams;
+    return streams;
+  }
+
+  /**
+   * A data stream failed. While pages may still come (up to the final round's RoundEnd) the
+   * session fails with it: whatever waits is woken to see it. Afterwards it does not matter.
+   */
+  private streamFailed(e: Error): void {
+    if (!['HELLO', 'IDLE', 'ROUND', 'FROZEN', 'FINAL'].includes(this.state) || this.streamFailure) return;
+    this.streamFailure = e;
+    this.wake();
+    this.channel.interrupt(e);
+  }
+
+  /** Wakes every `until`. */
+  private wake(): void {
+    for (const w of this.wakers.splice(0)) w();
+  }
+
+  /**
+   * Waits until `done()` holds (checked each time a round starts or a batch is applied), at
+   * most the session's timeout; throws a failed stream's error, or `late()` on the timeout.
+   */
+  private async until(done: () => boolean, late: () => Error): Promise<void> {
+    const deadline = performance.now() + this.timeout;
+    while (!done()) {
+      if (this.streamFailure) throw this.streamFailure;
+      const left = deadline - performance.now();
+      if (left <= 0) throw late();
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.wakers.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    if (this.streamFailure) throw this.streamFailure;
   }
 
   /**
@@ -321,7 +399,9 @@ class Session {
     if (layout) this.store!.applyLayout(layout);
     this.round = round;
     this.roundPages = 0;
-    return final ? 'FINAL' : 'ROUND';
+    this.state = final ? 'FINAL' : 'ROUND';
+    this.wake(); // batches of this round that came first on other streams
+    return this.state;
   }
 
   // ── ROUND, FINAL: pages flow ─────────────────────────────────────────────────────────────
@@ -332,10 +412,23 @@ class Session {
     return this.outOfOrder(m);
   }
 
-  private async applyPages(m: MessageOf<MessageType.PageBatch>): Promise<SessionState> {
-    if (m.header.round !== this.round) refuse('E_ORDER', `PageBatch of round ${m.header.round} during round ${this.round}`);
-    if (m.header.seq <= this.batchSeq) refuse('E_ORDER', `PageBatch seq ${m.header.seq} after ${this.batchSeq}`);
-    this.batchSeq = m.header.seq;
+  /**
+   * A batch, from the session's own connection or a data stream (`lane`). A stream's batch may
+   * come before its round's RoundStart has been read here: it waits for it. Seqs rise on each
+   * stream; BatchAck goes back on the batch's own connection.
+   */
+  private async applyPages(m: MessageOf<MessageType.PageBatch>, lane = this.ownLane): Promise<SessionState> {
+    if (lane !== this.ownLane) {
+      await this.until(
+        () => this.round >= m.header.round,
+        () =>
+          new SessionProtocolError('E_ORDER', `a PageBatch of round ${m.header.round} on stream ${lane.stream}, but no such round started`),
+      );
+    }
+    if (m.header.round !== this.round || (this.state !== 'ROUND' && this.state !== 'FINAL'))
+      refuse('E_ORDER', `PageBatch of round ${m.header.round} during round ${this.round} (${this.state})`);
+    if (m.header.seq <= lane.seq) refuse('E_ORDER', `PageBatch seq ${m.header.seq} after ${lane.seq}`);
+    lane.seq = m.header.seq;
     if (this.opts.corruptInTransit && this.state === 'FINAL') this.damageInTransit(m);
     const written = this.written;
     this.roundPages += applyBatch(
@@ -344,14 +437,23 @@ class Session {
       this.scratch,
       written ? (p, page) => written.set(p, this.hasher.h64Raw(page)) : undefined,
     );
-    await this.channel.send(batchAck({ seq: m.header.seq, credit: 1 }));
+    this.wake(); // a RoundEnd may wait for this round's last pages
+    await lane.channel.send(batchAck({ seq: m.header.seq, credit: 1 }));
     return this.state;
   }
 
   private async endRound(m: MessageOf<MessageType.RoundEnd>): Promise<SessionState> {
-    const { round, roundPages } = this;
+    const { round } = this;
     const final = this.state === 'FINAL';
     if (m.header.round !== round) refuse('E_ORDER', `RoundEnd of round ${m.header.round} during round ${round}`);
+    // With data streams the round's last batches may still be on their way on the others.
+    if (this.streams) {
+      await this.until(
+        () => this.roundPages >= m.header.pagesSent,
+        () => new SessionProtocolError('E_COUNT', `round ${round} announced ${m.header.pagesSent} pages but ${this.roundPages} arrived`),
+      );
+    }
+    const { roundPages } = this;
     if (m.header.pagesSent !== roundPages)
       refuse('E_COUNT', `round ${round} announced ${m.header.pagesSent} pages but ${roundPages} arrived`);
     this.rounds.push({ round, pages: roundPages, final });
