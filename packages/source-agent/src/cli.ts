@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import yargs, { type ArgumentsCamelCase, type Argv } from 'yargs';
 import { pino, type Logger } from 'pino';
-import { SecurityConfigError, VERIFY_MODES, loadSecurity, terminalLogStream } from '@forecopy/protocol';
+import { MAX_STREAMS, SecurityConfigError, VERIFY_MODES, loadSecurity, terminalLogStream } from '@forecopy/protocol';
 import { FORECAST_MODES, POLICY_NAMES, XEN_DEFAULT_STOP_RULES, type StopRules } from '@forecopy/filter';
 import { AUTO_CONVERGE_DEFAULTS, type AutoConvergeOptions } from './migration/auto-converge.js';
 import { THROTTLE_METHODS, TRACKER_CHOICES } from '@forecopy/linux';
@@ -25,6 +25,8 @@ import { checkProcess, notMigratable, resolveSession } from './resolve.js';
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 /** Where a source records the handovers it has not finished (forecopy-source resolve reads them). */
 const DEFAULT_STATE_DIR = '/var/lib/forecopy/source';
+/** --streams: one connection unless asked (see BENCHMARKS.md, line rate: more did not help on 2 cores). */
+const DEFAULT_STREAMS = 1;
 
 export function makeLogger(level: string): Logger {
   const tty = process.stderr.isTTY;
@@ -123,6 +125,11 @@ function channelOptions<T>(y: Argv<T>) {
     .option('bandwidth', { type: 'string', default: '0', describe: 'pace the sender, e.g. 500mbit, 1gbit, 60MB; 0 = unpaced' })
     .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
     .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
+    .option('streams', {
+      type: 'number',
+      default: DEFAULT_STREAMS,
+      describe: `connections to send pages on, as QEMU's multifd channels (1..${MAX_STREAMS}; the destination may accept fewer)`,
+    })
     .option('psk-file', { type: 'string', describe: "pre-shared key (hex or raw bytes), the same as the destination's" })
     .option('tls-cert', { type: 'string', describe: "mutual TLS: this agent's certificate (PEM)" })
     .option('tls-key', { type: 'string', describe: 'mutual TLS: its private key (PEM)' })
@@ -178,6 +185,10 @@ function migrateOptions(y: Argv) {
       'a process that writes faster than the link: auto-converge slows it down until the rest fits 100 ms of downtime',
     )
     .example(
+      '$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file key --streams 4',
+      'a big process over a fast network: pages go out on 4 authenticated connections, as QEMU multifd',
+    )
+    .example(
       '$0 migrate --pid 4242 --to dest:7070 --stop-rule xen --auto-converge off --after resume',
       "old Xen's stop rules (30 rounds, 50 pages, 3x the memory) and no throttle, as before issue 13",
     );
@@ -231,6 +242,8 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
   const { host, port } = parseHostPort(a.to);
   const bandwidthBps = parseBandwidth(a.bandwidth);
   if (!(a['batch-pages'] >= 1 && a['batch-pages'] <= 1024)) throw new InputError(`--batch-pages must be between 1 and 1024`);
+  if (!(Number.isInteger(a.streams) && a.streams >= 1 && a.streams <= MAX_STREAMS))
+    throw new InputError(`--streams must be a whole number from 1 to ${MAX_STREAMS}`);
   const security = securityOf(a);
   const log = makeLogger(a['log-level']);
   const report: MigrationReport = await withDashboard(a.ui, (onEvent) =>
@@ -253,6 +266,7 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
       intervalMs: a['interval-ms'],
       compress: a.compress,
       batchPages: a['batch-pages'],
+      streams: a.streams,
       tracker: a.tracker,
       makePolicy: makePolicyFactory({
         policy: a.policy,

@@ -80,6 +80,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
       clock.mark('handoverMs');
       held.finish(opts.after, () => clock.mark('releaseMs'));
     }
+    s.sender.closeStreams();
     channel.close();
     // The process ran nowhere from the freeze until now (restored and released), or until it was
     // thawed here, or, with --after kill or stop and no restore, until the handover ended.

@@ -72,6 +72,8 @@ export interface MigrationReport {
   lz4Pages: number;
   /** Pages lz4 ran on: those sent lz4, the rest of the batches it was tried on, and the samples of batches sent raw. */
   pagesCompressed?: number;
+  /** Connections the pages went out on (`--streams`, as many as the destination accepted). */
+  streams?: number;
   /** Payload bytes lz4 saved (a page's size less its compressed size, over the pages sent lz4). */
   compressionSavedBytes?: number;
   policy: string;
@@ -144,7 +146,7 @@ export function formatReport(r: MigrationReport): string {
     lines.push(`  the process did not run for ${ms(r.downtimeMs)}: ${parts.join(', ')}`);
   }
   lines.push(
-    `  memory ${num(r.memoryPages)} pages (${mib(r.memoryPages * 4096)})   sent ${num(r.pagesSent)} pages (${mib(r.bytesOfMemory)} of memory, ${mib(r.bytesSent)} on the wire; ${num(r.zeroPages)} zero, ${num(r.lz4Pages)} lz4${r.pagesCompressed !== undefined ? ` of ${num(r.pagesCompressed)} tried, ${mib(r.compressionSavedBytes ?? 0)} saved` : ''})`,
+    `  memory ${num(r.memoryPages)} pages (${mib(r.memoryPages * 4096)})   sent ${num(r.pagesSent)} pages (${mib(r.bytesOfMemory)} of memory, ${mib(r.bytesSent)} on the wire; ${num(r.zeroPages)} zero, ${num(r.lz4Pages)} lz4${r.pagesCompressed !== undefined ? ` of ${num(r.pagesCompressed)} tried, ${mib(r.compressionSavedBytes ?? 0)} saved` : ''}${(r.streams ?? 1) > 1 ? `; over ${r.streams} connections` : ''})`,
   );
   lines.push(`  tracker scans ${r.scans.count}, ${ms(r.scans.totalMs)} in all, ${ms(r.scans.maxMs)} at most`);
   lines.push('');

@@ -107,14 +107,29 @@ function sampleOf(n: number, k: number): number[] {
 }
 
 /**
+ * A connection batches go out on (`--streams`: the session's own is lane 0), the batches the
+ * destination lets it have unacknowledged, and the write it is busy with: a lane whose socket
+ * holds more than its buffer takes no batch until the socket took it.
+ */
+interface Lane {
+  channel: MessageChannel;
+  credit: number;
+  busy: Promise<void> | null;
+  error: Error | null;
+}
+
+/**
  * Streams pages to the destination in PageBatch frames: gathers each batch with one
  * process_vm_readv, marks zero pages, compresses with lz4 where it pays (a batch whose sample of
  * LZ4_SAMPLE pages does not compress is sent raw), paces to `--bandwidth` and never has more than
- * the destination's credit of batches unacknowledged.
+ * the destination's credit of batches unacknowledged on a connection. With several connections
+ * (`--streams`) each batch goes to the next one free, in turn; the batch seq rises over all.
  */
 export class PageSender {
   private seq = 0;
-  private credit = 0;
+  private readonly lanes: Lane[] = [];
+  /** The lane tried first for the next batch (round robin). */
+  private nextLane = 0;
   private creditWaiters: Array<() => void> = [];
   private nextSendAt = 0; // performance.now() ms when the pacer allows the next frame
   /** The buffers pages are read into and sent from, each back once the socket has written it. */
@@ -130,22 +145,43 @@ export class PageSender {
   sentHashes: { hashes: PageHashes; h64: (page: Uint8Array) => bigint } | null = null;
 
   constructor(
-    private readonly channel: MessageChannel,
+    channel: MessageChannel,
     private readonly reader: PageReader,
     private readonly space: PageSpace,
     private readonly opts: SenderOptions,
   ) {
     this.buffers = new BufferPool(READ_BUFFERS, opts.batchPages * PAGE_SIZE);
-    channel.onMessage(MessageType.BatchAck, (m) => {
-      if (m.type !== MessageType.BatchAck) return;
-      this.credit += m.header.credit;
-      for (const w of this.creditWaiters.splice(0)) w();
-    });
+    this.addStream(channel, 0);
   }
 
   /** Credit granted by the destination in HelloAck. */
   grant(credit: number): void {
-    this.credit += credit;
+    this.lanes[0].credit += credit;
+  }
+
+  /** Another connection to send batches on, with the credit its HelloAck granted. */
+  addStream(channel: MessageChannel, credit: number): void {
+    const lane: Lane = { channel, credit, busy: null, error: null };
+    this.lanes.push(lane);
+    channel.onMessage(MessageType.BatchAck, (m) => {
+      if (m.type !== MessageType.BatchAck) return;
+      lane.credit += m.header.credit;
+      this.wake();
+    });
+  }
+
+  /** Connections batches go out on, the session's own included. */
+  get streams(): number {
+    return this.lanes.length;
+  }
+
+  /** Ends the extra connections (after the handover; the session's own is the caller's). */
+  closeStreams(): void {
+    for (const l of this.lanes.slice(1)) l.channel.close();
+  }
+
+  private wake(): void {
+    for (const w of this.creditWaiters.splice(0)) w();
   }
 
   /**
@@ -184,7 +220,14 @@ export class PageSender {
       if (batch.length >= this.opts.batchPages) await flush();
     }
     await flush();
+    // Every batch of the round handed to a socket, or the first failure.
+    await Promise.all(this.lanes.map((l) => l.busy));
+    this.throwLaneError();
     return res;
+  }
+
+  private throwLaneError(): void {
+    for (const l of this.lanes) if (l.error) throw l.error;
   }
 
   private async sendBatch(round: number, all: number[], res: SendResult): Promise<void> {
@@ -208,7 +251,11 @@ export class PageSender {
     }
   }
 
-  /** Sends an encoded batch as a PageBatch, its parts gathered; `flushed` once the socket wrote them. */
+  /**
+   * Sends an encoded batch as a PageBatch on the next free connection, its parts gathered;
+   * `flushed` once the socket wrote them. Returns once the socket took the frame, or, when its
+   * buffer is over full, at once: the lane stays busy until the socket has taken it.
+   */
   private async sendEncoded(round: number, batch: EncodedBatch, res: SendResult, flushed: () => void): Promise<void> {
     let pending = true;
     const once = () => {
@@ -226,17 +273,33 @@ export class PageSender {
       },
       EMPTY,
     );
-    const before = this.channel.bytesOut;
+    let lane: Lane;
     try {
-      await this.waitForCredit(msg);
+      lane = await this.laneFor(msg);
       await this.pace(payloadBytes);
-      this.credit--;
-      await this.channel.send(msg, { parts: batch.parts, flushed: once });
     } catch (e) {
-      if (this.channel.bytesOut === before) once(); // never handed to the socket
+      once(); // never handed to a socket
       throw e;
     }
-    res.bytesOnWire += this.channel.bytesOut - before;
+    lane.credit--;
+    const { channel } = lane;
+    const before = channel.bytesOut;
+    const sending = channel.send(msg, { parts: batch.parts, flushed: once });
+    // The frame is in the socket's hands (bytesOut counted it) unless the channel had failed.
+    const handed = channel.bytesOut - before;
+    if (handed === 0) once();
+    lane.busy = sending.then(
+      () => {
+        lane.busy = null;
+        this.wake();
+      },
+      (e: Error) => {
+        lane.error ??= e;
+        lane.busy = null;
+        this.wake();
+      },
+    );
+    res.bytesOnWire += handed;
     res.pagesSent += batch.indices.length;
     res.batches++;
   }
@@ -336,14 +399,28 @@ export class PageSender {
     this.compression.pagesCompressed += tried;
   }
 
-  /** Waits for the destination's credit for one more batch; gives up after `creditTimeoutMs`. */
-  private async waitForCredit(msg: Message): Promise<void> {
+  /**
+   * The next connection free for a batch: not busy writing, and with the destination's credit;
+   * in turn from the one after the last used. Throws a connection's failure; gives up after
+   * `creditTimeoutMs` without one.
+   */
+  private async laneFor(msg: Message): Promise<Lane> {
     const deadline = performance.now() + (this.opts.creditTimeoutMs || Infinity);
-    while (this.credit <= 0) {
-      if (this.channel.closed) await this.channel.send(msg); // throws the channel's error
+    for (;;) {
+      this.throwLaneError();
+      const n = this.lanes.length;
+      for (let k = 0; k < n; k++) {
+        const i = (this.nextLane + k) % n;
+        const l = this.lanes[i];
+        if (l.credit > 0 && !l.busy) {
+          this.nextLane = (i + 1) % n;
+          return l;
+        }
+      }
+      for (const l of this.lanes) if (l.channel.closed) await l.channel.send(msg); // throws the channel's error
       const left = deadline - performance.now();
       if (left <= 0) {
-        this.channel.destroy();
+        for (const l of this.lanes) l.channel.destroy();
         throw new ChannelTimeoutError(`the destination acknowledged no page batch for ${this.opts.creditTimeoutMs} ms`);
       }
       await new Promise<void>((r) => {
@@ -374,8 +451,9 @@ export class PageSender {
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
   }
 
-  /** Wakes waiters so they observe a closed channel. */
+  /** Wakes waiters so they observe a closed channel, and drops the extra connections. */
   abort(): void {
-    for (const w of this.creditWaiters.splice(0)) w();
+    for (const l of this.lanes.slice(1)) l.channel.destroy();
+    this.wake();
   }
 }

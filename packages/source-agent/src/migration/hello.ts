@@ -7,6 +7,8 @@ import {
   PageHashes,
   SOURCE_UNSET,
   hello as helloMessage,
+  streamJoin,
+  type HelloAckHeader,
   type MessageChannel,
 } from '@forecopy/protocol';
 import { PageReader, previewRestore } from '@forecopy/linux';
@@ -20,6 +22,8 @@ import { replyTimeoutOf, type MigrateOptions } from './options.js';
 import type { MigrationSession } from './session.js';
 import type { AutoConverge } from './auto-converge.js';
 import { DowntimeForecast, calibrateHashMs, chooseVerify } from './downtime-forecast.js';
+import { connect } from './connect.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS } from './options.js';
 
 /** What the steps before Hello made. */
 export interface HelloInput {
@@ -58,6 +62,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
       layout: space.layout(),
       restore: previewRestore(opts.pid) as unknown as Record<string, unknown>,
       verify: verify.mode,
+      ...((opts.streams ?? 1) > 1 ? { streams: opts.streams } : {}),
     }),
   );
   const ack = await channel.expect(MessageType.HelloAck, replyTimeoutMs).catch((e) => {
@@ -72,6 +77,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
     creditTimeoutMs: replyTimeoutMs,
   });
   sender.grant(ack.header.credit);
+  await joinStreams(opts, sender, sessionId, ack.header, replyTimeoutMs);
   sender.trace = trace;
   if (verify.mode === 'incremental') sender.sentHashes = { hashes: new PageHashes(SOURCE_UNSET), h64: await pageHasher() };
   return {
@@ -102,6 +108,43 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
       hashMsPerPage,
     }),
   };
+}
+
+/**
+ * The extra connections the destination accepted (HelloAck.streams, at most --streams): each
+ * opens as the session's own did (TCP or TLS), names the session and its token in StreamJoin,
+ * and becomes a lane of the sender with the credit its HelloAck grants.
+ */
+async function joinStreams(
+  opts: MigrateOptions,
+  sender: PageSender,
+  sessionId: string,
+  ack: HelloAckHeader,
+  replyTimeoutMs: number,
+): Promise<void> {
+  const streams = Math.min(ack.streams ?? 1, opts.streams ?? 1);
+  if (streams <= 1 || !ack.streamToken) return;
+  const token = ack.streamToken;
+  const tries = await Promise.allSettled(
+    Array.from({ length: streams - 1 }, async (_, i) => {
+      const ch = await connect(opts, opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, replyTimeoutMs);
+      try {
+        await ch.send(streamJoin({ sessionId, token, stream: i + 1 }));
+        const a = await ch.expect(MessageType.HelloAck, replyTimeoutMs);
+        return { ch, credit: a.header.credit };
+      } catch (e) {
+        ch.destroy();
+        throw asChannelError(e);
+      }
+    }),
+  );
+  const failed = tries.find((t) => t.status === 'rejected');
+  if (failed) {
+    for (const t of tries) if (t.status === 'fulfilled') t.value.ch.destroy();
+    throw failed.reason;
+  }
+  for (const t of tries) if (t.status === 'fulfilled') sender.addStream(t.value.ch, t.value.credit);
+  opts.log.info({ streams }, 'pages go out on several connections');
 }
 
 /**

@@ -20,6 +20,8 @@ export interface MigrateOptions {
   intervalMs: number;
   compress: boolean;
   batchPages: number;
+  /** Connections to send pages on, the session's own included (`--streams`; 1 = that one only). */
+  streams?: number;
   tracker: TrackerChoice;
   /**
    * Makes the policy once tracking runs. It may sample the process first (modelling) through the

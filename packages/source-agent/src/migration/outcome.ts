@@ -37,6 +37,7 @@ export function migrationReport(s: MigrationSession, m: Measured, v: Verificatio
     zeroPages: totals.zeroPages,
     lz4Pages: totals.lz4Pages,
     ...s.sender.compression,
+    streams: s.sender.streams,
     policy: s.policy.name,
     stopReason: m.stopReason,
     tracker: tracker.kind,
