@@ -5,18 +5,34 @@ import type { PageStore } from './image-store.js';
 
 export type PageBatchMessage = Extract<Message, { type: MessageType.PageBatch }>;
 
+/** A page of zeros, written wherever a batch says ZERO (never changed). */
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
 /**
- * Writes a batch's pages into the image, through `scratch` (a whole number of pages); returns how
- * many pages the batch held. A page outside the layout is E_RANGE, a page that does not decode to
+ * Writes a batch's pages into the image; returns how many pages the batch held. Where the store
+ * takes a list of pages (`writePageList`: the image files, one writev a run), raw pages go from
+ * the frame as they are and only lz4 pages are decompressed; else each run goes through `scratch`
+ * (a whole number of pages). A page outside the layout is E_RANGE, a page that does not decode to
  * exactly one page is E_BAD_PAGE. `onPage` sees each page as it is written (incremental
  * verification hashes it there).
  */
 export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffer, onPage?: (index: number, page: Buffer) => void): number {
   const { ranges, kinds, lengths } = m.header;
   const payload = m.payload ?? Buffer.alloc(0);
+  const list: Buffer[] = [];
   let k = 0; // page position in the batch
   let li = 0; // position in lengths
   let off = 0; // position in payload
+  const nextPage = (): Buffer => {
+    const kind = kinds[k++];
+    if (kind === PAGE_KIND.ZERO) return ZERO_PAGE;
+    const len = lengths[li++];
+    const src = payload.subarray(off, off + len);
+    off += len;
+    if (kind === PAGE_KIND.RAW) return src;
+    if (kind === PAGE_KIND.LZ4) return decompressPage(src);
+    throw new SessionProtocolError('E_BAD_PAGE', `unknown page kind ${kind}`);
+  };
   for (const [start, count] of ranges.entries()) {
     // A run of indices may cross from one segment into the next (segments lie end to end).
     for (let done = 0; done < count; ) {
@@ -24,32 +40,28 @@ export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffe
       const seg = store.segmentOf(p);
       if (!seg) throw new SessionProtocolError('E_RANGE', `page ${p} is outside the announced layout`);
       const n = Math.min(count - done, seg.indexBase + seg.pages - p, scratch.length / PAGE_SIZE);
-      for (let i = 0; i < n; i++, k++) {
-        const dst = scratch.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
-        const kind = kinds[k];
-        if (kind === PAGE_KIND.ZERO) {
-          dst.fill(0);
-          continue;
-        }
-        const len = lengths[li++];
-        const src = payload.subarray(off, off + len);
-        off += len;
-        if (kind === PAGE_KIND.RAW) src.copy(dst);
-        else if (kind === PAGE_KIND.LZ4) {
-          // lz4-napi blocks carry their decompressed size first (u32 LE): refuse anything but a
-          // page before the decompressor allocates for it.
-          if (src.length < 4 || src.readUInt32LE(0) !== PAGE_SIZE) {
-            throw new SessionProtocolError('E_BAD_PAGE', 'an lz4 page does not announce a size of one page');
-          }
-          const out = uncompressSync(src);
-          if (out.length !== PAGE_SIZE) throw new SessionProtocolError('E_BAD_PAGE', `an lz4 page decompressed to ${out.length} bytes`);
-          out.copy(dst);
-        } else throw new SessionProtocolError('E_BAD_PAGE', `unknown page kind ${kind}`);
+      list.length = 0;
+      for (let i = 0; i < n; i++) list.push(nextPage());
+      if (store.writePageList) store.writePageList(p, list);
+      else {
+        for (let i = 0; i < n; i++) list[i].copy(scratch, i * PAGE_SIZE);
+        store.writePages(p, n, scratch);
       }
-      store.writePages(p, n, scratch);
-      if (onPage) for (let i = 0; i < n; i++) onPage(p + i, scratch.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+      if (onPage) for (let i = 0; i < n; i++) onPage(p + i, list[i]);
       done += n;
     }
   }
   return k;
+}
+
+/** One lz4 page: it must announce, and decompress to, exactly one page. */
+function decompressPage(src: Buffer): Buffer {
+  // lz4-napi blocks carry their decompressed size first (u32 LE): refuse anything but a
+  // page before the decompressor allocates for it.
+  if (src.length < 4 || src.readUInt32LE(0) !== PAGE_SIZE) {
+    throw new SessionProtocolError('E_BAD_PAGE', 'an lz4 page does not announce a size of one page');
+  }
+  const out = uncompressSync(src);
+  if (out.length !== PAGE_SIZE) throw new SessionProtocolError('E_BAD_PAGE', `an lz4 page decompressed to ${out.length} bytes`);
+  return out;
 }

@@ -44,6 +44,18 @@ export class ImageStore extends SegmentStore<ImageSegment> implements PageStore 
     fs.writeSync(seg.fd, data, 0, count * PAGE_SIZE, (index - seg.indexBase) * PAGE_SIZE);
   }
 
+  /** Writes consecutive pages at page `index` (all in one segment) from their own buffers, in one writev. */
+  writePageList(index: number, pages: readonly Buffer[]): void {
+    const seg = this.inside(index, pages.length);
+    const at = (index - seg.indexBase) * PAGE_SIZE;
+    const want = pages.length * PAGE_SIZE;
+    // fd is ours and open; the pages lie inside the segment's file (checked above).
+    const n = fs.writevSync(seg.fd, pages as Buffer[], at);
+    // A regular file takes all of it or fails; a short write (it may happen) finishes page by page.
+    if (n < want)
+      for (let i = Math.floor(n / PAGE_SIZE); i < pages.length; i++) fs.writeSync(seg.fd, pages[i], 0, PAGE_SIZE, at + i * PAGE_SIZE);
+  }
+
   /** Reads `count` pages at page `index` into `out`. */
   readPages(index: number, count: number, out: Buffer): void {
     const seg = this.inside(index, count);

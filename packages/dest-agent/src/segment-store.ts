@@ -10,6 +10,8 @@ export interface PageStore {
   applyLayout(layout: readonly Mapping[]): void;
   segmentOf(index: number): Mapping | undefined;
   writePages(index: number, count: number, data: Buffer): void;
+  /** Writes consecutive pages at page `index` (all in one segment), one buffer each, none copied; optional. */
+  writePageList?(index: number, pages: readonly Buffer[]): void;
   readPages(index: number, count: number, out: Buffer): void;
   corruptPage(index: number): void;
   commit(manifest: Record<string, unknown>): string;
