@@ -46,8 +46,12 @@ describe.skipIf(skip)('faults', () => {
     return { pid: poke.pid, r: await src };
   }
   /** A migration of 64 MiB at 50 Mbit/s, 1.5 s into its round 1 (which lasts 10 s). */
-  async function midRound1() {
-    const m = await startLocalMigration(c, { mw: hotMw('64'), dest: ['--once'], migrate: ['--image-only', '--bandwidth', '50mbit'] });
+  async function midRound1(extra: string[] = []) {
+    const m = await startLocalMigration(c, {
+      mw: hotMw('64'),
+      dest: ['--once'],
+      migrate: ['--image-only', '--bandwidth', '50mbit', ...extra],
+    });
     await new Promise((r) => setTimeout(r, 1500));
     return m;
   }
@@ -71,6 +75,43 @@ describe.skipIf(skip)('faults', () => {
 
   it('the destination killed mid-round', async () => {
     const { mw, dest, source } = await midRound1();
+    dest.proc.child.kill('SIGKILL');
+    const r = await source;
+    expect(r.code).toBe(5);
+    expect(r.stderr).toMatch(/^forecopy-source: the connection to the destination failed: /);
+    expect(r.stderr.split('\n')).toHaveLength(1);
+    await expectRunningUnharmed(mw);
+  });
+
+  it('several streams: mappings made and unmapped while round 1 runs, the image verifies', async () => {
+    const poke = await startWorkload(c, 'poke', ['--pages', '4096'], [], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const dest = await startDest(c, ['--once']);
+    // 16 MiB at 50 Mbit/s, uncompressed: round 1 lasts about 2.7 s, on three connections.
+    const src = runSource(
+      c,
+      migrateArgs(poke.pid, dest, ['--streams', '3', '--bandwidth', '50mbit', '--no-compress', '--after', 'resume']),
+    );
+    await dest.proc.waitFor(/migration started/);
+    await new Promise((r) => setTimeout(r, 500));
+    const ask = async (cmd: string, answer: RegExp) => {
+      const before = poke.proc.lines.length;
+      poke.proc.child.stdin!.write(`${cmd}\n`);
+      while (!poke.proc.lines.slice(before).some((l) => answer.test(l))) await new Promise((r) => setTimeout(r, 20));
+    };
+    await ask('m 64', /^mapped 0x/);
+    await ask('m 32', /^mapped 0x/);
+    await ask('u', /^unmapped/);
+    await ask('w 0-100', /^ok/);
+    const r = await src;
+    expectVerified(r);
+    expect(r.report!.streams).toBe(3);
+    expect(r.report!.rounds[0].durationMs).toBeGreaterThan(1000); // the mappings changed while round 1 ran
+    expect(r.report!.memoryPages).toBeGreaterThanOrEqual(4096 + 64); // the mapping left is in the image
+    expectUntracked(poke.pid);
+  });
+
+  it('the destination killed mid-round with several streams open: the process runs on here, untracked', async () => {
+    const { mw, dest, source } = await midRound1(['--streams', '3']);
     dest.proc.child.kill('SIGKILL');
     const r = await source;
     expect(r.code).toBe(5);
