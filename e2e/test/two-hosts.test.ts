@@ -82,6 +82,16 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
     expect(await selfCheck(churn.proc, churn.pid, /^churn check/)).toMatch(/^churn check ok/);
   });
 
+  it('over 3 streams with a pre-shared key: a multi-threaded workload that maps and unmaps verifies', async () => {
+    const churn = await startWorkload(c, 'churn', ['--threads', '4', '--mappings', '64', '--mb', '64'], hosts.exec(hosts.source));
+    const { run } = await migrateAcross(churn.pid, ['--streams', '3']);
+    const report = expectVerified(run);
+    expect(report.streams).toBe(3);
+    expect(report.rounds.length).toBeGreaterThan(1);
+    expectUntracked(churn.pid);
+    expect(await selfCheck(churn.proc, churn.pid, /^churn check/)).toMatch(/^churn check ok/);
+  });
+
   it('a workload that keeps allocating during the migration verifies', async () => {
     const alloc = await startWorkload(c, 'alloc', ['--mb-per-s', '32', '--max-mb', '256', '--block-kb', '64'], hosts.exec(hosts.source));
     await new Promise((r) => setTimeout(r, 500));
