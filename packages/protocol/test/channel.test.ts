@@ -77,3 +77,32 @@ describe('MessageChannel failures', () => {
     expect(aborted).toMatchObject({ code: 'E_PEER_ABORT', peerCode: 'E_ORDER', reason: 'RoundEnd in state IDLE' });
   });
 });
+
+describe('MessageChannel: looking before taking', () => {
+  it('peek shows the first message without taking it, waits for one, and is null on silence or failure', async () => {
+    const [peer, ours] = pipePair();
+    const ch = new MessageChannel(ours);
+    expect(await ch.peek(50)).toBeNull(); // silence
+    const later = ch.peek(2000);
+    for (const b of encodeMessage(verified({ pages: 3 }))) peer.write(b);
+    expect((await later)?.type).toBe(MessageType.Verified);
+    expect((await ch.peek(10))?.type).toBe(MessageType.Verified); // still there
+    expect((await ch.next(10)).type).toBe(MessageType.Verified); // taken now
+    const waiting = ch.peek(2000);
+    peer.end();
+    expect(await waiting).toBeNull();
+  });
+
+  it('interrupt fails the waiting next with its error and leaves the channel open', async () => {
+    const [peer, ours] = pipePair();
+    const ch = new MessageChannel(ours);
+    const waiting = ch.next(2000);
+    const why = new Error('a data stream failed');
+    ch.interrupt(why);
+    await expect(waiting).rejects.toBe(why);
+    expect(ch.closed).toBe(false);
+    await ch.send(verified({ pages: 1 })); // still writable: the answer goes out
+    const rx = new MessageChannel(peer);
+    expect((await rx.next(1000)).type).toBe(MessageType.Verified);
+  });
+});
