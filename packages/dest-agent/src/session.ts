@@ -252,6 +252,7 @@ class Session {
   private async receiveIn(handler: StateHandler): Promise<Step> {
     let m: Message;
     try {
+      if (this.streamFailure) throw this.streamFailure; // a data stream failed while this loop was busy
       m = await this.channel.next(this.timeout);
     } catch (e) {
       if (!handler.channelFailed) throw e;
