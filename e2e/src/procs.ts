@@ -175,8 +175,9 @@ export class Cleanup {
     return p;
   }
 
-  tmpdir(prefix = 'forecopy-test-'): string {
-    const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  /** A new directory under `root` (the system's temporary directory by default), removed at clean-up. */
+  tmpdir(prefix = 'forecopy-test-', root = os.tmpdir()): string {
+    const d = fs.mkdtempSync(path.join(root, prefix));
     this.dirs.push(d);
     return d;
   }
@@ -289,8 +290,12 @@ export interface DestHandle {
   imageDir: string;
 }
 
-export async function startDest(c: Cleanup, extra: string[] = [], wrap: string[] = []): Promise<DestHandle> {
-  const imageDir = c.tmpdir('forecopy-images-');
+export async function startDest(
+  c: Cleanup,
+  extra: string[] = [],
+  wrap: string[] = [],
+  imageDir = c.tmpdir('forecopy-images-'),
+): Promise<DestHandle> {
   const args = [DEST_BIN, 'listen', '--port', '0', '--image-dir', imageDir, ...extra];
   const p = c.proc(startIn(wrap, process.execPath, args));
   const m = await p.waitFor(/listening on .*:(\d+)$/);
