@@ -313,7 +313,6 @@ async function qemuMigration(gib: number, channels: number): Promise<Row> {
     }
     for (const s of socks) for (let t = 0; t < 200 && !fs.existsSync(s); t++) await new Promise((r) => setTimeout(r, 50));
     const [src, dst] = [await qmp(socks[0]), await qmp(socks[1])];
-    const port = 20000 + Math.floor(Math.random() * 20000);
     for (const q of [src, dst]) {
       if (channels > 1) {
         await q.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
@@ -321,7 +320,17 @@ async function qemuMigration(gib: number, channels: number): Promise<Row> {
       }
     }
     await src.cmd('migrate-set-parameters', { 'max-bandwidth': 1e12 });
-    await dst.cmd('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+    // A random port below the ephemeral range; another one if it is taken.
+    let port = 0;
+    for (let attempt = 1; !port; attempt++) {
+      const p = 20000 + Math.floor(Math.random() * 12000);
+      try {
+        await dst.cmd('migrate-incoming', { uri: `tcp:127.0.0.1:${p}` });
+        port = p;
+      } catch (e) {
+        if (attempt >= 5 || !/in use/.test((e as Error).message)) throw e;
+      }
+    }
     warmMemory(os.tmpdir(), gib * 2 ** 30); // the destination guest's RAM meets warm memory
     const t = performance.now();
     await src.cmd('migrate', { uri: `tcp:127.0.0.1:${port}` });
