@@ -1,4 +1,4 @@
-import { PageBitmap } from './page-bitmap.js';
+import { PageBitmap, popcount32 } from './page-bitmap.js';
 
 // The forecaster's model of when each page is written next: a renewal model. Every page keeps
 // the sample it was last written in; every region of pages keeps a histogram of the gaps (in
@@ -47,6 +47,40 @@ const STAMP_MOD = 65535;
 /** Forecasts remembered per region while planning (by age, a power of two). */
 const MEMO = 256;
 
+/** A run of gaps being added up: one finest region and gap bucket (`i`), censored or not. */
+interface GapRun {
+  i: number;
+  cens: boolean;
+  c: number;
+  sum: number;
+  sq: number;
+}
+
+/** observe()'s page before: its last write, finest region and gap. */
+interface ScanState {
+  prevL: number;
+  prevRegion: number;
+  prevGap: number;
+}
+
+/** A word of the page bitmaps with all 32 pages set (read from a Uint32Array). */
+const FULL_WORD = 0xffffffff;
+
+/** Whether the 32 pages from `base` were last written in the same sample. */
+function sameLast(last: Uint16Array, base: number): boolean {
+  const l = last[base];
+  if (last[base + 31] !== l) return false;
+  for (let j = 1; j < 31; j++) if (last[base + j] !== l) return false;
+  return true;
+}
+
+/** Forecasts by age, tagged with their region (pages written in the same sample share one), while planning. */
+class AgeMemo {
+  readonly age = new Int32Array(MEMO);
+  readonly tag = new Int32Array(MEMO).fill(-1);
+  readonly p = new Float64Array(MEMO);
+}
+
 /** The gap histograms of one region size. */
 class GapLevel {
   /** Per region and bucket: the weight of gaps that ended in the bucket. */
@@ -91,6 +125,8 @@ export class ForecastModel {
   private last: Uint16Array;
   /** The pages with a last write (last != 0), so that planning skips the others word by word. */
   private seen: PageBitmap;
+  /** Per word of 32 pages: 1 when all its pages were last written in the same sample (written whole). */
+  private whole: Uint8Array;
   private levels: GapLevel[];
   private weight = 1;
   private n = 0;
@@ -106,6 +142,7 @@ export class ForecastModel {
     this.total = totalPages;
     this.last = new Uint16Array(totalPages);
     this.seen = new PageBitmap(totalPages);
+    this.whole = new Uint8Array((totalPages + 31) >>> 5);
     this.levels = REGION_SHIFTS.map((s) => new GapLevel(s, totalPages));
   }
 
@@ -132,6 +169,7 @@ export class ForecastModel {
     return (
       this.last.byteLength +
       this.seen.byteLength +
+      this.whole.byteLength +
       this.levels.reduce((a, l) => a + l.hist.byteLength + l.cens.byteLength + l.sum.byteLength + l.sq.byteLength, 0)
     );
   }
@@ -142,6 +180,7 @@ export class ForecastModel {
     last.set(this.last.subarray(0, Math.min(totalPages, this.total)));
     this.last = last;
     this.seen = this.seen.resized(totalPages);
+    this.whole = new Uint8Array((totalPages + 31) >>> 5);
     this.levels = this.levels.map((l) => {
       const nl = new GapLevel(l.shift, totalPages);
       nl.hist.set(l.hist.subarray(0, Math.min(nl.hist.length, l.hist.length)));
@@ -173,16 +212,24 @@ export class ForecastModel {
     const stamp = this.stamp;
     const lim = Math.min(sample.size, this.total);
     // Runs of pages with the same finest region and gap bucket are added to the histograms at once.
-    const run = { i: -1, cens: false, c: 0, sum: 0, sq: 0 };
+    const run: GapRun = { i: -1, cens: false, c: 0, sum: 0, sq: 0 };
+    const scan: ScanState = { prevL: -1, prevRegion: -1, prevGap: 0 };
     const firstBucket = BUCKET_OF[Math.min(Math.max(this.n - 1, 0), MAX_AGE)];
     const fine = this.levels[0].shift;
     const words = sample.raw;
+    const whole = this.whole;
     const firstRun = this.n > 1;
-    let prevL = -1;
-    let prevRegion = -1;
-    let prevGap = 0;
     for (let k = 0; k < words.length && k << 5 < lim; k++) {
       let x = words[k];
+      if (x === 0) continue;
+      const full = x === FULL_WORD && (k << 5) + 32 <= lim;
+      if (full && (whole[k] === 1 || sameLast(last, k << 5))) {
+        // A whole word written, its 32 pages last written in the same sample (a region written
+        // at once): its gaps are one gap 32 times.
+        this.learnWholeWord(k << 5, scan, run, firstRun, firstBucket);
+        continue;
+      }
+      whole[k] = full ? 1 : 0; // written whole now, or not whole any more
       while (x !== 0) {
         const t = x & -x;
         x ^= t;
@@ -190,15 +237,15 @@ export class ForecastModel {
         if (p >= lim) break;
         const l = last[p];
         last[p] = stamp;
-        if (l === prevL && p >>> fine === prevRegion && l !== 0) {
+        if (l === scan.prevL && p >>> fine === scan.prevRegion && l !== 0) {
           // Written in the same sample as the page before, in the same region: the same gap.
           run.c++;
-          run.sum += prevGap;
-          run.sq += prevGap * prevGap;
+          run.sum += scan.prevGap;
+          run.sq += scan.prevGap * scan.prevGap;
           continue;
         }
-        prevL = l;
-        prevRegion = p >>> fine;
+        scan.prevL = l;
+        scan.prevRegion = p >>> fine;
         let gap = 0;
         let i: number;
         let cens = false;
@@ -206,7 +253,7 @@ export class ForecastModel {
           gap = stamp - l;
           if (gap <= 0) gap += STAMP_MOD;
           i = (p >>> fine) * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
-          prevGap = gap;
+          scan.prevGap = gap;
         } else if (firstRun) {
           // First write seen: the gap was at least as long as the model has watched (or MAX_AGE).
           i = (p >>> fine) * NB + firstBucket;
@@ -230,8 +277,51 @@ export class ForecastModel {
     this.tailRegion = -1;
   }
 
+  /**
+   * Learns a word of 32 pages written in this sample whose pages were all last written in the
+   * same sample: as the page-by-page loop of observe() would (the first page starts a run unless
+   * it continues the one before, the other 31 continue it), in one step. The sums are the same:
+   * gaps are whole numbers.
+   */
+  private learnWholeWord(base: number, scan: ScanState, run: GapRun, firstRun: boolean, firstBucket: number): void {
+    const last = this.last;
+    const fine = this.levels[0].shift;
+    const l = last[base];
+    if (!(l === scan.prevL && base >>> fine === scan.prevRegion && l !== 0)) {
+      scan.prevL = l;
+      scan.prevRegion = base >>> fine;
+      let i: number;
+      let cens = false;
+      if (l !== 0) {
+        let gap = this.stamp - l;
+        if (gap <= 0) gap += STAMP_MOD;
+        i = (base >>> fine) * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
+        scan.prevGap = gap;
+      } else if (firstRun) {
+        i = (base >>> fine) * NB + firstBucket;
+        cens = true;
+      } else i = -1; // a first write before the model has watched a whole sample: nothing to learn
+      if (i >= 0 && (i !== run.i || cens !== run.cens)) {
+        this.addRun(run);
+        run.i = i;
+        run.cens = cens;
+      }
+      if (i < 0) {
+        last.fill(this.stamp, base, base + 32);
+        this.whole[base >>> 5] = 1;
+        return;
+      }
+    }
+    const g = l !== 0 ? scan.prevGap : 0;
+    run.c += 32;
+    run.sum += 32 * g;
+    run.sq += 32 * g * g;
+    last.fill(this.stamp, base, base + 32);
+    this.whole[base >>> 5] = 1;
+  }
+
   /** Adds a run of gaps (all in one finest region and bucket) to every level's histograms. */
-  private addRun(run: { i: number; cens: boolean; c: number; sum: number; sq: number }): void {
+  private addRun(run: GapRun): void {
     if (run.c === 0) return;
     const w = this.weight;
     const fine = this.levels[0].shift;
@@ -260,15 +350,12 @@ export class ForecastModel {
     const lv = this.levels[this.chosen];
     const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
     const last = this.last;
-    const stamp = this.stamp;
-    // Forecasts by age, tagged with their region (pages written in the same sample share one).
-    const memoAge = new Int32Array(MEMO);
-    const memoTag = new Int32Array(MEMO).fill(-1);
-    const memoP = new Float64Array(MEMO);
+    const memo = new AgeMemo();
     let expected = 0;
     const src = pages.raw;
     const dst = out.raw;
     const seen = this.seen.raw;
+    const whole = this.whole;
     const words = Math.min(src.length, dst.length, this.total >>> 5);
     let region = -1;
     let live = false;
@@ -285,31 +372,28 @@ export class ForecastModel {
         prevL = 0;
       }
       if (!live) continue;
+      if (whole[k] === 1) {
+        // The word's pages were last written in the same sample (written whole): one forecast
+        // for all of them, added page by page as below so that the sum is the same to the bit.
+        prevL = last[base];
+        prevP = prevL === 0 ? 0 : this.forecastAt(memo, r, prevL, h);
+        if (prevP > threshold) {
+          expected += popcount32(x) * prevP;
+          dst[k] |= x;
+        }
+        continue;
+      }
       let acc = 0;
       while (x !== 0) {
         const t = x & -x;
         x ^= t;
         const l = last[base + 31 - Math.clz32(t)];
-        if (l === prevL) {
-          // Written in the same sample as the page before: the same forecast.
-          if (prevP > threshold) {
-            acc |= t;
-            expected += prevP;
-          }
-          continue;
+        if (l !== prevL) {
+          if (l === 0) continue;
+          // Written in another sample than the page before: its own forecast.
+          prevL = l;
+          prevP = this.forecastAt(memo, r, l, h);
         }
-        if (l === 0) continue;
-        let a = stamp - l;
-        if (a < 0) a += STAMP_MOD;
-        const m = a & (MEMO - 1);
-        if (memoAge[m] !== a || memoTag[m] !== r) {
-          const s0 = survival(this.tail, this.mu, this.half, a);
-          memoAge[m] = a;
-          memoTag[m] = r;
-          memoP[m] = s0 > 0 ? (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0 : 0;
-        }
-        prevL = l;
-        prevP = memoP[m];
         if (prevP > threshold) {
           acc |= t;
           expected += prevP;
@@ -326,6 +410,20 @@ export class ForecastModel {
       }
     }
     return expected;
+  }
+
+  /** P(written within h samples) of a page of region `r` (its tail loaded) last written at stamp `l`, remembered by age. */
+  private forecastAt(memo: AgeMemo, r: number, l: number, h: number): number {
+    let a = this.stamp - l;
+    if (a < 0) a += STAMP_MOD;
+    const m = a & (MEMO - 1);
+    if (memo.age[m] !== a || memo.tag[m] !== r) {
+      const s0 = survival(this.tail, this.mu, this.half, a);
+      memo.age[m] = a;
+      memo.tag[m] = r;
+      memo.p[m] = s0 > 0 ? (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0 : 0;
+    }
+    return memo.p[m];
   }
 
   /** P(page p is written within the next h samples), at the granularity in use. */
