@@ -21,6 +21,20 @@ import { ForecastModel } from './forecast-model.js';
 //   the data limit (maxFactor). It does this only if sending the held pages converges: if the
 //   process would write as many pages during that round as it sends, the held pages are part of
 //   any final round and holding them to the end costs no extra downtime.
+// - With a downtime limit (QEMU's rule) a round can be the last: once the pages written while
+//   everything is sent would fit the limit, a held page is a page of the final round or, if the
+//   held pages do not fit, the reason for a whole extra round (its writes to send, and under
+//   auto-converge a tighter throttle). So it stops holding there (`fitsLimit`).
+// - Horizons are in the process's own time: under auto-converge's throttle the process runs only
+//   part of the time (RoundContext.throttlePercent), and a page due within 40 of its samples is
+//   not due within 40 samples of a process stopped 99% of the time. Without this, held pages of
+//   a throttled process are forecast due round after round and never written, and the held
+//   pages keep the rest over the limit until the round cap (the compile job, live).
+// - The link rate is the best measured: a round of a few pages measures the round trip.
+// - The round after which the round cap or the data cap stops the migration (`lastHold`) holds
+//   a set only if the final round it forecasts (every held page, and what is written while the
+//   round runs that was not held) is no larger than sending everything would leave, to within
+//   one sample's writes; otherwise nothing. After it the round does not wait for a sample.
 // - A round shorter than one sample is not filtered: the forecast cannot see into it, and a
 //   round that holds pages waits for the next sample.
 // - Pages written again during the round are skipped batch by batch (Xen's to_skip): they are
@@ -42,13 +56,15 @@ const STEADY_SHRINK = 0.7;
 const STEADY_ROUNDS = 3;
 /** The rest of the migration is estimated as at most 1 / (1 - this) rounds' worth. */
 const HORIZON_RHO_CAP = 0.9;
-/** Near the end, sending the rest wins if it leaves a final round this much smaller than holding. */
-const END_CHOICE = 0.9;
 /** Pre-copy settles (a steady state) if a few rounds from a flush leave more than this share of the rest. */
 const SETTLES = 0.5;
 const SETTLE_ROUNDS = 4;
+/** Near the end, sending the rest wins if it leaves a final round this much smaller than holding. */
+const END_CHOICE = 0.9;
 /** A flush converges when the pages written during it are at most this share of what it sends. */
 const CONVERGES = 0.9;
+/** Auto-converge throttles to 99% at most: the process runs at least this share of the time. */
+const MIN_RUNNING = 0.01;
 
 export interface ForecastPolicyStatus extends Record<string, unknown> {
   regionPages: number;
@@ -68,6 +84,11 @@ export class ForecastPolicy implements Policy {
   private readonly opts: ForecastPolicyOptions;
   private converging = false;
   private lastRate = 0;
+  private peakRate = 0;
+  /** The share of the time the process runs (1 - auto-converge's throttle). */
+  private running = 1;
+  /** expectedWritten by horizon, for the plan being made (the model does not change while planning). */
+  private readonly writtenMemo = new Map<number, number>();
   /** The unsynchronized pages of each round planned since converging began. */
   private readonly tailPages: number[] = [];
   private convergingFrom: number | null = null;
@@ -120,21 +141,43 @@ export class ForecastPolicy implements Policy {
   }
 
   private plan(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
+    this.writtenMemo.clear();
     const held = new PageBitmap(unsynced.size);
-    const rate = ctx.pageRate > 0 ? ctx.pageRate : this.opts.initialPageRate;
+    // The link's rate: the best measured so far. A round of a few pages measures mostly the
+    // round trip, not the link (live: 20 pages in 8 ms, a quarter of the rate): taken as the
+    // link's rate it would make the next round look long and its horizon far.
+    this.peakRate = Math.max(this.peakRate, ctx.pageRate);
+    const rate = this.peakRate > 0 ? this.peakRate : this.opts.initialPageRate;
     this.lastRate = rate;
+    // A throttled process runs only part of the time: within a round it lives through that share
+    // of the samples the round lasts, so every horizon of the forecast (in the process's samples)
+    // shrinks by it. A page due within 40 samples of its own time is not due within 40 samples of
+    // a process stopped 99% of the time.
+    this.running = Math.max(MIN_RUNNING, 1 - (ctx.throttlePercent ?? 0) / 100);
     if (rate <= 0 || this.model.samples === 0) return held;
     if (unsynced.size !== this.model.totalPages) this.model.resize(unsynced.size);
     const perSample = (rate * this.opts.intervalMs) / 1000;
     const u = unsynced.count();
     const h = u / perSample; // the round's length in samples if everything were sent
-    if (this.converging) return this.steadyHold(unsynced, u, perSample, held, ctx.round >= this.opts.stopRules.maxRounds);
+    const rules = this.opts.stopRules;
+    // The round after which the round cap or the data cap stops the migration: what it holds
+    // goes straight into the final round.
+    if (ctx.round >= rules.maxRounds || this.sent + u >= rules.maxFactor * this.model.totalPages) {
+      if (this.converging) this.tailPages.push(u);
+      return h < 1 ? held : this.lastHold(unsynced, u, perSample, held);
+    }
+    if (this.converging) return this.steadyHold(unsynced, u, perSample, held);
     if (h < 1) return held;
     const m = this.model;
     // A page sent now is wasted if written again before the migration ends: after this round come
     // the rounds that send what it dirties, each about rho times shorter (rho: pages written per
     // page sent), so the rest of the migration lasts about h / (1 - rho).
-    const written = m.expectedWritten(h);
+    const written = this.written(h);
+    // QEMU's rule: if the pages written while everything is sent would fit the downtime limit,
+    // this round can be the last. A page held in it is then a page of the final round, or (if
+    // the held pages do not fit the limit) the reason for a whole extra round, with the writes of
+    // that round to send and, under auto-converge, a tighter throttle: stop holding.
+    if (this.fitsLimit(written, rate, ctx)) return this.startConverging(ctx.round, held);
     const rho = Math.min(HORIZON_RHO_CAP, written / u);
     // Would sending everything now let pre-copy converge? If not, the held pages are in any
     // final round, and holding them costs no downtime.
@@ -149,12 +192,30 @@ export class ForecastPolicy implements Policy {
     // before this round ends; if not those either, none.
     for (const horizon of [h / (1 - rho), h]) {
       held.clearAll();
-      const saving = m.addLikely(unsynced, horizon, 0.5, held);
+      const saving = m.addLikely(unsynced, horizon * this.running, 0.5, held);
       const kept = held.count();
       if (kept === 0) return held;
       if (!convergent || !this.notWorthIt(u, kept, saving, perSample)) return held;
     }
     return this.startConverging(ctx.round, held);
+  }
+
+  /** Expected pages the process writes within `h` samples of the clock (its own: fewer when throttled). */
+  private written(h: number): number {
+    const x = h * this.running;
+    let w = this.writtenMemo.get(x);
+    if (w === undefined) {
+      w = this.model.expectedWritten(x);
+      this.writtenMemo.set(x, w);
+    }
+    return w;
+  }
+
+  /** Whether the rest left by sending everything (`written`) fits the downtime limit, when there is one. */
+  private fitsLimit(written: number, rate: number, ctx: RoundContext): boolean {
+    const limit = this.opts.stopRules.downtimeLimitMs;
+    if (limit === undefined || ctx.round < 2) return false;
+    return (written / rate) * 1000 + (ctx.fixedDowntimeMs ?? 0) <= limit;
   }
 
   private startConverging(round: number, held: PageBitmap): PageBitmap {
@@ -170,7 +231,7 @@ export class ForecastPolicy implements Policy {
    * round (at least one sample long) that holding adds.
    */
   private notWorthIt(u: number, kept: number, saving: number, perSample: number): boolean {
-    return u - kept < perSample || saving <= this.model.expectedWritten(1);
+    return u - kept < perSample || saving <= this.written(1);
   }
 
   /**
@@ -198,38 +259,68 @@ export class ForecastPolicy implements Policy {
    * itself are held: they would be unsynchronized at its end anyway, so holding them costs no
    * downtime and saves sending them every round (what TPO and the paper's filter do for a hot set).
    */
-  private steadyHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap, last: boolean): PageBitmap {
+  private steadyHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap): PageBitmap {
     const tail = this.tailPages;
     tail.push(u);
-    // The last round: what it holds goes into the final one, with what is written while it waits.
-    if (last) return held;
     const k = tail.length;
     const floor = 4 * Math.max(1, this.opts.stopRules.minRemainingPages);
     const steady = k > STEADY_ROUNDS && u >= STEADY_SHRINK * tail[k - 1 - STEADY_ROUNDS] && u > floor;
     // Only rounds a sample long anyway: a shorter one may catch no write at all and end it.
-    if (steady && u >= perSample) this.model.addLikely(unsynced, u / perSample, 0.5, held);
+    if (steady && u >= perSample) this.model.addLikely(unsynced, (u / perSample) * this.running, 0.5, held);
     return held;
   }
 
   /**
-   * Near the end of a migration that will not converge, what remains when it stops is what is
-   * held plus what the last round catches. Two choices: hold every page due within the time of
-   * the whole send list (H0: the rounds are then short, the final round has H0 and one sample's
-   * writes), or only those due within the round as it runs when the rest is sent (H1, due within
-   * h1 = |unsynced - H0| / rate: the final round has H1 and what is written while the rest is
-   * sent). The smaller final round wins; when they are about equal (everything is rewritten
-   * within a round anyway), H0, which sends fewer pages.
+   * Near the end of a migration that will not converge (the rounds before the last), what
+   * remains when it stops is what the last round holds and catches. Two choices: hold every page
+   * due within the time of the whole send list (H0: the rounds are then short), or only those due
+   * within the round as it runs when the rest is sent (H1, due within h1 = |unsynced - H0| /
+   * rate). The smaller forecast final round wins; when they are about equal (everything is
+   * rewritten within a round anyway), H0, which sends fewer pages. The last round itself
+   * (lastHold) checks its choice against pre-copy's.
    */
   private endHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap): PageBitmap {
     const m = this.model;
-    m.addLikely(unsynced, u / perSample, 0.5, held);
+    m.addLikely(unsynced, (u / perSample) * this.running, 0.5, held);
     const h0 = held.count();
     const h1 = Math.max(1, (u - h0) / perSample);
     const within = new PageBitmap(unsynced.size);
-    m.addLikely(unsynced, h1, 0.5, within);
-    const finalHolding = h0 + m.expectedWritten(1);
-    const finalSending = within.count() + m.expectedWritten((u - within.count()) / perSample);
+    m.addLikely(unsynced, h1 * this.running, 0.5, within);
+    const finalHolding = h0 + this.written(1);
+    const finalSending = within.count() + this.written((u - within.count()) / perSample);
     return finalSending < END_CHOICE * finalHolding ? within : held;
+  }
+
+  /**
+   * The last round: the final round carries every page it holds, and the pages written while it
+   * runs that it did not hold. Hold nothing (the final round is what the process writes while
+   * everything is sent: pre-copy's from here), every page due within that time (H0), or only
+   * those due within the round as it runs with the rest sent (H1). Each one's final round is
+   * forecast as |held| + written(round) - E[held pages written in the round]. The larger hold
+   * that leaves a final round no larger than sending everything does (pre-copy's from here, to
+   * within one sample's writes) is kept: it sends the fewest pages without growing the final
+   * round by more than the resolution of the forecast.
+   */
+  private lastHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap): PageBitmap {
+    const m = this.model;
+    const scratch = new PageBitmap(unsynced.size);
+    const finalOf = (h: PageBitmap, kept: number): number => {
+      const round = Math.max(1, (u - kept) / perSample);
+      scratch.clearAll();
+      return kept + this.written(round) - m.addLikely(h, round * this.running, 0, scratch);
+    };
+    const h0 = new PageBitmap(unsynced.size);
+    m.addLikely(unsynced, (u / perSample) * this.running, 0.5, h0);
+    const k0 = h0.count();
+    m.addLikely(unsynced, Math.max(1, (u - k0) / perSample) * this.running, 0.5, held);
+    const k1 = held.count();
+    // Within one sample's writes the forecasts are alike: how long a round runs is known to a
+    // sample (a round that holds waits for one).
+    const sendAll = this.written(u / perSample) + this.written(1);
+    if (k0 > 0 && finalOf(h0, k0) <= sendAll) return h0;
+    if (k1 > 0 && finalOf(held, k1) <= sendAll) return held;
+    held.clearAll();
+    return held;
   }
 
   /**
@@ -241,7 +332,11 @@ export class ForecastPolicy implements Policy {
     if (!(rate > 0)) return written;
     const perSample = (rate * this.opts.intervalMs) / 1000;
     let u = written;
-    for (let i = 0; i < SETTLE_ROUNDS && u / perSample >= 1; i++) u = Math.min(u, this.model.expectedWritten(u / perSample));
+    for (let i = 0; i < SETTLE_ROUNDS && u / perSample >= 1; i++) {
+      const next = this.written(u / perSample);
+      if (next >= u) break; // settled: the next rounds would compute the same
+      u = next;
+    }
     return u;
   }
 

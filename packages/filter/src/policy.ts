@@ -47,6 +47,13 @@ export interface RoundContext {
   pageRate: number;
   /** Milliseconds since the migration began (monotonic clock of the caller). */
   nowMs: number;
+  /**
+   * Auto-converge's throttle in force, percent (0 or absent: none): the process runs only the
+   * rest of the time, so it writes that much less per second than its samples before showed.
+   */
+  throttlePercent?: number;
+  /** The downtime's fixed costs as last forecast (RoundOutcome.fixedDowntimeMs), ms; the limit counts them. */
+  fixedDowntimeMs?: number;
 }
 
 /** The outcome of one round, reported by whoever sent it. */
@@ -239,7 +246,8 @@ export class PrecopyDriver {
       this.current = null;
       return { kind: 'stop', reason, remaining: unsynced };
     }
-    return { kind: 'round', plan: this.plan(unsynced, { ...ctx, round: cur.round + 1 }) };
+    const fixed = outcome.fixedDowntimeMs !== undefined ? { fixedDowntimeMs: outcome.fixedDowntimeMs } : {};
+    return { kind: 'round', plan: this.plan(unsynced, { ...ctx, ...fixed, round: cur.round + 1 }) };
   }
 
   private plan(unsynced: PageBitmap, ctx: RoundContext): RoundPlan {

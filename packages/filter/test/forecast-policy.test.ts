@@ -4,6 +4,7 @@ import {
   ForecastPolicy,
   OraclePolicy,
   PageBitmap,
+  QEMU_THROTTLE,
   TraceClock,
   XEN_DEFAULT_STOP_RULES,
   boundedOracle,
@@ -112,9 +113,38 @@ describe('ForecastPolicy: a hot spot that moves on a cycle', () => {
       return p.holdBack(PageBitmap.full(N), { round: 2, pageRate: (N / 12) * (1000 / INTERVAL), nowMs: 0 }).count();
     };
     expect(plan()).toBeGreaterThan(ZONE);
-    expect(plan(250)).toBeGreaterThan(ZONE); // 600 ms > 2 x 250 ms: still holds
+    // 600 ms > 2 x 15 ms, and what the model forecasts written while everything is sent (~140
+    // pages, ~20 ms) does not fit 15 ms: still holds
+    expect(plan(15)).toBeGreaterThan(ZONE);
     expect(plan(310)).toBe(0); // 600 ms <= 2 x 310 ms
     expect(plan(1000)).toBe(0);
+  });
+
+  it('holds nothing when the writes of a round that sends everything would fit the downtime limit (it can be the last)', () => {
+    const plan = (downtimeLimitMs: number, fixedDowntimeMs = 0) => {
+      const rules = { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs };
+      const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: rules });
+      for (const s of samples.slice(0, 202)) p.observeSample(s);
+      const ctx = { round: 2, pageRate: (N / 12) * (1000 / INTERVAL), nowMs: 0, fixedDowntimeMs };
+      return p.holdBack(PageBitmap.full(N), ctx).count();
+    };
+    // 4,096 pages take 600 ms, more than twice 250 ms; the model forecasts ~140 pages (~20 ms)
+    // written while they are sent: the rest would fit 250 ms, so a held page would cost a round.
+    expect(plan(250)).toBe(0);
+    // The limit counts the downtime's fixed costs: with 240 ms of them the rest does not fit.
+    expect(plan(250, 240)).toBeGreaterThan(ZONE);
+  });
+
+  it('forecasts over the time the process runs: a throttled process is not expected to write again soon', () => {
+    const plan = (throttlePercent: number) => {
+      const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: XEN_DEFAULT_STOP_RULES });
+      for (const s of samples.slice(0, 202)) p.observeSample(s);
+      return p.holdBack(PageBitmap.full(N), { round: 2, pageRate: (N / 12) * (1000 / INTERVAL), nowMs: 0, throttlePercent }).count();
+    };
+    const free = plan(0);
+    expect(free).toBeGreaterThan(2 * ZONE);
+    expect(plan(50)).toBeLessThan(free);
+    expect(plan(99)).toBeLessThan(ZONE / 4);
   });
 
   it('sends fewer pages than pre-copy and xen-skip, at no more downtime than pre-copy', () => {
@@ -189,6 +219,92 @@ describe('ForecastPolicy: a hot set that never converges', () => {
     expect(c.forecast.downtimeMs).toBeLessThanOrEqual(c.precopy.downtimeMs);
     // The hot set is held round after round (the last few may hold less, to keep the final round small).
     expect(c.policy.heldPages.filter((n) => n >= 150).length).toBeGreaterThan(20);
+  });
+});
+
+describe('ForecastPolicy: the last rounds before the round cap', () => {
+  // A hot set written every sample, and a block of 1,024 pages written whole every 30 samples:
+  // at the start of the last round the block is 20 samples old, due again in about 10. Sending
+  // everything would take 12 samples, so the block is due within the send list's time, but a
+  // round that holds it ends before it is written: held, it would be one more page of the final
+  // round for each of its pages.
+  const HOT: [number, number] = [1000, 1200];
+  const BLOCK: [number, number] = [2048, 3072];
+  const samples = Array.from({ length: 200 }, (_, i) => {
+    const b = new PageBitmap(N);
+    b.setRange(...HOT);
+    if (i % 30 === 0) b.setRange(...BLOCK);
+    return b;
+  });
+  const unsynced = new PageBitmap(N);
+  unsynced.setRange(...HOT);
+  unsynced.setRange(...BLOCK);
+  const range = ([a, b]: [number, number]) => Array.from({ length: b - a }, (_, i) => a + i);
+
+  it('the last round holds only pages due before it ends, never the block', () => {
+    const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: XEN_DEFAULT_STOP_RULES });
+    for (const s of samples.slice(0, 181)) p.observeSample(s); // the block was written 20 samples ago
+    // 1,224 pages at 100 pages a sample: the send list lasts 12 samples.
+    const held = p.holdBack(unsynced, { round: XEN_DEFAULT_STOP_RULES.maxRounds, pageRate: 2000, nowMs: 0 });
+    expect(share(held, range(BLOCK))).toBe(0);
+    expect(share(held, range(HOT))).toBeGreaterThan(0.9); // written every sample: in the final round anyway
+  });
+
+  it('the round before the last holds only pages due within it, as it will run', () => {
+    const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: XEN_DEFAULT_STOP_RULES });
+    for (const s of samples.slice(0, 181)) p.observeSample(s);
+    const held = p.holdBack(unsynced, { round: XEN_DEFAULT_STOP_RULES.maxRounds - 1, pageRate: 2000, nowMs: 0 });
+    expect(share(held, range(BLOCK))).toBe(0);
+  });
+
+  it("in a migration that never converges, the final round is no larger than pre-copy's", () => {
+    const trace = toTrace(
+      Array.from({ length: 600 }, (_, i) => {
+        const b = new PageBitmap(N);
+        b.setRange(...HOT);
+        if (i % 30 === 0) b.setRange(...BLOCK);
+        return b;
+      }),
+    );
+    for (const pageRate of [1500, 2000, 3000]) {
+      const opts = { pageRate, stopRules: { ...XEN_DEFAULT_STOP_RULES, maxFactor: 100 }, startMs: 10_000 };
+      const f = createPolicy('forecast', { totalPages: N, intervalMs: INTERVAL, initialPageRate: pageRate, stopRules: opts.stopRules });
+      const pre = simulate(trace, createPolicy('precopy'), opts);
+      const fc = simulate(trace, f, { ...opts, warmupFromMs: -1 });
+      expect(fc.stopReason).toBe('max-rounds');
+      expect(fc.downtimeMs).toBeLessThanOrEqual(pre.downtimeMs);
+      expect(fc.pagesSent).toBeLessThan(pre.pagesSent);
+    }
+  });
+});
+
+describe('ForecastPolicy: the downtime limit with auto-converge', () => {
+  it('stops holding when the throttle keeps the process from writing the held pages, and ends by the limit', () => {
+    // A working set of 8 zones revisited every 40 samples, and writes anywhere faster than the
+    // link: auto-converge throttles. Holding the working set while the throttled process no
+    // longer writes it would keep the rest over the limit until the round cap.
+    const r = rng(9);
+    const trace = toTrace(
+      Array.from({ length: 600 }, (_, i) => {
+        const b = new PageBitmap(N);
+        const z = CYCLE[Math.floor(i / 5) % 8];
+        for (let k = 0; k < 200; k++) b.set(z * ZONE + Math.floor(r() * ZONE));
+        for (let k = 0; k < 60; k++) b.set(Math.floor(r() * N));
+        return b;
+      }),
+    );
+    const rules = { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 };
+    for (const pageRate of [1000, 2000]) {
+      const opts = { pageRate, stopRules: rules, startMs: 10_000, autoConverge: QEMU_THROTTLE };
+      const f = createPolicy('forecast', { totalPages: N, intervalMs: INTERVAL, initialPageRate: pageRate, stopRules: rules });
+      const xen = simulate(trace, createPolicy('xen-skip'), opts);
+      const fc = simulate(trace, f, { ...opts, warmupFromMs: -1 });
+      expect(fc.stopReason).toBe('downtime-limit');
+      expect(fc.rounds.length).toBeLessThan(rules.maxRounds - 5);
+      expect(Math.max(...fc.throttles)).toBeLessThan(99);
+      expect(fc.pagesSent).toBeLessThan(xen.pagesSent);
+      expect(fc.downtimeMs).toBeLessThanOrEqual(rules.downtimeLimitMs);
+    }
   });
 });
 

@@ -151,7 +151,7 @@ function settleRound(
       pageRate: s.pageRate,
       fixedDowntimeMs: fixedDowntimeMs(s),
     },
-    { pageRate: s.pageRate, nowMs: sampler.now() },
+    { pageRate: s.pageRate, nowMs: sampler.now(), throttlePercent: s.autoConverge?.percent ?? 0 },
   );
 }
 
