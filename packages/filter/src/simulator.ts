@@ -186,10 +186,11 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     const dirtied = clock.written(dirtFrom, now, N, schedule?.percent);
     dirtFrom = now;
     const durationMs = now - start;
-    if (policy.observeSample && !plan.held.isEmpty()) {
+    if (policy.observeSample && !plan.held.isEmpty() && plan.round < opts.stopRules.maxRounds) {
       // As runRound: a policy that holds pages back plans the next round from a whole sample of
       // this round's time, and waits for it if the round was shorter; what is written meanwhile
-      // is the next round's.
+      // is the next round's. Not after the last round the round cap allows: no round follows to
+      // be planned, and what the process wrote while it waited would be downtime.
       const next = clock.nextAfter(start);
       if (next !== null && next > now) {
         feed(now, next);
