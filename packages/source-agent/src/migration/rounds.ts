@@ -71,8 +71,9 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   await expectRoundAck(s.channel, r.round, s.replyTimeoutMs);
   s.forecast.observeRoundTrip(performance.now() - endAt);
   const durationMs = performance.now() - startedAt;
-  // A forecasting policy holding pages back plans the next round from a whole sample of this round's time.
-  if (!r.final && waitsForSample(s.policy)) await sampler.wholeSampleSince(startedAt);
+  // A forecasting policy holding pages back plans the next round from a whole sample of this
+  // round's time; not after the last round the round cap allows (no round follows to be planned).
+  if (!r.final && r.round < r.driver.rules.maxRounds && waitsForSample(s.policy)) await sampler.wholeSampleSince(startedAt);
   const throttlePercent = s.autoConverge?.percent ?? 0; // in force while the round ran
   const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, durationMs) : null;
   const summary = r.final
