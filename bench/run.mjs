@@ -39,13 +39,17 @@ if (process.getuid() !== 0) {
 }
 
 const kids = new Set();
-const cleanup = () => killAll(kids);
+const rows = [];
+const imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-bench-'));
+// On every way out, Ctrl-C included (process.exit skips the finally below): the children go,
+// and so do the images (a 1 GiB run leaves 1 GiB).
+const cleanup = () => {
+  killAll(kids);
+  fs.rmSync(imageDir, { recursive: true, force: true });
+};
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
 const start = (cmd, args) => startChild(cmd, args, { kids });
-
-const rows = [];
-const imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-bench-'));
 try {
   for (const mb of sizes) {
     for (const pattern of patterns) {
@@ -107,7 +111,6 @@ try {
     }
   }
 } finally {
-  fs.rmSync(imageDir, { recursive: true, force: true });
   cleanup();
 }
 
