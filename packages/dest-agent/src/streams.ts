@@ -79,11 +79,6 @@ export class DataStreams {
     }
   }
 
-  /** Streams joined so far. */
-  get joined(): number {
-    return this.lanes.size;
-  }
-
   /** Ends every stream (the session is over); their failures from now on are not the session's. */
   close(): void {
     this.closed = true;

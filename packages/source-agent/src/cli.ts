@@ -186,7 +186,7 @@ function migrateOptions(y: Argv) {
     )
     .example(
       '$0 migrate --pid 4242 --to 10.0.0.2:7070 --psk-file key --streams 4',
-      'a big process over a fast network: pages go out on 4 authenticated connections, as QEMU multifd',
+      'pages go out on 4 authenticated connections (as QEMU multifd), for a link one TCP connection cannot fill',
     )
     .example(
       '$0 migrate --pid 4242 --to dest:7070 --stop-rule xen --auto-converge off --after resume',
