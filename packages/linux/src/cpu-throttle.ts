@@ -240,6 +240,16 @@ function runnableCpus(pid: number): number {
 
 /** Moves `pid` (if it still exists) from `dir` to `home` and removes `dir`; never throws. */
 function releaseThrottle(pid: number, dir: string, home: string): void {
+  // The limit goes first: a process that used up its quota sleeps until the next period (up to
+  // 1 s at 99%); lifting the limit wakes it at once, where moving it out did not (a freeze right
+  // after waited up to a period: 0.6-1 s of downtime in 2 of 4 runs of the auto-converge test).
+  try {
+    const v1 = path.join(dir, 'cpu.cfs_quota_us');
+    if (fs.existsSync(v1)) fs.writeFileSync(v1, '-1');
+    else fs.writeFileSync(path.join(dir, 'cpu.max'), 'max');
+  } catch {
+    // gone: the move below does what is left
+  }
   try {
     if (fs.existsSync(`/proc/${pid}`)) fs.writeFileSync(path.join(home, 'cgroup.procs'), String(pid));
   } catch {
