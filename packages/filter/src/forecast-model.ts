@@ -244,26 +244,8 @@ export class ForecastModel {
           run.sq += scan.prevGap * scan.prevGap;
           continue;
         }
-        scan.prevL = l;
-        scan.prevRegion = p >>> fine;
-        let gap = 0;
-        let i: number;
-        let cens = false;
-        if (l !== 0) {
-          gap = stamp - l;
-          if (gap <= 0) gap += STAMP_MOD;
-          i = (p >>> fine) * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
-          scan.prevGap = gap;
-        } else if (firstRun) {
-          // First write seen: the gap was at least as long as the model has watched (or MAX_AGE).
-          i = (p >>> fine) * NB + firstBucket;
-          cens = true;
-        } else continue;
-        if (i !== run.i || cens !== run.cens) {
-          this.addRun(run);
-          run.i = i;
-          run.cens = cens;
-        }
+        const gap = this.startGap(l, p >>> fine, scan, run, firstRun, firstBucket);
+        if (gap < 0) continue;
         run.c++;
         run.sum += gap;
         run.sq += gap * gap;
@@ -285,39 +267,49 @@ export class ForecastModel {
    */
   private learnWholeWord(base: number, scan: ScanState, run: GapRun, firstRun: boolean, firstBucket: number): void {
     const last = this.last;
-    const fine = this.levels[0].shift;
+    const region = base >>> this.levels[0].shift;
     const l = last[base];
-    if (!(l === scan.prevL && base >>> fine === scan.prevRegion && l !== 0)) {
-      scan.prevL = l;
-      scan.prevRegion = base >>> fine;
-      let i: number;
-      let cens = false;
-      if (l !== 0) {
-        let gap = this.stamp - l;
-        if (gap <= 0) gap += STAMP_MOD;
-        i = (base >>> fine) * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
-        scan.prevGap = gap;
-      } else if (firstRun) {
-        i = (base >>> fine) * NB + firstBucket;
-        cens = true;
-      } else i = -1; // a first write before the model has watched a whole sample: nothing to learn
-      if (i >= 0 && (i !== run.i || cens !== run.cens)) {
-        this.addRun(run);
-        run.i = i;
-        run.cens = cens;
-      }
-      if (i < 0) {
-        last.fill(this.stamp, base, base + 32);
-        this.whole[base >>> 5] = 1;
-        return;
-      }
+    const g =
+      l === scan.prevL && region === scan.prevRegion && l !== 0
+        ? scan.prevGap // continues the run of the page before
+        : this.startGap(l, region, scan, run, firstRun, firstBucket);
+    if (g >= 0) {
+      run.c += 32;
+      run.sum += 32 * g;
+      run.sq += 32 * g * g;
     }
-    const g = l !== 0 ? scan.prevGap : 0;
-    run.c += 32;
-    run.sum += 32 * g;
-    run.sq += 32 * g * g;
     last.fill(this.stamp, base, base + 32);
     this.whole[base >>> 5] = 1;
+  }
+
+  /**
+   * A page (or a whole word) that does not continue the run of the page before: its gap since
+   * its last write `l` in finest region `region` starts a run (the current one is added first if
+   * it differs). Returns the gap, 0 for a first write (censored: at least as long as the model
+   * has watched), or -1 when there is nothing to learn (a first write before the model watched a
+   * whole sample).
+   */
+  private startGap(l: number, region: number, scan: ScanState, run: GapRun, firstRun: boolean, firstBucket: number): number {
+    scan.prevL = l;
+    scan.prevRegion = region;
+    let gap = 0;
+    let i: number;
+    let cens = false;
+    if (l !== 0) {
+      gap = this.stamp - l;
+      if (gap <= 0) gap += STAMP_MOD;
+      i = region * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
+      scan.prevGap = gap;
+    } else if (firstRun) {
+      i = region * NB + firstBucket;
+      cens = true;
+    } else return -1;
+    if (i !== run.i || cens !== run.cens) {
+      this.addRun(run);
+      run.i = i;
+      run.cens = cens;
+    }
+    return gap;
   }
 
   /** Adds a run of gaps (all in one finest region and bucket) to every level's histograms. */
