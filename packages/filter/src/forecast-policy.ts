@@ -34,7 +34,8 @@ import { ForecastModel } from './forecast-model.js';
 // - The round after which the round cap or the data cap stops the migration (`lastHold`) holds
 //   a set only if the final round it forecasts (every held page, and what is written while the
 //   round runs that was not held) is no larger than sending everything would leave, to within
-//   one sample's writes; otherwise nothing. After it the round does not wait for a sample.
+//   the forecast's resolution (the smaller of sqrt of the count and one sample's writes);
+//   otherwise nothing. After it the round does not wait for a sample.
 // - A round shorter than one sample is not filtered: the forecast cannot see into it, and a
 //   round that holds pages waits for the next sample.
 // - Pages written again during the round are skipped batch by batch (Xen's to_skip): they are
@@ -296,10 +297,17 @@ export class ForecastPolicy implements Policy {
    * runs that it did not hold. Hold nothing (the final round is what the process writes while
    * everything is sent: pre-copy's from here), every page due within that time (H0), or only
    * those due within the round as it runs with the rest sent (H1). Each one's final round is
-   * forecast as |held| + written(round) - E[held pages written in the round]. The larger hold
-   * that leaves a final round no larger than sending everything does (pre-copy's from here, to
-   * within one sample's writes) is kept: it sends the fewest pages without growing the final
-   * round by more than the resolution of the forecast.
+   * forecast as |held| + written(round) - E[held pages written in the round], and is never more
+   * pages than the process has. The larger hold that leaves a final round no larger than
+   * sending everything does (pre-copy's from here, to within the forecast's resolution) is kept:
+   * it sends the fewest pages without growing the final round.
+   *
+   * The resolution: a forecast count of W pages written is an expectation, and the count the
+   * process actually writes spreads about it by some sqrt(W) (a sum of many unlikely writes);
+   * nor is a round's length known to better than a sample. Two final rounds closer than the
+   * smaller of those cannot be told apart: a hold that forecasts a whole working set of 130,953
+   * pages against sending everything's 130,707 is a tie, and holding saves the working set; a
+   * hold that forecasts 3,075 against 2,947 (a random writer, 2.4 sqrt(W) more) is not.
    */
   private lastHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap): PageBitmap {
     const m = this.model;
@@ -307,16 +315,15 @@ export class ForecastPolicy implements Policy {
     const finalOf = (h: PageBitmap, kept: number): number => {
       const round = Math.max(1, (u - kept) / perSample);
       scratch.clearAll();
-      return kept + this.written(round) - m.addLikely(h, round * this.running, 0, scratch);
+      return Math.min(m.totalPages, kept + this.written(round) - m.addLikely(h, round * this.running, 0, scratch));
     };
     const h0 = new PageBitmap(unsynced.size);
     m.addLikely(unsynced, (u / perSample) * this.running, 0.5, h0);
     const k0 = h0.count();
     m.addLikely(unsynced, Math.max(1, (u - k0) / perSample) * this.running, 0.5, held);
     const k1 = held.count();
-    // Within one sample's writes the forecasts are alike: how long a round runs is known to a
-    // sample (a round that holds waits for one).
-    const sendAll = this.written(u / perSample) + this.written(1);
+    const all = this.written(u / perSample);
+    const sendAll = all + Math.min(this.written(1), Math.sqrt(all));
     if (k0 > 0 && finalOf(h0, k0) <= sendAll) return h0;
     if (k1 > 0 && finalOf(held, k1) <= sendAll) return held;
     held.clearAll();
