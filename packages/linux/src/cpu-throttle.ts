@@ -47,6 +47,19 @@ export interface CpuThrottle {
   set(percent: number, baselineCpus?: number): void;
   /** Moves the process back and removes the cgroup. Idempotent; never throws. */
   remove(): void;
+  /**
+   * As remove(), for a freeze that follows at once: a throttle that holds the process stopped
+   * right now (a duty cycle's stop phase) keeps it stopped and hands the hold over, with when it
+   * began (performance.now()), instead of letting it run for the moment before the freeze.
+   * Returns null when it does not hold the process. Never throws.
+   */
+  handOver(): ThrottleHold | null;
+}
+
+/** A duty cycle's hold on the process, handed over to the freeze that follows (CpuThrottle.handOver). */
+export interface ThrottleHold {
+  frozen: FrozenProcess;
+  sinceMs: number;
 }
 
 interface Hierarchy {
@@ -154,6 +167,11 @@ class CgroupThrottle implements CpuThrottle {
     }
   }
 
+  handOver(): null {
+    this.remove();
+    return null;
+  }
+
   remove(): void {
     if (this.removed) return;
     this.removed = true;
@@ -175,6 +193,7 @@ export class PtraceDutyCycle implements CpuThrottle {
   percent = 0;
   private timer: NodeJS.Timeout | null = null;
   private held: FrozenProcess | null = null;
+  private heldSince = 0;
   private removed = false;
 
   constructor(readonly pid: number) {}
@@ -187,10 +206,22 @@ export class PtraceDutyCycle implements CpuThrottle {
 
   remove(): void {
     if (this.removed) return;
+    this.stopCycling();
+    this.runPhase();
+  }
+
+  handOver(): ThrottleHold | null {
+    if (this.removed) return null;
+    this.stopCycling();
+    const frozen = this.held;
+    this.held = null;
+    return frozen && !frozen.isReleased ? { frozen, sinceMs: this.heldSince } : null;
+  }
+
+  private stopCycling(): void {
     this.removed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.runPhase();
   }
 
   /** Holds the process for its share of a cycle, then lets it run a slice (a process that cannot be held is left to run). */
@@ -199,6 +230,7 @@ export class PtraceDutyCycle implements CpuThrottle {
     this.held = null;
     try {
       if (holdMs > 0) this.held = new Freezer().freeze(this.pid, 1000);
+      this.heldSince = performance.now();
     } catch {
       // gone, or busy (another tracer): nothing to hold this cycle
     }
