@@ -122,6 +122,7 @@ function convergeOutcome(s: MigrationSession): Partial<MigrationReport> {
       throttle: ac.usedKind,
       maxPercent,
       ...(ac.baselineCpus !== null ? { baselineCpus: ac.baselineCpus } : {}),
+      ...(ac.heldIntoFreezeMs !== null ? { heldIntoFreezeMs: ac.heldIntoFreezeMs } : {}),
       ...(ac.unavailable ? { unavailable: ac.unavailable } : {}),
     },
   };

@@ -113,6 +113,12 @@ export interface MigrationReport {
     maxPercent: number;
     /** The CPUs the process used before it was throttled; a cgroup's quota is a share of this. */
     baselineCpus?: number;
+    /**
+     * When the duty cycle held the process at the stop decision, its hold became the freeze (the
+     * process did not run between): how long it had held it by then, ms. Not part of downtimeMs,
+     * which starts at the stop decision; the process did not run for both.
+     */
+    heldIntoFreezeMs?: number;
     unavailable?: string;
   };
 }
@@ -168,7 +174,7 @@ export function formatReport(r: MigrationReport): string {
   for (const row of rows) lines.push(fmt(row));
   if (r.downtimeLimitMs !== undefined) {
     lines.push(
-      `  downtime limit ${r.downtimeLimitMs} ms: ${r.downtimeLimitMet ? 'met' : `not met, by ${ms(r.downtimeOverMs ?? 0)}`}${r.autoConverge ? `; auto-converge throttled to ${r.autoConverge.maxPercent}%${r.autoConverge.unavailable ? ` (unavailable: ${r.autoConverge.unavailable})` : ''}` : ''}`,
+      `  downtime limit ${r.downtimeLimitMs} ms: ${r.downtimeLimitMet ? 'met' : `not met, by ${ms(r.downtimeOverMs ?? 0)}`}${r.autoConverge ? `; auto-converge throttled to ${r.autoConverge.maxPercent}%${r.autoConverge.heldIntoFreezeMs !== undefined ? ` (its hold of the last ${ms(r.autoConverge.heldIntoFreezeMs)} ran on into the freeze)` : ''}${r.autoConverge.unavailable ? ` (unavailable: ${r.autoConverge.unavailable})` : ''}` : ''}`,
     );
   }
   if (r.mismatch) lines.push(`  MISMATCH: ${num(r.mismatch.pages)} pages differ, first: ${r.mismatch.firstPages.join(', ')}`);

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { QEMU_THROTTLE, ThrottleSchedule, type ThrottleParams } from '@forecopy/filter';
-import { cpuSeconds, openCpuThrottle, type CpuThrottle, type ThrottleMethod } from '@forecopy/linux';
+import { cpuSeconds, openCpuThrottle, type CpuThrottle, type ThrottleHold, type ThrottleMethod } from '@forecopy/linux';
 
 /** --auto-converge, QEMU's cpu-throttle parameters (percent), and --throttle-by. */
 export interface AutoConvergeOptions extends ThrottleParams {
@@ -27,6 +27,8 @@ export class AutoConverge {
   private readonly schedule: ThrottleSchedule;
   /** The kind of throttle it used (kept after remove(), for the report). */
   usedKind: string | null = null;
+  /** How long its duty cycle had held the process when that hold became the freeze (stop-and-copy), ms. */
+  heldIntoFreezeMs: number | null = null;
   /** Why it could not throttle, when it could not. */
   unavailable: string | null = null;
 
@@ -79,6 +81,13 @@ export class AutoConverge {
   remove(): void {
     this.throttle?.remove();
     this.throttle = null;
+  }
+
+  /** As remove(), but a duty cycle that holds the process right now hands its hold over (CpuThrottle.handOver). */
+  handOver(): ThrottleHold | null {
+    const hold = this.throttle?.handOver() ?? null;
+    this.throttle = null;
+    return hold;
   }
 }
 

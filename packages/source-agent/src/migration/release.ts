@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { FrozenProcess } from '@forecopy/linux';
+import type { FrozenProcess, ThrottleHold } from '@forecopy/linux';
 import type { Tracking } from '../tracking.js';
 import { processGone } from '../errno-map.js';
 import type { AutoConverge } from './auto-converge.js';
@@ -80,5 +80,15 @@ export class HeldProcess {
   liftThrottle(): void {
     this.autoConverge?.remove();
     this.autoConverge = null;
+  }
+
+  /**
+   * Lifts the throttle for the freeze: if its duty cycle holds the process right now, the hold
+   * is returned, to become the freeze (the process does not run between); never throws.
+   */
+  liftThrottleForFreeze(): ThrottleHold | null {
+    const hold = this.autoConverge?.handOver() ?? null;
+    this.autoConverge = null;
+    return hold;
   }
 }
