@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Cleanup, ROOT, SOURCE_BIN, WORKLOADS, rootSkipReason, runSource, start, startDest, startIn } from '../e2e/src/procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js';
@@ -18,6 +19,9 @@ import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js
  *     (a first pass warms the memory, the second is timed);
  *   - the socket ceiling: two Node processes pushing the bytes through one TCP socket, and through
  *     as many sockets as --streams when forecopy has it;
+ *   - the bare pipeline: forecopy's system calls without forecopy (process_vm_readv of the same
+ *     idle mw, one socket, a file in the image directory; no protocol, tracking, hashing or
+ *     verification), what two Node processes on these cores pay for moving the bytes at all;
  *   - QEMU, where qemu-system-x86_64 is installed: a paused guest of the same size whose RAM is a
  *     file of the same kind of random data, migrated with max-bandwidth lifted, single stream and
  *     multifd (sizes up to a quarter of this machine's memory: both guests' RAM lives in /dev/shm).
@@ -136,6 +140,83 @@ async function socketCeiling(c: Cleanup, bytes: number, streams: number, hosts: 
   return seconds;
 }
 
+const PIPE_SENDER = `
+const net = require('node:net');
+const fs = require('node:fs');
+const [lib, pid, host, port] = process.argv.slice(1);
+import(lib).then(({ PageReader }) => {
+  const maps = fs.readFileSync('/proc/' + pid + '/maps', 'utf8').trim().split('\\n').map((l) => l.split(' ')[0].split('-').map((x) => parseInt(x, 16)));
+  const [a, b] = maps.reduce((m, x) => (x[1] - x[0] > m[1] - m[0] ? x : m));
+  const reader = new PageReader(Number(pid));
+  const CH = 1 << 20;
+  const free = Array.from({ length: 64 }, () => Buffer.allocUnsafe(CH));
+  const s = net.connect(Number(port), host, () => {
+    let at = a;
+    const pump = () => {
+      while (at < b && free.length) {
+        const buf = free.pop();
+        reader.readRanges([{ addr: at, pages: CH / 4096 }], buf);
+        at += CH;
+        if (!s.write(buf, () => free.push(buf))) return s.once('drain', pump);
+      }
+      if (at < b) return setImmediate(pump);
+      s.end();
+    };
+    pump();
+  });
+});
+`;
+const PIPE_RECEIVER = `
+const net = require('node:net');
+const fs = require('node:fs');
+const [file, bytes] = process.argv.slice(1);
+const fd = fs.openSync(file, 'w');
+let got = 0, t0 = 0;
+const srv = net.createServer((s) => {
+  s.on('data', (d) => {
+    if (!t0) t0 = performance.now();
+    fs.writeSync(fd, d, 0, d.length, got);
+    got += d.length;
+    if (got >= Number(bytes)) { console.log('done ' + (performance.now() - t0) / 1000); fs.closeSync(fd); fs.rmSync(file); process.exit(0); }
+  });
+});
+srv.listen(0, process.env.HOST || '127.0.0.1', () => console.log('port ' + srv.address().port));
+`;
+
+/**
+ * The bare pipeline: forecopy's system calls without forecopy. One process reads the idle mw's
+ * memory with process_vm_readv, 1 MiB at a time, into a pool of buffers and writes them to a TCP
+ * socket; the other writes what it receives into a new file in the image directory. No protocol,
+ * tracking, hashing, compression or verification: what any design of two Node processes on this
+ * machine pays for moving the bytes (each crosses four copies on the same cores).
+ */
+async function barePipeline(c: Cleanup, gib: number, hosts: TwoHosts | null, image: string): Promise<Row> {
+  const bytes = gib * 2 ** 30;
+  const wrapS = hosts ? hosts.exec(hosts.source) : [];
+  const wrapD = hosts ? hosts.exec(hosts.dest) : [];
+  const host = hosts ? hosts.destAddr : '127.0.0.1';
+  const mwProc = c.proc(startIn(wrapS, path.join(WORKLOADS, 'mw'), ['--mb', String(gib * 1024), '--pattern', 'seq', '--write-rate', '1']));
+  const pid = (await mwProc.waitFor(/^mw pid=(\d+) .*ready/, 900_000))[1];
+  const dir = c.tmpdir('forecopy-pipe-', IMAGE_HOMES[image]);
+  const node = (wrap: string[], script: string, args: string[]) =>
+    start(wrap[0] ?? process.execPath, [
+      ...wrap.slice(1),
+      ...(wrap.length ? ['env', `HOST=${host}`, process.execPath] : []),
+      '-e',
+      script,
+      ...args,
+    ]);
+  const recv = c.proc(node(wrapD, PIPE_RECEIVER, [path.join(dir, 'pipe.bin'), String(bytes)]));
+  const port = (await recv.waitFor(/^port (\d+)/))[1];
+  warmMemory(dir, bytes);
+  const lib = pathToFileURL(path.join(ROOT, 'packages/linux/dist/index.js')).href;
+  c.proc(node(wrapS, PIPE_SENDER, [lib, pid, host, port]));
+  const seconds = Number((await recv.waitFor(/^done ([\d.]+)/, 600_000))[1]);
+  await c.run();
+  const what = 'floor: the bare pipeline (process_vm_readv, 1 socket, file)';
+  return { gib, place: hosts ? 'netns' : 'loopback', image, what, seconds, memoryGBs: bytes / GB / seconds, wireGBs: bytes / GB / seconds };
+}
+
 /** The median of `n` runs by GB/s of memory, its note naming every run's figure. */
 async function medianOf(n: number, run: () => Promise<Row>): Promise<Row> {
   const runs: Row[] = [];
@@ -239,6 +320,7 @@ describe.skipIf(skip)('throughput', () => {
               wireGBs: bytes / GB / s,
             });
           }
+          for (const image of images) rows.push(await medianOf(REPEAT, () => barePipeline(c, gib, hosts, image)));
           for (const image of images)
             for (const n of STREAMS > 1 ? [1, STREAMS] : [1]) rows.push(await medianOf(REPEAT, () => forecopy(c, gib, hosts, n, image)));
           await c.run();
