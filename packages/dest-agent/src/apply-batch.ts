@@ -18,17 +18,14 @@ const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
  */
 export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffer, onPage?: (index: number, page: Buffer) => void): number {
   const { ranges, kinds, lengths } = m.header;
-  const payload = m.payload ?? Buffer.alloc(0);
+  const payload = new PayloadReader(m.payload);
   const list: Buffer[] = [];
   let k = 0; // page position in the batch
   let li = 0; // position in lengths
-  let off = 0; // position in payload
   const nextPage = (): Buffer => {
     const kind = kinds[k++];
     if (kind === PAGE_KIND.ZERO) return ZERO_PAGE;
-    const len = lengths[li++];
-    const src = payload.subarray(off, off + len);
-    off += len;
+    const src = payload.next(lengths[li++]);
     if (kind === PAGE_KIND.RAW) return src;
     if (kind === PAGE_KIND.LZ4) return decompressPage(src);
     throw new SessionProtocolError('E_BAD_PAGE', `unknown page kind ${kind}`);
@@ -52,6 +49,46 @@ export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffe
     }
   }
   return k;
+}
+
+/**
+ * A batch's payload, in the pieces the socket delivered, read front to back: bytes that lie in
+ * one piece come as a view of it, bytes that span pieces as a copy of their own.
+ */
+class PayloadReader {
+  private part = 0;
+  /** Position in parts[part]. */
+  private at = 0;
+
+  constructor(private readonly parts: readonly Buffer[]) {}
+
+  /** The next `len` bytes. */
+  next(len: number): Buffer {
+    const p = this.piece();
+    if (this.at + len <= p.length) {
+      this.at += len;
+      return p.subarray(this.at - len, this.at);
+    }
+    const out = Buffer.allocUnsafe(len);
+    for (let got = 0; got < len; ) {
+      const q = this.piece();
+      const n = Math.min(len - got, q.length - this.at);
+      q.copy(out, got, this.at, this.at + n);
+      this.at += n;
+      got += n;
+    }
+    return out;
+  }
+
+  /** The piece the next byte is in. */
+  private piece(): Buffer {
+    while (this.part < this.parts.length && this.at === this.parts[this.part].length) {
+      this.part++;
+      this.at = 0;
+    }
+    if (this.part === this.parts.length) throw new SessionProtocolError('E_BAD_PAGE', 'the payload ends before its pages');
+    return this.parts[this.part];
+  }
 }
 
 /** One lz4 page: it must announce, and decompress to, exactly one page. */

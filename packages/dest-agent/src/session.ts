@@ -521,7 +521,13 @@ class Session {
     if (raw < 0) return;
     let off = 0;
     for (let k = 0, li = 0; k < raw; k++) if (m.header.kinds[k] !== PAGE_KIND.ZERO) off += m.header.lengths[li++];
-    m.payload[off + 123] ^= 0xff;
+    for (const part of m.payload) {
+      if (off + 123 < part.length) {
+        part[off + 123] ^= 0xff;
+        break;
+      }
+      off -= part.length;
+    }
     this.opts.corruptInTransit! -= 1;
   }
 

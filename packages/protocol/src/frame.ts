@@ -80,30 +80,29 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { FRAME_PREFIX_BYTES, MAX_FRAME_BYTES, MAX_HEADER_BYTES } from './constants.js';
 import { BadHeaderError, FrameTooLargeError, FrameTruncatedError, LimitExceededError, ProtocolError } from './errors.js';
-import { headerToWire, validateMessage, type Message } from './messages.js';
+import { headerToWire, MessageType, payloadBytes, validateMessage, type Message } from './messages.js';
 
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 /**
- * Encodes a message as [prefix + header, payload?], or, given `parts`, as [prefix + header,
- * ...parts]: the payload in pieces, for a gathered write that copies none of them (the message's
- * own payload is then ignored).
+ * Encodes a message as [prefix + header, ...its payload's pieces (none empty)], or, given
+ * `parts`, as [prefix + header, ...parts]: the payload in pieces, for a gathered write that copies
+ * none of them (the message's own payload is then ignored).
  */
 export function encodeMessage(m: Message, parts?: readonly Buffer[]): Buffer[] {
   const header = packr.pack(headerToWire(m));
   if (header.length > MAX_HEADER_BYTES)
     throw new LimitExceededError(`a ${m.type} header of ${header.length} bytes exceeds ${MAX_HEADER_BYTES}`);
-  const payloadLen = parts ? parts.reduce((n, p) => n + p.length, 0) : m.payload ? m.payload.length : 0;
-  const frameLen = 1 + 4 + header.length + payloadLen;
+  const payload = parts ?? (m.type === MessageType.PageBatch ? m.payload : m.payload ? [m.payload] : []);
+  const frameLen = 1 + 4 + header.length + payloadBytes(payload);
   if (frameLen > MAX_FRAME_BYTES) throw new FrameTooLargeError(`a frame of ${frameLen} bytes exceeds ${MAX_FRAME_BYTES}`);
   const head = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + header.length);
   head.writeUInt32BE(frameLen, 0);
   head.writeUInt8(m.type, 4);
   head.writeUInt32BE(header.length, 5);
   header.copy(head, FRAME_PREFIX_BYTES);
-  if (parts) return [head, ...parts.filter((p) => p.length > 0)];
-  return payloadLen > 0 ? [head, m.payload!] : [head];
+  return [head, ...payload.filter((p) => p.length > 0)];
 }
 
 /**
@@ -115,20 +114,45 @@ export function packMap(map: Record<string, unknown>): Buffer {
   return packr.pack(map);
 }
 
-/** Decodes a frame body (everything after the u32 length). */
-export function decodeFrameBody(body: Buffer): Message {
-  if (body.length < 5) throw new BadHeaderError(`a frame of ${body.length} bytes is too short`);
-  const type = body.readUInt8(0);
-  const hlen = body.readUInt32BE(1);
+/**
+ * Decodes a frame body (everything after the u32 length), given whole or in pieces laid end to
+ * end (views of the socket's chunks): only the header is joined where it spans pieces.
+ */
+export function decodeFrameBody(body: Buffer | readonly Buffer[]): Message {
+  const parts = Buffer.isBuffer(body) ? [body] : body;
+  const size = payloadBytes(parts);
+  if (size < 5) throw new BadHeaderError(`a frame of ${size} bytes is too short`);
+  const prefix = joined(sliceParts(parts, 0, 5));
+  const type = prefix.readUInt8(0);
+  const hlen = prefix.readUInt32BE(1);
   if (hlen > MAX_HEADER_BYTES) throw new LimitExceededError(`a header of ${hlen} bytes exceeds ${MAX_HEADER_BYTES}`);
-  if (5 + hlen > body.length) throw new BadHeaderError(`header length ${hlen} runs past the frame`);
+  if (5 + hlen > size) throw new BadHeaderError(`header length ${hlen} runs past the frame`);
   let header: unknown;
   try {
-    header = unpackr.unpack(body.subarray(5, 5 + hlen));
+    header = unpackr.unpack(joined(sliceParts(parts, 5, 5 + hlen)));
   } catch (e) {
     throw new BadHeaderError(`the header is not valid msgpack: ${(e as Error).message}`);
   }
-  return validateMessage(type, header, body.subarray(5 + hlen));
+  return validateMessage(type, header, sliceParts(parts, 5 + hlen, size));
+}
+
+/** Bytes from..to of `parts` laid end to end, as views of them (none copied). */
+function sliceParts(parts: readonly Buffer[], from: number, to: number): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (const p of parts) {
+    const s = Math.max(from - at, 0);
+    const e = Math.min(to - at, p.length);
+    if (e > s) out.push(s === 0 && e === p.length ? p : p.subarray(s, e));
+    at += p.length;
+    if (at >= to) break;
+  }
+  return out;
+}
+
+/** One buffer of `parts`: the only one itself, or a copy of them joined. */
+function joined(parts: readonly Buffer[]): Buffer {
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
 type DecoderState = 'READ_LENGTH' | 'READ_BODY';
@@ -138,8 +162,8 @@ type DecoderState = 'READ_LENGTH' | 'READ_BODY';
  * or many frames in one chunk). Bounded: a length over `maxFrameBytes` is refused as soon as its
  * four bytes arrive, before any of the body is buffered. After an error it stays failed.
  *
- * A payload returned for a frame that arrived within one chunk is a view into that chunk (no
- * copy); a frame spanning chunks is copied once into a buffer of its own.
+ * A frame's payload is views of the chunks it arrived in, none copied: a PageBatch keeps it in
+ * those pieces; the other messages' payloads are joined into one buffer where they span chunks.
  */
 export class FrameDecoder {
   private state: DecoderState = 'READ_LENGTH';
@@ -167,7 +191,7 @@ export class FrameDecoder {
           this.need = len;
           this.state = 'READ_BODY';
         } else {
-          out.push(decodeFrameBody(this.consume(this.need)));
+          out.push(decodeFrameBody(this.take(this.need)));
           this.need = 4;
           this.state = 'READ_LENGTH';
         }
@@ -191,27 +215,26 @@ export class FrameDecoder {
     }
   }
 
-  /** Takes n bytes off the front of the queued chunks. */
+  /** Takes n bytes off the front of the queued chunks, as one buffer (copied where they span chunks). */
   private consume(n: number): Buffer {
+    return joined(this.take(n));
+  }
+
+  /** Takes n bytes off the front of the queued chunks, as views of them (none copied). */
+  private take(n: number): Buffer[] {
     this.buffered -= n;
-    const first = this.chunks[0];
-    if (first.length === n) {
-      this.chunks.shift();
-      return first;
-    }
-    if (first.length > n) {
-      this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    while (off < n) {
+    const out: Buffer[] = [];
+    for (let left = n; left > 0; ) {
       const c = this.chunks[0];
-      const take = Math.min(c.length, n - off);
-      c.copy(out, off, 0, take);
-      off += take;
-      if (take === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(take);
+      if (c.length <= left) {
+        out.push(c);
+        this.chunks.shift();
+        left -= c.length;
+      } else {
+        out.push(c.subarray(0, left));
+        this.chunks[0] = c.subarray(left);
+        left = 0;
+      }
     }
     return out;
   }

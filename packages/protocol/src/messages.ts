@@ -229,7 +229,11 @@ export type Message =
   | { type: MessageType.Hello; header: HelloHeader; payload?: undefined }
   | { type: MessageType.HelloAck; header: HelloAckHeader; payload?: undefined }
   | { type: MessageType.RoundStart; header: RoundStartHeader; payload?: undefined }
-  | { type: MessageType.PageBatch; header: PageBatchHeader; payload: Buffer }
+  /**
+   * A PageBatch's payload is in pieces: as the source gathered them, or as the socket delivered
+   * them (a frame that spans several reads is not joined). `payloadBytes` gives its length.
+   */
+  | { type: MessageType.PageBatch; header: PageBatchHeader; payload: readonly Buffer[] }
   | { type: MessageType.BatchAck; header: BatchAckHeader; payload?: undefined }
   | { type: MessageType.RoundEnd; header: RoundEndHeader; payload?: undefined }
   | { type: MessageType.RoundAck; header: RoundAckHeader; payload?: undefined }
@@ -254,7 +258,11 @@ export const hello = (h: HelloHeader): Message => ({ type: MessageType.Hello, he
 export const helloAck = (h: HelloAckHeader): Message => ({ type: MessageType.HelloAck, header: h });
 export const streamJoin = (h: StreamJoinHeader): Message => ({ type: MessageType.StreamJoin, header: h });
 export const roundStart = (h: RoundStartHeader): Message => ({ type: MessageType.RoundStart, header: h });
-export const pageBatch = (h: PageBatchHeader, payload: Buffer): Message => ({ type: MessageType.PageBatch, header: h, payload });
+export const pageBatch = (h: PageBatchHeader, payload: Buffer | readonly Buffer[]): Message => ({
+  type: MessageType.PageBatch,
+  header: h,
+  payload: Buffer.isBuffer(payload) ? [payload] : payload,
+});
 export const batchAck = (h: BatchAckHeader): Message => ({ type: MessageType.BatchAck, header: h });
 export const roundEnd = (h: RoundEndHeader): Message => ({ type: MessageType.RoundEnd, header: h });
 export const roundAck = (h: RoundAckHeader): Message => ({ type: MessageType.RoundAck, header: h });
@@ -271,6 +279,13 @@ export const release = (h: SessionRefHeader): Message => ({ type: MessageType.Re
 export const discard = (h: SessionRefHeader): Message => ({ type: MessageType.Discard, header: h });
 export const resolved = (h: ResolvedHeader): Message => ({ type: MessageType.Resolved, header: h });
 export const digest = (h: DigestHeader): Message => ({ type: MessageType.Digest, header: h });
+
+/** The length of a payload in pieces. */
+export function payloadBytes(parts: readonly Buffer[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  return n;
+}
 
 // ---- wire form of headers --------------------------------------------------------------------
 
@@ -438,7 +453,7 @@ function validateRoundStart(o: Obj): Message {
   return { type: MessageType.RoundStart, header: h };
 }
 
-function validatePageBatch(o: Obj, payload: Buffer): Message {
+function validatePageBatch(o: Obj, payload: readonly Buffer[]): Message {
   const ranges = RangeTable.fromWire(o.ranges);
   if (ranges.rangeCount > MAX_RANGES_PER_BATCH)
     throw new LimitExceededError(`a batch has ${ranges.rangeCount} ranges, more than ${MAX_RANGES_PER_BATCH}`);
@@ -457,7 +472,7 @@ function validatePageBatch(o: Obj, payload: Buffer): Message {
 }
 
 /** Each non-zero page of a batch has one length, fitting its kind; together they fill the payload. */
-function checkPageLengths(kinds: Uint8Array, lengths: number[], payload: Buffer): void {
+function checkPageLengths(kinds: Uint8Array, lengths: number[], payload: readonly Buffer[]): void {
   let li = 0;
   let sum = 0;
   for (let i = 0; i < kinds.length; i++) {
@@ -471,7 +486,8 @@ function checkPageLengths(kinds: Uint8Array, lengths: number[], payload: Buffer)
     sum += len;
   }
   if (li !== lengths.length) throw new BadPayloadError(`'lengths' has ${lengths.length} entries for ${li} non-zero pages`);
-  if (sum !== payload.length) throw new BadPayloadError(`page lengths add up to ${sum} bytes, the payload has ${payload.length}`);
+  const bytes = payloadBytes(payload);
+  if (sum !== bytes) throw new BadPayloadError(`page lengths add up to ${sum} bytes, the payload has ${bytes}`);
 }
 
 function validateChecksums(o: Obj, payload: Buffer): Message {
@@ -525,11 +541,10 @@ function validateResolved(o: Obj): Message {
 }
 
 /** The check of each valid message type. */
-const VALIDATORS: Record<Exclude<MessageType, MessageType.Invalid>, Validator> = {
+const VALIDATORS: Record<Exclude<MessageType, MessageType.Invalid | MessageType.PageBatch>, Validator> = {
   [MessageType.Hello]: headerOnly(validateHello),
   [MessageType.HelloAck]: headerOnly(validateHelloAck),
   [MessageType.RoundStart]: headerOnly(validateRoundStart),
-  [MessageType.PageBatch]: validatePageBatch,
   [MessageType.BatchAck]: headerOnly((o) => ({
     type: MessageType.BatchAck,
     header: { seq: uint(o, 'seq', 0xffffffff), credit: uint(o, 'credit', 1 << 20) },
@@ -562,15 +577,17 @@ const VALIDATORS: Record<Exclude<MessageType, MessageType.Invalid>, Validator> =
 };
 
 /**
- * Checks a decoded header and payload of `type` and returns the typed message. Throws a
- * ProtocolError naming what is wrong.
+ * Checks a decoded header and payload (its pieces laid end to end) of `type` and returns the
+ * typed message. Throws a ProtocolError naming what is wrong.
  */
-export function validateMessage(type: number, raw: unknown, payload: Buffer): Message {
+export function validateMessage(type: number, raw: unknown, payload: readonly Buffer[]): Message {
   if (type === MessageType.Invalid) throw new InvalidMessageTypeError('message type 0 is never valid');
   if (!(type in MessageType) || typeof MessageType[type] !== 'string') throw new UnknownMessageTypeError(`unknown message type ${type}`);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
     throw new BadHeaderError(`the header of ${MessageType[type]} is not a map`);
+  if (type === MessageType.PageBatch) return validatePageBatch(raw as Obj, payload);
   const validate = Object.hasOwn(VALIDATORS, type) ? VALIDATORS[type as keyof typeof VALIDATORS] : undefined;
   if (!validate) throw new UnknownMessageTypeError(`unknown message type ${type}`);
-  return validate(raw as Obj, payload, type);
+  // Only a PageBatch keeps its payload in pieces: the others' are joined (small, and rare).
+  return validate(raw as Obj, payload.length === 1 ? payload[0] : Buffer.concat(payload), type);
 }

@@ -148,7 +148,7 @@ describe('decoder fuzz (fast-check)', () => {
     const bases = valid.map((m) => ({
       type: m.type,
       header: new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(encodeMessage(m)[0].subarray(9)) as Record<string, unknown>,
-      payload: m.payload,
+      payload: m.type === MessageType.PageBatch ? Buffer.concat(m.payload) : m.payload,
     }));
     const names = [
       ...new Set(bases.flatMap((b) => Object.keys(b.header))),

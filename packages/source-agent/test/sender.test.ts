@@ -67,7 +67,7 @@ describe('PageSender', () => {
       const [start, count] = [...m.header.ranges.entries()][0];
       expect(count).toBe(1);
       expect(m.header.kinds[0]).toBe(PAGE_KIND.RAW);
-      if (!m.payload!.equals(pages.subarray(start * PAGE_SIZE, (start + 1) * PAGE_SIZE))) bad.push(start);
+      if (!Buffer.concat(m.payload).equals(pages.subarray(start * PAGE_SIZE, (start + 1) * PAGE_SIZE))) bad.push(start);
       checked++;
     }
     const res = await sent;
@@ -105,6 +105,7 @@ async function sendAll(pages: Buffer, space: PageSpace, batchPages: number): Pro
   for (let seen = 0; seen < n; ) {
     const m = await rx.next(10_000);
     if (m.type !== MessageType.PageBatch) continue;
+    const payload = Buffer.concat(m.payload);
     let off = 0;
     let li = 0;
     let k = 0;
@@ -115,7 +116,7 @@ async function sendAll(pages: Buffer, space: PageSpace, batchPages: number): Pro
         const dst = got.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
         if (kind === PAGE_KIND.ZERO) dst.fill(0);
         else {
-          const part = m.payload!.subarray(off, off + m.header.lengths[li]);
+          const part = payload.subarray(off, off + m.header.lengths[li]);
           off += m.header.lengths[li++];
           (kind === PAGE_KIND.LZ4 ? uncompressSync(part) : part).copy(dst);
         }
@@ -156,11 +157,12 @@ describe('PageSender: several connections (--streams)', () => {
           if (m.type !== MessageType.PageBatch) continue;
           perStream[i]++;
           seqs[i].push(m.header.seq);
+          const payload = Buffer.concat(m.payload);
           let off = 0;
           for (const [start, count] of m.header.ranges.entries())
             for (let p = start; p < start + count; p++, off += PAGE_SIZE) {
               expect(got.has(p)).toBe(false);
-              got.set(p, Buffer.from(m.payload!.subarray(off, off + PAGE_SIZE)));
+              got.set(p, payload.subarray(off, off + PAGE_SIZE));
             }
           await rx.send({ type: MessageType.BatchAck, header: { seq: m.header.seq, credit: 1 } });
           if (got.size === N) for (const q of pairs) q.peer.end();
