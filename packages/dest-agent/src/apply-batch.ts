@@ -2,11 +2,9 @@ import { uncompressSync } from 'lz4-napi';
 import { PAGE_KIND, PAGE_SIZE, type Message, type MessageType } from '@forecopy/protocol';
 import { SessionProtocolError } from './errors.js';
 import type { PageStore } from './image-store.js';
+import { ZERO_PAGE } from './segment-store.js';
 
 export type PageBatchMessage = Extract<Message, { type: MessageType.PageBatch }>;
-
-/** A page of zeros, written wherever a batch says ZERO (never changed). */
-const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
 /**
  * Writes a batch's pages into the image; returns how many pages the batch held. Where the store
@@ -14,7 +12,7 @@ const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
  * the frame as they are and only lz4 pages are decompressed; else each run goes through `scratch`
  * (a whole number of pages). A page outside the layout is E_RANGE, a page that does not decode to
  * exactly one page is E_BAD_PAGE. `onPage` sees each page as it is written (incremental
- * verification hashes it there).
+ * verification hashes it there; a ZERO page is ZERO_PAGE itself).
  */
 export function applyBatch(store: PageStore, m: PageBatchMessage, scratch: Buffer, onPage?: (index: number, page: Buffer) => void): number {
   const { ranges, kinds, lengths } = m.header;

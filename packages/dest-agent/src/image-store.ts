@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PAGE_SIZE, type Mapping } from '@forecopy/protocol';
-import { SegmentStore, type PageStore } from './segment-store.js';
+import { SegmentStore, ZERO_PAGE, type PageStore } from './segment-store.js';
 
 export type { PageStore } from './segment-store.js';
 
@@ -19,6 +19,8 @@ export type { PageStore } from './segment-store.js';
 export interface ImageSegment extends Mapping {
   file: string;
   fd: number;
+  /** 1 for each page written so far; the others are holes of the sparse file, which read as zeros. */
+  held: Uint8Array;
 }
 
 export class ImageStore extends SegmentStore<ImageSegment> implements PageStore {
@@ -29,7 +31,7 @@ export class ImageStore extends SegmentStore<ImageSegment> implements PageStore 
     const file = path.join(this.partialDir, `seg-${m.id}.bin`);
     const fd = fs.openSync(file, 'w+');
     fs.ftruncateSync(fd, m.pages * PAGE_SIZE);
-    return { ...m, file, fd };
+    return { ...m, file, fd, held: new Uint8Array(m.pages) };
   }
 
   protected removeSegment(seg: ImageSegment): void {
@@ -42,18 +44,38 @@ export class ImageStore extends SegmentStore<ImageSegment> implements PageStore 
     const seg = this.inside(index, count);
     // fd is ours and open; offset and length lie inside the segment's file (checked above).
     fs.writeSync(seg.fd, data, 0, count * PAGE_SIZE, (index - seg.indexBase) * PAGE_SIZE);
+    seg.held.fill(1, index - seg.indexBase, index - seg.indexBase + count);
   }
 
-  /** Writes consecutive pages at page `index` (all in one segment) from their own buffers, in one writev. */
+  /**
+   * Writes consecutive pages at page `index` (all in one segment) from their own buffers, one
+   * writev a run; a ZERO page into a hole is left out (the hole reads as zeros already).
+   */
   writePageList(index: number, pages: readonly Buffer[]): void {
     const seg = this.inside(index, pages.length);
-    const at = (index - seg.indexBase) * PAGE_SIZE;
+    const first = index - seg.indexBase;
+    const skip = (k: number) => pages[k] === ZERO_PAGE && seg.held[first + k] === 0;
+    for (let k = 0; k < pages.length; ) {
+      if (skip(k)) {
+        k++;
+        continue;
+      }
+      let end = k + 1;
+      while (end < pages.length && !skip(end)) end++;
+      this.writeRun(seg, first + k, k === 0 && end === pages.length ? pages : pages.slice(k, end));
+      k = end;
+    }
+  }
+
+  /** Writes pages at page `at` of the segment, in one writev, and marks them held. */
+  private writeRun(seg: ImageSegment, at: number, pages: readonly Buffer[]): void {
     const want = pages.length * PAGE_SIZE;
-    // fd is ours and open; the pages lie inside the segment's file (checked above).
-    const n = fs.writevSync(seg.fd, pages as Buffer[], at);
+    // fd is ours and open; the pages lie inside the segment's file (checked by the caller).
+    const n = fs.writevSync(seg.fd, pages as Buffer[], at * PAGE_SIZE);
     // A regular file takes all of it or fails; a short write (it may happen) finishes page by page.
     if (n < want)
-      for (let i = Math.floor(n / PAGE_SIZE); i < pages.length; i++) fs.writeSync(seg.fd, pages[i], 0, PAGE_SIZE, at + i * PAGE_SIZE);
+      for (let i = Math.floor(n / PAGE_SIZE); i < pages.length; i++) fs.writeSync(seg.fd, pages[i], 0, PAGE_SIZE, (at + i) * PAGE_SIZE);
+    seg.held.fill(1, at, at + pages.length);
   }
 
   /** Reads `count` pages at page `index` into `out`. */
@@ -78,6 +100,7 @@ export class ImageStore extends SegmentStore<ImageSegment> implements PageStore 
     fs.readSync(seg.fd, b, 0, 1, off);
     b[0] ^= 0xff;
     fs.writeSync(seg.fd, b, 0, 1, off);
+    seg.held[index - seg.indexBase] = 1;
   }
 
   /** Closes the files, writes the manifest and makes the image final. */
@@ -85,7 +108,7 @@ export class ImageStore extends SegmentStore<ImageSegment> implements PageStore 
     this.closeFiles();
     return this.finalize(
       manifest,
-      this.byIndex.map(({ fd: _fd, file, ...m }) => ({ ...m, file: path.basename(file) })),
+      this.byIndex.map(({ fd: _fd, held: _held, file, ...m }) => ({ ...m, file: path.basename(file) })),
     );
   }
 

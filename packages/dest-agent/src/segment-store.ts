@@ -3,6 +3,9 @@ import path from 'node:path';
 import { PAGE_SIZE, findByIndex, type Mapping } from '@forecopy/protocol';
 import { DestError, LayoutError } from './errors.js';
 
+/** A page of zeros: what applyBatch hands a store for each ZERO page, this very buffer (never changed). */
+export const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
 /** What a session writes pages into and verifies: image files (ImageStore) or a husk (HuskImage). */
 export interface PageStore {
   readonly pages: number;
@@ -10,7 +13,10 @@ export interface PageStore {
   applyLayout(layout: readonly Mapping[]): void;
   segmentOf(index: number): Mapping | undefined;
   writePages(index: number, count: number, data: Buffer): void;
-  /** Writes consecutive pages at page `index` (all in one segment), one buffer each, none copied; optional. */
+  /**
+   * Writes consecutive pages at page `index` (all in one segment), one buffer each, none copied
+   * (a ZERO page is ZERO_PAGE itself); optional.
+   */
   writePageList?(index: number, pages: readonly Buffer[]): void;
   readPages(index: number, count: number, out: Buffer): void;
   corruptPage(index: number): void;

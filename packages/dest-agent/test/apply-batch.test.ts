@@ -1,9 +1,13 @@
 import { randomFillSync } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { compressSync } from 'lz4-napi';
 import { describe, expect, it } from 'vitest';
 import { PAGE_KIND, PAGE_SIZE, RangeTable, pageBatch, type Mapping } from '@forecopy/protocol';
 import { applyBatch, type PageBatchMessage } from '../src/apply-batch.js';
-import type { PageStore } from '../src/image-store.js';
+import { ImageStore, type PageStore } from '../src/image-store.js';
+import { ZERO_PAGE } from '../src/segment-store.js';
 
 /** A store of `pages` pages in memory, one segment, written page list by page list. */
 function memoryStore(pages: number): PageStore & { bytes: Buffer } {
@@ -58,6 +62,31 @@ describe('applyBatch', () => {
       expect(applyBatch(store, m, Buffer.alloc(4 * PAGE_SIZE), (i, page) => seen.push(i, page.equals(pages[i]) ? 1 : 0))).toBe(n);
       expect(store.bytes.equals(Buffer.concat(pages)), `cut at ${cuts}`).toBe(true);
       expect(seen).toEqual([0, 1, 1, 1, 2, 1, 3, 1, 4, 1, 5, 1]);
+    }
+  });
+});
+
+describe('ImageStore', () => {
+  it('leaves a zero page out where the file holds nothing yet, and writes it over pages it holds', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-image-test-'));
+    try {
+      const store = new ImageStore(root, 'ab'.repeat(16), 1 << 30);
+      store.applyLayout([{ id: 1, start: 0x10000, pages: 4, prot: 'rw-p', offset: 0, name: '', migrated: true, indexBase: 0 }]);
+      const a = Buffer.alloc(PAGE_SIZE, 1);
+      const b = Buffer.alloc(PAGE_SIZE, 2);
+      const read = () => {
+        const out = Buffer.alloc(4 * PAGE_SIZE, 0xee);
+        store.readPages(0, 4, out);
+        return out;
+      };
+      store.writePageList(0, [a, ZERO_PAGE, b, ZERO_PAGE]);
+      expect(read().equals(Buffer.concat([a, ZERO_PAGE, b, ZERO_PAGE]))).toBe(true);
+      expect(fs.statSync(store.segments()[0].file).blocks * 512).toBe(2 * PAGE_SIZE); // two holes left
+      store.writePageList(0, [ZERO_PAGE, a, ZERO_PAGE]);
+      expect(read().equals(Buffer.concat([ZERO_PAGE, a, ZERO_PAGE, ZERO_PAGE]))).toBe(true);
+      store.discard({});
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
     }
   });
 });
