@@ -11,10 +11,10 @@ import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js
 
 /**
  * `pnpm bench:throughput` (issue 15): how fast forecopy moves memory, against ceilings measured in
- * the same run on the same machine. An idle `mw` (its memory random, so nothing compresses and
- * nothing is a zero page; one page written a second) of 1, 4 and 16 GiB is migrated unpaced over
- * loopback and between two network-namespace hosts; the figure is the first round (every page),
- * in GB/s of memory and of wire. Beside it, at the same size, warm:
+ * the same run on the same machine. An idle `mw` (its memory random, so nothing compresses, but
+ * every fourth page all zeros, as mw fills it; one page written a second) of 1, 4 and 16 GiB is
+ * migrated unpaced over loopback and between two network-namespace hosts; the figure is the
+ * first round (every page), in GB/s of memory and of wire. Beside it, at the same size, warm:
  *   - the disk ceiling: the same number of bytes written into a new file in the image directory
  *     (a first pass warms the memory, the second is timed);
  *   - the socket ceiling: two Node processes pushing the bytes through one TCP socket, and through
