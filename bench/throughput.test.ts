@@ -121,6 +121,23 @@ for (let i = 0; i < Number(streams); i++) {
 }
 `;
 
+/** `node -e script args`, inside `wrap` (a namespace host's exec prefix) when given, with HOST=`host` there. */
+function nodeScript(wrap: string[], host: string, script: string, args: string[]) {
+  return wrap.length
+    ? start(wrap[0], [...wrap.slice(1), 'env', `HOST=${host}`, process.execPath, '-e', script, ...args])
+    : start(process.execPath, ['-e', script, ...args]);
+}
+
+/**
+ * An idle mw of `gib` GiB (one page written a second) inside `wrap`; its pid once ready. mw fills
+ * its memory with random data before it says ready: 16 GiB of memory this machine has not
+ * touched yet takes minutes here (0.3 GB/s).
+ */
+async function startIdleMw(c: Cleanup, gib: number, wrap: string[]): Promise<number> {
+  const proc = c.proc(startIn(wrap, path.join(WORKLOADS, 'mw'), ['--mb', String(gib * 1024), '--pattern', 'seq', '--write-rate', '1']));
+  return Number((await proc.waitFor(/^mw pid=(\d+) .*ready/, 900_000))[1]);
+}
+
 /** Two Node processes push `bytes` through `streams` TCP sockets; returns the seconds (twice, the second timed). */
 async function socketCeiling(c: Cleanup, bytes: number, streams: number, hosts: TwoHosts | null): Promise<number> {
   let seconds = 0;
@@ -128,13 +145,9 @@ async function socketCeiling(c: Cleanup, bytes: number, streams: number, hosts: 
     const recvWrap = hosts ? hosts.exec(hosts.dest) : [];
     const sendWrap = hosts ? hosts.exec(hosts.source) : [];
     const host = hosts ? hosts.destAddr : '127.0.0.1';
-    const cmd = (wrap: string[], script: string, args: string[]) =>
-      wrap.length
-        ? start(wrap[0], [...wrap.slice(1), 'env', `HOST=${host}`, process.execPath, '-e', script, ...args])
-        : start(process.execPath, ['-e', script, ...args]);
-    const recv = c.proc(cmd(recvWrap, RECEIVER, [String(streams), String(bytes)]));
+    const recv = c.proc(nodeScript(recvWrap, host, RECEIVER, [String(streams), String(bytes)]));
     const port = (await recv.waitFor(/^port (\d+)/))[1];
-    c.proc(cmd(sendWrap, SENDER, [host, port, String(streams), String(bytes)]));
+    c.proc(nodeScript(sendWrap, host, SENDER, [host, port, String(streams), String(bytes)]));
     seconds = Number((await recv.waitFor(/^done ([\d.]+)/, 600_000))[1]);
   }
   return seconds;
@@ -197,22 +210,13 @@ async function barePipeline(c: Cleanup, gib: number, hosts: TwoHosts | null, ima
   const wrapS = hosts ? hosts.exec(hosts.source) : [];
   const wrapD = hosts ? hosts.exec(hosts.dest) : [];
   const host = hosts ? hosts.destAddr : '127.0.0.1';
-  const mwProc = c.proc(startIn(wrapS, path.join(WORKLOADS, 'mw'), ['--mb', String(gib * 1024), '--pattern', 'seq', '--write-rate', '1']));
-  const pid = (await mwProc.waitFor(/^mw pid=(\d+) .*ready/, 900_000))[1];
+  const pid = await startIdleMw(c, gib, wrapS);
   const dir = c.tmpdir('forecopy-pipe-', IMAGE_HOMES[image]);
-  const node = (wrap: string[], script: string, args: string[]) =>
-    start(wrap[0] ?? process.execPath, [
-      ...wrap.slice(1),
-      ...(wrap.length ? ['env', `HOST=${host}`, process.execPath] : []),
-      '-e',
-      script,
-      ...args,
-    ]);
-  const recv = c.proc(node(wrapD, PIPE_RECEIVER, [path.join(dir, 'pipe.bin'), String(bytes)]));
+  const recv = c.proc(nodeScript(wrapD, host, PIPE_RECEIVER, [path.join(dir, 'pipe.bin'), String(bytes)]));
   const port = (await recv.waitFor(/^port (\d+)/))[1];
   warmMemory(dir, bytes);
   const lib = pathToFileURL(path.join(ROOT, 'packages/linux/dist/index.js')).href;
-  c.proc(node(wrapS, PIPE_SENDER, [lib, pid, host, port]));
+  c.proc(nodeScript(wrapS, host, PIPE_SENDER, [lib, String(pid), host, port]));
   const seconds = Number((await recv.waitFor(/^done ([\d.]+)/, 600_000))[1]);
   await c.run();
   const what = 'a bare pipeline: process_vm_readv, 1 socket, file (no forecopy)';
@@ -231,10 +235,7 @@ async function medianOf(n: number, run: () => Promise<Row>): Promise<Row> {
 /** forecopy: an idle mw of `gib` GiB migrated unpaced, its image under `image`; the first round's figures. */
 async function forecopy(c: Cleanup, gib: number, hosts: TwoHosts | null, streams: number, image: string): Promise<Row> {
   const wrapS = hosts ? hosts.exec(hosts.source) : [];
-  // mw fills its memory with random data before it says ready: 16 GiB of memory this machine has
-  // not touched yet takes minutes here (0.3 GB/s).
-  const proc = c.proc(startIn(wrapS, path.join(WORKLOADS, 'mw'), ['--mb', String(gib * 1024), '--pattern', 'seq', '--write-rate', '1']));
-  const mw = { pid: Number((await proc.waitFor(/^mw pid=(\d+) .*ready/, 900_000))[1]) };
+  const mw = { pid: await startIdleMw(c, gib, wrapS) };
   const destArgs = ['--once', '--log-level', 'warn', ...(hosts ? ['--host', hosts.destAddr, '--insecure'] : [])];
   const dest = await startDest(c, destArgs, hosts ? hosts.exec(hosts.dest) : [], c.tmpdir('forecopy-images-', IMAGE_HOMES[image]));
   const to = `${hosts ? hosts.destAddr : '127.0.0.1'}:${dest.port}`;
