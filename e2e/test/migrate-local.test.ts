@@ -39,7 +39,7 @@ describe.skipIf(skip)('live migration over loopback', () => {
       mw: ['--mb', '64', '--pattern', 'hotspot', '--write-rate', '20000'],
       dest: ['--once'],
       // Old Xen's rules, for several rounds: with the defaults the rest of 64 MiB over loopback
-      // fits the 300 ms limit after round 1.
+      // may fit the 300 ms limit after round 1.
       migrate: ['--after', 'resume', '--stop-rule', 'xen'],
     });
     const run = await source;

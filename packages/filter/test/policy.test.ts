@@ -54,13 +54,19 @@ describe('PrecopyDriver', () => {
     expect(d.endRound(outcome(fewer, 400), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
   });
 
-  it('does not stop by the downtime limit after round 1, whose rate is not that of written pages', () => {
+  it('after round 1 stops by the downtime limit only if the rest fits at half its rate, which is not that of written pages', () => {
     const d = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, new PrecopyPolicy());
     d.firstRound(ctx);
+    const some = new PageBitmap(10_000);
+    some.setRange(0, 200); // 200 ms at round 1's rate: would fit, but not at half of it (400 ms)
+    expect(d.endRound(outcome(some, 10_000), ctx).kind).toBe('round');
+    expect(d.endRound(outcome(some, 200), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
+
+    const small = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, new PrecopyPolicy());
+    small.firstRound(ctx);
     const few = new PageBitmap(10_000);
-    few.setRange(0, 100); // 100 ms: would fit
-    expect(d.endRound(outcome(few, 10_000), ctx).kind).toBe('round');
-    expect(d.endRound(outcome(few, 100), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
+    few.setRange(0, 100); // 200 ms at half round 1's rate
+    expect(small.endRound(outcome(few, 10_000), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
   });
 
   it('counts the fixed costs of the downtime (freeze, verification, handover) against the limit', () => {
@@ -69,6 +75,7 @@ describe('PrecopyDriver', () => {
     const dirty = new PageBitmap(10_000);
     dirty.setRange(0, 250); // 250 ms to send: within 300 ms alone, not with 80 ms of fixed costs
     expect(d.endRound({ ...outcome(dirty, 10_000), fixedDowntimeMs: 80 }, ctx).kind).toBe('round');
+    expect(d.endRound({ ...outcome(dirty, 250), fixedDowntimeMs: 80 }, ctx).kind).toBe('round');
     const fewer = new PageBitmap(10_000);
     fewer.setRange(0, 200); // 200 + 80 = 280 ms
     expect(d.endRound({ ...outcome(fewer, 250), fixedDowntimeMs: 80 }, ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
