@@ -1,5 +1,5 @@
 import { PageBitmap } from './page-bitmap.js';
-import { XEN_DEFAULT_STOP_RULES, type Policy, type RoundContext, type RoundRecord, type StopRules } from './policy.js';
+import { XEN_DEFAULT_STOP_RULES, restFitsLimit, type Policy, type RoundContext, type RoundRecord, type StopRules } from './policy.js';
 import { ForecastModel } from './forecast-model.js';
 
 // `--policy forecast`: an online data filter that needs no offline model and no choice of S.
@@ -212,11 +212,13 @@ export class ForecastPolicy implements Policy {
     return w;
   }
 
-  /** Whether the rest left by sending everything (`written`) fits the downtime limit, when there is one. */
+  /**
+   * Whether the rest left by sending everything (`written`) fits the downtime limit, when there is
+   * one, as the driver will judge it after this round (after round 1, at half the rate).
+   */
   private fitsLimit(written: number, rate: number, ctx: RoundContext): boolean {
     const limit = this.opts.stopRules.downtimeLimitMs;
-    if (limit === undefined || ctx.round < 2) return false;
-    return (written / rate) * 1000 + (ctx.fixedDowntimeMs ?? 0) <= limit;
+    return limit !== undefined && restFitsLimit(written, rate, ctx.fixedDowntimeMs ?? 0, limit, ctx.round);
   }
 
   private startConverging(round: number, held: PageBitmap): PageBitmap {

@@ -47,6 +47,16 @@ export const XEN_DEFAULT_STOP_RULES: Readonly<StopRules> = Object.freeze({
  */
 export const ROUND1_RATE_MARGIN = 2;
 
+/**
+ * QEMU's rule after round `round`: whether `pages` left to send, at `pageRate` pages a second
+ * (counted at 1 / ROUND1_RATE_MARGIN of it after round 1), plus `fixedMs`, fit `limitMs`.
+ */
+export function restFitsLimit(pages: number, pageRate: number, fixedMs: number, limitMs: number, round: number): boolean {
+  if (!(pageRate > 0)) return false;
+  const rate = round >= 2 ? pageRate : pageRate / ROUND1_RATE_MARGIN;
+  return (pages / rate) * 1000 + fixedMs <= limitMs;
+}
+
 export type StopReason = 'max-rounds' | 'min-remaining' | 'max-factor' | 'downtime-limit';
 
 /** What a policy knows when it plans a round. */
@@ -277,9 +287,8 @@ export class PrecopyDriver {
     if (this.round >= r.maxRounds) return 'max-rounds';
     if (unsynced < r.minRemainingPages) return 'min-remaining';
     if (this.totalSent >= r.maxFactor * this.totalPages) return 'max-factor';
-    if (r.downtimeLimitMs !== undefined && pageRate > 0) {
-      const rate = this.round >= 2 ? pageRate : pageRate / ROUND1_RATE_MARGIN;
-      if ((unsynced / rate) * 1000 + fixedMs <= r.downtimeLimitMs) return 'downtime-limit';
+    if (r.downtimeLimitMs !== undefined && restFitsLimit(unsynced, pageRate, fixedMs, r.downtimeLimitMs, this.round)) {
+      return 'downtime-limit';
     }
     return null;
   }

@@ -121,11 +121,11 @@ describe('ForecastPolicy: a hot spot that moves on a cycle', () => {
   });
 
   it('holds nothing when the writes of a round that sends everything would fit the downtime limit (it can be the last)', () => {
-    const plan = (downtimeLimitMs: number, fixedDowntimeMs = 0) => {
+    const plan = (downtimeLimitMs: number, fixedDowntimeMs = 0, round = 2) => {
       const rules = { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs };
       const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: rules });
       for (const s of samples.slice(0, 202)) p.observeSample(s);
-      const ctx = { round: 2, pageRate: (N / 12) * (1000 / INTERVAL), nowMs: 0, fixedDowntimeMs };
+      const ctx = { round, pageRate: (N / 12) * (1000 / INTERVAL), nowMs: 0, fixedDowntimeMs };
       return p.holdBack(PageBitmap.full(N), ctx).count();
     };
     // 4,096 pages take 600 ms, more than twice 250 ms; the model forecasts ~140 pages (~20 ms)
@@ -133,6 +133,11 @@ describe('ForecastPolicy: a hot spot that moves on a cycle', () => {
     expect(plan(250)).toBe(0);
     // The limit counts the downtime's fixed costs: with 240 ms of them the rest does not fit.
     expect(plan(250, 240)).toBeGreaterThan(ZONE);
+    // Round 1 can be the last too, judged as the driver will: the rest at half round 1's rate
+    // (~40 ms). It fits 250 ms alone, and with 220 ms of fixed costs only at the full rate.
+    expect(plan(250, 0, 1)).toBe(0);
+    expect(plan(250, 220, 2)).toBe(0);
+    expect(plan(250, 220, 1)).toBeGreaterThan(ZONE);
   });
 
   it('forecasts over the time the process runs: a throttled process is not expected to write again soon', () => {
