@@ -45,6 +45,7 @@ describe.skipIf(skip)('live migration over loopback', () => {
     const run = await source;
     const r = expectVerified(run);
     expect(r.rounds.filter((x: any) => !x.final).length).toBeGreaterThan(1);
+    expect(r.batchPages).toBe(1024); // unpaced: the largest batches
     expect(r.memoryPages).toBeGreaterThanOrEqual(mw.pages);
     expect(r.pagesSent).toBeGreaterThanOrEqual(r.memoryPages);
     expect(r.downtimeMs).toBeGreaterThan(0);
@@ -140,6 +141,12 @@ describe.skipIf(skip)('live migration over loopback', () => {
       const run = await runSource(c, ['migrate', '--image-only', '--pid', '999999999', '--to', '127.0.0.1:9']);
       expect(run.code).toBe(3);
       expect(run.stderr).toBe('forecopy-source: no process with pid 999999999');
+    });
+
+    it('a batch size out of range', async () => {
+      const run = await runSource(c, ['migrate', '--image-only', '--pid', '999999999', '--to', '127.0.0.1:9', '--batch-pages', '2048']);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toBe('forecopy-source: --batch-pages must be a whole number from 1 to 1024');
     });
 
     it('a pid not permitted', async () => {

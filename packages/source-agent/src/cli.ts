@@ -18,6 +18,7 @@ import { makePolicyFactory, writeModel } from './policy-setup.js';
 import { clearProgress, progressPrinter } from './progress.js';
 import { requireProcess } from './process-checks.js';
 import { checkProcess, notMigratable, resolveSession } from './resolve.js';
+import { MAX_BATCH_PAGES, defaultBatchPages } from './sender.js';
 
 // `forecopy-source`: the source agent's command line. Every user mistake ends in one sentence
 // and a non-zero exit code (errors.ts lists them); stack traces are for bugs.
@@ -124,7 +125,10 @@ function channelOptions<T>(y: Argv<T>) {
   return y
     .option('bandwidth', { type: 'string', default: '0', describe: 'pace the sender, e.g. 500mbit, 1gbit, 60MB; 0 = unpaced' })
     .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
-    .option('batch-pages', { type: 'number', default: 256, describe: 'pages per PageBatch frame (1..1024)' })
+    .option('batch-pages', {
+      type: 'number',
+      describe: `pages per PageBatch frame (1..${MAX_BATCH_PAGES}); default: what 17 ms of --bandwidth carries, 256 at least (256 at 500mbit), ${MAX_BATCH_PAGES} unpaced`,
+    })
     .option('streams', {
       type: 'number',
       default: DEFAULT_STREAMS,
@@ -241,7 +245,9 @@ function securityOf(a: { 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: str
 async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
   const { host, port } = parseHostPort(a.to);
   const bandwidthBps = parseBandwidth(a.bandwidth);
-  if (!(a['batch-pages'] >= 1 && a['batch-pages'] <= 1024)) throw new InputError(`--batch-pages must be between 1 and 1024`);
+  const batchPages = a['batch-pages'] ?? defaultBatchPages(bandwidthBps);
+  if (!(Number.isInteger(batchPages) && batchPages >= 1 && batchPages <= MAX_BATCH_PAGES))
+    throw new InputError(`--batch-pages must be a whole number from 1 to ${MAX_BATCH_PAGES}`);
   if (!(Number.isInteger(a.streams) && a.streams >= 1 && a.streams <= MAX_STREAMS))
     throw new InputError(`--streams must be a whole number from 1 to ${MAX_STREAMS}`);
   const security = securityOf(a);
@@ -265,7 +271,7 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
       after: a.after,
       intervalMs: a['interval-ms'],
       compress: a.compress,
-      batchPages: a['batch-pages'],
+      batchPages,
       streams: a.streams,
       tracker: a.tracker,
       makePolicy: makePolicyFactory({

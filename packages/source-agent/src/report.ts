@@ -74,6 +74,8 @@ export interface MigrationReport {
   pagesCompressed?: number;
   /** Connections the pages went out on (`--streams`, as many as the destination accepted). */
   streams?: number;
+  /** Pages per PageBatch (`--batch-pages`, or its default for the link). */
+  batchPages?: number;
   /** Payload bytes lz4 saved (a page's size less its compressed size, over the pages sent lz4). */
   compressionSavedBytes?: number;
   policy: string;

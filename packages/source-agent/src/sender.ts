@@ -50,9 +50,26 @@ const LZ4_MIN_SAVING = 1 / 20;
 
 /**
  * Read buffers: one a batch from the read to the socket's write. Enough for the batches in the
- * socket's queue and one being read; a sender that runs out waits for the socket.
+ * socket's queue and one being read; a sender that runs out waits for the socket. Their bytes
+ * together: 16 batches of 256 pages, 4 of 1024.
  */
-const READ_BUFFERS = 16;
+const READ_POOL_BYTES = 16 << 20;
+const MIN_READ_BUFFERS = 4;
+
+/** The most pages one PageBatch carries (`--batch-pages`). */
+export const MAX_BATCH_PAGES = 1024;
+
+/**
+ * `--batch-pages` when not given: a batch lasts on the wire about as long as 256 pages do at
+ * 500 Mbit/s (17 ms: the per-batch skip and the pacer act once a batch), and holds 256 pages at
+ * least; unpaced, the most. Each batch costs some 0.3 ms of CPU over the two agents (lz4's
+ * estimate, the ack, the header), so on a fast link larger batches move memory faster
+ * (BENCHMARKS.md, line rate).
+ */
+export function defaultBatchPages(bandwidthBps: number): number {
+  if (!(bandwidthBps > 0)) return MAX_BATCH_PAGES;
+  return Math.min(MAX_BATCH_PAGES, Math.max(256, Math.round((256 * bandwidthBps) / 500e6)));
+}
 const EMPTY = Buffer.alloc(0);
 
 /** Buffers of one size, lent and given back; `take` waits while all are lent. */
@@ -150,7 +167,8 @@ export class PageSender {
     private readonly space: PageSpace,
     private readonly opts: SenderOptions,
   ) {
-    this.buffers = new BufferPool(READ_BUFFERS, opts.batchPages * PAGE_SIZE);
+    const bytes = opts.batchPages * PAGE_SIZE;
+    this.buffers = new BufferPool(Math.max(MIN_READ_BUFFERS, Math.floor(READ_POOL_BYTES / bytes)), bytes);
     this.addStream(channel, 0);
   }
 

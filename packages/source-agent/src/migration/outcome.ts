@@ -38,6 +38,7 @@ export function migrationReport(s: MigrationSession, m: Measured, v: Verificatio
     lz4Pages: totals.lz4Pages,
     ...s.sender.compression,
     streams: s.sender.streams,
+    batchPages: s.opts.batchPages,
     policy: s.policy.name,
     stopReason: m.stopReason,
     tracker: tracker.kind,
