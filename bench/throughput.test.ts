@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Cleanup, ROOT, SOURCE_BIN, WORKLOADS, rootSkipReason, runSource, start, startDest, startIn } from '../e2e/src/procs.js';
+import { Cleanup, ROOT, SOURCE_BIN, WORKLOADS, rootSkipReason, runSource, start, startDest, startIn, type Proc } from '../e2e/src/procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js';
 
 /**
@@ -104,6 +104,7 @@ let got = 0, open = 0, t0 = 0;
 const srv = net.createServer((s) => {
   if (open++ === 0) t0 = performance.now();
   s.on('data', (d) => { got += d.length; if (got >= bytes) { console.log('done ' + (performance.now() - t0) / 1000); process.exit(0); } });
+  s.on('end', () => { if (--open === 0) { console.log('short ' + got); process.exit(1); } });
 });
 srv.listen(0, process.env.HOST || '127.0.0.1', () => console.log('port ' + srv.address().port));
 `;
@@ -147,8 +148,8 @@ async function socketCeiling(c: Cleanup, bytes: number, streams: number, hosts: 
     const host = hosts ? hosts.destAddr : '127.0.0.1';
     const recv = c.proc(nodeScript(recvWrap, host, RECEIVER, [String(streams), String(bytes)]));
     const port = (await recv.waitFor(/^port (\d+)/))[1];
-    c.proc(nodeScript(sendWrap, host, SENDER, [host, port, String(streams), String(bytes)]));
-    seconds = Number((await recv.waitFor(/^done ([\d.]+)/, 600_000))[1]);
+    const send = c.proc(nodeScript(sendWrap, host, SENDER, [host, port, String(streams), String(bytes)]));
+    seconds = await receiverDone(recv, send, 'the socket ceiling');
   }
   return seconds;
 }
@@ -156,10 +157,12 @@ async function socketCeiling(c: Cleanup, bytes: number, streams: number, hosts: 
 const PIPE_SENDER = `
 const net = require('node:net');
 const fs = require('node:fs');
-const [lib, pid, host, port] = process.argv.slice(1);
+const [lib, pid, host, port, bytes] = process.argv.slice(1);
 import(lib).then(({ PageReader }) => {
   const maps = fs.readFileSync('/proc/' + pid + '/maps', 'utf8').trim().split('\\n').map((l) => l.split(' ')[0].split('-').map((x) => parseInt(x, 16)));
-  const [a, b] = maps.reduce((m, x) => (x[1] - x[0] > m[1] - m[0] ? x : m));
+  const [a, end] = maps.reduce((m, x) => (x[1] - x[0] > m[1] - m[0] ? x : m));
+  if (end - a < Number(bytes)) { console.error('the largest mapping has ' + (end - a) + ' bytes, fewer than ' + bytes); process.exit(1); }
+  const b = a + Number(bytes);
   const reader = new PageReader(Number(pid));
   const CH = 1 << 20;
   const free = Array.from({ length: 64 }, () => Buffer.allocUnsafe(CH));
@@ -192,6 +195,7 @@ const srv = net.createServer((s) => {
     got += d.length;
     if (got >= Number(bytes)) { console.log('done ' + (performance.now() - t0) / 1000); fs.closeSync(fd); fs.rmSync(file); process.exit(0); }
   });
+  s.on('end', () => { console.log('short ' + got); fs.rmSync(file); process.exit(1); });
 });
 srv.listen(0, process.env.HOST || '127.0.0.1', () => console.log('port ' + srv.address().port));
 `;
@@ -216,11 +220,25 @@ async function barePipeline(c: Cleanup, gib: number, hosts: TwoHosts | null, ima
   const port = (await recv.waitFor(/^port (\d+)/))[1];
   warmMemory(dir, bytes);
   const lib = pathToFileURL(path.join(ROOT, 'packages/linux/dist/index.js')).href;
-  c.proc(nodeScript(wrapS, host, PIPE_SENDER, [lib, String(pid), host, port]));
-  const seconds = Number((await recv.waitFor(/^done ([\d.]+)/, 600_000))[1]);
+  const send = c.proc(nodeScript(wrapS, host, PIPE_SENDER, [lib, String(pid), host, port, String(bytes)]));
+  const seconds = await receiverDone(recv, send, 'the bare pipeline');
   await c.run();
   const what = 'a bare pipeline: process_vm_readv, 1 socket, file (no forecopy)';
   return { gib, place: hosts ? 'netns' : 'loopback', image, what, seconds, memoryGBs: bytes / GB / seconds, wireGBs: bytes / GB / seconds };
+}
+
+/**
+ * The seconds a baseline's receiver printed (`done S`), or an error naming why it will not: the
+ * receiver saw the stream end short, or the sender failed.
+ */
+async function receiverDone(recv: Proc, send: Proc, what: string): Promise<number> {
+  const failed = send.exited.then((code) => {
+    if (code !== 0) throw new Error(`${what}: the sender exited with ${code}: ${send.stderrLines.slice(-3).join(' | ')}`);
+    return new Promise<never>(() => {}); // a sender that ended well leaves the verdict to the receiver
+  });
+  const m = await Promise.race([recv.waitFor(/^(done|short) ([\d.]+)/, 600_000), failed]);
+  if (m[1] === 'short') throw new Error(`${what}: the receiver got only ${m[2]} bytes before the stream ended`);
+  return Number(m[2]);
 }
 
 /** The median of `n` runs by GB/s of memory, its note naming every run's figure. */
@@ -229,7 +247,8 @@ async function medianOf(n: number, run: () => Promise<Row>): Promise<Row> {
   for (let i = 0; i < n; i++) runs.push(await run());
   runs.sort((a, b) => a.memoryGBs - b.memoryGBs);
   const mid = runs[Math.floor((runs.length - 1) / 2)];
-  return n > 1 ? { ...mid, note: `${mid.note ?? ''}; median of ${n}: ${runs.map((r) => r.memoryGBs.toFixed(2)).join(', ')} GB/s` } : mid;
+  const spread = `median of ${n}: ${runs.map((r) => r.memoryGBs.toFixed(2)).join(', ')} GB/s`;
+  return n > 1 ? { ...mid, note: mid.note ? `${mid.note}; ${spread}` : spread } : mid;
 }
 
 /** forecopy: an idle mw of `gib` GiB migrated unpaced, its image under `image`; the first round's figures. */
