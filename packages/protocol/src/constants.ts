@@ -12,6 +12,18 @@ export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 /** A header is a msgpack map; the largest is a Hello with a big layout. */
 export const MAX_HEADER_BYTES = 1024 * 1024;
 export const MAX_PAGES_PER_BATCH = 1024;
+
+/**
+ * Pages per batch when `--batch-pages` is not given: a batch lasts on the wire about as long as
+ * 256 pages do at 500 Mbit/s (17 ms: the per-batch skip and the pacer act once a batch), and
+ * holds 256 pages at least; unpaced (0), the most. Each batch costs some 0.3 ms of CPU over the
+ * two agents (lz4's estimate, the ack, the header), so on a fast link larger batches move memory
+ * faster (BENCHMARKS.md, line rate). The simulator sizes its batches the same way.
+ */
+export function defaultBatchPages(bandwidthBps: number): number {
+  if (!(bandwidthBps > 0)) return MAX_PAGES_PER_BATCH;
+  return Math.min(MAX_PAGES_PER_BATCH, Math.max(256, Math.round((256 * bandwidthBps) / 500e6)));
+}
 export const MAX_RANGES_PER_BATCH = 1024;
 export const MAX_MAPPINGS = 4096;
 export const MAX_MISMATCH_PAGES = 16;

@@ -1,7 +1,15 @@
 import fs from 'node:fs';
 import yargs, { type ArgumentsCamelCase, type Argv } from 'yargs';
 import { pino, type Logger } from 'pino';
-import { MAX_STREAMS, SecurityConfigError, VERIFY_MODES, loadSecurity, terminalLogStream } from '@forecopy/protocol';
+import {
+  MAX_PAGES_PER_BATCH,
+  MAX_STREAMS,
+  SecurityConfigError,
+  defaultBatchPages,
+  VERIFY_MODES,
+  loadSecurity,
+  terminalLogStream,
+} from '@forecopy/protocol';
 import { FORECAST_MODES, POLICY_NAMES, XEN_DEFAULT_STOP_RULES, type StopRules } from '@forecopy/filter';
 import { AUTO_CONVERGE_DEFAULTS, type AutoConvergeOptions } from './migration/auto-converge.js';
 import { THROTTLE_METHODS, TRACKER_CHOICES } from '@forecopy/linux';
@@ -18,7 +26,6 @@ import { makePolicyFactory, writeModel } from './policy-setup.js';
 import { clearProgress, progressPrinter } from './progress.js';
 import { requireProcess } from './process-checks.js';
 import { checkProcess, notMigratable, resolveSession } from './resolve.js';
-import { MAX_BATCH_PAGES, defaultBatchPages } from './sender.js';
 
 // `forecopy-source`: the source agent's command line. Every user mistake ends in one sentence
 // and a non-zero exit code (errors.ts lists them); stack traces are for bugs.
@@ -127,7 +134,7 @@ function channelOptions<T>(y: Argv<T>) {
     .option('compress', { type: 'boolean', default: true, describe: 'lz4 pages where it pays (--no-compress to turn off)' })
     .option('batch-pages', {
       type: 'number',
-      describe: `pages per PageBatch frame (1..${MAX_BATCH_PAGES}); default: what 17 ms of --bandwidth carries, 256 at least (256 at 500mbit), ${MAX_BATCH_PAGES} unpaced`,
+      describe: `pages per PageBatch frame (1..${MAX_PAGES_PER_BATCH}); default: what 17 ms of --bandwidth carries, 256 at least (256 at 500mbit), ${MAX_PAGES_PER_BATCH} unpaced`,
     })
     .option('streams', {
       type: 'number',
@@ -246,8 +253,8 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
   const { host, port } = parseHostPort(a.to);
   const bandwidthBps = parseBandwidth(a.bandwidth);
   const batchPages = a['batch-pages'] ?? defaultBatchPages(bandwidthBps);
-  if (!(Number.isInteger(batchPages) && batchPages >= 1 && batchPages <= MAX_BATCH_PAGES))
-    throw new InputError(`--batch-pages must be a whole number from 1 to ${MAX_BATCH_PAGES}`);
+  if (!(Number.isInteger(batchPages) && batchPages >= 1 && batchPages <= MAX_PAGES_PER_BATCH))
+    throw new InputError(`--batch-pages must be a whole number from 1 to ${MAX_PAGES_PER_BATCH}`);
   if (!(Number.isInteger(a.streams) && a.streams >= 1 && a.streams <= MAX_STREAMS))
     throw new InputError(`--streams must be a whole number from 1 to ${MAX_STREAMS}`);
   const security = securityOf(a);

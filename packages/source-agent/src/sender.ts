@@ -55,21 +55,6 @@ const LZ4_MIN_SAVING = 1 / 20;
  */
 const READ_POOL_BYTES = 16 << 20;
 const MIN_READ_BUFFERS = 4;
-
-/** The most pages one PageBatch carries (`--batch-pages`). */
-export const MAX_BATCH_PAGES = 1024;
-
-/**
- * `--batch-pages` when not given: a batch lasts on the wire about as long as 256 pages do at
- * 500 Mbit/s (17 ms: the per-batch skip and the pacer act once a batch), and holds 256 pages at
- * least; unpaced, the most. Each batch costs some 0.3 ms of CPU over the two agents (lz4's
- * estimate, the ack, the header), so on a fast link larger batches move memory faster
- * (BENCHMARKS.md, line rate).
- */
-export function defaultBatchPages(bandwidthBps: number): number {
-  if (!(bandwidthBps > 0)) return MAX_BATCH_PAGES;
-  return Math.min(MAX_BATCH_PAGES, Math.max(256, Math.round((256 * bandwidthBps) / 500e6)));
-}
 const EMPTY = Buffer.alloc(0);
 
 /** Buffers of one size, lent and given back; `take` waits while all are lent. */

@@ -23,6 +23,7 @@ import {
   QEMU_THROTTLE,
   type ThrottleParams,
 } from '@forecopy/filter';
+import { defaultBatchPages } from '@forecopy/protocol';
 import { parseBandwidth } from './units.js';
 import { SIM_CHARTS, renderSimHtml, simChartSvg } from './report-html.js';
 import { InputError, SourceError, fromYargs } from './errors.js';
@@ -91,7 +92,13 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
     maxFactor: o.maxFactor,
     ...(o.downtimeLimitMs !== undefined ? { downtimeLimitMs: o.downtimeLimitMs } : {}),
   };
-  const simOpts = { pageRate, stopRules, startMs, ...(o.autoConverge ? { autoConverge: o.autoConverge } : {}) };
+  const simOpts = {
+    pageRate,
+    stopRules,
+    startMs,
+    batchPages: defaultBatchPages(o.bandwidthBps), // as the live sender's default
+    ...(o.autoConverge ? { autoConverge: o.autoConverge } : {}),
+  };
   // forecast learns online: it is shown the modelling window's samples (the window markov's model is built from).
   const run = (p: Policy, warmup = false) => simulate(trace, p, { ...simOpts, ...(warmup ? { warmupFromMs: -1 } : {}) });
   const base = run(createPolicy('precopy'));

@@ -4,10 +4,18 @@ import koffi from 'koffi';
 import { uncompressSync } from 'lz4-napi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageBitmap } from '@forecopy/filter';
-import { MessageChannel, MessageType, PAGE_KIND, PAGE_SIZE, type Message } from '@forecopy/protocol';
+import {
+  MAX_PAGES_PER_BATCH,
+  MessageChannel,
+  MessageType,
+  PAGE_KIND,
+  PAGE_SIZE,
+  defaultBatchPages,
+  type Message,
+} from '@forecopy/protocol';
 import { PageReader } from '@forecopy/linux';
 import { PageSpace } from '../src/page-space.js';
-import { BufferPool, MAX_BATCH_PAGES, PageSender, defaultBatchPages, isZeroPage, type SendResult } from '../src/sender.js';
+import { BufferPool, PageSender, isZeroPage, type SendResult } from '../src/sender.js';
 
 /**
  * The sender over a real TCP connection whose reader stalls: the socket's own buffer fills and
@@ -253,7 +261,7 @@ describe('defaultBatchPages', () => {
     expect(defaultBatchPages(500e6)).toBe(256);
     expect(defaultBatchPages(100e6)).toBe(256);
     expect(defaultBatchPages(1e9)).toBe(512);
-    expect(defaultBatchPages(10e9)).toBe(MAX_BATCH_PAGES);
-    expect(defaultBatchPages(0)).toBe(MAX_BATCH_PAGES);
+    expect(defaultBatchPages(10e9)).toBe(MAX_PAGES_PER_BATCH);
+    expect(defaultBatchPages(0)).toBe(MAX_PAGES_PER_BATCH);
   });
 });
