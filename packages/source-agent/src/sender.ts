@@ -50,9 +50,10 @@ const LZ4_MIN_SAVING = 1 / 20;
 
 /**
  * Read buffers: one a batch from the read to the socket's write. Enough for the batches in the
- * socket's queue and one being read; a sender that runs out waits for the socket. Their bytes
- * together: 16 batches of 256 pages, 4 of 1024.
+ * socket's queue and one being read; a sender that runs out waits for the socket. 16 of them,
+ * but no more than 16 MiB together: 16 batches of 256 pages, 4 of 1024.
  */
+const READ_BUFFERS = 16;
 const READ_POOL_BYTES = 16 << 20;
 const MIN_READ_BUFFERS = 4;
 const EMPTY = Buffer.alloc(0);
@@ -153,7 +154,7 @@ export class PageSender {
     private readonly opts: SenderOptions,
   ) {
     const bytes = opts.batchPages * PAGE_SIZE;
-    this.buffers = new BufferPool(Math.max(MIN_READ_BUFFERS, Math.floor(READ_POOL_BYTES / bytes)), bytes);
+    this.buffers = new BufferPool(Math.min(READ_BUFFERS, Math.max(MIN_READ_BUFFERS, Math.floor(READ_POOL_BYTES / bytes))), bytes);
     this.addStream(channel, 0);
   }
 
