@@ -232,13 +232,18 @@ async function barePipeline(c: Cleanup, gib: number, hosts: TwoHosts | null, ima
  * receiver saw the stream end short, or the sender failed.
  */
 async function receiverDone(recv: Proc, send: Proc, what: string): Promise<number> {
+  let over = false; // a sender ended after the verdict (by the cleanup) fails nothing
   const failed = send.exited.then((code) => {
-    if (code !== 0) throw new Error(`${what}: the sender exited with ${code}: ${send.stderrLines.slice(-3).join(' | ')}`);
+    if (code !== 0 && !over) throw new Error(`${what}: the sender exited with ${code}: ${send.stderrLines.slice(-3).join(' | ')}`);
     return new Promise<never>(() => {}); // a sender that ended well leaves the verdict to the receiver
   });
-  const m = await Promise.race([recv.waitFor(/^(done|short) ([\d.]+)/, 600_000), failed]);
-  if (m[1] === 'short') throw new Error(`${what}: the receiver got only ${m[2]} bytes before the stream ended`);
-  return Number(m[2]);
+  try {
+    const m = await Promise.race([recv.waitFor(/^(done|short) ([\d.]+)/, 600_000), failed]);
+    if (m[1] === 'short') throw new Error(`${what}: the receiver got only ${m[2]} bytes before the stream ended`);
+    return Number(m[2]);
+  } finally {
+    over = true;
+  }
 }
 
 /** The median of `n` runs by GB/s of memory, its note naming every run's figure. */
