@@ -37,7 +37,8 @@ describe.skipIf(skip)('PtraceDutyCycle', () => {
     expect(hold!.sinceMs).toBeLessThanOrEqual(performance.now());
     await sleep(100); // five cycles: none runs
     expect(stateOf(pid)).toBe('t');
-    expect(tracerOf(pid)).not.toBe(0); // still traced by this agent
+    // still traced by this agent: by one of its threads (vitest may run the test in a worker)
+    expect(fs.existsSync(`/proc/${process.pid}/task/${tracerOf(pid)}`)).toBe(true);
     hold!.frozen.thaw();
     await sleep(20);
     expect(stateOf(pid)).toBe('R');
