@@ -4,15 +4,7 @@ import koffi from 'koffi';
 import { uncompressSync } from 'lz4-napi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageBitmap } from '@forecopy/filter';
-import {
-  MAX_PAGES_PER_BATCH,
-  MessageChannel,
-  MessageType,
-  PAGE_KIND,
-  PAGE_SIZE,
-  defaultBatchPages,
-  type Message,
-} from '@forecopy/protocol';
+import { MessageChannel, MessageType, PAGE_KIND, PAGE_SIZE, type Message } from '@forecopy/protocol';
 import { PageReader } from '@forecopy/linux';
 import { PageSpace } from '../src/page-space.js';
 import { BufferPool, PageSender, isZeroPage, type SendResult } from '../src/sender.js';
@@ -253,15 +245,5 @@ describe('BufferPool', () => {
     expect(third).toBe(a); // the same buffer again, not a new one
     pool.give(b);
     expect(await pool.take()).toBe(b);
-  });
-});
-
-describe('defaultBatchPages', () => {
-  it('makes a batch last on the wire about as long as 256 pages at 500 Mbit/s, 256 pages at least, the most unpaced', () => {
-    expect(defaultBatchPages(500e6)).toBe(256);
-    expect(defaultBatchPages(100e6)).toBe(256);
-    expect(defaultBatchPages(1e9)).toBe(512);
-    expect(defaultBatchPages(10e9)).toBe(MAX_PAGES_PER_BATCH);
-    expect(defaultBatchPages(0)).toBe(MAX_PAGES_PER_BATCH);
   });
 });
