@@ -22,7 +22,7 @@ import { SIM_CHARTS, simChartSvg, type SimRowLike } from '../packages/source-age
  * stand-in). stress-ng, MariaDB and sysbench come from Debian (apt-get install stress-ng
  * mariadb-server sysbench); SQLite's source from the npm registry (the better-sqlite3 package
  * ships the amalgamation), cached in bench/.cache/. A workload whose parts are missing is left
- * out, saying why. PAPER_ONLY=name,... runs a subset.
+ * out, saying why. PAPER_ONLY=name,... runs a subset; PAPER_REPEAT=n migrates n times per policy.
  *
  * Order per workload: record, sweep S in the simulator, then migrate live with every policy,
  * markov both at the paper's S = 256 and at the S the sweep found best; the workloads named in
@@ -37,6 +37,14 @@ const POLICIES = (process.env.PAPER_POLICIES ?? 'precopy,xen-skip,tpo,markov').s
  * precopy once more with old Xen's rules and no throttle (PAPER_XEN_RULES=0 leaves that out).
  */
 const XEN_RULES = process.env.PAPER_XEN_RULES !== '0';
+/**
+ * PAPER_REPEAT=n migrates each workload n times with every policy, the order rotated by one each
+ * time: the policies meet the same process one after the other, and a process that changes as it
+ * ages (MariaDB's hot set) would otherwise favour whichever always goes first.
+ */
+const REPEAT = Number(process.env.PAPER_REPEAT ?? 1);
+if (!Number.isInteger(REPEAT) || REPEAT < 1)
+  throw new Error(`PAPER_REPEAT must be a whole number of 1 or more, not ${process.env.PAPER_REPEAT}`);
 const STATES = [64, 128, 256, 512, 1024];
 /** Workloads migrated live with markov at every S (the paper's Fig. 4-6 (a) sweep S on TPC-C). */
 const LIVE_SWEEP = (process.env.PAPER_LIVE_SWEEP ?? 'mariadb-oltp').split(',');
@@ -233,6 +241,7 @@ describe.skipIf(skip)('paper reproduction', () => {
   const costs: string[] = [];
   const sims: string[] = [];
   const notes: string[] = [];
+  const repeats: string[] = [];
   /** What to undo at once if the run is interrupted (Ctrl-C reaches this worker too). */
   const onInterrupt = new Set<() => void>();
   const interrupted = (sig: NodeJS.Signals) => {
@@ -261,7 +270,7 @@ describe.skipIf(skip)('paper reproduction', () => {
     const md = [
       `# forecopy: the paper's experiments (${new Date().toISOString()})`,
       '',
-      `Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores shared by the workload and both agents, Linux ${os.release()}, Node ${process.version}; two network-namespace hosts, veth capped at 500 Mbit/s (tbf). Command: \`PAPER_RECORD_S=${RECORD_S}${process.env.PAPER_ONLY ? ` PAPER_ONLY=${process.env.PAPER_ONLY}` : ''} pnpm bench:paper\`; this run took ${minutes} minutes.`,
+      `Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores shared by the workload and both agents, Linux ${os.release()}, Node ${process.version}; two network-namespace hosts, veth capped at 500 Mbit/s (tbf). Command: \`${command()} pnpm bench:paper\`; this run took ${minutes} minutes.`,
       '',
       "## Table 1: the filter's costs per workload",
       '',
@@ -273,10 +282,22 @@ describe.skipIf(skip)('paper reproduction', () => {
       '',
       '## Live migrations',
       '',
-      '| workload | policy | S | stop rules | verified (how) | downtime ms | total ms | pages sent | rounds | stopped by | throttle % |',
-      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      '| workload | policy | S | stop rules | verified (how) | downtime ms | total ms | pages sent | rounds | stopped by | throttle % | repeat (position) |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
       ...live,
       '',
+      ...(REPEAT > 1
+        ? [
+            `## Repeats: ${REPEAT} per policy, the order rotated`,
+            '',
+            "Medians and ranges over the repeats; U counts the pairs (this policy's run, pre-copy's run) where this policy's figure is the higher, ties a half; z is its normal approximation (|z| > 1.96: a difference at p < 0.05).",
+            '',
+            '| workload | policy | runs | pages sent: median (range) | downtime ms: median (range) | downtime against pre-copy: U, z | pages against pre-copy: U, z |',
+            '| --- | --- | --- | --- | --- | --- | --- |',
+            ...repeats,
+            '',
+          ]
+        : []),
       ...(notes.length ? ['', ...notes.map((n) => `- ${n}`)] : []),
       '',
       '## Simulator sweeps over the recorded traces (S = 64..1024, 500 Mbit/s)',
@@ -399,7 +420,8 @@ describe.skipIf(skip)('paper reproduction', () => {
       runs.push({ policy: 'markov', states: best.states });
     }
     const liveRows: SimRowLike[] = [];
-    for (const run of runs) {
+    const byPolicy = new Map<string, Array<{ downtimeMs: number; pagesSent: number }>>();
+    for (const { run, repeat, position } of rotations(runs, REPEAT)) {
       const extra = [
         ...(run.policy === 'markov' ? ['--model-seconds', String(modelS), '--states', String(run.states)] : []),
         ...(run.policy === 'forecast' ? ['--model-seconds', String(modelS)] : []),
@@ -442,13 +464,16 @@ describe.skipIf(skip)('paper reproduction', () => {
       }
       expect(r.code, r.stderr).toBe(0);
       const rep = r.report!;
-      const tag = `${run.states === null ? run.policy : `${run.policy}-S${run.states}`}${run.xen ? '-xen-rules' : ''}`;
+      const name = run.states === null ? run.policy : `${run.policy}-S${run.states}`;
+      const tag = `${name}${run.xen ? '-xen-rules' : ''}${REPEAT > 1 ? `-r${repeat}` : ''}`;
       fs.writeFileSync(path.join(out, `${w.name}-${tag}.json`), JSON.stringify(rep, null, 2));
       live.push(
-        `| ${w.name} | ${run.policy} | ${run.states ?? ''} | ${run.xen ? 'xen, no auto-converge' : 'defaults'} | ${rep.verified} (${rep.verifyMode}) | ${rep.downtimeMs.toFixed(1)} | ${rep.totalMs.toFixed(0)} | ${fmt(rep.pagesSent)} | ${rep.rounds.length} | ${rep.stopReason} | ${rep.autoConverge?.maxPercent ?? 0} |`,
+        `| ${w.name} | ${run.policy} | ${run.states ?? ''} | ${run.xen ? 'xen, no auto-converge' : 'defaults'} | ${rep.verified} (${rep.verifyMode}) | ${rep.downtimeMs.toFixed(1)} | ${rep.totalMs.toFixed(0)} | ${fmt(rep.pagesSent)} | ${rep.rounds.length} | ${rep.stopReason} | ${rep.autoConverge?.maxPercent ?? 0} | ${repeat} (${position}) |`,
       );
       expect(rep.verified).toBe(true);
       if (run.xen) continue; // beside the defaults' runs in the table; not a policy of the charts
+      byPolicy.set(name, [...(byPolicy.get(name) ?? []), { downtimeMs: rep.downtimeMs, pagesSent: rep.pagesSent }]);
+      if (repeat > 1) continue; // the charts show the first of the repeats; the table below, all
       liveRows.push({
         policy: run.policy,
         states: run.states,
@@ -465,6 +490,7 @@ describe.skipIf(skip)('paper reproduction', () => {
         );
       }
     }
+    if (REPEAT > 1) repeats.push(...repeatRows(w.name, byPolicy));
     for (const chart of SIM_CHARTS) {
       fs.writeFileSync(
         path.join(out, `${w.name}-live-${chart.key}.svg`),
@@ -484,3 +510,68 @@ describe.skipIf(skip)('paper reproduction', () => {
     spawnSync(process.execPath, [SOURCE_BIN, 'report', ...files, '--html', path.join(out, `${w.name}-live.html`)]);
   }
 });
+
+/** The command that reproduces this run: the environment it read, then the script. */
+function command(): string {
+  const vars = ['PAPER_ONLY', 'PAPER_POLICIES', 'PAPER_XEN_RULES', 'PAPER_REPEAT', 'PAPER_LIVE_SWEEP'];
+  return [`PAPER_RECORD_S=${RECORD_S}`, ...vars.filter((v) => process.env[v] !== undefined).map((v) => `${v}=${process.env[v]}`)].join(' ');
+}
+
+/** Every run `repeat` times, the order rotated by one each time, so each run takes each place as often. */
+function rotations<T>(runs: readonly T[], repeat: number): Array<{ run: T; repeat: number; position: number }> {
+  const out: Array<{ run: T; repeat: number; position: number }> = [];
+  for (let r = 0; r < repeat; r++) {
+    for (let i = 0; i < runs.length; i++) out.push({ run: runs[(i + r) % runs.length], repeat: r + 1, position: i + 1 });
+  }
+  return out;
+}
+
+/** One table row per policy over its repeats, each beside pre-copy's (when pre-copy ran). */
+function repeatRows(workload: string, byPolicy: Map<string, Array<{ downtimeMs: number; pagesSent: number }>>): string[] {
+  const base = byPolicy.get('precopy');
+  const show = (x: number, digits: number) => (digits === 0 ? fmt(x) : x.toFixed(digits));
+  const spread = (v: number[], digits: number) =>
+    `${show(median(v), digits)} (${show(Math.min(...v), digits)}-${show(Math.max(...v), digits)})`;
+  const against = (a: number[], b: number[] | undefined) => {
+    if (!b) return 'no pre-copy';
+    const { u, z } = mannWhitney(a, b);
+    return `${u} of ${a.length * b.length}, ${z.toFixed(2)}`;
+  };
+  return [...byPolicy].map(([policy, rs]) => {
+    const dt = rs.map((r) => r.downtimeMs);
+    const pages = rs.map((r) => r.pagesSent);
+    return `| ${workload} | ${policy} | ${rs.length} | ${spread(pages, 0)} | ${spread(dt, 1)} | ${
+      policy === 'precopy'
+        ? ''
+        : against(
+            dt,
+            base?.map((r) => r.downtimeMs),
+          )
+    } | ${
+      policy === 'precopy'
+        ? ''
+        : against(
+            pages,
+            base?.map((r) => r.pagesSent),
+          )
+    } |`;
+  });
+}
+
+function median(v: readonly number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Mann-Whitney U of `a` against `b`: the pairs where a's value is the higher (ties a half), and
+ * its normal approximation z (no tie correction; positive: `a` tends higher).
+ */
+function mannWhitney(a: readonly number[], b: readonly number[]): { u: number; z: number } {
+  let u = 0;
+  for (const x of a) for (const y of b) u += x > y ? 1 : x === y ? 0.5 : 0;
+  const n = a.length * b.length;
+  const sd = Math.sqrt((n * (a.length + b.length + 1)) / 12);
+  return { u, z: sd > 0 ? (u - n / 2) / sd : 0 };
+}
