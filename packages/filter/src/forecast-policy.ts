@@ -203,7 +203,7 @@ export class ForecastPolicy implements Policy {
       const kept = held.count();
       if (kept === 0) return held;
       if (!convergent || !this.notWorthIt(u, kept, saving, perSample)) {
-        return convergent ? this.beforeLast(unsynced, horizon, written, perSample, ctx, held, kept - saving) : held;
+        return convergent ? this.beforeLast(horizon, written, perSample, ctx, held, kept - saving) : held;
       }
     }
     return this.startConverging(ctx.round, held);
@@ -220,23 +220,17 @@ export class ForecastPolicy implements Policy {
    * ones lengthen the final round by no more than the forecast's resolution; see lastHold), and
    * to none if even the likeliest do.
    */
-  private beforeLast(
-    unsynced: PageBitmap,
-    horizon: number,
-    written: number,
-    perSample: number,
-    ctx: RoundContext,
-    held: PageBitmap,
-    idle: number,
-  ): PageBitmap {
+  private beforeLast(horizon: number, written: number, perSample: number, ctx: RoundContext, held: PageBitmap, idle: number): PageBitmap {
     const limit = this.opts.stopRules.downtimeLimitMs;
     const next = this.written(written / perSample);
     if (limit === undefined || !restFitsLimit(next, this.lastRate, ctx.fixedDowntimeMs ?? 0, limit, ctx.round + 1)) return held;
     const tolerance = Math.min(this.written(1), Math.sqrt(next));
+    // The narrower holds are subsets of this one: forecast over it, not over every page again.
+    const wide = held.clone();
     for (const threshold of BEFORE_LAST_THRESHOLDS) {
       if (threshold > 0.5) {
         held.clearAll();
-        const saving = this.model.addLikely(unsynced, horizon * this.running, threshold, held);
+        const saving = this.model.addLikely(wide, horizon * this.running, threshold, held);
         idle = held.count() - saving;
       }
       if (held.count() === 0) return held;
