@@ -296,8 +296,13 @@ async function forecopy(c: Cleanup, gib: number, hosts: TwoHosts | null, streams
 
 describe.skipIf(skip)('throughput', () => {
   const c = new Cleanup();
-  afterAll(async () => {
-    await c.run();
+  /** A row of the table; results.md is written again at once, so that a run cut short keeps what it measured. */
+  function record(r: Row): void {
+    rows.push(r);
+    writeResults();
+  }
+  /** The table so far, into results.md. */
+  function writeResults(): string {
     fs.mkdirSync(out, { recursive: true });
     const table = [
       `Machine: ${os.cpus().length} cores (shared by everything), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${os.release()}, Node ${process.version}.`,
@@ -312,7 +317,11 @@ describe.skipIf(skip)('throughput', () => {
       `The ceiling is the lower of the file write rate (into the same image directory, on loopback's host) and the single-socket rate, both warm, at the same size and place. Every timed run starts right after the same amount of memory was warmed (written into a file and freed). forecopy and QEMU: the median of ${REPEAT} runs.`,
     ].join('\n');
     fs.writeFileSync(path.join(out, 'results.md'), `${table}\n`);
-    console.log(table);
+    return table;
+  }
+  afterAll(async () => {
+    await c.run();
+    console.log(writeResults());
   });
 
   function ceilingOf(gib: number, place: string, image: string): number | null {
@@ -332,12 +341,12 @@ describe.skipIf(skip)('throughput', () => {
           if (place === 'loopback') {
             for (const image of images) {
               const s = fileCeiling(c.tmpdir('forecopy-ceiling-', IMAGE_HOMES[image]), bytes);
-              rows.push({ gib, place, image, what: 'ceiling: file write', seconds: s, memoryGBs: bytes / GB / s, wireGBs: null });
+              record({ gib, place, image, what: 'ceiling: file write', seconds: s, memoryGBs: bytes / GB / s, wireGBs: null });
             }
           }
           for (const n of STREAMS > 1 ? [1, STREAMS] : [1]) {
             const s = await socketCeiling(c, bytes, n, hosts);
-            rows.push({
+            record({
               gib,
               place,
               image: '',
@@ -347,12 +356,12 @@ describe.skipIf(skip)('throughput', () => {
               wireGBs: bytes / GB / s,
             });
           }
-          for (const image of images) rows.push(await medianOf(REPEAT, () => barePipeline(c, gib, hosts, image)));
+          for (const image of images) record(await medianOf(REPEAT, () => barePipeline(c, gib, hosts, image)));
           for (const image of images)
-            for (const n of STREAMS > 1 ? [1, STREAMS] : [1]) rows.push(await medianOf(REPEAT, () => forecopy(c, gib, hosts, n, image)));
+            for (const n of STREAMS > 1 ? [1, STREAMS] : [1]) record(await medianOf(REPEAT, () => forecopy(c, gib, hosts, n, image)));
           await c.run();
           if (place === 'loopback' && QEMU && gib * 4 <= os.totalmem() / 2 ** 30) {
-            for (const channels of [1, 2]) rows.push(await medianOf(REPEAT, () => qemuMigration(gib, channels)));
+            for (const channels of [1, 2]) record(await medianOf(REPEAT, () => qemuMigration(gib, channels)));
           }
         } finally {
           await c.run();
