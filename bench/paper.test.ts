@@ -517,7 +517,7 @@ function command(): string {
   return [`PAPER_RECORD_S=${RECORD_S}`, ...vars.filter((v) => process.env[v] !== undefined).map((v) => `${v}=${process.env[v]}`)].join(' ');
 }
 
-/** Every run `repeat` times, the order rotated by one each time, so each run takes each place as often. */
+/** Every run `repeat` times, the order rotated by one each time (each run takes each place equally often when `repeat` is a multiple of the runs). */
 function rotations<T>(runs: readonly T[], repeat: number): Array<{ run: T; repeat: number; position: number }> {
   const out: Array<{ run: T; repeat: number; position: number }> = [];
   for (let r = 0; r < repeat; r++) {
@@ -532,29 +532,19 @@ function repeatRows(workload: string, byPolicy: Map<string, Array<{ downtimeMs: 
   const show = (x: number, digits: number) => (digits === 0 ? fmt(x) : x.toFixed(digits));
   const spread = (v: number[], digits: number) =>
     `${show(median(v), digits)} (${show(Math.min(...v), digits)}-${show(Math.max(...v), digits)})`;
-  const against = (a: number[], b: number[] | undefined) => {
-    if (!b) return 'no pre-copy';
+  /** This policy's figures against pre-copy's: U and z, blank for pre-copy itself. */
+  const against = (policy: string, a: number[], key: 'downtimeMs' | 'pagesSent') => {
+    if (policy === 'precopy') return '';
+    if (!base) return 'no pre-copy';
+    const b = base.map((r) => r[key]);
     const { u, z } = mannWhitney(a, b);
     return `${u} of ${a.length * b.length}, ${z.toFixed(2)}`;
   };
   return [...byPolicy].map(([policy, rs]) => {
     const dt = rs.map((r) => r.downtimeMs);
     const pages = rs.map((r) => r.pagesSent);
-    return `| ${workload} | ${policy} | ${rs.length} | ${spread(pages, 0)} | ${spread(dt, 1)} | ${
-      policy === 'precopy'
-        ? ''
-        : against(
-            dt,
-            base?.map((r) => r.downtimeMs),
-          )
-    } | ${
-      policy === 'precopy'
-        ? ''
-        : against(
-            pages,
-            base?.map((r) => r.pagesSent),
-          )
-    } |`;
+    const vs = `${against(policy, dt, 'downtimeMs')} | ${against(policy, pages, 'pagesSent')}`;
+    return `| ${workload} | ${policy} | ${rs.length} | ${spread(pages, 0)} | ${spread(dt, 1)} | ${vs} |`;
   });
 }
 
