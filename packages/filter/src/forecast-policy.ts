@@ -68,8 +68,8 @@ const SETTLE_ROUNDS = 4;
 const END_CHOICE = 0.9;
 /** A flush converges when the pages written during it are at most this share of what it sends. */
 const CONVERGES = 0.9;
-/** In the round before the last, the thresholds tried in turn for a hold that does not grow the final round. */
-const BEFORE_LAST_THRESHOLDS = [0.5, 0.75, 0.9, 0.97];
+/** In the round before the last, the narrower thresholds (over 1/2) tried in turn for a hold that does not grow the final round. */
+const BEFORE_LAST_THRESHOLDS = [0.75, 0.9, 0.97];
 /** Auto-converge throttles to 99% at most: the process runs at least this share of the time. */
 const MIN_RUNNING = 0.01;
 
@@ -221,20 +221,17 @@ export class ForecastPolicy implements Policy {
    * to none if even the likeliest do.
    */
   private beforeLast(horizon: number, written: number, perSample: number, ctx: RoundContext, held: PageBitmap, idle: number): PageBitmap {
-    const limit = this.opts.stopRules.downtimeLimitMs;
     const next = this.written(written / perSample);
-    if (limit === undefined || !restFitsLimit(next, this.lastRate, ctx.fixedDowntimeMs ?? 0, limit, ctx.round + 1)) return held;
-    const tolerance = Math.min(this.written(1), Math.sqrt(next));
+    if (!this.fitsLimit(next, this.lastRate, ctx, ctx.round + 1)) return held;
+    const tolerance = this.resolution(next);
+    const fits = (idle: number) => this.written((written + idle) / perSample) - next <= tolerance;
+    if (fits(idle)) return held;
     // The narrower holds are subsets of this one: forecast over it, not over every page again.
     const wide = held.clone();
     for (const threshold of BEFORE_LAST_THRESHOLDS) {
-      if (threshold > 0.5) {
-        held.clearAll();
-        const saving = this.model.addLikely(wide, horizon * this.running, threshold, held);
-        idle = held.count() - saving;
-      }
-      if (held.count() === 0) return held;
-      if (this.written((written + idle) / perSample) - next <= tolerance) return held;
+      held.clearAll();
+      const saving = this.model.addLikely(wide, horizon * this.running, threshold, held);
+      if (held.count() === 0 || fits(held.count() - saving)) return held;
     }
     held.clearAll();
     return held;
@@ -253,11 +250,17 @@ export class ForecastPolicy implements Policy {
 
   /**
    * Whether the rest left by sending everything (`written`) fits the downtime limit, when there is
-   * one, as the driver will judge it after this round (after round 1, at half the rate).
+   * one, as the driver will judge it after `round` (this one by default; after round 1, at half
+   * the rate).
    */
-  private fitsLimit(written: number, rate: number, ctx: RoundContext): boolean {
+  private fitsLimit(written: number, rate: number, ctx: RoundContext, round = ctx.round): boolean {
     const limit = this.opts.stopRules.downtimeLimitMs;
-    return limit !== undefined && restFitsLimit(written, rate, ctx.fixedDowntimeMs ?? 0, limit, ctx.round);
+    return limit !== undefined && restFitsLimit(written, rate, ctx.fixedDowntimeMs ?? 0, limit, round);
+  }
+
+  /** How closely a forecast count of `w` pages written can be told apart (see lastHold). */
+  private resolution(w: number): number {
+    return Math.min(this.written(1), Math.sqrt(w));
   }
 
   private startConverging(round: number, held: PageBitmap): PageBitmap {
@@ -364,7 +367,7 @@ export class ForecastPolicy implements Policy {
     m.addLikely(unsynced, Math.max(1, (u - k0) / perSample) * this.running, 0.5, held);
     const k1 = held.count();
     const all = this.written(u / perSample);
-    const sendAll = all + Math.min(this.written(1), Math.sqrt(all));
+    const sendAll = all + this.resolution(all);
     if (k0 > 0 && finalOf(h0, k0) <= sendAll) return h0;
     if (k1 > 0 && finalOf(held, k1) <= sendAll) return held;
     held.clearAll();
