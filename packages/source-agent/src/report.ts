@@ -19,7 +19,7 @@ export interface RoundConvergence {
   throttlePercent: number;
   /** Pages written per second during the round. */
   dirtyRate: number;
-  /** The link rate measured so far, in bits per second of page data. */
+  /** The link rate measured so far (by rounds of 100 ms or more; before any, --bandwidth's), in bits per second of page data. */
   bandwidthBps: number;
   /** How long the stop-and-copy round would take if the migration stopped after this round. */
   expectedDowntimeMs: number;

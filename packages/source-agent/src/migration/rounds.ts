@@ -7,6 +7,7 @@ import { PAGE_SIZE } from '@forecopy/protocol';
 import type { SendResult } from '../sender.js';
 import { addToTotals, type MigrationSession } from './session.js';
 import { waitsForSample } from './model.js';
+import { measureLink } from './link-rate.js';
 
 /** The decision that ends the iterative phase: why, and the pages still to send. */
 export type StopDecision = Extract<RoundDecision, { kind: 'stop' }>;
@@ -129,16 +130,9 @@ function settleRound(
   durationMs: number,
 ): RoundDecision {
   const { space, sampler } = s.tracking;
-  if (sent.pagesSent > 0 && durationMs > 0) {
-    // What the rest will take is forecast as if its pages did not compress: the pages written
-    // again are the live data, which compresses less than a first round's zeros and fresh
-    // allocations (MariaDB's final round went at 40% of round 1's page rate). So the rate is the
-    // lowest of the pages a second measured, and, in whole pages, the most bytes a second the
-    // link has carried so far and --bandwidth (the pacer lets a short round burst above it).
-    s.wireRate = Math.max(s.wireRate, (sent.bytesOnWire / durationMs) * 1000);
-    const paced = s.opts.bandwidthBps > 0 ? s.opts.bandwidthBps / 8 : Number.POSITIVE_INFINITY;
-    s.pageRate = Math.min((sent.pagesSent / durationMs) * 1000, Math.min(s.wireRate, paced) / PAGE_SIZE);
-  }
+  const link = measureLink(s, { pagesSent: sent.pagesSent, bytesOnWire: sent.bytesOnWire, durationMs }, s.opts.bandwidthBps);
+  s.pageRate = link.pageRate;
+  s.wireRate = link.wireRate;
   // The space may have grown while we waited for the acknowledgement (the sampler runs on).
   driver.resize(space.totalPages);
   const dirtied = dirtiedSoFar.size === space.totalPages ? dirtiedSoFar : dirtiedSoFar.resized(space.totalPages);
