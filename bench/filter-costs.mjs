@@ -101,7 +101,12 @@ for (const pages of [TOTAL, 65_536, 8_192, 1_024]) {
 // written fits; the hold is then judged at up to three thresholds. Each call is the policy's first
 // such round (after it the policy is converging), so each timed call gets a policy of its own.
 for (const [label, learn] of [
-  ['hot-spot samples', (p) => samples.slice(0, 60).forEach((smp) => p.observeSample(smp))],
+  [
+    'hot-spot samples',
+    (p) => {
+      for (const smp of samples.slice(0, 60)) p.observeSample(smp);
+    },
+  ],
   [
     'every page written',
     (p) => {
