@@ -133,10 +133,9 @@ describe('ForecastPolicy: a hot spot that moves on a cycle', () => {
     // 4,096 pages take 600 ms, more than twice 250 ms; the model forecasts ~140 pages (~20 ms)
     // written while they are sent (an underestimate: ForecastModel.expectedWritten looks at 8
     // pages of this one-region process; BENCHMARKS.md, session 9): the rest would fit 250 ms,
-    // so this round can be the last. A
-    // page the spot writes again while it runs is in the final round whether held or sent:
-    // zone CYCLE[1], which the spot reaches within the round, is held; zones it left or will not
-    // reach before the round ends, and cold pages, are not.
+    // so this round can be the last. A page the spot writes again while it runs is in the final
+    // round whether held or sent: zone CYCLE[1], which the spot reaches within the round, is
+    // held; zones it left or will not reach before the round ends, and cold pages, are not.
     const last = plan(250);
     expect(share(last, zonePages(CYCLE[1]))).toBeGreaterThan(0.9);
     for (const z of [CYCLE[3], CYCLE[4], CYCLE[5], CYCLE[6], CYCLE[7]]) expect(share(last, zonePages(z))).toBeLessThan(0.05);
