@@ -58,12 +58,8 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     clock.mark('stateMs');
     const verification = await verify(s, frozen);
     clock.mark('verifyMs');
-    const report = migrationReport(
-      s,
-      { startedAt, t0, modelMs, stopCopyMs: clock.parts.stopCopyMs, stopReason: stop.reason },
-      verification,
-    );
-    if (verification.mismatch) throw mismatchError(report, verification.mismatch); // the process runs on here
+    const measured = { startedAt, t0, modelMs, stopCopyMs: clock.parts.stopCopyMs, stopReason: stop.reason };
+    if (verification.mismatch) throw mismatchError(migrationReport(s, measured, verification), verification.mismatch); // the process runs on here
     if (s.restore) writeRecord(opts.stateDir, recordOf(s)); // before Commit: from then on the destination may hold a copy
     // --after resume keeps this copy whatever the destination does with its image: it runs on at
     // once, and the handover (the destination making its image final) is not part of the downtime.
@@ -73,13 +69,15 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     if (committed.restoredPid !== undefined) {
       clock.mark('handoverMs');
       await handOverRestored(s, committed.restoredPid, held);
-      report.restoredPid = committed.restoredPid;
-      report.restoreMs = committed.restoreMs;
       clock.mark('releaseMs');
     } else if (resumed === null) {
       clock.mark('handoverMs');
       held.finish(opts.after, () => clock.mark('releaseMs'));
     }
+    // The report is made once the process runs again (here or there): making it (the policy's
+    // status among it) took 0.5-6 ms, which had been part of the downtime.
+    const report = migrationReport(s, measured, verification);
+    if (committed.restoredPid !== undefined) Object.assign(report, { restoredPid: committed.restoredPid, restoreMs: committed.restoreMs });
     s.sender.closeStreams();
     channel.close();
     // The process ran nowhere from the freeze until now (restored and released), or until it was
