@@ -44,8 +44,6 @@ const SCORE_STRIDE = 61;
 /** ... about this many pages per sample. */
 const SCORE_PAGES = 512;
 const STAMP_MOD = 65535;
-/** Forecasts remembered per region while planning (by age, a power of two). */
-const MEMO = 256;
 
 /** A run of gaps being added up: one finest region and gap bucket (`i`), censored or not. */
 interface GapRun {
@@ -74,11 +72,35 @@ function sameLast(last: Uint16Array, base: number): boolean {
   return true;
 }
 
-/** Forecasts by age, tagged with their region (pages written in the same sample share one), while planning. */
-class AgeMemo {
-  readonly age = new Int32Array(MEMO);
-  readonly tag = new Int32Array(MEMO).fill(-1);
-  readonly p = new Float64Array(MEMO);
+/** Age of a page last written at stamp `l`, as the age table indexes it: at most MAX_AGE. */
+function ageOf(stamp: number, l: number): number {
+  if (l === 0) return MAX_AGE; // never written (not a page planning looks at): forecast cold
+  let a = stamp - l;
+  if (a < 0) a += STAMP_MOD;
+  if (a > MAX_AGE) return MAX_AGE;
+  return a;
+}
+
+/**
+ * Forecasts by age while planning, for one region and horizon at a time (pages of a region
+ * written in the same sample share one). Ages past MAX_AGE share the last entry: their forecast
+ * is the same (the survival is flat there).
+ */
+class AgeTable {
+  readonly tag = new Int32Array(MAX_AGE + 1);
+  readonly p = new Float64Array(MAX_AGE + 1);
+  private gen = 0;
+  /** A new region or horizon: what the table remembers is stale. */
+  next(): number {
+    if (++this.gen === 0x7fffffff) {
+      this.tag.fill(0);
+      this.gen = 1;
+    }
+    return this.gen;
+  }
+  get byteLength(): number {
+    return this.tag.byteLength + this.p.byteLength;
+  }
 }
 
 /** The gap histograms of one region size. */
@@ -137,6 +159,8 @@ export class ForecastModel {
   private readonly half = new Float64Array(NB);
   private tailRegion = -1;
   private tailLevel: GapLevel | null = null;
+  /** Planning's forecasts by age (scratch, 96 KB). */
+  private readonly ages = new AgeTable();
 
   constructor(totalPages: number) {
     this.total = totalPages;
@@ -170,6 +194,7 @@ export class ForecastModel {
       this.last.byteLength +
       this.seen.byteLength +
       this.whole.byteLength +
+      this.ages.byteLength +
       this.levels.reduce((a, l) => a + l.hist.byteLength + l.cens.byteLength + l.sum.byteLength + l.sq.byteLength, 0)
     );
   }
@@ -298,7 +323,7 @@ export class ForecastModel {
     if (l !== 0) {
       gap = this.stamp - l;
       if (gap <= 0) gap += STAMP_MOD;
-      i = region * NB + BUCKET_OF[Math.min(gap, MAX_AGE)];
+      i = region * NB + (gap < MAX_AGE ? BUCKET_OF[gap] : BUCKET_OF[MAX_AGE]);
       scan.prevGap = gap;
     } else if (firstRun) {
       i = region * NB + firstBucket;
@@ -336,14 +361,18 @@ export class ForecastModel {
   /**
    * Adds to `out` the pages of `pages` written within the next h samples with probability over
    * `threshold`. One pass; pages of a region with the same age share one forecast. Returns the
-   * expected number of the added pages that are written within h samples.
+   * expected number of the added pages that are written within h samples. With `all`, also adds
+   * to all.expected that number over every page of `pages` (added or not): the same pass serves
+   * two questions at one horizon.
    */
-  addLikely(pages: PageBitmap, h: number, threshold: number, out: PageBitmap): number {
+  addLikely(pages: PageBitmap, h: number, threshold: number, out: PageBitmap, all: { expected: number } = { expected: 0 }): number {
     const lv = this.levels[this.chosen];
     const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
     const last = this.last;
-    const memo = new AgeMemo();
+    const stamp = this.stamp;
+    const { tag, p: byAge } = this.ages;
     let expected = 0;
+    let everyPage = 0;
     const src = pages.raw;
     const dst = out.raw;
     const seen = this.seen.raw;
@@ -351,8 +380,7 @@ export class ForecastModel {
     const words = Math.min(src.length, dst.length, this.total >>> 5);
     let region = -1;
     let live = false;
-    let prevL = 0;
-    let prevP = 0;
+    let gen = 0;
     for (let k = 0; k < words; k++) {
       let x = src[k] & seen[k];
       if (x === 0) continue;
@@ -361,61 +389,56 @@ export class ForecastModel {
       if (r !== region) {
         live = this.loadTail(lv, r);
         region = r;
-        prevL = 0;
+        gen = this.ages.next();
       }
       if (!live) continue;
       if (whole[k] === 1) {
-        // The word's pages were last written in the same sample (written whole): one forecast
-        // for all of them, added page by page as below so that the sum is the same to the bit.
-        prevL = last[base];
-        prevP = prevL === 0 ? 0 : this.forecastAt(memo, r, prevL, h);
-        if (prevP > threshold) {
-          expected += popcount32(x) * prevP;
+        // The word's pages were last written in the same sample (written whole): one forecast.
+        const a = ageOf(stamp, last[base]);
+        const q = tag[a] === gen ? byAge[a] : this.forecastAt(a, h, gen);
+        if (q > 0) everyPage += popcount32(x) * q;
+        if (q > threshold) {
+          expected += popcount32(x) * q;
           dst[k] |= x;
         }
         continue;
       }
+      // Page by page, without a branch on the forecast (pages of different ages come in no
+      // order a branch predictor can learn: a random writer's plan took twice as long). A page
+      // not added adds 0 to the sum, which leaves it the same to the bit.
       let acc = 0;
       while (x !== 0) {
         const t = x & -x;
         x ^= t;
-        const l = last[base + 31 - Math.clz32(t)];
-        if (l !== prevL) {
-          if (l === 0) continue;
-          // Written in another sample than the page before: its own forecast.
-          prevL = l;
-          prevP = this.forecastAt(memo, r, l, h);
-        }
-        if (prevP > threshold) {
-          acc |= t;
-          expected += prevP;
-        }
+        const a = ageOf(stamp, last[base + 31 - Math.clz32(t)]);
+        const q = tag[a] === gen ? byAge[a] : this.forecastAt(a, h, gen);
+        const over = +(q > threshold);
+        acc |= t & -over;
+        expected += q * over;
+        everyPage += q * +(q > 0);
       }
       dst[k] |= acc;
     }
     // The pages past the last whole word, one by one.
     for (let p = words << 5; p < Math.min(pages.size, this.total); p++) {
       const q = pages.has(p) ? this.probWithin(p, h) : 0;
+      if (q > 0) everyPage += q;
       if (q > threshold) {
         out.set(p);
         expected += q;
       }
     }
+    all.expected += everyPage;
     return expected;
   }
 
-  /** P(written within h samples) of a page of region `r` (its tail loaded) last written at stamp `l`, remembered by age. */
-  private forecastAt(memo: AgeMemo, r: number, l: number, h: number): number {
-    let a = this.stamp - l;
-    if (a < 0) a += STAMP_MOD;
-    const m = a & (MEMO - 1);
-    if (memo.age[m] !== a || memo.tag[m] !== r) {
-      const s0 = survival(this.tail, this.mu, this.half, a);
-      memo.age[m] = a;
-      memo.tag[m] = r;
-      memo.p[m] = s0 > 0 ? (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0 : 0;
-    }
-    return memo.p[m];
+  /** P(written within h samples) at age `a` of the region whose tail is loaded; remembered in the age table under `gen`. */
+  private forecastAt(a: number, h: number, gen: number): number {
+    const s0 = survival(this.tail, this.mu, this.half, a);
+    const q = s0 > 0 ? (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0 : 0;
+    this.ages.tag[a] = gen;
+    this.ages.p[a] = q;
+    return q;
   }
 
   /** P(page p is written within the next h samples), at the granularity in use. */
@@ -443,15 +466,22 @@ export class ForecastModel {
     const base = r * NB;
     let atRisk = 0;
     let events = 0;
+    let end = 0; // past the last bucket with any gap in it
     for (let b = 0; b < NB; b++) {
-      atRisk += lv.hist[base + b] + lv.cens[base + b];
+      const w = lv.hist[base + b] + lv.cens[base + b];
+      if (w !== 0) end = b + 1;
+      atRisk += w;
       events += lv.hist[base + b];
     }
     this.tailRegion = r;
     this.tailLevel = lv;
-    t.fill(1);
-    if (!(events > 0)) return false; // no gap seen: S stays 1, nothing is forecast
-    for (let b = 0; b < NB; b++) {
+    if (!(events > 0)) {
+      t.fill(1);
+      return false; // no gap seen: S stays 1, nothing is forecast
+    }
+    t[0] = 1;
+    // Past the last bucket with a gap S stays flat (the loop below would keep it so, bucket by bucket).
+    for (let b = 0; b < end; b++) {
       const ev = lv.hist[base + b];
       t[b + 1] = atRisk > 0 ? t[b] * (1 - ev / atRisk) : t[b];
       atRisk -= ev + lv.cens[base + b];
@@ -466,6 +496,7 @@ export class ForecastModel {
       this.mu[b] = m;
       this.half[b] = Math.max(1e-6, Math.min(Math.sqrt(3 * variance + 0.25), m - lo, hi - m));
     }
+    t.fill(t[end], end + 1);
     return true;
   }
 
@@ -526,11 +557,22 @@ export class ForecastModel {
     const inStep = Math.max(1, rp >>> 3);
     let s = 0;
     let n = 0;
-    for (let r = 0; r < regions; r += regionStep)
+    for (let r = 0; r < regions; r += regionStep) {
+      const live = this.loadTail(lv, r);
+      let prevA = -1;
+      let prevP = 0;
       for (let p = r * rp; p < Math.min(this.total, (r + 1) * rp); p += inStep) {
-        s += this.probWithin(p, h);
         n++;
+        const a = this.age(p);
+        if (a < 0 || !live) continue;
+        // Pages written in the same sample share one forecast.
+        if (a !== prevA) {
+          prevA = a;
+          prevP = this.prob(lv, p, a, h);
+        }
+        s += prevP;
       }
+    }
     return n > 0 ? (s / n) * this.total : 0;
   }
 }

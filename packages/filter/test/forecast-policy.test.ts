@@ -229,6 +229,41 @@ describe('ForecastPolicy: writes uniformly at random', () => {
   });
 });
 
+describe('ForecastModel.addLikely', () => {
+  it('adds the pages, and sums the probabilities, that the forecast of each page one by one gives', () => {
+    // A space not a whole number of words, a history of every kind: a moving hot spot (pages of
+    // many ages in a word), random writes, and a block written whole every 3rd sample.
+    const M = N + 13;
+    const r = rng(31);
+    const m = new ForecastModel(M);
+    for (const [i, s] of cycleSamples(CYCLE, 4, 160, 60, 30, 17).entries()) {
+      const b = s.resized(M);
+      if (i % 3 === 0) b.setRange(2048, 2048 + 512);
+      for (let k = 0; k < 5; k++) b.set(N + Math.floor(r() * 13));
+      m.observe(b);
+    }
+    const pages = new PageBitmap(M);
+    for (let p = 0; p < M; p++) if (r() < 0.7) pages.set(p);
+    for (const h of [1, 2.5, 9, 40]) {
+      for (const threshold of [0, 0.5, 0.9]) {
+        const out = new PageBitmap(M);
+        const expected = m.addLikely(pages, h, threshold, out);
+        let sum = 0;
+        const want: number[] = [];
+        for (let p = 0; p < M; p++) {
+          const q = pages.has(p) && m.age(p) >= 0 ? m.probWithin(p, h) : 0;
+          if (q > threshold) {
+            want.push(p);
+            sum += q;
+          }
+        }
+        expect([...out]).toEqual(want);
+        expect(expected).toBeCloseTo(sum, 6);
+      }
+    }
+  });
+});
+
 describe('ForecastPolicy: a phase change', () => {
   it('forgets the old cycle and forecasts the new one', () => {
     const OLD = [3, 9, 1, 14];
