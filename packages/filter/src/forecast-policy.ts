@@ -48,6 +48,18 @@ import { ForecastModel } from './forecast-model.js';
 // - Pages written again during the round are skipped batch by batch (Xen's to_skip): they are
 //   unsynchronized again already, whatever the forecast said.
 
+/** How the last round's hold is judged (lastHold): by default at 1/2, over every unsynchronized page, with no limit. */
+interface LastHoldOptions {
+  /** Whether a forecast final round of this many pages fits (lastRoundHold: the downtime limit). */
+  fits?: (final: number) => boolean;
+  /** "Due": forecast to be written with a probability over this. */
+  threshold?: number;
+  /** The pages looked at: a superset of H0. */
+  candidates?: PageBitmap;
+  /** Where H0 is left, for a narrower threshold to look at only those. */
+  h0?: PageBitmap;
+}
+
 export interface ForecastPolicyOptions {
   /** The sampling interval, ms (one step of the forecast). */
   intervalMs: number;
@@ -365,7 +377,7 @@ export class ForecastPolicy implements Policy {
     let candidates = unsynced;
     for (const threshold of BEFORE_LAST_THRESHOLDS) {
       const h0 = new PageBitmap(unsynced.size);
-      const h = this.lastHold(unsynced, u, perSample, held, fits, threshold, candidates, h0);
+      const h = this.lastHold(unsynced, u, perSample, held, { fits, threshold, candidates, h0 });
       if (h.count() > 0) return h;
       candidates = h0;
     }
@@ -394,35 +406,45 @@ export class ForecastPolicy implements Policy {
    * `held` comes in empty. The pages looked at are `candidates` (a superset of H0, by default the
    * unsynchronized ones); H0 is left in `h0`. H1 is a subset of H0 (a shorter horizon).
    */
-  private lastHold(
-    unsynced: PageBitmap,
-    u: number,
-    perSample: number,
-    held: PageBitmap,
-    fits = (_final: number) => true,
-    threshold = 0.5,
-    candidates = unsynced,
-    h0 = new PageBitmap(unsynced.size),
-  ): PageBitmap {
+  private lastHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap, o: LastHoldOptions = {}): PageBitmap {
+    const { fits = () => true, threshold = 0.5, candidates = unsynced, h0 = new PageBitmap(unsynced.size) } = o;
     const m = this.model;
-    const scratch = new PageBitmap(unsynced.size);
-    const finalOf = (h: PageBitmap, kept: number): number => {
-      const round = Math.max(1, (u - kept) / perSample);
-      scratch.clearAll();
-      return Math.min(m.totalPages, kept + this.written(round) - m.addLikely(h, round * this.running, 0, scratch));
-    };
     const all = this.written(u / perSample);
     const sendAll = all + this.resolution(all);
-    const wins = (h: PageBitmap, kept: number): boolean => {
+    // Whether a hold of `kept` pages wins, given `e`, the expected number of them written while
+    // the round runs. Without it, the bounds (between none and all of them are written) decide
+    // where they can (the fit is monotone); null where they cannot.
+    const wins = (kept: number, e?: number): boolean | null => {
       if (kept === 0) return false;
-      const final = finalOf(h, kept);
-      return final <= sendAll && fits(final);
+      const w = this.written(Math.max(1, (u - kept) / perSample));
+      if (e !== undefined) {
+        const final = Math.min(m.totalPages, kept + w - e);
+        return final <= sendAll && fits(final);
+      }
+      const most = Math.min(m.totalPages, kept + w);
+      if (most <= sendAll && fits(most)) return true;
+      return Math.min(m.totalPages, w) > sendAll ? false : null;
     };
     m.addLikely(candidates, (u / perSample) * this.running, threshold, h0);
     const k0 = h0.count();
-    if (wins(h0, k0)) return h0;
-    m.addLikely(h0, Math.max(1, (u - k0) / perSample) * this.running, threshold, held);
-    if (wins(held, held.count())) return held;
+    const v0 = wins(k0);
+    if (v0 === true) return h0;
+    if (k0 === 0) return held;
+    // H1 and the forecast over H0 are at the same horizon, the round as it runs holding H0: one pass.
+    const e0 = { expected: 0 };
+    m.addLikely(h0, Math.max(1, (u - k0) / perSample) * this.running, threshold, held, e0);
+    if (v0 === null && wins(k0, e0.expected)) {
+      held.clearAll();
+      return h0;
+    }
+    const k1 = held.count();
+    let v1 = wins(k1);
+    if (v1 === null) {
+      const e1 = { expected: 0 };
+      m.addLikely(held, Math.max(1, (u - k1) / perSample) * this.running, Number.POSITIVE_INFINITY, held, e1); // adds nothing
+      v1 = wins(k1, e1.expected);
+    }
+    if (v1) return held;
     held.clearAll();
     return held;
   }
