@@ -129,6 +129,44 @@ for (const [label, learn] of [
     `| forecast: planning a round that can be the last (300 ms limit, 4 GB/s), ${label}, send list of ${TOTAL.toLocaleString('en-US')} pages (median of 9) | ${ms.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`,
   );
 }
+// A writer at random over all of 1 GiB (every page written with probability q in each sample):
+// pages of every age side by side in each word, the slow path of both learning and planning
+// (the rows above have pages of one age per word). Each timed plan gets a policy of its own.
+for (const q of [0.05, 0.3]) {
+  const rs = Array.from({ length: 52 }, () => {
+    const b = new PageBitmap(TOTAL);
+    for (let p = 0; p < TOTAL; p++) if (rnd() < q) b.set(p);
+    return b;
+  });
+  const learned = (rate, stopRules) => {
+    const p = new ForecastPolicy(TOTAL, { intervalMs: 50, initialPageRate: rate, ...(stopRules ? { stopRules } : {}) });
+    for (const smp of rs.slice(0, 40)) p.observeSample(smp);
+    return p;
+  };
+  const one = learned(15_258);
+  let next = 40;
+  const learnMs = timeIt(() => one.observeSample(rs[next++]));
+  const label = `a writer at random, ${q * 100}% of the pages a sample`;
+  console.log(`| forecast: learning per 50 ms sample, ${label} (median of 9) | ${learnMs.toFixed(3)} ms |`);
+  for (const [what, rate, ctx, rules] of [
+    ['planning a round at 500 Mbit/s', 15_258, { round: 1, pageRate: 15_258, nowMs: 0 }, undefined],
+    [
+      'planning a round that can be the last (300 ms limit, 4 GB/s)',
+      1_000_000,
+      { round: 2, pageRate: 1_000_000, nowMs: 0 },
+      { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 },
+    ],
+  ]) {
+    const policies = Array.from({ length: 12 }, () => learned(rate, rules));
+    let held = 0;
+    const ms = timeIt(() => {
+      held = policies.pop().holdBack(everyPage, ctx).count();
+    });
+    console.log(
+      `| forecast: ${what}, ${label}, send list of ${TOTAL.toLocaleString('en-US')} pages (median of 9) | ${ms.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`,
+    );
+  }
+}
 console.log(`| forecast: model memory (byteSize) | ${(fp.model.byteSize() / 1e6).toFixed(3)} MB |`);
 
 /** The median of 9 timed runs after 3 untimed ones (the machine may be shared). */
