@@ -247,11 +247,14 @@ describe('ForecastModel.addLikely', () => {
     for (const h of [1, 2.5, 9, 40]) {
       for (const threshold of [0, 0.5, 0.9]) {
         const out = new PageBitmap(M);
-        const expected = m.addLikely(pages, h, threshold, out);
+        const all = { expected: 0 };
+        const expected = m.addLikely(pages, h, threshold, out, all);
         let sum = 0;
+        let sumAll = 0;
         const want: number[] = [];
         for (let p = 0; p < M; p++) {
           const q = pages.has(p) && m.age(p) >= 0 ? m.probWithin(p, h) : 0;
+          sumAll += q;
           if (q > threshold) {
             want.push(p);
             sum += q;
@@ -259,6 +262,7 @@ describe('ForecastModel.addLikely', () => {
         }
         expect([...out]).toEqual(want);
         expect(expected).toBeCloseTo(sum, 6);
+        expect(all.expected).toBeCloseTo(sumAll, 6); // every page of `pages`, added or not
       }
     }
   });
