@@ -73,10 +73,21 @@ export class Proc {
       if (m) return Promise.resolve(m);
     }
     return new Promise((resolve, reject) => {
-      const w = { re, resolve };
+      // A waiter that matched is gone from `waiters`: its timer must neither outlive it nor, when
+      // it fires, remove another waiter (splice(-1, 1) removes the last one: a later waitFor then
+      // never resolved, and with no timer left the caller hung; the 8 GiB throughput bench did).
+      const w = {
+        re,
+        resolve: (m: RegExpMatchArray) => {
+          clearTimeout(t);
+          resolve(m);
+        },
+      };
       this.waiters.push(w);
       const t = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
+        const i = this.waiters.indexOf(w);
+        if (i < 0) return;
+        this.waiters.splice(i, 1);
         reject(
           new Error(
             `timed out waiting for ${re} from pid ${this.pid}; stdout: ${this.lines.slice(-5).join(' | ')}; stderr: ${this.stderrLines.slice(-5).join(' | ')}`,
