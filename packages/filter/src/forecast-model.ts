@@ -396,9 +396,10 @@ export class ForecastModel {
         // The word's pages were last written in the same sample (written whole): one forecast.
         const a = ageOf(stamp, last[base]);
         const q = tag[a] === gen ? byAge[a] : this.forecastAt(a, h, gen);
-        if (q > 0) everyPage += popcount32(x) * q;
+        const e = popcount32(x) * q;
+        if (q > 0) everyPage += e;
         if (q > threshold) {
-          expected += popcount32(x) * q;
+          expected += e;
           dst[k] |= x;
         }
         continue;
@@ -432,10 +433,16 @@ export class ForecastModel {
     return expected;
   }
 
+  /** The expected number of the pages of `pages` written within the next h samples (addLikely's sum over all of them). */
+  expectedAmong(pages: PageBitmap, h: number): number {
+    const all = { expected: 0 };
+    this.addLikely(pages, h, Number.POSITIVE_INFINITY, pages, all); // over no threshold: adds nothing
+    return all.expected;
+  }
+
   /** P(written within h samples) at age `a` of the region whose tail is loaded; remembered in the age table under `gen`. */
   private forecastAt(a: number, h: number, gen: number): number {
-    const s0 = survival(this.tail, this.mu, this.half, a);
-    const q = s0 > 0 ? (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0 : 0;
+    const q = this.within(a, h);
     this.ages.tag[a] = gen;
     this.ages.p[a] = q;
     return q;
@@ -451,6 +458,11 @@ export class ForecastModel {
   private prob(lv: GapLevel, p: number, a: number, h: number): number {
     const r = p >>> lv.shift;
     if (r !== this.tailRegion || lv !== this.tailLevel) this.loadTail(lv, r);
+    return this.within(a, h);
+  }
+
+  /** P(written within h samples | age a) for the region whose tail is loaded. */
+  private within(a: number, h: number): number {
     const s0 = survival(this.tail, this.mu, this.half, a);
     if (!(s0 > 0)) return 0;
     return (s0 - survival(this.tail, this.mu, this.half, a + h)) / s0;

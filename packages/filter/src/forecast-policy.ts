@@ -439,11 +439,7 @@ export class ForecastPolicy implements Policy {
     }
     const k1 = held.count();
     let v1 = wins(k1);
-    if (v1 === null) {
-      const e1 = { expected: 0 };
-      m.addLikely(held, Math.max(1, (u - k1) / perSample) * this.running, Number.POSITIVE_INFINITY, held, e1); // adds nothing
-      v1 = wins(k1, e1.expected);
-    }
+    if (v1 === null) v1 = wins(k1, m.expectedAmong(held, Math.max(1, (u - k1) / perSample) * this.running));
     if (v1) return held;
     held.clearAll();
     return held;
