@@ -45,20 +45,40 @@ const SCORE_STRIDE = 61;
 const SCORE_PAGES = 512;
 const STAMP_MOD = 65535;
 
-/** A run of gaps being added up: one finest region and gap bucket (`i`), censored or not. */
-interface GapRun {
-  i: number;
-  cens: boolean;
-  c: number;
-  sum: number;
-  sq: number;
-}
-
-/** observe()'s page before: its last write, finest region and gap. */
-interface ScanState {
-  prevL: number;
-  prevRegion: number;
-  prevGap: number;
+/**
+ * The gaps observe() met in one finest region during a sample, by bucket (slot NB: first writes,
+ * censored), added to every level's histograms at once when it leaves the region: a writer at
+ * random leaves many gaps in few buckets per region.
+ */
+class GapTally {
+  readonly c = new Float64Array(NB + 1);
+  readonly sum = new Float64Array(NB + 1);
+  readonly sq = new Float64Array(NB + 1);
+  /** Bit b: slot b holds gaps. */
+  mask = 0;
+  region = -1;
+  /**
+   * `count` pages written now (`stamp`) that were last written at `l`: their gap, or (l = 0, a
+   * first write, once the model has watched a whole sample) a censored gap: at least as long as
+   * the model has watched.
+   */
+  add(stamp: number, l: number, count: number, firstRun: boolean): void {
+    if (l !== 0) {
+      let gap = stamp - l;
+      if (gap <= 0) gap += STAMP_MOD;
+      const b = gap < MAX_AGE ? BUCKET_OF[gap] : BUCKET_OF[MAX_AGE];
+      this.c[b] += count;
+      this.sum[b] += count * gap;
+      this.sq[b] += count * gap * gap;
+      this.mask |= 1 << b;
+    } else if (firstRun) {
+      this.c[NB] += count;
+      this.mask |= 1 << NB;
+    }
+  }
+  get byteLength(): number {
+    return this.c.byteLength * 3;
+  }
 }
 
 /** A word of the page bitmaps with all 32 pages set (read from a Uint32Array). */
@@ -161,6 +181,8 @@ export class ForecastModel {
   private tailLevel: GapLevel | null = null;
   /** Planning's forecasts by age (scratch, 96 KB). */
   private readonly ages = new AgeTable();
+  /** Learning's gaps of one region (scratch). */
+  private readonly tally = new GapTally();
 
   constructor(totalPages: number) {
     this.total = totalPages;
@@ -195,6 +217,7 @@ export class ForecastModel {
       this.seen.byteLength +
       this.whole.byteLength +
       this.ages.byteLength +
+      this.tally.byteLength +
       this.levels.reduce((a, l) => a + l.hist.byteLength + l.cens.byteLength + l.sum.byteLength + l.sq.byteLength, 0)
     );
   }
@@ -236,9 +259,7 @@ export class ForecastModel {
     const last = this.last;
     const stamp = this.stamp;
     const lim = Math.min(sample.size, this.total);
-    // Runs of pages with the same finest region and gap bucket are added to the histograms at once.
-    const run: GapRun = { i: -1, cens: false, c: 0, sum: 0, sq: 0 };
-    const scan: ScanState = { prevL: -1, prevRegion: -1, prevGap: 0 };
+    const tally = this.tally;
     const firstBucket = BUCKET_OF[Math.min(Math.max(this.n - 1, 0), MAX_AGE)];
     const fine = this.levels[0].shift;
     const words = sample.raw;
@@ -247,36 +268,31 @@ export class ForecastModel {
     for (let k = 0; k < words.length && k << 5 < lim; k++) {
       let x = words[k];
       if (x === 0) continue;
-      const full = x === FULL_WORD && (k << 5) + 32 <= lim;
-      if (full && (whole[k] === 1 || sameLast(last, k << 5))) {
+      const base = k << 5;
+      if (base >>> fine !== tally.region) {
+        this.addTally(firstBucket);
+        tally.region = base >>> fine;
+      }
+      const full = x === FULL_WORD && base + 32 <= lim;
+      if (full && (whole[k] === 1 || sameLast(last, base))) {
         // A whole word written, its 32 pages last written in the same sample (a region written
         // at once): its gaps are one gap 32 times.
-        this.learnWholeWord(k << 5, scan, run, firstRun, firstBucket);
+        tally.add(stamp, last[base], 32, firstRun);
+        last.fill(stamp, base, base + 32);
+        whole[k] = 1;
         continue;
       }
       whole[k] = full ? 1 : 0; // written whole now, or not whole any more
       while (x !== 0) {
         const t = x & -x;
         x ^= t;
-        const p = (k << 5) + 31 - Math.clz32(t);
+        const p = base + 31 - Math.clz32(t);
         if (p >= lim) break;
-        const l = last[p];
+        tally.add(stamp, last[p], 1, firstRun);
         last[p] = stamp;
-        if (l === scan.prevL && p >>> fine === scan.prevRegion && l !== 0) {
-          // Written in the same sample as the page before, in the same region: the same gap.
-          run.c++;
-          run.sum += scan.prevGap;
-          run.sq += scan.prevGap * scan.prevGap;
-          continue;
-        }
-        const gap = this.startGap(l, p >>> fine, scan, run, firstRun, firstBucket);
-        if (gap < 0) continue;
-        run.c++;
-        run.sum += gap;
-        run.sq += gap * gap;
       }
     }
-    this.addRun(run);
+    this.addTally(firstBucket);
     const sw = this.seen.raw;
     for (let k = 0; k < Math.min(words.length, sw.length); k++) sw[k] |= words[k];
     if (sample.size > this.total && this.total & 31 && this.total >>> 5 < sw.length) sw[this.total >>> 5] &= (1 << (this.total & 31)) - 1;
@@ -285,77 +301,33 @@ export class ForecastModel {
   }
 
   /**
-   * Learns a word of 32 pages written in this sample whose pages were all last written in the
-   * same sample: as the page-by-page loop of observe() would (the first page starts a run unless
-   * it continues the one before, the other 31 continue it), in one step. The sums are the same:
-   * gaps are whole numbers.
+   * Adds the gaps tallied in one finest region to every level's histograms (first writes as
+   * censored gaps in `firstBucket`: at least as long as the model has watched), and empties the tally.
    */
-  private learnWholeWord(base: number, scan: ScanState, run: GapRun, firstRun: boolean, firstBucket: number): void {
-    const last = this.last;
-    const region = base >>> this.levels[0].shift;
-    const l = last[base];
-    const g =
-      l === scan.prevL && region === scan.prevRegion && l !== 0
-        ? scan.prevGap // continues the run of the page before
-        : this.startGap(l, region, scan, run, firstRun, firstBucket);
-    if (g >= 0) {
-      run.c += 32;
-      run.sum += 32 * g;
-      run.sq += 32 * g * g;
-    }
-    last.fill(this.stamp, base, base + 32);
-    this.whole[base >>> 5] = 1;
-  }
-
-  /**
-   * A page (or a whole word) that does not continue the run of the page before: its gap since
-   * its last write `l` in finest region `region` starts a run (the current one is added first if
-   * it differs). Returns the gap, 0 for a first write (censored: at least as long as the model
-   * has watched), or -1 when there is nothing to learn (a first write before the model watched a
-   * whole sample).
-   */
-  private startGap(l: number, region: number, scan: ScanState, run: GapRun, firstRun: boolean, firstBucket: number): number {
-    scan.prevL = l;
-    scan.prevRegion = region;
-    let gap = 0;
-    let i: number;
-    let cens = false;
-    if (l !== 0) {
-      gap = this.stamp - l;
-      if (gap <= 0) gap += STAMP_MOD;
-      i = region * NB + (gap < MAX_AGE ? BUCKET_OF[gap] : BUCKET_OF[MAX_AGE]);
-      scan.prevGap = gap;
-    } else if (firstRun) {
-      i = region * NB + firstBucket;
-      cens = true;
-    } else return -1;
-    if (i !== run.i || cens !== run.cens) {
-      this.addRun(run);
-      run.i = i;
-      run.cens = cens;
-    }
-    return gap;
-  }
-
-  /** Adds a run of gaps (all in one finest region and bucket) to every level's histograms. */
-  private addRun(run: GapRun): void {
-    if (run.c === 0) return;
+  private addTally(firstBucket: number): void {
+    const t = this.tally;
+    let m = t.mask;
+    if (m === 0) return;
     const w = this.weight;
     const fine = this.levels[0].shift;
-    const region = Math.floor(run.i / NB);
-    const b = run.i - region * NB;
-    for (const lv of this.levels) {
-      const i = (region >>> (lv.shift - fine)) * NB + b;
-      if (run.cens) lv.cens[i] += w * run.c;
-      else {
-        lv.hist[i] += w * run.c;
-        lv.sum[i] += w * run.sum;
-        lv.sq[i] += w * run.sq;
+    while (m !== 0) {
+      const bit = m & -m;
+      m ^= bit;
+      const slot = 31 - Math.clz32(bit);
+      for (const lv of this.levels) {
+        const r = (t.region >>> (lv.shift - fine)) * NB;
+        if (slot === NB) lv.cens[r + firstBucket] += w * t.c[slot];
+        else {
+          lv.hist[r + slot] += w * t.c[slot];
+          lv.sum[r + slot] += w * t.sum[slot];
+          lv.sq[r + slot] += w * t.sq[slot];
+        }
       }
+      t.c[slot] = 0;
+      t.sum[slot] = 0;
+      t.sq[slot] = 0;
     }
-    run.c = 0;
-    run.sum = 0;
-    run.sq = 0;
+    t.mask = 0;
   }
 
   /**

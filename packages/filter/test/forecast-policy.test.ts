@@ -229,6 +229,50 @@ describe('ForecastPolicy: writes uniformly at random', () => {
   });
 });
 
+describe('ForecastModel: learning a sample', () => {
+  it('adds every write to its region at every region size, as a gap since its last write or, the first time, as censored', () => {
+    // Pages of many ages in a word (a moving hot spot and random writes), whole words (a block
+    // written every 3rd sample), first writes; a space not a whole number of words.
+    const M = N + 13;
+    const r = rng(43);
+    const m = new ForecastModel(M);
+    const lastWrite = new Map<number, number>();
+    type Level = { shift: number; hist: Float32Array; cens: Float32Array; sum: Float32Array };
+    const levels = (m as unknown as { levels: Level[] }).levels;
+    const NB = levels[0].hist.length / ((M >>> levels[0].shift) + 1);
+    const want = levels.map((l) => ({ count: new Float64Array(l.hist.length / NB), gaps: new Float64Array(l.hist.length / NB) }));
+    for (const [i, s] of cycleSamples(CYCLE, 4, 90, 60, 40, 19).entries()) {
+      const b = s.resized(M);
+      if (i % 3 === 0) b.setRange(1024, 1024 + 320);
+      for (let k = 0; k < 5; k++) b.set(N + Math.floor(r() * 13));
+      const sample = i + 1;
+      const w = 1.02 ** sample; // each sample weighs GROWTH times the one before
+      for (const p of b) {
+        const before = lastWrite.get(p);
+        lastWrite.set(p, sample);
+        if (before === undefined && sample === 1) continue; // the first sample: nothing to learn
+        for (const [j, l] of levels.entries()) {
+          want[j].count[p >>> l.shift] += w;
+          if (before !== undefined) want[j].gaps[p >>> l.shift] += w * (sample - before);
+        }
+      }
+      m.observe(b);
+    }
+    for (const [j, l] of levels.entries()) {
+      for (let region = 0; region < want[j].count.length; region++) {
+        let count = 0;
+        let gaps = 0;
+        for (let k = region * NB; k < (region + 1) * NB; k++) {
+          count += l.hist[k] + l.cens[k];
+          gaps += l.sum[k];
+        }
+        expect(count).toBeCloseTo(want[j].count[region], -Math.log10(1e-5 * (want[j].count[region] + 1)));
+        expect(gaps).toBeCloseTo(want[j].gaps[region], -Math.log10(1e-5 * (want[j].gaps[region] + 1)));
+      }
+    }
+  });
+});
+
 describe('ForecastModel.addLikely', () => {
   it('adds the pages, and sums the probabilities, that the forecast of each page one by one gives', () => {
     // A space not a whole number of words, a history of every kind: a moving hot spot (pages of
