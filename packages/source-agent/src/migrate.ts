@@ -12,7 +12,7 @@ import { runRounds } from './migration/rounds.js';
 import type { MigrationSession } from './migration/session.js';
 import { startTracking } from './migration/start-tracking.js';
 import { stopAndCopy } from './migration/stop-and-copy.js';
-import { mismatchError, verify } from './migration/verify.js';
+import { type FrozenHashes, hashFrozen, mismatchError, verify } from './migration/verify.js';
 import { captureProcess, handOverRestored, recordOf, refuseBlockers, sendProcessState, writeRecord } from './migration/restore.js';
 import type { CapturedProcess } from '@forecopy/linux';
 import { DowntimeClock } from './migration/downtime.js';
@@ -52,11 +52,21 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     // collected: the system calls it injects let the kernel write to the process (rseq's cpu
     // fields), and those writes must reach the final round.
     let captured: CapturedProcess | null = null;
-    const { frozen, frozenAt } = await stopAndCopy(s, stop, held, s.restore ? (f) => (captured = captureProcess(s, f)) : undefined);
+    // Full verification's hashes of the frozen memory are made while the final round is sent:
+    // after the capture (its system calls may write to the process) and the last collect (it
+    // may find new mappings).
+    let hashed: FrozenHashes | null = null;
+    const { frozen, frozenAt } = await stopAndCopy(
+      s,
+      stop,
+      held,
+      s.restore ? (f) => (captured = captureProcess(s, f)) : undefined,
+      (f) => (hashed = hashFrozen(s, f)),
+    );
     const clock = new DowntimeClock(frozenAt);
     if (captured) s.stateHash = await sendProcessState(s, captured);
     clock.mark('stateMs');
-    const verification = await verify(s, frozen);
+    const verification = await verify(s, frozen, hashed);
     clock.mark('verifyMs');
     const measured = { startedAt, t0, modelMs, stopCopyMs: clock.parts.stopCopyMs, stopReason: stop.reason };
     if (verification.mismatch) throw mismatchError(migrationReport(s, measured, verification), verification.mismatch); // the process runs on here

@@ -16,6 +16,8 @@ export async function stopAndCopy(
   held: HeldProcess,
   /** Runs on the frozen process before its last writes are collected (see migrate()). */
   onFrozen?: (frozen: FrozenProcess) => void,
+  /** Runs once they are, before the final round: the pages and the mappings are final. */
+  onCollected?: (frozen: FrozenProcess) => void,
 ): Promise<{ frozen: FrozenProcess; frozenAt: number }> {
   const { sampler, space } = s.tracking;
   const pid = s.opts.pid;
@@ -40,6 +42,7 @@ export async function stopAndCopy(
   const round = s.rounds.length + 1;
   const last = sampler.take();
   const remaining = stop.remaining.resized(space.totalPages).or(last).and(space.live);
+  onCollected?.(frozen);
   await s.channel.send(stopAndCopyMessage({ round }));
   await runRound(s, { final: true, round, pages: remaining, frozenAt });
   return { frozen, frozenAt };

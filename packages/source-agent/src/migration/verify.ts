@@ -30,12 +30,12 @@ export interface Verification {
  * pages is located (address and mapping of the first pages) and, with FORECOPY_DEBUG_PAGES, the
  * history of those pages written out. Abort or any other answer ends the migration.
  */
-export async function verify(s: MigrationSession, frozen: FrozenProcess): Promise<Verification> {
+export async function verify(s: MigrationSession, frozen: FrozenProcess, hashed: FrozenHashes | null = null): Promise<Verification> {
   const t = performance.now();
   s.opts.onProgress?.({ phase: 'verify', pages: s.tracking.space.livePages });
   const reader = new PageReader(frozen.pid);
   if (s.sender.sentHashes) await sendDigest(s, s.sender.sentHashes);
-  else await sendChecksums(s, reader);
+  else await sendChecksums(s, hashed ?? hashFrozen(s, frozen));
   const answer = await s.channel.next(s.replyTimeoutMs).catch((e) => {
     throw asChannelError(e);
   });
@@ -71,18 +71,43 @@ async function sendDigest(s: MigrationSession, sent: NonNullable<MigrationSessio
   );
 }
 
-async function sendChecksums(s: MigrationSession, reader: PageReader): Promise<void> {
-  // The hash of the process state (restore) rides on the first message.
-  let stateHash = s.stateHash ?? undefined;
+/** The frozen process's page hashes, chunk by chunk as the Checksums messages carry them; each chunk's as it is made. */
+export interface FrozenHashes {
+  chunks: Array<{ firstPage: number; count: number; hashes: Promise<Buffer> }>;
+}
+
+/**
+ * Hashes the frozen process's memory for full verification (null when it is incremental).
+ * Started at the freeze (migrate()): from then on its pages do not change, so their hashes are
+ * computed while the final round is on the wire rather than after it (bzip2 at 500 Mbit/s: 7-16
+ * ms of the downtime before). Chunk after chunk, yielding to the sender between every 256 pages;
+ * verify() sends each chunk's checksums as soon as it is hashed, so the destination compares one
+ * while the next is hashed. A failure surfaces when verify() awaits that chunk.
+ */
+export function hashFrozen(s: MigrationSession, frozen: FrozenProcess): FrozenHashes | null {
+  if (s.sender.sentHashes) return null;
+  const reader = new PageReader(frozen.pid);
+  const chunks: FrozenHashes['chunks'] = [];
+  let before: Promise<unknown> = Promise.resolve();
   for (const seg of s.tracking.space.list()) {
     for (let first = 0; first < seg.pages; first += CHECKSUM_CHUNK) {
       const count = Math.min(CHECKSUM_CHUNK, seg.pages - first);
-      const hashes = await hashPages(reader, seg.start + first * PAGE_SIZE, count);
-      await s.channel.send(
-        checksums({ algorithm: 'xxh64', firstPage: seg.indexBase + first, count, ...(stateHash ? { stateHash } : {}) }, hashes),
-      );
-      stateHash = undefined;
+      const hashes = before.then(() => hashPages(reader, seg.start + first * PAGE_SIZE, count, true));
+      hashes.catch(() => {}); // handled where verify() awaits it
+      chunks.push({ firstPage: seg.indexBase + first, count, hashes });
+      before = hashes;
     }
+  }
+  return { chunks };
+}
+
+async function sendChecksums(s: MigrationSession, hashed: FrozenHashes | null): Promise<void> {
+  if (!hashed) throw new Error('full verification without the frozen process hashed');
+  // The hash of the process state (restore) rides on the first message.
+  let stateHash = s.stateHash ?? undefined;
+  for (const { firstPage, count, hashes } of hashed.chunks) {
+    await s.channel.send(checksums({ algorithm: 'xxh64', firstPage, count, ...(stateHash ? { stateHash } : {}) }, await hashes));
+    stateHash = undefined;
   }
 }
 
