@@ -18,14 +18,15 @@ const CHUNK_PAGES = 256;
 /**
  * Reads `count` pages from `addr` and returns their hashes as u64 LE, 8 bytes a page. With
  * `interleave`, yields to the event loop after every CHUNK_PAGES pages (hashing alongside the
- * final round's sending, it must not hold the sender up).
+ * final round's sending, it must not hold the sender up), and stops once it is cancelled.
  */
-export async function hashPages(reader: PageReader, addr: number, count: number, interleave = false): Promise<Buffer> {
+export async function hashPages(reader: PageReader, addr: number, count: number, interleave?: { cancelled: boolean }): Promise<Buffer> {
   const hash = await pageHasher();
   const out = Buffer.alloc(count * 8);
   const buf = Buffer.allocUnsafe(Math.min(count, CHUNK_PAGES) * PAGE_SIZE);
   for (let done = 0; done < count; done += CHUNK_PAGES) {
     if (interleave && done > 0) await new Promise((r) => setImmediate(r));
+    if (interleave?.cancelled) throw new Error('hashing cancelled: the migration ended first');
     const n = Math.min(CHUNK_PAGES, count - done);
     const [got] = reader.readRanges([{ addr: addr + done * PAGE_SIZE, pages: n }], buf);
     if (got !== n)

@@ -36,6 +36,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
   let session: MigrationSession | null = null;
   let t0 = performance.now();
   let handedOver = false;
+  let hashed: FrozenHashes | null = null;
   try {
     // Tracking starts before the first page is read: a page written between its read and the
     // start of tracking would never be sent again.
@@ -55,7 +56,6 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     // Full verification's hashes of the frozen memory are made while the final round is sent:
     // after the capture (its system calls may write to the process) and the last collect (it
     // may find new mappings).
-    let hashed: FrozenHashes | null = null;
     const { frozen, frozenAt } = await stopAndCopy(
       s,
       stop,
@@ -101,6 +101,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
   } catch (e) {
     throw await abortMigration(e, opts, channel, handedOver, t0);
   } finally {
+    (hashed as FrozenHashes | null)?.cancel(); // done, unless the migration ended before its verification
     session?.sender.abort();
     held.release(); // whatever was not handed over runs on, untracked
   }

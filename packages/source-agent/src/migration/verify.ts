@@ -74,6 +74,8 @@ async function sendDigest(s: MigrationSession, sent: NonNullable<MigrationSessio
 /** The frozen process's page hashes, chunk by chunk as the Checksums messages carry them; each chunk's as it is made. */
 export interface FrozenHashes {
   chunks: Array<{ firstPage: number; count: number; hashes: Promise<Buffer> }>;
+  /** Stops the hashing (a migration that ends before its verification). */
+  cancel(): void;
 }
 
 /**
@@ -82,23 +84,25 @@ export interface FrozenHashes {
  * computed while the final round is on the wire rather than after it (bzip2 at 500 Mbit/s: 7-16
  * ms of the downtime before). Chunk after chunk, yielding to the sender between every 256 pages;
  * verify() sends each chunk's checksums as soon as it is hashed, so the destination compares one
- * while the next is hashed. A failure surfaces when verify() awaits that chunk.
+ * while the next is hashed. A failure surfaces when verify() awaits that chunk; a migration
+ * that ends first cancels it (migrate()), so a failed one does not go on reading for seconds.
  */
 export function hashFrozen(s: MigrationSession, frozen: FrozenProcess): FrozenHashes | null {
   if (s.sender.sentHashes) return null;
   const reader = new PageReader(frozen.pid);
   const chunks: FrozenHashes['chunks'] = [];
+  const state = { cancelled: false };
   let before: Promise<unknown> = Promise.resolve();
   for (const seg of s.tracking.space.list()) {
     for (let first = 0; first < seg.pages; first += CHECKSUM_CHUNK) {
       const count = Math.min(CHECKSUM_CHUNK, seg.pages - first);
-      const hashes = before.then(() => hashPages(reader, seg.start + first * PAGE_SIZE, count, true));
+      const hashes = before.then(() => hashPages(reader, seg.start + first * PAGE_SIZE, count, state));
       hashes.catch(() => {}); // handled where verify() awaits it
       chunks.push({ firstPage: seg.indexBase + first, count, hashes });
       before = hashes;
     }
   }
-  return { chunks };
+  return { chunks, cancel: () => (state.cancelled = true) };
 }
 
 async function sendChecksums(s: MigrationSession, hashed: FrozenHashes | null): Promise<void> {
