@@ -55,13 +55,13 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     let captured: CapturedProcess | null = null;
     // Full verification's hashes of the frozen memory are made while the final round is sent:
     // after the capture (its system calls may write to the process) and the last collect (it
-    // may find new mappings).
+    // may find new mappings). Incremental verification has its hashes already (sentHashes).
     const { frozen, frozenAt } = await stopAndCopy(
       s,
       stop,
       held,
       s.restore ? (f) => (captured = captureProcess(s, f)) : undefined,
-      (f) => (hashed = hashFrozen(s, f)),
+      s.sender.sentHashes ? undefined : (f) => (hashed = hashFrozen(s, f)),
     );
     const clock = new DowntimeClock(frozenAt);
     if (captured) s.stateHash = await sendProcessState(s, captured);

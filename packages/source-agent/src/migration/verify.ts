@@ -33,7 +33,6 @@ export interface Verification {
 export async function verify(s: MigrationSession, frozen: FrozenProcess, hashed: FrozenHashes | null = null): Promise<Verification> {
   const t = performance.now();
   s.opts.onProgress?.({ phase: 'verify', pages: s.tracking.space.livePages });
-  const reader = new PageReader(frozen.pid);
   if (s.sender.sentHashes) await sendDigest(s, s.sender.sentHashes);
   else await sendChecksums(s, hashed ?? hashFrozen(s, frozen));
   const answer = await s.channel.next(s.replyTimeoutMs).catch((e) => {
@@ -42,7 +41,7 @@ export async function verify(s: MigrationSession, frozen: FrozenProcess, hashed:
   const answeredAt = performance.now();
   const verifyMs = answeredAt - t;
   if (answer.type === MessageType.Mismatch) {
-    if (s.trace) writePageHistory(s, s.trace, reader, answer.header.firstPages);
+    if (s.trace) writePageHistory(s, s.trace, new PageReader(frozen.pid), answer.header.firstPages);
     return { verifyMs, answeredAt, mismatch: locate(s, answer.header) };
   }
   if (answer.type === MessageType.Abort) throw new DestinationAbortError(`the destination aborted: ${answer.header.reason}`);
@@ -79,7 +78,7 @@ export interface FrozenHashes {
 }
 
 /**
- * Hashes the frozen process's memory for full verification (null when it is incremental).
+ * Hashes the frozen process's memory for full verification.
  * Started once the frozen process's last writes are collected (migrate()): from then on its
  * pages and mappings do not change, so their hashes are computed while the final round is on
  * the wire rather than after it (bzip2 at 500 Mbit/s: 7-16 ms of the downtime before). Chunk after chunk, yielding to the sender between every 256 pages;
@@ -87,8 +86,7 @@ export interface FrozenHashes {
  * while the next is hashed. A failure surfaces when verify() awaits that chunk; a migration
  * that ends first cancels it (migrate()), so a failed one does not go on reading for seconds.
  */
-export function hashFrozen(s: MigrationSession, frozen: FrozenProcess): FrozenHashes | null {
-  if (s.sender.sentHashes) return null;
+export function hashFrozen(s: MigrationSession, frozen: FrozenProcess): FrozenHashes {
   const reader = new PageReader(frozen.pid);
   const chunks: FrozenHashes['chunks'] = [];
   const state = { cancelled: false };
@@ -105,8 +103,7 @@ export function hashFrozen(s: MigrationSession, frozen: FrozenProcess): FrozenHa
   return { chunks, cancel: () => (state.cancelled = true) };
 }
 
-async function sendChecksums(s: MigrationSession, hashed: FrozenHashes | null): Promise<void> {
-  if (!hashed) throw new Error('full verification without the frozen process hashed');
+async function sendChecksums(s: MigrationSession, hashed: FrozenHashes): Promise<void> {
   // The hash of the process state (restore) rides on the first message.
   let stateHash = s.stateHash ?? undefined;
   for (const { firstPage, count, hashes } of hashed.chunks) {
