@@ -60,6 +60,14 @@ interface LastHoldOptions {
   h0?: PageBitmap;
 }
 
+/**
+ * A round's length in samples when it holds `kept` of its `u` pages: at least one (a shorter one
+ * may still catch a sample's writes).
+ */
+function roundHolding(u: number, kept: number, perSample: number): number {
+  return Math.max(1, (u - kept) / perSample);
+}
+
 export interface ForecastPolicyOptions {
   /** The sampling interval, ms (one step of the forecast). */
   intervalMs: number;
@@ -347,7 +355,7 @@ export class ForecastPolicy implements Policy {
     const m = this.model;
     m.addLikely(unsynced, (u / perSample) * this.running, 0.5, held);
     const h0 = held.count();
-    const h1 = Math.max(1, (u - h0) / perSample);
+    const h1 = roundHolding(u, h0, perSample);
     const within = new PageBitmap(unsynced.size);
     m.addLikely(unsynced, h1 * this.running, 0.5, within);
     const finalHolding = h0 + this.written(1);
@@ -411,12 +419,13 @@ export class ForecastPolicy implements Policy {
     const m = this.model;
     const all = this.written(u / perSample);
     const sendAll = all + this.resolution(all);
+    const holding = (kept: number) => roundHolding(u, kept, perSample);
     // Whether a hold of `kept` pages wins, given `e`, the expected number of them written while
     // the round runs. Without it, the bounds (between none and all of them are written) decide
     // where they can (the fit is monotone); null where they cannot.
     const wins = (kept: number, e?: number): boolean | null => {
       if (kept === 0) return false;
-      const w = this.written(Math.max(1, (u - kept) / perSample));
+      const w = this.written(holding(kept));
       if (e !== undefined) {
         const final = Math.min(m.totalPages, kept + w - e);
         return final <= sendAll && fits(final);
@@ -432,14 +441,14 @@ export class ForecastPolicy implements Policy {
     if (k0 === 0) return held;
     // H1 and the forecast over H0 are at the same horizon, the round as it runs holding H0: one pass.
     const e0 = { expected: 0 };
-    m.addLikely(h0, Math.max(1, (u - k0) / perSample) * this.running, threshold, held, e0);
+    m.addLikely(h0, holding(k0) * this.running, threshold, held, e0);
     if (v0 === null && wins(k0, e0.expected)) {
       held.clearAll();
       return h0;
     }
     const k1 = held.count();
     let v1 = wins(k1);
-    if (v1 === null) v1 = wins(k1, m.expectedAmong(held, Math.max(1, (u - k1) / perSample) * this.running));
+    if (v1 === null) v1 = wins(k1, m.expectedAmong(held, holding(k1) * this.running));
     if (v1) return held;
     held.clearAll();
     return held;
