@@ -229,22 +229,39 @@ describe('ForecastPolicy: writes uniformly at random', () => {
   });
 });
 
+/**
+ * A history of every kind in a space of M pages (M - N past the zones, not a whole number of
+ * words): the hot spot of cycleSamples with `noise` random writes (pages of many ages in a word),
+ * a block written whole every 3rd sample, and 5 writes a sample past the zones (drawn from `r`).
+ */
+function mixedSamples(
+  M: number,
+  count: number,
+  noise: number,
+  seed: number,
+  [from, pages]: [number, number],
+  r: () => number,
+): PageBitmap[] {
+  return cycleSamples(CYCLE, 4, count, 60, noise, seed).map((s, i) => {
+    const b = s.resized(M);
+    if (i % 3 === 0) b.setRange(from, from + pages);
+    for (let k = 0; k < 5; k++) b.set(N + Math.floor(r() * (M - N)));
+    return b;
+  });
+}
+
 describe('ForecastModel: learning a sample', () => {
   it('adds every write to its region at every region size, as a gap since its last write or, the first time, as censored', () => {
     // Pages of many ages in a word (a moving hot spot and random writes), whole words (a block
     // written every 3rd sample), first writes; a space not a whole number of words.
     const M = N + 13;
-    const r = rng(43);
     const m = new ForecastModel(M);
     const lastWrite = new Map<number, number>();
     type Level = { shift: number; hist: Float32Array; cens: Float32Array; sum: Float32Array };
     const levels = (m as unknown as { levels: Level[] }).levels;
     const NB = levels[0].hist.length / ((M >>> levels[0].shift) + 1);
     const want = levels.map((l) => ({ count: new Float64Array(l.hist.length / NB), gaps: new Float64Array(l.hist.length / NB) }));
-    for (const [i, s] of cycleSamples(CYCLE, 4, 90, 60, 40, 19).entries()) {
-      const b = s.resized(M);
-      if (i % 3 === 0) b.setRange(1024, 1024 + 320);
-      for (let k = 0; k < 5; k++) b.set(N + Math.floor(r() * 13));
+    for (const [i, b] of mixedSamples(M, 90, 40, 19, [1024, 320], rng(43)).entries()) {
       const sample = i + 1;
       const w = 1.02 ** sample; // each sample weighs GROWTH times the one before
       for (const p of b) {
@@ -280,12 +297,7 @@ describe('ForecastModel.addLikely', () => {
     const M = N + 13;
     const r = rng(31);
     const m = new ForecastModel(M);
-    for (const [i, s] of cycleSamples(CYCLE, 4, 160, 60, 30, 17).entries()) {
-      const b = s.resized(M);
-      if (i % 3 === 0) b.setRange(2048, 2048 + 512);
-      for (let k = 0; k < 5; k++) b.set(N + Math.floor(r() * 13));
-      m.observe(b);
-    }
+    for (const b of mixedSamples(M, 160, 30, 17, [2048, 512], r)) m.observe(b);
     const pages = new PageBitmap(M);
     for (let p = 0; p < M; p++) if (r() < 0.7) pages.set(p);
     for (const h of [1, 2.5, 9, 40]) {
