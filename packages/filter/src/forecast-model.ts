@@ -44,6 +44,8 @@ const SCORE_STRIDE = 61;
 /** ... about this many pages per sample. */
 const SCORE_PAGES = 512;
 const STAMP_MOD = 65535;
+/** Pages expectedWritten looks at (at most: all of a smaller process). */
+const EXPECTED_PAGES = 4096;
 
 /**
  * The gaps observe() met in one finest region during a sample, by bucket (slot NB: first writes,
@@ -533,12 +535,15 @@ export class ForecastModel {
    * estimated on every `stride`-th page.
    */
   expectedWritten(h: number): number {
-    // About 4,096 pages: 8 spread over each of about 512 regions (one tail load per region).
+    // About 4,096 pages (or all), spread over up to 512 regions (one tail load per region): 8 in
+    // each of 512, 64 in each of 64. Not 8 a region whatever their number: with few regions (a
+    // small process, or the largest region size) that was a few dozen pages, and the estimate of
+    // a sequential writer's writes was off by as much as the writer writes in a sample.
     const lv = this.levels[this.chosen];
     const rp = 1 << lv.shift;
     const regions = Math.ceil(this.total / rp);
     const regionStep = Math.max(1, Math.floor(regions / 512));
-    const inStep = Math.max(1, rp >>> 3);
+    const inStep = Math.max(1, Math.floor((rp * Math.ceil(regions / regionStep)) / EXPECTED_PAGES));
     let s = 0;
     let n = 0;
     for (let r = 0; r < regions; r += regionStep) {

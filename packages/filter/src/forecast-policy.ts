@@ -230,7 +230,7 @@ export class ForecastPolicy implements Policy {
       const kept = held.count();
       if (kept === 0) return held;
       if (!convergent || !this.notWorthIt(u, kept, saving, perSample)) {
-        return convergent ? this.beforeLast(horizon, written, perSample, ctx, held, kept - saving) : held;
+        return convergent ? this.beforeLast(horizon, written, u, perSample, ctx, held) : held;
       }
     }
     return this.startConverging(ctx.round, held);
@@ -239,26 +239,37 @@ export class ForecastPolicy implements Policy {
   /**
    * The round before the last: if the next round, sending what this one leaves, would write few
    * enough pages to fit the downtime limit, the driver stops after it, and the final round is
-   * what the process writes while that round runs. A page held now and not written again
-   * meanwhile (`idle`, expected) is sent then and lengthens it, so the final round grows: pre-copy
-   * sent that page now. Live on MariaDB, holding 8,300 pages in round 1 (a quarter of them not
-   * written again) left a final round a third larger than pre-copy's (four runs each). So the
-   * hold is narrowed to the pages likelier to be written (thresholds over 1/2, until the idle
-   * ones lengthen the final round by no more than the forecast's resolution; see lastHold), and
-   * to none if even the likeliest do.
+   * what the process writes while that round runs. A page held now and not written while this
+   * round runs (`idle`, expected, at the length the round has when it holds them) is sent then
+   * and lengthens it, so the final round grows: pre-copy sent that page now. Live on MariaDB,
+   * holding 8,300 pages in round 1 (a quarter of them not written again) left a final round a
+   * third larger than pre-copy's (four runs each). So a hold is kept only if its idle pages
+   * lengthen the final round by no more than the forecast's resolution (see lastHold): the pages
+   * due before the migration ends, or only those due within this round as it runs holding them
+   * (H1, as lastHold), or those likelier to be written (thresholds over 1/2); none if no hold fits.
    */
-  private beforeLast(horizon: number, written: number, perSample: number, ctx: RoundContext, held: PageBitmap, idle: number): PageBitmap {
+  private beforeLast(horizon: number, written: number, u: number, perSample: number, ctx: RoundContext, held: PageBitmap): PageBitmap {
     const next = this.written(written / perSample);
     if (!this.fitsLimit(next, this.lastRate, ctx, ctx.round + 1)) return held;
     const tolerance = this.resolution(next);
-    const fits = (idle: number) => this.written((written + idle) / perSample) - next <= tolerance;
-    if (fits(idle)) return held;
+    const m = this.model;
+    // Whether a hold's idle pages (not written while the round runs holding them, at its length
+    // then) lengthen the next round by no more than the resolution.
+    const fits = (hold: PageBitmap): boolean => {
+      const k = hold.count();
+      const idle = k - m.expectedAmong(hold, roundHolding(u, k, perSample) * this.running);
+      return this.written((written + idle) / perSample) - next <= tolerance;
+    };
+    if (fits(held)) return held;
     // The narrower holds are subsets of this one: forecast over it, not over every page again.
     const wide = held.clone();
+    held.clearAll();
+    m.addLikely(wide, roundHolding(u, wide.count(), perSample) * this.running, 0.5, held);
+    if (held.count() === 0 || fits(held)) return held;
     for (const threshold of BEFORE_LAST_THRESHOLDS) {
       held.clearAll();
-      const saving = this.model.addLikely(wide, horizon * this.running, threshold, held);
-      if (held.count() === 0 || fits(held.count() - saving)) return held;
+      m.addLikely(wide, horizon * this.running, threshold, held);
+      if (held.count() === 0 || fits(held)) return held;
     }
     held.clearAll();
     return held;
