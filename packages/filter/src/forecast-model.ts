@@ -68,7 +68,9 @@ class GapTally {
     if (l !== 0) {
       let gap = stamp - l;
       if (gap <= 0) gap += STAMP_MOD;
-      const b = gap < MAX_AGE ? BUCKET_OF[gap] : BUCKET_OF[MAX_AGE];
+      // Gap g stands for (g - 1, g]: the bucket that interval lies in (BUCKET_OF[g] is the next
+      // one up where g is an edge, and put a gap of 1 at 1, half of it past a horizon of 1).
+      const b = BUCKET_OF[Math.min(gap - 1, MAX_AGE)];
       this.c[b] += count;
       this.sum[b] += count * gap;
       this.sq[b] += count * gap * gap;
@@ -466,10 +468,11 @@ export class ForecastModel {
       return false; // no gap seen: S stays 1, nothing is forecast
     }
     t[0] = 1;
-    // Past the last bucket with a gap S stays flat (the loop below would keep it so, bucket by bucket).
+    let lastHazard = 0; // of the last bucket with any gap, per sample of its width
     for (let b = 0; b < end; b++) {
       const ev = lv.hist[base + b];
       t[b + 1] = atRisk > 0 ? t[b] * (1 - ev / atRisk) : t[b];
+      lastHazard = atRisk > 0 ? ev / atRisk : 1;
       atRisk -= ev + lv.cens[base + b];
       if (atRisk < 1e-12 * (ev + 1)) atRisk = 0;
       if (!(ev > 0)) continue; // no mass here: where it would lie does not matter
@@ -482,7 +485,17 @@ export class ForecastModel {
       this.mu[b] = m;
       this.half[b] = Math.max(1e-6, Math.min(Math.sqrt(3 * variance + 0.25), m - lo, hi - m));
     }
-    t.fill(t[end], end + 1);
+    // Past the last bucket with any gap nothing was seen (the model watched no longer, or the
+    // pages were not written again): S goes on falling at that bucket's hazard. Flat (no write
+    // ever again) where it had no event; where it had, a page of a sweep longer than the region's
+    // censored first writes would be forecast never written again (mw-512: 16,384 pages under 1).
+    const w = EDGE[end] - EDGE[end - 1];
+    const perSample = lastHazard >= 1 ? 0 : (1 - lastHazard) ** (1 / w);
+    for (let b = end; b < NB; b++) {
+      t[b + 1] = t[b] * perSample ** (EDGE[b + 1] - EDGE[b]);
+      this.mu[b] = (EDGE[b] + EDGE[b + 1]) / 2;
+      this.half[b] = (EDGE[b + 1] - EDGE[b]) / 2;
+    }
     return true;
   }
 

@@ -229,7 +229,7 @@ export class ForecastPolicy implements Policy {
       const saving = m.addLikely(unsynced, horizon * this.running, 0.5, held);
       const kept = held.count();
       if (kept === 0) return held;
-      if (!convergent || !this.notWorthIt(u, kept, saving, perSample)) {
+      if (!convergent || !this.notWorthIt(u, held, saving, perSample)) {
         return convergent ? this.beforeLast(horizon, written, u, perSample, ctx, held) : held;
       }
     }
@@ -311,10 +311,13 @@ export class ForecastPolicy implements Policy {
   /**
    * Holding is not worth it when the round would only wait (the send list without the held pages
    * is under one sample), or when the pages it saves are fewer than the process writes in the
-   * round (at least one sample long) that holding adds.
+   * round (at least one sample long) that holding adds: the pages written in a sample, less the
+   * held ones among them (they are sent later whether written then or not).
    */
-  private notWorthIt(u: number, kept: number, saving: number, perSample: number): boolean {
-    return u - kept < perSample || saving <= this.written(1);
+  private notWorthIt(u: number, held: PageBitmap, saving: number, perSample: number): boolean {
+    const kept = held.count();
+    if (u - kept < perSample) return true;
+    return saving <= this.written(1) - this.model.expectedAmong(held, this.running);
   }
 
   /**
