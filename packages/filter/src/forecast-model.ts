@@ -489,12 +489,23 @@ export class ForecastModel {
     // pages were not written again): S goes on falling at that bucket's hazard. Flat (no write
     // ever again) where it had no event; where it had, a page of a sweep longer than the region's
     // censored first writes would be forecast never written again (mw-512: 16,384 pages under 1).
-    const w = EDGE[end] - EDGE[end - 1];
-    const perSample = lastHazard >= 1 ? 0 : (1 - lastHazard) ** (1 / w);
+    if (end === NB) return true;
+    if (!(lastHazard > 0) || !(t[end] > 0)) {
+      t.fill(t[end], end + 1);
+      return true;
+    }
+    const perSample = lastHazard >= 1 ? 0 : (1 - lastHazard) ** (1 / (EDGE[end] - EDGE[end - 1]));
+    let width = 0;
+    let factor = 1;
     for (let b = end; b < NB; b++) {
-      t[b + 1] = t[b] * perSample ** (EDGE[b + 1] - EDGE[b]);
+      const wb = EDGE[b + 1] - EDGE[b];
+      // Bucket widths repeat or double (one power, then a square each time they double).
+      if (wb === 2 * width) factor *= factor;
+      else if (wb !== width) factor = perSample ** wb;
+      width = wb;
+      t[b + 1] = t[b] * factor;
       this.mu[b] = (EDGE[b] + EDGE[b + 1]) / 2;
-      this.half[b] = (EDGE[b + 1] - EDGE[b]) / 2;
+      this.half[b] = wb / 2;
     }
     return true;
   }
