@@ -14,7 +14,9 @@ import { PageBitmap, popcount32 } from './page-bitmap.js';
 // forecast written again within any horizon; a hot spot that dwells and moves on along a cycle
 // leaves short gaps (during a dwell) and the cycle's period (between visits), so a page that was
 // visited a period ago is forecast due, one visited just now is not; a page that stopped being
-// written grows older than any gap its region showed and is forecast cold. Writes that are
+// written grows older than any gap its region showed and is forecast at the hazard of the
+// longest gaps seen (cold where every page that reached them was written then, or none was,
+// which is where a region stopped being written). Writes that are
 // uniformly random leave gaps with a constant hazard, so the age says nothing and the forecast
 // is the same for every page: the cost model (forecast-policy.ts) then holds none of them.
 //
@@ -446,8 +448,8 @@ export class ForecastModel {
 
   /**
    * The region's survival at the bucket edges, Kaplan-Meier: the hazard of bucket b is the gaps
-   * ending in it over the gaps (ended or censored) that reached it. Past the last gap seen S
-   * stays flat: no evidence of another write, so the page is forecast cold.
+   * ending in it over the gaps (ended or censored) that reached it. Past the last bucket with
+   * any gap S goes on falling at that bucket's hazard (flat where it had only censored ones).
    */
   private loadTail(lv: GapLevel, r: number): boolean {
     const t = this.tail;
@@ -468,7 +470,7 @@ export class ForecastModel {
       return false; // no gap seen: S stays 1, nothing is forecast
     }
     t[0] = 1;
-    let lastHazard = 0; // of the last bucket with any gap, per sample of its width
+    let lastHazard = 0; // of the last bucket with any gap (over its width)
     for (let b = 0; b < end; b++) {
       const ev = lv.hist[base + b];
       t[b + 1] = atRisk > 0 ? t[b] * (1 - ev / atRisk) : t[b];
@@ -486,9 +488,11 @@ export class ForecastModel {
       this.half[b] = Math.max(1e-6, Math.min(Math.sqrt(3 * variance + 0.25), m - lo, hi - m));
     }
     // Past the last bucket with any gap nothing was seen (the model watched no longer, or the
-    // pages were not written again): S goes on falling at that bucket's hazard. Flat (no write
-    // ever again) where it had no event; where it had, a page of a sweep longer than the region's
-    // censored first writes would be forecast never written again (mw-512: 16,384 pages under 1).
+    // pages were not written again): S goes on falling at that bucket's hazard, flat (no write
+    // ever again) where it had no gap, only censored ones. Flat where it had gaps too, a sweep's
+    // pages were forecast partly never written again within any horizon (mw-512: 16,384 pages
+    // under 0.99 within 172 samples). A page older than that bucket is forecast at that hazard
+    // too, not cold: cold there cost pages and downtime on the traces (BENCHMARKS.md, session 12).
     if (end === NB) return true;
     if (!(lastHazard > 0) || !(t[end] > 0)) {
       t.fill(t[end], end + 1);
