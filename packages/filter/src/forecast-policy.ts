@@ -253,18 +253,20 @@ export class ForecastPolicy implements Policy {
     if (!this.fitsLimit(next, this.lastRate, ctx, ctx.round + 1)) return held;
     const tolerance = this.resolution(next);
     const m = this.model;
-    // Whether a hold's idle pages (not written while the round runs holding them, at its length
-    // then) lengthen the next round by no more than the resolution.
+    // Whether `idle` pages (held and not written while the round runs) lengthen the next round by
+    // no more than the resolution; for a hold, at the round's length when it holds them.
+    const idleFits = (idle: number) => this.written((written + idle) / perSample) - next <= tolerance;
     const fits = (hold: PageBitmap): boolean => {
       const k = hold.count();
-      const idle = k - m.expectedAmong(hold, roundHolding(u, k, perSample) * this.running);
-      return this.written((written + idle) / perSample) - next <= tolerance;
+      return idleFits(k - m.expectedAmong(hold, roundHolding(u, k, perSample) * this.running));
     };
-    if (fits(held)) return held;
     // The narrower holds are subsets of this one: forecast over it, not over every page again.
+    // H1 is at the horizon the wide hold is judged at: one pass gives both.
     const wide = held.clone();
     held.clearAll();
-    m.addLikely(wide, roundHolding(u, wide.count(), perSample) * this.running, 0.5, held);
+    const inRound = { expected: 0 };
+    m.addLikely(wide, roundHolding(u, wide.count(), perSample) * this.running, 0.5, held, inRound);
+    if (idleFits(wide.count() - inRound.expected)) return wide;
     if (held.count() === 0 || fits(held)) return held;
     for (const threshold of BEFORE_LAST_THRESHOLDS) {
       held.clearAll();

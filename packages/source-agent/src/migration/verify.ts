@@ -81,10 +81,11 @@ export interface FrozenHashes {
  * Hashes the frozen process's memory for full verification.
  * Started once the frozen process's last writes are collected (migrate()): from then on its
  * pages and mappings do not change, so their hashes are computed while the final round is on
- * the wire rather than after it (bzip2 at 500 Mbit/s: 7-16 ms of the downtime before). Chunk after chunk, yielding to the sender between every 256 pages;
- * verify() sends each chunk's checksums as soon as it is hashed, so the destination compares one
- * while the next is hashed. A failure surfaces when verify() awaits that chunk; a migration
- * that ends first cancels it (migrate()), so a failed one does not go on reading for seconds.
+ * the wire rather than after it (bzip2 at 500 Mbit/s: 7-16 ms of the downtime before). Chunk
+ * after chunk, yielding to the sender between every 256 pages; verify() sends each chunk's
+ * checksums as soon as it is hashed, so the destination compares one while the next is hashed.
+ * A failure surfaces when verify() awaits that chunk; a migration that ends first cancels it
+ * (migrate()), so a failed one does not go on reading for seconds.
  */
 export function hashFrozen(s: MigrationSession, frozen: FrozenProcess): FrozenHashes {
   const reader = new PageReader(frozen.pid);
