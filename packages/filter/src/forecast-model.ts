@@ -167,6 +167,66 @@ function survival(sv: Float64Array, mu: Float64Array, half: Float64Array, x: num
   return sv[b + 1] + (sv[b] - sv[b + 1]) * ((m + d - x) / (2 * d));
 }
 
+/**
+ * The ages one pass of addLikely met in each region (each region's distinct ages once), for later
+ * passes over a subset of its pages at other horizons or thresholds: a region none of whose ages
+ * is forecast over the threshold holds no page of their hold, and is not read. Valid for the
+ * sample and the granularity it was taken at (the model does not change while a round is
+ * planned). Fixed size: a census too large for skimming to pay (see addLikely: more ages than an
+ * eighth of the pages) is dropped.
+ */
+class AgeCensus {
+  regions: Int32Array;
+  /** Region i's ages are ages[starts[i]], ..., ages[starts[i + 1] - 1]. */
+  starts: Int32Array;
+  ages: Uint16Array;
+  regionCount = 0;
+  ageCount = 0;
+  /** The model's sample count and granularity when it was taken; -1: none (or dropped). */
+  samples = -1;
+  level = -1;
+
+  constructor(totalPages: number) {
+    this.regions = new Int32Array((totalPages >>> 6) + 2);
+    this.starts = new Int32Array((totalPages >>> 6) + 3);
+    this.ages = new Uint16Array((totalPages >>> 3) + 1);
+  }
+
+  start(samples: number, level: number): void {
+    this.samples = samples;
+    this.level = level;
+    this.regionCount = 0;
+    this.ageCount = 0;
+    this.starts[0] = 0;
+  }
+
+  /** The pass enters region r (regions come in increasing order). */
+  region(r: number): void {
+    if (this.samples < 0) return;
+    if (this.regionCount >= this.regions.length) {
+      this.samples = -1;
+      return;
+    }
+    this.regions[this.regionCount++] = r;
+    this.starts[this.regionCount] = this.ageCount;
+  }
+
+  /** The pass met age a in the region it is in (once per region: the age table remembers it). */
+  age(a: number): void {
+    if (this.samples < 0) return;
+    if (this.ageCount >= this.ages.length) {
+      this.samples = -1;
+      return;
+    }
+    this.ages[this.ageCount++] = a;
+    this.starts[this.regionCount] = this.ageCount;
+  }
+
+  get byteLength(): number {
+    return this.regions.byteLength + this.starts.byteLength + this.ages.byteLength;
+  }
+}
+
 export class ForecastModel {
   private total: number;
   /** Per page: the sample it was last written in (1..65535, cycling), 0 = not in the last MAX_AGE samples. */
@@ -189,6 +249,14 @@ export class ForecastModel {
   private readonly ages = new AgeTable();
   /** Learning's gaps of one region (scratch). */
   private readonly tally = new GapTally();
+  /** The ages of the last pass that recorded them (addLikely 'record'). */
+  private census: AgeCensus;
+  /** addLikely is recording them. */
+  private recording = false;
+  /** Regions the last addLikely that skimmed did not read. */
+  skippedRegions = 0;
+  /** addLikely's sums (scratch). */
+  private readonly sums = { expected: 0, everyPage: 0 };
 
   constructor(totalPages: number) {
     this.total = totalPages;
@@ -196,6 +264,7 @@ export class ForecastModel {
     this.seen = new PageBitmap(totalPages);
     this.whole = new Uint8Array((totalPages + 31) >>> 5);
     this.levels = REGION_SHIFTS.map((s) => new GapLevel(s, totalPages));
+    this.census = new AgeCensus(totalPages);
   }
 
   get totalPages(): number {
@@ -224,6 +293,7 @@ export class ForecastModel {
       this.whole.byteLength +
       this.ages.byteLength +
       this.tally.byteLength +
+      this.census.byteLength +
       this.levels.reduce((a, l) => a + l.hist.byteLength + l.cens.byteLength + l.sum.byteLength + l.sq.byteLength, 0)
     );
   }
@@ -235,6 +305,7 @@ export class ForecastModel {
     this.last = last;
     this.seen = this.seen.resized(totalPages);
     this.whole = new Uint8Array((totalPages + 31) >>> 5);
+    this.census = new AgeCensus(totalPages);
     this.levels = this.levels.map((l) => {
       const nl = new GapLevel(l.shift, totalPages);
       nl.hist.set(l.hist.subarray(0, Math.min(nl.hist.length, l.hist.length)));
@@ -342,8 +413,75 @@ export class ForecastModel {
    * expected number of the added pages that are written within h samples. With `all`, also adds
    * to all.expected that number over every page of `pages` (added or not): the same pass serves
    * two questions at one horizon.
+   *
+   * `census`: 'record' keeps the ages the pass meets in each region; 'skim', over a subset of the
+   * pages of the pass that last recorded them (at this sample), reads only the regions where one
+   * of those ages is forecast over the threshold at h, if that is cheaper than reading every page
+   * (a region's survival costs about as much as forecasting 32 pages, an age as 8), and no `all`
+   * is asked: a narrower hold over a wide one skips, region by region, what cannot be in it.
    */
-  addLikely(pages: PageBitmap, h: number, threshold: number, out: PageBitmap, all: { expected: number } = { expected: 0 }): number {
+  addLikely(
+    pages: PageBitmap,
+    h: number,
+    threshold: number,
+    out: PageBitmap,
+    all?: { expected: number },
+    census?: 'record' | 'skim',
+  ): number {
+    const words = Math.min(pages.raw.length, out.raw.length, this.total >>> 5);
+    const sums = this.sums;
+    sums.expected = 0;
+    sums.everyPage = 0;
+    const c = this.census;
+    if (
+      census === 'skim' &&
+      all === undefined &&
+      c.samples === this.n &&
+      c.level === this.chosen &&
+      32 * c.regionCount + 8 * c.ageCount < pages.count()
+    ) {
+      const lv = this.levels[this.chosen];
+      const shift = lv.shift;
+      this.skippedRegions = 0;
+      for (let i = 0; i < c.regionCount; i++) {
+        if (!this.likelyIn(lv, i, h, threshold)) {
+          this.skippedRegions++;
+          continue;
+        }
+        const r = c.regions[i];
+        this.pass(pages, h, threshold, out, sums, (r << shift) >>> 5, Math.min(words, ((r + 1) << shift) >>> 5));
+      }
+    } else if (census === 'record') {
+      c.start(this.n, this.chosen);
+      this.recording = true;
+      this.pass(pages, h, threshold, out, sums, 0, words);
+      this.recording = false;
+    } else this.pass(pages, h, threshold, out, sums, 0, words);
+    let expected = sums.expected;
+    let everyPage = sums.everyPage;
+    // The pages past the last whole word, one by one.
+    for (let p = words << 5; p < Math.min(pages.size, this.total); p++) {
+      const q = pages.has(p) ? this.probWithin(p, h) : 0;
+      if (q > 0) everyPage += q;
+      if (q > threshold) {
+        out.set(p);
+        expected += q;
+      }
+    }
+    if (all !== undefined) all.expected += everyPage;
+    return expected;
+  }
+
+  /** addLikely's pass over the words [from, to); adds to `sums` over the pages added and over every page. */
+  private pass(
+    pages: PageBitmap,
+    h: number,
+    threshold: number,
+    out: PageBitmap,
+    sums: { expected: number; everyPage: number },
+    from: number,
+    to: number,
+  ): void {
     const lv = this.levels[this.chosen];
     const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
     const last = this.last;
@@ -355,11 +493,10 @@ export class ForecastModel {
     const dst = out.raw;
     const seen = this.seen.raw;
     const whole = this.whole;
-    const words = Math.min(src.length, dst.length, this.total >>> 5);
     let region = -1;
     let live = false;
     let gen = 0;
-    for (let k = 0; k < words; k++) {
+    for (let k = from; k < to; k++) {
       let x = src[k] & seen[k];
       if (x === 0) continue;
       const base = k << 5;
@@ -368,6 +505,7 @@ export class ForecastModel {
         live = this.loadTail(lv, r);
         region = r;
         gen = this.ages.next();
+        if (live && this.recording) this.census.region(r);
       }
       if (!live) continue;
       if (whole[k] === 1) {
@@ -398,17 +536,16 @@ export class ForecastModel {
       }
       dst[k] |= acc;
     }
-    // The pages past the last whole word, one by one.
-    for (let p = words << 5; p < Math.min(pages.size, this.total); p++) {
-      const q = pages.has(p) ? this.probWithin(p, h) : 0;
-      if (q > 0) everyPage += q;
-      if (q > threshold) {
-        out.set(p);
-        expected += q;
-      }
-    }
-    all.expected += everyPage;
-    return expected;
+    sums.expected += expected;
+    sums.everyPage += everyPage;
+  }
+
+  /** Whether one of the ages the census met in its i-th region is forecast over the threshold at h. */
+  private likelyIn(lv: GapLevel, i: number, h: number, threshold: number): boolean {
+    const c = this.census;
+    this.loadTail(lv, c.regions[i]);
+    for (let j = c.starts[i]; j < c.starts[i + 1]; j++) if (this.within(c.ages[j], h) > threshold) return true;
+    return false;
   }
 
   /** The expected number of the pages of `pages` written within the next h samples (addLikely's sum over all of them). */
@@ -418,11 +555,15 @@ export class ForecastModel {
     return all.expected;
   }
 
-  /** P(written within h samples) at age `a` of the region whose tail is loaded; remembered in the age table under `gen`. */
+  /**
+   * P(written within h samples) at age `a` of the region whose tail is loaded; remembered in the
+   * age table under `gen` (and, the first time the region meets it, in the census being recorded).
+   */
   private forecastAt(a: number, h: number, gen: number): number {
     const q = this.within(a, h);
     this.ages.tag[a] = gen;
     this.ages.p[a] = q;
+    if (this.recording) this.census.age(a);
     return q;
   }
 

@@ -58,6 +58,8 @@ interface LastHoldOptions {
   candidates?: PageBitmap;
   /** Where H0 is left, for a narrower threshold to look at only those. */
   h0?: PageBitmap;
+  /** The candidates are a subset of the pages of the plan's pass that recorded their ages (the model's census): skim by it. */
+  skim?: boolean;
 }
 
 /**
@@ -397,12 +399,14 @@ export class ForecastPolicy implements Policy {
     held: PageBitmap,
     fits: (final: number) => boolean,
   ): PageBitmap {
-    // A narrower threshold's hold is a subset of a wider one's: forecast over that, not over every page again.
+    // A narrower threshold's hold is a subset of a wider one's: forecast over that, not over every
+    // page again, and only in the regions where an age the first pass met is likely enough.
     let candidates = unsynced;
     for (const threshold of BEFORE_LAST_THRESHOLDS) {
       const h0 = new PageBitmap(unsynced.size);
-      const h = this.lastHold(unsynced, u, perSample, held, { fits, threshold, candidates, h0 });
+      const h = this.lastHold(unsynced, u, perSample, held, { fits, threshold, candidates, h0, skim: candidates !== unsynced });
       if (h.count() > 0) return h;
+      if (h0.count() === 0) break; // nothing over this threshold: nothing over a higher one
       candidates = h0;
     }
     return held;
@@ -431,14 +435,15 @@ export class ForecastPolicy implements Policy {
    * unsynchronized ones); H0 is left in `h0`. H1 is a subset of H0 (a shorter horizon).
    */
   private lastHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap, o: LastHoldOptions = {}): PageBitmap {
-    const { fits = () => true, threshold = 0.5, candidates = unsynced, h0 = new PageBitmap(unsynced.size) } = o;
+    const { fits = () => true, threshold = 0.5, candidates = unsynced, h0 = new PageBitmap(unsynced.size), skim = false } = o;
     const m = this.model;
     const all = this.written(u / perSample);
     const sendAll = all + this.resolution(all);
     const holding = (kept: number) => roundHolding(u, kept, perSample);
     // Whether a hold of `kept` pages wins, given `e`, the expected number of them written while
-    // the round runs. Without it, the bounds (between none and all of them are written) decide
-    // where they can (the fit is monotone); null where they cannot.
+    // the round runs. Without it, the bounds decide where they can (the fit is monotone); null
+    // where they cannot. At most, none of them is written; at fewest, the final round is the held
+    // pages or the pages written, whichever is more (e is at most either).
     const wins = (kept: number, e?: number): boolean | null => {
       if (kept === 0) return false;
       const w = this.written(holding(kept));
@@ -448,20 +453,25 @@ export class ForecastPolicy implements Policy {
       }
       const most = Math.min(m.totalPages, kept + w);
       if (most <= sendAll && fits(most)) return true;
-      return Math.min(m.totalPages, w) > sendAll ? false : null;
+      const least = Math.min(m.totalPages, Math.max(kept, w));
+      return least > sendAll || !fits(least) ? false : null;
     };
-    m.addLikely(candidates, (u / perSample) * this.running, threshold, h0);
+    // Its ages are recorded (or, over a subset of the pages that recorded them, skimmed by them).
+    m.addLikely(candidates, (u / perSample) * this.running, threshold, h0, undefined, skim ? 'skim' : 'record');
     const k0 = h0.count();
     const v0 = wins(k0);
     if (v0 === true) return h0;
     if (k0 === 0) return held;
-    // H1 and the forecast over H0 are at the same horizon, the round as it runs holding H0: one pass.
-    const e0 = { expected: 0 };
-    m.addLikely(h0, holding(k0) * this.running, threshold, held, e0);
-    if (v0 === null && wins(k0, e0.expected)) {
-      held.clearAll();
-      return h0;
-    }
+    // H1 and the forecast over H0 are at the same horizon, the round as it runs holding H0: one
+    // pass, over every page of H0 if that forecast is needed, else only where H1 can be.
+    if (v0 === null) {
+      const e0 = { expected: 0 };
+      m.addLikely(h0, holding(k0) * this.running, threshold, held, e0);
+      if (wins(k0, e0.expected)) {
+        held.clearAll();
+        return h0;
+      }
+    } else m.addLikely(h0, holding(k0) * this.running, threshold, held, undefined, 'skim');
     const k1 = held.count();
     let v1 = wins(k1);
     if (v1 === null) v1 = wins(k1, m.expectedAmong(held, holding(k1) * this.running));

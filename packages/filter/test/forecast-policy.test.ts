@@ -376,6 +376,48 @@ describe('ForecastModel.addLikely', () => {
   });
 });
 
+describe('ForecastModel.addLikely: skimming by the ages a pass recorded', () => {
+  it('adds the same pages and sums as reading every page, and skips regions where no age is likely', () => {
+    // A writer at random over 30% of 64 Ki pages a sample (pages of every age side by side, a
+    // forecast the same in every region) and a block written whole every 3rd sample: the census
+    // is small beside the pages, so the narrower passes skim it.
+    const M = 65_536 + 13;
+    const r = rng(47);
+    const m = new ForecastModel(M);
+    for (let i = 0; i < 40; i++) {
+      const b = new PageBitmap(M);
+      for (let p = 0; p < M; p++) if (r() < 0.3) b.set(p);
+      if (i % 3 === 0) b.setRange(8192, 8192 + 640);
+      m.observe(b);
+    }
+    const all = PageBitmap.full(M);
+    let skimmed = 0;
+    for (const [h, threshold] of [
+      [5, 0.75],
+      [3, 0.5],
+    ]) {
+      const wide = new PageBitmap(M);
+      const wideSum = m.addLikely(all, h, threshold, wide, undefined, 'record');
+      expect(wideSum).toBeCloseTo(m.addLikely(all, h, threshold, new PageBitmap(M)), 6); // recording changes nothing
+      // Narrower holds over the wide one: a higher threshold, a shorter horizon.
+      for (const [h2, t2] of [
+        [h, 0.9],
+        [1, threshold],
+        [h / 2, 0.97],
+      ]) {
+        const read = new PageBitmap(M);
+        const readSum = m.addLikely(wide, h2, t2, read);
+        const skim = new PageBitmap(M);
+        const skimSum = m.addLikely(wide, h2, t2, skim, undefined, 'skim');
+        expect([...skim]).toEqual([...read]);
+        expect(skimSum).toBeCloseTo(readSum, 9);
+        skimmed += m.skippedRegions;
+      }
+    }
+    expect(skimmed).toBeGreaterThan(0); // it did skim
+  });
+});
+
 describe('ForecastPolicy: a phase change', () => {
   it('forgets the old cycle and forecasts the new one', () => {
     const OLD = [3, 9, 1, 14];
