@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest';
-import { DowntimeForecast, calibrateHashMs, chooseVerify, fullVerifyMs } from '../src/migration/downtime-forecast.js';
+import fs from 'node:fs';
+import { PageReader } from '@forecopy/linux';
+import { describe, expect, it, vi } from 'vitest';
+import { DowntimeForecast, calibrateHashMs, calibrationRuns, chooseVerify, fullVerifyMs } from '../src/migration/downtime-forecast.js';
 
 describe('chooseVerify (--verify auto)', () => {
   it('keeps what the user named', () => {
@@ -43,5 +45,56 @@ describe('calibrateHashMs', () => {
     const ms = await calibrateHashMs();
     expect(ms).toBeGreaterThan(0);
     expect(ms).toBeLessThan(0.1);
+  });
+
+  it("reads and hashes runs of the process's own pages, and takes the buffer's figure where it cannot read them", async () => {
+    // This process's own writable mappings, read with process_vm_readv as another's would be.
+    const layout = fs
+      .readFileSync('/proc/self/maps', 'utf8')
+      .split('\n')
+      .filter((l) => / rw-p /.test(l))
+      .map((l) => {
+        const [a, b] = l
+          .split(' ')[0]
+          .split('-')
+          .map((x) => Number.parseInt(x, 16));
+        return { start: a, pages: (b - a) / 4096 };
+      });
+    const reader = new PageReader(process.pid);
+    const runs = calibrationRuns(layout);
+    const read = vi.spyOn(reader, 'readRanges');
+    const ms = await calibrateHashMs({ reader, runs });
+    expect(read).toHaveBeenCalledTimes(runs.length);
+    expect(ms).toBeGreaterThan(0);
+    expect(ms).toBeLessThan(0.1);
+    // Nothing mapped there: every read comes back short, and the buffer's figure stands.
+    const nowhere = Array.from({ length: 16 }, (_, i) => ({ addr: 0x1000 * (i + 1), pages: 256 }));
+    const alone = await calibrateHashMs({ reader, runs: nowhere });
+    expect(alone).toBeGreaterThan(0);
+    expect(alone).toBeLessThan(0.1);
+  });
+});
+
+describe('calibrationRuns', () => {
+  it('spreads the runs evenly over the live pages, each within one mapping', () => {
+    const P = 4096;
+    const layout = [
+      { start: 0x10000000, pages: 100 }, // smaller than a run: one run, clipped to it
+      { start: 0x20000000, pages: 10_000 },
+      { start: 0x30000000, pages: 5_900 },
+    ];
+    const runs = calibrationRuns(layout, 4, 256); // 16,000 live pages: a run every 4,000
+    expect(runs).toEqual([
+      { addr: 0x10000000, pages: 100 },
+      { addr: 0x20000000 + 3_900 * P, pages: 256 },
+      { addr: 0x20000000 + 7_900 * P, pages: 256 },
+      { addr: 0x30000000 + 1_900 * P, pages: 256 },
+    ]);
+    // A small process: runs no closer than their length, so none overlaps the next.
+    expect(calibrationRuns([{ start: 0x40000000, pages: 600 }], 16, 256)).toEqual([
+      { addr: 0x40000000, pages: 256 },
+      { addr: 0x40000000 + 256 * P, pages: 256 },
+      { addr: 0x40000000 + 512 * P, pages: 88 },
+    ]);
   });
 });

@@ -1,4 +1,4 @@
-import { threadsOf } from '@forecopy/linux';
+import { type PageReader, threadsOf } from '@forecopy/linux';
 import { PAGE_SIZE, type VerifyMode } from '@forecopy/protocol';
 import { pageHasher } from '../checksum.js';
 
@@ -69,12 +69,21 @@ export function fullVerifyMs(pages: number, hashMsPerPage: number): number {
   return 2 * pages * hashMsPerPage;
 }
 
+/** The calibration reads this many runs of RUN_PAGES pages of the process (16 MiB), spread over all of it. */
+const CALIBRATION_RUNS = 16;
+const RUN_PAGES = 256;
+
 /**
- * This machine's time to copy and hash one page with the verification's hash, ms: the best of a
- * few passes over 2 MiB (the first ones run before the JIT warmed up). 0.9-1.1 us here, which
- * puts a full check of 1 GiB at 470-580 ms, as measured (BENCHMARKS.md, issue 12).
+ * This machine's time to read and hash one page with the verification's hash, ms. First the best
+ * of a few passes over a 2 MiB buffer (which also warms the JIT up: 0.44-0.6 us here); then, given
+ * runs of the process's pages, one pass over them read and hashed as a full check reads and
+ * hashes them (hashPages, a run of 256 pages a read), and the larger of the two. A buffer of 2 MiB stays in the caches where a
+ * process larger than them does not: on stress-ng-vm (65,000 pages) the buffer alone forecast a
+ * full check of 67-74 ms, and it took 101-110 (BENCHMARKS.md, session 13), so auto chose it
+ * where it took over a third of the 300 ms limit, not a quarter. Once: a second pass over the
+ * same runs would find them in the caches.
  */
-export async function calibrateHashMs(): Promise<number> {
+export async function calibrateHashMs(own?: { reader: PageReader; runs: ReadonlyArray<{ addr: number; pages: number }> }): Promise<number> {
   const hash = await pageHasher();
   const pages = 512;
   const src = Buffer.alloc(pages * PAGE_SIZE, 0x5a);
@@ -86,7 +95,41 @@ export async function calibrateHashMs(): Promise<number> {
     for (let i = 0; i < pages; i++) hash(dst.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
     best = Math.min(best, performance.now() - t);
   }
-  return best / pages;
+  const buffered = best / pages;
+  let read = 0;
+  const t = performance.now();
+  for (const run of own?.runs ?? []) {
+    // As hashPages reads a chunk, into a buffer already touched (a new one would measure its page faults).
+    const [got] = own!.reader.readRanges([{ addr: run.addr, pages: Math.min(run.pages, pages) }], dst);
+    for (let i = 0; i < got; i++) hash(dst.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+    read += got;
+  }
+  const ms = performance.now() - t;
+  return read >= pages ? Math.max(buffered, ms / read) : buffered;
+}
+
+/**
+ * Runs of pages spread evenly over the live pages of `layout` (for calibrateHashMs): up to
+ * `runs` of up to `pages` pages each, each within one mapping.
+ */
+export function calibrationRuns(
+  layout: ReadonlyArray<{ start: number; pages: number }>,
+  runs = CALIBRATION_RUNS,
+  pages = RUN_PAGES,
+): { addr: number; pages: number }[] {
+  const live = layout.reduce((n, m) => n + m.pages, 0);
+  const step = Math.max(pages, live / runs);
+  const out: { addr: number; pages: number }[] = [];
+  let base = 0; // live pages before mapping m
+  let next = 0; // where the next run starts, as a live page number
+  for (const m of layout) {
+    for (; next < base + m.pages && out.length < runs; next += step) {
+      const at = Math.floor(next - base);
+      out.push({ addr: m.start + at * PAGE_SIZE, pages: Math.min(pages, m.pages - at) });
+    }
+    base += m.pages;
+  }
+  return out;
 }
 
 /** --verify auto: full where it fits the downtime limit comfortably, incremental where it would not. */

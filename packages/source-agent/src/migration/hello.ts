@@ -21,7 +21,7 @@ import type { Tracking } from '../tracking.js';
 import { replyTimeoutOf, type MigrateOptions } from './options.js';
 import type { MigrationSession } from './session.js';
 import type { AutoConverge } from './auto-converge.js';
-import { DowntimeForecast, calibrateHashMs, chooseVerify } from './downtime-forecast.js';
+import { DowntimeForecast, calibrateHashMs, calibrationRuns, chooseVerify } from './downtime-forecast.js';
 import { connect } from './connect.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS } from './options.js';
 
@@ -48,7 +48,8 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
   // The layout the Hello announces. The sampler runs on while we wait for the answer, and may
   // change the space meanwhile: round 1 announces whatever is newer than this.
   const announcedLayout = space.layoutVersion;
-  const hashMsPerPage = await calibrateHashMs();
+  // Calibrated on the process's own pages, read as a full check reads them.
+  const hashMsPerPage = await calibrateHashMs({ reader: new PageReader(opts.pid), runs: calibrationRuns(space.layout()) });
   const verify = chooseVerify(opts.verify ?? 'auto', opts.stopRules.downtimeLimitMs, space.livePages, hashMsPerPage);
   opts.log.info({ verify: verify.mode, why: verify.reason }, 'verification');
   await channel.send(
