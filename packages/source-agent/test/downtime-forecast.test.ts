@@ -72,6 +72,12 @@ describe('calibrateHashMs', () => {
     const alone = await calibrateHashMs({ reader, runs: nowhere });
     expect(alone).toBeGreaterThan(0);
     expect(alone).toBeLessThan(0.1);
+    // Reads that fail, as those of a process gone would (ESRCH): nothing is thrown.
+    const failing = new PageReader(process.pid);
+    vi.spyOn(failing, 'readRanges').mockImplementation(() => {
+      throw new Error('ESRCH');
+    });
+    expect(await calibrateHashMs({ reader: failing, runs })).toBeGreaterThan(0);
   });
 });
 

@@ -77,11 +77,13 @@ const RUN_PAGES = 256;
  * This machine's time to read and hash one page with the verification's hash, ms. First the best
  * of a few passes over a 2 MiB buffer (which also warms the JIT up: 0.44-0.6 us here); then, given
  * runs of the process's pages, one pass over them read and hashed as a full check reads and
- * hashes them (hashPages, a run of 256 pages a read), and the larger of the two. A buffer of 2 MiB stays in the caches where a
- * process larger than them does not: on stress-ng-vm (65,000 pages) the buffer alone forecast a
- * full check of 67-74 ms, and it took 101-110 (BENCHMARKS.md, session 13), so auto chose it
- * where it took over a third of the 300 ms limit, not a quarter. Once: a second pass over the
- * same runs would find them in the caches.
+ * hashes them (hashPages: a run of 256 pages a read), and the larger of the two. A buffer of 2 MiB
+ * stays in the caches where a process larger than them does not: on stress-ng-vm (65,000 pages)
+ * the buffer alone forecast a full check of 67-74 ms, and it took 101-110 (BENCHMARKS.md, session
+ * 13), so auto chose it where it took over a third of the 300 ms limit, not a quarter. Once: a
+ * second pass over the same runs would find them in the caches. A calibration that cannot read
+ * the process (it is gone, say) keeps the buffer's figure: what fails then is the migration's
+ * business, not the forecast's.
  */
 export async function calibrateHashMs(own?: { reader: PageReader; runs: ReadonlyArray<{ addr: number; pages: number }> }): Promise<number> {
   const hash = await pageHasher();
@@ -98,11 +100,15 @@ export async function calibrateHashMs(own?: { reader: PageReader; runs: Readonly
   const buffered = best / pages;
   let read = 0;
   const t = performance.now();
-  for (const run of own?.runs ?? []) {
-    // As hashPages reads a chunk, into a buffer already touched (a new one would measure its page faults).
-    const [got] = own!.reader.readRanges([{ addr: run.addr, pages: Math.min(run.pages, pages) }], dst);
-    for (let i = 0; i < got; i++) hash(dst.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
-    read += got;
+  try {
+    for (const run of own?.runs ?? []) {
+      // As hashPages reads a chunk, into a buffer already touched (a new one would measure its page faults).
+      const [got] = own!.reader.readRanges([{ addr: run.addr, pages: Math.min(run.pages, pages) }], dst);
+      for (let i = 0; i < got; i++) hash(dst.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+      read += got;
+    }
+  } catch {
+    return buffered;
   }
   const ms = performance.now() - t;
   return read >= pages ? Math.max(buffered, ms / read) : buffered;
