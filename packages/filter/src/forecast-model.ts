@@ -187,6 +187,7 @@ class AgeCensus {
   level = -1;
 
   constructor(totalPages: number) {
+    // Room for every region of the finest size (64 pages): the region list never runs out.
     this.regions = new Int32Array((totalPages >>> 6) + 2);
     this.starts = new Int32Array((totalPages >>> 6) + 3);
     this.ages = new Uint16Array((totalPages >>> 3) + 1);
@@ -203,10 +204,6 @@ class AgeCensus {
   /** The pass enters region r (regions come in increasing order). */
   region(r: number): void {
     if (this.samples < 0) return;
-    if (this.regionCount >= this.regions.length) {
-      this.samples = -1;
-      return;
-    }
     this.regions[this.regionCount++] = r;
     this.starts[this.regionCount] = this.ageCount;
   }
