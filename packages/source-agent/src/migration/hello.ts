@@ -48,8 +48,10 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
   // The layout the Hello announces. The sampler runs on while we wait for the answer, and may
   // change the space meanwhile: round 1 announces whatever is newer than this.
   const announcedLayout = space.layoutVersion;
-  // Calibrated on the process's own pages, read as a full check reads them.
-  const hashMsPerPage = await calibrateHashMs({ reader: new PageReader(opts.pid), runs: calibrationRuns(space.layout()) });
+  // Calibrated on the process's own pages, read as a full check reads them (with the reader
+  // the sender then uses).
+  const reader = new PageReader(opts.pid);
+  const hashMsPerPage = await calibrateHashMs({ reader, runs: calibrationRuns(space.layout()) });
   const verify = chooseVerify(opts.verify ?? 'auto', opts.stopRules.downtimeLimitMs, space.livePages, hashMsPerPage);
   opts.log.info({ verify: verify.mode, why: verify.reason }, 'verification');
   await channel.send(
@@ -71,7 +73,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
   });
   const restore = ack.header.restore === true;
   checkFate(opts, restore);
-  const sender = new PageSender(channel, new PageReader(opts.pid), space, {
+  const sender = new PageSender(channel, reader, space, {
     batchPages: opts.batchPages,
     bandwidthBps: opts.bandwidthBps,
     compress: opts.compress,
