@@ -29,6 +29,11 @@ describe.skipIf(skip)('incremental verification', () => {
     const sum = Object.values(parts).reduce((a, b) => a + b, 0);
     expect(Math.abs(sum - r.downtimeMs)).toBeLessThan(0.01);
     expect(r.stopCopyMs).toBe(parts.stopCopyMs);
+    // Stop-and-copy in its own parts, in order, adding up to it.
+    const steps = r.stopCopyParts as Record<string, number>;
+    expect(Object.keys(steps)).toEqual(['freezeMs', 'collectMs', 'announceMs', 'sendMs', 'ackMs']);
+    for (const v of Object.values(steps)) expect(v).toBeGreaterThanOrEqual(0);
+    expect(Math.abs(Object.values(steps).reduce((a, b) => a + b, 0) - r.stopCopyMs)).toBeLessThan(0.01);
     expect(await dest.proc.exited).toBe(0);
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
   });

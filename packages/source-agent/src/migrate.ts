@@ -15,7 +15,7 @@ import { stopAndCopy } from './migration/stop-and-copy.js';
 import { type FrozenHashes, hashFrozen, mismatchError, verify } from './migration/verify.js';
 import { captureProcess, handOverRestored, recordOf, refuseBlockers, sendProcessState, writeRecord } from './migration/restore.js';
 import type { CapturedProcess } from '@forecopy/linux';
-import { DowntimeClock } from './migration/downtime.js';
+import type { DowntimeClock } from './migration/downtime.js';
 import { AutoConverge } from './migration/auto-converge.js';
 
 export type { MigrateOptions, PolicyContext } from './migration/options.js';
@@ -56,14 +56,14 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     // Full verification's hashes of the frozen memory are made while the final round is sent:
     // after the capture (its system calls may write to the process) and the last collect (it
     // may find new mappings). Incremental verification has its hashes already (sentHashes).
-    const { frozen, frozenAt } = await stopAndCopy(
+    const { frozen, clock } = await stopAndCopy(
       s,
       stop,
       held,
       s.restore ? (f) => (captured = captureProcess(s, f)) : undefined,
       s.sender.sentHashes ? undefined : (f) => (hashed = hashFrozen(s, f)),
     );
-    const clock = new DowntimeClock(frozenAt);
+    Object.assign(s.stopCopyParts, clock.fold('stopCopyMs'));
     if (captured) s.stateHash = await sendProcessState(s, captured);
     clock.mark('stateMs');
     const verification = await verify(s, frozen, hashed);

@@ -43,6 +43,13 @@ export interface MigrationReport {
   /** From the freeze to the destination's acknowledgement that the final round is applied. */
   stopCopyMs: number;
   /**
+   * Where stopCopyMs went, ms: freezeMs (stopping every thread), collectMs (the last writes and
+   * mappings collected, the state captured for a restore), announceMs (StopAndCopy and the final
+   * RoundStart sent), sendMs (the final round's pages read and sent), ackMs (RoundEnd sent until
+   * the destination acknowledged the round applied). They add up to stopCopyMs.
+   */
+  stopCopyParts?: Record<string, number>;
+  /**
    * The parts of the downtime, in ms: stopCopyMs (freeze, capture of the state for a restore, last
    * round), stateMs (sending the state), verifyMs, handoverMs (Commit to Committed, the restore at
    * the destination included), restoreMs (the destination's own measure of its restore),
@@ -152,6 +159,10 @@ export function formatReport(r: MigrationReport): string {
     };
     const parts = Object.entries(r.downtimeParts).map(([k, v]) => `${names[k] ?? k} ${ms(v)}`);
     lines.push(`  the process did not run for ${ms(r.downtimeMs)}: ${parts.join(', ')}`);
+  }
+  if (r.stopCopyParts && Object.keys(r.stopCopyParts).length > 0) {
+    const parts = Object.entries(r.stopCopyParts).map(([k, v]) => `${k.replace(/Ms$/, '')} ${ms(v)}`);
+    lines.push(`  stop-and-copy ${ms(r.stopCopyMs)}: ${parts.join(', ')}`);
   }
   lines.push(
     `  memory ${num(r.memoryPages)} pages (${mib(r.memoryPages * 4096)})   sent ${num(r.pagesSent)} pages (${mib(r.bytesOfMemory)} of memory, ${mib(r.bytesSent)} on the wire; ${num(r.zeroPages)} zero, ${num(r.lz4Pages)} lz4${r.pagesCompressed !== undefined ? ` of ${num(r.pagesCompressed)} tried, ${mib(r.compressionSavedBytes ?? 0)} saved` : ''}${(r.streams ?? 1) > 1 ? `; over ${r.streams} connections` : ''})`,

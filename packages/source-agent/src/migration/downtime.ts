@@ -8,7 +8,6 @@ export class DowntimeClock {
 
   constructor(private readonly frozenAt: number) {
     this.last = frozenAt;
-    this.mark('stopCopyMs'); // the clock starts when stop-and-copy ended
   }
 
   /** Adds the time since the previous mark to `part`. */
@@ -16,6 +15,14 @@ export class DowntimeClock {
     const now = performance.now();
     this.parts[part] = (this.parts[part] ?? 0) + now - this.last;
     this.last = now;
+  }
+
+  /** Takes every part marked so far out of `parts` and puts their sum there as `into`; returns them. */
+  fold(into: string): Record<string, number> {
+    const taken = { ...this.parts };
+    for (const k of Object.keys(taken)) delete this.parts[k];
+    this.parts[into] = Object.values(taken).reduce((a, b) => a + b, 0);
+    return taken;
   }
 
   /** From the freeze to the last mark. */

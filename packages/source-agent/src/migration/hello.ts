@@ -100,6 +100,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
     wireRate: 0,
     restore,
     stateHash: null,
+    stopCopyParts: {},
     autoConverge: h.autoConverge,
     verify,
     forecast: new DowntimeForecast({

@@ -25,6 +25,7 @@ export function migrationReport(s: MigrationSession, m: Measured, v: Verificatio
     // failed verification keeps this: the process was thawed right after.
     downtimeMs: m.stopCopyMs + v.verifyMs,
     stopCopyMs: m.stopCopyMs,
+    stopCopyParts: { ...s.stopCopyParts },
     totalMs: v.answeredAt - m.t0,
     verifyMs: v.verifyMs,
     verifyMode: s.verify.mode,

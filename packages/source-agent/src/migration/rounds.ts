@@ -8,6 +8,7 @@ import type { SendResult } from '../sender.js';
 import { addToTotals, type MigrationSession } from './session.js';
 import { waitsForSample } from './model.js';
 import { measureLink } from './link-rate.js';
+import type { DowntimeClock } from './downtime.js';
 
 /** The decision that ends the iterative phase: why, and the pages still to send. */
 export type StopDecision = Extract<RoundDecision, { kind: 'stop' }>;
@@ -26,6 +27,8 @@ export interface FinalRound {
   round: number;
   pages: PageBitmap;
   frozenAt: number;
+  /** The downtime's clock: the round marks announceMs and sendMs on it. */
+  clock: DowntimeClock;
 }
 
 /**
@@ -57,9 +60,11 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   const startedAt = r.final ? r.frozenAt : performance.now();
   const pagesPlanned = r.pages.count();
   await announceRound(s, r.round, r.final, pagesPlanned);
+  if (r.final) r.clock.mark('announceMs');
   const { sampler } = s.tracking;
   const skip = !r.final && s.policy.skipRedirtied ? () => sampler.peek(10) : undefined;
   const sent = await s.sender.sendPages(r.round, r.pages, skip);
+  if (r.final) r.clock.mark('sendMs');
   if (r.final && sent.unreadable.length > 0) {
     throw new ProcessExitedError(`${sent.unreadable.length} pages of the frozen process could not be read`);
   }

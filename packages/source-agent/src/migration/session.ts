@@ -50,6 +50,8 @@ export interface MigrationSession {
   readonly verify: VerifyChoice;
   /** The downtime's fixed costs (freeze, scan, verification, handover), for the stop rule. */
   readonly forecast: DowntimeForecast;
+  /** Where stop-and-copy's time went, ms, in order (see MigrationReport.stopCopyParts). */
+  readonly stopCopyParts: Record<string, number>;
 }
 
 export function addToTotals(totals: Totals, sent: SendResult): void {

@@ -1,6 +1,7 @@
 import { stopAndCopy as stopAndCopyMessage } from '@forecopy/protocol';
 import { Freezer, type FrozenProcess } from '@forecopy/linux';
 import { asSourceError } from '../errno-map.js';
+import { DowntimeClock } from './downtime.js';
 import type { HeldProcess } from './release.js';
 import { runRound, type StopDecision } from './rounds.js';
 import type { MigrationSession } from './session.js';
@@ -18,7 +19,7 @@ export async function stopAndCopy(
   onFrozen?: (frozen: FrozenProcess) => void,
   /** Runs once they are, before the final round: the pages and the mappings are final. */
   onCollected?: (frozen: FrozenProcess) => void,
-): Promise<{ frozen: FrozenProcess; frozenAt: number }> {
+): Promise<{ frozen: FrozenProcess; clock: DowntimeClock }> {
   const { sampler, space } = s.tracking;
   const pid = s.opts.pid;
   sampler.stop();
@@ -37,13 +38,18 @@ export async function stopAndCopy(
   }
   if (hold && s.autoConverge) s.autoConverge.heldIntoFreezeMs = frozenAt - hold.sinceMs;
   held.frozen = frozen;
+  // The downtime's clock: stop-and-copy's parts first (MigrationReport.stopCopyParts).
+  const clock = new DowntimeClock(frozenAt);
+  clock.mark('freezeMs');
   if (s.opts.dieWhenFrozen) process.kill(process.pid, 'SIGKILL');
   onFrozen?.(frozen);
   const round = s.rounds.length + 1;
   const last = sampler.take();
   const remaining = stop.remaining.resized(space.totalPages).or(last).and(space.live);
   onCollected?.(frozen);
+  clock.mark('collectMs');
   await s.channel.send(stopAndCopyMessage({ round }));
-  await runRound(s, { final: true, round, pages: remaining, frozenAt });
-  return { frozen, frozenAt };
+  await runRound(s, { final: true, round, pages: remaining, frozenAt, clock });
+  clock.mark('ackMs');
+  return { frozen, clock };
 }
