@@ -72,6 +72,11 @@ export interface RoundContext {
    * rest of the time, so it writes that much less per second than its samples before showed.
    */
   throttlePercent?: number;
+  /**
+   * Auto-converge's highest throttle, percent (absent: no auto-converge). Below it, a round that
+   * writes more than half of what it sends counts towards raising the throttle.
+   */
+  throttleMaxPercent?: number;
   /** The downtime's fixed costs as last forecast (RoundOutcome.fixedDowntimeMs), ms; the limit counts them. */
   fixedDowntimeMs?: number;
 }

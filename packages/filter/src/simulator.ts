@@ -167,7 +167,12 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
   const last = clock.lastAtOrBefore(now);
   feed(opts.warmupFromMs ?? (last === null ? now : last - 1e-6), now);
   const driver = new PrecopyDriver(N, opts.stopRules, policy);
-  const ctx = (): Omit<RoundContext, 'round'> => ({ pageRate: opts.pageRate, nowMs: now, throttlePercent: schedule?.percent ?? 0 });
+  const ctx = (): Omit<RoundContext, 'round'> => ({
+    pageRate: opts.pageRate,
+    nowMs: now,
+    throttlePercent: schedule?.percent ?? 0,
+    ...(opts.autoConverge ? { throttleMaxPercent: opts.autoConverge.max } : {}),
+  });
   let plan = driver.firstRound(ctx());
   const rounds: RoundSummary[] = [];
   let dirtFrom = now; // the sampler's last take: the writes since then are the next round's
