@@ -33,6 +33,7 @@ export class AutoConverge {
   unavailable: string | null = null;
 
   private readonly method: ThrottleMethod;
+  private readonly maxSetting: number;
   /** CPU time and wall time when the migration began: the baseline of what the process runs. */
   private readonly cpuAtStart: number;
   private readonly wallAtStart = performance.now();
@@ -45,6 +46,7 @@ export class AutoConverge {
     private readonly log: Logger,
   ) {
     this.schedule = new ThrottleSchedule(opts);
+    this.maxSetting = opts.max;
     this.method = opts.method ?? 'auto';
     this.cpuAtStart = safeCpuSeconds(pid);
   }
@@ -52,6 +54,11 @@ export class AutoConverge {
   /** The throttle in force, in percent. */
   get percent(): number {
     return this.throttle?.percent ?? 0;
+  }
+
+  /** The highest throttle it may still set, in percent (the one in force where it cannot throttle). */
+  get maxPercent(): number {
+    return this.unavailable ? this.percent : this.maxSetting;
   }
 
   /** After an iterative round: raises the throttle when the process writes faster than the link. */

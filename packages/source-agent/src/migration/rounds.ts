@@ -151,7 +151,12 @@ function settleRound(
       pageRate: s.pageRate,
       fixedDowntimeMs: fixedDowntimeMs(s),
     },
-    { pageRate: s.pageRate, nowMs: sampler.now(), throttlePercent: s.autoConverge?.percent ?? 0 },
+    {
+      pageRate: s.pageRate,
+      nowMs: sampler.now(),
+      throttlePercent: s.autoConverge?.percent ?? 0,
+      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent } : {}),
+    },
   );
 }
 
