@@ -350,7 +350,8 @@ export class ForecastPolicy implements Policy {
   /**
    * After the held pages were sent: while the rest shrinks, pre-copy is converging and nothing is
    * held (a round that holds waits for a sample, which would slow it down). When it stops
-   * shrinking (a steady state: the process writes as much per round as the round sends, and only
+   * shrinking (seen over three rounds, or over one where the forecast says the next will not
+   * shrink it either) (a steady state: the process writes as much per round as the round sends, and only
    * the round cap will end the migration), pages forecast to be written again within the round
    * itself are held: they would be unsynchronized at its end anyway, so holding them costs no
    * downtime and saves sending them every round (what TPO and the paper's filter do for a hot set).
@@ -362,7 +363,12 @@ export class ForecastPolicy implements Policy {
     tail.push(u);
     const k = tail.length;
     const floor = 4 * Math.max(1, this.opts.stopRules.minRemainingPages);
-    const steady = k > STEADY_ROUNDS && u >= STEADY_SHRINK * tail[k - 1 - STEADY_ROUNDS] && u > floor;
+    // Seen: the rest did not shrink by 30% over STEADY_ROUNDS rounds. Foreseen, sooner: it did not
+    // over the last round, and the forecast says sending all of it now would not either (as many
+    // pages are written meanwhile); waiting for three rounds to show it sends them three times.
+    const seen = k > STEADY_ROUNDS && u >= STEADY_SHRINK * tail[k - 1 - STEADY_ROUNDS];
+    const foreseen = k >= 2 && u >= STEADY_SHRINK * tail[k - 2] && this.written(u / perSample) >= STEADY_SHRINK * u;
+    const steady = (seen || foreseen) && u > floor;
     // Only rounds a sample long anyway: a shorter one may catch no write at all and end it.
     if (!steady || u < perSample) return held;
     this.model.addLikely(unsynced, (u / perSample) * this.running, 0.5, held);
