@@ -79,7 +79,10 @@ describe.skipIf(skip)('auto-converge', () => {
     expect(slow.stderr).toBe('');
     expect(slow.code).toBe(0);
     const r = slow.report!;
-    expect(r.stopReason).toBe('downtime-limit');
+    // The throttle brings the rest within the limit; where it bites hard enough (in CI, beside
+    // other test files, the throttled writer ran slower than its quota), the last round leaves
+    // under 50 pages, and the rule checked first, min-remaining, says so: within the limit too.
+    expect(['downtime-limit', 'min-remaining']).toContain(r.stopReason);
     // The behaviour: the driver stopped once the rest was forecast to fit the limit. What the
     // freeze then takes is measured on 2 shared cores: alone it stays under the limit (164-254 ms
     // with two busy loops beside it), but in CI, beside other test files, it once took 313 ms. The
