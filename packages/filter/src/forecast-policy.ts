@@ -366,9 +366,9 @@ export class ForecastPolicy implements Policy {
     // Seen: the rest did not shrink by 30% over STEADY_ROUNDS rounds. Foreseen, sooner: it did not
     // over the last round, and the forecast says sending all of it now would not either (as many
     // pages are written meanwhile); waiting for three rounds to show it sends them three times.
-    const seen = k > STEADY_ROUNDS && u >= STEADY_SHRINK * tail[k - 1 - STEADY_ROUNDS];
-    const foreseen = k >= 2 && u >= STEADY_SHRINK * tail[k - 2] && this.written(u / perSample) >= STEADY_SHRINK * u;
-    const steady = (seen || foreseen) && u > floor;
+    const seen = () => k > STEADY_ROUNDS && u >= STEADY_SHRINK * tail[k - 1 - STEADY_ROUNDS];
+    const foreseen = () => k >= 2 && u >= STEADY_SHRINK * tail[k - 2] && this.written(u / perSample) >= STEADY_SHRINK * u;
+    const steady = u > floor && (seen() || foreseen());
     // Only rounds a sample long anyway: a shorter one may catch no write at all and end it.
     if (!steady || u < perSample) return held;
     this.model.addLikely(unsynced, (u / perSample) * this.running, 0.5, held);
@@ -380,8 +380,8 @@ export class ForecastPolicy implements Policy {
     // everything instead keeps the steady state one round more: the round writes more than it
     // sends, the throttle rises, and each step shrinks the final round (the process writes that
     // much less while it is sent).
-    const h = roundHolding(u, kept, perSample) * this.running;
-    const rest = Math.min(this.model.totalPages, kept + this.written(roundHolding(u, kept, perSample)) - this.model.expectedAmong(held, h));
+    const length = roundHolding(u, kept, perSample);
+    const rest = Math.min(this.model.totalPages, kept + this.written(length) - this.model.expectedAmong(held, length * this.running));
     return this.fitsLimit(rest, this.lastRate, ctx) ? held.copyFrom(unsynced) : held;
   }
 
