@@ -20,7 +20,7 @@ export class ThrottleSchedule {
   percent = 0;
   private highRounds = 0;
 
-  constructor(private readonly params: ThrottleParams) {}
+  constructor(readonly params: ThrottleParams) {}
 
   /** After a round: the throttle for the rounds that follow. */
   afterRound(pagesSent: number, pagesDirtied: number): number {

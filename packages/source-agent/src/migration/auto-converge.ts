@@ -33,7 +33,6 @@ export class AutoConverge {
   unavailable: string | null = null;
 
   private readonly method: ThrottleMethod;
-  private readonly maxSetting: number;
   /** CPU time and wall time when the migration began: the baseline of what the process runs. */
   private readonly cpuAtStart: number;
   private readonly wallAtStart = performance.now();
@@ -46,7 +45,6 @@ export class AutoConverge {
     private readonly log: Logger,
   ) {
     this.schedule = new ThrottleSchedule(opts);
-    this.maxSetting = opts.max;
     this.method = opts.method ?? 'auto';
     this.cpuAtStart = safeCpuSeconds(pid);
   }
@@ -58,7 +56,7 @@ export class AutoConverge {
 
   /** The highest throttle it may still set, in percent (the one in force where it cannot throttle). */
   get maxPercent(): number {
-    return this.unavailable ? this.percent : this.maxSetting;
+    return this.unavailable ? this.percent : this.schedule.params.max;
   }
 
   /** After an iterative round: raises the throttle when the process writes faster than the link. */

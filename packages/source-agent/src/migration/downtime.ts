@@ -6,7 +6,7 @@ export class DowntimeClock {
   readonly parts: Record<string, number> = {};
   private last: number;
 
-  constructor(private readonly frozenAt: number) {
+  constructor(readonly frozenAt: number) {
     this.last = frozenAt;
   }
 

@@ -21,13 +21,12 @@ export interface IterativeRound {
   driver: PrecopyDriver;
 }
 
-/** The stop-and-copy round: what remains of the process, frozen since `frozenAt` (its time is the downtime). */
+/** The stop-and-copy round: what remains of the process, frozen since `clock.frozenAt` (its time is the downtime). */
 export interface FinalRound {
   final: true;
   round: number;
   pages: PageBitmap;
-  frozenAt: number;
-  /** The downtime's clock: the round marks announceMs and sendMs on it. */
+  /** The downtime's clock, started at the freeze: the round marks announceMs and sendMs on it. */
   clock: DowntimeClock;
 }
 
@@ -57,7 +56,7 @@ export async function runRounds(s: MigrationSession): Promise<StopDecision> {
 export async function runRound(s: MigrationSession, r: IterativeRound): Promise<RoundDecision>;
 export async function runRound(s: MigrationSession, r: FinalRound): Promise<null>;
 export async function runRound(s: MigrationSession, r: IterativeRound | FinalRound): Promise<RoundDecision | null> {
-  const startedAt = r.final ? r.frozenAt : performance.now();
+  const startedAt = r.final ? r.clock.frozenAt : performance.now();
   const pagesPlanned = r.pages.count();
   await announceRound(s, r.round, r.final, pagesPlanned);
   if (r.final) r.clock.mark('announceMs');

@@ -49,7 +49,7 @@ export async function stopAndCopy(
   onCollected?.(frozen);
   clock.mark('collectMs');
   await s.channel.send(stopAndCopyMessage({ round }));
-  await runRound(s, { final: true, round, pages: remaining, frozenAt, clock });
+  await runRound(s, { final: true, round, pages: remaining, clock });
   clock.mark('ackMs');
   return { frozen, clock };
 }
