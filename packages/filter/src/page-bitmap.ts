@@ -85,6 +85,20 @@ export class PageBitmap {
     while (i < end) this.words[i >>> 5] |= 1 << (i++ & 31);
   }
 
+  /** Clears pages [start, end). */
+  clearRange(start: number, end: number): void {
+    if (start < 0 || end > this._size || start > end) {
+      throw new RangeError(`range [${start}, ${end}) outside bitmap of ${this._size} pages`);
+    }
+    let i = start;
+    while (i < end && (i & 31) !== 0) this.words[i >>> 5] &= ~(1 << (i++ & 31));
+    while (i + 32 <= end) {
+      this.words[i >>> 5] = 0;
+      i += 32;
+    }
+    while (i < end) this.words[i >>> 5] &= ~(1 << (i++ & 31));
+  }
+
   clearAll(): void {
     this.words.fill(0);
   }

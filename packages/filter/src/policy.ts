@@ -221,10 +221,14 @@ export class PrecopyDriver {
     return this.totalSent;
   }
 
-  /** Round 1: every page is unsynchronized; the policy may already hold some back. */
-  firstRound(ctx: Omit<RoundContext, 'round'>): RoundPlan {
+  /**
+   * Round 1: every page is unsynchronized (or those of `pages`, where the space already holds
+   * indices that are not mapped); the policy may already hold some back.
+   */
+  firstRound(ctx: Omit<RoundContext, 'round'>, pages?: PageBitmap): RoundPlan {
     if (this.round !== 0) throw new Error('firstRound() called twice');
-    return this.plan(PageBitmap.full(this.totalPages), { ...ctx, round: 1 });
+    if (pages && pages.size !== this.totalPages) throw new RangeError(`round 1 has ${pages.size} pages, space has ${this.totalPages}`);
+    return this.plan(pages ? pages.clone() : PageBitmap.full(this.totalPages), { ...ctx, round: 1 });
   }
 
   /**

@@ -33,6 +33,10 @@ import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-conver
 // - the sender sends in batches of `batchPages`; with a policy's skipRedirtied, a batch skips the
 //   pages written since the round began (Xen's to_skip);
 // - stop-and-copy sends what remains at the measured rate: downtime = remaining / pageRate;
+// - the process has the pages mapped at the time (TraceClock.liveAt): round 1 sends those mapped
+//   at the start; a mapping that appears later counts as written when it appears (its sample
+//   says so), and the pages of one that vanished are no longer sent or counted, as the live
+//   agent's sender and dirty set drop them (a version 1 trace does not say which vanished);
 // - a migration longer than the trace wraps around to its start (reported as `wrapped`);
 // - with `autoConverge`, the throttle the live agent would set (ThrottleSchedule) thins the
 //   writes of every sample taken while it is in force (thinWrites): the policy sees, and the
@@ -87,6 +91,40 @@ export class TraceClock {
       }
     }
   }
+
+  /**
+   * The page indices mapped at `t` (on the unwrapped clock), sized `size`: the page space of the
+   * last sample stamped at or before `t` in its lap (the first sample's before it), less the
+   * indices that died by then. A space that never grew nor lost a mapping is all of `size`.
+   */
+  liveAt(t: number, size: number): PageBitmap {
+    const { samples } = this.trace;
+    this.constant ??= samples.every((s) => s.pages.size === size && !s.died?.length);
+    if (this.constant) return PageBitmap.full(size);
+    const d = this.durationMs;
+    const at = d > 0 ? t - Math.floor(t / d) * d : t;
+    let n = 0; // samples stamped at or before `at` in its lap
+    while (n < samples.length && samples[n].atMs <= at) n++;
+    // A simulation asks in time order but for wraps: carry on from the last answer where it can.
+    let c = this.live;
+    if (!c || c.samples > n || c.bits.size !== size) {
+      c = { samples: 0, space: Math.min(samples[0].pages.size, size), bits: new PageBitmap(size) };
+      c.bits.setRange(0, c.space);
+    }
+    for (; c.samples < n; c.samples++) {
+      const s = samples[c.samples];
+      const space = Math.min(s.pages.size, size);
+      if (space > c.space) c.bits.setRange(c.space, space);
+      c.space = Math.max(c.space, space);
+      for (const [a, b] of s.died ?? []) if (a < size) c.bits.clearRange(a, Math.min(b, size));
+    }
+    this.live = c;
+    return c.bits.clone();
+  }
+
+  private constant: boolean | undefined;
+  /** The last liveAt answer: after how many samples, the page space then, the live indices. */
+  private live: { samples: number; space: number; bits: PageBitmap } | null = null;
 
   /** The stamp of the first sample after `t` (within one lap of the trace), or null. */
   nextAfter(t: number): number | null {
@@ -173,22 +211,18 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     throttlePercent: schedule?.percent ?? 0,
     ...(opts.autoConverge ? { throttleMaxPercent: opts.autoConverge.max } : {}),
   });
-  let plan = driver.firstRound(ctx());
+  const firstLive = clock.liveAt(now, N);
+  let plan = driver.firstRound(ctx(), firstLive);
   const rounds: RoundSummary[] = [];
   let dirtFrom = now; // the sampler's last take: the writes since then are the next round's
+  const sending: Sending = { clock, size: N, batch, msPerPage, skip: !!policy.skipRedirtied, throttle: () => schedule?.percent, feed };
   for (;;) {
     const start = now;
-    const { sent, skipped, endMs } = sendBatches([...plan.send], start, dirtFrom, {
-      clock,
-      size: N,
-      batch,
-      msPerPage,
-      skip: !!policy.skipRedirtied,
-      throttle: () => schedule?.percent,
-      feed,
-    });
+    const live = clock.liveAt(start, N); // the sender skips the pages whose mapping vanished
+    const pages = [...plan.send].filter((p) => live.has(p));
+    const { sent, skipped, endMs } = sendBatches(pages, start, dirtFrom, sending);
     now = endMs;
-    const dirtied = clock.written(dirtFrom, now, N, schedule?.percent);
+    const dirtied = clock.written(dirtFrom, now, N, schedule?.percent).and(clock.liveAt(now, N));
     dirtFrom = now;
     const durationMs = now - start;
     if (policy.observeSample && !plan.held.isEmpty() && plan.round < opts.stopRules.maxRounds) {
@@ -212,6 +246,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
       const remaining = decision.remaining
         .clone()
         .or(clock.written(dirtFrom, now, N, schedule?.percent))
+        .and(clock.liveAt(now, N))
         .count();
       const downtimeMs = remaining * msPerPage;
       rounds.push(finalRoundSummary(rec.round + 1, remaining, downtimeMs));
@@ -220,7 +255,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
         downtimeMs,
         totalMs: now + downtimeMs - opts.startMs,
         pagesSent: driver.pagesSent + remaining,
-        memoryPages: N,
+        memoryPages: firstLive.count(),
         stopReason: decision.reason,
         rounds,
         wrapped: clock.wrapped,

@@ -121,6 +121,25 @@ describe('PageBitmap', () => {
     ]);
   });
 
+  it('clears a range as clearing page by page does, across word edges', () => {
+    for (const [a, b] of [
+      [0, 0],
+      [3, 5],
+      [30, 34],
+      [31, 97],
+      [0, 130],
+      [64, 96],
+    ]) {
+      const fast = PageBitmap.full(130);
+      const slow = PageBitmap.full(130);
+      fast.clearRange(a, b);
+      for (let p = a; p < b; p++) slow.clear(p);
+      expect(fast.runs(), `[${a}, ${b})`).toEqual(slow.runs());
+      expect(fast.count()).toBe(130 - (b - a));
+    }
+    expect(() => PageBitmap.full(10).clearRange(5, 11)).toThrow(RangeError);
+  });
+
   it('does set algebra word by word', () => {
     const a = PageBitmap.fromIndices(100, [1, 33, 64, 99]);
     const b = PageBitmap.fromIndices(100, [33, 99, 5]);

@@ -141,6 +141,55 @@ describe('simulate: the modelling window and rounds as the live agent runs them'
   });
 });
 
+describe('simulate: mappings that appear and vanish, as the live agent sees them', () => {
+  const hot = (t: number, extra: number[] = []) => PageBitmap.fromIndices(t <= 200 ? 100 : 150, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...extra]);
+
+  it('round 1 sends the pages mapped at the start; a mapping that appears later is sent once it has', () => {
+    // 100 pages to t = 200; at 210 a mapping of 50 pages appears (the sample counts them written).
+    const samples = [];
+    for (let t = 10; t <= 600; t += 10) {
+      samples.push({ atMs: t, pages: hot(t, t === 210 ? Array.from({ length: 50 }, (_, k) => 100 + k) : []) });
+    }
+    const trace: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 150 };
+    const r = simulate(trace, createPolicy('precopy'), opts);
+    expect(r.memoryPages).toBe(100);
+    expect(r.rounds[0].pagesSent).toBe(100); // not 150: the 50 pages did not exist yet
+    // Rounds of the 10 hot pages (10 ms each) until the one across t = 210, then the 50 new pages with them.
+    const sent = r.rounds.map((x) => x.pagesSent);
+    expect(sent.slice(1, 12)).toEqual(Array(11).fill(10));
+    expect(sent[12]).toBe(60);
+  });
+
+  it('round 1 leaves out a mapping that vanished before the start', () => {
+    const samples = [{ atMs: 10, pages: hot(10), died: [[50, 100]] as Array<[number, number]> }];
+    for (let t = 20; t <= 400; t += 10) samples.push({ atMs: t, pages: hot(t) });
+    const trace: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 100 };
+    const r = simulate(trace, createPolicy('precopy'), { ...opts, startMs: 15 });
+    expect(r.memoryPages).toBe(50);
+    expect(r.rounds[0].pagesSent).toBe(50);
+  });
+
+  it('pages written before their mapping vanished are not sent after it has', () => {
+    // Pages 0..9 are written every 10 ms, 60..69 until 110; the mapping of 50..99 is gone by 120.
+    const samples = [];
+    for (let t = 10; t <= 400; t += 10) {
+      samples.push({
+        atMs: t,
+        pages: hot(0, t <= 110 ? [60, 61, 62, 63, 64, 65, 66, 67, 68, 69] : []),
+        ...(t === 120 ? { died: [[50, 100]] as Array<[number, number]> } : {}),
+      });
+    }
+    const trace: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 100 };
+    const r = simulate(trace, createPolicy('precopy'), opts);
+    // Round 1: 100 pages (to 100 ms); round 2: the 20 written meanwhile (to 120 ms); round 3: only
+    // 0..9 (60..69 were written at 110, but their mapping is gone at 120).
+    expect(r.rounds.slice(0, 3).map((x) => x.pagesSent)).toEqual([100, 20, 10]);
+    const { died: _, ...noDeath } = samples[11];
+    const without = simulate({ ...trace, samples: samples.map((x, i) => (i === 11 ? noDeath : x)) }, createPolicy('precopy'), opts);
+    expect(without.rounds.slice(0, 3).map((x) => x.pagesSent)).toEqual([100, 20, 20]);
+  });
+});
+
 describe('trace format', () => {
   it('round-trips samples as runs and rejects a foreign file', () => {
     const s1 = PageBitmap.fromIndices(5000, [0, 1, 2, 3, 100, 4999]);
@@ -157,5 +206,32 @@ describe('trace format', () => {
     expect(t.totalPages).toBe(6000);
     expect(() => decodeTrace(Buffer.from('garbage that is long enough to read'))).toThrow(/bad magic/);
     expect(() => decodeTrace(buf.subarray(0, buf.length - 2))).toThrow(/truncated/);
+  });
+
+  it('version 2 carries the indices whose mapping vanished; version 1 files are still read', () => {
+    const header = encodeTraceHeader({ intervalMs: 50, pageSize: 4096, meta: {} });
+    const s1 = encodeTraceSample(50, PageBitmap.fromIndices(300, [5]), [
+      [10, 20],
+      [200, 300],
+    ]);
+    const s2 = encodeTraceSample(100, PageBitmap.fromIndices(300, [6]));
+    const t = decodeTrace(Buffer.concat([header, s1, s2]));
+    expect(t.version).toBe(2);
+    expect(t.samples[0].died).toEqual([
+      [10, 20],
+      [200, 300],
+    ]);
+    expect(t.samples[1].died).toBeUndefined();
+    expect(() => decodeTrace(Buffer.concat([header, encodeTraceSample(50, new PageBitmap(30), [[20, 40]])]))).toThrow(
+      /outside its page space/,
+    );
+    // Version 1: the same samples without the died runs (the last byte of each, a count of 0).
+    const v1 = Buffer.concat([header, s2.subarray(0, s2.length - 1), s2.subarray(0, s2.length - 1)]);
+    v1.writeUInt32LE(1, 4);
+    const old = decodeTrace(v1);
+    expect(old.version).toBe(1);
+    expect(old.samples.map((x) => [...x.pages])).toEqual([[6], [6]]);
+    v1.writeUInt32LE(3, 4);
+    expect(() => decodeTrace(v1)).toThrow(/version 3 is not supported/);
   });
 });
