@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageBitmap, encodeTraceHeader, encodeTraceSample } from '@forecopy/filter';
-import { Cleanup, ROOT, leftovers, mwCheck, rootSkipReason, runSource, startMw } from '../src/procs.js';
+import { Cleanup, ROOT, leftovers, mwCheck, rootSkipReason, runSource, start, startMw } from '../src/procs.js';
 
 /** forecopy-sim over the recorded mw trace kept in the repository (e2e/fixtures). */
 const SIM = path.join(ROOT, 'packages/source-agent/bin/forecopy-sim.mjs');
@@ -104,22 +104,30 @@ describe('forecopy-sim on a recorded trace', () => {
     );
   });
 
-  it('says so when the process grew during the trace (all of it counts as present from the start)', () => {
+  it('says so when the process mapped or unmapped memory during the trace, and counts only what was mapped', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-'));
     try {
       const file = path.join(dir, 'grow.trace');
       const parts = [encodeTraceHeader({ intervalMs: 50, pageSize: 4096, meta: {} })];
       for (let i = 1; i <= 40; i++) {
-        const size = i <= 20 ? 100 : 300; // the process maps 200 more pages after 1 s
+        const size = i <= 20 ? 100 : 300; // the process maps 200 more pages after 1 s, and unmaps 100 of them at 1.5 s
         parts.push(
-          encodeTraceSample(i * 50, PageBitmap.fromIndices(size, i === 21 ? Array.from({ length: 200 }, (_, k) => 100 + k) : [1, 2, 3])),
+          encodeTraceSample(
+            i * 50,
+            PageBitmap.fromIndices(size, i === 21 ? Array.from({ length: 200 }, (_, k) => 100 + k) : [1, 2, 3]),
+            i === 30 ? [[200, 300]] : [],
+          ),
         );
       }
       fs.writeFileSync(file, Buffer.concat(parts));
-      const r = sim(['--trace', file, '--policy', 'precopy', '--model-seconds', '1']);
+      const r = sim(['--trace', file, '--policy', 'precopy', '--model-seconds', '1', '--json']);
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stdout.split('\n')[1]).toBe(
-        "the process grew from 100 to 300 pages during the trace: the simulation counts all 300 as present from the start, so round 1 and the totals are larger than a live migration's",
+      const [pre] = JSON.parse(r.stdout);
+      expect(pre.memoryPages).toBe(100);
+      expect(pre.rounds[0].pagesSent).toBe(100); // what was mapped at the start, not all 300
+      const t = sim(['--trace', file, '--policy', 'precopy', '--model-seconds', '1']);
+      expect(t.stdout.split('\n')[1]).toBe(
+        'the process mapped 100 pages when the trace began and 200 more during it; 100 were unmapped: round 1 sends the pages mapped at the start, a mapping counts as written when it appears, and pages no longer mapped are not sent',
       );
       expect(sim(['--trace', TRACE, '--policy', 'precopy']).stdout).not.toContain('grew');
     } finally {
@@ -180,5 +188,49 @@ describe.skipIf(rootSkipReason())('forecopy-source record', () => {
     expect(written).toBeGreaterThan(2500); // 5,000 pages/s for 1 s, sequential: distinct pages
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+  });
+
+  it('records the mappings a process makes and unmaps, so that the simulator counts only what is mapped', async () => {
+    // A real program that allocates, fills and frees 40 MiB again and again: over glibc's largest
+    // mmap threshold (32 MiB), so every buffer is a mapping of its own, made and unmapped.
+    const script = [
+      'import sys, time',
+      'print("ready", flush=True)',
+      'while True:',
+      '    b = bytearray(40 << 20)',
+      '    b[::4096] = b"x" * len(range(0, len(b), 4096))',
+      '    time.sleep(0.15)',
+      '    del b',
+      '    time.sleep(0.05)',
+    ].join('\n');
+    const py = c.proc(start('/usr/bin/python3', ['-c', script]));
+    await py.waitFor(/^ready/);
+    const out = path.join(c.tmpdir(), 'churn.trace');
+    const r = await runSource(c, ['record', '--pid', String(py.pid), '--seconds', '2', '--out', out]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const { decodeTrace } = await import('@forecopy/filter');
+    const t = decodeTrace(new Uint8Array(fs.readFileSync(out)));
+    expect(t.version).toBe(2);
+    const first = t.samples[0].pages.size;
+    const died = t.samples.flatMap((s) => s.died ?? []);
+    const diedPages = died.reduce((n, [a, b]) => n + b - a, 0);
+    // About ten buffers of 10,240 pages came and went in 2 s; each one's indices are new.
+    expect(t.totalPages - first).toBeGreaterThanOrEqual(3 * 10240);
+    expect(diedPages).toBeGreaterThanOrEqual(2 * 10240);
+    // A mapping that appeared during the trace counted as written when it appeared.
+    const born = died.filter(([a]) => a >= first);
+    expect(born.length).toBeGreaterThan(0);
+    for (const [a] of born)
+      expect(
+        t.samples.some((s) => a < s.pages.size && s.pages.has(a)),
+        `index ${a}`,
+      ).toBe(true);
+    const s = sim(['--trace', out, '--policy', 'precopy', '--model-seconds', '1', '--json']);
+    expect(s.code, s.stderr).toBe(0);
+    // Mapped when the simulated migration starts: the program's own pages and at most two buffers
+    // (the page space holds every buffer's indices, five or more).
+    expect(JSON.parse(s.stdout)[0].memoryPages).toBeLessThanOrEqual(first + 2 * 10240);
+    expect(leftovers(py.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });
 });

@@ -41,9 +41,16 @@ export async function recordTrace(o: RecordOptions): Promise<string> {
     let samples = 0;
     const t0 = sampler.now();
     o.onEvent?.(helloEvent(o.pid, 'recording', space.livePages));
+    let live = space.live.clone(); // as of the last sample: a mapping gone since has died
     sampler.onSample((s) => {
       o.onEvent?.(sampleEvent(s.pages, s.atMs, null));
-      const b = encodeTraceSample(s.atMs - t0, s.pages);
+      const now = space.live;
+      const died = live
+        .resized(s.pages.size) // the sample's space: the indices it can name
+        .andNot(now.size === s.pages.size ? now : now.resized(s.pages.size))
+        .runs();
+      live = now.clone();
+      const b = encodeTraceSample(s.atMs - t0, s.pages, died);
       fs.writeSync(fd, b);
       bytes += b.length;
       samples++;

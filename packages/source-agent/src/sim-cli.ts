@@ -384,9 +384,11 @@ function toTable(rows: Row[], trace: Trace, bw: string): string {
   const fmt = (row: string[]) => row.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   const note = `trace: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages.toLocaleString('en-US')} pages; link ${bw}${rows.some((r) => r.wrapped) ? '; some runs outlasted the trace and wrapped around to its start' : ''}`;
   const first = trace.samples[0]?.pages.size ?? trace.totalPages;
+  const died = trace.samples.reduce((n, x) => n + (x.died ?? []).reduce((m, [a, b]) => m + b - a, 0), 0);
+  const n = (x: number) => x.toLocaleString('en-US');
   const growth =
-    first < trace.totalPages
-      ? `the process grew from ${first.toLocaleString('en-US')} to ${trace.totalPages.toLocaleString('en-US')} pages during the trace: the simulation counts all ${trace.totalPages.toLocaleString('en-US')} as present from the start, so round 1 and the totals are larger than a live migration's`
+    first < trace.totalPages || died > 0
+      ? `the process mapped ${n(first)} pages when the trace began and ${n(trace.totalPages - first)} more during it${died > 0 ? `; ${n(died)} were unmapped` : ''}: round 1 sends the pages mapped at the start, a mapping counts as written when it appears${trace.version === 1 ? ' (this version 1 trace does not say which mappings vanished: they count as mapped to its end)' : died > 0 ? ', and pages no longer mapped are not sent' : ''}`
       : null;
   const variants = rows.flatMap((r) =>
     'variant' in r
