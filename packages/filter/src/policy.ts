@@ -97,6 +97,13 @@ export interface RoundOutcome {
    * handover), as forecast now, ms; the downtime limit counts them. 0 when not given.
    */
   fixedDowntimeMs?: number;
+  /**
+   * The page indices mapped when the round ended, where mappings may have come and gone (the
+   * live agent's page space, a trace's): a page whose mapping vanished is no longer
+   * unsynchronized, and old Xen's rule of 3x the memory counts the pages mapped. Absent: every
+   * index of the space is mapped.
+   */
+  live?: PageBitmap;
 }
 
 /** A plan for one round: what to send now and what the policy holds back for later. */
@@ -270,7 +277,9 @@ export class PrecopyDriver {
     // Paper line 10: unsyn := |filterlist| + |dirtylist| (as a union: a held page that was also
     // written is one page to send, not two).
     const unsynced = outcome.dirtied.clone().or(cur.held);
-    const reason = this.stopReason(unsynced.count(), outcome.pageRate || ctx.pageRate, outcome.fixedDowntimeMs ?? 0);
+    if (outcome.live) unsynced.and(outcome.live);
+    const memory = outcome.live ? outcome.live.count() : this.totalPages;
+    const reason = this.stopReason(unsynced.count(), memory, outcome.pageRate || ctx.pageRate, outcome.fixedDowntimeMs ?? 0);
     if (reason) {
       this.current = null;
       return { kind: 'stop', reason, remaining: unsynced };
@@ -291,11 +300,11 @@ export class PrecopyDriver {
     return this.current;
   }
 
-  private stopReason(unsynced: number, pageRate: number, fixedMs: number): StopReason | null {
+  private stopReason(unsynced: number, memoryPages: number, pageRate: number, fixedMs: number): StopReason | null {
     const r = this.rules;
     if (this.round >= r.maxRounds) return 'max-rounds';
     if (unsynced < r.minRemainingPages) return 'min-remaining';
-    if (this.totalSent >= r.maxFactor * this.totalPages) return 'max-factor';
+    if (this.totalSent >= r.maxFactor * memoryPages) return 'max-factor';
     if (r.downtimeLimitMs !== undefined && restFitsLimit(unsynced, pageRate, fixedMs, r.downtimeLimitMs, this.round)) {
       return 'downtime-limit';
     }

@@ -222,7 +222,8 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     const pages = [...plan.send].filter((p) => live.has(p));
     const { sent, skipped, endMs } = sendBatches(pages, start, dirtFrom, sending);
     now = endMs;
-    const dirtied = clock.written(dirtFrom, now, N, schedule?.percent).and(clock.liveAt(now, N));
+    const mapped = clock.liveAt(now, N);
+    const dirtied = clock.written(dirtFrom, now, N, schedule?.percent).and(mapped);
     dirtFrom = now;
     const durationMs = now - start;
     if (policy.observeSample && !plan.held.isEmpty() && plan.round < opts.stopRules.maxRounds) {
@@ -237,7 +238,8 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
       }
     }
     throttles.push(schedule?.percent ?? 0);
-    const decision = driver.endRound({ pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs, pageRate: opts.pageRate }, ctx());
+    const outcome = { pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs, pageRate: opts.pageRate, live: mapped };
+    const decision = driver.endRound(outcome, ctx());
     const rec = driver.records[driver.records.length - 1];
     rounds.push(summarizeRound(rec));
     schedule?.afterRound(rec.pagesSent, rec.pagesDirtied);

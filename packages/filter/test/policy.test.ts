@@ -43,6 +43,36 @@ describe('PrecopyDriver', () => {
     expect(b.endRound(outcome(full(), 100), ctx)).toMatchObject({ kind: 'stop', reason: 'max-factor' });
   });
 
+  it('drops the pages whose mapping vanished, held ones too, and counts 3x of the memory mapped', () => {
+    // A policy holding pages 0..59; the mapping of 40..99 vanishes during round 2.
+    const hold: Policy = {
+      name: 'hold',
+      holdBack: (u) =>
+        u.clone().and(
+          PageBitmap.fromIndices(
+            100,
+            Array.from({ length: 60 }, (_, i) => i),
+          ),
+        ),
+    };
+    const d = new PrecopyDriver(100, { ...XEN_DEFAULT_STOP_RULES, minRemainingPages: 1, maxFactor: 3 }, hold);
+    expect(d.firstRound(ctx).send.count()).toBe(40);
+    const dec = d.endRound(outcome(PageBitmap.full(100), 40), ctx);
+    expect(dec.kind).toBe('round');
+    const gone = new PageBitmap(100);
+    gone.setRange(0, 40);
+    const after = d.endRound({ ...outcome(PageBitmap.fromIndices(100, [1, 2]), 40), live: gone }, ctx);
+    // Unsynchronized: held 0..59 and dirtied 1, 2, of which only 0..39 are still mapped.
+    expect(after.kind).toBe('round');
+    if (after.kind === 'round') expect(after.plan.send.count() + after.plan.held.count()).toBe(40);
+    // 80 pages sent; 3x of the 40 mapped is 120: two more rounds of 20 reach it.
+    expect(d.endRound({ ...outcome(new PageBitmap(100).or(gone), 20), live: gone }, ctx).kind).toBe('round');
+    expect(d.endRound({ ...outcome(new PageBitmap(100).or(gone), 20), live: gone }, ctx)).toMatchObject({
+      kind: 'stop',
+      reason: 'max-factor',
+    });
+  });
+
   it('applies the downtime limit at the measured rate (QEMU rule)', () => {
     const d = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, new PrecopyPolicy());
     d.firstRound(ctx);
