@@ -149,6 +149,7 @@ function settleRound(
       durationMs,
       pageRate: s.pageRate,
       fixedDowntimeMs: fixedDowntimeMs(s),
+      live: space.live, // held pages of a mapping gone are no longer unsynchronized
     },
     {
       pageRate: s.pageRate,
