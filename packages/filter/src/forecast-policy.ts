@@ -131,6 +131,8 @@ export class ForecastPolicy implements Policy {
   private readonly tailPages: number[] = [];
   private convergingFrom: number | null = null;
   private sent = 0;
+  /** The pages mapped, as of the plan being made (RoundContext.memoryPages). */
+  private memory = 0;
   readonly heldPages: number[] = [];
   readonly forecastMs: number[] = [];
   private sampleMs = 0;
@@ -194,13 +196,15 @@ export class ForecastPolicy implements Policy {
     this.running = Math.max(MIN_RUNNING, 1 - (ctx.throttlePercent ?? 0) / 100);
     if (rate <= 0 || this.model.samples === 0) return held;
     if (unsynced.size !== this.model.totalPages) this.model.resize(unsynced.size);
+    // The process's memory: the pages mapped (the driver's data cap counts these), not the index space.
+    this.memory = ctx.memoryPages ?? this.model.totalPages;
     const perSample = (rate * this.opts.intervalMs) / 1000;
     const u = unsynced.count();
     const h = u / perSample; // the round's length in samples if everything were sent
     const rules = this.opts.stopRules;
     // The round after which the round cap or the data cap stops the migration: what it holds
     // goes straight into the final round.
-    if (ctx.round >= rules.maxRounds || this.sent + u >= rules.maxFactor * this.model.totalPages) {
+    if (ctx.round >= rules.maxRounds || this.sent + u >= rules.maxFactor * this.memory) {
       if (this.converging) this.tailPages.push(u);
       return h < 1 ? held : this.lastHold(unsynced, u, perSample, held);
     }
@@ -343,7 +347,7 @@ export class ForecastPolicy implements Policy {
     const floor = Math.max(1, rules.minRemainingPages);
     const converge = convergent && ratio > 0 ? Math.min(20, Math.ceil(Math.log(u / floor) / Math.log(1 / Math.max(ratio, 1e-3)))) : 0;
     if (ctx.round + MIN_TAIL_ROUNDS + converge >= rules.maxRounds) return 'rounds';
-    if (this.sent + u * 2 >= rules.maxFactor * this.model.totalPages) return 'data';
+    if (this.sent + u * 2 >= rules.maxFactor * this.memory) return 'data';
     return null;
   }
 
@@ -381,7 +385,7 @@ export class ForecastPolicy implements Policy {
     // sends, the throttle rises, and each step shrinks the final round (the process writes that
     // much less while it is sent).
     const length = roundHolding(u, kept, perSample);
-    const rest = Math.min(this.model.totalPages, kept + this.written(length) - this.model.expectedAmong(held, length * this.running));
+    const rest = Math.min(this.memory, kept + this.written(length) - this.model.expectedAmong(held, length * this.running));
     return this.fitsLimit(rest, this.lastRate, ctx) ? held.copyFrom(unsynced) : held;
   }
 
@@ -478,12 +482,12 @@ export class ForecastPolicy implements Policy {
       if (kept === 0) return false;
       const w = this.written(holding(kept));
       if (e !== undefined) {
-        const final = Math.min(m.totalPages, kept + w - e);
+        const final = Math.min(this.memory, kept + w - e);
         return final <= sendAll && fits(final);
       }
-      const most = Math.min(m.totalPages, kept + w);
+      const most = Math.min(this.memory, kept + w);
       if (most <= sendAll && fits(most)) return true;
-      const least = Math.min(m.totalPages, Math.max(kept, w));
+      const least = Math.min(this.memory, Math.max(kept, w));
       return least > sendAll || !fits(least) ? false : null;
     };
     // Its ages are recorded (or, over a subset of the pages that recorded them, skimmed by them).

@@ -79,6 +79,11 @@ export interface RoundContext {
   throttleMaxPercent?: number;
   /** The downtime's fixed costs as last forecast (RoundOutcome.fixedDowntimeMs), ms; the limit counts them. */
   fixedDowntimeMs?: number;
+  /**
+   * The pages mapped now (set by the driver): old Xen's data cap is maxFactor times these, not
+   * the index space, which keeps the indices of mappings that vanished (RoundOutcome.live).
+   */
+  memoryPages?: number;
 }
 
 /** The outcome of one round, reported by whoever sent it. */
@@ -235,7 +240,11 @@ export class PrecopyDriver {
   firstRound(ctx: Omit<RoundContext, 'round'>, pages?: PageBitmap): RoundPlan {
     if (this.round !== 0) throw new Error('firstRound() called twice');
     if (pages && pages.size !== this.totalPages) throw new RangeError(`round 1 has ${pages.size} pages, space has ${this.totalPages}`);
-    return this.plan(pages ? pages.clone() : PageBitmap.full(this.totalPages), { ...ctx, round: 1 });
+    return this.plan(pages ? pages.clone() : PageBitmap.full(this.totalPages), {
+      ...ctx,
+      round: 1,
+      memoryPages: pages ? pages.count() : this.totalPages,
+    });
   }
 
   /**
@@ -285,7 +294,7 @@ export class PrecopyDriver {
       return { kind: 'stop', reason, remaining: unsynced };
     }
     const fixed = outcome.fixedDowntimeMs !== undefined ? { fixedDowntimeMs: outcome.fixedDowntimeMs } : {};
-    return { kind: 'round', plan: this.plan(unsynced, { ...ctx, ...fixed, round: cur.round + 1 }) };
+    return { kind: 'round', plan: this.plan(unsynced, { ...ctx, ...fixed, round: cur.round + 1, memoryPages: memory }) };
   }
 
   private plan(unsynced: PageBitmap, ctx: RoundContext): RoundPlan {

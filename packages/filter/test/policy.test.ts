@@ -45,15 +45,17 @@ describe('PrecopyDriver', () => {
 
   it('drops the pages whose mapping vanished, held ones too, and counts 3x of the memory mapped', () => {
     // A policy holding pages 0..59; the mapping of 40..99 vanishes during round 2.
+    const first60 = PageBitmap.fromIndices(
+      100,
+      Array.from({ length: 60 }, (_, i) => i),
+    );
+    const memory: Array<number | undefined> = [];
     const hold: Policy = {
       name: 'hold',
-      holdBack: (u) =>
-        u.clone().and(
-          PageBitmap.fromIndices(
-            100,
-            Array.from({ length: 60 }, (_, i) => i),
-          ),
-        ),
+      holdBack: (u, c) => {
+        memory.push(c.memoryPages);
+        return u.clone().and(first60);
+      },
     };
     const d = new PrecopyDriver(100, { ...XEN_DEFAULT_STOP_RULES, minRemainingPages: 1, maxFactor: 3 }, hold);
     expect(d.firstRound(ctx).send.count()).toBe(40);
@@ -71,6 +73,7 @@ describe('PrecopyDriver', () => {
       kind: 'stop',
       reason: 'max-factor',
     });
+    expect(memory).toEqual([100, 100, 40, 40]); // the policy is told the pages mapped, as the driver counts them
   });
 
   it('applies the downtime limit at the measured rate (QEMU rule)', () => {
