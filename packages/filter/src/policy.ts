@@ -271,6 +271,9 @@ export class PrecopyDriver {
     if (outcome.dirtied.size !== this.totalPages) {
       throw new RangeError(`dirtied bitmap has ${outcome.dirtied.size} pages, space has ${this.totalPages}`);
     }
+    if (outcome.live && outcome.live.size !== this.totalPages) {
+      throw new RangeError(`live bitmap has ${outcome.live.size} pages, space has ${this.totalPages}`);
+    }
     this.totalSent += outcome.pagesSent;
     const record: RoundRecord = {
       round: cur.round,
