@@ -40,7 +40,7 @@ export async function runRounds(s: MigrationSession): Promise<StopDecision> {
   // makes may add mappings, so the driver is sized after it, or round 1 would miss them.
   sampler.take();
   const driver = new PrecopyDriver(space.totalPages, s.opts.stopRules, s.policy);
-  let plan = driver.firstRound({ pageRate: s.pageRate, nowMs: sampler.now() });
+  let plan = driver.firstRound({ pageRate: s.pageRate, nowMs: sampler.now() }, space.live); // the pages mapped now
   for (;;) {
     const decision = await runRound(s, { final: false, round: plan.round, pages: plan.send, driver });
     if (decision.kind === 'stop') return decision;
