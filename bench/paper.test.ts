@@ -178,6 +178,7 @@ function workloads(): Workload[] {
           `cp ${src.dir}/sqlite3.c ${src.dir}/sqlite3.h $D/`,
           `cat > $D/Makefile <<'EOF'\n${COMPILE_MAKEFILE}\nEOF`,
           'cd $D',
+          'export TMPDIR=$D', // gcc's temporary files, which a killed compiler leaves, go with the directory
           'echo "tree=$$ dir=$D"',
           'while :; do make -s -B -j2 >/dev/null 2>&1 || exit 1; done',
         ].join('\n'),
