@@ -41,15 +41,22 @@ export async function recordTrace(o: RecordOptions): Promise<string> {
     let samples = 0;
     const t0 = sampler.now();
     o.onEvent?.(helloEvent(o.pid, 'recording', space.livePages));
-    let live = space.live.clone(); // as of the last sample: a mapping gone since has died
+    // The live indices as of the last sample, and the layout they are of: a mapping gone since has
+    // died. Only a new layout (a mapping came or went) can have any.
+    let live = space.live.clone();
+    let layout = space.layoutVersion;
     sampler.onSample((s) => {
       o.onEvent?.(sampleEvent(s.pages, s.atMs, null));
-      const now = space.live;
-      const died = live
-        .resized(s.pages.size) // the sample's space: the indices it can name
-        .andNot(now.size === s.pages.size ? now : now.resized(s.pages.size))
-        .runs();
-      live = now.clone();
+      let died: Array<[number, number]> = [];
+      if (space.layoutVersion !== layout) {
+        const now = space.live;
+        died = live
+          .resized(s.pages.size) // the sample's space: the indices it can name
+          .andNot(now.size === s.pages.size ? now : now.resized(s.pages.size))
+          .runs();
+        live = now.clone();
+        layout = space.layoutVersion;
+      }
       const b = encodeTraceSample(s.atMs - t0, s.pages, died);
       fs.writeSync(fd, b);
       bytes += b.length;
