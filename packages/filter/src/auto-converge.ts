@@ -1,34 +1,77 @@
 import { PageBitmap } from './page-bitmap.js';
 
-/** QEMU's cpu-throttle parameters, in percent. */
+/** QEMU's cpu-throttle parameters, in percent, and how often it may raise the throttle. */
 export interface ThrottleParams {
   initial: number;
   increment: number;
   max: number;
+  /**
+   * Weigh writes against sends over periods of at least this many ms (QEMU_PERIOD_MS is QEMU's);
+   * 0 or absent: every round on its own, forecopy's default (see ThrottleSchedule).
+   */
+  periodMs?: number;
 }
 
+/** QEMU's cpu-throttle-initial 20, cpu-throttle-increment 10, max-cpu-throttle 99; weighed every round. */
 export const QEMU_THROTTLE: Readonly<ThrottleParams> = Object.freeze({ initial: 20, increment: 10, max: 99 });
 
+/** The period over which QEMU weighs writes against sends (migration_bitmap_sync: more than 1 s). */
+export const QEMU_PERIOD_MS = 1000;
+
 /**
- * When auto-converge throttles, and how much: QEMU's rule. A round whose written pages exceed
- * half of the pages it sent (throttle-trigger-threshold 50) counts; every second such round
- * raises the throttle, to `initial` the first time and by `increment` after, at most `max`. The
- * live agent applies the percent to the process (a CPU quota), the simulator to the trace's
- * writes (thinWrites): one rule for both.
+ * When auto-converge throttles, and how much: QEMU's rule (migration/ram.c,
+ * migration_trigger_throttle). It weighs the pages written against the pages sent (more than
+ * half is high: throttle-trigger-threshold 50); every second high weighing raises the throttle,
+ * to `initial` the first time and by `increment` after, at most `max`.
+ *
+ * When it weighs: QEMU at the end of the first pass over memory that ends more than 1 s after it
+ * last weighed, over everything since (migration_bitmap_sync), so that short passes do not
+ * raise it sooner; with `periodMs` this does the same. By default it weighs every round: QEMU
+ * iterates until the rest fits its limit however long that takes, while forecopy stops after
+ * its round cap (30), and at a fast link a 1 s period would let 30 short rounds pass before the
+ * throttle rose at all. The live agent applies the percent to the process (a CPU quota), the
+ * simulator to the trace's writes (thinWrites): one rule for both.
  */
 export class ThrottleSchedule {
   percent = 0;
-  private highRounds = 0;
+  private highPeriods = 0;
+  private readonly periodMs: number;
+  private periodStart: number;
+  private sent = 0;
+  private dirtied = 0;
 
-  constructor(readonly params: ThrottleParams) {}
+  /** `startMs`: when the migration began, on the clock the rounds' ends are given in. */
+  constructor(
+    readonly params: ThrottleParams,
+    startMs = 0,
+  ) {
+    this.periodMs = params.periodMs ?? 0;
+    if (!(this.periodMs >= 0)) throw new RangeError(`the throttle's period must be >= 0 ms, got ${params.periodMs}`);
+    this.periodStart = startMs;
+  }
 
-  /** After a round: the throttle for the rounds that follow. */
-  afterRound(pagesSent: number, pagesDirtied: number): number {
-    if (!(pagesDirtied > pagesSent / 2)) return this.percent;
-    if (++this.highRounds < 2) return this.percent;
-    this.highRounds = 0;
+  /** After a round that ended at `nowMs`: the throttle for the rounds that follow. */
+  afterRound(pagesSent: number, pagesDirtied: number, nowMs: number): number {
+    this.sent += pagesSent;
+    this.dirtied += pagesDirtied;
+    if (!(nowMs > this.periodStart + this.periodMs)) return this.percent;
+    const high = this.dirtied > this.sent / 2;
+    this.periodStart = nowMs;
+    this.sent = 0;
+    this.dirtied = 0;
+    if (!high || ++this.highPeriods < 2) return this.percent;
+    this.highPeriods = 0;
     this.percent = this.percent === 0 ? this.params.initial : Math.min(this.params.max, this.percent + this.params.increment);
     return this.percent;
+  }
+
+  /**
+   * The soonest the throttle can rise again, ms after `nowMs`, if every period from now on is
+   * high (0 when the round ending next may raise it): one period more when none is counted yet.
+   */
+  riseInMs(nowMs: number): number {
+    const periodLeft = Math.max(0, this.periodStart + this.periodMs - nowMs);
+    return this.highPeriods >= 1 ? periodLeft : periodLeft + this.periodMs;
   }
 }
 

@@ -67,6 +67,12 @@ export interface SimReport {
   wrapped: boolean;
   /** The throttle in force during each iterative round, in percent (all 0 without auto-converge). */
   throttles: number[];
+  /**
+   * The time auto-converge's throttle took from the process, ms: each round's time (with any
+   * wait for a sample after it) times the throttle in force. What the process paid for the
+   * downtime the throttle saved (0 without auto-converge).
+   */
+  throttledMs: number;
 }
 
 /** The trace as a clock: what was written in (from, to]. */
@@ -188,14 +194,28 @@ function sendBatches(pages: number[], startMs: number, lastTakeMs: number, o: Se
   return { sent, skipped, endMs: now };
 }
 
+/**
+ * As runRound: a policy that holds pages back plans the next round from a whole sample of the
+ * round's time, and waits for it if the round was shorter; what is written meanwhile is the next
+ * round's. (Not after the last round the round cap allows: no round follows to be planned, and
+ * what the process wrote while it waited would be downtime.) Returns the time after the wait.
+ */
+function waitForSample(clock: TraceClock, start: number, now: number, feed: (from: number, to: number) => void): number {
+  const next = clock.nextAfter(start);
+  if (next === null || next <= now) return now;
+  feed(now, next);
+  return next;
+}
+
 export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimReport {
   const N = trace.totalPages;
   const clock = new TraceClock(trace);
   const batch = opts.batchPages ?? 256;
   const msPerPage = 1000 / opts.pageRate;
   let now = opts.startMs;
-  const schedule = opts.autoConverge ? new ThrottleSchedule(opts.autoConverge) : null;
+  const schedule = opts.autoConverge ? new ThrottleSchedule(opts.autoConverge, now) : null;
   const throttles: number[] = [];
+  let throttledMs = 0;
   const feed = (from: number, to: number) => {
     const throttle = schedule?.percent ?? 0;
     for (const s of clock.between(from, to))
@@ -209,7 +229,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     pageRate: opts.pageRate,
     nowMs: now,
     throttlePercent: schedule?.percent ?? 0,
-    ...(opts.autoConverge ? { throttleMaxPercent: opts.autoConverge.max } : {}),
+    ...(opts.autoConverge && schedule ? { throttleMaxPercent: opts.autoConverge.max, throttleRiseInMs: schedule.riseInMs(now) } : {}),
   });
   const firstLive = clock.liveAt(now, N);
   let plan = driver.firstRound(ctx(), firstLive);
@@ -226,23 +246,14 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     const dirtied = clock.written(dirtFrom, now, N, schedule?.percent).and(mapped);
     dirtFrom = now;
     const durationMs = now - start;
-    if (policy.observeSample && !plan.held.isEmpty() && plan.round < opts.stopRules.maxRounds) {
-      // As runRound: a policy that holds pages back plans the next round from a whole sample of
-      // this round's time, and waits for it if the round was shorter; what is written meanwhile
-      // is the next round's. Not after the last round the round cap allows: no round follows to
-      // be planned, and what the process wrote while it waited would be downtime.
-      const next = clock.nextAfter(start);
-      if (next !== null && next > now) {
-        feed(now, next);
-        now = next;
-      }
-    }
+    if (policy.observeSample && !plan.held.isEmpty() && plan.round < opts.stopRules.maxRounds) now = waitForSample(clock, start, now, feed);
     throttles.push(schedule?.percent ?? 0);
+    throttledMs += ((now - start) * (schedule?.percent ?? 0)) / 100;
     const outcome = { pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs, pageRate: opts.pageRate, live: mapped };
     const decision = driver.endRound(outcome, ctx());
     const rec = driver.records[driver.records.length - 1];
     rounds.push(summarizeRound(rec));
-    schedule?.afterRound(rec.pagesSent, rec.pagesDirtied);
+    schedule?.afterRound(rec.pagesSent, rec.pagesDirtied, now);
     if (decision.kind === 'stop') {
       // The last take, after the freeze, also has what was written while the policy waited.
       const remaining = decision.remaining
@@ -262,6 +273,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
         rounds,
         wrapped: clock.wrapped,
         throttles,
+        throttledMs,
       };
     }
     plan = decision.plan;

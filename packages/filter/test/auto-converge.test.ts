@@ -1,17 +1,57 @@
 import { describe, expect, it } from 'vitest';
-import { PageBitmap, QEMU_THROTTLE, ThrottleSchedule, createPolicy, simulate, thinWrites, type Trace } from '../src/index.js';
+import {
+  PageBitmap,
+  QEMU_PERIOD_MS,
+  QEMU_THROTTLE,
+  ThrottleSchedule,
+  createPolicy,
+  simulate,
+  thinWrites,
+  type Trace,
+} from '../src/index.js';
 import { rng } from './synthetic.js';
 
 describe("ThrottleSchedule: QEMU's auto-converge rule", () => {
-  it('raises the throttle on every second round that wrote more than half of what it sent', () => {
+  it('by default, raises the throttle on every second round that wrote more than half of what it sent', () => {
     const s = new ThrottleSchedule(QEMU_THROTTLE);
-    expect(s.afterRound(100, 60)).toBe(0); // first high round: not yet
-    expect(s.afterRound(100, 60)).toBe(20); // second: initial
-    expect(s.afterRound(100, 50)).toBe(20); // not more than half: no count
-    expect(s.afterRound(100, 51)).toBe(20);
-    expect(s.afterRound(100, 99)).toBe(30); // +increment
-    for (let i = 0; i < 30; i++) s.afterRound(100, 100);
+    let t = 0;
+    const round = (sent: number, dirtied: number) => s.afterRound(sent, dirtied, (t += 100));
+    expect(round(100, 60)).toBe(0); // first high round: not yet
+    expect(round(100, 60)).toBe(20); // second: initial
+    expect(round(100, 50)).toBe(20); // not more than half: no count
+    expect(round(100, 51)).toBe(20);
+    expect(round(100, 99)).toBe(30); // +increment
+    for (let i = 0; i < 30; i++) round(100, 100);
     expect(s.percent).toBe(99); // at most max
+  });
+
+  it("weighs a period of 1 s or more, as QEMU's migration_bitmap_sync: short rounds do not raise it sooner", () => {
+    const s = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS }, 5_000);
+    // Rounds of 50 ms, each writing more than it sends. It weighs first at the round that ends
+    // more than 1 s after the start (6,050 ms), then more than 1 s after that (7,100 ms).
+    for (let i = 1; i <= 41; i++) s.afterRound(10, 100, 5_000 + i * 50);
+    expect(s.percent).toBe(0); // at 7,050 ms: one high period, forty-one high rounds
+    s.afterRound(10, 100, 7_100);
+    expect(s.percent).toBe(20);
+    expect(s.riseInMs(7_100)).toBe(2_000); // a new period, and none high yet: two more
+    s.afterRound(10, 100, 8_150); // one high period
+    expect(s.riseInMs(8_200)).toBe(950);
+  });
+
+  it('adds up the rounds of a period: a long round that sent much and short ones that wrote a little', () => {
+    const s = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS }, 0);
+    const period = (t0: number) => {
+      s.afterRound(1_000, 100, t0 + 500); // alone: low
+      for (let i = 1; i <= 6; i++) s.afterRound(0, 100, t0 + 500 + i * 100); // 1,100 ms: 700 written of 1,000 sent, high
+    };
+    period(0);
+    period(1_100);
+    expect(s.percent).toBe(20);
+    // The same rounds each weighed on its own: the long one is low, each short one high.
+    const perRound = new ThrottleSchedule(QEMU_THROTTLE, 0);
+    perRound.afterRound(1_000, 100, 500);
+    for (let i = 1; i <= 6; i++) perRound.afterRound(0, 100, 500 + i * 100);
+    expect(perRound.percent).toBe(40); // six high rounds: three rises in 600 ms
   });
 });
 
@@ -59,5 +99,11 @@ describe('the simulator under auto-converge', () => {
     expect(Math.max(...on.throttles)).toBeGreaterThan(0);
     for (let i = 1; i < on.throttles.length; i++) expect(on.throttles[i]).toBeGreaterThanOrEqual(on.throttles[i - 1]);
     expect(run(QEMU_THROTTLE)).toEqual(on); // deterministic
+    // What the throttle took from the process: each round's time at the throttle in force.
+    expect(off.throttledMs).toBe(0);
+    const roundsAt = on.rounds.filter((r) => !r.final).reduce((n, r, i) => n + (r.durationMs * on.throttles[i]) / 100, 0);
+    expect(on.throttledMs).toBeGreaterThanOrEqual(roundsAt); // and the waits for a sample between them
+    expect(on.throttledMs).toBeLessThanOrEqual((on.totalMs * QEMU_THROTTLE.max) / 100);
+    expect(on.throttledMs).toBeGreaterThan(0);
   });
 });
