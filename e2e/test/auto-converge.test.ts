@@ -99,7 +99,14 @@ describe.skipIf(skip)('auto-converge', () => {
       throttle: expect.stringMatching(/^cgroup-v[12]$/),
       maxPercent: Math.max(...throttles),
       baselineCpus: expect.any(Number),
+      throttledMs: expect.any(Number),
     });
+    // What the throttle took from the process: at least each round's time at the throttle in
+    // force while it ran (it was also in force between rounds), at most the whole migration at
+    // the highest.
+    const inRounds = iterative.reduce((n: number, x: any) => n + (x.durationMs * x.throttlePercent) / 100, 0);
+    expect(r.autoConverge.throttledMs).toBeGreaterThanOrEqual(inRounds * 0.999);
+    expect(r.autoConverge.throttledMs).toBeLessThanOrEqual((r.totalMs * r.autoConverge.maxPercent) / 100);
     expect(r.downtimeLimitMs).toBe(300);
     for (const x of r.rounds.filter((y: any) => !y.final)) {
       expect(x.dirtyRate).toBeGreaterThanOrEqual(0);
@@ -156,7 +163,13 @@ describe.skipIf(skip)('auto-converge', () => {
     expect(run.code).toBe(0);
     const r = run.report!;
     const { heldIntoFreezeMs, ...ac } = r.autoConverge;
-    expect(ac).toEqual({ throttle: 'ptrace', maxPercent: expect.any(Number), baselineCpus: expect.any(Number) });
+    expect(ac).toEqual({
+      throttle: 'ptrace',
+      maxPercent: expect.any(Number),
+      baselineCpus: expect.any(Number),
+      throttledMs: expect.any(Number),
+    });
+    expect(ac.throttledMs).toBeGreaterThan(0);
     // At the stop decision the duty cycle either held the process (that hold became the freeze)
     // or let it run (then the freeze stopped it): a hold lasts at most ~1 s at 99%.
     if (heldIntoFreezeMs !== undefined) expect(heldIntoFreezeMs).toBeGreaterThanOrEqual(0);

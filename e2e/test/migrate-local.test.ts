@@ -149,6 +149,21 @@ describe.skipIf(skip)('live migration over loopback', () => {
       expect(run.stderr).toBe('forecopy-source: --batch-pages must be a whole number from 1 to 1024');
     });
 
+    it('a throttle period that is not a time', async () => {
+      const run = await runSource(c, [
+        'migrate',
+        '--image-only',
+        '--pid',
+        '999999999',
+        '--to',
+        '127.0.0.1:9',
+        '--throttle-period-ms',
+        '-5',
+      ]);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toBe('forecopy-source: --throttle-period-ms must be a number of ms, 0 or more, got -5');
+    });
+
     it('a pid not permitted', async () => {
       // The agent runs as nobody against a root process: the kernel refuses ptrace.
       const { mw, source } = await startLocalMigration(c, {

@@ -135,6 +135,33 @@ describe('forecopy-sim on a recorded trace', () => {
     }
   });
 
+  it("with --downtime-limit-ms stops by QEMU's rule with no data cap, as migrate does; auto-converge weighs each round or, as QEMU, each period", () => {
+    const one = (extra: string[]) => {
+      const r = sim(['--trace', TRACE, '--policy', 'precopy', '--model-seconds', '5', '--json', ...extra]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout)[0];
+    };
+    // 50 Mbit/s: the fixture's writer never fits 300 ms without a throttle.
+    const slow = ['--bandwidth', '50mbit', '--downtime-limit-ms', '300'];
+    expect(one(slow).stopReason).toBe('max-rounds');
+    expect(one([...slow, '--max-factor', '3']).stopReason).toBe('max-factor');
+    expect(one(['--bandwidth', '50mbit']).stopReason).toBe('max-factor'); // old Xen's rules keep their 3x
+    // 200 Mbit/s and a 20 ms limit: rounds shorter than a second. Weighed every round, the
+    // throttle rises within a few rounds and the rest converges; weighed over periods of 1 s, as
+    // QEMU does, it rises only near the round cap, and the migration stops there.
+    const fast = ['--bandwidth', '200mbit', '--downtime-limit-ms', '20', '--auto-converge', 'on'];
+    const perRound = one(fast);
+    const perPeriod = one([...fast, '--throttle-period-ms', '1000']);
+    const firstRise = (row: { throttles: number[] }) => row.throttles.findIndex((t) => t > 0);
+    expect(firstRise(perRound)).toBeGreaterThan(0);
+    expect(firstRise(perPeriod)).toBeGreaterThan(firstRise(perRound));
+    expect(perRound.stopReason).not.toBe('max-rounds');
+    expect(perPeriod.stopReason).toBe('max-rounds');
+    expect(sim(['--trace', TRACE, '--auto-converge', 'on', '--throttle-period-ms', '-1']).stderr).toBe(
+      'forecopy-sim: --throttle-period-ms must be a number of ms, 0 or more, got -1\n',
+    );
+  });
+
   it('says what is wrong with bad input, in one line', () => {
     const r = sim(['--trace', path.join(ROOT, 'README.md')]);
     expect(r.code).toBe(2);

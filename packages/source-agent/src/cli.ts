@@ -18,7 +18,7 @@ import { formatReport, type MigrationReport } from './report.js';
 import { renderHtml } from './report-html.js';
 import { startUi } from './ui-server.js';
 import type { UiEvent } from './ui-events.js';
-import { parseBandwidth, parseHostPort } from './units.js';
+import { parseBandwidth, parseHostPort, parseThrottlePeriod } from './units.js';
 import { InputError, ProcessError, SourceError, UsageError, VerificationError, fromYargs } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
 import { recordTrace } from './record.js';
@@ -124,7 +124,13 @@ function stopOptions<T>(y: Argv<T>) {
       default: AUTO_CONVERGE_DEFAULTS.increment,
       describe: 'auto-converge: added each time it is raised',
     })
-    .option('throttle-max', { type: 'number', default: AUTO_CONVERGE_DEFAULTS.max, describe: 'auto-converge: the most, in percent' });
+    .option('throttle-max', { type: 'number', default: AUTO_CONVERGE_DEFAULTS.max, describe: 'auto-converge: the most, in percent' })
+    .option('throttle-period-ms', {
+      type: 'number',
+      default: AUTO_CONVERGE_DEFAULTS.periodMs,
+      describe:
+        'auto-converge: weigh writes against sends over periods of at least this many ms, as QEMU does (1000); 0: every round (the round cap comes sooner than a period on a fast link)',
+    });
 }
 
 /** migrate: the link to the destination (pacing, compression, authentication, timeout). */
@@ -236,6 +242,7 @@ function autoConvergeOf(a: ArgsOf<typeof migrateOptions>): AutoConvergeOptions {
     initial: pct('throttle-initial'),
     increment: pct('throttle-increment'),
     max: pct('throttle-max'),
+    periodMs: parseThrottlePeriod(a['throttle-period-ms']),
   };
 }
 

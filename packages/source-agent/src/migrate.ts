@@ -132,6 +132,7 @@ function convergeOutcome(s: MigrationSession): Partial<MigrationReport> {
       maxPercent,
       ...(ac.baselineCpus !== null ? { baselineCpus: ac.baselineCpus } : {}),
       ...(ac.heldIntoFreezeMs !== null ? { heldIntoFreezeMs: ac.heldIntoFreezeMs } : {}),
+      ...(ac.usedKind !== null ? { throttledMs: ac.throttledMs } : {}),
       ...(ac.unavailable ? { unavailable: ac.unavailable } : {}),
     },
   };

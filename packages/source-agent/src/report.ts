@@ -128,6 +128,11 @@ export interface MigrationReport {
      * which starts at the stop decision; the process did not run for both.
      */
     heldIntoFreezeMs?: number;
+    /**
+     * The time the throttle took from the process, ms: the time each throttle was in force times
+     * its percent (at 50% for 2 s: 1,000). What the process paid for the downtime it saved.
+     */
+    throttledMs?: number;
     unavailable?: string;
   };
 }
@@ -187,7 +192,7 @@ export function formatReport(r: MigrationReport): string {
   for (const row of rows) lines.push(fmt(row));
   if (r.downtimeLimitMs !== undefined) {
     lines.push(
-      `  downtime limit ${r.downtimeLimitMs} ms: ${r.downtimeLimitMet ? 'met' : `not met, by ${ms(r.downtimeOverMs ?? 0)}`}${r.autoConverge ? `; auto-converge throttled to ${r.autoConverge.maxPercent}%${r.autoConverge.heldIntoFreezeMs !== undefined ? ` (its hold of the last ${ms(r.autoConverge.heldIntoFreezeMs)} ran on into the freeze)` : ''}${r.autoConverge.unavailable ? ` (unavailable: ${r.autoConverge.unavailable})` : ''}` : ''}`,
+      `  downtime limit ${r.downtimeLimitMs} ms: ${r.downtimeLimitMet ? 'met' : `not met, by ${ms(r.downtimeOverMs ?? 0)}`}${r.autoConverge ? `; auto-converge throttled to ${r.autoConverge.maxPercent}%${r.autoConverge.throttledMs ? `, taking ${ms(r.autoConverge.throttledMs)} of the process's time` : ''}${r.autoConverge.heldIntoFreezeMs !== undefined ? ` (its hold of the last ${ms(r.autoConverge.heldIntoFreezeMs)} ran on into the freeze)` : ''}${r.autoConverge.unavailable ? ` (unavailable: ${r.autoConverge.unavailable})` : ''}` : ''}`,
     );
   }
   if (r.mismatch) lines.push(`  MISMATCH: ${num(r.mismatch.pages)} pages differ, first: ${r.mismatch.firstPages.join(', ')}`);

@@ -24,7 +24,7 @@ import {
   type ThrottleParams,
 } from '@forecopy/filter';
 import { defaultBatchPages } from '@forecopy/protocol';
-import { parseBandwidth } from './units.js';
+import { parseBandwidth, parseThrottlePeriod } from './units.js';
 import { SIM_CHARTS, renderSimHtml, simChartSvg } from './report-html.js';
 import { InputError, SourceError, fromYargs } from './errors.js';
 
@@ -212,12 +212,25 @@ function simOptions(y: Argv) {
     .option('lwws-threshold', { type: 'number', describe: 'markov: LWWS threshold (default 0.25)' })
     .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
     .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
-    .option('max-factor', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxFactor })
-    .option('downtime-limit-ms', { type: 'number', describe: "QEMU's rule as well: stop when the rest fits this many ms at the link rate" })
+    .option('max-factor', {
+      type: 'number',
+      describe: `stop when this multiple of the memory was sent (default ${XEN_DEFAULT_STOP_RULES.maxFactor}; none with --downtime-limit-ms, as migrate's QEMU rule)`,
+    })
+    .option('downtime-limit-ms', {
+      type: 'number',
+      describe:
+        "QEMU's rule, as migrate's default: stop when the rest fits this many ms at the link rate (the round cap stays; the data cap goes unless --max-factor)",
+    })
     .option('auto-converge', {
       choices: ['on', 'off'] as const,
       default: 'off' as const,
       describe: "QEMU's auto-converge, as migrate runs it: a throttled process writes the throttle's share less",
+    })
+    .option('throttle-period-ms', {
+      type: 'number',
+      default: 0,
+      describe:
+        'auto-converge: weigh writes against sends over periods of at least this many ms, as QEMU does (1000); 0: every round (the round cap comes sooner than a period on a fast link)',
     })
     .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
     .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
@@ -256,9 +269,9 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     ...(a['lwws-threshold'] !== undefined ? { lwwsThreshold: a['lwws-threshold'] } : {}),
     maxRounds: a['max-rounds'],
     minRemainingPages: a['min-remaining-pages'],
-    maxFactor: a['max-factor'],
+    maxFactor: a['max-factor'] ?? (a['downtime-limit-ms'] !== undefined ? Number.POSITIVE_INFINITY : XEN_DEFAULT_STOP_RULES.maxFactor),
     ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
-    ...(a['auto-converge'] === 'on' ? { autoConverge: QEMU_THROTTLE } : {}),
+    ...(a['auto-converge'] === 'on' ? { autoConverge: { ...QEMU_THROTTLE, periodMs: parseThrottlePeriod(a['throttle-period-ms']) } } : {}),
   };
   return { trace, options };
 }
@@ -333,7 +346,7 @@ function writeOut(file: string, data: string): void {
 
 function toCsv(rows: Row[]): string {
   const head =
-    'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped,baseline,saving_vs_baseline';
+    'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped,baseline,saving_vs_baseline,throttled_ms';
   return `${[
     head,
     ...rows.map((r) =>
@@ -350,6 +363,7 @@ function toCsv(rows: Row[]): string {
         r.wrapped,
         r.baseline ?? '',
         r.savingVsBaseline ?? '',
+        r.throttledMs.toFixed(3),
       ].join(','),
     ),
   ].join('\n')}\n`;
@@ -380,6 +394,10 @@ function toTable(rows: Row[], trace: Trace, bw: string): string {
     r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`,
     r.savingVsBaseline === null ? '' : `${r.savingVsBaseline.toLocaleString('en-US')} vs ${r.baseline}`,
   ]);
+  if (rows.some((r) => r.throttles.length > 0 && r.throttledMs > 0)) {
+    head.push('throttled ms');
+    for (const [i, r] of rows.entries()) body[i].push(r.throttledMs.toFixed(0));
+  }
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const fmt = (row: string[]) => row.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   const note = `trace: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages.toLocaleString('en-US')} pages; link ${bw}${rows.some((r) => r.wrapped) ? '; some runs outlasted the trace and wrapped around to its start' : ''}`;

@@ -33,3 +33,9 @@ export function parseHostPort(text: string): { host: string; port: number } {
   if (!(port > 0 && port < 65536)) throw new InputError(`port ${m[2]} in --to '${text}' must be between 1 and 65535`);
   return { host: m[1], port };
 }
+
+/** Checks --throttle-period-ms: a number of ms, 0 or more. */
+export function parseThrottlePeriod(ms: number): number {
+  if (!(Number.isFinite(ms) && ms >= 0)) throw new InputError(`--throttle-period-ms must be a number of ms, 0 or more, got ${ms}`);
+  return ms;
+}

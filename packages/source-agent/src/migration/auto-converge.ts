@@ -13,6 +13,7 @@ export const AUTO_CONVERGE_DEFAULTS: Readonly<Required<AutoConvergeOptions>> = O
   enabled: true,
   method: 'auto',
   ...QEMU_THROTTLE,
+  periodMs: 0,
 });
 
 /**
@@ -38,13 +39,17 @@ export class AutoConverge {
   private readonly wallAtStart = performance.now();
   /** The CPUs the process used before it was first throttled (1.0 = one CPU all the time). */
   baselineCpus: number | null = null;
+  /** The time the throttle took from the process so far, ms: each throttle's time in force times its percent. */
+  private takenMs = 0;
+  /** When the throttle in force was set. */
+  private since = 0;
 
   constructor(
     private readonly pid: number,
     opts: AutoConvergeOptions,
     private readonly log: Logger,
   ) {
-    this.schedule = new ThrottleSchedule(opts);
+    this.schedule = new ThrottleSchedule(opts, performance.now());
     this.method = opts.method ?? 'auto';
     this.cpuAtStart = safeCpuSeconds(pid);
   }
@@ -59,15 +64,21 @@ export class AutoConverge {
     return this.unavailable ? this.percent : this.schedule.params.max;
   }
 
+  /** The soonest the throttle can rise again, ms from now (ThrottleSchedule.riseInMs). */
+  riseInMs(): number {
+    return this.schedule.riseInMs(performance.now());
+  }
+
   /** After an iterative round: raises the throttle when the process writes faster than the link. */
   afterRound(pagesSent: number, pagesDirtied: number): void {
     if (this.unavailable) return;
-    const next = this.schedule.afterRound(pagesSent, pagesDirtied);
+    const next = this.schedule.afterRound(pagesSent, pagesDirtied, performance.now());
     if (next === this.percent) return;
     try {
       this.throttle ??= openCpuThrottle(this.pid, this.method);
       this.usedKind = this.throttle.kind;
       this.baselineCpus ??= this.usedSoFar();
+      this.account();
       this.throttle.set(next, this.baselineCpus);
       this.log.info({ percent: next, kind: this.throttle.kind, baselineCpus: this.baselineCpus }, 'auto-converge: throttled the process');
     } catch (e) {
@@ -82,14 +93,28 @@ export class AutoConverge {
     return Math.max(0.01, wallS > 0 ? (safeCpuSeconds(this.pid) - this.cpuAtStart) / wallS : 1);
   }
 
+  /** The time the throttle took from the process, ms: each throttle's time in force times its percent (until lifted). */
+  get throttledMs(): number {
+    return this.takenMs + ((performance.now() - this.since) * this.percent) / 100;
+  }
+
+  /** Adds the time of the throttle in force up to now. */
+  private account(): void {
+    const now = performance.now();
+    this.takenMs += ((now - this.since) * this.percent) / 100;
+    this.since = now;
+  }
+
   /** Lifts the throttle and removes its cgroup; never throws. */
   remove(): void {
+    this.account();
     this.throttle?.remove();
     this.throttle = null;
   }
 
   /** As remove(), but a duty cycle that holds the process right now hands its hold over (CpuThrottle.handOver). */
   handOver(): ThrottleHold | null {
+    this.account();
     const hold = this.throttle?.handOver() ?? null;
     this.throttle = null;
     return hold;

@@ -155,7 +155,7 @@ function settleRound(
       pageRate: s.pageRate,
       nowMs: sampler.now(),
       throttlePercent: s.autoConverge?.percent ?? 0,
-      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent } : {}),
+      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent, throttleRiseInMs: s.autoConverge.riseInMs() } : {}),
     },
   );
 }
