@@ -26,11 +26,12 @@ export const QEMU_PERIOD_MS = 1000;
  *
  * When it weighs: QEMU at the end of the first pass over memory that ends more than 1 s after it
  * last weighed, over everything since (migration_bitmap_sync), so that short passes do not
- * raise it sooner; with `periodMs` this does the same. By default it weighs every round: QEMU
- * iterates until the rest fits its limit however long that takes, while forecopy stops after
- * its round cap (30), and at a fast link a 1 s period would let 30 short rounds pass before the
- * throttle rose at all. The live agent applies the percent to the process (a CPU quota), the
- * simulator to the trace's writes (thinWrites): one rule for both.
+ * raise it sooner; with `periodMs` this does the same, and rounds are paced to the period while
+ * the throttle rises (paceMs). By default it weighs every round: QEMU iterates until the rest
+ * fits its limit however long that takes, while forecopy stops after its round cap (30); each
+ * round weighed, the throttle keeps pace with the rounds and no round need be longer than it
+ * is. (BENCHMARKS.md, session 16, compares the two.) The live agent applies the percent to the
+ * process (a CPU quota), the simulator to the trace's writes (thinWrites): one rule for both.
  */
 export class ThrottleSchedule {
   percent = 0;
@@ -39,6 +40,8 @@ export class ThrottleSchedule {
   private periodStart: number;
   private sent = 0;
   private dirtied = 0;
+  /** Pages written per ms over the last period weighed. */
+  private lastWriteRate = 0;
 
   /** `startMs`: when the migration began, on the clock the rounds' ends are given in. */
   constructor(
@@ -56,6 +59,7 @@ export class ThrottleSchedule {
     this.dirtied += pagesDirtied;
     if (!(nowMs > this.periodStart + this.periodMs)) return this.percent;
     const high = this.dirtied > this.sent / 2;
+    this.lastWriteRate = this.dirtied / Math.max(1, nowMs - this.periodStart);
     this.periodStart = nowMs;
     this.sent = 0;
     this.dirtied = 0;
@@ -66,12 +70,23 @@ export class ThrottleSchedule {
   }
 
   /**
-   * The soonest the throttle can rise again, ms after `nowMs`, if every period from now on is
-   * high (0 when the round ending next may raise it): one period more when none is counted yet.
+   * How much longer the round that is running should last, ms, from `nowMs`. Weighed every round
+   * (no period) the throttle keeps pace with the rounds: 0. Weighed over periods, as QEMU does,
+   * short rounds (a filter that holds pages back waits only a sample) would spend forecopy's
+   * round cap in a second or two with the throttle hardly raised, where QEMU, which has no round
+   * cap, goes on until it rises. So while the process writes faster than half of what the link
+   * carries (`pageRate`, pages/s: not half of what was sent, which a filter holding pages back
+   * keeps low whatever the process writes), over the period under way or else the last one, and
+   * the throttle can still rise, a round lasts until its end can be weighed (more than a period
+   * after the last weighing): the throttle rises every second round, as when each round is
+   * weighed. 0 once it is at its highest, or the writes are slow. Not for the last round the
+   * round cap allows (callers): nothing follows it.
    */
-  riseInMs(nowMs: number): number {
-    const periodLeft = Math.max(0, this.periodStart + this.periodMs - nowMs);
-    return this.highPeriods >= 1 ? periodLeft : periodLeft + this.periodMs;
+  paceMs(nowMs: number, pageRate: number): number {
+    if (this.periodMs === 0 || this.percent >= this.params.max) return 0;
+    const elapsed = nowMs - this.periodStart;
+    const writeRate = this.dirtied > 0 && elapsed > 0 ? this.dirtied / elapsed : this.lastWriteRate;
+    return writeRate > pageRate / 1000 / 2 ? Math.max(0, this.periodStart + this.periodMs + 1 - nowMs) : 0;
   }
 }
 

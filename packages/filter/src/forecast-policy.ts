@@ -30,10 +30,8 @@ import { ForecastModel } from './forecast-model.js';
 //   (`lastRoundHold`).
 // - Under auto-converge, a steady state's hold that would let the driver stop (the held pages and
 //   what is written meanwhile fit the limit) puts the held pages in the final round while the
-//   throttle could still shrink it before the round cap: there it holds everything, the round
-//   writes more than it sends, and the throttle rises, up to its highest; then the hold is as
-//   before (`steadyHold`). (Each such round lasts about a sample; where auto-converge weighs a
-//   period of a second, as QEMU does, a rise further off than the rounds left is not waited for.)
+//   throttle could still shrink it: there it holds everything, the round writes more than it
+//   sends, and the throttle rises, up to its highest; then the hold is as before (`steadyHold`).
 //   (sqlite rewriting 86% of its pages every sample, in the simulator: a final round of 3,642
 //   pages at a 90% throttle, 417 at 99%.)
 // - The round before that one: when the next round's writes would fit the limit, the driver stops
@@ -392,14 +390,11 @@ export class ForecastPolicy implements Policy {
   }
 
   /**
-   * Whether auto-converge throttles and can still raise its throttle before the round cap, while
-   * every round holds everything (each then lasts about a sample: QEMU weighs a second or more
-   * of rounds at a time, so short rounds do not raise it sooner).
+   * Whether auto-converge throttles, and can still raise its throttle (before the round cap:
+   * where it weighs periods, as QEMU does, the rounds are paced so that it can: ThrottleSchedule.paceMs).
    */
   private throttleRises(ctx: RoundContext): boolean {
-    if (ctx.throttleMaxPercent === undefined || (ctx.throttlePercent ?? 0) >= ctx.throttleMaxPercent) return false;
-    const roundsLeft = this.opts.stopRules.maxRounds - ctx.round;
-    return (ctx.throttleRiseInMs ?? 0) <= roundsLeft * this.opts.intervalMs;
+    return ctx.throttleMaxPercent !== undefined && (ctx.throttlePercent ?? 0) < ctx.throttleMaxPercent;
   }
 
   /**

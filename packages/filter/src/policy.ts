@@ -77,12 +77,6 @@ export interface RoundContext {
    * writes more than half of what it sends counts towards raising the throttle.
    */
   throttleMaxPercent?: number;
-  /**
-   * With auto-converge: the soonest its throttle can rise again, ms from now, if the process
-   * keeps writing more than half of what is sent (ThrottleSchedule.riseInMs). Absent: at the end
-   * of this round.
-   */
-  throttleRiseInMs?: number;
   /** The downtime's fixed costs as last forecast (RoundOutcome.fixedDowntimeMs), ms; the limit counts them. */
   fixedDowntimeMs?: number;
   /**

@@ -207,6 +207,24 @@ function waitForSample(clock: TraceClock, start: number, now: number, feed: (fro
   return next;
 }
 
+/**
+ * As runRound: under a throttle weighed over periods, a round lasts until it can be weighed
+ * (ThrottleSchedule.paceMs; not the last round the cap allows). What the process writes meanwhile
+ * is the round's. Returns the round's end.
+ */
+function paced(
+  schedule: ThrottleSchedule | null,
+  round: number,
+  o: { maxRounds: number; pageRate: number },
+  now: number,
+  feed: (from: number, to: number) => void,
+): number {
+  const wait = schedule && round < o.maxRounds ? schedule.paceMs(now, o.pageRate) : 0;
+  if (wait <= 0) return now;
+  feed(now, now + wait);
+  return now + wait;
+}
+
 export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimReport {
   const N = trace.totalPages;
   const clock = new TraceClock(trace);
@@ -229,7 +247,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     pageRate: opts.pageRate,
     nowMs: now,
     throttlePercent: schedule?.percent ?? 0,
-    ...(opts.autoConverge && schedule ? { throttleMaxPercent: opts.autoConverge.max, throttleRiseInMs: schedule.riseInMs(now) } : {}),
+    ...(opts.autoConverge ? { throttleMaxPercent: opts.autoConverge.max } : {}),
   });
   const firstLive = clock.liveAt(now, N);
   let plan = driver.firstRound(ctx(), firstLive);
@@ -241,7 +259,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     const live = clock.liveAt(start, N); // the sender skips the pages whose mapping vanished
     const pages = [...plan.send].filter((p) => live.has(p));
     const { sent, skipped, endMs } = sendBatches(pages, start, dirtFrom, sending);
-    now = endMs;
+    now = paced(schedule, plan.round, { maxRounds: opts.stopRules.maxRounds, pageRate: opts.pageRate }, endMs, feed);
     const mapped = clock.liveAt(now, N);
     const dirtied = clock.written(dirtFrom, now, N, schedule?.percent).and(mapped);
     dirtFrom = now;

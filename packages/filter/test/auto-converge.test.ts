@@ -33,9 +33,11 @@ describe("ThrottleSchedule: QEMU's auto-converge rule", () => {
     expect(s.percent).toBe(0); // at 7,050 ms: one high period, forty-one high rounds
     s.afterRound(10, 100, 7_100);
     expect(s.percent).toBe(20);
-    expect(s.riseInMs(7_100)).toBe(2_000); // a new period, and none high yet: two more
+    s.afterRound(10, 100, 8_100); // not more than 1 s after 7,100: the same period
     s.afterRound(10, 100, 8_150); // one high period
-    expect(s.riseInMs(8_200)).toBe(950);
+    expect(s.percent).toBe(20);
+    s.afterRound(10, 100, 9_200); // two
+    expect(s.percent).toBe(30);
   });
 
   it('adds up the rounds of a period: a long round that sent much and short ones that wrote a little', () => {
@@ -52,6 +54,36 @@ describe("ThrottleSchedule: QEMU's auto-converge rule", () => {
     perRound.afterRound(1_000, 100, 500);
     for (let i = 1; i <= 6; i++) perRound.afterRound(0, 100, 500 + i * 100);
     expect(perRound.percent).toBe(40); // six high rounds: three rises in 600 ms
+  });
+});
+
+describe('ThrottleSchedule.paceMs: rounds long enough for a throttle weighed over periods', () => {
+  const LINK = 10_000; // pages/s: 10 a ms, so writing faster than 5 a ms is faster than half of it
+
+  it('is 0 when each round is weighed, once the throttle is at its highest, and while the writes are slow', () => {
+    expect(new ThrottleSchedule(QEMU_THROTTLE).paceMs(10, LINK)).toBe(0);
+    const s = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS }, 0);
+    s.afterRound(1_000, 1_000, 400); // 2.5 pages a ms
+    expect(s.paceMs(450, LINK)).toBe(0);
+    // A round that sent nothing (a filter held everything back) is "high" by QEMU's measure, but
+    // the process writes no faster than before: no pace.
+    s.afterRound(0, 500, 500);
+    expect(s.paceMs(550, LINK)).toBe(0);
+    const top = new ThrottleSchedule({ initial: 99, increment: 10, max: 99, periodMs: QEMU_PERIOD_MS }, 0);
+    top.afterRound(10, 10_000, 1_100);
+    top.afterRound(10, 10_000, 2_200);
+    expect(top.percent).toBe(99);
+    expect(top.paceMs(2_250, LINK)).toBe(0);
+  });
+
+  it('while the process writes faster than half of what the link carries, lasts until the round can be weighed', () => {
+    const s = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS }, 0);
+    s.afterRound(4_000, 3_000, 400); // 7.5 pages a ms, in the period begun at 0
+    expect(s.paceMs(450, LINK)).toBe(551); // until 1,001 ms: more than a period
+    s.afterRound(600, 8_000, 1_001); // weighed: high, at 11 pages a ms over the period
+    expect(s.paceMs(1_050, LINK)).toBe(952); // the last period's writes decide: until 2,002
+    s.afterRound(0, 8_000, 2_002);
+    expect(s.percent).toBe(20); // every second round, as when each round is weighed
   });
 });
 
@@ -105,5 +137,26 @@ describe('the simulator under auto-converge', () => {
     expect(on.throttledMs).toBeGreaterThanOrEqual(roundsAt); // and the waits for a sample between them
     expect(on.throttledMs).toBeLessThanOrEqual((on.totalMs * QEMU_THROTTLE.max) / 100);
     expect(on.throttledMs).toBeGreaterThan(0);
+  });
+
+  it("weighed over QEMU's periods, paces the rounds so that the throttle rises before the round cap", () => {
+    // At 20,000 pages/s the rounds last a fraction of a second: weighed over periods of 1 s, 30 of
+    // them would pass before the throttle reached its highest. Paced, it does, and the rest fits.
+    const fast = (policy: string) =>
+      simulate(trace, createPolicy(policy as 'precopy'), {
+        pageRate: 4000,
+        stopRules: { ...rules, downtimeLimitMs: 30 },
+        startMs: 0,
+        autoConverge: { ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS },
+      });
+    for (const policy of ['precopy', 'xen-skip']) {
+      const r = fast(policy);
+      expect(r.stopReason).toBe('downtime-limit');
+      expect(r.downtimeMs).toBeLessThanOrEqual(30);
+      expect(r.rounds.length).toBeLessThanOrEqual(rules.maxRounds + 1);
+      // Each throttle step took at least two periods of 1 s.
+      const steps = new Set(r.throttles).size - 1;
+      expect(r.totalMs).toBeGreaterThanOrEqual(steps * 2 * QEMU_PERIOD_MS);
+    }
   });
 });
