@@ -131,6 +131,27 @@ describe.skipIf(skip)('auto-converge', () => {
     expect(xen.report!.rounds.every((x: any) => (x.throttlePercent ?? 0) === 0)).toBe(true);
   });
 
+  it("weighed over QEMU's periods, a round shorter than a period lasts until it ends, and the link is measured over the sending alone", async () => {
+    const mw = await startMw(c, MW);
+    const dest = await startDest(c, ['--once']);
+    // 200 Mbit/s: a round of these 8 MiB takes about 0.4 s. A 20 ms limit needs the throttle.
+    const extra = ['--after', 'resume', '--bandwidth', '200mbit', '--downtime-limit-ms', '20', '--throttle-period-ms', '1000', ...CONVERGE];
+    const run = await runSource(c, [...migrateArgs(mw.pid, dest, extra), '--log-level', 'info']);
+    expect(run.code, run.stderr).toBe(0);
+    const r = run.report!;
+    expect(r.verified).toBe(true);
+    const iterative = r.rounds.filter((x: any) => !x.final);
+    const carried = (x: any) => (200e6 / 8 / 4096) * (x.durationMs / 1000); // pages the link carries in the round's time
+    const paced = iterative.filter((x: any) => x.durationMs >= 900 && x.pagesSent < 0.5 * carried(x));
+    expect(paced.length).toBeGreaterThan(0); // rounds that sent for a fraction of the time they lasted
+    expect(run.stdout + run.stderr).toMatch(/auto-converge: the round lasts until its throttle period ends/);
+    // The link rate is the sending's (pacing at 200 Mbit/s), not the pages over the paced time.
+    for (const x of paced) expect(x.bandwidthBps).toBeGreaterThan(150e6); // over the paced time: under 100 Mbit/s
+    const throttles = iterative.map((x: any) => x.throttlePercent);
+    expect(Math.max(...throttles)).toBeGreaterThanOrEqual(80);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
+
   it('a throttle left by a killed agent is lifted by cleanup', async () => {
     const mw = await startMw(c, MW);
     const before = await writeRate(mw);

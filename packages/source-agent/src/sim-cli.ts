@@ -241,7 +241,15 @@ function simOptions(y: Argv) {
     })
     .example('$0 --trace mw.trace', 'every policy at 500 Mbit/s, markov with S = 256')
     .example('$0 --trace mw.trace --policy markov,oracle --states 64,128,256,512,1024 --csv sweep.csv', "the paper's sweep of S")
-    .example('$0 --trace mw.trace --states 64,256,1024 --svg out/mw', 'charts as out/mw-downtime.svg, out/mw-time.svg, out/mw-pages.svg');
+    .example('$0 --trace mw.trace --states 64,256,1024 --svg out/mw', 'charts as out/mw-downtime.svg, out/mw-time.svg, out/mw-pages.svg')
+    .example(
+      '$0 --trace mw.trace --downtime-limit-ms 300 --auto-converge on',
+      "migrate's defaults: QEMU's rule, auto-converge weighed every round",
+    )
+    .example(
+      '$0 --trace mw.trace --downtime-limit-ms 300 --auto-converge on --throttle-period-ms 1000',
+      'auto-converge weighed over periods of 1 s, as QEMU does',
+    );
 }
 
 type SimArgs = ArgumentsCamelCase<ReturnType<typeof simOptions> extends Argv<infer T> ? T : never>;

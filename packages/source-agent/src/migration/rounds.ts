@@ -67,6 +67,7 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   if (r.final && sent.unreadable.length > 0) {
     throw new ProcessExitedError(`${sent.unreadable.length} pages of the frozen process could not be read`);
   }
+  const pacedMs = r.final ? 0 : await paceRound(s, r);
   // What was written while the round ran (the frozen process writes nothing); a page that could
   // not be read (its mapping vanished meanwhile) counts as written.
   const dirtied = r.final ? null : sampler.take();
@@ -80,13 +81,29 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   // round's time; not after the last round the round cap allows (no round follows to be planned).
   if (!r.final && r.round < r.driver.rules.maxRounds && waitsForSample(s.policy)) await sampler.wholeSampleSince(startedAt);
   const throttlePercent = s.autoConverge?.percent ?? 0; // in force while the round ran
-  const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, durationMs) : null;
+  const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, { durationMs, pacedMs }) : null;
   const summary = r.final
     ? finalRoundSummary(r.round, sent.pagesSent, durationMs)
     : summarizeRound(r.driver.records[r.driver.records.length - 1]);
   if (!r.final) s.autoConverge?.afterRound(summary.pagesSent, summary.pagesDirtied);
   recordRound(s, summary, sent, pagesPlanned, convergence(s, summary, decision, throttlePercent));
   return decision;
+}
+
+/**
+ * Under a throttle weighed over periods (--throttle-period-ms), a round lasts until it can be
+ * weighed (ThrottleSchedule.paceMs), not the last the round cap allows: the sampler goes on, and
+ * what the process writes meanwhile is the round's. Returns the time waited, ms.
+ */
+async function paceRound(s: MigrationSession, r: IterativeRound): Promise<number> {
+  const waitMs = r.round < r.driver.rules.maxRounds ? (s.autoConverge?.paceMs(s.pageRate) ?? 0) : 0;
+  if (waitMs <= 0) return 0;
+  s.log.info(
+    { round: r.round, waitMs: Math.round(waitMs), throttlePercent: s.autoConverge?.percent },
+    'auto-converge: the round lasts until its throttle period ends',
+  );
+  await new Promise((resolve) => setTimeout(resolve, waitMs));
+  return waitMs;
 }
 
 /**
@@ -131,10 +148,13 @@ function settleRound(
   driver: PrecopyDriver,
   sent: SendResult,
   dirtiedSoFar: PageBitmap,
-  durationMs: number,
+  time: { durationMs: number; pacedMs: number },
 ): RoundDecision {
   const { space, sampler } = s.tracking;
-  const link = measureLink(s, { pagesSent: sent.pagesSent, bytesOnWire: sent.bytesOnWire, durationMs }, s.opts.bandwidthBps);
+  const { durationMs } = time;
+  // The link is measured over the time it carried the round, not the time the round was paced.
+  const sending = { pagesSent: sent.pagesSent, bytesOnWire: sent.bytesOnWire, durationMs: durationMs - time.pacedMs };
+  const link = measureLink(s, sending, s.opts.bandwidthBps);
   s.pageRate = link.pageRate;
   s.wireRate = link.wireRate;
   // The space may have grown while we waited for the acknowledgement (the sampler runs on).
@@ -155,7 +175,7 @@ function settleRound(
       pageRate: s.pageRate,
       nowMs: sampler.now(),
       throttlePercent: s.autoConverge?.percent ?? 0,
-      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent, throttleRiseInMs: s.autoConverge.riseInMs() } : {}),
+      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent } : {}),
     },
   );
 }
