@@ -15,6 +15,9 @@ export interface ThrottleParams {
 /** QEMU's cpu-throttle-initial 20, cpu-throttle-increment 10, max-cpu-throttle 99; weighed every round. */
 export const QEMU_THROTTLE: Readonly<ThrottleParams> = Object.freeze({ initial: 20, increment: 10, max: 99 });
 
+/** Rounds left over for the throttle's highest when rounds are paced (ThrottleSchedule.paceMs). */
+const PACE_SPARE_ROUNDS = 2;
+
 /** The period over which QEMU weighs writes against sends (migration_bitmap_sync: more than 1 s). */
 export const QEMU_PERIOD_MS = 1000;
 
@@ -40,8 +43,8 @@ export class ThrottleSchedule {
   private periodStart: number;
   private sent = 0;
   private dirtied = 0;
-  /** Pages written per ms over the last period weighed. */
-  private lastWriteRate = 0;
+  /** Whether the last period weighed was high. */
+  private lastHigh = false;
 
   /** `startMs`: when the migration began, on the clock the rounds' ends are given in. */
   constructor(
@@ -59,7 +62,7 @@ export class ThrottleSchedule {
     this.dirtied += pagesDirtied;
     if (!(nowMs > this.periodStart + this.periodMs)) return this.percent;
     const high = this.dirtied > this.sent / 2;
-    this.lastWriteRate = this.dirtied / Math.max(1, nowMs - this.periodStart);
+    this.lastHigh = high;
     this.periodStart = nowMs;
     this.sent = 0;
     this.dirtied = 0;
@@ -72,21 +75,30 @@ export class ThrottleSchedule {
   /**
    * How much longer the round that is running should last, ms, from `nowMs`. Weighed every round
    * (no period) the throttle keeps pace with the rounds: 0. Weighed over periods, as QEMU does,
-   * short rounds (a filter that holds pages back waits only a sample) would spend forecopy's
-   * round cap in a second or two with the throttle hardly raised, where QEMU, which has no round
-   * cap, goes on until it rises. So while the process writes faster than half of what the link
-   * carries (`pageRate`, pages/s: not half of what was sent, which a filter holding pages back
-   * keeps low whatever the process writes), over the period under way or else the last one, and
-   * the throttle can still rise, a round lasts until its end can be weighed (more than a period
-   * after the last weighing): the throttle rises every second round, as when each round is
-   * weighed. 0 once it is at its highest, or the writes are slow. Not for the last round the
-   * round cap allows (callers): nothing follows it.
+   * short rounds (a filter that holds pages back waits only a sample) can spend forecopy's round
+   * cap in a second or two with the throttle hardly raised, where QEMU, which has no round cap,
+   * goes on until it rises. So once the rounds the cap still allows after this one
+   * (`roundsAfter`), a period each, are no more than the throttle needs to reach its highest and
+   * two rounds more (to send what was held back, and the rest), and while the throttle is rising
+   * (the period under way is high so far, or else the last one was: QEMU's own measure), a round
+   * lasts until its end can be weighed (more than a period after the last weighing): the
+   * throttle then rises every second round. Before that the rounds run as they are (a round
+   * made longer holds more writes), and 0 once the throttle is at its highest.
    */
-  paceMs(nowMs: number, pageRate: number): number {
-    if (this.periodMs === 0 || this.percent >= this.params.max) return 0;
-    const elapsed = nowMs - this.periodStart;
-    const writeRate = this.dirtied > 0 && elapsed > 0 ? this.dirtied / elapsed : this.lastWriteRate;
-    return writeRate > pageRate / 1000 / 2 ? Math.max(0, this.periodStart + this.periodMs + 1 - nowMs) : 0;
+  paceMs(nowMs: number, roundsAfter: number): number {
+    if (this.periodMs === 0 || this.percent >= this.params.max || roundsAfter < 1) return 0;
+    if ((roundsAfter - PACE_SPARE_ROUNDS) * this.periodMs > this.maxInMs(nowMs)) return 0;
+    const rising = this.sent + this.dirtied > 0 ? this.dirtied > this.sent / 2 : this.lastHigh;
+    return rising ? Math.max(0, this.periodStart + this.periodMs + 1 - nowMs) : 0;
+  }
+
+  /** The soonest the throttle can reach its highest, ms after `nowMs`, if every period from now on is high. */
+  private maxInMs(nowMs: number): number {
+    const { initial, increment, max } = this.params;
+    const steps = this.percent === 0 ? 1 + Math.ceil(Math.max(0, max - initial) / increment) : Math.ceil((max - this.percent) / increment);
+    // The period under way, then two a step (every second high period raises it), less one if one is counted.
+    const periodLeft = Math.max(0, this.periodStart + this.periodMs - nowMs);
+    return periodLeft + (2 * steps - 1 - this.highPeriods) * this.periodMs;
   }
 }
 

@@ -208,18 +208,18 @@ function waitForSample(clock: TraceClock, start: number, now: number, feed: (fro
 }
 
 /**
- * As runRound: under a throttle weighed over periods, a round lasts until it can be weighed
- * (ThrottleSchedule.paceMs; not the last round the cap allows). What the process writes meanwhile
- * is the round's. Returns the round's end.
+ * As runRound: under a throttle weighed over periods, a round may last until it can be weighed
+ * (ThrottleSchedule.paceMs). What the process writes meanwhile is the round's. Returns the
+ * round's end.
  */
 function paced(
   schedule: ThrottleSchedule | null,
   round: number,
-  o: { maxRounds: number; pageRate: number },
+  maxRounds: number,
   now: number,
   feed: (from: number, to: number) => void,
 ): number {
-  const wait = schedule && round < o.maxRounds ? schedule.paceMs(now, o.pageRate) : 0;
+  const wait = schedule ? schedule.paceMs(now, maxRounds - round) : 0;
   if (wait <= 0) return now;
   feed(now, now + wait);
   return now + wait;
@@ -259,7 +259,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     const live = clock.liveAt(start, N); // the sender skips the pages whose mapping vanished
     const pages = [...plan.send].filter((p) => live.has(p));
     const { sent, skipped, endMs } = sendBatches(pages, start, dirtFrom, sending);
-    now = paced(schedule, plan.round, { maxRounds: opts.stopRules.maxRounds, pageRate: opts.pageRate }, endMs, feed);
+    now = paced(schedule, plan.round, opts.stopRules.maxRounds, endMs, feed);
     const mapped = clock.liveAt(now, N);
     const dirtied = clock.written(dirtFrom, now, N, schedule?.percent).and(mapped);
     dirtFrom = now;

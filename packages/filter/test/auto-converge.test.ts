@@ -58,31 +58,30 @@ describe("ThrottleSchedule: QEMU's auto-converge rule", () => {
 });
 
 describe('ThrottleSchedule.paceMs: rounds long enough for a throttle weighed over periods', () => {
-  const LINK = 10_000; // pages/s: 10 a ms, so writing faster than 5 a ms is faster than half of it
+  const FEW = 5; // rounds the cap allows after this one: fewer than the throttle needs, a period each
 
   it('is 0 when each round is weighed, once the throttle is at its highest, and while the writes are slow', () => {
-    expect(new ThrottleSchedule(QEMU_THROTTLE).paceMs(10, LINK)).toBe(0);
+    expect(new ThrottleSchedule(QEMU_THROTTLE).paceMs(10, FEW)).toBe(0);
     const s = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS }, 0);
-    s.afterRound(1_000, 1_000, 400); // 2.5 pages a ms
-    expect(s.paceMs(450, LINK)).toBe(0);
-    // A round that sent nothing (a filter held everything back) is "high" by QEMU's measure, but
-    // the process writes no faster than before: no pace.
-    s.afterRound(0, 500, 500);
-    expect(s.paceMs(550, LINK)).toBe(0);
+    s.afterRound(1_000, 400, 400); // wrote less than half of what it sent
+    expect(s.paceMs(450, FEW)).toBe(0);
     const top = new ThrottleSchedule({ initial: 99, increment: 10, max: 99, periodMs: QEMU_PERIOD_MS }, 0);
-    top.afterRound(10, 10_000, 1_100);
-    top.afterRound(10, 10_000, 2_200);
+    top.afterRound(10, 100, 1_100);
+    top.afterRound(10, 100, 2_200);
     expect(top.percent).toBe(99);
-    expect(top.paceMs(2_250, LINK)).toBe(0);
+    expect(top.paceMs(2_250, FEW)).toBe(0);
   });
 
-  it('while the process writes faster than half of what the link carries, lasts until the round can be weighed', () => {
+  it('while the throttle is rising and the round cap is near, lasts until the round can be weighed', () => {
     const s = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS }, 0);
-    s.afterRound(4_000, 3_000, 400); // 7.5 pages a ms, in the period begun at 0
-    expect(s.paceMs(450, LINK)).toBe(551); // until 1,001 ms: more than a period
-    s.afterRound(600, 8_000, 1_001); // weighed: high, at 11 pages a ms over the period
-    expect(s.paceMs(1_050, LINK)).toBe(952); // the last period's writes decide: until 2,002
-    s.afterRound(0, 8_000, 2_002);
+    s.afterRound(1_000, 600, 400); // more than half of what it sent, in the period begun at 0
+    // From 0% to 99%: eighteen high periods, the one under way and seventeen more (17.55 s).
+    // With 20 rounds after this one, a period each, and two to spare, there is time: no pace.
+    expect(s.paceMs(450, 20)).toBe(0);
+    expect(s.paceMs(450, 19)).toBe(551); // until 1,001 ms: more than a period
+    s.afterRound(10, 600, 1_001); // weighed: high
+    expect(s.paceMs(1_050, 18)).toBe(952); // the last period decides: until 2,002
+    s.afterRound(10, 600, 2_002);
     expect(s.percent).toBe(20); // every second round, as when each round is weighed
   });
 });

@@ -64,9 +64,9 @@ export class AutoConverge {
     return this.unavailable ? this.percent : this.schedule.params.max;
   }
 
-  /** How much longer the round that is running should last, ms, for its throttle period to end (ThrottleSchedule.paceMs; `pageRate`: the link's, pages/s). */
-  paceMs(pageRate: number): number {
-    return this.unavailable ? 0 : this.schedule.paceMs(performance.now(), pageRate);
+  /** How much longer the round that is running should last, ms (ThrottleSchedule.paceMs; `roundsAfter`: the rounds the cap allows after it). */
+  paceMs(roundsAfter: number): number {
+    return this.unavailable ? 0 : this.schedule.paceMs(performance.now(), roundsAfter);
   }
 
   /** After an iterative round: raises the throttle when the process writes faster than the link. */

@@ -91,12 +91,12 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
 }
 
 /**
- * Under a throttle weighed over periods (--throttle-period-ms), a round lasts until it can be
- * weighed (ThrottleSchedule.paceMs), not the last the round cap allows: the sampler goes on, and
- * what the process writes meanwhile is the round's. Returns the time waited, ms.
+ * Under a throttle weighed over periods (--throttle-period-ms), a round may last until it can be
+ * weighed (ThrottleSchedule.paceMs): the sampler goes on, and what the process writes meanwhile
+ * is the round's. Returns the time waited, ms.
  */
 async function paceRound(s: MigrationSession, r: IterativeRound): Promise<number> {
-  const waitMs = r.round < r.driver.rules.maxRounds ? (s.autoConverge?.paceMs(s.pageRate) ?? 0) : 0;
+  const waitMs = s.autoConverge?.paceMs(r.driver.rules.maxRounds - r.round) ?? 0;
   if (waitMs <= 0) return 0;
   s.log.info(
     { round: r.round, waitMs: Math.round(waitMs), throttlePercent: s.autoConverge?.percent },
