@@ -136,7 +136,19 @@ describe.skipIf(skip)('auto-converge', () => {
     const dest = await startDest(c, ['--once']);
     // 200 Mbit/s: a round of these 8 MiB takes about 0.4 s. A 20 ms limit needs the throttle, and
     // 8 rounds at most are fewer periods than it needs to reach 99% (50, 80, 99: five or more).
-    const extra = ['--after', 'resume', '--bandwidth', '200mbit', '--downtime-limit-ms', '20', '--throttle-period-ms', '1000', '--max-rounds', '8', ...CONVERGE];
+    const extra = [
+      '--after',
+      'resume',
+      '--bandwidth',
+      '200mbit',
+      '--downtime-limit-ms',
+      '20',
+      '--throttle-period-ms',
+      '1000',
+      '--max-rounds',
+      '8',
+      ...CONVERGE,
+    ];
     const run = await runSource(c, [...migrateArgs(mw.pid, dest, extra), '--log-level', 'info']);
     expect(run.code, run.stderr).toBe(0);
     const r = run.report!;
