@@ -129,7 +129,7 @@ function stopOptions<T>(y: Argv<T>) {
       type: 'number',
       default: AUTO_CONVERGE_DEFAULTS.periodMs,
       describe:
-        'auto-converge: weigh writes against sends over periods of at least this many ms, as QEMU does (1000); 0: every round (the round cap comes sooner than a period on a fast link)',
+        'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0: every round',
     });
 }
 

@@ -230,7 +230,7 @@ function simOptions(y: Argv) {
       type: 'number',
       default: 0,
       describe:
-        'auto-converge: weigh writes against sends over periods of at least this many ms, as QEMU does (1000); 0: every round (the round cap comes sooner than a period on a fast link)',
+        'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0: every round',
     })
     .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
     .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
