@@ -149,19 +149,14 @@ describe.skipIf(skip)('live migration over loopback', () => {
       expect(run.stderr).toBe('forecopy-source: --batch-pages must be a whole number from 1 to 1024');
     });
 
-    it('a throttle period that is not a time', async () => {
-      const run = await runSource(c, [
-        'migrate',
-        '--image-only',
-        '--pid',
-        '999999999',
-        '--to',
-        '127.0.0.1:9',
-        '--throttle-period-ms',
-        '-5',
-      ]);
+    it('a throttle period that is not a time, or without auto-converge', async () => {
+      const args = ['migrate', '--image-only', '--pid', '999999999', '--to', '127.0.0.1:9'];
+      const run = await runSource(c, [...args, '--throttle-period-ms', '-5']);
       expect(run.code).toBe(2);
       expect(run.stderr).toBe('forecopy-source: --throttle-period-ms must be a number of ms, 0 or more, got -5');
+      const off = await runSource(c, [...args, '--auto-converge', 'off', '--throttle-period-ms', '1000']);
+      expect(off.code).toBe(2);
+      expect(off.stderr).toBe('forecopy-source: --throttle-period-ms is a setting of auto-converge: add --auto-converge on');
     });
 
     it('a pid not permitted', async () => {

@@ -161,6 +161,9 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(perPeriod.totalMs).toBeGreaterThanOrEqual(steps * 2000);
     expect(perPeriod.totalMs).toBeGreaterThan(perRound.totalMs);
     expect(perPeriod.throttledMs).toBeGreaterThan(perRound.throttledMs);
+    expect(sim(['--trace', TRACE, '--throttle-period-ms', '1000']).stderr).toBe(
+      'forecopy-sim: --throttle-period-ms is a setting of auto-converge: add --auto-converge on\n',
+    );
     expect(sim(['--trace', TRACE, '--auto-converge', 'on', '--throttle-period-ms', '-1']).stderr).toBe(
       'forecopy-sim: --throttle-period-ms must be a number of ms, 0 or more, got -1\n',
     );

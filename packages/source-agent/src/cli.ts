@@ -127,9 +127,8 @@ function stopOptions<T>(y: Argv<T>) {
     .option('throttle-max', { type: 'number', default: AUTO_CONVERGE_DEFAULTS.max, describe: 'auto-converge: the most, in percent' })
     .option('throttle-period-ms', {
       type: 'number',
-      default: AUTO_CONVERGE_DEFAULTS.periodMs,
       describe:
-        'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0: every round',
+        'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0, the default: every round',
     });
 }
 
@@ -242,7 +241,7 @@ function autoConvergeOf(a: ArgsOf<typeof migrateOptions>): AutoConvergeOptions {
     initial: pct('throttle-initial'),
     increment: pct('throttle-increment'),
     max: pct('throttle-max'),
-    periodMs: parseThrottlePeriod(a['throttle-period-ms']),
+    periodMs: parseThrottlePeriod(a['throttle-period-ms'], a['auto-converge'] === 'on'),
   };
 }
 

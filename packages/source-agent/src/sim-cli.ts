@@ -228,9 +228,8 @@ function simOptions(y: Argv) {
     })
     .option('throttle-period-ms', {
       type: 'number',
-      default: 0,
       describe:
-        'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0: every round',
+        'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0, the default: every round',
     })
     .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
     .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
@@ -266,6 +265,7 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
   const trace = readTrace(a.trace);
   const bw = parseBandwidth(a.bandwidth);
   if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
+  const periodMs = parseThrottlePeriod(a['throttle-period-ms'], a['auto-converge'] === 'on');
   const options: SimulationOptions = {
     policies,
     states,
@@ -279,7 +279,7 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     minRemainingPages: a['min-remaining-pages'],
     maxFactor: a['max-factor'] ?? (a['downtime-limit-ms'] !== undefined ? Number.POSITIVE_INFINITY : XEN_DEFAULT_STOP_RULES.maxFactor),
     ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
-    ...(a['auto-converge'] === 'on' ? { autoConverge: { ...QEMU_THROTTLE, periodMs: parseThrottlePeriod(a['throttle-period-ms']) } } : {}),
+    ...(a['auto-converge'] === 'on' ? { autoConverge: { ...QEMU_THROTTLE, periodMs } } : {}),
   };
   return { trace, options };
 }

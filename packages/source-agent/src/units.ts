@@ -34,8 +34,10 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1], port };
 }
 
-/** Checks --throttle-period-ms: a number of ms, 0 or more. */
-export function parseThrottlePeriod(ms: number): number {
+/** Checks --throttle-period-ms (absent: 0, each round weighed); it means nothing without auto-converge. */
+export function parseThrottlePeriod(ms: number | undefined, autoConverge: boolean): number {
+  if (ms === undefined) return 0;
+  if (!autoConverge) throw new InputError('--throttle-period-ms is a setting of auto-converge: add --auto-converge on');
   if (!(Number.isFinite(ms) && ms >= 0)) throw new InputError(`--throttle-period-ms must be a number of ms, 0 or more, got ${ms}`);
   return ms;
 }
