@@ -73,30 +73,29 @@ export class PageBitmap {
 
   /** Sets pages [start, end). */
   setRange(start: number, end: number): void {
-    if (start < 0 || end > this._size || start > end) {
-      throw new RangeError(`range [${start}, ${end}) outside bitmap of ${this._size} pages`);
-    }
-    let i = start;
-    while (i < end && (i & 31) !== 0) this.words[i >>> 5] |= 1 << (i++ & 31);
-    while (i + 32 <= end) {
-      this.words[i >>> 5] = 0xffffffff;
-      i += 32;
-    }
-    while (i < end) this.words[i >>> 5] |= 1 << (i++ & 31);
+    this.fillRange(start, end, true);
   }
 
   /** Clears pages [start, end). */
   clearRange(start: number, end: number): void {
+    this.fillRange(start, end, false);
+  }
+
+  /** Sets or clears pages [start, end), a word at a time. */
+  private fillRange(start: number, end: number, on: boolean): void {
     if (start < 0 || end > this._size || start > end) {
       throw new RangeError(`range [${start}, ${end}) outside bitmap of ${this._size} pages`);
     }
-    let i = start;
-    while (i < end && (i & 31) !== 0) this.words[i >>> 5] &= ~(1 << (i++ & 31));
-    while (i + 32 <= end) {
-      this.words[i >>> 5] = 0;
-      i += 32;
+    if (start === end) return;
+    const first = start >>> 5;
+    const last = (end - 1) >>> 5;
+    for (let w = first; w <= last; w++) {
+      const lo = w === first ? start & 31 : 0;
+      const n = (w === last ? ((end - 1) & 31) + 1 : 32) - lo; // bits of this word in the range
+      const mask = n === 32 ? 0xffffffff : ((1 << n) - 1) << lo;
+      if (on) this.words[w] |= mask;
+      else this.words[w] &= ~mask;
     }
-    while (i < end) this.words[i >>> 5] &= ~(1 << (i++ & 31));
   }
 
   clearAll(): void {

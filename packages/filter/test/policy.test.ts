@@ -154,7 +154,7 @@ describe('PageBitmap', () => {
     ]);
   });
 
-  it('clears a range as clearing page by page does, across word edges', () => {
+  it('sets and clears a range as setting and clearing page by page do, across word edges', () => {
     for (const [a, b] of [
       [0, 0],
       [3, 5],
@@ -162,6 +162,9 @@ describe('PageBitmap', () => {
       [31, 97],
       [0, 130],
       [64, 96],
+      [32, 64],
+      [0, 32],
+      [97, 130],
     ]) {
       const fast = PageBitmap.full(130);
       const slow = PageBitmap.full(130);
@@ -169,8 +172,13 @@ describe('PageBitmap', () => {
       for (let p = a; p < b; p++) slow.clear(p);
       expect(fast.runs(), `[${a}, ${b})`).toEqual(slow.runs());
       expect(fast.count()).toBe(130 - (b - a));
+      const set = new PageBitmap(130);
+      set.setRange(a, b);
+      expect(set.runs(), `set [${a}, ${b})`).toEqual(a < b ? [[a, b]] : []);
+      expect(set.count()).toBe(b - a);
     }
     expect(() => PageBitmap.full(10).clearRange(5, 11)).toThrow(RangeError);
+    expect(() => new PageBitmap(10).setRange(-1, 3)).toThrow(RangeError);
   });
 
   it('does set algebra word by word', () => {
