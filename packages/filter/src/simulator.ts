@@ -36,7 +36,8 @@ import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-conver
 // - the process has the pages mapped at the time (TraceClock.liveAt): round 1 sends those mapped
 //   at the start; a mapping that appears later counts as written when it appears (its sample
 //   says so), and the pages of one that vanished are no longer sent or counted, as the live
-//   agent's sender and dirty set drop them (a version 1 trace does not say which vanished);
+//   agent's sender and dirty set drop them: each batch of a round leaves out what vanished by the
+//   time it is sent (a version 1 trace does not say which vanished);
 // - a migration longer than the trace wraps around to its start (reported as `wrapped`);
 // - with `autoConverge`, the throttle the live agent would set (ThrottleSchedule) thins the
 //   writes of every sample taken while it is in force (thinWrites): the policy sees, and the
@@ -85,18 +86,44 @@ export class TraceClock {
     this.durationMs = trace.samples[trace.samples.length - 1].atMs;
   }
 
-  /** Samples stamped in (from, to], in order, with their times on the unwrapped clock. */
+  /**
+   * Samples stamped in (from, to], in order, with their times on the unwrapped clock. At the
+   * wrap (the trace's last stamp) the process is back where the trace began: a mapping it had
+   * then and not at the trace's end appears again, and counts as written, as any mapping that
+   * appears (the last sample carries its pages; liveAt says it is mapped from that stamp on).
+   */
   *between(from: number, to: number): IterableIterator<{ atMs: number; pages: PageBitmap }> {
     const d = this.durationMs;
     if (!(d > 0)) return;
-    for (let lap = Math.floor(from / d); lap * d < to; lap++) {
+    const { samples } = this.trace;
+    const last = samples.length - 1;
+    // The trace's clock starts at 0: no lap before the first (its last sample is not a write
+    // before the trace began).
+    for (let lap = Math.max(0, Math.floor(from / d)); lap * d < to; lap++) {
       if (lap > 0) this.wrapped = true;
-      for (const s of this.trace.samples) {
+      for (let i = 0; i < samples.length; i++) {
+        const s = samples[i];
         const t = lap * d + s.atMs;
-        if (t > from && t <= to && !(lap > 0 && s.atMs === 0)) yield { atMs: t, pages: s.pages };
+        if (!(t > from && t <= to) || (lap > 0 && s.atMs === 0)) continue;
+        if (i === last) this.wrapped = true;
+        yield { atMs: t, pages: i === last ? this.atWrap() : s.pages };
       }
     }
   }
+
+  /** The trace's last sample, and the pages of the mappings that appear again at the wrap. */
+  private atWrap(): PageBitmap {
+    const pages = this.trace.samples[this.trace.samples.length - 1].pages;
+    if (this.wrapPages === undefined) {
+      const N = this.trace.totalPages;
+      const atEnd = this.liveAfter(this.trace.samples.length, N).clone();
+      const reborn = this.liveAfter(0, N).clone().andNot(atEnd);
+      this.wrapPages = reborn.isEmpty() ? pages : reborn.or(pages.resized(N));
+    }
+    return this.wrapPages;
+  }
+
+  private wrapPages: PageBitmap | undefined;
 
   /**
    * The page indices mapped at `t` (on the unwrapped clock), sized `size`: the page space of the
@@ -104,13 +131,27 @@ export class TraceClock {
    * indices that died by then. A space that never grew nor lost a mapping is all of `size`.
    */
   liveAt(t: number, size: number): PageBitmap {
+    return this.liveView(t, size).clone();
+  }
+
+  /** As liveAt, but the clock's own bitmap, valid until the next call: read it, do not keep or change it. */
+  liveView(t: number, size: number): PageBitmap {
     const { samples } = this.trace;
     this.constant ??= samples.every((s) => s.pages.size === size && !s.died?.length);
-    if (this.constant) return PageBitmap.full(size);
+    if (this.constant) {
+      if (this.full?.size !== size) this.full = PageBitmap.full(size);
+      return this.full;
+    }
     const d = this.durationMs;
     const at = d > 0 ? t - Math.floor(t / d) * d : t;
     let n = 0; // samples stamped at or before `at` in its lap
     while (n < samples.length && samples[n].atMs <= at) n++;
+    return this.liveAfter(n, size);
+  }
+
+  /** The live indices after the trace's first `n` samples (the clock's own bitmap, as liveView). */
+  private liveAfter(n: number, size: number): PageBitmap {
+    const { samples } = this.trace;
     // A simulation asks in time order but for wraps: carry on from the last answer where it can.
     let c = this.live;
     if (!c || c.samples > n || c.bits.size !== size) {
@@ -125,10 +166,11 @@ export class TraceClock {
       for (const [a, b] of s.died ?? []) if (a < size) c.bits.clearRange(a, Math.min(b, size));
     }
     this.live = c;
-    return c.bits.clone();
+    return c.bits;
   }
 
   private constant: boolean | undefined;
+  private full: PageBitmap | undefined;
   /** The last liveAt answer: after how many samples, the page space then, the live indices. */
   private live: { samples: number; space: number; bits: PageBitmap } | null = null;
 
@@ -170,7 +212,12 @@ interface Sending {
   feed: (from: number, to: number) => void;
 }
 
-/** Sends a round's pages in batches from `startMs` over the modelled link; when it ends, and what it sent and skipped. */
+/**
+ * Sends a round's pages in batches from `startMs` over the modelled link; when it ends, and what
+ * it sent and skipped. As the live sender, each batch leaves out the pages whose mapping has
+ * vanished by the time it is read (the sampler retires them between batches; a read of one comes
+ * back short): a long round of a process that maps and unmaps as it runs does not send them.
+ */
 function sendBatches(pages: number[], startMs: number, lastTakeMs: number, o: Sending): { sent: number; skipped: number; endMs: number } {
   let now = startMs;
   let sent = 0;
@@ -178,7 +225,8 @@ function sendBatches(pages: number[], startMs: number, lastTakeMs: number, o: Se
   const re = new PageBitmap(o.size); // written since the last take, for the skip (the sampler's peek)
   let seen = lastTakeMs;
   for (let i = 0; i < pages.length; i += o.batch) {
-    let chunk = pages.slice(i, i + o.batch);
+    const live = o.clock.liveView(now, o.size);
+    let chunk = pages.slice(i, i + o.batch).filter((p) => live.has(p));
     if (o.skip) {
       re.or(o.clock.written(seen, now, o.size, o.throttle()));
       seen = now;

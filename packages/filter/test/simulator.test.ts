@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   OraclePolicy,
   PageBitmap,
+  PrecopyPolicy,
   TraceClock,
   XEN_DEFAULT_STOP_RULES,
   createPolicy,
@@ -187,6 +188,59 @@ describe('simulate: mappings that appear and vanish, as the live agent sees them
     const { died: _, ...noDeath } = samples[11];
     const without = simulate({ ...trace, samples: samples.map((x, i) => (i === 11 ? noDeath : x)) }, createPolicy('precopy'), opts);
     expect(without.rounds.slice(0, 3).map((x) => x.pagesSent)).toEqual([100, 20, 20]);
+  });
+
+  it('a batch leaves out the pages whose mapping vanished while the round ran, as the live sender does', () => {
+    // Round 1 sends 0..99 in batches of 10 pages (10 ms each); the sample stamped 80 ms says the
+    // mapping of 50..99 vanished. The batches from 80 ms on find pages 80..99 gone; 50..79 were
+    // sent before.
+    const samples = [];
+    for (let t = 10; t <= 400; t += 10) {
+      samples.push({ atMs: t, pages: hot(0), ...(t === 80 ? { died: [[50, 100]] as Array<[number, number]> } : {}) });
+    }
+    const trace: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 100 };
+    const r = simulate(trace, createPolicy('precopy'), { ...opts, batchPages: 10 });
+    expect(r.rounds[0].pagesSent).toBe(80);
+    expect(r.rounds[0].durationMs).toBe(80);
+    const { died: _, ...noDeath } = samples[7];
+    const without = simulate({ ...trace, samples: samples.map((x, i) => (i === 7 ? noDeath : x)) }, createPolicy('precopy'), {
+      ...opts,
+      batchPages: 10,
+    });
+    expect(without.rounds[0].pagesSent).toBe(100);
+  });
+
+  it('a policy shown the samples from the trace start sees them from the first, not the last one as a write at 0', () => {
+    const samples = [10, 20, 30, 40].map((t) => ({ atMs: t, pages: PageBitmap.fromIndices(100, [t]) }));
+    const trace: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 100 };
+    const seen: number[] = [];
+    class Watcher extends PrecopyPolicy {
+      observeSample(_s: PageBitmap, atMs: number): void {
+        seen.push(atMs);
+      }
+    }
+    simulate(trace, new Watcher(), { ...opts, startMs: 25, warmupFromMs: -1 });
+    expect(seen.slice(0, 2)).toEqual([10, 20]);
+    expect(new TraceClock(trace).lastAtOrBefore(5)).toBeNull();
+  });
+
+  it('after a wrap a mapping that had vanished is there again, written, and is sent', () => {
+    // The mapping of 50..99 vanishes at 100 ms; the trace ends at 200 ms. A migration from 150 ms
+    // sends 0..49 (to 200 ms): at 200 ms the trace wraps and the process is back where it began,
+    // with 50..99 mapped; they count as written then, and round 2 sends them with the hot pages.
+    const samples = [];
+    for (let t = 10; t <= 200; t += 10) {
+      samples.push({ atMs: t, pages: hot(0), ...(t === 100 ? { died: [[50, 100]] as Array<[number, number]> } : {}) });
+    }
+    const trace: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 100 };
+    const r = simulate(trace, createPolicy('precopy'), { ...opts, startMs: 150 });
+    expect(r.wrapped).toBe(true);
+    expect(r.rounds.slice(0, 3).map((x) => x.pagesSent)).toEqual([50, 60, 10]);
+    const clock = new TraceClock(trace);
+    expect(clock.written(190, 200, 100).count()).toBe(60);
+    expect(clock.liveAt(200, 100).count()).toBe(100);
+    expect(clock.written(200, 210, 100).count()).toBe(10);
+    expect(clock.written(0, 10, 100).count()).toBe(10); // the first lap starts as the trace did
   });
 });
 
