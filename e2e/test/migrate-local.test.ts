@@ -159,6 +159,19 @@ describe.skipIf(skip)('live migration over loopback', () => {
       expect(off.stderr).toBe('forecopy-source: --throttle-period-ms is a setting of auto-converge: add --auto-converge on');
     });
 
+    it('stop rules out of range', async () => {
+      const args = ['migrate', '--image-only', '--pid', '999999999', '--to', '127.0.0.1:9'];
+      for (const [flag, value, said] of [
+        ['--min-remaining-pages', '-3', 'a whole number >= 0, got -3'],
+        ['--max-factor', '0', 'a number > 0, got 0'],
+        ['--max-rounds', '2.5', 'a whole number >= 1, got 2.5'],
+      ]) {
+        const run = await runSource(c, [...args, flag, value]);
+        expect(run.code, flag).toBe(2);
+        expect(run.stderr).toBe(`forecopy-source: ${flag} must be ${said}`);
+      }
+    });
+
     it('a pid not permitted', async () => {
       // The agent runs as nobody against a root process: the kernel refuses ptrace.
       const { mw, source } = await startLocalMigration(c, {

@@ -178,6 +178,19 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(p.stderr).toBe(
       'forecopy-sim: unknown policy magic: one of precopy, xen-skip, tpo, markov, forecast, markov+skip, oracle, oracle-unbounded\n',
     );
+    for (const [flag, value, said] of [
+      ['--max-rounds', '0', 'a whole number >= 1, got 0'],
+      ['--max-rounds', 'many', 'a whole number >= 1, got NaN'],
+      ['--min-remaining-pages', '-5', 'a whole number >= 0, got -5'],
+      ['--max-factor', '-3', 'a number > 0, got -3'],
+      ['--downtime-limit-ms', '0', 'a number > 0, got 0'],
+      ['--model-seconds', '-1', 'a number >= 0, got -1'],
+      ['--lwws-threshold', '7', 'in (0, 1], got 7'],
+    ]) {
+      const b = sim(['--trace', TRACE, '--policy', 'precopy', flag, value]);
+      expect(b.code, flag).toBe(2);
+      expect(b.stderr).toBe(`forecopy-sim: ${flag} must be ${said}\n`);
+    }
     const w = sim(['--trace', TRACE, '--svg', path.join(ROOT, 'no-such-dir', 'x')]);
     expect(w.code).toBe(2);
     expect(w.stderr).toMatch(/^forecopy-sim: cannot write .*no-such-dir\/x-downtime\.svg: ENOENT\n$/);

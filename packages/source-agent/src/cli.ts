@@ -18,7 +18,7 @@ import { formatReport, type MigrationReport } from './report.js';
 import { renderHtml } from './report-html.js';
 import { startUi } from './ui-server.js';
 import type { UiEvent } from './ui-events.js';
-import { parseBandwidth, parseHostPort, parseThrottlePeriod } from './units.js';
+import { numberFrom, parseBandwidth, parseHostPort, parseThrottlePeriod, wholeAtLeast } from './units.js';
 import { InputError, ProcessError, SourceError, UsageError, VerificationError, fromYargs } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
 import { recordTrace } from './record.js';
@@ -41,10 +41,7 @@ export function makeLogger(level: string): Logger {
   return pino({ level, base: { pid: process.pid }, name: 'forecopy-source' }, tty ? terminalLogStream() : pino.destination(2));
 }
 
-const positiveInt = (name: string) => (v: number) => {
-  if (!Number.isInteger(v) || v < 1) throw new InputError(`--${name} must be a whole number >= 1, got ${v}`);
-  return v;
-};
+const positiveInt = (name: string) => wholeAtLeast(name, 1);
 
 /** The arguments a command's handler gets from its option builder. */
 type ArgsOf<B> = B extends (y: Argv) => Argv<infer T> ? ArgumentsCamelCase<T> : never;
@@ -88,10 +85,12 @@ function stopOptions<T>(y: Argv<T>) {
     .option('min-remaining-pages', {
       type: 'number',
       default: XEN_DEFAULT_STOP_RULES.minRemainingPages,
+      coerce: wholeAtLeast('min-remaining-pages', 0),
       describe: 'stop when fewer pages than this remain',
     })
     .option('max-factor', {
       type: 'number',
+      coerce: numberFrom('max-factor', 0, true),
       describe: `stop when this multiple of the memory was sent (default ${XEN_DEFAULT_STOP_RULES.maxFactor} with --stop-rule xen, none with downtime)`,
     })
     .option('stop-rule', {

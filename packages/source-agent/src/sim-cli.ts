@@ -24,7 +24,7 @@ import {
   type ThrottleParams,
 } from '@forecopy/filter';
 import { defaultBatchPages } from '@forecopy/protocol';
-import { parseBandwidth, parseThrottlePeriod } from './units.js';
+import { numberFrom, parseBandwidth, parseThrottlePeriod, wholeAtLeast } from './units.js';
 import { SIM_CHARTS, renderSimHtml, simChartSvg } from './report-html.js';
 import { InputError, SourceError, fromYargs } from './errors.js';
 
@@ -188,10 +188,11 @@ function simOptions(y: Argv) {
       describe: `comma-separated: ${SIM_POLICIES.join(', ')} (markov+skip: markov --skip-redirtied, beside xen-skip)`,
     })
     .option('states', { type: 'string', default: '256', describe: 'markov: S, or a comma-separated sweep (64,128,256,512,1024)' })
-    .option('bandwidth', { type: 'string', default: '500mbit' })
+    .option('bandwidth', { type: 'string', default: '500mbit', describe: 'the modelled link, e.g. 500mbit, 1gbit, 60MB (bytes/s)' })
     .option('model-seconds', {
       type: 'number',
       default: 10,
+      coerce: numberFrom('model-seconds', 0, false),
       describe: 'markov models the first N seconds; every policy starts migrating there',
     })
     .option('forecast', {
@@ -209,15 +210,34 @@ function simOptions(y: Argv) {
       describe:
         'markov: on a failed fit test rebuild the model once from the last 20 samples (ours), or disable the filter (off, the paper)',
     })
-    .option('lwws-threshold', { type: 'number', describe: 'markov: LWWS threshold (default 0.25)' })
-    .option('max-rounds', { type: 'number', default: XEN_DEFAULT_STOP_RULES.maxRounds })
-    .option('min-remaining-pages', { type: 'number', default: XEN_DEFAULT_STOP_RULES.minRemainingPages })
+    .option('lwws-threshold', {
+      type: 'number',
+      coerce: (v: number) => {
+        if (!(v > 0 && v <= 1)) throw new InputError(`--lwws-threshold must be in (0, 1], got ${v}`);
+        return v;
+      },
+      describe: 'markov: LWWS threshold (default 0.25)',
+    })
+    .option('max-rounds', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.maxRounds,
+      coerce: wholeAtLeast('max-rounds', 1),
+      describe: 'stop after this many rounds',
+    })
+    .option('min-remaining-pages', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.minRemainingPages,
+      coerce: wholeAtLeast('min-remaining-pages', 0),
+      describe: 'stop when fewer pages than this remain',
+    })
     .option('max-factor', {
       type: 'number',
+      coerce: numberFrom('max-factor', 0, true),
       describe: `stop when this multiple of the memory was sent (default ${XEN_DEFAULT_STOP_RULES.maxFactor}; none with --downtime-limit-ms, as migrate's QEMU rule)`,
     })
     .option('downtime-limit-ms', {
       type: 'number',
+      coerce: numberFrom('downtime-limit-ms', 0, true),
       describe:
         "QEMU's rule, as migrate's default: stop when the rest fits this many ms at the link rate (the round cap stays; the data cap goes unless --max-factor)",
     })
@@ -321,7 +341,7 @@ export async function simMain(argv: string[]): Promise<number> {
       yargs(argv)
         .scriptName('forecopy-sim')
         .usage(
-          '$0 --trace FILE [options]\n\nReplays a dirty trace (forecopy-source record) through the pre-copy policies over a modelled link.',
+          '$0 --trace FILE [options]\n\nReplays a dirty trace (forecopy-source record) through the pre-copy policies\nover a modelled link.',
         ),
     )
       .strict()
@@ -330,6 +350,7 @@ export async function simMain(argv: string[]): Promise<number> {
       })
       .help()
       .version(false)
+      .wrap(null)
       .command('$0', 'simulate', () => {}, runSim)
       .parseAsync();
   } catch (e) {

@@ -41,3 +41,20 @@ export function parseThrottlePeriod(ms: number | undefined, autoConverge: boolea
   if (!(Number.isFinite(ms) && ms >= 0)) throw new InputError(`--throttle-period-ms must be a number of ms, 0 or more, got ${ms}`);
   return ms;
 }
+
+/** A yargs coerce: a whole number of at least `min`, or a one-line input error naming the option. */
+export function wholeAtLeast(name: string, min: number): (v: number) => number {
+  return (v) => {
+    if (!Number.isInteger(v) || v < min) throw new InputError(`--${name} must be a whole number >= ${min}, got ${v}`);
+    return v;
+  };
+}
+
+/** A yargs coerce: a finite number over 0 (`open`) or of 0 and over, or a one-line input error naming the option. */
+export function numberFrom(name: string, min: 0, open: boolean): (v: number) => number {
+  return (v) => {
+    if (!Number.isFinite(v) || v < min || (open && v === min))
+      throw new InputError(`--${name} must be a number ${open ? '>' : '>='} ${min}, got ${v}`);
+    return v;
+  };
+}
