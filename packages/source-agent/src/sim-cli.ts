@@ -179,8 +179,46 @@ const list = (v: string) =>
     .map((x) => x.trim())
     .filter(Boolean);
 
-function simOptions(y: Argv) {
+/** The stop rules and auto-converge: old Xen's by default, QEMU's with --downtime-limit-ms. */
+function stopOptions<T>(y: Argv<T>) {
   return y
+    .option('max-rounds', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.maxRounds,
+      coerce: wholeAtLeast('max-rounds', 1),
+      describe: 'stop after this many rounds',
+    })
+    .option('min-remaining-pages', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.minRemainingPages,
+      coerce: wholeAtLeast('min-remaining-pages', 0),
+      describe: 'stop when fewer pages than this remain',
+    })
+    .option('max-factor', {
+      type: 'number',
+      coerce: numberFrom('max-factor', 0, true),
+      describe: `stop when this multiple of the memory was sent (default ${XEN_DEFAULT_STOP_RULES.maxFactor}; none with --downtime-limit-ms, as migrate's QEMU rule)`,
+    })
+    .option('downtime-limit-ms', {
+      type: 'number',
+      coerce: numberFrom('downtime-limit-ms', 0, true),
+      describe:
+        "QEMU's rule, as migrate's default: stop when the rest fits this many ms at the link rate (the round cap stays; the data cap goes unless --max-factor)",
+    })
+    .option('auto-converge', {
+      choices: ['on', 'off'] as const,
+      default: 'off' as const,
+      describe: "QEMU's auto-converge, as migrate runs it: a throttled process writes the throttle's share less",
+    })
+    .option('throttle-period-ms', {
+      type: 'number',
+      describe:
+        'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0, the default: every round',
+    });
+}
+
+function simOptions(y: Argv) {
+  const policies = y
     .option('trace', { type: 'string', demandOption: true, describe: 'trace file from forecopy-source record' })
     .option('policy', {
       type: 'string',
@@ -217,40 +255,8 @@ function simOptions(y: Argv) {
         return v;
       },
       describe: 'markov: LWWS threshold (default 0.25)',
-    })
-    .option('max-rounds', {
-      type: 'number',
-      default: XEN_DEFAULT_STOP_RULES.maxRounds,
-      coerce: wholeAtLeast('max-rounds', 1),
-      describe: 'stop after this many rounds',
-    })
-    .option('min-remaining-pages', {
-      type: 'number',
-      default: XEN_DEFAULT_STOP_RULES.minRemainingPages,
-      coerce: wholeAtLeast('min-remaining-pages', 0),
-      describe: 'stop when fewer pages than this remain',
-    })
-    .option('max-factor', {
-      type: 'number',
-      coerce: numberFrom('max-factor', 0, true),
-      describe: `stop when this multiple of the memory was sent (default ${XEN_DEFAULT_STOP_RULES.maxFactor}; none with --downtime-limit-ms, as migrate's QEMU rule)`,
-    })
-    .option('downtime-limit-ms', {
-      type: 'number',
-      coerce: numberFrom('downtime-limit-ms', 0, true),
-      describe:
-        "QEMU's rule, as migrate's default: stop when the rest fits this many ms at the link rate (the round cap stays; the data cap goes unless --max-factor)",
-    })
-    .option('auto-converge', {
-      choices: ['on', 'off'] as const,
-      default: 'off' as const,
-      describe: "QEMU's auto-converge, as migrate runs it: a throttled process writes the throttle's share less",
-    })
-    .option('throttle-period-ms', {
-      type: 'number',
-      describe:
-        'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0, the default: every round',
-    })
+    });
+  return stopOptions(policies)
     .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
     .option('csv', { type: 'string', describe: 'also write the rows as CSV to this file' })
     .option('html', { type: 'string', describe: 'also write a self-contained HTML page with the charts (Fig. 4-6 analogs)' })
