@@ -1,6 +1,7 @@
 import { PageBitmap } from './page-bitmap.js';
 import { XEN_DEFAULT_STOP_RULES, restFitsLimit, type Policy, type RoundContext, type RoundRecord, type StopRules } from './policy.js';
 import { ForecastModel } from './forecast-model.js';
+import { MappingLifetimes } from './lifetimes.js';
 
 // `--policy forecast`: an online data filter that needs no offline model and no choice of S.
 //
@@ -107,6 +108,8 @@ const MIN_RUNNING = 0.01;
 export interface ForecastPolicyStatus extends Record<string, unknown> {
   regionPages: number;
   modelBytes: number;
+  /** Pages of mappings born while watched whose mapping has ended (what the lifetimes are learned from). */
+  mappingPagesEnded: number;
   samples: number;
   converging: boolean;
   convergingFromRound: number | null;
@@ -119,6 +122,8 @@ export class ForecastPolicy implements Policy {
   readonly name = 'forecast';
   readonly skipRedirtied = true;
   readonly model: ForecastModel;
+  /** How long the process's mappings live (pages of one likely gone before the migration ends are held). */
+  readonly lifetimes = new MappingLifetimes();
   private readonly opts: ForecastPolicyOptions;
   private converging = false;
   private lastRate = 0;
@@ -157,10 +162,11 @@ export class ForecastPolicy implements Policy {
     return this.converging;
   }
 
-  observeSample(sample: PageBitmap): void {
+  observeSample(sample: PageBitmap, _atMs?: number, live?: PageBitmap): void {
     const t = performance.now();
     if (sample.size !== this.model.totalPages) this.model.resize(sample.size);
     this.model.observe(sample);
+    if (live) this.lifetimes.observe(live);
     this.sampleMs += performance.now() - t;
   }
 
@@ -170,6 +176,7 @@ export class ForecastPolicy implements Policy {
 
   resize(totalPages: number): void {
     this.model.resize(totalPages);
+    this.lifetimes.resize(totalPages);
   }
 
   holdBack(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
@@ -236,13 +243,14 @@ export class ForecastPolicy implements Policy {
     if (end) return this.endHold(unsynced, u, perSample, held);
     // The pages due before the migration ends; if holding them all is not worth it, the pages due
     // before this round ends; if not those either, none.
-    for (const horizon of [h / (1 - rho), h]) {
+    const rest = h / (1 - rho);
+    for (const horizon of [rest, h]) {
       held.clearAll();
       const saving = m.addLikely(unsynced, horizon * this.running, 0.5, held);
       const kept = held.count();
-      if (kept === 0) return held;
+      if (kept === 0) return this.holdGone(unsynced, rest, held);
       if (!convergent || !this.notWorthIt(u, held, saving, perSample)) {
-        return convergent ? this.beforeLast(horizon, written, u, perSample, ctx, held) : held;
+        return this.holdGone(unsynced, rest, convergent ? this.beforeLast(horizon, written, u, perSample, ctx, held) : held);
       }
     }
     return this.startConverging(ctx.round, held);
@@ -286,6 +294,17 @@ export class ForecastPolicy implements Policy {
       if (held.count() === 0 || fits(held)) return held;
     }
     held.clearAll();
+    return held;
+  }
+
+  /**
+   * Adds the pages whose mapping is likely (over 1/2) to be gone within `rest` samples, the rest
+   * of the migration: sent now, they would be sent for nothing; held, they are never sent, and
+   * if their mapping outlives the forecast they are sent in a later round. Only while the stop is
+   * far (the main path of plan): near it a held page is a page of the final round.
+   */
+  private holdGone(unsynced: PageBitmap, rest: number, held: PageBitmap): PageBitmap {
+    this.lifetimes.addLikelyGone(unsynced, rest * this.running, 0.5, held);
     return held;
   }
 
@@ -538,7 +557,8 @@ export class ForecastPolicy implements Policy {
     return {
       regionPages: this.model.regionPages,
       regionScores: this.model.scores,
-      modelBytes: this.model.byteSize(),
+      modelBytes: this.model.byteSize() + this.lifetimes.byteSize(),
+      mappingPagesEnded: this.lifetimes.counts.ended,
       samples: this.model.samples,
       converging: this.converging,
       convergingFromRound: this.convergingFrom,

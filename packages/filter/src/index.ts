@@ -14,3 +14,4 @@ export * from './simulator.js';
 export * from './oracle-policy.js';
 export * from './auto-converge.js';
 export * from './errors.js';
+export * from './lifetimes.js';

@@ -52,8 +52,12 @@ export class OraclePolicy implements Policy {
   holdBack(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
     const u = unsynced.count();
     if (this.opts.holdUntilRound !== undefined && ctx.round >= this.opts.holdUntilRound) return new PageBitmap(unsynced.size);
-    const within = (pages: number) =>
-      this.clock.written(ctx.nowMs, ctx.nowMs + (pages / this.pageRate) * 1000, unsynced.size).and(unsynced);
+    // Written again within that time, or unmapped by its end: either way sent for nothing now.
+    const within = (pages: number) => {
+      const end = ctx.nowMs + (pages / this.pageRate) * 1000;
+      const gone = unsynced.clone().andNot(this.clock.liveAt(end, unsynced.size));
+      return this.clock.written(ctx.nowMs, end, unsynced.size).and(unsynced).or(gone);
+    };
     if (this.opts.mode === 'send-list') return within(u * (this.opts.horizonFactor ?? 1));
     const full = within(u);
     // H1 = W(u - |H0|), H3 = W(u - |H2|), ...: each odd iterate is written within its own round

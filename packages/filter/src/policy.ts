@@ -182,8 +182,11 @@ export interface Policy {
    * already written again during the current round.
    */
   readonly skipRedirtied?: boolean;
-  /** Sees every dirty sample (one per sampling interval), in order, while the migration runs. */
-  observeSample?(sample: PageBitmap, atMs: number): void;
+  /**
+   * Sees every dirty sample (one per sampling interval), in order, while the migration runs;
+   * with `live`, the pages mapped at that sample (the live agent's page space, a trace's).
+   */
+  observeSample?(sample: PageBitmap, atMs: number, live?: PageBitmap): void;
   /** Sees each finished round. */
   observeRound?(record: RoundRecord, dirtied: PageBitmap): void;
   /** Called when the page space grows or shrinks; bitmaps of the old size must be resized. */

@@ -285,7 +285,11 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
   const feed = (from: number, to: number) => {
     const throttle = schedule?.percent ?? 0;
     for (const s of clock.between(from, to))
-      policy.observeSample?.(thinWrites(s.pages.size === N ? s.pages : s.pages.resized(N), throttle, s.atMs), s.atMs);
+      policy.observeSample?.(
+        thinWrites(s.pages.size === N ? s.pages : s.pages.resized(N), throttle, s.atMs),
+        s.atMs,
+        clock.liveView(s.atMs, N),
+      );
   };
   // Before the start: the state the process is in (not the modelling window: see above).
   const last = clock.lastAtOrBefore(now);

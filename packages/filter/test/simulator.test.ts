@@ -224,6 +224,18 @@ describe('simulate: mappings that appear and vanish, as the live agent sees them
     expect(new TraceClock(trace).lastAtOrBefore(5)).toBeNull();
   });
 
+  it('the clairvoyant filter holds the pages whose mapping vanishes before the round would end', () => {
+    // The mapping of 50..99 vanishes at 60 ms; round 1 would send 100 pages in 100 ms.
+    const samples = [];
+    for (let t = 10; t <= 400; t += 10) {
+      samples.push({ atMs: t, pages: hot(0), ...(t === 60 ? { died: [[50, 100]] as Array<[number, number]> } : {}) });
+    }
+    const trace: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 100 };
+    const r = simulate(trace, new OraclePolicy(new TraceClock(trace), 1000), opts);
+    expect(r.rounds[0].pagesSent).toBe(40); // 0..49 less the hot 0..9, written again meanwhile
+    expect(simulate(trace, createPolicy('precopy'), opts).rounds[0].pagesSent).toBe(100); // one batch, read at 0 ms
+  });
+
   it('after a wrap a mapping that had vanished is there again, written, and is sent', () => {
     // The mapping of 50..99 vanishes at 100 ms; the trace ends at 200 ms. A migration from 150 ms
     // sends 0..49 (to 200 ms): at 200 ms the trace wraps and the process is back where it began,
