@@ -61,7 +61,7 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
     };
     if (s.policy === 'forecast') {
       const policy = createPolicy('forecast', { ...common, ...(s.stopRules ? { stopRules: s.stopRules } : {}) });
-      await watch(ctx.sampler, policy, s.modelSeconds * 1000, ctx.log, ctx.onProgress);
+      await watch(ctx.sampler, ctx.space, policy, s.modelSeconds * 1000, ctx.log, ctx.onProgress);
       return policy;
     }
     if (s.policy !== 'markov') return createPolicy(s.policy, common);
@@ -124,11 +124,18 @@ async function observe(
 }
 
 /** forecast learns online: shows it the sampler's whole samples for `ms` milliseconds before the migration starts. */
-async function watch(sampler: Sampler, policy: Policy, ms: number, log: Logger, onProgress?: (p: Progress) => void): Promise<void> {
+async function watch(
+  sampler: Sampler,
+  space: PageSpace,
+  policy: Policy,
+  ms: number,
+  log: Logger,
+  onProgress?: (p: Progress) => void,
+): Promise<void> {
   let samples = 0;
   const start = sampler.now();
   const off = sampler.onSample((smp) => {
-    policy.observeSample?.(smp.pages, smp.atMs);
+    policy.observeSample?.(smp.pages, smp.atMs, space.live);
     samples++;
     onProgress?.({ phase: 'modelling', doneMs: sampler.now() - start, totalMs: ms, samples });
   });

@@ -14,7 +14,8 @@ export async function model(opts: MigrateOptions, tracking: Tracking): Promise<{
   const t = performance.now();
   const policy = await opts.makePolicy({ sampler, space, log: opts.log, onProgress: opts.onProgress });
   const modelMs = performance.now() - t;
-  sampler.onSample((s) => policy.observeSample?.(s.pages, s.atMs));
+  // With the pages mapped at each sample: forecast learns how long the process's mappings live.
+  sampler.onSample((s) => policy.observeSample?.(s.pages, s.atMs, space.live));
   const emit = opts.onEvent;
   if (emit) {
     emit(helloEvent(opts.pid, policy.name, space.livePages));
