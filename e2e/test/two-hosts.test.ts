@@ -82,6 +82,18 @@ describe.skipIf(skip)('migration across two network-namespace hosts', () => {
     expect(await selfCheck(churn.proc, churn.pid, /^churn check/)).toMatch(/^churn check ok/);
   });
 
+  it('forecast learns how long the mappings of a workload that maps and unmaps live, and the migration verifies', async () => {
+    // churn replaces one of its 64 mappings every 20 ms: each lives about 1.3 s.
+    const churn = await startWorkload(c, 'churn', ['--threads', '4', '--mappings', '64', '--mb', '64'], hosts.exec(hosts.source));
+    const { run } = await migrateAcross(churn.pid, ['--policy', 'forecast', '--model-seconds', '3']);
+    const report = expectVerified(run);
+    expect(report.policy).toBe('forecast');
+    // The agent showed the policy the pages mapped at each sample: it saw mappings end.
+    expect(report.policyStatus?.mappingPagesEnded).toBeGreaterThan(0);
+    expectUntracked(churn.pid);
+    expect(await selfCheck(churn.proc, churn.pid, /^churn check/)).toMatch(/^churn check ok/);
+  });
+
   it('over 3 streams with a pre-shared key: a multi-threaded workload that maps and unmaps verifies', async () => {
     const churn = await startWorkload(c, 'churn', ['--threads', '4', '--mappings', '64', '--mb', '64'], hosts.exec(hosts.source));
     const { run } = await migrateAcross(churn.pid, ['--streams', '3']);
