@@ -169,6 +169,49 @@ for (const q of [0.05, 0.3]) {
 }
 console.log(`| forecast: model memory (byteSize) | ${(fp.model.byteSize() / 1e6).toFixed(3)} MB |`);
 
+// A process that maps and unmaps as it runs: 1 GiB in 4,096 mappings of 64 pages, 4 of them
+// replaced each sample (the new ones at new indices past the end, as the live agent's page space
+// gives them). Learning a sample with the pages mapped at it (the mapping lifetimes included),
+// planning a round over every page mapped, and the memory of both models.
+{
+  const RUN = 64;
+  const SAMPLES = 120;
+  const SIZE = TOTAL + SAMPLES * 4 * RUN;
+  const live = new PageBitmap(SIZE);
+  live.setRange(0, TOTAL);
+  const alive = Array.from({ length: TOTAL / RUN }, (_, i) => i * RUN);
+  let end = TOTAL;
+  const writes = samples.map((s) => s.resized(SIZE));
+  const cp = new ForecastPolicy(SIZE, { intervalMs: 50, initialPageRate: 15_258 });
+  const step = (k) => {
+    for (let j = 0; j < 4; j++) {
+      const at = alive.splice(Math.floor(rnd() * alive.length), 1)[0];
+      live.clearRange(at, at + RUN);
+      live.setRange(end, end + RUN);
+      alive.push(end);
+      end += RUN;
+    }
+    cp.observeSample(writes[k % writes.length], k * 50, live);
+  };
+  let k = 0;
+  for (; k < SAMPLES - 12; k++) step(k);
+  const churnLearn = timeIt(() => step(k++));
+  const ctx = { round: 1, pageRate: 15_258, nowMs: 0 };
+  let held = 0;
+  const churnPlan = timeIt(() => {
+    held = cp.holdBack(live, ctx).count();
+  });
+  console.log(
+    `| forecast: learning per 50 ms sample with the pages mapped (1 GiB in mappings of 64 pages, 4 replaced a sample) (median of 9) | ${churnLearn.toFixed(3)} ms |`,
+  );
+  console.log(
+    `| forecast: planning a round over the ${live.count().toLocaleString('en-US')} pages mapped, mapping lifetimes known (${cp.lifetimes.counts.ended.toLocaleString('en-US')} pages ended) (median of 9) | ${churnPlan.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`,
+  );
+  console.log(
+    `| forecast: model memory with the mapping lifetimes (byteSize, that process) | ${(cp.status().modelBytes / 1e6).toFixed(3)} MB |`,
+  );
+}
+
 /** The median of 9 timed runs after 3 untimed ones (the machine may be shared). */
 function timeIt(fn) {
   for (let i = 0; i < 3; i++) fn();
