@@ -17,3 +17,4 @@ export * from './capture.js';
 export * from './husk.js';
 export * from './restore.js';
 export * from './cpu-throttle.js';
+export * from './paths.js';
