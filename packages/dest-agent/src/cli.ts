@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import yargs, { type ArgumentsCamelCase, type Argv } from 'yargs';
 import { pino } from 'pino';
 import { MAX_STREAMS, SecurityConfigError, isLoopback, loadSecurity, terminalLogStream } from '@forecopy/protocol';
+import { checkWritableFile, prepareDir } from '@forecopy/linux';
 import { DestError, EXIT, ListenError, UserError } from './errors.js';
 import { listen, type ListenOptions } from './server.js';
 
@@ -112,6 +113,17 @@ function checkListenArgs(a: ListenArgs): void {
     if (a[f] !== undefined && !a.restore) throw new UserError(`--${f} only applies with --restore`);
   }
   if (a.stdin !== undefined && !fs.existsSync(a.stdin)) throw new UserError(`--stdin ${a.stdin} does not exist`);
+  if (!(Number.isInteger(a['max-sessions']) && a['max-sessions'] >= 1))
+    throw new UserError(`--max-sessions must be a whole number >= 1, got ${a['max-sessions']}`);
+  if (!(a['max-image-gb'] > 0 && Number.isFinite(a['max-image-gb'])))
+    throw new UserError(`--max-image-gb must be a number > 0, got ${a['max-image-gb']}`);
+  // Paths it will write, at once: not when a migration has already handed the process over.
+  const dir = prepareDir(a['image-dir']);
+  if (dir !== null) throw new UserError(`--image-dir: ${dir}`);
+  for (const f of ['stdout', 'stderr', 'pid-file'] as const) {
+    const why = a[f] !== undefined ? checkWritableFile(a[f]) : null;
+    if (why !== null) throw new UserError(`--${f}: ${why}`);
+  }
 }
 
 /**
@@ -216,6 +228,8 @@ export async function main(argv: string[]): Promise<number> {
       })
       .demandCommand(1, 'name a command: listen')
       .strict()
+      // An option given twice: the last one counts (as with most commands), not an array of both.
+      .parserConfiguration({ 'duplicate-arguments-array': false })
       .fail((msg, err) => {
         throw err ?? new UserError(msg);
       })

@@ -10,9 +10,17 @@ import {
   loadSecurity,
   terminalLogStream,
 } from '@forecopy/protocol';
-import { FORECAST_MODES, POLICY_NAMES, XEN_DEFAULT_STOP_RULES, type StopRules } from '@forecopy/filter';
+import {
+  FORECAST_MODES,
+  MAX_STATES,
+  MIN_STATES,
+  POLICY_NAMES,
+  XEN_DEFAULT_STOP_RULES,
+  isStateCount,
+  type StopRules,
+} from '@forecopy/filter';
 import { AUTO_CONVERGE_DEFAULTS, type AutoConvergeOptions } from './migration/auto-converge.js';
-import { THROTTLE_METHODS, TRACKER_CHOICES } from '@forecopy/linux';
+import { THROTTLE_METHODS, TRACKER_CHOICES, checkWritableFile, prepareDir } from '@forecopy/linux';
 import { AFTER_ACTIONS, migrate } from './migrate.js';
 import { formatReport, type MigrationReport } from './report.js';
 import { renderHtml } from './report-html.js';
@@ -21,6 +29,7 @@ import type { UiEvent } from './ui-events.js';
 import { numberFrom, parseBandwidth, parseHostPort, parseThrottlePeriod, wholeAtLeast } from './units.js';
 import { InputError, ProcessError, SourceError, UsageError, VerificationError, fromYargs } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
+import { asSourceError } from './errno-map.js';
 import { recordTrace } from './record.js';
 import { makePolicyFactory, writeModel } from './policy-setup.js';
 import { clearProgress, progressPrinter } from './progress.js';
@@ -263,6 +272,9 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
   if (!(Number.isInteger(a.streams) && a.streams >= 1 && a.streams <= MAX_STREAMS))
     throw new InputError(`--streams must be a whole number from 1 to ${MAX_STREAMS}`);
   const security = securityOf(a);
+  // Paths it will write, before the process is touched: not after it was frozen, or killed.
+  if (a.report !== undefined) writable('--report', checkWritableFile(a.report));
+  if (a['state-dir'] !== DEFAULT_STATE_DIR) writable('--state-dir', prepareDir(a['state-dir']));
   const log = makeLogger(a['log-level']);
   const report: MigrationReport = await withDashboard(a.ui, (onEvent) =>
     migrate({
@@ -338,7 +350,17 @@ function modelOptions(y: Argv) {
     .example('$0 model --pid 4242 --watch --out app.model', 'keep a mature model of the last minutes fresh while the process runs');
 }
 
+/** An input error naming the option when `why` (from checkWritableFile, prepareDir) says the path cannot be used. */
+function writable(option: string, why: string | null): void {
+  if (why !== null) throw new InputError(`${option}: ${why}`);
+}
+
 async function runModel(a: ArgsOf<typeof modelOptions>): Promise<void> {
+  // Checked before the process is touched (the model is built after tracking starts).
+  if (!isStateCount(a.states)) throw new InputError(`--states must be a whole number from ${MIN_STATES} to ${MAX_STATES}, got ${a.states}`);
+  const t = a['lwws-threshold'];
+  if (t !== undefined && !(t > 0 && t <= 1)) throw new InputError(`--lwws-threshold must be in (0, 1], got ${t}`);
+  writable('--out', checkWritableFile(a.out));
   const summary = await writeModel({
     pid: a.pid,
     out: a.out,
@@ -358,7 +380,7 @@ async function runModel(a: ArgsOf<typeof modelOptions>): Promise<void> {
           },
         }
       : {}),
-  });
+  }).catch((e: unknown) => Promise.reject(asSourceError(e, a.pid)));
   printSummary(summary);
 }
 
@@ -376,6 +398,7 @@ function recordOptions(y: Argv) {
 
 async function runRecord(a: ArgsOf<typeof recordOptions>): Promise<void> {
   if (!(a.seconds > 0)) throw new InputError(`--seconds must be > 0`);
+  writable('--out', checkWritableFile(a.out));
   const summary = await withDashboard(a.ui, (onEvent) =>
     recordTrace({
       pid: a.pid,
@@ -386,7 +409,7 @@ async function runRecord(a: ArgsOf<typeof recordOptions>): Promise<void> {
       log: makeLogger(a['log-level']),
       onProgress: progressPrinter(),
       ...(onEvent ? { onEvent } : {}),
-    }),
+    }).catch((e: unknown) => Promise.reject(asSourceError(e, a.pid))),
   );
   printSummary(summary);
 }
@@ -483,35 +506,44 @@ function runReport(a: ArgsOf<typeof reportOptions>): void {
 }
 
 export function buildCli(argv: string[]): Argv {
-  return yargs(argv)
-    .scriptName('forecopy-source')
-    .usage('$0 <command> [options]\n\nThe source agent of forecopy: live-migrates the memory of a running process\nto a forecopy-dest.')
-    .command('migrate', 'Migrate the memory of a live process to a destination agent', migrateOptions, runMigrate)
-    .command('model', 'Watch a process and save its Markov model of memory-write states (for migrate --model)', modelOptions, runModel)
-    .command('record', 'Record which pages a process writes in each interval, for forecopy-sim', recordOptions, runRecord)
-    .command('check', 'Say whether a process can be migrated and restored, naming what stops it (exit 0 yes, 3 no)', checkOptions, runCheck)
-    .command(
-      'resolve',
-      'Finish a handover a source agent could not (it died, or lost the destination): exactly one copy runs',
-      resolveOptions,
-      runResolve,
-    )
-    .command('cleanup', 'Remove what a killed source agent left in a process (its userfaultfd)', cleanupOptions, runCleanup)
-    .command(
-      'report <files..>',
-      'Render migration reports (--report JSON files) as a self-contained HTML page with charts',
-      reportOptions,
-      runReport,
-    )
-    .demandCommand(1, 'name a command: migrate, check, resolve, model, record, cleanup or report')
-    .strict()
-    .help()
-    .alias('h', 'help')
-    .version(false)
-    .example('$0 migrate --pid 4242 --to 10.0.0.2:7070', 'move a process to the host where forecopy-dest listens')
-    .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'record its writes, then compare policies with forecopy-sim')
-    .example('$0 migrate --help', 'every option of migrate, with examples')
-    .wrap(null);
+  return (
+    yargs(argv)
+      .scriptName('forecopy-source')
+      .usage('$0 <command> [options]\n\nThe source agent of forecopy: live-migrates the memory of a running process\nto a forecopy-dest.')
+      .command('migrate', 'Migrate the memory of a live process to a destination agent', migrateOptions, runMigrate)
+      .command('model', 'Watch a process and save its Markov model of memory-write states (for migrate --model)', modelOptions, runModel)
+      .command('record', 'Record which pages a process writes in each interval, for forecopy-sim', recordOptions, runRecord)
+      .command(
+        'check',
+        'Say whether a process can be migrated and restored, naming what stops it (exit 0 yes, 3 no)',
+        checkOptions,
+        runCheck,
+      )
+      .command(
+        'resolve',
+        'Finish a handover a source agent could not (it died, or lost the destination): exactly one copy runs',
+        resolveOptions,
+        runResolve,
+      )
+      .command('cleanup', 'Remove what a killed source agent left in a process (its userfaultfd)', cleanupOptions, runCleanup)
+      .command(
+        'report <files..>',
+        'Render migration reports (--report JSON files) as a self-contained HTML page with charts',
+        reportOptions,
+        runReport,
+      )
+      .demandCommand(1, 'name a command: migrate, check, resolve, model, record, cleanup or report')
+      .strict()
+      // An option given twice: the last one counts (as with most commands), not an array of both.
+      .parserConfiguration({ 'duplicate-arguments-array': false })
+      .help()
+      .alias('h', 'help')
+      .version(false)
+      .example('$0 migrate --pid 4242 --to 10.0.0.2:7070', 'move a process to the host where forecopy-dest listens')
+      .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'record its writes, then compare policies with forecopy-sim')
+      .example('$0 migrate --help', 'every option of migrate, with examples')
+      .wrap(null)
+  );
 }
 
 /** Runs the CLI; never throws. Returns the exit code. */

@@ -311,11 +311,14 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
 }
 
 function readTrace(file: string): Trace {
+  let trace: Trace;
   try {
-    return decodeTrace(new Uint8Array(fs.readFileSync(file)));
+    trace = decodeTrace(new Uint8Array(fs.readFileSync(file)));
   } catch (e) {
     throw new InputError(`cannot read the trace ${file}: ${(e as Error).message}`);
   }
+  if (trace.samples.length === 0) throw new InputError(`the trace ${file} has no samples: record for longer than one interval`);
+  return trace;
 }
 
 /** The files asked for: --csv, --svg (one per chart), --html. */
@@ -351,6 +354,8 @@ export async function simMain(argv: string[]): Promise<number> {
         ),
     )
       .strict()
+      // An option given twice: the last one counts (as with most commands), not an array of both.
+      .parserConfiguration({ 'duplicate-arguments-array': false })
       .fail((msg, err) => {
         throw fromYargs(msg, err);
       })

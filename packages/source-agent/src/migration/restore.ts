@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { MessageType, packMap, processState, release, type Message, type MessageChannel } from '@forecopy/protocol';
-import { captureState, findBlockers, readProcStat, type CapturedProcess, type FrozenProcess } from '@forecopy/linux';
+import { captureState, findBlockers, prepareDir, readProcStat, type CapturedProcess, type FrozenProcess } from '@forecopy/linux';
 import { pageHasher } from '../checksum.js';
-import { InDoubtError, NotMigratableError, ProcessError } from '../errors.js';
+import { InDoubtError, InputError, NotMigratableError, ProcessError } from '../errors.js';
 import { processGone } from '../errno-map.js';
 import { askOnNewConnection } from './connect.js';
 import type { HeldProcess } from './release.js';
@@ -69,7 +69,8 @@ export function recordPath(stateDir: string, sessionId: string): string {
 }
 
 export function writeRecord(stateDir: string, r: SessionRecord): void {
-  fs.mkdirSync(stateDir, { recursive: true });
+  const unusable = prepareDir(stateDir);
+  if (unusable !== null) throw new InputError(`cannot record the handover in --state-dir ${stateDir}: ${unusable}`);
   const file = recordPath(stateDir, r.sessionId);
   fs.writeFileSync(`${file}.tmp`, JSON.stringify(r, null, 2));
   fs.renameSync(`${file}.tmp`, file);
