@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -157,6 +158,31 @@ describe.skipIf(skip)('live migration over loopback', () => {
       const off = await runSource(c, [...args, '--auto-converge', 'off', '--throttle-period-ms', '1000']);
       expect(off.code).toBe(2);
       expect(off.stderr).toBe('forecopy-source: --throttle-period-ms is a setting of auto-converge: add --auto-converge on');
+    });
+
+    it('a path it cannot write, before the process is touched', async () => {
+      const mw = await startMw(c, smallMw);
+      const pid = String(mw.pid);
+      const to = ['--to', '127.0.0.1:9'];
+      const dir = c.tmpdir();
+      const none = '/proc/forecopy-none';
+      for (const [args, said] of [
+        [['migrate', '--pid', pid, ...to, '--report', `${none}/r.json`], `--report: cannot write ${none}/r.json: ${none} does not exist`],
+        [['migrate', '--pid', pid, ...to, '--report', dir], `--report: ${dir} is a directory`],
+        [['migrate', '--pid', pid, ...to, '--state-dir', `${none}/state`], `--state-dir: cannot make the directory ${none}: ENOENT`],
+        [
+          ['record', '--pid', pid, '--seconds', '1', '--out', `${none}/t.trace`],
+          `--out: cannot write ${none}/t.trace: ${none} does not exist`,
+        ],
+        [['model', '--pid', pid, '--states', '5', '--out', path.join(dir, 'm')], '--states must be a whole number from 64 to 1024, got 5'],
+      ] as Array<[string[], string]>) {
+        // Not runSource: it adds a --report of its own to migrate.
+        const run = spawnSync(process.execPath, [SOURCE_BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
+        expect(run.status, args.join(' ')).toBe(2);
+        expect(run.stderr).toBe(`forecopy-source: ${said}\n`);
+      }
+      expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+      await expectRunningUnharmed(mw);
     });
 
     it('stop rules out of range', async () => {

@@ -110,4 +110,22 @@ describe.skipIf(skip)('authenticated migration channel', () => {
     expect(await half.exited).toBe(2);
     expect(half.stderrLines[0]).toBe('forecopy-dest: mutual TLS needs all of --tls-cert, --tls-key and --tls-ca');
   });
+
+  it('refuses at once a path it could not write and limits that are not numbers', async () => {
+    const dir = c.tmpdir();
+    for (const [args, said] of [
+      [['--image-dir', '/proc/forecopy-none/img'], '--image-dir: cannot make the directory /proc/forecopy-none: ENOENT'],
+      [['--image-dir', '/dev/null'], '--image-dir: /dev/null is not a directory'],
+      [
+        ['--image-dir', dir, '--restore', '--pid-file', '/proc/forecopy-none/pid'],
+        '--pid-file: cannot write /proc/forecopy-none/pid: /proc/forecopy-none does not exist',
+      ],
+      [['--image-dir', dir, '--max-sessions', '0'], '--max-sessions must be a whole number >= 1, got 0'],
+      [['--image-dir', dir, '--max-image-gb', 'many'], '--max-image-gb must be a number > 0, got NaN'],
+    ] as Array<[string[], string]>) {
+      const p = c.proc(start(process.execPath, [DEST_BIN, 'listen', '--port', '0', ...args]));
+      expect(await p.exited, args.join(' ')).toBe(2);
+      expect(p.stderrLines[0]).toBe(`forecopy-dest: ${said}`);
+    }
+  });
 });

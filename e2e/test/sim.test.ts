@@ -191,6 +191,14 @@ describe('forecopy-sim on a recorded trace', () => {
       expect(b.code, flag).toBe(2);
       expect(b.stderr).toBe(`forecopy-sim: ${flag} must be ${said}\n`);
     }
+    // An option given twice: the last one counts.
+    expect(sim(['--trace', 'no-such.trace', '--trace', TRACE, '--policy', 'precopy']).code).toBe(0);
+    const empty = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-')), 'empty.trace');
+    fs.writeFileSync(empty, encodeTraceHeader({ intervalMs: 50, pageSize: 4096, meta: {} }));
+    const e = sim(['--trace', empty]);
+    fs.rmSync(path.dirname(empty), { recursive: true, force: true });
+    expect(e.code).toBe(2);
+    expect(e.stderr).toBe(`forecopy-sim: the trace ${empty} has no samples: record for longer than one interval\n`);
     const w = sim(['--trace', TRACE, '--svg', path.join(ROOT, 'no-such-dir', 'x')]);
     expect(w.code).toBe(2);
     expect(w.stderr).toMatch(/^forecopy-sim: cannot write .*no-such-dir\/x-downtime\.svg: ENOENT\n$/);
