@@ -30,6 +30,7 @@ import { numberFrom, parseBandwidth, parseHostPort, parseThrottlePeriod, wholeAt
 import { InputError, ProcessError, SourceError, UsageError, VerificationError, fromYargs } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
 import { asSourceError } from './errno-map.js';
+import { installInterruptHandlers } from './interrupt.js';
 import { recordTrace } from './record.js';
 import { makePolicyFactory, writeModel } from './policy-setup.js';
 import { clearProgress, progressPrinter } from './progress.js';
@@ -548,6 +549,7 @@ export function buildCli(argv: string[]): Argv {
 
 /** Runs the CLI; never throws. Returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  installInterruptHandlers('forecopy-source');
   try {
     await buildCli(argv)
       .fail((msg, err) => {

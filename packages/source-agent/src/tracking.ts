@@ -2,6 +2,7 @@ import { PAGE_SIZE } from '@forecopy/protocol';
 import { startTracking, type DirtyTracker, type TrackerChoice } from '@forecopy/linux';
 import { PageSpace } from './page-space.js';
 import { Sampler } from './sampler.js';
+import { undoOnInterrupt } from './interrupt.js';
 
 /** A process whose writes are tracked, as migrate, model and record use it. */
 export interface Tracking {
@@ -24,13 +25,18 @@ export function openTracking(pid: number, kind: TrackerChoice, intervalMs: numbe
   const space = new PageSpace(PAGE_SIZE);
   space.reconcile(mappings);
   const sampler = new Sampler(pid, tracker, space, intervalMs);
+  const close = () => {
+    sampler.stop();
+    tracker.stop();
+  };
+  const drop = undoOnInterrupt(`removed the tracking from process ${pid}`, close);
   return {
     tracker,
     space,
     sampler,
     close() {
-      sampler.stop();
-      tracker.stop();
+      drop();
+      close();
     },
   };
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { QEMU_THROTTLE, ThrottleSchedule, type ThrottleParams } from '@forecopy/filter';
 import { cpuSeconds, openCpuThrottle, type CpuThrottle, type ThrottleHold, type ThrottleMethod } from '@forecopy/linux';
+import { undoOnInterrupt } from '../interrupt.js';
 
 /** --auto-converge, QEMU's cpu-throttle parameters (percent), and --throttle-by. */
 export interface AutoConvergeOptions extends ThrottleParams {
@@ -25,6 +26,8 @@ export const AUTO_CONVERGE_DEFAULTS: Readonly<Required<AutoConvergeOptions>> = O
  */
 export class AutoConverge {
   private throttle: CpuThrottle | null = null;
+  /** Drops the throttle's undo on an interrupt (interrupt.ts), once it is lifted. */
+  private dropUndo: () => void = () => {};
   private readonly schedule: ThrottleSchedule;
   /** The kind of throttle it used (kept after remove(), for the report). */
   usedKind: string | null = null;
@@ -75,7 +78,11 @@ export class AutoConverge {
     const next = this.schedule.afterRound(pagesSent, pagesDirtied, performance.now());
     if (next === this.percent) return;
     try {
-      this.throttle ??= openCpuThrottle(this.pid, this.method);
+      if (!this.throttle) {
+        const t = openCpuThrottle(this.pid, this.method);
+        this.throttle = t;
+        this.dropUndo = undoOnInterrupt(`lifted auto-converge's throttle from process ${this.pid}`, () => t.remove());
+      }
       this.usedKind = this.throttle.kind;
       this.baselineCpus ??= this.usedSoFar();
       this.account();
@@ -110,6 +117,7 @@ export class AutoConverge {
     this.account();
     this.throttle?.remove();
     this.throttle = null;
+    this.dropUndo();
   }
 
   /** As remove(), but a duty cycle that holds the process right now hands its hold over (CpuThrottle.handOver). */
@@ -117,6 +125,7 @@ export class AutoConverge {
     this.account();
     const hold = this.throttle?.handOver() ?? null;
     this.throttle = null;
+    this.dropUndo();
     return hold;
   }
 }
