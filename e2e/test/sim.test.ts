@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageBitmap, encodeTraceHeader, encodeTraceSample } from '@forecopy/filter';
-import { Cleanup, ROOT, leftovers, mwCheck, rootSkipReason, runSource, start, startMw } from '../src/procs.js';
+import { Cleanup, ROOT, SOURCE_BIN, leftovers, mwCheck, rootSkipReason, runSource, start, startMw } from '../src/procs.js';
 
 /** forecopy-sim over the recorded mw trace kept in the repository (e2e/fixtures). */
 const SIM = path.join(ROOT, 'packages/source-agent/bin/forecopy-sim.mjs');
@@ -241,6 +241,30 @@ describe.skipIf(rootSkipReason())('forecopy-source record', () => {
     expect(t.samples.length).toBeGreaterThanOrEqual(15);
     const written = t.samples.reduce((n, s) => n + s.pages.count(), 0);
     expect(written).toBeGreaterThan(2500); // 5,000 pages/s for 1 s, sequential: distinct pages
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+  });
+
+  it('interrupted, record removes its tracking from the process and says so', async () => {
+    const mw = await startMw(c, ['--mb', '8', '--write-rate', '1000']);
+    const rec = c.proc(
+      start(process.execPath, [
+        SOURCE_BIN,
+        'record',
+        '--pid',
+        String(mw.pid),
+        '--seconds',
+        '60',
+        '--out',
+        path.join(c.tmpdir(), 'x.trace'),
+      ]),
+    );
+    // Once it records (the process has its userfaultfd), Ctrl-C.
+    for (let i = 0; i < 200 && leftovers(mw.pid).uffds === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(leftovers(mw.pid).uffds).toBe(1);
+    process.kill(rec.pid, 'SIGINT');
+    expect(await rec.exited).toBe(130);
+    expect(rec.stderrLines.filter(Boolean)).toEqual([`forecopy-source: interrupted (SIGINT); removed the tracking from process ${mw.pid}`]);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
   });
