@@ -52,6 +52,10 @@ export function makeLogger(level: string): Logger {
 }
 
 const positiveInt = (name: string) => wholeAtLeast(name, 1);
+const uiPort = (v: number) => {
+  if (!(Number.isInteger(v) && v >= 0 && v < 65536)) throw new InputError(`--ui must be a port from 0 to 65535, got ${v}`);
+  return v;
+};
 
 /** The arguments a command's handler gets from its option builder. */
 type ArgsOf<B> = B extends (y: Argv) => Argv<infer T> ? ArgumentsCamelCase<T> : never;
@@ -65,6 +69,7 @@ function policyOptions<T>(y: Argv<T>) {
     .option('model-seconds', {
       type: 'number',
       default: 10,
+      coerce: numberFrom('model-seconds', 0, false),
       describe:
         'markov: how long to model before migrating; forecast: how long it watches before migrating (it keeps learning during the migration)',
     })
@@ -168,7 +173,7 @@ function channelOptions<T>(y: Argv<T>) {
 
 function migrateOptions(y: Argv) {
   const target = y
-    .option('pid', { type: 'number', demandOption: true, describe: 'process to migrate' })
+    .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid'), describe: 'process to migrate' })
     .option('to', { type: 'string', demandOption: true, describe: 'destination agent, HOST:PORT' });
   return channelOptions(stopOptions(policyOptions(target)))
     .option('after', {
@@ -189,7 +194,7 @@ function migrateOptions(y: Argv) {
       describe: 'move the memory image only: with --after kill, no copy of the process runs at the end',
     })
     .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where handovers in progress are recorded (for resolve)' })
-    .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
+    .option('ui', { type: 'number', coerce: uiPort, describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
     .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
     .option('test-die-when-restored', {
       type: 'boolean',
@@ -325,9 +330,9 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
 
 function modelOptions(y: Argv) {
   return y
-    .option('pid', { type: 'number', demandOption: true })
+    .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid') })
     .option('out', { type: 'string', demandOption: true, describe: 'model file to write' })
-    .option('seconds', { type: 'number', default: 10, describe: 'how long to observe' })
+    .option('seconds', { type: 'number', default: 10, coerce: numberFrom('seconds', 0, true), describe: 'how long to observe' })
     .option('states', { type: 'number', default: 256 })
     .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
     .option('lwws-threshold', { type: 'number' })
@@ -387,12 +392,12 @@ async function runModel(a: ArgsOf<typeof modelOptions>): Promise<void> {
 
 function recordOptions(y: Argv) {
   return y
-    .option('pid', { type: 'number', demandOption: true })
+    .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid') })
     .option('seconds', { type: 'number', demandOption: true, describe: 'how long to record' })
     .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
     .option('out', { type: 'string', demandOption: true, describe: 'trace file to write' })
     .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const })
-    .option('ui', { type: 'number', describe: 'serve a live dashboard on http://127.0.0.1:PORT/ while recording' })
+    .option('ui', { type: 'number', coerce: uiPort, describe: 'serve a live dashboard on http://127.0.0.1:PORT/ while recording' })
     .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
     .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'then: forecopy-sim --trace app.trace');
 }
@@ -417,7 +422,7 @@ async function runRecord(a: ArgsOf<typeof recordOptions>): Promise<void> {
 
 function cleanupOptions(y: Argv) {
   return y
-    .option('pid', { type: 'number', demandOption: true })
+    .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid') })
     .example('$0 cleanup --pid 4242', 'after a forecopy-source was killed mid-migration');
 }
 
@@ -435,7 +440,7 @@ function runCleanup(a: ArgsOf<typeof cleanupOptions>): void {
 
 function checkOptions(y: Argv) {
   return y
-    .option('pid', { type: 'number', demandOption: true, describe: 'process to check' })
+    .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid'), describe: 'process to check' })
     .option('json', { type: 'boolean', default: false, describe: 'print the verdict as JSON' })
     .example('$0 check --pid 4242', 'can 4242 be moved and restored? exit 0 if so, 3 if not, naming each blocker')
     .example(

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { ProcessError } from './errors.js';
+import { InputError, ProcessError } from './errors.js';
 
 /** Throws ProcessError unless process `pid` exists. */
 export function requireProcess(pid: number): void {
@@ -8,7 +8,7 @@ export function requireProcess(pid: number): void {
 
 /** Throws ProcessError unless `pid` names a process this agent may migrate: another one, alive. */
 export function requireMigratable(pid: number): void {
-  if (!Number.isInteger(pid) || pid <= 0) throw new ProcessError(`--pid must be a positive whole number, got ${pid}`);
+  if (!Number.isInteger(pid) || pid <= 0) throw new InputError(`--pid must be a positive whole number, got ${pid}`);
   if (pid === process.pid) throw new ProcessError(`pid ${pid} is this agent itself; migrate another process`);
   requireProcess(pid);
 }

@@ -285,7 +285,9 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     if (!isSimPolicy(p)) throw new InputError(`unknown policy ${p}: one of ${SIM_POLICIES.join(', ')}`);
     return p;
   });
+  if (policies.length === 0) throw new InputError(`--policy names no policy: one or more of ${SIM_POLICIES.join(', ')}`);
   const states = list(a.states).map(Number);
+  if (states.length === 0) throw new InputError('--states names no S: one or more of 64..1024, comma-separated');
   if (!states.every(isStateCount))
     throw new InputError(`--states must be whole numbers from ${MIN_STATES} to ${MAX_STATES}, got ${a.states}`);
   const trace = readTrace(a.trace);

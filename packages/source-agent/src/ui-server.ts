@@ -28,6 +28,8 @@ export function startUi(port: number): Promise<UiServer> {
     }
   });
   const wss = new WebSocketServer({ server, path: '/events' });
+  // The server's own errors (a port in use) are the server's to report (below); ws passes them on too.
+  wss.on('error', () => {});
   wss.on('connection', (ws: WebSocket) => {
     for (const e of history) ws.send(JSON.stringify(e));
   });
