@@ -175,6 +175,7 @@ describe.skipIf(skip)('live migration over loopback', () => {
           `--out: cannot write ${none}/t.trace: ${none} does not exist`,
         ],
         [['model', '--pid', pid, '--states', '5', '--out', path.join(dir, 'm')], '--states must be a whole number from 64 to 1024, got 5'],
+        [['record', '--pid', 'abc', '--seconds', '1', '--out', path.join(dir, 't')], '--pid must be a whole number >= 1, got NaN'],
       ] as Array<[string[], string]>) {
         // Not runSource: it adds a --report of its own to migrate.
         const run = spawnSync(process.execPath, [SOURCE_BIN, ...args], { encoding: 'utf8', timeout: 60_000 });

@@ -191,6 +191,7 @@ describe('forecopy-sim on a recorded trace', () => {
       expect(b.code, flag).toBe(2);
       expect(b.stderr).toBe(`forecopy-sim: ${flag} must be ${said}\n`);
     }
+    expect(sim(['--trace', TRACE, '--policy', ',']).stderr).toMatch(/^forecopy-sim: --policy names no policy: one or more of precopy,/);
     // An option given twice: the last one counts.
     expect(sim(['--trace', 'no-such.trace', '--trace', TRACE, '--policy', 'precopy']).code).toBe(0);
     const empty = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-')), 'empty.trace');
