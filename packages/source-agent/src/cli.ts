@@ -26,7 +26,7 @@ import { formatReport, type MigrationReport } from './report.js';
 import { renderHtml } from './report-html.js';
 import { startUi } from './ui-server.js';
 import type { UiEvent } from './ui-events.js';
-import { numberFrom, parseBandwidth, parseHostPort, parseThrottlePeriod, wholeAtLeast } from './units.js';
+import { numberFrom, parseBandwidth, parseHostPort, parseThrottlePeriod, roundOptions, wholeAtLeast } from './units.js';
 import { InputError, ProcessError, SourceError, UsageError, VerificationError, fromYargs } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
 import { asSourceError } from './errno-map.js';
@@ -90,19 +90,7 @@ function policyOptions<T>(y: Argv<T>) {
 
 /** migrate: when the rounds stop (old Xen's rules or QEMU's), and auto-converge. */
 function stopOptions<T>(y: Argv<T>) {
-  return y
-    .option('max-rounds', {
-      type: 'number',
-      default: XEN_DEFAULT_STOP_RULES.maxRounds,
-      coerce: positiveInt('max-rounds'),
-      describe: 'stop after this many rounds',
-    })
-    .option('min-remaining-pages', {
-      type: 'number',
-      default: XEN_DEFAULT_STOP_RULES.minRemainingPages,
-      coerce: wholeAtLeast('min-remaining-pages', 0),
-      describe: 'stop when fewer pages than this remain',
-    })
+  return roundOptions(y)
     .option('max-factor', {
       type: 'number',
       coerce: numberFrom('max-factor', 0, true),

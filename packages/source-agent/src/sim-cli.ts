@@ -24,7 +24,7 @@ import {
   type ThrottleParams,
 } from '@forecopy/filter';
 import { defaultBatchPages } from '@forecopy/protocol';
-import { numberFrom, parseBandwidth, parseThrottlePeriod, wholeAtLeast } from './units.js';
+import { numberFrom, parseBandwidth, parseThrottlePeriod, roundOptions } from './units.js';
 import { SIM_CHARTS, renderSimHtml, simChartSvg } from './report-html.js';
 import { InputError, SourceError, fromYargs } from './errors.js';
 
@@ -181,19 +181,7 @@ const list = (v: string) =>
 
 /** The stop rules and auto-converge: old Xen's by default, QEMU's with --downtime-limit-ms. */
 function stopOptions<T>(y: Argv<T>) {
-  return y
-    .option('max-rounds', {
-      type: 'number',
-      default: XEN_DEFAULT_STOP_RULES.maxRounds,
-      coerce: wholeAtLeast('max-rounds', 1),
-      describe: 'stop after this many rounds',
-    })
-    .option('min-remaining-pages', {
-      type: 'number',
-      default: XEN_DEFAULT_STOP_RULES.minRemainingPages,
-      coerce: wholeAtLeast('min-remaining-pages', 0),
-      describe: 'stop when fewer pages than this remain',
-    })
+  return roundOptions(y)
     .option('max-factor', {
       type: 'number',
       coerce: numberFrom('max-factor', 0, true),

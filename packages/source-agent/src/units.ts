@@ -1,3 +1,5 @@
+import type { Argv } from 'yargs';
+import { XEN_DEFAULT_STOP_RULES } from '@forecopy/filter';
 import { InputError } from './errors.js';
 
 /**
@@ -57,4 +59,21 @@ export function numberFrom(name: string, min: 0, open: boolean): (v: number) => 
       throw new InputError(`--${name} must be a number ${open ? '>' : '>='} ${min}, got ${v}`);
     return v;
   };
+}
+
+/** The round cap and the pages-left floor, as migrate and forecopy-sim take them. */
+export function roundOptions<T>(y: Argv<T>) {
+  return y
+    .option('max-rounds', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.maxRounds,
+      coerce: wholeAtLeast('max-rounds', 1),
+      describe: 'stop after this many rounds',
+    })
+    .option('min-remaining-pages', {
+      type: 'number',
+      default: XEN_DEFAULT_STOP_RULES.minRemainingPages,
+      coerce: wholeAtLeast('min-remaining-pages', 0),
+      describe: 'stop when fewer pages than this remain',
+    });
 }
