@@ -36,14 +36,7 @@ export function prepareDir(dir: string): string | null {
       return `cannot make the directory ${m}: ${codeOf(e)}`;
     }
   }
-  const probe = path.join(abs, `.forecopy-probe-${process.pid}`);
-  try {
-    fs.writeFileSync(probe, '');
-    fs.unlinkSync(probe);
-  } catch (e) {
-    return `cannot write in ${abs}: ${codeOf(e)}`;
-  }
-  return null;
+  return probeWrite(abs);
 }
 
 /**
@@ -66,6 +59,11 @@ export function checkWritableFile(file: string): string | null {
   } catch (e) {
     return `cannot write ${abs}: ${dir} ${codeOf(e) === 'ENOENT' ? 'does not exist' : codeOf(e)}`;
   }
+  return probeWrite(dir);
+}
+
+/** Whether a new file can be made in `dir` (made and removed at once); why not, or null. */
+function probeWrite(dir: string): string | null {
   const probe = path.join(dir, `.forecopy-probe-${process.pid}`);
   try {
     fs.writeFileSync(probe, '');
