@@ -244,21 +244,13 @@ export class ForecastPolicy implements Policy {
     // The pages due before the migration ends; if holding them all is not worth it, the pages due
     // before this round ends; if not those either, none.
     const rest = h / (1 - rho);
-    const release = this.roundsToRelease(ctx, u, written, convergent);
     for (const horizon of [rest, h]) {
       held.clearAll();
       const saving = m.addLikely(unsynced, horizon * this.running, 0.5, held);
       const kept = held.count();
-      if (kept === 0) return this.holdGone(unsynced, u, perSample, rest, release, held);
+      if (kept === 0) return this.holdGone(unsynced, rest, held);
       if (!convergent || !this.notWorthIt(u, held, saving, perSample)) {
-        return this.holdGone(
-          unsynced,
-          u,
-          perSample,
-          rest,
-          release,
-          convergent ? this.beforeLast(horizon, written, u, perSample, ctx, held) : held,
-        );
+        return this.holdGone(unsynced, rest, convergent ? this.beforeLast(horizon, written, u, perSample, ctx, held) : held);
       }
     }
     return this.startConverging(ctx.round, held);
@@ -306,29 +298,14 @@ export class ForecastPolicy implements Policy {
   }
 
   /**
-   * Adds the pages whose mapping is likely (over 1/2) to be gone before the hold ends: sent now,
-   * they would be sent for nothing; held, they are never sent, and if their mapping outlives the
-   * forecast they are sent in a later round. Only while the stop is far (the main path of plan):
-   * near it a held page is a page of the final round. The hold ends with the migration (`rest`
-   * samples) or, sooner, when the round cap makes the filter stop holding (`release` rounds from
-   * now); a round that holds lasts at least a sample, and one that holds nearly everything
-   * little more, so a mapping must be likely to end within that many of them. Without that bound
-   * the PostgreSQL sort, started 1.3 s before it frees its memory, held it for 21 rounds that
-   * only waited, then met its next sort's growth in the last rounds: 773 ms of downtime against
-   * pre-copy's 71. (Holding only where the round still sends a sample's worth lost the gains on
-   * the Node.js Map and the sort at every start.)
+   * Adds the pages whose mapping is likely (over 1/2) to be gone within `rest` samples, the rest
+   * of the migration: sent now, they would be sent for nothing; held, they are never sent, and
+   * if their mapping outlives the forecast they are sent in a later round. Only while the stop is
+   * far (the main path of plan): near it a held page is a page of the final round.
    */
-  private holdGone(unsynced: PageBitmap, u: number, perSample: number, rest: number, release: number, held: PageBitmap): PageBitmap {
-    const gone = new PageBitmap(unsynced.size);
-    if (release <= 0 || this.lifetimes.addLikelyGone(unsynced, rest * this.running, 0.5, gone) === 0) return held;
-    // The rounds' length if everything likely gone is held: they end the hold after `release` of them.
-    const length = roundHolding(u, gone.or(held).count(), perSample);
-    const until = Math.min(rest, release * length);
-    if (until < rest) {
-      gone.clearAll();
-      if (this.lifetimes.addLikelyGone(unsynced, until * this.running, 0.5, gone) === 0) return held;
-    }
-    return held.or(gone);
+  private holdGone(unsynced: PageBitmap, rest: number, held: PageBitmap): PageBitmap {
+    this.lifetimes.addLikelyGone(unsynced, rest * this.running, 0.5, held);
+    return held;
   }
 
   /** Expected pages the process writes within `h` samples of the clock (its own: fewer when throttled). */
@@ -382,21 +359,13 @@ export class ForecastPolicy implements Policy {
    * pre-copy tail needs to converge from here (a couple when it will not converge); or the data
    * cap is two rounds away.
    */
-  /**
-   * The rounds left before the round cap makes the filter stop holding (endNear's 'rounds'): the
-   * cap, less this round, the tail pre-copy needs to converge from here, and MIN_TAIL_ROUNDS.
-   */
-  private roundsToRelease(ctx: RoundContext, u: number, written: number, convergent: boolean): number {
-    const ratio = written / u;
-    const floor = Math.max(1, this.opts.stopRules.minRemainingPages);
-    const converge = convergent && ratio > 0 ? Math.min(20, Math.ceil(Math.log(u / floor) / Math.log(1 / Math.max(ratio, 1e-3)))) : 0;
-    return this.opts.stopRules.maxRounds - (ctx.round + MIN_TAIL_ROUNDS + converge);
-  }
-
   private endNear(ctx: RoundContext, u: number, written: number, convergent: boolean): 'limit' | 'rounds' | 'data' | null {
     const rules = this.opts.stopRules;
     if (rules.downtimeLimitMs !== undefined && (u / this.lastRate) * 1000 <= 2 * rules.downtimeLimitMs) return 'limit';
-    if (this.roundsToRelease(ctx, u, written, convergent) <= 0) return 'rounds';
+    const ratio = written / u;
+    const floor = Math.max(1, rules.minRemainingPages);
+    const converge = convergent && ratio > 0 ? Math.min(20, Math.ceil(Math.log(u / floor) / Math.log(1 / Math.max(ratio, 1e-3)))) : 0;
+    if (ctx.round + MIN_TAIL_ROUNDS + converge >= rules.maxRounds) return 'rounds';
     if (this.sent + u * 2 >= rules.maxFactor * this.memory) return 'data';
     return null;
   }

@@ -104,36 +104,6 @@ describe('forecast with mapping lifetimes (simulated)', () => {
     expect(withLives.downtimeMs).toBeLessThanOrEqual(pre.downtimeMs);
   });
 
-  it('holds the pages of a mapping about to go only if it goes before the round cap ends the hold', () => {
-    // At sample 200 the mapping born at 180 (500 pages) is 20 samples old, of 30: gone in 10 more.
-    // A sample is 50 pages at 1,000 pages/s; with 40 other pages to send, a round that holds the
-    // mapping lasts one sample.
-    const trace = churn(200, 30);
-    const young = [1000 + 500 * 17, 1000 + 500 * 18] as const;
-    const plan = (maxRounds: number, round: number) => {
-      const stopRules = { ...rules, maxRounds };
-      const p = new ForecastPolicy(trace.totalPages, { intervalMs: 50, initialPageRate: 1000, stopRules });
-      const live = new PageBitmap(trace.totalPages);
-      let space = 0;
-      for (const s of trace.samples) {
-        live.setRange(space, s.pages.size);
-        space = Math.max(space, s.pages.size);
-        for (const [a, b] of s.died ?? []) live.clearRange(a, b);
-        p.observeSample(s.pages, s.atMs, live);
-      }
-      const unsynced = new PageBitmap(trace.totalPages);
-      unsynced.setRange(...young);
-      unsynced.setRange(200, 240); // pages mapped from the start, not written lately
-      return { held: p.holdBack(unsynced, { round, pageRate: 1000, nowMs: 10_000 }).countRange(...young), converging: p.isConverging };
-    };
-    // Far from the cap: held, though the rounds only wait until it goes.
-    expect(plan(30, 1)).toEqual({ held: 500, converging: false });
-    // Six rounds of a sample before the cap ends the hold, ten before the mapping goes: sent.
-    const near = plan(30, 30 - 2 - 6);
-    expect(near.converging).toBe(false);
-    expect(near.held).toBe(0);
-  });
-
   it('changes nothing for a process whose mappings never end', () => {
     const trace = churn(400, 10_000);
     const make = (P: typeof ForecastPolicy) => new P(trace.totalPages, { intervalMs: 50, initialPageRate: 2000, stopRules: rules });
