@@ -54,6 +54,10 @@ import { MappingLifetimes } from './lifetimes.js';
 //   round that holds pages waits for the next sample.
 // - Pages written again during the round are skipped batch by batch (Xen's to_skip): they are
 //   unsynchronized again already, whatever the forecast said.
+// - A page whose mapping will be unmapped before the migration ends need never be sent. Shown the
+//   pages mapped at each sample, it learns how long the process's mappings live
+//   (MappingLifetimes) and, while the stop is far, also holds the pages of a mapping more likely
+//   than not to be gone within the rest of the migration (holdGone).
 
 /** How the last round's hold is judged (lastHold): by default at 1/2, over every unsynchronized page, with no limit. */
 interface LastHoldOptions {
