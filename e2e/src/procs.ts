@@ -331,6 +331,8 @@ export function migrateArgs(pid: number, dest: { port: number }, extra: string[]
 /** Runs `forecopy-source` to completion. */
 export async function runSource(c: Cleanup, args: string[], wrap: string[] = [], opts: SpawnOptions = {}): Promise<SourceRun> {
   const dir = c.tmpdir('forecopy-report-');
+  // An agent run as another user (opts.uid) must be able to write its report there.
+  if (opts.uid !== undefined) fs.chmodSync(dir, 0o777);
   const reportFile = path.join(dir, 'report.json');
   const full = [SOURCE_BIN, ...args, ...(args[0] === 'migrate' ? ['--report', reportFile] : [])];
   const p = c.proc(startIn(wrap, process.execPath, full, opts));

@@ -52,6 +52,8 @@ export function makeLogger(level: string): Logger {
 }
 
 const positiveInt = (name: string) => wholeAtLeast(name, 1);
+/** A file option given twice: the last one counts, not an array of both (report's files.. stay a list). */
+const lastOf = (v: string | string[]): string => (Array.isArray(v) ? String(v.at(-1)) : v);
 const uiPort = (v: number) => {
   if (!(Number.isInteger(v) && v >= 0 && v < 65536)) throw new InputError(`--ui must be a port from 0 to 65535, got ${v}`);
   return v;
@@ -169,7 +171,7 @@ function migrateOptions(y: Argv) {
       default: 'kill' as const,
       describe: "the source process's fate once the destination verified",
     })
-    .option('report', { type: 'string', describe: 'write the JSON report to this file' })
+    .option('report', { type: 'string', coerce: lastOf, describe: 'write the JSON report to this file' })
     .option('verify', {
       choices: ['auto', ...VERIFY_MODES] as const,
       default: 'auto' as const,
@@ -181,7 +183,12 @@ function migrateOptions(y: Argv) {
       default: false,
       describe: 'move the memory image only: with --after kill, no copy of the process runs at the end',
     })
-    .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where handovers in progress are recorded (for resolve)' })
+    .option('state-dir', {
+      type: 'string',
+      coerce: lastOf,
+      default: DEFAULT_STATE_DIR,
+      describe: 'where handovers in progress are recorded (for resolve)',
+    })
     .option('ui', { type: 'number', coerce: uiPort, describe: 'serve a live dashboard on http://127.0.0.1:PORT/ during the migration' })
     .option('test-die-when-frozen', { type: 'boolean', hidden: true, describe: 'fault injection: die right after freezing' })
     .option('test-die-when-restored', {
@@ -319,7 +326,7 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
 function modelOptions(y: Argv) {
   return y
     .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid') })
-    .option('out', { type: 'string', demandOption: true, describe: 'model file to write' })
+    .option('out', { type: 'string', coerce: lastOf, demandOption: true, describe: 'model file to write' })
     .option('seconds', { type: 'number', default: 10, coerce: numberFrom('seconds', 0, true), describe: 'how long to observe' })
     .option('states', { type: 'number', default: 256 })
     .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
@@ -383,7 +390,7 @@ function recordOptions(y: Argv) {
     .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid') })
     .option('seconds', { type: 'number', demandOption: true, describe: 'how long to record' })
     .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
-    .option('out', { type: 'string', demandOption: true, describe: 'trace file to write' })
+    .option('out', { type: 'string', coerce: lastOf, demandOption: true, describe: 'trace file to write' })
     .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const })
     .option('ui', { type: 'number', coerce: uiPort, describe: 'serve a live dashboard on http://127.0.0.1:PORT/ while recording' })
     .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
@@ -500,44 +507,35 @@ function runReport(a: ArgsOf<typeof reportOptions>): void {
 }
 
 export function buildCli(argv: string[]): Argv {
-  return (
-    yargs(argv)
-      .scriptName('forecopy-source')
-      .usage('$0 <command> [options]\n\nThe source agent of forecopy: live-migrates the memory of a running process\nto a forecopy-dest.')
-      .command('migrate', 'Migrate the memory of a live process to a destination agent', migrateOptions, runMigrate)
-      .command('model', 'Watch a process and save its Markov model of memory-write states (for migrate --model)', modelOptions, runModel)
-      .command('record', 'Record which pages a process writes in each interval, for forecopy-sim', recordOptions, runRecord)
-      .command(
-        'check',
-        'Say whether a process can be migrated and restored, naming what stops it (exit 0 yes, 3 no)',
-        checkOptions,
-        runCheck,
-      )
-      .command(
-        'resolve',
-        'Finish a handover a source agent could not (it died, or lost the destination): exactly one copy runs',
-        resolveOptions,
-        runResolve,
-      )
-      .command('cleanup', 'Remove what a killed source agent left in a process (its userfaultfd)', cleanupOptions, runCleanup)
-      .command(
-        'report <files..>',
-        'Render migration reports (--report JSON files) as a self-contained HTML page with charts',
-        reportOptions,
-        runReport,
-      )
-      .demandCommand(1, 'name a command: migrate, check, resolve, model, record, cleanup or report')
-      .strict()
-      // An option given twice: the last one counts (as with most commands), not an array of both.
-      .parserConfiguration({ 'duplicate-arguments-array': false })
-      .help()
-      .alias('h', 'help')
-      .version(false)
-      .example('$0 migrate --pid 4242 --to 10.0.0.2:7070', 'move a process to the host where forecopy-dest listens')
-      .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'record its writes, then compare policies with forecopy-sim')
-      .example('$0 migrate --help', 'every option of migrate, with examples')
-      .wrap(null)
-  );
+  return yargs(argv)
+    .scriptName('forecopy-source')
+    .usage('$0 <command> [options]\n\nThe source agent of forecopy: live-migrates the memory of a running process\nto a forecopy-dest.')
+    .command('migrate', 'Migrate the memory of a live process to a destination agent', migrateOptions, runMigrate)
+    .command('model', 'Watch a process and save its Markov model of memory-write states (for migrate --model)', modelOptions, runModel)
+    .command('record', 'Record which pages a process writes in each interval, for forecopy-sim', recordOptions, runRecord)
+    .command('check', 'Say whether a process can be migrated and restored, naming what stops it (exit 0 yes, 3 no)', checkOptions, runCheck)
+    .command(
+      'resolve',
+      'Finish a handover a source agent could not (it died, or lost the destination): exactly one copy runs',
+      resolveOptions,
+      runResolve,
+    )
+    .command('cleanup', 'Remove what a killed source agent left in a process (its userfaultfd)', cleanupOptions, runCleanup)
+    .command(
+      'report <files..>',
+      'Render migration reports (--report JSON files) as a self-contained HTML page with charts',
+      reportOptions,
+      runReport,
+    )
+    .demandCommand(1, 'name a command: migrate, check, resolve, model, record, cleanup or report')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .example('$0 migrate --pid 4242 --to 10.0.0.2:7070', 'move a process to the host where forecopy-dest listens')
+    .example('$0 record --pid 4242 --seconds 60 --out app.trace', 'record its writes, then compare policies with forecopy-sim')
+    .example('$0 migrate --help', 'every option of migrate, with examples')
+    .wrap(null);
 }
 
 /** Runs the CLI; never throws. Returns the exit code. */
