@@ -52,6 +52,14 @@ export async function resolveSession(o: ResolveOptions): Promise<string> {
       `could not reach the destination ${o.host}:${o.port} within ${o.timeoutMs / 1000} s; nothing changed, try again`,
     );
   const { running, pid, reason } = answer.header;
+  const asked = `${o.host}:${o.port}`;
+  // A destination that knows nothing of the session, and is not the one recorded, was the wrong
+  // one to ask (another address of the same host may be right): the record stays.
+  if (!running && pid === 0 && asked !== record.destination) {
+    throw new InputError(
+      `the destination ${asked} knows nothing of session ${o.sessionId}; its handover was recorded with ${record.destination}: run resolve --to ${record.destination} (nothing changed)`,
+    );
+  }
   removeRecord(o.stateDir, o.sessionId);
   if (runsHere) {
     return `session ${o.sessionId}: the original runs here (pid ${record.pid}); the destination ${running ? 'still runs its copy (!)' : `ended its copy (${reason})`}`;
