@@ -194,6 +194,17 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
     const { pid, held, sessionId, dest } = await sourceDiesAfterRestore();
     process.kill(pid, 'SIGKILL');
     await waitUntil('the original to be gone', () => !pidAlive(pid), 5000);
+    // Asked of another destination, which knows nothing of it: refused, and the record stays.
+    const stateDir = b.stateDir;
+    const other = await b.restoringDest([]);
+    b.stateDir = stateDir; // restoringDest starts a fresh one for the next migration
+    const wrong = await b.resolve(sessionId, other);
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toBe(
+      `forecopy-source: the destination ${b.hosts.destAddr}:${other.port} knows nothing of session ${sessionId}; its handover was recorded with ${b.hosts.destAddr}:${dest.port}: run resolve --to ${b.hosts.destAddr}:${dest.port} (nothing changed)`,
+    );
+    expect(fs.readdirSync(b.stateDir)).toEqual([`${sessionId}.json`]);
+    expect(procState(held)).toBe('T');
     const r = await b.resolve(sessionId, dest);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(
