@@ -21,8 +21,12 @@ export function undoOnInterrupt(what: string, fn: () => void): () => void {
   return () => void undos.delete(u);
 }
 
-/** On SIGINT or SIGTERM: runs the undos (the newest first), says what it did, exits 130 or 143. */
+let installed = false;
+
+/** On SIGINT or SIGTERM: runs the undos (the newest first), says what it did, exits 130 or 143. Once per process. */
 export function installInterruptHandlers(name: string): void {
+  if (installed) return;
+  installed = true;
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.on(sig, () => {
       if (process.listenerCount(sig) > 1) return; // a command that ends on it handles it
