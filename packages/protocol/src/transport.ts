@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
-import type tls from 'node:tls';
+import tls from 'node:tls';
 import { SecurityConfigError } from './errors.js';
 
 /**
@@ -66,6 +66,15 @@ export function loadSecurity(f: SecurityFlags): Security | null {
     const cert = read(f.tlsCert!, 'the certificate');
     const key = read(f.tlsKey!, 'the private key');
     const ca = read(f.tlsCa!, 'the CA certificate');
+    // Parsed now, not at the first connection: a file that is not PEM, or a key that is not the
+    // certificate's, is the user's mistake, said in one line before any work starts.
+    try {
+      tls.createSecureContext({ cert, key, ca });
+    } catch (e) {
+      throw new SecurityConfigError(
+        `--tls-cert ${f.tlsCert}, --tls-key ${f.tlsKey} and --tls-ca ${f.tlsCa} do not make a TLS identity: ${(e as Error).message}`,
+      );
+    }
     return {
       kind: 'mtls',
       server: { cert, key, ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
