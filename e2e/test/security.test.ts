@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   Cleanup,
   DEST_BIN,
+  SOURCE_BIN,
   expectUntracked,
   expectVerified,
   migrateArgs,
@@ -126,6 +127,22 @@ describe.skipIf(skip)('authenticated migration channel', () => {
       const p = c.proc(start(process.execPath, [DEST_BIN, 'listen', '--port', '0', ...args]));
       expect(await p.exited, args.join(' ')).toBe(2);
       expect(p.stderrLines[0]).toBe(`forecopy-dest: ${said}`);
+    }
+    // TLS files that are not PEM, or a key that is not the certificate's: one line, either agent.
+    const a = makePki(c, 'a');
+    const b = makePki(c, 'b');
+    for (const pki of [
+      { cert: '/etc/hostname', key: '/etc/hostname', ca: '/etc/hostname' },
+      { ...a, key: b.key },
+    ]) {
+      const said = new RegExp(`^--tls-cert ${pki.cert}, --tls-key ${pki.key} and --tls-ca ${pki.ca} do not make a TLS identity: \\S`);
+      const p = c.proc(start(process.execPath, [DEST_BIN, 'listen', '--port', '0', '--image-dir', dir, ...tlsArgs(pki)]));
+      expect(await p.exited).toBe(2);
+      expect(p.stderrLines[0].replace('forecopy-dest: ', '')).toMatch(said);
+      const s = c.proc(start(process.execPath, [SOURCE_BIN, 'migrate', '--pid', '999999999', '--to', '127.0.0.1:9', ...tlsArgs(pki)]));
+      expect(await s.exited).toBe(2);
+      expect(s.stderrLines.filter(Boolean)).toHaveLength(1);
+      expect(s.stderrLines[0].replace('forecopy-source: ', '')).toMatch(said);
     }
   });
 });
