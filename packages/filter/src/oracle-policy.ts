@@ -55,7 +55,7 @@ export class OraclePolicy implements Policy {
     // Written again within that time, or unmapped by its end: either way sent for nothing now.
     const within = (pages: number) => {
       const end = ctx.nowMs + (pages / this.pageRate) * 1000;
-      const gone = unsynced.clone().andNot(this.clock.liveAt(end, unsynced.size));
+      const gone = unsynced.clone().andNot(this.clock.liveView(end, unsynced.size));
       return this.clock.written(ctx.nowMs, end, unsynced.size).and(unsynced).or(gone);
     };
     if (this.opts.mode === 'send-list') return within(u * (this.opts.horizonFactor ?? 1));

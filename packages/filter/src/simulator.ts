@@ -308,7 +308,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
   const sending: Sending = { clock, size: N, batch, msPerPage, skip: !!policy.skipRedirtied, throttle: () => schedule?.percent, feed };
   for (;;) {
     const start = now;
-    const live = clock.liveAt(start, N); // the sender skips the pages whose mapping vanished
+    const live = clock.liveView(start, N); // the sender skips the pages whose mapping vanished
     const pages = [...plan.send].filter((p) => live.has(p));
     const { sent, skipped, endMs } = sendBatches(pages, start, dirtFrom, sending);
     now = paced(schedule, plan.round, opts.stopRules.maxRounds, endMs, feed);

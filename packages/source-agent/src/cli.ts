@@ -422,7 +422,6 @@ function cleanupOptions(y: Argv) {
 }
 
 function runCleanup(a: ArgsOf<typeof cleanupOptions>): void {
-  if (!(Number.isInteger(a.pid) && a.pid > 0)) throw new InputError(`--pid must be a positive whole number`);
   requireProcess(a.pid);
   try {
     process.stdout.write(`${cleanupProcess(a.pid)}\n`);
@@ -445,7 +444,6 @@ function checkOptions(y: Argv) {
 }
 
 function runCheck(a: ArgsOf<typeof checkOptions>): void {
-  if (!(Number.isInteger(a.pid) && a.pid > 0)) throw new InputError(`--pid must be a positive whole number`);
   const verdict = checkProcess(a.pid);
   if (a.json) process.stdout.write(`${JSON.stringify(verdict)}\n`);
   else if (verdict.migratable) process.stdout.write(`process ${a.pid} can be migrated and restored\n`);
