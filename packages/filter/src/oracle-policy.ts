@@ -99,7 +99,10 @@ export function boundedOracle(trace: Trace, opts: SimOptions, maxDowntimeMs: num
   let best: BoundedOracleReport = { ...fallback, policy: 'oracle', variant: 'pre-copy (no clairvoyant filter did better)' };
   for (const v of VARIANTS) {
     for (const k of CUTOFFS) {
-      const p = new OraclePolicy(new TraceClock(trace), opts.pageRate, { ...v, ...(k !== undefined ? { holdUntilRound: k } : {}) });
+      const p = new OraclePolicy(new TraceClock(trace, opts.writeTimes), opts.pageRate, {
+        ...v,
+        ...(k !== undefined ? { holdUntilRound: k } : {}),
+      });
       const r = simulate(trace, p, opts);
       if (r.downtimeMs <= maxDowntimeMs + 1e-9 && r.pagesSent < best.pagesSent) {
         const ahead = v.horizonFactor ? ` x${v.horizonFactor}` : '';

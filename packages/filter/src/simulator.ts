@@ -29,7 +29,12 @@ import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-conver
 //   whole sample; the writes of the wait are the next round's): the policy plans the next round
 //   from a fresh sample, and a round that sends nothing still lets the process run for one
 //   interval, instead of repeating the same forecast at no cost;
-// - a sample stamped t holds the writes of the interval ending at t, and counts as written at t;
+// - a sample stamped t holds the writes of the interval that ends at t (from the stamp before);
+//   the policy is shown it whole at t, as the live agent's sampler takes it, but the rounds meet
+//   each of its pages at an instant within the interval (WriteSlots: spread evenly, fixed by a
+//   hash), as the live sender's dirty log meets a process that writes as it runs: a round that
+//   ends within a sample's interval meets part of its writes, not all of them nor none.
+//   `writeTimes: 'stamp'` counts them all at t, as up to session 17;
 // - the sender sends in batches of `batchPages`; with a policy's skipRedirtied, a batch skips the
 //   pages written since the round began (Xen's to_skip);
 // - stop-and-copy sends what remains at the measured rate: downtime = remaining / pageRate;
@@ -55,6 +60,8 @@ export interface SimOptions {
    * sample stamped at or before `startMs`).
    */
   warmupFromMs?: number;
+  /** Where within its sample's interval a write is met (TraceClock; default 'spread'). */
+  writeTimes?: WriteTimes;
 }
 
 export interface SimReport {
@@ -76,12 +83,23 @@ export interface SimReport {
   throttledMs: number;
 }
 
+/** Where within its sample's interval a write is counted (TraceClock). */
+export type WriteTimes = 'spread' | 'stamp';
+
 /** The trace as a clock: what was written in (from, to]. */
 export class TraceClock {
   readonly durationMs: number;
   wrapped = false;
 
-  constructor(readonly trace: Trace) {
+  /**
+   * `writeTimes`: 'spread' (the default) places each page's write within its sample's interval
+   * (WriteSlots); 'stamp' counts all of a sample's writes at its stamp, as the simulator did up
+   * to session 17 (a round shorter than a sample then met all of them or none).
+   */
+  constructor(
+    readonly trace: Trace,
+    readonly writeTimes: WriteTimes = 'spread',
+  ) {
     if (trace.samples.length === 0) throw new TraceFormatError('the trace has no samples');
     this.durationMs = trace.samples[trace.samples.length - 1].atMs;
   }
@@ -93,36 +111,63 @@ export class TraceClock {
    * appears (the last sample carries its pages; liveAt says it is mapped from that stamp on).
    */
   *between(from: number, to: number): IterableIterator<{ atMs: number; pages: PageBitmap }> {
+    for (const s of this.stamps(from, to)) {
+      this.noteWrap(s);
+      yield { atMs: s.atMs, pages: this.pagesOf(s.i) };
+    }
+  }
+
+  /**
+   * The samples stamped in (from, to] (by index in the trace, in order), each with its stamp and
+   * the stamp before it (where the interval it holds the writes of begins) on the unwrapped clock.
+   */
+  private *stamps(from: number, to: number): IterableIterator<Stamp> {
     const d = this.durationMs;
     if (!(d > 0)) return;
     const { samples } = this.trace;
-    const last = samples.length - 1;
     // The trace's clock starts at 0: no lap before the first (its last sample is not a write
     // before the trace began).
     for (let lap = Math.max(0, Math.floor(from / d)); lap * d < to; lap++) {
-      if (lap > 0) this.wrapped = true;
       for (let i = 0; i < samples.length; i++) {
         const s = samples[i];
         const t = lap * d + s.atMs;
         if (!(t > from && t <= to) || (lap > 0 && s.atMs === 0)) continue;
-        if (i === last) this.wrapped = true;
-        yield { atMs: t, pages: i === last ? this.atWrap() : s.pages };
+        const before = i > 0 ? lap * d + samples[i - 1].atMs : lap > 0 ? lap * d : t - Math.max(1, this.trace.intervalMs);
+        yield { i, lap, atMs: t, fromMs: before };
       }
     }
+  }
+
+  private noteWrap(s: Stamp): void {
+    if (s.lap > 0 || s.i === this.trace.samples.length - 1) this.wrapped = true;
+  }
+
+  /** The pages of the trace's i-th sample (the last one's with what appears again at the wrap). */
+  private pagesOf(i: number): PageBitmap {
+    return i === this.trace.samples.length - 1 ? this.atWrap() : this.trace.samples[i].pages;
   }
 
   /** The trace's last sample, and the pages of the mappings that appear again at the wrap. */
   private atWrap(): PageBitmap {
     const pages = this.trace.samples[this.trace.samples.length - 1].pages;
     if (this.wrapPages === undefined) {
-      const N = this.trace.totalPages;
-      const atEnd = this.liveAfter(this.trace.samples.length, N).clone();
-      const reborn = this.liveAfter(0, N).clone().andNot(atEnd);
-      this.wrapPages = reborn.isEmpty() ? pages : reborn.or(pages.resized(N));
+      const reborn = this.reborn();
+      this.wrapPages = reborn.isEmpty() ? pages : reborn.clone().or(pages.resized(this.trace.totalPages));
     }
     return this.wrapPages;
   }
 
+  /** The pages of the mappings the trace began with and not at its end: they appear again at the wrap. */
+  private reborn(): PageBitmap {
+    if (this.rebornPages === undefined) {
+      const N = this.trace.totalPages;
+      const atEnd = this.liveAfter(this.trace.samples.length, N).clone();
+      this.rebornPages = this.liveAfter(0, N).clone().andNot(atEnd);
+    }
+    return this.rebornPages;
+  }
+
+  private rebornPages: PageBitmap | undefined;
   private wrapPages: PageBitmap | undefined;
 
   /**
@@ -191,9 +236,119 @@ export class TraceClock {
   /** Union of the writes in (from, to], sized `size`, as a process throttled by `throttle`% wrote them. */
   written(from: number, to: number, size: number, throttle = 0): PageBitmap {
     const out = new PageBitmap(size);
-    for (const s of this.between(from, to)) {
-      const pages = s.pages.size === size ? s.pages : s.pages.resized(size);
-      out.or(thinWrites(pages, throttle, s.atMs));
+    if (this.writeTimes === 'stamp') {
+      for (const s of this.between(from, to)) {
+        const pages = s.pages.size === size ? s.pages : s.pages.resized(size);
+        out.or(thinWrites(pages, throttle, s.atMs));
+      }
+      return out;
+    }
+    // Every sample whose interval overlaps (from, to]: those stamped in (from, to + the longest interval].
+    for (const s of this.stamps(from, to + this.longestInterval())) {
+      if (s.fromMs >= to) continue;
+      // The slots whose instant lies in (from, to]: slot k < WRITE_SLOTS at fromMs + (k + 1/2)
+      // of a slot's width, slot WRITE_SLOTS at the stamp.
+      const slot = (s.atMs - s.fromMs) / WRITE_SLOTS;
+      const lo = Math.max(0, Math.floor((from - s.fromMs) / slot - 0.5) + 1);
+      const hi = s.atMs <= to ? WRITE_SLOTS : Math.min(WRITE_SLOTS - 1, Math.floor((to - s.fromMs) / slot - 0.5));
+      if (lo > hi) continue;
+      if (hi === WRITE_SLOTS) this.noteWrap(s);
+      const pages = lo === 0 && hi === WRITE_SLOTS ? this.pagesOf(s.i) : this.slotsOf(s.i).pages(lo, hi, size);
+      out.or(thinWrites(pages.size === size ? pages : pages.resized(size), throttle, s.atMs));
+    }
+    return out;
+  }
+
+  /** The longest time between two stamps (and the trace's interval), ms. */
+  private longestInterval(): number {
+    if (this.longest === undefined) {
+      const { samples } = this.trace;
+      let m = Math.max(1, this.trace.intervalMs);
+      for (let i = 1; i < samples.length; i++) m = Math.max(m, samples[i].atMs - samples[i - 1].atMs);
+      this.longest = m;
+    }
+    return this.longest;
+  }
+
+  private longest: number | undefined;
+
+  /** The i-th sample's pages by write slot (the last few asked for are kept: the clock is read in time order). */
+  private slotsOf(i: number): WriteSlots {
+    let w = this.slots.get(i);
+    if (w === undefined) {
+      // A mapping that appears is mapped from its sample's stamp (liveAt): its pages are written then.
+      const { samples } = this.trace;
+      let before = samples[0].pages.size;
+      for (let j = 0; j < i; j++) before = Math.max(before, samples[j].pages.size);
+      const reborn = i === samples.length - 1 ? this.reborn() : null;
+      w = new WriteSlots(this.pagesOf(i), (p) => p >= before || reborn?.has(p) === true);
+      if (this.slots.size >= 8) this.slots.delete(this.slots.keys().next().value as number);
+      this.slots.set(i, w);
+    }
+    return w;
+  }
+
+  private readonly slots = new Map<number, WriteSlots>();
+}
+
+/** A sample as the clock's time meets it: its index in the trace, its lap, its stamp and the stamp before. */
+interface Stamp {
+  i: number;
+  lap: number;
+  atMs: number;
+  fromMs: number;
+}
+
+/** The instants within a sample's interval its pages are spread over (see WriteSlots). */
+const WRITE_SLOTS = 1024;
+
+/**
+ * When, within its sample's interval, each page was written. A sample says only that a page was
+ * written in the interval; the process wrote it at some time in it, and a round that ends within
+ * the interval meets the writes made before then, not all of them nor none. Each page has its own
+ * instant in every interval, one of WRITE_SLOTS evenly spread over it, chosen by a hash of the
+ * page (independent of the throttle's): a part of the interval holds about its share of the
+ * sample's pages, consecutive parts share them out exactly, and a page written in successive
+ * samples is written one interval apart, so that a round as long as an interval meets it (as a
+ * stamp did). The pages of a mapping that appears in the sample are written at its stamp (slot
+ * WRITE_SLOTS), when it is mapped.
+ */
+class WriteSlots {
+  private readonly order: Int32Array;
+  private readonly starts = new Int32Array(WRITE_SLOTS + 2);
+
+  constructor(pages: PageBitmap, atStamp: (p: number) => boolean) {
+    const n = pages.count();
+    const slotOf = new Uint16Array(n);
+    const list = new Int32Array(n);
+    let k = 0;
+    for (const p of pages) {
+      let slot = WRITE_SLOTS;
+      if (!atStamp(p)) {
+        let h = Math.imul(p ^ 0x5bd1e995, 0xcc9e2d51);
+        h ^= h >>> 15;
+        h = Math.imul(h, 0x2c1b3c6d);
+        h ^= h >>> 12;
+        h = Math.imul(h, 0x297a2d39);
+        h ^= h >>> 15;
+        slot = (h >>> 0) % WRITE_SLOTS;
+      }
+      slotOf[k] = slot;
+      list[k++] = p;
+      this.starts[slot + 1]++;
+    }
+    for (let s = 0; s <= WRITE_SLOTS; s++) this.starts[s + 1] += this.starts[s];
+    this.order = new Int32Array(n);
+    const at = this.starts.slice(0, WRITE_SLOTS + 1);
+    for (let j = 0; j < n; j++) this.order[at[slotOf[j]]++] = list[j];
+  }
+
+  /** The pages written in slots lo..hi, sized `size`. */
+  pages(lo: number, hi: number, size: number): PageBitmap {
+    const out = new PageBitmap(size);
+    for (let j = this.starts[lo]; j < this.starts[hi + 1]; j++) {
+      const p = this.order[j];
+      if (p < size) out.set(p);
     }
     return out;
   }
@@ -275,7 +430,7 @@ function paced(
 
 export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimReport {
   const N = trace.totalPages;
-  const clock = new TraceClock(trace);
+  const clock = new TraceClock(trace, opts.writeTimes);
   const batch = opts.batchPages ?? 256;
   const msPerPage = 1000 / opts.pageRate;
   let now = opts.startMs;

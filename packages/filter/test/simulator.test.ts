@@ -256,6 +256,72 @@ describe('simulate: mappings that appear and vanish, as the live agent sees them
   });
 });
 
+describe('simulate: when within a sample its writes are met', () => {
+  /** 2,000 pages written in every 50 ms sample, to 1 s. */
+  const everySample = (): Trace => {
+    const samples = [];
+    for (let t = 50; t <= 1000; t += 50)
+      samples.push({
+        atMs: t,
+        pages: PageBitmap.fromIndices(
+          2000,
+          Array.from({ length: 2000 }, (_, p) => p),
+        ),
+      });
+    return { intervalMs: 50, pageSize: 4096, meta: {}, samples, totalPages: 2000 };
+  };
+
+  it("a round that ends within a sample's interval meets part of its writes; the parts share them out exactly", () => {
+    const clock = new TraceClock(everySample());
+    const first = clock.written(100, 120, 2000); // 20 ms of the interval (100, 150]
+    const rest = clock.written(120, 150, 2000);
+    expect(first.count()).toBeGreaterThan(0.3 * 2000);
+    expect(first.count()).toBeLessThan(0.5 * 2000);
+    expect(first.clone().and(rest).count()).toBe(0);
+    expect(first.clone().or(rest).count()).toBe(2000);
+    // As the simulator counted them up to session 17: all at the stamp, so 20 ms met none.
+    const stamp = new TraceClock(everySample(), 'stamp');
+    expect(stamp.written(100, 120, 2000).count()).toBe(0);
+    expect(stamp.written(120, 150, 2000).count()).toBe(2000);
+  });
+
+  it('a page written in every sample is met by any round as long as an interval', () => {
+    const clock = new TraceClock(everySample());
+    for (const from of [100, 113.7, 131, 149.9]) expect(clock.written(from, from + 50, 2000).count()).toBe(2000);
+    // And by a shorter one in proportion, whichever pages: each page has its own instant.
+    const a = clock.written(100, 110, 2000);
+    const b = clock.written(105, 115, 2000);
+    expect(a.count()).toBeGreaterThan(0.1 * 2000);
+    expect(a.count()).toBeLessThan(0.3 * 2000);
+    expect(a.clone().and(b).count()).toBeLessThan(a.count());
+  });
+
+  it('the pages of a mapping that appears are written at its stamp, when it is mapped', () => {
+    const samples = [
+      { atMs: 50, pages: PageBitmap.fromIndices(100, [1]) },
+      { atMs: 100, pages: PageBitmap.fromIndices(150, [1, ...Array.from({ length: 50 }, (_, k) => 100 + k)]) },
+    ];
+    const clock = new TraceClock({ intervalMs: 50, pageSize: 4096, meta: {}, samples, totalPages: 150 });
+    const before = clock.written(50, 99.9, 150);
+    expect(before.count()).toBeLessThanOrEqual(1); // page 1, if its instant is before 99.9
+    expect(clock.written(50, 100, 150).count()).toBe(51);
+  });
+
+  it('pre-copy of a process that writes as it runs: short rounds do not end on a stamp with nothing met', () => {
+    // 2,000 pages a second on a link of 80,000 pages/s: after round 1 (25 ms) every round is a
+    // fraction of an interval. Counted at the stamp, a round between two stamps met no write and
+    // pre-copy stopped with nothing left; spread, every round meets its share.
+    const trace = everySample();
+    const o = { pageRate: 80_000, stopRules: { ...XEN_DEFAULT_STOP_RULES, minRemainingPages: 50 }, startMs: 60 };
+    const stamp = simulate(trace, createPolicy('precopy'), { ...o, writeTimes: 'stamp' });
+    const spread = simulate(trace, createPolicy('precopy'), o);
+    expect(stamp.rounds.some((x) => !x.final && x.pagesDirtied === 0)).toBe(true);
+    expect(stamp.downtimeMs).toBe(0);
+    expect(spread.rounds.filter((x) => !x.final).every((x) => x.pagesDirtied > 0)).toBe(true);
+    expect(spread.downtimeMs).toBeGreaterThan(0);
+  });
+});
+
 describe('trace format', () => {
   it('round-trips samples as runs and rejects a foreign file', () => {
     const s1 = PageBitmap.fromIndices(5000, [0, 1, 2, 3, 100, 4999]);
