@@ -22,6 +22,7 @@ import {
   type Trace,
   QEMU_THROTTLE,
   type ThrottleParams,
+  type WriteTimes,
 } from '@forecopy/filter';
 import { defaultBatchPages } from '@forecopy/protocol';
 import { numberFrom, parseBandwidth, parseThrottlePeriod, roundOptions } from './units.js';
@@ -74,6 +75,8 @@ export interface SimulationOptions {
   downtimeLimitMs?: number;
   /** QEMU's auto-converge, as the live agent runs it: the throttle thins the trace's writes. */
   autoConverge?: ThrottleParams;
+  /** Where a round meets a sample's writes (TraceClock; default 'spread'). */
+  writeTimes?: WriteTimes;
 }
 
 /** The paper's model of the trace's first `startMs`, at S states. */
@@ -98,6 +101,7 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
     startMs,
     batchPages: defaultBatchPages(o.bandwidthBps), // as the live sender's default
     ...(o.autoConverge ? { autoConverge: o.autoConverge } : {}),
+    ...(o.writeTimes ? { writeTimes: o.writeTimes } : {}),
   };
   // forecast learns online: it is shown the modelling window's samples (the window markov's model is built from).
   const run = (p: Policy, warmup = false) => simulate(trace, p, { ...simOpts, ...(warmup ? { warmupFromMs: -1 } : {}) });
@@ -124,7 +128,7 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
   for (const name of o.policies) {
     if (name === 'precopy') add(base, null);
     else if (name === 'oracle') add(oracle, null);
-    else if (name === 'oracle-unbounded') add(run(new OraclePolicy(new TraceClock(trace), pageRate)), null, name);
+    else if (name === 'oracle-unbounded') add(run(new OraclePolicy(new TraceClock(trace, o.writeTimes), pageRate)), null, name);
     else if (name === 'xen-skip') add(xenSkip(), null);
     else if (name === 'markov' || name === 'markov+skip') {
       const skip = name === 'markov+skip' || o.skipRedirtied;
@@ -202,6 +206,12 @@ function stopOptions<T>(y: Argv<T>) {
       type: 'number',
       describe:
         'auto-converge: weigh writes against sends over periods of more than this many ms, as QEMU does (1000; rounds are then paced near the round cap so that the throttle can still rise); 0, the default: every round',
+    })
+    .option('write-times', {
+      choices: ['spread', 'stamp'] as const,
+      default: 'spread' as const,
+      describe:
+        "where a round meets a sample's writes: spread over the sample's interval, as a process writes while it runs; stamp: all at the sample's end (forecopy up to session 17: a round shorter than a sample met all of them or none)",
     });
 }
 
@@ -296,6 +306,7 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     maxFactor: a['max-factor'] ?? (a['downtime-limit-ms'] !== undefined ? Number.POSITIVE_INFINITY : XEN_DEFAULT_STOP_RULES.maxFactor),
     ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
     ...(a['auto-converge'] === 'on' ? { autoConverge: { ...QEMU_THROTTLE, periodMs } } : {}),
+    writeTimes: a['write-times'],
   };
   return { trace, options };
 }
