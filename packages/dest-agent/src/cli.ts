@@ -231,7 +231,7 @@ export async function main(argv: string[]): Promise<number> {
       // An option given twice: the last one counts (as with most commands), not an array of both.
       .parserConfiguration({ 'duplicate-arguments-array': false })
       .fail((msg, err) => {
-        throw err ?? new UserError(msg);
+        throw err ?? new UserError(msg.replace(/\s*\n\s*/g, ' ')); // one line (a bad choice's details are on a line of their own)
       })
       .example('$0 listen --port 7070 --image-dir /var/lib/forecopy', 'serve migrations on 127.0.0.1:7070')
       .help()

@@ -127,7 +127,8 @@ export class InDoubtError extends SourceError {
  * message, an input error; anything else (thrown by a command) goes on as it is.
  */
 export function fromYargs(message: string | null, err: Error | undefined): Error {
-  if (!err) return new UsageError(message ?? 'the command line was not understood');
+  // One line: yargs puts the details of a bad choice on an indented line of their own.
+  if (!err) return new UsageError(message?.replace(/\s*\n\s*/g, ' ') ?? 'the command line was not understood');
   if (err.name === 'YError') return new InputError(err.message, { cause: err });
   return err;
 }
