@@ -84,6 +84,29 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(sim(args).stdout).toBe(a.stdout); // same trace, same flags: same numbers
   });
 
+  it("meets a sample's writes within its interval, or (--write-times stamp) all at its end as before", () => {
+    const run = (extra: string[]) => {
+      const r = sim(['--trace', TRACE, '--policy', 'precopy', '--model-seconds', '5', '--bandwidth', '500mbit', '--json', ...extra]);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      return (
+        JSON.parse(r.stdout) as Array<{ pagesSent: number; downtimeMs: number; rounds: Array<{ pagesDirtied: number; final: boolean }> }>
+      )[0];
+    };
+    // Counted at the stamps, the last rounds (each shorter than a sample) met no write at all and
+    // pre-copy of this writing process stopped with nothing left: session 17's numbers.
+    const stamp = run(['--write-times', 'stamp']);
+    expect(stamp).toMatchObject({ pagesSent: 21_175, downtimeMs: 0 });
+    const spread = run([]);
+    expect(run(['--write-times', 'spread'])).toEqual(spread);
+    expect(spread.rounds.filter((r) => !r.final).every((r) => r.pagesDirtied > 0)).toBe(true);
+    expect(spread.downtimeMs).toBeGreaterThan(0);
+    const bad = sim(['--trace', TRACE, '--write-times', 'later']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^forecopy-sim: .*write-times.*\n$/);
+    expect(bad.stderr.split('\n')).toHaveLength(2);
+  });
+
   it('puts each pair side by side by default: precopy and markov, xen-skip and markov --skip-redirtied', () => {
     const r = sim(['--trace', TRACE, '--model-seconds', '5', '--bandwidth', '200mbit', '--json']);
     expect(r.code).toBe(0);
