@@ -105,7 +105,8 @@ type ListenArgs = ArgsOf<typeof listenOptions>;
 /** The checks yargs cannot make: ranges, and flags that only make sense together. */
 function checkListenArgs(a: ListenArgs): void {
   if (!(Number.isInteger(a.port) && a.port >= 0 && a.port < 65536)) throw new UserError(`--port must be between 0 and 65535`);
-  if (!(a.credit >= 1 && a.credit <= 1024)) throw new UserError(`--credit must be between 1 and 1024`);
+  if (!(Number.isInteger(a.credit) && a.credit >= 1 && a.credit <= 1024))
+    throw new UserError(`--credit must be a whole number from 1 to 1024, got ${a.credit}`);
   if (!(Number.isInteger(a['max-streams']) && a['max-streams'] >= 1 && a['max-streams'] <= MAX_STREAMS))
     throw new UserError(`--max-streams must be a whole number from 1 to ${MAX_STREAMS}`);
   if (a.restore && a['image-only']) throw new UserError(`--restore and --image-only exclude each other: a process or an image`);

@@ -37,6 +37,17 @@ describe('forecopy-dest exit codes', () => {
     expect(r.stderr).toBe("forecopy-dest: --port must be between 0 and 65535\nRun 'forecopy-dest --help' for the commands and examples.\n");
   });
 
+  it('a credit that is not whole, or a choice not offered: 2, in one line', async () => {
+    const c = await run(['listen', '--port', '0', '--image-dir', imageDir(), '--credit', '1.5']);
+    expect(c.code).toBe(2);
+    expect(c.stderr.split('\n')[0]).toBe('forecopy-dest: --credit must be a whole number from 1 to 1024, got 1.5');
+    const l = await run(['listen', '--port', '0', '--image-dir', imageDir(), '--log-level', 'loud']);
+    expect(l.code).toBe(2);
+    expect(l.stderr.split('\n')[0]).toBe(
+      'forecopy-dest: Invalid values: Argument: log-level, Given: "loud", Choices: "debug", "info", "warn", "error"',
+    );
+  });
+
   it('security flags that cannot be used: 2', async () => {
     const r = await run(['listen', '--port', '0', '--image-dir', imageDir(), '--tls-cert', 'x.pem']);
     expect(r.code).toBe(2);

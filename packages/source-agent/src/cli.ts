@@ -26,7 +26,7 @@ import { formatReport, type MigrationReport } from './report.js';
 import { renderHtml } from './report-html.js';
 import { startUi } from './ui-server.js';
 import type { UiEvent } from './ui-events.js';
-import { numberFrom, parseBandwidth, parseHostPort, parseThrottlePeriod, roundOptions, wholeAtLeast } from './units.js';
+import { numberFrom, parseBandwidth, parseHostPort, parseThrottlePeriod, roundOptions, waitFor, wholeAtLeast } from './units.js';
 import { InputError, ProcessError, SourceError, UsageError, VerificationError, fromYargs } from './errors.js';
 import { cleanupProcess } from './cleanup.js';
 import { asSourceError } from './errno-map.js';
@@ -66,12 +66,17 @@ type ArgsOf<B> = B extends (y: Argv) => Argv<infer T> ? ArgumentsCamelCase<T> : 
 function policyOptions<T>(y: Argv<T>) {
   return y
     .option('policy', { choices: POLICY_NAMES, default: 'precopy' as const, describe: 'pre-copy policy (data filter)' })
-    .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms'), describe: 'dirty sampling interval' })
+    .option('interval-ms', {
+      type: 'number',
+      default: 50,
+      coerce: waitFor('interval-ms', 'ms', { whole: true }),
+      describe: 'dirty sampling interval',
+    })
     .option('states', { type: 'number', default: 256, describe: 'markov: number of regions/states S (64..1024)' })
     .option('model-seconds', {
       type: 'number',
       default: 10,
-      coerce: numberFrom('model-seconds', 0, false),
+      coerce: waitFor('model-seconds', 's', { zero: true }),
       describe:
         'markov: how long to model before migrating; forecast: how long it watches before migrating (it keeps learning during the migration)',
     })
@@ -157,6 +162,7 @@ function channelOptions<T>(y: Argv<T>) {
     .option('timeout', {
       type: 'number',
       default: 30,
+      coerce: waitFor('timeout', 's', { whole: true }),
       describe: 'seconds to wait for the destination (an answer, an acknowledgement, room to send) before giving up',
     });
 }
@@ -286,7 +292,7 @@ async function runMigrate(a: ArgsOf<typeof migrateOptions>): Promise<void> {
       imageOnly: a['image-only'],
       verify: a.verify,
       stateDir: a['state-dir'],
-      replyTimeoutMs: positiveInt('timeout')(a.timeout) * 1000,
+      replyTimeoutMs: a.timeout * 1000,
       pid: a.pid,
       host,
       port,
@@ -327,9 +333,9 @@ function modelOptions(y: Argv) {
   return y
     .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid') })
     .option('out', { type: 'string', coerce: lastOf, demandOption: true, describe: 'model file to write' })
-    .option('seconds', { type: 'number', default: 10, coerce: numberFrom('seconds', 0, true), describe: 'how long to observe' })
+    .option('seconds', { type: 'number', default: 10, coerce: waitFor('seconds', 's'), describe: 'how long to observe' })
     .option('states', { type: 'number', default: 256 })
-    .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
+    .option('interval-ms', { type: 'number', default: 50, coerce: waitFor('interval-ms', 'ms', { whole: true }) })
     .option('lwws-threshold', { type: 'number' })
     .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const })
     .option('log-level', { choices: LOG_LEVELS, default: 'warn' as const })
@@ -343,7 +349,12 @@ function modelOptions(y: Argv) {
       default: 10,
       describe: '--watch: the model covers the last N minutes (at least N/2: two halves, the older dropped as a new one fills)',
     })
-    .option('every-seconds', { type: 'number', default: 5, describe: '--watch: rewrite the model file this often' })
+    .option('every-seconds', {
+      type: 'number',
+      default: 5,
+      coerce: waitFor('every-seconds', 's'),
+      describe: '--watch: rewrite the model file this often',
+    })
     .example(
       '$0 model --pid 4242 --seconds 20 --out app.model',
       'learn the write pattern now, migrate later with --policy markov --model app.model',
@@ -388,8 +399,8 @@ async function runModel(a: ArgsOf<typeof modelOptions>): Promise<void> {
 function recordOptions(y: Argv) {
   return y
     .option('pid', { type: 'number', demandOption: true, coerce: positiveInt('pid') })
-    .option('seconds', { type: 'number', demandOption: true, describe: 'how long to record' })
-    .option('interval-ms', { type: 'number', default: 50, coerce: positiveInt('interval-ms') })
+    .option('seconds', { type: 'number', demandOption: true, coerce: waitFor('seconds', 's'), describe: 'how long to record' })
+    .option('interval-ms', { type: 'number', default: 50, coerce: waitFor('interval-ms', 'ms', { whole: true }) })
     .option('out', { type: 'string', coerce: lastOf, demandOption: true, describe: 'trace file to write' })
     .option('tracker', { choices: TRACKER_CHOICES, default: 'auto' as const })
     .option('ui', { type: 'number', coerce: uiPort, describe: 'serve a live dashboard on http://127.0.0.1:PORT/ while recording' })
@@ -398,7 +409,6 @@ function recordOptions(y: Argv) {
 }
 
 async function runRecord(a: ArgsOf<typeof recordOptions>): Promise<void> {
-  if (!(a.seconds > 0)) throw new InputError(`--seconds must be > 0`);
   writable('--out', checkWritableFile(a.out));
   const summary = await withDashboard(a.ui, (onEvent) =>
     recordTrace({
@@ -463,7 +473,12 @@ function resolveOptions(y: Argv) {
     .option('tls-cert', { type: 'string' })
     .option('tls-key', { type: 'string' })
     .option('tls-ca', { type: 'string' })
-    .option('timeout', { type: 'number', default: 30, describe: 'seconds to keep trying to reach the destination' })
+    .option('timeout', {
+      type: 'number',
+      default: 30,
+      coerce: waitFor('timeout', 's', { whole: true }),
+      describe: 'seconds to keep trying to reach the destination',
+    })
     .example(
       '$0 resolve --session 3f2a... --to 10.0.0.2:7070 --psk-file /etc/forecopy/key',
       'after a source agent died mid-handover: one copy runs, the other is ended',
@@ -478,7 +493,7 @@ async function runResolve(a: ArgsOf<typeof resolveOptions>): Promise<void> {
     port,
     security: securityOf(a),
     stateDir: a['state-dir'],
-    timeoutMs: positiveInt('timeout')(a.timeout) * 1000,
+    timeoutMs: a.timeout * 1000,
   });
   process.stdout.write(`${line}\n`);
 }

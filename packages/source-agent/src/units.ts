@@ -41,6 +41,8 @@ export function parseThrottlePeriod(ms: number | undefined, autoConverge: boolea
   if (ms === undefined) return 0;
   if (!autoConverge) throw new InputError('--throttle-period-ms is a setting of auto-converge: add --auto-converge on');
   if (!(Number.isFinite(ms) && ms >= 0)) throw new InputError(`--throttle-period-ms must be a number of ms, 0 or more, got ${ms}`);
+  if (ms > MAX_TIMER_MS)
+    throw new InputError(`--throttle-period-ms must be at most ${MAX_TIMER_MS} (24.8 days, the longest a timer waits), got ${ms}`);
   return ms;
 }
 
@@ -57,6 +59,24 @@ export function numberFrom(name: string, min: 0, open: boolean): (v: number) => 
   return (v) => {
     if (!Number.isFinite(v) || v < min || (open && v === min))
       throw new InputError(`--${name} must be a number ${open ? '>' : '>='} ${min}, got ${v}`);
+    return v;
+  };
+}
+
+/** The longest a Node.js timer waits, ms: a longer one fires at once, with only a warning. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A yargs coerce for a time the agent waits (in seconds or ms): a number over 0 (or 0 and over,
+ * with `zero`; whole, with `whole`) no longer than a timer can wait, 24.8 days; else a one-line
+ * input error naming the option. A longer wait had fired at once.
+ */
+export function waitFor(name: string, unit: 's' | 'ms', o: { whole?: boolean; zero?: boolean } = {}): (v: number) => number {
+  const max = unit === 's' ? Math.floor(MAX_TIMER_MS / 1000) : MAX_TIMER_MS;
+  const atLeast = o.whole ? wholeAtLeast(name, o.zero ? 0 : 1) : numberFrom(name, 0, !o.zero);
+  return (v) => {
+    atLeast(v);
+    if (v > max) throw new InputError(`--${name} must be at most ${max} (24.8 days, the longest a timer waits), got ${v}`);
     return v;
   };
 }
