@@ -160,7 +160,7 @@ describe.skipIf(skip)('live migration over loopback', () => {
       expect(off.stderr).toBe('forecopy-source: --throttle-period-ms is a setting of auto-converge: add --auto-converge on');
     });
 
-    it('a path it cannot write, before the process is touched', async () => {
+    it('a path it cannot write, or a wait no timer can make, before the process is touched', async () => {
       const mw = await startMw(c, smallMw);
       const pid = String(mw.pid);
       const to = ['--to', '127.0.0.1:9'];
@@ -176,6 +176,14 @@ describe.skipIf(skip)('live migration over loopback', () => {
         ],
         [['model', '--pid', pid, '--states', '5', '--out', path.join(dir, 'm')], '--states must be a whole number from 64 to 1024, got 5'],
         [['record', '--pid', 'abc', '--seconds', '1', '--out', path.join(dir, 't')], '--pid must be a whole number >= 1, got NaN'],
+        [
+          ['record', '--pid', pid, '--seconds', '3000000', '--out', path.join(dir, 't')],
+          '--seconds must be at most 2147483 (24.8 days, the longest a timer waits), got 3000000',
+        ],
+        [
+          ['resolve', '--session', 'x', '--to', '127.0.0.1:9', '--timeout', '1e9'],
+          '--timeout must be at most 2147483 (24.8 days, the longest a timer waits), got 1000000000',
+        ],
       ] as Array<[string[], string]>) {
         // Not runSource: it adds a --report of its own to migrate.
         const run = spawnSync(process.execPath, [SOURCE_BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -186,12 +194,17 @@ describe.skipIf(skip)('live migration over loopback', () => {
       await expectRunningUnharmed(mw);
     });
 
-    it('stop rules out of range', async () => {
+    it('stop rules and waits out of range', async () => {
       const args = ['migrate', '--image-only', '--pid', '999999999', '--to', '127.0.0.1:9'];
       for (const [flag, value, said] of [
         ['--min-remaining-pages', '-3', 'a whole number >= 0, got -3'],
         ['--max-factor', '0', 'a number > 0, got 0'],
         ['--max-rounds', '2.5', 'a whole number >= 1, got 2.5'],
+        // Waits no Node.js timer can make (it would fire at once), and none at all.
+        ['--timeout', '3000000', 'at most 2147483 (24.8 days, the longest a timer waits), got 3000000'],
+        ['--timeout', '0', 'a whole number >= 1, got 0'],
+        ['--interval-ms', '3000000000', 'at most 2147483647 (24.8 days, the longest a timer waits), got 3000000000'],
+        ['--model-seconds', '1e10', 'at most 2147483 (24.8 days, the longest a timer waits), got 10000000000'],
       ]) {
         const run = await runSource(c, [...args, flag, value]);
         expect(run.code, flag).toBe(2);
