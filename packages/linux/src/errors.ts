@@ -5,6 +5,7 @@ import os from 'node:os';
 // packages/source-agent/src/errno-map.ts; a RestoreError ends a migration with exit 10).
 //   KernelError              a failed system call; `code` is its errno name (EPERM, ESRCH, ...)
 //   TrackerUnsupportedError  this kernel cannot track dirty pages (E_TRACKER_UNSUPPORTED)
+//   AlreadyTrackedError      another forecopy tracker is open in the process (E_ALREADY_TRACKED)
 //   StateFormatError         a process state received from a peer is malformed (E_BAD_STATE)
 //   RestoreError             a process could not be rebuilt (RESTORE_ERROR_CODES)
 
@@ -70,6 +71,18 @@ export class TrackerUnsupportedError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'TrackerUnsupportedError';
+  }
+}
+
+/** Another forecopy tracker (an agent's, or one a killed agent left) is open in the process. */
+export class AlreadyTrackedError extends Error {
+  readonly code = 'E_ALREADY_TRACKED';
+  constructor(
+    readonly pid: number,
+    readonly fds: number[],
+  ) {
+    super(`process ${pid} is already tracked by forecopy (a userfaultfd of another agent, fd ${fds.join(', ')})`);
+    this.name = 'AlreadyTrackedError';
   }
 }
 

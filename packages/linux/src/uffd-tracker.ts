@@ -3,7 +3,7 @@ import koffi from 'koffi';
 import { injectSyscall } from './inject.js';
 import type { TrackerKind } from './create-tracker.js';
 import type { FrozenProcess } from './freezer.js';
-import { KernelError } from './errors.js';
+import { AlreadyTrackedError, KernelError } from './errors.js';
 import { SYS, close, ioctl, openReadOnly, sys } from './libc.js';
 import type { ProcMapping } from './proc-maps.js';
 
@@ -59,6 +59,30 @@ const UFFD_USER_MODE_ONLY = 1n;
 const VEC_REGIONS = 4096;
 
 /**
+ * The userfaultfds open in process `pid` that forecopy made (a tracker of this agent or of
+ * another, or one a killed agent left), by their signature in /proc/PID/fdinfo: the WP_ASYNC and
+ * WP_UNPOPULATED features and O_CLOEXEC|O_NONBLOCK. One the program made for itself does not
+ * count. Throws ENOENT (KernelError-like, from fs) when the process is gone.
+ */
+export function forecopyUffds(pid: number): number[] {
+  const features = Number(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED);
+  const flags = Number(O_CLOEXEC | O_NONBLOCK);
+  const out: number[] = [];
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (!fs.readlinkSync(`/proc/${pid}/fd/${fd}`).includes('[userfaultfd]')) continue;
+      const info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+      const f = parseInt(/^flags:\s*([0-7]+)/m.exec(info)?.[1] ?? '0', 8);
+      const api = parseInt(/^API:\s*[0-9a-f]+:([0-9a-f]+):/m.exec(info)?.[1] ?? '0', 16);
+      if ((api & features) === features && (f & flags) === flags) out.push(Number(fd));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+/**
  * The default dirty tracker: userfaultfd write-protect in asynchronous mode, read and re-armed
  * atomically with the PAGEMAP_SCAN ioctl (Linux 6.7+). The userfaultfd is created inside the
  * target by an injected system call and duplicated into the agent with pidfd_getfd; the target
@@ -82,6 +106,7 @@ export class UffdWpTracker implements DirtyTracker {
   }
 
   start(mappings: readonly ProcMapping[]): void {
+    this.refuseIfTracked([]);
     try {
       // In the target: userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY).
       this.targetFd = Number(injectSyscall(this.pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY]));
@@ -97,11 +122,26 @@ export class UffdWpTracker implements DirtyTracker {
       ioctl('UFFDIO_API', this.uffd, UFFDIO_API, api);
       this.pagemap = openReadOnly(`/proc/${this.pid}/pagemap`);
       for (const m of mappings) this.register(m);
+      // Another agent that started at the same time: its ranges refused ours (EBUSY).
+      if (this.busy > 0) this.refuseIfTracked([this.targetFd]);
     } catch (e) {
       this.stop();
       throw e;
     }
   }
+
+  /**
+   * Throws AlreadyTrackedError when another forecopy tracker (not one of `ours`) is open in the
+   * process: two would each write-protect and re-arm the other's pages, and the second's
+   * registrations are refused, so that it would see no writes at all.
+   */
+  private refuseIfTracked(ours: number[]): void {
+    const other = forecopyUffds(this.pid).filter((fd) => !ours.includes(fd));
+    if (other.length > 0) throw new AlreadyTrackedError(this.pid, other);
+  }
+
+  /** Registrations refused with EBUSY (a range another userfaultfd has). */
+  private busy = 0;
 
   collect(mappings: readonly ProcMapping[]): CollectResult {
     const added: ProcMapping[] = [];
@@ -195,6 +235,7 @@ export class UffdWpTracker implements DirtyTracker {
       ioctl('UFFDIO_REGISTER', this.uffd, UFFDIO_REGISTER, reg);
     } catch (e) {
       if (e instanceof KernelError && e.code === 'ESRCH') throw e;
+      if (e instanceof KernelError && e.code === 'EBUSY') this.busy++;
       this.refused.set(m.start, m);
       return;
     }
