@@ -1,5 +1,15 @@
-import fs from 'node:fs';
-import { Freezer, KernelError, SYS, close, injectSyscall, ioctl, readMaps, removeLeftoverThrottle, sys } from '@forecopy/linux';
+import {
+  Freezer,
+  KernelError,
+  SYS,
+  close,
+  forecopyUffds,
+  injectSyscall,
+  ioctl,
+  readMaps,
+  removeLeftoverThrottle,
+  sys,
+} from '@forecopy/linux';
 import { ProcessError } from './errors.js';
 
 // `forecopy-source cleanup --pid PID`: removes what a killed source agent may have left in a
@@ -12,29 +22,14 @@ import { ProcessError } from './errors.js';
 // (auto-converge) left on it is lifted: it goes back to its cgroup, and the throttle's is removed.
 
 const UFFDIO_UNREGISTER = 0x8010aa01;
-const OUR_FEATURES = (1 << 15) | (1 << 13); // UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
-const OUR_FLAGS = 0o2000000 | 0o4000; // O_CLOEXEC | O_NONBLOCK
 
-export function forecopyUffds(pid: number): number[] {
-  const out: number[] = [];
-  let fds: string[];
+/** The userfaultfds forecopy made in the process (forecopyUffds), or a ProcessError when there is no such process. */
+function ourUffds(pid: number): number[] {
   try {
-    fds = fs.readdirSync(`/proc/${pid}/fd`);
+    return forecopyUffds(pid);
   } catch {
     throw new ProcessError(`no process with pid ${pid} (or not permitted to look at it)`);
   }
-  for (const fd of fds) {
-    try {
-      if (!fs.readlinkSync(`/proc/${pid}/fd/${fd}`).includes('[userfaultfd]')) continue;
-      const info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-      const flags = parseInt(/^flags:\s*([0-7]+)/m.exec(info)?.[1] ?? '0', 8);
-      const features = parseInt(/^API:\s*[0-9a-f]+:([0-9a-f]+):/m.exec(info)?.[1] ?? '0', 16);
-      if ((features & OUR_FEATURES) === OUR_FEATURES && (flags & OUR_FLAGS) === OUR_FLAGS) out.push(Number(fd));
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out;
 }
 
 /** Returns a summary line. */
@@ -47,7 +42,7 @@ export function cleanupProcess(pid: number): string {
 
 /** The userfaultfds a killed agent left; returns what was done, or null. */
 function removeUffds(pid: number): string | null {
-  const fds = forecopyUffds(pid);
+  const fds = ourUffds(pid);
   if (fds.length === 0) return null;
   const frozen = new Freezer().freeze(pid);
   try {

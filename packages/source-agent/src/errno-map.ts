@@ -1,5 +1,5 @@
 import { PeerAbortError } from '@forecopy/protocol';
-import { TrackerUnsupportedError, hasExited, readProcStat, sleepSync } from '@forecopy/linux';
+import { AlreadyTrackedError, TrackerUnsupportedError, hasExited, readProcStat, sleepSync } from '@forecopy/linux';
 import {
   ConnectionError,
   DestinationAbortError,
@@ -17,6 +17,12 @@ import {
 export function asSourceError(e: unknown, pid: number): Error {
   if (e instanceof SourceError) return e;
   if (e instanceof TrackerUnsupportedError) return new TrackingError(e.message, { cause: e });
+  if (e instanceof AlreadyTrackedError) {
+    return new ProcessError(
+      `${e.message}: one agent at a time records, models or migrates a process; if none runs, forecopy-source cleanup --pid ${pid} removes it`,
+      { cause: e },
+    );
+  }
   const err = e as { code?: string; message?: string };
   // A process that dies under us can answer ptrace with EPERM and /proc with EACCES as well.
   if (['ESRCH', 'ENOENT', 'EPERM', 'EACCES'].includes(err.code ?? '') && goneSoon(pid, 500)) {
