@@ -293,6 +293,37 @@ describe.skipIf(rootSkipReason())('forecopy-source record', () => {
     expect(await mwCheck(mw)).toMatch(/^mw check ok/);
   });
 
+  it('a second agent on a process already tracked is refused, and the first records on, whole', async () => {
+    const mw = await startMw(c, ['--mb', '16', '--pattern', 'seq', '--write-rate', '5000']);
+    const first = path.join(c.tmpdir(), 'first.trace');
+    const rec = c.proc(start(process.execPath, [SOURCE_BIN, 'record', '--pid', String(mw.pid), '--seconds', '2', '--out', first]));
+    for (let i = 0; i < 200 && leftovers(mw.pid).uffds === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(leftovers(mw.pid).uffds).toBe(1);
+    // Two trackers would re-arm each other's pages, and the second's ranges are refused: it had
+    // recorded nothing and said nothing.
+    for (const args of [
+      ['record', '--pid', String(mw.pid), '--seconds', '1', '--out', path.join(c.tmpdir(), 'second.trace')],
+      ['model', '--pid', String(mw.pid), '--seconds', '1', '--out', path.join(c.tmpdir(), 'second.model')],
+    ]) {
+      const second = await runSource(c, args);
+      expect(second.code, args[0]).toBe(3);
+      expect(second.stderr).toMatch(
+        new RegExp(
+          `^forecopy-source: process ${mw.pid} is already tracked by forecopy \\(a userfaultfd of another agent, fd \\d+\\): one agent at a time`,
+        ),
+      );
+      expect(second.stderr.split('\n')).toHaveLength(1);
+    }
+    expect(fs.existsSync(path.join(c.tmpdir(), 'second.trace'))).toBe(false);
+    expect(await rec.exited).toBe(0);
+    const { decodeTrace } = await import('@forecopy/filter');
+    const t = decodeTrace(new Uint8Array(fs.readFileSync(first)));
+    const written = t.samples.reduce((n, s) => n + s.pages.count(), 0);
+    expect(written).toBeGreaterThan(5000); // 5,000 pages/s for 2 s: the first saw every write
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+    expect(await mwCheck(mw)).toMatch(/^mw check ok/);
+  });
+
   it('records the mappings a process makes and unmaps, so that the simulator counts only what is mapped', async () => {
     // A real program that allocates, fills and frees 40 MiB again and again: over glibc's largest
     // mmap threshold (32 MiB), so every buffer is a mapping of its own, made and unmapped.
