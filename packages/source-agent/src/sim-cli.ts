@@ -26,7 +26,7 @@ import {
 } from '@forecopy/filter';
 import { defaultBatchPages } from '@forecopy/protocol';
 import { numberFrom, parseBandwidth, parseThrottlePeriod, roundOptions } from './units.js';
-import { SIM_CHARTS, renderSimHtml, simChartSvg } from './report-html.js';
+import { SIM_CHARTS, renderSimHtml, shareText, simChartSvg } from './report-html.js';
 import { InputError, SourceError, fromYargs } from './errors.js';
 
 // `forecopy-sim`: replays a recorded trace through the live agent's policy code over a modelled
@@ -432,7 +432,7 @@ function toTable(rows: Row[], trace: Trace, bw: string): string {
     String(r.rounds.length),
     r.stopReason,
     r.savingPages.toLocaleString('en-US'),
-    r.shareOfOracle === null ? '' : `${(r.shareOfOracle * 100).toFixed(0)}%`,
+    shareText(r.shareOfOracle),
     r.savingVsBaseline === null ? '' : `${r.savingVsBaseline.toLocaleString('en-US')} vs ${r.baseline}`,
   ]);
   if (rows.some((r) => r.throttles.length > 0 && r.throttledMs > 0)) {

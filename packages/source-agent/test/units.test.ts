@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseBandwidth, parseHostPort } from '../src/units.js';
+import { parseBandwidth, parseHostPort, waitFor } from '../src/units.js';
+import { shareText } from '../src/report-html.js';
 
 describe('parseBandwidth', () => {
   it('reads rates as tc writes them', () => {
@@ -24,5 +25,26 @@ describe('parseHostPort', () => {
     expect(parseHostPort('[::1]:9')).toEqual({ host: '::1', port: 9 });
     expect(() => parseHostPort('localhost')).toThrow(/must be HOST:PORT/);
     expect(() => parseHostPort('h:70000')).toThrow(/between 1 and 65535/);
+  });
+});
+
+describe('waitFor', () => {
+  it('takes a wait a timer can make, and refuses a longer one rather than fire it at once', () => {
+    expect(waitFor('timeout', 's', { whole: true })(30)).toBe(30);
+    expect(waitFor('timeout', 's', { whole: true })(2_147_483)).toBe(2_147_483);
+    expect(() => waitFor('timeout', 's', { whole: true })(2_147_484)).toThrow(/^--timeout must be at most 2147483 \(24.8 days/);
+    expect(() => waitFor('interval-ms', 'ms', { whole: true })(2 ** 31)).toThrow(/^--interval-ms must be at most 2147483647/);
+    expect(() => waitFor('seconds', 's')(0)).toThrow('--seconds must be a number > 0, got 0');
+    expect(waitFor('model-seconds', 's', { zero: true })(0)).toBe(0);
+    expect(() => waitFor('timeout', 's', { whole: true })(1.5)).toThrow('--timeout must be a whole number >= 1, got 1.5');
+  });
+});
+
+describe('shareText', () => {
+  it("prints a share of the bound's saving, and says when a row beat the bound only with more downtime", () => {
+    expect(shareText(null)).toBe('');
+    expect(shareText(0.634)).toBe('63%');
+    expect(shareText(1)).toBe('100%');
+    expect(shareText(598.7)).toBe('>100%, more downtime');
   });
 });
