@@ -128,6 +128,8 @@ describe.skipIf(skip)('restore failures end with exactly one running copy', () =
     );
     expect(await dest.proc.exited).toBe(1);
     expect(sessionDir(dest)).toBeNull();
+    // Nothing left to resolve: the handover's record is gone with the copy that never was.
+    expect(fs.readdirSync(b.stateDir)).toEqual([]);
     await onlyTheOriginalRuns(mw, pid);
     expect(leftovers(pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });

@@ -1,6 +1,7 @@
 import { MessageType, PeerAbortError, commit, query } from '@forecopy/protocol';
 import { ConnectionError, InDoubtError, RestoreFailedError } from '../errors.js';
 import { askOnNewConnection, type Destination } from './connect.js';
+import { removeRecord } from './restore.js';
 import type { MigrationSession } from './session.js';
 
 /**
@@ -16,7 +17,10 @@ export async function handover(s: MigrationSession): Promise<Committed> {
     (m) => ({ restoredPid: m.header.restoredPid, restoreMs: m.header.restoreMs }),
     (e) => {
       // The destination's own answer: it could not restore, and discarded everything.
-      if (e instanceof PeerAbortError && e.peerCode.startsWith('E_RESTORE')) throw restoreFailed(e);
+      if (e instanceof PeerAbortError && e.peerCode.startsWith('E_RESTORE')) {
+        settledHere(s);
+        throw restoreFailed(e);
+      }
       return null;
     },
   );
@@ -28,6 +32,7 @@ export async function handover(s: MigrationSession): Promise<Committed> {
   }
   if (s.restore && final && final.restoredPid === undefined) final = false;
   if (final === false) {
+    settledHere(s);
     throw new ConnectionError(`the destination did not make the image final (session ${sessionId}); the process was left running here`);
   }
   if (final === null) {
@@ -39,6 +44,14 @@ export async function handover(s: MigrationSession): Promise<Committed> {
     );
   }
   return final;
+}
+
+/**
+ * The destination said no for certain: it holds no copy, and the process runs on here. The
+ * handover's record (for resolve) is removed: there is nothing left to resolve.
+ */
+function settledHere(s: MigrationSession): void {
+  if (s.restore) removeRecord(s.opts.stateDir, s.sessionId);
 }
 
 /** The destination's answer to Commit: the image is final; with a restore, the held process. */
