@@ -39,6 +39,16 @@ for (let b = 0, x = 0; x <= MAX_AGE; x++) {
 }
 /** Region sizes tried, as shifts (pages per region = 1 << shift). */
 export const REGION_SHIFTS = [6, 9, 12] as const;
+/**
+ * The model keeps its per-page and per-region state in chunks of 1 << CHUNK_SHIFT pages (no
+ * larger than the largest region), allocated when a page of the chunk is first written and
+ * released when none of its pages is mapped any more (release): its memory follows the pages the
+ * process has written and still maps, not the index space, which a process that maps and unmaps
+ * as it runs grows without end.
+ */
+const CHUNK_SHIFT = 12;
+const CHUNK = 1 << CHUNK_SHIFT;
+const chunksOf = (pages: number) => Math.ceil(pages / CHUNK) + 1;
 const GROWTH = 1.02;
 const SCORE_DECAY = 0.98;
 /** One page in this many (rotating offset), or fewer for a large space, is scored per sample... */
@@ -87,10 +97,13 @@ class GapTally {
   }
 }
 
+/** The stamps of a chunk no page of which was written: none (read where a chunk is missing). */
+const EMPTY_STAMPS = new Uint16Array(CHUNK);
+
 /** A word of the page bitmaps with all 32 pages set (read from a Uint32Array). */
 const FULL_WORD = 0xffffffff;
 
-/** Whether the 32 pages from `base` were last written in the same sample. */
+/** Whether the 32 pages from `base` (of a chunk's stamps) were last written in the same sample. */
 function sameLast(last: Uint16Array, base: number): boolean {
   const l = last[base];
   if (last[base + 31] !== l) return false;
@@ -129,25 +142,56 @@ class AgeTable {
   }
 }
 
-/** The gap histograms of one region size. */
+/**
+ * The gap histograms of one region size, by chunk (null: no gap recorded in it yet, or released).
+ * In a chunk's arrays, region r's bucket b is at (r & (perChunk - 1)) * NB + b.
+ */
 class GapLevel {
   /** Per region and bucket: the weight of gaps that ended in the bucket. */
-  readonly hist: Float32Array;
+  readonly hist: Array<Float32Array | null> = [];
   /** Per region and bucket: censored gaps (a first write: the gap was at least this long). */
-  readonly cens: Float32Array;
+  readonly cens: Array<Float32Array | null> = [];
   /** Per region and bucket: the weighted sum of the gaps that ended in it (their mean places the bucket's mass). */
-  readonly sum: Float32Array;
+  readonly sum: Array<Float32Array | null> = [];
   /** ... and of their squares (their spread). */
-  readonly sq: Float32Array;
+  readonly sq: Array<Float32Array | null> = [];
+  /** Regions in a chunk. */
+  readonly perChunk: number;
   score = 0;
   constructor(
     readonly shift: number,
     totalPages: number,
   ) {
-    this.hist = new Float32Array(((totalPages >>> shift) + 1) * NB);
-    this.cens = new Float32Array(((totalPages >>> shift) + 1) * NB);
-    this.sum = new Float32Array(((totalPages >>> shift) + 1) * NB);
-    this.sq = new Float32Array(((totalPages >>> shift) + 1) * NB);
+    this.perChunk = 1 << (CHUNK_SHIFT - shift);
+    this.resize(totalPages);
+  }
+
+  resize(totalPages: number): void {
+    const n = chunksOf(totalPages);
+    for (const a of [this.hist, this.cens, this.sum, this.sq]) {
+      while (a.length < n) a.push(null);
+      a.length = n;
+    }
+  }
+
+  /** Chunk c's arrays, allocated if they were not. */
+  ensure(c: number): void {
+    if (this.hist[c] !== null) return;
+    const n = this.perChunk * NB;
+    this.hist[c] = new Float32Array(n);
+    this.cens[c] = new Float32Array(n);
+    this.sum[c] = new Float32Array(n);
+    this.sq[c] = new Float32Array(n);
+  }
+
+  release(c: number): void {
+    this.hist[c] = this.cens[c] = this.sum[c] = this.sq[c] = null;
+  }
+
+  get byteLength(): number {
+    let n = 4 * 8 * this.hist.length; // the directories
+    for (const h of this.hist) if (h !== null) n += 4 * h.byteLength;
+    return n;
   }
 }
 
@@ -226,8 +270,11 @@ class AgeCensus {
 
 export class ForecastModel {
   private total: number;
-  /** Per page: the sample it was last written in (1..65535, cycling), 0 = not in the last MAX_AGE samples. */
-  private last: Uint16Array;
+  /**
+   * Per page, by chunk: the sample it was last written in (1..65535, cycling), 0 = not in the
+   * last MAX_AGE samples; a null chunk: none of its pages written (or released).
+   */
+  private last: Array<Uint16Array | null> = [];
   /** The pages with a last write (last != 0), so that planning skips the others word by word. */
   private seen: PageBitmap;
   /** Per word of 32 pages: 1 when all its pages were last written in the same sample (written whole). */
@@ -257,7 +304,8 @@ export class ForecastModel {
 
   constructor(totalPages: number) {
     this.total = totalPages;
-    this.last = new Uint16Array(totalPages);
+    this.last.length = chunksOf(totalPages);
+    this.last.fill(null);
     this.seen = new PageBitmap(totalPages);
     this.whole = new Uint8Array((totalPages + 31) >>> 5);
     this.levels = REGION_SHIFTS.map((s) => new GapLevel(s, totalPages));
@@ -284,41 +332,60 @@ export class ForecastModel {
   }
 
   byteSize(): number {
+    let last = 8 * this.last.length;
+    for (const c of this.last) if (c !== null) last += c.byteLength;
     return (
-      this.last.byteLength +
+      last +
       this.seen.byteLength +
       this.whole.byteLength +
       this.ages.byteLength +
       this.tally.byteLength +
       this.census.byteLength +
-      this.levels.reduce((a, l) => a + l.hist.byteLength + l.cens.byteLength + l.sum.byteLength + l.sq.byteLength, 0)
+      this.levels.reduce((a, l) => a + l.byteLength, 0)
     );
   }
 
   resize(totalPages: number): void {
     if (totalPages === this.total) return;
-    const last = new Uint16Array(totalPages);
-    last.set(this.last.subarray(0, Math.min(totalPages, this.total)));
-    this.last = last;
+    const n = chunksOf(totalPages);
+    while (this.last.length < n) this.last.push(null);
+    this.last.length = n;
+    // Past the new end of a shrunk space: forgotten.
+    const tail = this.last[totalPages >>> CHUNK_SHIFT];
+    if (tail && totalPages < this.total) tail.fill(0, totalPages & (CHUNK - 1));
     this.seen = this.seen.resized(totalPages);
     this.whole = new Uint8Array((totalPages + 31) >>> 5);
     this.census = new AgeCensus(totalPages);
-    this.levels = this.levels.map((l) => {
-      const nl = new GapLevel(l.shift, totalPages);
-      nl.hist.set(l.hist.subarray(0, Math.min(nl.hist.length, l.hist.length)));
-      nl.cens.set(l.cens.subarray(0, Math.min(nl.cens.length, l.cens.length)));
-      nl.sum.set(l.sum.subarray(0, Math.min(nl.sum.length, l.sum.length)));
-      nl.sq.set(l.sq.subarray(0, Math.min(nl.sq.length, l.sq.length)));
-      nl.score = l.score;
-      return nl;
-    });
+    for (const l of this.levels) l.resize(totalPages);
     this.total = totalPages;
     this.tailRegion = -1;
   }
 
+  /**
+   * Releases what the model keeps for each chunk of pages none of which is in `live` (their
+   * mappings are gone: they are never planned again, nor counted in a score or an estimate).
+   */
+  release(live: PageBitmap): void {
+    let any = false;
+    for (let c = 0; c < this.last.length; c++) {
+      if (this.last[c] === null && this.levels.every((l) => l.hist[c] === null)) continue;
+      const from = c << CHUNK_SHIFT;
+      if (from >= this.total) continue;
+      const to = Math.min(this.total, from + CHUNK);
+      if (from < live.size && live.countRange(from, Math.min(to, live.size)) > 0) continue;
+      this.last[c] = null;
+      this.seen.clearRange(from, to);
+      this.whole.fill(0, from >>> 5, (to + 31) >>> 5);
+      for (const l of this.levels) l.release(c);
+      any = true;
+    }
+    if (any) this.tailRegion = -1;
+  }
+
   /** Age in samples of page `p` (0 = written in the latest sample), or -1 when cold/never. */
   age(p: number): number {
-    const l = this.last[p];
+    const c = this.last[p >>> CHUNK_SHIFT];
+    const l = c ? c[p & (CHUNK - 1)] : 0;
     if (l === 0) return -1;
     return (this.stamp - l + STAMP_MOD) % STAMP_MOD;
   }
@@ -330,7 +397,6 @@ export class ForecastModel {
     this.stamp = (this.stamp % STAMP_MOD) + 1;
     this.weight *= GROWTH;
     if (this.weight > 1e20) this.renormalize();
-    const last = this.last;
     const stamp = this.stamp;
     const lim = Math.min(sample.size, this.total);
     const tally = this.tally;
@@ -339,6 +405,8 @@ export class ForecastModel {
     const words = sample.raw;
     const whole = this.whole;
     const firstRun = this.n > 1;
+    let chunk = -1;
+    let last: Uint16Array = EMPTY_STAMPS; // the chunk's stamps
     for (let k = 0; k < words.length && k << 5 < lim; k++) {
       let x = words[k];
       if (x === 0) continue;
@@ -347,12 +415,17 @@ export class ForecastModel {
         this.addTally(firstBucket);
         tally.region = base >>> fine;
       }
+      if (base >>> CHUNK_SHIFT !== chunk) {
+        chunk = base >>> CHUNK_SHIFT;
+        last = this.last[chunk] ?? (this.last[chunk] = new Uint16Array(CHUNK));
+      }
+      const b = base & (CHUNK - 1);
       const full = x === FULL_WORD && base + 32 <= lim;
-      if (full && (whole[k] === 1 || sameLast(last, base))) {
+      if (full && (whole[k] === 1 || sameLast(last, b))) {
         // A whole word written, its 32 pages last written in the same sample (a region written
         // at once): its gaps are one gap 32 times.
-        tally.add(stamp, last[base], 32, firstRun);
-        last.fill(stamp, base, base + 32);
+        tally.add(stamp, last[b], 32, firstRun);
+        last.fill(stamp, b, b + 32);
         whole[k] = 1;
         continue;
       }
@@ -360,10 +433,10 @@ export class ForecastModel {
       while (x !== 0) {
         const t = x & -x;
         x ^= t;
-        const p = base + 31 - Math.clz32(t);
-        if (p >= lim) break;
-        tally.add(stamp, last[p], 1, firstRun);
-        last[p] = stamp;
+        const j = 31 - Math.clz32(t);
+        if (base + j >= lim) break;
+        tally.add(stamp, last[b + j], 1, firstRun);
+        last[b + j] = stamp;
       }
     }
     this.addTally(firstBucket);
@@ -384,19 +457,30 @@ export class ForecastModel {
     if (m === 0) return;
     const w = this.weight;
     const fine = this.levels[0].shift;
+    for (const lv of this.levels) {
+      const reg = t.region >>> (lv.shift - fine);
+      const c = reg >>> (CHUNK_SHIFT - lv.shift);
+      lv.ensure(c);
+      const r = (reg & (lv.perChunk - 1)) * NB;
+      const hist = lv.hist[c] as Float32Array;
+      const sum = lv.sum[c] as Float32Array;
+      const sq = lv.sq[c] as Float32Array;
+      for (let x = m; x !== 0; ) {
+        const bit = x & -x;
+        x ^= bit;
+        const slot = 31 - Math.clz32(bit);
+        if (slot === NB) (lv.cens[c] as Float32Array)[r + firstBucket] += w * t.c[slot];
+        else {
+          hist[r + slot] += w * t.c[slot];
+          sum[r + slot] += w * t.sum[slot];
+          sq[r + slot] += w * t.sq[slot];
+        }
+      }
+    }
     while (m !== 0) {
       const bit = m & -m;
       m ^= bit;
       const slot = 31 - Math.clz32(bit);
-      for (const lv of this.levels) {
-        const r = (t.region >>> (lv.shift - fine)) * NB;
-        if (slot === NB) lv.cens[r + firstBucket] += w * t.c[slot];
-        else {
-          lv.hist[r + slot] += w * t.c[slot];
-          lv.sum[r + slot] += w * t.sum[slot];
-          lv.sq[r + slot] += w * t.sq[slot];
-        }
-      }
       t.c[slot] = 0;
       t.sum[slot] = 0;
       t.sq[slot] = 0;
@@ -481,7 +565,6 @@ export class ForecastModel {
   ): void {
     const lv = this.levels[this.chosen];
     const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
-    const last = this.last;
     const stamp = this.stamp;
     const { tag, p: byAge } = this.ages;
     let expected = 0;
@@ -493,6 +576,7 @@ export class ForecastModel {
     let region = -1;
     let live = false;
     let gen = 0;
+    let last: Uint16Array = EMPTY_STAMPS; // the stamps of the chunk of the region (a region lies in one chunk)
     for (let k = from; k < to; k++) {
       let x = src[k] & seen[k];
       if (x === 0) continue;
@@ -503,11 +587,13 @@ export class ForecastModel {
         region = r;
         gen = this.ages.next();
         if (live && this.recording) this.census.region(r);
+        last = this.last[base >>> CHUNK_SHIFT] ?? EMPTY_STAMPS; // a page seen was written: its chunk is there
       }
       if (!live) continue;
+      const b = base & (CHUNK - 1);
       if (whole[k] === 1) {
         // The word's pages were last written in the same sample (written whole): one forecast.
-        const a = ageOf(stamp, last[base]);
+        const a = ageOf(stamp, last[b]);
         const q = tag[a] === gen ? byAge[a] : this.forecastAt(a, h, gen);
         const e = popcount32(x) * q;
         if (q > 0) everyPage += e;
@@ -524,7 +610,7 @@ export class ForecastModel {
       while (x !== 0) {
         const t = x & -x;
         x ^= t;
-        const a = ageOf(stamp, last[base + 31 - Math.clz32(t)]);
+        const a = ageOf(stamp, last[b + 31 - Math.clz32(t)]);
         const q = tag[a] === gen ? byAge[a] : this.forecastAt(a, h, gen);
         const over = +(q > threshold);
         acc |= t & -over;
@@ -591,18 +677,27 @@ export class ForecastModel {
    */
   private loadTail(lv: GapLevel, r: number): boolean {
     const t = this.tail;
-    const base = r * NB;
+    const c = r >>> (CHUNK_SHIFT - lv.shift);
+    const hist = lv.hist[c];
+    this.tailRegion = r;
+    this.tailLevel = lv;
+    if (!hist) {
+      t.fill(1);
+      return false; // no gap recorded in its chunk: S stays 1, nothing is forecast
+    }
+    const cens = lv.cens[c] as Float32Array;
+    const sum = lv.sum[c] as Float32Array;
+    const sq = lv.sq[c] as Float32Array;
+    const base = (r & (lv.perChunk - 1)) * NB;
     let atRisk = 0;
     let events = 0;
     let end = 0; // past the last bucket with any gap in it
     for (let b = 0; b < NB; b++) {
-      const w = lv.hist[base + b] + lv.cens[base + b];
+      const w = hist[base + b] + cens[base + b];
       if (w !== 0) end = b + 1;
       atRisk += w;
-      events += lv.hist[base + b];
+      events += hist[base + b];
     }
-    this.tailRegion = r;
-    this.tailLevel = lv;
     if (!(events > 0)) {
       t.fill(1);
       return false; // no gap seen: S stays 1, nothing is forecast
@@ -610,17 +705,17 @@ export class ForecastModel {
     t[0] = 1;
     let lastHazard = 0; // of the last bucket with any gap (over its width)
     for (let b = 0; b < end; b++) {
-      const ev = lv.hist[base + b];
+      const ev = hist[base + b];
       t[b + 1] = atRisk > 0 ? t[b] * (1 - ev / atRisk) : t[b];
       lastHazard = atRisk > 0 ? ev / atRisk : 1;
-      atRisk -= ev + lv.cens[base + b];
+      atRisk -= ev + cens[base + b];
       if (atRisk < 1e-12 * (ev + 1)) atRisk = 0;
       if (!(ev > 0)) continue; // no mass here: where it would lie does not matter
       // Gap g stands for (g - 1, g]: mean - 1/2, spread sqrt(3 var + 1/4) (a uniform's half-width).
       const lo = EDGE[b];
       const hi = EDGE[b + 1];
-      const mean = lv.sum[base + b] / ev;
-      const variance = Math.max(0, lv.sq[base + b] / ev - mean * mean);
+      const mean = sum[base + b] / ev;
+      const variance = Math.max(0, sq[base + b] / ev - mean * mean);
       const m = Math.min(hi, Math.max(lo, mean - 0.5));
       this.mu[b] = m;
       this.half[b] = Math.max(1e-6, Math.min(Math.sqrt(3 * variance + 0.25), m - lo, hi - m));
@@ -677,23 +772,27 @@ export class ForecastModel {
   private renormalize(): void {
     const k = 1 / this.weight;
     for (const lv of this.levels)
-      for (let i = 0; i < lv.hist.length; i++) {
-        lv.hist[i] *= k;
-        lv.cens[i] *= k;
-        lv.sum[i] *= k;
-        lv.sq[i] *= k;
-      }
+      for (const arrays of [lv.hist, lv.cens, lv.sum, lv.sq])
+        for (const a of arrays) {
+          if (a === null) continue;
+          for (let i = 0; i < a.length; i++) a[i] *= k;
+        }
     this.weight = 1;
   }
 
   /** Pages not written for MAX_AGE samples or more become cold (so the cycling stamp cannot alias). */
   private forgetOld(): void {
-    const last = this.last;
-    for (let p = 0; p < last.length; p++)
-      if (last[p] !== 0 && this.age(p) >= MAX_AGE) {
-        last[p] = 0;
-        this.seen.clear(p);
+    for (let c = 0; c < this.last.length; c++) {
+      const last = this.last[c];
+      if (last === null) continue;
+      for (let j = 0; j < CHUNK; j++) {
+        const p = (c << CHUNK_SHIFT) + j;
+        if (last[j] !== 0 && this.age(p) >= MAX_AGE) {
+          last[j] = 0;
+          this.seen.clear(p);
+        }
       }
+    }
   }
 
   /**

@@ -170,7 +170,10 @@ export class ForecastPolicy implements Policy {
     const t = performance.now();
     if (sample.size !== this.model.totalPages) this.model.resize(sample.size);
     this.model.observe(sample);
-    if (live) this.lifetimes.observe(live);
+    if (live) {
+      this.lifetimes.observe(live);
+      this.model.release(live); // what it kept for pages whose mappings are gone
+    }
     this.sampleMs += performance.now() - t;
   }
 

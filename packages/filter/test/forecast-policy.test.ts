@@ -271,10 +271,13 @@ describe('ForecastModel: learning a sample', () => {
     const M = N + 13;
     const m = new ForecastModel(M);
     const lastWrite = new Map<number, number>();
-    type Level = { shift: number; hist: Float32Array; cens: Float32Array; sum: Float32Array };
+    type Chunks = Array<Float32Array | null>;
+    type Level = { shift: number; perChunk: number; hist: Chunks; cens: Chunks; sum: Chunks };
     const levels = (m as unknown as { levels: Level[] }).levels;
-    const NB = levels[0].hist.length / ((M >>> levels[0].shift) + 1);
-    const want = levels.map((l) => ({ count: new Float64Array(l.hist.length / NB), gaps: new Float64Array(l.hist.length / NB) }));
+    const NB = 24; // gap buckets
+    // Region r's bucket b, in the chunk of regions the level keeps it in (0 where none is kept).
+    const at = (l: Level, a: Chunks, r: number, b: number) => a[Math.floor(r / l.perChunk)]?.[(r % l.perChunk) * NB + b] ?? 0;
+    const want = levels.map((l) => ({ count: new Float64Array((M >>> l.shift) + 1), gaps: new Float64Array((M >>> l.shift) + 1) }));
     for (const [i, b] of mixedSamples(M, 90, 40, 19, [1024, 320], rng(43)).entries()) {
       const sample = i + 1;
       const w = 1.02 ** sample; // each sample weighs GROWTH times the one before
@@ -293,14 +296,74 @@ describe('ForecastModel: learning a sample', () => {
       for (let region = 0; region < want[j].count.length; region++) {
         let count = 0;
         let gaps = 0;
-        for (let k = region * NB; k < (region + 1) * NB; k++) {
-          count += l.hist[k] + l.cens[k];
-          gaps += l.sum[k];
+        for (let b = 0; b < NB; b++) {
+          count += at(l, l.hist, region, b) + at(l, l.cens, region, b);
+          gaps += at(l, l.sum, region, b);
         }
         expect(count).toBeCloseTo(want[j].count[region], -Math.log10(1e-5 * (want[j].count[region] + 1)));
         expect(gaps).toBeCloseTo(want[j].gaps[region], -Math.log10(1e-5 * (want[j].gaps[region] + 1)));
       }
     }
+  });
+});
+
+describe('ForecastModel: memory that follows the pages mapped, not the index space', () => {
+  /** Writes pages [from, from + n) every sample, `samples` times. */
+  const writeRange = (m: ForecastModel, size: number, from: number, n: number, samples: number) => {
+    for (let i = 0; i < samples; i++) {
+      const b = new PageBitmap(size);
+      b.setRange(from, from + n);
+      m.observe(b);
+    }
+  };
+
+  it('releases what it kept for the pages of mappings that are gone, and forecasts the rest as before', () => {
+    const size = 5 * 4096;
+    const a = new ForecastModel(size);
+    const b = new ForecastModel(size);
+    for (const m of [a, b]) {
+      writeRange(m, size, 0, 4096, 10); // a mapping in the first 4,096 indices
+      writeRange(m, size, 3 * 4096, 512, 10); // another, further on
+    }
+    const live = new PageBitmap(size);
+    live.setRange(3 * 4096, 4 * 4096); // the first mapping is gone
+    const before = a.byteSize();
+    a.release(live);
+    expect(a.byteSize()).toBeLessThan(before - 4096 * 2); // its stamps and histograms at least
+    expect(a.age(100)).toBe(-1);
+    expect(a.age(3 * 4096 + 100)).toBe(b.age(3 * 4096 + 100));
+    const pages = new PageBitmap(size);
+    pages.setRange(3 * 4096, 3 * 4096 + 512);
+    for (const h of [0.5, 1, 4]) expect(a.expectedAmong(pages, h)).toBe(b.expectedAmong(pages, h));
+    // Nothing mapped is released: the same call again changes nothing.
+    const after = a.byteSize();
+    a.release(live);
+    expect(a.byteSize()).toBe(after);
+  });
+
+  it('a process that maps and unmaps as it runs: the model follows what is mapped, not the index space', () => {
+    // 1,024 pages mapped at a time, a new mapping of 256 pages every sample at new indices, the
+    // oldest unmapped: after 400 samples the index space is 100 times what is mapped. Beside it,
+    // the same writes with nothing unmapped.
+    const run = (unmaps: boolean) => {
+      const policy = new ForecastPolicy(1024, { intervalMs: 50 });
+      let size = 1024;
+      for (let i = 0; i < 400; i++) {
+        size += 256;
+        const first = size - 1024;
+        const sample = new PageBitmap(size);
+        sample.setRange(size - 256, size); // the new mapping is written
+        sample.setRange(first + 100, first + 140); // and the oldest still mapped
+        const live = new PageBitmap(size);
+        live.setRange(unmaps ? first : 0, size);
+        policy.observeSample(sample, (i + 1) * 50, live);
+      }
+      return policy.status().modelBytes;
+    };
+    const churn = run(true);
+    const grows = run(false);
+    expect(grows).toBeGreaterThan(1_000_000); // about 9.5 bytes for each of 103,424 pages written
+    expect(churn).toBeLessThan(0.4 * grows); // the fixed tables, a bit a page, and what is mapped
   });
 });
 
