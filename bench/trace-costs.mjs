@@ -7,10 +7,15 @@
 //   migration: MarkovPolicy.observeSample per later sample (current state + fit test), and
 //              holdBack (forecast + filter) once per --round-samples samples, the send list being
 //              every page written since the previous round
+//   forecast:  ForecastPolicy over every sample, shown the pages mapped then (as the live agent
+//              shows it), planning once per --round-samples samples the pages written since the
+//              last plan and still mapped: per sample, per plan, and its memory, at most and at the
+//              end, beside the index space and the pages mapped (a process that maps and unmaps as
+//              it runs grows the index space; the model's memory follows what is mapped)
 //   node bench/trace-costs.mjs --trace FILE [--states 256] [--model-seconds 10] [--round-samples 20] [--json]
 import fs from 'node:fs';
 import os from 'node:os';
-import { ModelBuilder, MarkovPolicy, PageBitmap, decodeTrace } from '../packages/filter/dist/index.js';
+import { ForecastPolicy, ModelBuilder, MarkovPolicy, PageBitmap, TraceClock, decodeTrace } from '../packages/filter/dist/index.js';
 
 const argv = process.argv.slice(2);
 const opt = (n, d) => (argv.includes(`--${n}`) ? argv[argv.indexOf(`--${n}`) + 1] : d);
@@ -73,6 +78,30 @@ for (let i = split; i < samples.length; i++) {
     sendList = new PageBitmap(N);
   }
 }
+// forecast, over the whole trace with the pages mapped at each sample
+const clock = new TraceClock(trace);
+const fc = new ForecastPolicy(N, { intervalMs: trace.intervalMs, initialPageRate: pageRate });
+const fcSampleMs = [];
+const fcRoundMs = [];
+let fcBytesMax = 0;
+let fcSend = new PageBitmap(N);
+let live = null;
+for (let i = 0; i < samples.length; i++) {
+  const at = trace.samples[i].atMs;
+  live = clock.liveView(at, N);
+  const t = performance.now();
+  fc.observeSample(samples[i], at, live);
+  fcSampleMs.push(performance.now() - t);
+  fcSend.or(samples[i]);
+  if ((i + 1) % roundSamples === 0) {
+    fcSend.and(live);
+    const tr = performance.now();
+    fc.holdBack(fcSend, { round: fcRoundMs.length + 2, pageRate, nowMs: at, memoryPages: live.count() });
+    fcRoundMs.push(performance.now() - tr);
+    fcSend = new PageBitmap(N);
+  }
+  if (i % 20 === 0 || i === samples.length - 1) fcBytesMax = Math.max(fcBytesMax, fc.status().modelBytes);
+}
 const sum = (a) => a.reduce((x, y) => x + y, 0);
 const avg = (a) => (a.length ? sum(a) / a.length : 0);
 const result = {
@@ -91,6 +120,13 @@ const result = {
   forecastFilterMsMax: Math.max(...roundMs),
   rounds: roundMs.length,
   heldPages: held,
+  forecastMsPerSample: fcSampleMs.length ? fcSampleMs.reduce((x, y) => x + y, 0) / fcSampleMs.length : 0,
+  forecastMsPerSampleMax: Math.max(...fcSampleMs),
+  forecastMsPerRound: fcRoundMs.length ? fcRoundMs.reduce((x, y) => x + y, 0) / fcRoundMs.length : 0,
+  forecastMsPerRoundMax: fcRoundMs.length ? Math.max(...fcRoundMs) : 0,
+  forecastBytesMax: fcBytesMax,
+  forecastBytesEnd: fc.status().modelBytes,
+  pagesMappedAtEnd: live ? live.count() : N,
   machine: `${os.cpus()[0].model}, ${os.cpus().length} cores; Node ${process.version}`,
 };
 if (argv.includes('--json')) {
@@ -111,5 +147,14 @@ if (argv.includes('--json')) {
   console.log(`| per sample during the migration (state + fit test) | ${result.observeMsPerSample.toFixed(3)} ms |`);
   console.log(
     `| forecast + filter per round (avg / max over ${roundMs.length}) | ${result.forecastFilterMsPerRound.toFixed(3)} / ${result.forecastFilterMsMax.toFixed(3)} ms |`,
+  );
+  console.log(
+    `| forecast: learning per sample, with the pages mapped (avg / max over ${fcSampleMs.length}) | ${result.forecastMsPerSample.toFixed(3)} / ${result.forecastMsPerSampleMax.toFixed(3)} ms |`,
+  );
+  console.log(
+    `| forecast: planning (avg / max over ${fcRoundMs.length}) | ${result.forecastMsPerRound.toFixed(3)} / ${result.forecastMsPerRoundMax.toFixed(3)} ms |`,
+  );
+  console.log(
+    `| forecast: memory, at most / at the end (index space ${N.toLocaleString('en-US')}, ${result.pagesMappedAtEnd.toLocaleString('en-US')} pages mapped at the end) | ${(result.forecastBytesMax / 1e6).toFixed(3)} / ${(result.forecastBytesEnd / 1e6).toFixed(3)} MB |`,
   );
 }
