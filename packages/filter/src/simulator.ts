@@ -34,7 +34,7 @@ import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-conver
 //   each of its pages at an instant within the interval (WriteSlots: spread evenly, fixed by a
 //   hash), as the live sender's dirty log meets a process that writes as it runs: a round that
 //   ends within a sample's interval meets part of its writes, not all of them nor none.
-//   `writeTimes: 'stamp'` counts them all at t, as up to session 17;
+//   `writeTimes: 'stamp'` counts them all at t, as earlier versions did;
 // - the sender sends in batches of `batchPages`; with a policy's skipRedirtied, a batch skips the
 //   pages written since the round began (Xen's to_skip);
 // - stop-and-copy sends what remains at the measured rate: downtime = remaining / pageRate;
@@ -93,8 +93,8 @@ export class TraceClock {
 
   /**
    * `writeTimes`: 'spread' (the default) places each page's write within its sample's interval
-   * (WriteSlots); 'stamp' counts all of a sample's writes at its stamp, as the simulator did up
-   * to session 17 (a round shorter than a sample then met all of them or none).
+   * (WriteSlots); 'stamp' counts all of a sample's writes at its stamp, as earlier versions of
+   * the simulator did (a round shorter than a sample then met all of them or none).
    */
   constructor(
     readonly trace: Trace,

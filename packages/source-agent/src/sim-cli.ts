@@ -211,7 +211,7 @@ function stopOptions<T>(y: Argv<T>) {
       choices: ['spread', 'stamp'] as const,
       default: 'spread' as const,
       describe:
-        "where a round meets a sample's writes: spread over the sample's interval, as a process writes while it runs; stamp: all at the sample's end (forecopy up to session 17: a round shorter than a sample met all of them or none)",
+        "where a round meets a sample's writes: spread over the sample's interval, as a process writes while it runs; stamp: all at the sample's end, as earlier versions counted them (a round shorter than a sample met all of them or none)",
     });
 }
 
