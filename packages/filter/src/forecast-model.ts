@@ -364,6 +364,7 @@ export class ForecastModel {
   /**
    * Releases what the model keeps for each chunk of pages none of which is in `live` (their
    * mappings are gone: they are never planned again, nor counted in a score or an estimate).
+   * `live` is the page space's live indices, as large as the space.
    */
   release(live: PageBitmap): void {
     let any = false;
@@ -372,7 +373,8 @@ export class ForecastModel {
       const from = c << CHUNK_SHIFT;
       if (from >= this.total) continue;
       const to = Math.min(this.total, from + CHUNK);
-      if (from < live.size && live.countRange(from, Math.min(to, live.size)) > 0) continue;
+      // A chunk past the end of `live` is not known to be gone: kept.
+      if (to > live.size || live.countRange(from, to) > 0) continue;
       this.last[c] = null;
       this.seen.clearRange(from, to);
       this.whole.fill(0, from >>> 5, (to + 31) >>> 5);

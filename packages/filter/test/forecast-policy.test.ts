@@ -339,6 +339,10 @@ describe('ForecastModel: memory that follows the pages mapped, not the index spa
     const after = a.byteSize();
     a.release(live);
     expect(a.byteSize()).toBe(after);
+    // Live indices that end short of the space say nothing of the chunks past their end.
+    b.release(new PageBitmap(3 * 4096));
+    expect(b.age(100)).toBe(-1);
+    expect(b.age(3 * 4096 + 100)).toBe(a.age(3 * 4096 + 100));
   });
 
   it('a process that maps and unmaps as it runs: the model follows what is mapped, not the index space', () => {
