@@ -237,10 +237,7 @@ export class TraceClock {
   written(from: number, to: number, size: number, throttle = 0): PageBitmap {
     const out = new PageBitmap(size);
     if (this.writeTimes === 'stamp') {
-      for (const s of this.between(from, to)) {
-        const pages = s.pages.size === size ? s.pages : s.pages.resized(size);
-        out.or(thinWrites(pages, throttle, s.atMs));
-      }
+      for (const s of this.between(from, to)) out.or(asWritten(s.pages, size, throttle, s.atMs));
       return out;
     }
     // Every sample whose interval overlaps (from, to]: those stamped in (from, to + the longest interval].
@@ -254,7 +251,7 @@ export class TraceClock {
       if (lo > hi) continue;
       if (hi === WRITE_SLOTS) this.noteWrap(s);
       const pages = lo === 0 && hi === WRITE_SLOTS ? this.pagesOf(s.i) : this.slotsOf(s.i).pages(lo, hi, size);
-      out.or(thinWrites(pages.size === size ? pages : pages.resized(size), throttle, s.atMs));
+      out.or(asWritten(pages, size, throttle, s.atMs));
     }
     return out;
   }
@@ -289,6 +286,11 @@ export class TraceClock {
   }
 
   private readonly slots = new Map<number, WriteSlots>();
+}
+
+/** Pages of the sample stamped `atMs`, sized `size`, as a process throttled by `throttle`% wrote them (thinWrites). */
+function asWritten(pages: PageBitmap, size: number, throttle: number, atMs: number): PageBitmap {
+  return thinWrites(pages.size === size ? pages : pages.resized(size), throttle, atMs);
 }
 
 /** A sample as the clock's time meets it: its index in the trace, its lap, its stamp and the stamp before. */
@@ -440,11 +442,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
   const feed = (from: number, to: number) => {
     const throttle = schedule?.percent ?? 0;
     for (const s of clock.between(from, to))
-      policy.observeSample?.(
-        thinWrites(s.pages.size === N ? s.pages : s.pages.resized(N), throttle, s.atMs),
-        s.atMs,
-        clock.liveView(s.atMs, N),
-      );
+      policy.observeSample?.(asWritten(s.pages, N, throttle, s.atMs), s.atMs, clock.liveView(s.atMs, N));
   };
   // Before the start: the state the process is in (not the modelling window: see above).
   const last = clock.lastAtOrBefore(now);
