@@ -41,8 +41,7 @@ export function parseThrottlePeriod(ms: number | undefined, autoConverge: boolea
   if (ms === undefined) return 0;
   if (!autoConverge) throw new InputError('--throttle-period-ms is a setting of auto-converge: add --auto-converge on');
   if (!(Number.isFinite(ms) && ms >= 0)) throw new InputError(`--throttle-period-ms must be a number of ms, 0 or more, got ${ms}`);
-  if (ms > MAX_TIMER_MS)
-    throw new InputError(`--throttle-period-ms must be at most ${MAX_TIMER_MS} (24.8 days, the longest a timer waits), got ${ms}`);
+  refuseOverTimer('throttle-period-ms', ms, MAX_TIMER_MS);
   return ms;
 }
 
@@ -76,9 +75,14 @@ export function waitFor(name: string, unit: 's' | 'ms', o: { whole?: boolean; ze
   const atLeast = o.whole ? wholeAtLeast(name, o.zero ? 0 : 1) : numberFrom(name, 0, !o.zero);
   return (v) => {
     atLeast(v);
-    if (v > max) throw new InputError(`--${name} must be at most ${max} (24.8 days, the longest a timer waits), got ${v}`);
+    refuseOverTimer(name, v, max);
     return v;
   };
+}
+
+/** A one-line input error when `v` (of --name) is over `max`, the longest a timer waits in its unit. */
+function refuseOverTimer(name: string, v: number, max: number): void {
+  if (v > max) throw new InputError(`--${name} must be at most ${max} (24.8 days, the longest a timer waits), got ${v}`);
 }
 
 /** The round cap and the pages-left floor, as migrate and forecopy-sim take them. */
