@@ -158,6 +158,35 @@ describe('forecopy-sim on a recorded trace', () => {
     }
   });
 
+  it('says which runs outlasted the trace, and how long a trace would replay them whole', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-sim-'));
+    try {
+      // 1 s of a 200-page process; at 1 Mbit/s (about 30 pages a second) pre-copy needs seconds.
+      const file = path.join(dir, 'short.trace');
+      const parts = [encodeTraceHeader({ intervalMs: 50, pageSize: 4096, meta: {} })];
+      for (let i = 1; i <= 20; i++) parts.push(encodeTraceSample(i * 50, PageBitmap.fromIndices(200, [1, 2, 3])));
+      fs.writeFileSync(file, Buffer.concat(parts));
+      const args = ['--trace', file, '--policy', 'precopy', '--model-seconds', '0.5', '--bandwidth', '1mbit'];
+      const j = sim([...args, '--json']);
+      expect(j.code, j.stderr).toBe(0);
+      const [pre] = JSON.parse(j.stdout);
+      expect(pre.wrapped).toBe(true);
+      const need = Math.ceil(0.5 + pre.totalMs / 1000);
+      expect(need).toBeGreaterThan(1);
+      const t = sim(args);
+      expect(t.code, t.stderr).toBe(0);
+      expect(t.stdout.split('\n')[1]).toBe(
+        `1 of 1 runs outlasted the trace and replayed it from its start again, as if the process began anew (the longest, precopy, ran ${(pre.totalMs / 1000).toFixed(1)} s where the trace has 0.5 s after the start): their figures count what the trace's start wrote once more. Record ${need} s or more (forecopy-source record --seconds ${need}) to replay them whole`,
+      );
+      // A run within the trace says nothing of it.
+      const fits = sim(['--trace', TRACE, '--policy', 'precopy', '--model-seconds', '5']);
+      expect(fits.code, fits.stderr).toBe(0);
+      expect(fits.stdout).not.toContain('outlasted');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("with --downtime-limit-ms stops by QEMU's rule with no data cap, as migrate does; auto-converge weighs each round or, as QEMU, each period", () => {
     const one = (extra: string[]) => {
       const r = sim(['--trace', TRACE, '--policy', 'precopy', '--model-seconds', '5', '--json', ...extra]);
