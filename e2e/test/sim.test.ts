@@ -173,8 +173,11 @@ describe('forecopy-sim on a recorded trace', () => {
       expect(pre.wrapped).toBe(true);
       const need = Math.ceil(0.5 + pre.totalMs / 1000);
       expect(need).toBeGreaterThan(1);
-      const t = sim(args);
+      const html = path.join(dir, 'short.html');
+      const t = sim([...args, '--html', html]);
       expect(t.code, t.stderr).toBe(0);
+      expect(fs.readFileSync(html, 'utf8')).toContain(`1 of 1 runs outlasted the trace and replayed it from its start again`);
+      expect(fs.readFileSync(html, 'utf8')).toContain(`(forecopy-source record --seconds ${need})`);
       expect(t.stdout.split('\n')[1]).toBe(
         `1 of 1 runs outlasted the trace and replayed it from its start again, as if the process began anew (the longest, precopy, ran ${(pre.totalMs / 1000).toFixed(1)} s where the trace has 0.5 s after the start): their figures count what the trace's start wrote once more. Record ${need} s or more (forecopy-source record --seconds ${need}) to replay them whole`,
       );

@@ -323,7 +323,7 @@ function readTrace(file: string): Trace {
 }
 
 /** The files asked for: --csv, --svg (one per chart), --html. */
-function writeOutputs(a: SimArgs, rows: Row[], trace: Trace): void {
+function writeOutputs(a: SimArgs, rows: Row[], trace: Trace, startMs: number): void {
   if (a.csv) writeOut(a.csv, toCsv(rows));
   if (a.svg)
     for (const c of SIM_CHARTS)
@@ -333,7 +333,7 @@ function writeOutputs(a: SimArgs, rows: Row[], trace: Trace): void {
       a.html,
       renderSimHtml(
         rows,
-        `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic`,
+        `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic${wrapsOf(rows, trace, startMs)}`,
       ),
     );
 }
@@ -341,7 +341,7 @@ function writeOutputs(a: SimArgs, rows: Row[], trace: Trace): void {
 function runSim(a: SimArgs): void {
   const { trace, options } = simInputs(a);
   const rows = runSimulations(trace, options);
-  writeOutputs(a, rows, trace);
+  writeOutputs(a, rows, trace, options.modelSeconds * 1000);
   process.stdout.write(
     a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${toTable(rows, trace, a.bandwidth, options.modelSeconds * 1000)}\n`,
   );
@@ -430,6 +430,12 @@ function wrapNote(rows: Row[], trace: Trace, startMs: number): string | null {
     `(the longest, ${name}, ran ${(longest.totalMs / 1000).toFixed(1)} s where the trace has ${left.toFixed(1)} s after the start): ` +
     `their figures count what the trace's start wrote once more. Record ${need} s or more (forecopy-source record --seconds ${need}) to replay them whole`
   );
+}
+
+/** The wrap note as a caption's last sentence ('' when no run wrapped). */
+function wrapsOf(rows: Row[], trace: Trace, startMs: number): string {
+  const note = wrapNote(rows, trace, startMs);
+  return note ? `. ${note}` : '';
 }
 
 function toTable(rows: Row[], trace: Trace, bw: string, startMs: number): string {
