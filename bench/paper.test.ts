@@ -23,6 +23,7 @@ import { SIM_CHARTS, simChartSvg, type SimRowLike } from '../packages/source-age
  * mariadb-server sysbench); SQLite's source from the npm registry (the better-sqlite3 package
  * ships the amalgamation), cached in bench/.cache/. A workload whose parts are missing is left
  * out, saying why. PAPER_ONLY=name,... runs a subset; PAPER_REPEAT=n migrates n times per policy.
+ * PAPER_WORKLOADS=file.json adds programs of your own (extraWorkloads).
  *
  * Order per workload: record, sweep S in the simulator, then migrate live with every policy,
  * markov both at the paper's S = 256 and at the S the sweep found best; the workloads named in
@@ -218,7 +219,37 @@ function workloads(): Workload[] {
       ready: /^pid=(\d+)/,
     });
   } else console.warn('paper: mariadb-oltp left out: mariadbd or sysbench is not installed (apt-get install mariadb-server sysbench)');
+  w.push(...extraWorkloads(w.map((x) => x.name)));
   return only ? w.filter((x) => only.includes(x.name)) : w;
+}
+
+/**
+ * PAPER_WORKLOADS=file.json: programs of your own, migrated like the others. The file is a JSON
+ * array of {"name": "...", "cmd": "..."}; cmd is a shell command, run on the source host (no
+ * route out), that prints `pid=N`, N being the process to migrate, and keeps running. Example:
+ * [{"name": "tcl-dict", "cmd": "tclsh /tmp/dict.tcl & echo pid=$!; wait"}]
+ */
+function extraWorkloads(taken: string[]): Workload[] {
+  const file = process.env.PAPER_WORKLOADS;
+  if (!file) return [];
+  let list: unknown;
+  try {
+    list = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`PAPER_WORKLOADS: cannot read ${file} as JSON: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(list)) throw new Error(`PAPER_WORKLOADS: ${file} must hold a JSON array of {"name", "cmd"}`);
+  return list.map((x, i) => {
+    const { name, cmd } = (x ?? {}) as { name?: unknown; cmd?: unknown };
+    if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9_.-]*$/i.test(name) || typeof cmd !== 'string' || cmd.trim() === '') {
+      throw new Error(
+        `PAPER_WORKLOADS: entry ${i + 1} of ${file} needs a "name" (letters, digits, - _ .) and a "cmd" (a shell command that prints pid=N)`,
+      );
+    }
+    if (taken.includes(name)) throw new Error(`PAPER_WORKLOADS: "${name}" is already a workload's name`);
+    taken.push(name);
+    return { name, cmd, ready: /^pid=(\d+)/ };
+  });
 }
 
 /**
@@ -523,7 +554,7 @@ describe.skipIf(skip)('paper reproduction', () => {
 
 /** The command that reproduces this run: the environment it read, then the script. */
 function command(): string {
-  const vars = ['PAPER_ONLY', 'PAPER_POLICIES', 'PAPER_XEN_RULES', 'PAPER_REPEAT', 'PAPER_LIVE_SWEEP', 'PAPER_VERIFY'];
+  const vars = ['PAPER_ONLY', 'PAPER_POLICIES', 'PAPER_XEN_RULES', 'PAPER_REPEAT', 'PAPER_LIVE_SWEEP', 'PAPER_VERIFY', 'PAPER_WORKLOADS'];
   return [`PAPER_RECORD_S=${RECORD_S}`, ...vars.filter((v) => process.env[v] !== undefined).map((v) => `${v}=${process.env[v]}`)].join(' ');
 }
 
