@@ -413,7 +413,7 @@ function toCsv(rows: Row[]): string {
 }
 
 /**
- * Which runs outlasted the trace, and how long a trace would have to be for the longest not to:
+ * Which runs outlasted the trace, and how long a trace would have to be for the longest to fit:
  * a run that wraps replays the trace's start again as if the process did it all over, so its
  * figures are as much the trace's length as the policy (a 1.5 GB process at 500 Mbit/s migrates
  * for a minute; a 20 s trace leaves 10 s after a 10 s model).
