@@ -323,7 +323,7 @@ function readTrace(file: string): Trace {
 }
 
 /** The files asked for: --csv, --svg (one per chart), --html. */
-function writeOutputs(a: SimArgs, rows: Row[], trace: Trace, startMs: number): void {
+function writeOutputs(a: SimArgs, rows: Row[], trace: Trace, wraps: string | null): void {
   if (a.csv) writeOut(a.csv, toCsv(rows));
   if (a.svg)
     for (const c of SIM_CHARTS)
@@ -333,7 +333,7 @@ function writeOutputs(a: SimArgs, rows: Row[], trace: Trace, startMs: number): v
       a.html,
       renderSimHtml(
         rows,
-        `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic${wrapsOf(rows, trace, startMs)}`,
+        `${a.trace}: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages} pages; link ${a.bandwidth}; modelled, deterministic${wraps ? `. ${wraps}` : ''}`,
       ),
     );
 }
@@ -341,10 +341,9 @@ function writeOutputs(a: SimArgs, rows: Row[], trace: Trace, startMs: number): v
 function runSim(a: SimArgs): void {
   const { trace, options } = simInputs(a);
   const rows = runSimulations(trace, options);
-  writeOutputs(a, rows, trace, options.modelSeconds * 1000);
-  process.stdout.write(
-    a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${toTable(rows, trace, a.bandwidth, options.modelSeconds * 1000)}\n`,
-  );
+  const wraps = wrapNote(rows, trace, options.modelSeconds * 1000);
+  writeOutputs(a, rows, trace, wraps);
+  process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${toTable(rows, trace, a.bandwidth, wraps)}\n`);
 }
 
 export async function simMain(argv: string[]): Promise<number> {
@@ -432,13 +431,8 @@ function wrapNote(rows: Row[], trace: Trace, startMs: number): string | null {
   );
 }
 
-/** The wrap note as a caption's last sentence ('' when no run wrapped). */
-function wrapsOf(rows: Row[], trace: Trace, startMs: number): string {
-  const note = wrapNote(rows, trace, startMs);
-  return note ? `. ${note}` : '';
-}
-
-function toTable(rows: Row[], trace: Trace, bw: string, startMs: number): string {
+/** `wraps`: which runs outlasted the trace (wrapNote), or null. */
+function toTable(rows: Row[], trace: Trace, bw: string, wraps: string | null): string {
   const head = [
     'policy',
     'S',
@@ -482,7 +476,6 @@ function toTable(rows: Row[], trace: Trace, bw: string, startMs: number): string
       ? [`${r.policy}: ${String(r.variant)}; "of oracle" is each row's share of its saving (downtime no higher than pre-copy's)`]
       : [],
   );
-  const wraps = wrapNote(rows, trace, startMs);
   return [
     note,
     ...(growth ? [growth] : []),
