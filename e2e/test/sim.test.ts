@@ -178,13 +178,20 @@ describe('forecopy-sim on a recorded trace', () => {
       expect(t.code, t.stderr).toBe(0);
       expect(fs.readFileSync(html, 'utf8')).toContain(`1 of 1 runs outlasted the trace and replayed it from its start again`);
       expect(fs.readFileSync(html, 'utf8')).toContain(`(forecopy-source record --seconds ${need})`);
-      expect(t.stdout.split('\n')[1]).toBe(
+      // The table marks the run in a column of its own, and so does the page.
+      const lines = t.stdout.split('\n');
+      const head = lines.findIndex((l) => l.startsWith('policy'));
+      expect(lines[head]).toMatch(/ wrapped$/);
+      expect(lines[head + 1]).toMatch(/^precopy .* yes$/);
+      expect(fs.readFileSync(html, 'utf8')).toContain('<th>wrapped</th>');
+      expect(lines[1]).toBe(
         `1 of 1 runs outlasted the trace and replayed it from its start again, as if the process began anew (the longest, precopy, ran ${(pre.totalMs / 1000).toFixed(1)} s where the trace has 0.5 s after the start): their figures count what the trace's start wrote once more. Record ${need} s or more (forecopy-source record --seconds ${need}) to replay them whole`,
       );
       // A run within the trace says nothing of it.
       const fits = sim(['--trace', TRACE, '--policy', 'precopy', '--model-seconds', '5']);
       expect(fits.code, fits.stderr).toBe(0);
       expect(fits.stdout).not.toContain('outlasted');
+      expect(fits.stdout).not.toContain('wrapped');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -85,6 +85,8 @@ export interface SimRowLike {
   totalMs: number;
   pagesSent: number;
   shareOfOracle: number | null;
+  /** The run outlasted the trace and replayed its start (a column of its own when any did). */
+  wrapped?: boolean;
 }
 
 /** The three sweep charts (Fig. 4, 5 and 6 analogs): file-name suffix, title, value, unit. */
@@ -133,10 +135,11 @@ export function shareText(share: number | null): string {
  * and S (the analogs of the paper's Fig. 4, 5 and 6), one bar chart each, and the table.
  */
 export function renderSimHtml(rows: SimRowLike[], caption: string): string {
-  const table = `<table><thead><tr><th>policy</th><th>S</th><th>downtime ms</th><th>total ms</th><th>pages sent</th><th>of the oracle's saving</th></tr></thead><tbody>${rows
+  const wraps = rows.some((r) => r.wrapped);
+  const table = `<table><thead><tr><th>policy</th><th>S</th><th>downtime ms</th><th>total ms</th><th>pages sent</th><th>of the oracle's saving</th>${wraps ? '<th>wrapped</th>' : ''}</tr></thead><tbody>${rows
     .map(
       (r) =>
-        `<tr><td>${esc(r.policy)}</td><td>${r.states ?? ''}</td><td>${r.downtimeMs.toFixed(1)}</td><td>${r.totalMs.toFixed(0)}</td><td>${num(r.pagesSent)}</td><td>${shareText(r.shareOfOracle)}</td></tr>`,
+        `<tr><td>${esc(r.policy)}</td><td>${r.states ?? ''}</td><td>${r.downtimeMs.toFixed(1)}</td><td>${r.totalMs.toFixed(0)}</td><td>${num(r.pagesSent)}</td><td>${shareText(r.shareOfOracle)}</td>${wraps ? `<td>${r.wrapped ? 'yes' : ''}</td>` : ''}</tr>`,
     )
     .join('')}</tbody></table>`;
   return `<!doctype html>

@@ -461,6 +461,11 @@ function toTable(rows: Row[], trace: Trace, bw: string, wraps: string | null): s
     head.push('throttled ms');
     for (const [i, r] of rows.entries()) body[i].push(r.throttledMs.toFixed(0));
   }
+  // Which runs the wrap note speaks of: their figures count the trace's start twice.
+  if (wraps) {
+    head.push('wrapped');
+    for (const [i, r] of rows.entries()) body[i].push(r.wrapped ? 'yes' : '');
+  }
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const fmt = (row: string[]) => row.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   const note = `trace: ${trace.samples.length} samples of ${trace.intervalMs} ms, ${trace.totalPages.toLocaleString('en-US')} pages; link ${bw}`;
