@@ -288,6 +288,52 @@ describe('bench/trace-costs.mjs (Table 1 on a recorded trace)', () => {
   });
 });
 
+describe("bench/acceptance.mjs (issue 14's acceptance on traces of one's own)", () => {
+  it("runs the acceptance command and gives the verdicts forecopy-sim's rows call for", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-acc-'));
+    const run = (args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bench/acceptance.mjs'), ...args], { encoding: 'utf8' });
+    try {
+      const r = run(['--rules', 'xen', '--jobs', '1', '--out', dir, `${TRACE}:5`]);
+      expect(r.status, r.stderr).toBe(0);
+      type R = {
+        policy: string;
+        states: number | null;
+        pagesSent: number;
+        downtimeMs: number;
+        shareOfOracle: number | null;
+        wrapped: boolean;
+      };
+      const rows = JSON.parse(fs.readFileSync(path.join(dir, 'mw-64-hotspot.xen.json'), 'utf8')) as R[];
+      // The rows are the acceptance command's: forecopy-sim run directly gives the same.
+      const direct = sim(['--trace', TRACE, '--bandwidth', '500mbit', '--model-seconds', '5', '--policy', 'forecast,precopy', '--json']);
+      const d = JSON.parse(direct.stdout) as R[];
+      for (const p of ['forecast', 'precopy'])
+        expect(rows.find((x) => x.policy === p)?.pagesSent).toBe(d.find((x) => x.policy === p)?.pagesSent);
+      expect(rows.filter((x) => x.policy === 'markov+skip').map((x) => x.states)).toEqual([64, 128, 256, 512, 1024]);
+      // The verdicts, worked out here from the rows.
+      const fc = rows.find((x) => x.policy === 'forecast') as R;
+      const pre = rows.find((x) => x.policy === 'precopy') as R;
+      const best = Math.min(...rows.filter((x) => ['xen-skip', 'tpo', 'markov', 'markov+skip'].includes(x.policy)).map((x) => x.pagesSent));
+      const fewest = fc.pagesSent <= best ? 'yes' : `no: ${(fc.pagesSent - best).toLocaleString('en-US')} more`;
+      const line = r.stdout.split('\n').find((l) => l.startsWith('| mw-64-hotspot |')) as string;
+      expect(line).toContain(`| **${fc.pagesSent.toLocaleString('en-US')} / ${fc.downtimeMs.toFixed(1)}** |`);
+      expect(line).toContain(`| ${fewest}; ${fc.downtimeMs <= pre.downtimeMs + 1e-9 ? 'yes' : 'no'}; `);
+      const n = (ok: boolean) => (ok ? 1 : 0);
+      expect(r.stdout).toContain(
+        `Tally, every trace: fewest pages ${n(fc.pagesSent <= best)} of 1; downtime no higher than pre-copy's ${n(fc.downtimeMs <= pre.downtimeMs + 1e-9)} of 1;`,
+      );
+      expect(r.stdout).not.toContain("QEMU's rule");
+      // A user's mistake is a message, not a stack.
+      const bad = run([path.join(dir, 'none.trace')]);
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toMatch(/^acceptance: no such trace file: .*none.trace\n/);
+      expect(bad.stderr).not.toContain('    at ');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe.skipIf(rootSkipReason())('forecopy-source record', () => {
   const c = new Cleanup();
   afterEach(() => c.run());
