@@ -798,6 +798,23 @@ export class ForecastModel {
   }
 
   /**
+   * How many pages (of all) were written within the last `h` samples (by their ages, on about
+   * 4,096 pages spread over the space): what the process did, not a forecast. Pages written for
+   * the first time count here; the forecast cannot see them coming.
+   */
+  recentlyWritten(h: number): number {
+    const step = Math.max(1, Math.floor(this.total / EXPECTED_PAGES));
+    let s = 0;
+    let n = 0;
+    for (let p = 0; p < this.total; p += step) {
+      n++;
+      const a = this.age(p);
+      if (a >= 0 && a < h) s++;
+    }
+    return n > 0 ? (s / n) * this.total : 0;
+  }
+
+  /**
    * Expected number of pages (of all, not only unsynchronized) written within h samples,
    * estimated on every `stride`-th page.
    */
