@@ -129,6 +129,31 @@ for (const [label, learn] of [
     `| forecast: planning a round that can be the last (300 ms limit, 4 GB/s), ${label}, send list of ${TOTAL.toLocaleString('en-US')} pages (median of 9) | ${ms.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`,
   );
 }
+// A round at 500 Mbit/s that can be the last: sending all of 1 GiB takes 17 s, far longer than
+// the limit, and what a small writer (400 pages a sample among 2,000) writes meanwhile fits it.
+// The policy holds back more than the limit's worth to end on a shorter round (splitLast: the
+// forecast, and what the process wrote over as many samples as the round lasts).
+{
+  const rate = 500e6 / 8 / 4096;
+  const rules = { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 };
+  const small = Array.from({ length: 400 }, () => {
+    const b = new PageBitmap(TOTAL);
+    for (let k = 0; k < 400; k++) b.set(100_000 + Math.floor(rnd() * 2000));
+    return b;
+  });
+  const policies = Array.from({ length: 12 }, () => {
+    const p = new ForecastPolicy(TOTAL, { intervalMs: 50, initialPageRate: rate, stopRules: rules });
+    for (const smp of small) p.observeSample(smp);
+    return p;
+  });
+  let held = 0;
+  const ms = timeIt(() => {
+    held = policies.pop().holdBack(everyPage, { round: 2, pageRate: rate, nowMs: 0 }).count();
+  });
+  console.log(
+    `| forecast: planning a round far longer than the limit (300 ms limit, 500 Mbit/s), 400 pages a sample among 2,000, send list of ${TOTAL.toLocaleString('en-US')} pages (median of 9) | ${ms.toFixed(3)} ms (held ${held.toLocaleString('en-US')}) |`,
+  );
+}
 // A writer at random over all of 1 GiB (every page written with probability q in each sample):
 // pages of every age side by side in each word, the slow path of both learning and planning
 // (the rows above have pages of one age per word). Each timed plan gets a policy of its own.
