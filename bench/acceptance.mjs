@@ -80,6 +80,9 @@ function traceArg(a) {
   return { file, seconds, name: path.basename(file).replace(/\.trace$/, '') };
 }
 
+/** The simulations running, stopped if one fails (its message is the answer; the rest would be lost). */
+const running = new Set();
+
 /** Runs one simulation; resolves with its rows, rejects with forecopy-sim's own message. */
 function simulate(job) {
   const args = [SIM, '--trace', job.trace.file, '--bandwidth', '500mbit', '--model-seconds', String(job.trace.seconds)];
@@ -87,11 +90,13 @@ function simulate(job) {
   args.push(...RULES[job.rule].extra);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
     const out = [];
     const err = [];
     child.stdout.on('data', (d) => out.push(d));
     child.stderr.on('data', (d) => err.push(d));
     child.on('close', (code) => {
+      running.delete(child);
       if (code === 0) resolve(JSON.parse(Buffer.concat(out).toString()));
       else reject(new Error(`${job.trace.file} (${job.rule}): ${Buffer.concat(err).toString().trim() || `exit ${code}`}`));
     });
@@ -200,6 +205,7 @@ async function main() {
   try {
     await runAll(jobs, o.jobs);
   } catch (e) {
+    for (const child of running) child.kill();
     process.stderr.write(`acceptance: ${e.message}\n`);
     return 1;
   }
