@@ -638,10 +638,10 @@ describe('ForecastPolicy: a round far longer than the downtime limit is not the 
   // 65,536 pages; 40 writes a sample at random among 1,000 of them. At 8,192 pages a second
   // round 1 (everything) lasts 160 samples, in which all 1,000 are written: 122 ms of rest (244 at
   // half round 1's rate), which fits the 600 ms limit, so pre-copy stops after round 1 and
-  // freezes those 1,000. Holding back more than the limit's worth keeps
-  // the migration going: round 1 ends some samples sooner, round 2 sends those pages and round
-  // 1's writes (about 4,500, 11 samples), and the freeze has only what is written in those
-  // samples, about a third of the 1,000.
+  // freezes those 1,000. Holding back more than the limit's worth keeps the migration going:
+  // round 1 ends some samples sooner, round 2 sends those pages and round 1's writes (about
+  // 4,500, 11 samples), and the freeze has only what is written in those samples, about a third
+  // of the 1,000.
   const M = 65_536;
   const HOT = 1000;
   const r = rng(5);
