@@ -147,6 +147,8 @@ export interface ForecastPolicyStatus extends Record<string, unknown> {
   converging: boolean;
   convergingFromRound: number | null;
   perRoundHeldPages: number[];
+  /** The rounds that held back more than the limit's worth so as not to end on a round far longer than the limit (splitLast). */
+  splitRounds: number[];
   perRoundForecastMs: number[];
   perSampleMs: number;
 }
@@ -172,6 +174,8 @@ export class ForecastPolicy implements Policy {
   /** The pages mapped, as of the plan being made (RoundContext.memoryPages). */
   private memory = 0;
   readonly heldPages: number[] = [];
+  /** The rounds splitLast split. */
+  private readonly splitRounds: number[] = [];
   readonly forecastMs: number[] = [];
   private sampleMs = 0;
 
@@ -332,6 +336,7 @@ export class ForecastPolicy implements Policy {
     const w1 = this.written(roundHolding(u, k + extra, perSample));
     const split = this.written((k + extra + w1) / perSample);
     if (split + this.resolution(final) >= final) return held;
+    this.splitRounds.push(ctx.round);
     return holdHighest(unsynced.clone().andNot(held), extra, held);
   }
 
@@ -642,6 +647,7 @@ export class ForecastPolicy implements Policy {
       converging: this.converging,
       convergingFromRound: this.convergingFrom,
       perRoundHeldPages: [...this.heldPages],
+      splitRounds: [...this.splitRounds],
       perRoundForecastMs: this.forecastMs.map((x) => Math.round(x * 1000) / 1000),
       perSampleMs: this.model.samples ? this.sampleMs / this.model.samples : 0,
     };

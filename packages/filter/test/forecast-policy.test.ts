@@ -659,12 +659,12 @@ describe('ForecastPolicy: a round far longer than the downtime limit is not the 
   const rules = { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 600, maxFactor: 100 };
   const pageRate = 8192;
   const opts = { pageRate, stopRules: rules, startMs: 10_000 };
-  const run = (splitLast: boolean, stopRules = rules) =>
-    simulate(trace, new ForecastPolicy(M, { intervalMs: INTERVAL, initialPageRate: pageRate, stopRules, splitLast }), {
-      ...opts,
-      stopRules,
-      warmupFromMs: -1,
-    });
+  const policies: ForecastPolicy[] = [];
+  const run = (splitLast: boolean, stopRules = rules) => {
+    const p = new ForecastPolicy(M, { intervalMs: INTERVAL, initialPageRate: pageRate, stopRules, splitLast });
+    policies.push(p);
+    return simulate(trace, p, { ...opts, stopRules, warmupFromMs: -1 });
+  };
   const final = (x: { rounds: Array<{ pagesSent: number }> }) => x.rounds.at(-1)!.pagesSent;
 
   it('holds more than the limit lets the freeze have, and freezes what a round of about its length meets', () => {
@@ -679,6 +679,9 @@ describe('ForecastPolicy: a round far longer than the downtime limit is not the 
     expect(split.stopReason).toBe('downtime-limit');
     expect(split.rounds).toHaveLength(3);
     expect(split.rounds[0].pagesFiltered).toBeGreaterThanOrEqual(Math.ceil(1.5 * 0.6 * (pageRate / 2)));
+    // The report says which round was split; the run that may not split says none.
+    expect(policies.at(-1)!.status().splitRounds).toEqual([1]);
+    expect(policies.at(-2)!.status().splitRounds).toEqual([]);
     expect(final(split)).toBeLessThan(final(precopy) / 2);
     // Every page is sent once but for what is written: no more than pre-copy sends, to within that.
     expect(split.pagesSent).toBeLessThanOrEqual(precopy.pagesSent + HOT);
