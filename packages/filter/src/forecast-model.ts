@@ -800,16 +800,17 @@ export class ForecastModel {
   /**
    * How many pages (of all) were written within the last `h` samples (by their ages, on about
    * 4,096 pages spread over the space): what the process did, not a forecast. Pages written for
-   * the first time count here; the forecast cannot see them coming.
+   * the first time count here; the forecast cannot see them coming. `weight(age)`, if given,
+   * counts a page last written `age` samples ago as that much of one.
    */
-  recentlyWritten(h: number): number {
+  recentlyWritten(h: number, weight?: (age: number) => number): number {
     const step = Math.max(1, Math.floor(this.total / EXPECTED_PAGES));
     let s = 0;
     let n = 0;
     for (let p = 0; p < this.total; p += step) {
       n++;
       const a = this.age(p);
-      if (a >= 0 && a < h) s++;
+      if (a >= 0 && a < h) s += weight ? weight(a) : 1;
     }
     return n > 0 ? (s / n) * this.total : 0;
   }

@@ -372,6 +372,24 @@ describe('ForecastModel: memory that follows the pages mapped, not the index spa
   });
 });
 
+describe('ForecastModel.recentlyWritten', () => {
+  it('counts the pages last written within h samples, each by its weight when one is given', () => {
+    // 4,096 pages: sample i writes pages 100 i .. 100 i + 99, ten samples. Within the last 3
+    // samples: the 300 pages of samples 7, 8 and 9, ages 2, 1 and 0.
+    const m = new ForecastModel(N);
+    for (let i = 0; i < 10; i++) {
+      const b = new PageBitmap(N);
+      b.setRange(100 * i, 100 * i + 100);
+      m.observe(b);
+    }
+    expect(m.recentlyWritten(3)).toBe(300);
+    expect(m.recentlyWritten(10)).toBe(1000);
+    expect(m.recentlyWritten(0)).toBe(0);
+    // Samples taken while the process ran twice as much as it does now count for half.
+    expect(m.recentlyWritten(3, (age) => (age === 0 ? 1 : 0.5))).toBe(200);
+  });
+});
+
 describe('ForecastModel.expectedWritten', () => {
   it("estimates a small process's writes from all its pages, not a handful", () => {
     // A sequential writer, 64 pages a sample round and round: within h samples it writes the 64 h
