@@ -98,7 +98,10 @@ function simulate(job) {
     child.on('close', (code) => {
       running.delete(child);
       if (code === 0) resolve(JSON.parse(Buffer.concat(out).toString()));
-      else reject(new Error(`${job.trace.file} (${job.rule}): ${Buffer.concat(err).toString().trim() || `exit ${code}`}`));
+      else
+        reject(
+          Object.assign(new Error(`${job.trace.file} (${job.rule}): ${Buffer.concat(err).toString().trim() || `exit ${code}`}`), { code }),
+        );
     });
   });
 }
@@ -207,7 +210,7 @@ async function main() {
   } catch (e) {
     for (const child of running) child.kill();
     process.stderr.write(`acceptance: ${e.message}\n`);
-    return 1;
+    return e.code ?? 1; // forecopy-sim's own: 2 for a trace it cannot read
   }
   if (o.out) {
     fs.mkdirSync(o.out, { recursive: true });

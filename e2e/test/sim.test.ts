@@ -328,6 +328,10 @@ describe("bench/acceptance.mjs (issue 14's acceptance on traces of one's own)", 
       expect(bad.status).toBe(2);
       expect(bad.stderr).toMatch(/^acceptance: no such trace file: .*none.trace\n/);
       expect(bad.stderr).not.toContain('    at ');
+      // A file that is not a trace: forecopy-sim's own message and exit code.
+      const notTrace = run(['--rules', 'xen', path.join(ROOT, 'README.md')]);
+      expect(notTrace.status).toBe(2);
+      expect(notTrace.stderr).toMatch(/^acceptance: .*README.md \(xen\): forecopy-sim: cannot read the trace .*not a forecopy trace/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
