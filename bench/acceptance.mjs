@@ -40,7 +40,7 @@ options:
 examples:
   node bench/acceptance.mjs app.trace
   node bench/acceptance.mjs --out /tmp/acc --jobs 2 db.trace build.trace:7.5
-  node bench/acceptance.mjs --rules xen bench/results/paper-*/mw-256.trace`;
+  node bench/acceptance.mjs --rules xen e2e/fixtures/mw-64-hotspot.trace:5   # the trace the tests keep`;
 
 class UsageError extends Error {}
 
