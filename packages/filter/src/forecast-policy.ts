@@ -1,7 +1,7 @@
 import { PageBitmap } from './page-bitmap.js';
 import {
-  ROUND1_RATE_MARGIN,
   XEN_DEFAULT_STOP_RULES,
+  limitRate,
   restFitsLimit,
   type Policy,
   type RoundContext,
@@ -323,8 +323,8 @@ export class ForecastPolicy implements Policy {
     if (!this.opts.splitLast || limit === undefined || !(rate > 0) || this.model.samples === 0 || ctx.round >= rules.maxRounds) return held;
     const u = unsynced.count();
     if (this.sent + u >= rules.maxFactor * this.memory) return held;
-    // The most pages the driver lets the freeze have after this round (at half the rate after round 1).
-    const fitting = (((limit - (ctx.fixedDowntimeMs ?? 0)) / 1000) * rate) / (ctx.round >= 2 ? 1 : ROUND1_RATE_MARGIN);
+    // The most pages the driver lets the freeze have after this round (restFitsLimit's, turned round).
+    const fitting = ((limit - (ctx.fixedDowntimeMs ?? 0)) / 1000) * limitRate(rate, ctx.round);
     const k = held.count();
     const extra = Math.ceil(SPLIT_MARGIN * fitting) - k;
     if (extra <= 0 || u - k - extra <= 0) return held;
@@ -337,6 +337,7 @@ export class ForecastPolicy implements Policy {
     // 2,878 were: round 1 was not the last, and a split only lengthened round 2).
     const overlap = this.model.expectedAmong(held, length * this.running);
     const final = Math.min(this.memory, k + this.written(length) - overlap);
+    if (!this.fitsLimit(final, rate, ctx)) return held; // the migration goes on anyway
     // A sample taken while the process ran more of the time than it does now (the throttle has
     // risen since) counts for the share it would write now.
     const ran = this.runningAt;
@@ -345,7 +346,7 @@ export class ForecastPolicy implements Policy {
       this.memory,
       k + this.model.recentlyWritten(length, (a) => Math.min(1, now / (ran[ran.length - 1 - a] ?? now))) - overlap,
     );
-    if (!this.fitsLimit(Math.max(final, seen), rate, ctx)) return held; // the migration goes on anyway
+    if (!this.fitsLimit(seen, rate, ctx)) return held;
     const w1 = this.written(roundHolding(u, k + extra, perSample));
     const split = this.written((k + extra + w1) / perSample);
     if (split + this.resolution(final) >= final) return held;

@@ -47,14 +47,18 @@ export const XEN_DEFAULT_STOP_RULES: Readonly<StopRules> = Object.freeze({
  */
 export const ROUND1_RATE_MARGIN = 2;
 
+/** The rate QEMU's rule counts the rest at after round `round`: 1 / ROUND1_RATE_MARGIN of `pageRate` after round 1. */
+export function limitRate(pageRate: number, round: number): number {
+  return round >= 2 ? pageRate : pageRate / ROUND1_RATE_MARGIN;
+}
+
 /**
  * QEMU's rule after round `round`: whether `pages` left to send, at `pageRate` pages a second
- * (counted at 1 / ROUND1_RATE_MARGIN of it after round 1), plus `fixedMs`, fit `limitMs`.
+ * (counted at limitRate), plus `fixedMs`, fit `limitMs`.
  */
 export function restFitsLimit(pages: number, pageRate: number, fixedMs: number, limitMs: number, round: number): boolean {
   if (!(pageRate > 0)) return false;
-  const rate = round >= 2 ? pageRate : pageRate / ROUND1_RATE_MARGIN;
-  return (pages / rate) * 1000 + fixedMs <= limitMs;
+  return (pages / limitRate(pageRate, round)) * 1000 + fixedMs <= limitMs;
 }
 
 export type StopReason = 'max-rounds' | 'min-remaining' | 'max-factor' | 'downtime-limit';
