@@ -56,6 +56,17 @@ export class ThrottleSchedule {
     this.periodStart = startMs;
   }
 
+  /**
+   * The high weighings still needed before the throttle is at its highest (every second one
+   * raises it): rounds, when each round is weighed; 0 once it is there.
+   */
+  get weighingsToMax(): number {
+    const { initial, increment, max } = this.params;
+    if (this.percent >= max) return 0;
+    const raises = this.percent === 0 ? 1 + Math.ceil((max - initial) / increment) : Math.ceil((max - this.percent) / increment);
+    return Math.max(0, 2 * raises - this.highPeriods);
+  }
+
   /** After a round that ended at `nowMs`: the throttle for the rounds that follow. */
   afterRound(pagesSent: number, pagesDirtied: number, nowMs: number): number {
     this.sent += pagesSent;

@@ -81,6 +81,11 @@ export interface RoundContext {
    * writes more than half of what it sends counts towards raising the throttle.
    */
   throttleMaxPercent?: number;
+  /**
+   * Auto-converge's high weighings still needed before its throttle is at the highest
+   * (ThrottleSchedule.weighingsToMax; rounds, when each is weighed; absent: unknown).
+   */
+  throttleWeighingsToMax?: number;
   /** The downtime's fixed costs as last forecast (RoundOutcome.fixedDowntimeMs), ms; the limit counts them. */
   fixedDowntimeMs?: number;
   /**

@@ -452,7 +452,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     pageRate: opts.pageRate,
     nowMs: now,
     throttlePercent: schedule?.percent ?? 0,
-    ...(opts.autoConverge ? { throttleMaxPercent: opts.autoConverge.max } : {}),
+    ...(schedule ? { throttleMaxPercent: schedule.params.max, throttleWeighingsToMax: schedule.weighingsToMax } : {}),
   });
   const firstLive = clock.liveAt(now, N);
   let plan = driver.firstRound(ctx(), firstLive);
@@ -473,15 +473,18 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     throttles.push(schedule?.percent ?? 0);
     throttledMs += ((now - start) * (schedule?.percent ?? 0)) / 100;
     const outcome = { pagesSent: sent, pagesSkipped: skipped, dirtied, durationMs, pageRate: opts.pageRate, live: mapped };
+    // Auto-converge weighs the round before the next is planned (QEMU raises the throttle at the
+    // bitmap sync that ends an iteration): the policy plans for the throttle the round runs at.
+    const ranAt = schedule?.percent; // the throttle the round (and any wait after it) ran at
+    schedule?.afterRound(sent, dirtied.count(), now);
     const decision = driver.endRound(outcome, ctx());
     const rec = driver.records[driver.records.length - 1];
     rounds.push(summarizeRound(rec));
-    schedule?.afterRound(rec.pagesSent, rec.pagesDirtied, now);
     if (decision.kind === 'stop') {
       // The last take, after the freeze, also has what was written while the policy waited.
       const remaining = decision.remaining
         .clone()
-        .or(clock.written(dirtFrom, now, N, schedule?.percent))
+        .or(clock.written(dirtFrom, now, N, ranAt))
         .and(clock.liveAt(now, N))
         .count();
       const downtimeMs = remaining * msPerPage;

@@ -25,6 +25,25 @@ describe("ThrottleSchedule: QEMU's auto-converge rule", () => {
     expect(s.percent).toBe(99); // at most max
   });
 
+  it('counts the high weighings still needed to reach the highest throttle', () => {
+    const s = new ThrottleSchedule(QEMU_THROTTLE);
+    let t = 0;
+    const high = () => s.afterRound(100, 100, (t += 100));
+    // 0 -> 20, then 30 ... 90, 99: nine raises, two high weighings each.
+    expect(s.weighingsToMax).toBe(18);
+    high();
+    expect(s.weighingsToMax).toBe(17); // one of the first raise's two is in
+    s.afterRound(100, 10, (t += 100)); // a low weighing neither counts nor resets
+    expect(s.weighingsToMax).toBe(17);
+    let n = 1;
+    while (s.weighingsToMax > 0) {
+      high();
+      n++;
+    }
+    expect(n).toBe(18);
+    expect(s.percent).toBe(99);
+  });
+
   it("weighs a period of 1 s or more, as QEMU's migration_bitmap_sync: short rounds do not raise it sooner", () => {
     const s = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS }, 5_000);
     // Rounds of 50 ms, each writing more than it sends. It weighs first at the round that ends
@@ -136,6 +155,26 @@ describe('the simulator under auto-converge', () => {
     expect(on.throttledMs).toBeGreaterThanOrEqual(roundsAt); // and the waits for a sample between them
     expect(on.throttledMs).toBeLessThanOrEqual((on.totalMs * QEMU_THROTTLE.max) / 100);
     expect(on.throttledMs).toBeGreaterThan(0);
+  });
+
+  it('tells the policy planning a round the throttle that round runs at', () => {
+    // QEMU raises the throttle at the sync that ends an iteration, before the next is sent: a
+    // policy told the throttle of the round before plans a throttled process's writes ten times
+    // too many at 90% -> 99%.
+    const inner = createPolicy('precopy');
+    const seen = new Map<number, number | undefined>();
+    const spy = {
+      ...inner,
+      name: inner.name,
+      holdBack: (unsynced: PageBitmap, ctx: Parameters<typeof inner.holdBack>[1]) => {
+        seen.set(ctx.round, ctx.throttlePercent);
+        return inner.holdBack(unsynced, ctx);
+      },
+    };
+    const r = simulate(trace, spy, { pageRate: 2000, stopRules: rules, startMs: 0, autoConverge: QEMU_THROTTLE });
+    const planned = r.rounds.filter((x) => !x.final).slice(1); // round 1 is planned before any throttle
+    expect(new Set(r.throttles).size).toBeGreaterThan(3); // it rose several times
+    for (const x of planned) expect(seen.get(x.round)).toBe(r.throttles[x.round - 1]);
   });
 
   it("weighed over QEMU's periods, paces the rounds so that the throttle rises before the round cap", () => {
