@@ -67,6 +67,11 @@ export class AutoConverge {
     return this.unavailable ? this.percent : this.schedule.params.max;
   }
 
+  /** The high weighings still needed before the throttle is at its highest (0 where it cannot throttle). */
+  get weighingsToMax(): number {
+    return this.unavailable ? 0 : this.schedule.weighingsToMax;
+  }
+
   /** How much longer the round that is running should last, ms (ThrottleSchedule.paceMs; `roundsAfter`: the rounds the cap allows after it). */
   paceMs(roundsAfter: number): number {
     return this.unavailable ? 0 : this.schedule.paceMs(performance.now(), roundsAfter);

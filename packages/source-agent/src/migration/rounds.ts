@@ -85,7 +85,6 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   const summary = r.final
     ? finalRoundSummary(r.round, sent.pagesSent, durationMs)
     : summarizeRound(r.driver.records[r.driver.records.length - 1]);
-  if (!r.final) s.autoConverge?.afterRound(summary.pagesSent, summary.pagesDirtied);
   recordRound(s, summary, sent, pagesPlanned, convergence(s, summary, decision, throttlePercent));
   return decision;
 }
@@ -161,6 +160,9 @@ function settleRound(
   driver.resize(space.totalPages);
   const dirtied = dirtiedSoFar.size === space.totalPages ? dirtiedSoFar : dirtiedSoFar.resized(space.totalPages);
   dirtied.and(space.live);
+  // Auto-converge weighs the round before the next is planned (QEMU raises the throttle at the
+  // bitmap sync that ends an iteration): the policy plans for the throttle the round runs at.
+  s.autoConverge?.afterRound(sent.pagesSent, dirtied.count());
   return driver.endRound(
     {
       pagesSent: sent.pagesSent,
@@ -175,7 +177,7 @@ function settleRound(
       pageRate: s.pageRate,
       nowMs: sampler.now(),
       throttlePercent: s.autoConverge?.percent ?? 0,
-      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent } : {}),
+      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent, throttleWeighingsToMax: s.autoConverge.weighingsToMax } : {}),
     },
   );
 }
