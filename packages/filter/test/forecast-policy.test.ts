@@ -912,3 +912,37 @@ describe('the bounded oracle', () => {
     expect(held.clone().andNot(written).isEmpty()).toBe(true);
   });
 });
+
+describe('ForecastPolicy: the end of the holding under a throttle that can still rise', () => {
+  // A sequential writer, 374 pages a sample, round and round its 4,096. Sending everything at
+  // 2,000 pages/s lasts 41 samples; at an 80% throttle the process lives 8.2 of them and writes
+  // three quarters of its pages meanwhile: a tail that converges, in 16 rounds. At 99% it writes
+  // 4% of them: a tail of 2. Four more high rounds raise the throttle from 80% to 99%.
+  const samples = Array.from({ length: 220 }, (_, i) =>
+    PageBitmap.fromIndices(
+      N,
+      Array.from({ length: 374 }, (_, k) => (i * 374 + k) % N),
+    ),
+  );
+  const rules = { ...XEN_DEFAULT_STOP_RULES, maxFactor: Number.POSITIVE_INFINITY, downtimeLimitMs: 300 };
+  const plan = (round: number, ctx: { throttleMaxPercent?: number; throttleWeighingsToMax?: number }) => {
+    const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: rules, initialPageRate: 2000 });
+    for (const s of samples) p.observeSample(s);
+    return p.holdBack(PageBitmap.full(N), { round, pageRate: 2000, nowMs: 0, throttlePercent: 80, ...ctx }).count();
+  };
+
+  it('keeps holding while the rounds left let the throttle reach its highest before a tail that converges there', () => {
+    // Round 16 of 30: 16 + 4 rounds to 99% + 2 + a tail of 2 fit; 16 + 2 + a tail of 16 at 80% do not.
+    expect(plan(16, { throttleMaxPercent: 99, throttleWeighingsToMax: 4 })).toBeGreaterThan(1000);
+    // The throttle cannot rise (it is at its highest, or there is none): the tail at 80% starts now.
+    expect(plan(16, { throttleMaxPercent: 80, throttleWeighingsToMax: 0 })).toBe(0);
+    expect(plan(16, {})).toBe(0);
+  });
+
+  it('flushes once those rounds are no longer left', () => {
+    const rising = { throttleMaxPercent: 99, throttleWeighingsToMax: 4 };
+    expect(plan(21, rising)).toBeGreaterThan(1000); // 21 + 4 + 2 + 2 < 30
+    expect(plan(22, rising)).toBe(0);
+    expect(plan(23, rising)).toBe(0);
+  });
+});
