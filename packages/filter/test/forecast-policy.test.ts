@@ -727,6 +727,36 @@ describe('ForecastPolicy: a round far longer than the downtime limit is not the 
     expect(once(true)).toEqual(once(false));
     expect(once(true).rounds.length).toBeGreaterThan(2); // round 1 was not the last
   });
+
+  it('holds pages whose mappings outlast the two rounds, not those of a mapping about to vanish', () => {
+    // The same, and every 20 samples a mapping of 4,096 pages is made at the top of the index
+    // space and unmapped 10 samples later; one was made as the migration starts. Held, its pages would vanish during round 1: the rest
+    // would again fit the limit after round 1, and the freeze would have all 1,000 hot pages.
+    const MAP = 4096;
+    let space = M;
+    let born = -1;
+    const mapped: Trace = {
+      ...trace,
+      samples: trace.samples.map((x, i) => {
+        const died: Array<[number, number]> = [];
+        if (i % 20 === 9 && born >= 0) died.push([born, born + MAP]);
+        if (i % 20 === 19) {
+          born = space;
+          space += MAP;
+        }
+        return { atMs: x.atMs, pages: x.pages.resized(space), died };
+      }),
+    };
+    const max = mapped.samples.at(-1)!.pages.size;
+    const grown: Trace = { ...mapped, totalPages: max };
+    const policy = new ForecastPolicy(max, { intervalMs: INTERVAL, initialPageRate: pageRate, stopRules: rules, splitLast: true });
+    const split = simulate(grown, policy, { ...opts, warmupFromMs: -1 });
+    const precopy = simulate(grown, createPolicy('precopy'), opts);
+    expect(final(precopy)).toBeGreaterThan(950);
+    expect(policy.status().splitRounds).toEqual([1]);
+    expect(split.rounds).toHaveLength(3);
+    expect(final(split)).toBeLessThan(final(precopy) / 2);
+  });
 });
 
 describe('ForecastPolicy: the last rounds before the round cap', () => {
