@@ -24,7 +24,9 @@ import { MappingLifetimes } from './lifetimes.js';
 //   page more to send, and if it is still held when the migration stops it adds to downtime
 //   (expected cost 1 - p while the stop is far). Hold when p > 1 - p, i.e. p > 1/2.
 // - Near the stop holding costs downtime, so the filter stops holding (`converging`) once the
-//   rounds it has left are about the rounds a pre-copy tail needs to converge from here, once the
+//   rounds it has left are about the rounds a pre-copy tail needs to converge from here (while
+//   auto-converge's throttle can still rise: the rounds it needs to reach its highest, then a
+//   tail at that throttle, for the held pages are best sent while the process writes least), once the
 //   rest is within twice the downtime limit (when there is one), once
 //   the send list would be the held pages alone (holding longer saves nothing more), or before
 //   the data limit (maxFactor). It does this only if sending the held pages converges: if the
@@ -464,7 +466,8 @@ export class ForecastPolicy implements Policy {
   /**
    * Whether the stop is near: the rest is within twice the downtime limit (the driver stops as
    * soon as it fits it: a page held then is a page of downtime); the rounds left are what a
-   * pre-copy tail needs to converge from here (a couple when it will not converge); or the data
+   * pre-copy tail needs to converge from here (a couple when it will not converge; under a
+   * throttle that can still rise, after the rounds it needs to reach its highest); or the data
    * cap is two rounds away.
    */
   private endNear(ctx: RoundContext, u: number, written: number, convergent: boolean): 'limit' | 'rounds' | 'data' | null {
