@@ -355,9 +355,9 @@ export class ForecastPolicy implements Policy {
     // The pages held must still be there when the driver judges the next round: a held page whose
     // mapping ends meanwhile leaves the rest smaller, and the driver may then stop after this round
     // with a freeze the split did not plan (node-map in the simulator: of 6,867 pages held, 4,938
-    // were unmapped, and 3,220 pages froze where 1,829 do without the split). So they are taken from mappings
-    // not forecast to end within the two rounds, counted at the clock's pace (what ends a mapping
-    // need not be throttled); where there are not enough, it does not split.
+    // were unmapped, and 3,220 pages froze where 1,829 do without the split). So they are taken
+    // from mappings not forecast to end within the two rounds, counted at the clock's pace (what
+    // ends a mapping need not be throttled); where there are not enough, it does not split.
     const lasting = unsynced.clone().andNot(held);
     const gone = new PageBitmap(lasting.size);
     this.lifetimes.addLikelyGone(lasting, (u + w1) / perSample, 0.5, gone);

@@ -730,8 +730,9 @@ describe('ForecastPolicy: a round far longer than the downtime limit is not the 
 
   it('holds pages whose mappings outlast the two rounds, not those of a mapping about to vanish', () => {
     // The same, and every 20 samples a mapping of 4,096 pages is made at the top of the index
-    // space and unmapped 10 samples later; one was made as the migration starts. Held, its pages would vanish during round 1: the rest
-    // would again fit the limit after round 1, and the freeze would have all 1,000 hot pages.
+    // space and unmapped 10 samples later; one was made as the migration starts. Held, its pages
+    // would vanish during round 1: the rest would again fit the limit after round 1, and the
+    // freeze would have all 1,000 hot pages.
     const MAP = 4096;
     let space = M;
     let born = -1;
