@@ -67,6 +67,15 @@ export class ThrottleSchedule {
     return Math.max(0, 2 * raises - this.highPeriods);
   }
 
+  /**
+   * The rounds still needed before the throttle is at its highest, if every one is high: the
+   * weighings, when each round is weighed; unknown (undefined) when it weighs periods, which may
+   * hold many rounds each until the rounds are paced (paceMs).
+   */
+  get roundsToMax(): number | undefined {
+    return this.periodMs > 0 ? undefined : this.weighingsToMax;
+  }
+
   /** After a round that ended at `nowMs`: the throttle for the rounds that follow. */
   afterRound(pagesSent: number, pagesDirtied: number, nowMs: number): number {
     this.sent += pagesSent;

@@ -484,7 +484,8 @@ export class ForecastPolicy implements Policy {
     // while the process still writes many times what it will at the highest, and the rounds that
     // follow have to send those writes again (mw-256 in the simulator: a final round of 4,526
     // pages where holding until 90% left 2,761).
-    const rises = this.throttleRises(ctx) ? (ctx.throttleWeighingsToMax ?? 0) : 0;
+    // (Weighed over periods, the rounds it needs are not known: the rule is then the one below.)
+    const rises = this.throttleRises(ctx) ? (ctx.throttleRoundsToMax ?? 0) : 0;
     if (rises > 0) {
       const atMax = this.model.expectedWritten(((u * 1000) / (this.lastRate * this.opts.intervalMs)) * this.runningAtMax(ctx)) / u;
       const converge = atMax <= CONVERGES ? roundsToConverge(atMax) : 0;

@@ -82,10 +82,10 @@ export interface RoundContext {
    */
   throttleMaxPercent?: number;
   /**
-   * Auto-converge's high weighings still needed before its throttle is at the highest
-   * (ThrottleSchedule.weighingsToMax; rounds, when each is weighed; absent: unknown).
+   * The rounds auto-converge still needs before its throttle is at the highest, if each is high
+   * (ThrottleSchedule.roundsToMax; absent: unknown, as when it weighs periods).
    */
-  throttleWeighingsToMax?: number;
+  throttleRoundsToMax?: number;
   /** The downtime's fixed costs as last forecast (RoundOutcome.fixedDowntimeMs), ms; the limit counts them. */
   fixedDowntimeMs?: number;
   /**

@@ -452,7 +452,8 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     pageRate: opts.pageRate,
     nowMs: now,
     throttlePercent: schedule?.percent ?? 0,
-    ...(schedule ? { throttleMaxPercent: schedule.params.max, throttleWeighingsToMax: schedule.weighingsToMax } : {}),
+    ...(schedule ? { throttleMaxPercent: schedule.params.max } : {}),
+    ...(schedule?.roundsToMax !== undefined ? { throttleRoundsToMax: schedule.roundsToMax } : {}),
   });
   const firstLive = clock.liveAt(now, N);
   let plan = driver.firstRound(ctx(), firstLive);

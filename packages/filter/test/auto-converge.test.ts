@@ -44,6 +44,14 @@ describe("ThrottleSchedule: QEMU's auto-converge rule", () => {
     expect(s.percent).toBe(99);
   });
 
+  it('knows the rounds to the highest throttle only when each round is weighed', () => {
+    expect(new ThrottleSchedule(QEMU_THROTTLE).roundsToMax).toBe(18);
+    // Over periods of 1 s a period may hold many rounds (until they are paced): unknown.
+    const periods = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS });
+    expect(periods.weighingsToMax).toBe(18);
+    expect(periods.roundsToMax).toBeUndefined();
+  });
+
   it("weighs a period of 1 s or more, as QEMU's migration_bitmap_sync: short rounds do not raise it sooner", () => {
     const s = new ThrottleSchedule({ ...QEMU_THROTTLE, periodMs: QEMU_PERIOD_MS }, 5_000);
     // Rounds of 50 ms, each writing more than it sends. It weighs first at the round that ends

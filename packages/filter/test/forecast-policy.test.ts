@@ -956,7 +956,7 @@ describe('ForecastPolicy: the end of the holding under a throttle that can still
     ),
   );
   const rules = { ...XEN_DEFAULT_STOP_RULES, maxFactor: Number.POSITIVE_INFINITY, downtimeLimitMs: 300 };
-  const plan = (round: number, ctx: { throttleMaxPercent?: number; throttleWeighingsToMax?: number }) => {
+  const plan = (round: number, ctx: { throttleMaxPercent?: number; throttleRoundsToMax?: number }) => {
     const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: rules, initialPageRate: 2000 });
     for (const s of samples) p.observeSample(s);
     return p.holdBack(PageBitmap.full(N), { round, pageRate: 2000, nowMs: 0, throttlePercent: 80, ...ctx }).count();
@@ -964,14 +964,14 @@ describe('ForecastPolicy: the end of the holding under a throttle that can still
 
   it('keeps holding while the rounds left let the throttle reach its highest before a tail that converges there', () => {
     // Round 16 of 30: 16 + 4 rounds to 99% + 2 + a tail of 2 fit; 16 + 2 + a tail of 16 at 80% do not.
-    expect(plan(16, { throttleMaxPercent: 99, throttleWeighingsToMax: 4 })).toBeGreaterThan(1000);
+    expect(plan(16, { throttleMaxPercent: 99, throttleRoundsToMax: 4 })).toBeGreaterThan(1000);
     // The throttle cannot rise (it is at its highest, or there is none): the tail at 80% starts now.
-    expect(plan(16, { throttleMaxPercent: 80, throttleWeighingsToMax: 0 })).toBe(0);
+    expect(plan(16, { throttleMaxPercent: 80, throttleRoundsToMax: 0 })).toBe(0);
     expect(plan(16, {})).toBe(0);
   });
 
   it('flushes once those rounds are no longer left', () => {
-    const rising = { throttleMaxPercent: 99, throttleWeighingsToMax: 4 };
+    const rising = { throttleMaxPercent: 99, throttleRoundsToMax: 4 };
     expect(plan(21, rising)).toBeGreaterThan(1000); // 21 + 4 + 2 + 2 < 30
     expect(plan(22, rising)).toBe(0);
     expect(plan(23, rising)).toBe(0);
