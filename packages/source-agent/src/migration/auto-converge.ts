@@ -67,9 +67,9 @@ export class AutoConverge {
     return this.unavailable ? this.percent : this.schedule.params.max;
   }
 
-  /** The high weighings still needed before the throttle is at its highest (0 where it cannot throttle). */
-  get weighingsToMax(): number {
-    return this.unavailable ? 0 : this.schedule.weighingsToMax;
+  /** The rounds still needed before the throttle is at its highest (ThrottleSchedule.roundsToMax; 0 where it cannot throttle). */
+  get roundsToMax(): number | undefined {
+    return this.unavailable ? 0 : this.schedule.roundsToMax;
   }
 
   /** How much longer the round that is running should last, ms (ThrottleSchedule.paceMs; `roundsAfter`: the rounds the cap allows after it). */

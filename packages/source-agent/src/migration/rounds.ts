@@ -177,7 +177,8 @@ function settleRound(
       pageRate: s.pageRate,
       nowMs: sampler.now(),
       throttlePercent: s.autoConverge?.percent ?? 0,
-      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent, throttleWeighingsToMax: s.autoConverge.weighingsToMax } : {}),
+      ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent } : {}),
+      ...(s.autoConverge?.roundsToMax !== undefined ? { throttleRoundsToMax: s.autoConverge.roundsToMax } : {}),
     },
   );
 }
