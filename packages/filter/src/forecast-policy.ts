@@ -142,6 +142,11 @@ const RUNNING_KEPT = 4096;
 /** Auto-converge throttles to 99% at most: the process runs at least this share of the time. */
 const MIN_RUNNING = 0.01;
 
+/** The share of the time a process runs under auto-converge's throttle of `percent`. */
+function runningShare(percent: number): number {
+  return Math.max(MIN_RUNNING, 1 - percent / 100);
+}
+
 export interface ForecastPolicyStatus extends Record<string, unknown> {
   regionPages: number;
   modelBytes: number;
@@ -249,12 +254,12 @@ export class ForecastPolicy implements Policy {
     // of the samples the round lasts, so every horizon of the forecast (in the process's samples)
     // shrinks by it. A page due within 40 samples of its own time is not due within 40 samples of
     // a process stopped 99% of the time.
-    this.running = Math.max(MIN_RUNNING, 1 - (ctx.throttlePercent ?? 0) / 100);
+    this.running = runningShare(ctx.throttlePercent ?? 0);
     if (rate <= 0 || this.model.samples === 0) return held;
     if (unsynced.size !== this.model.totalPages) this.model.resize(unsynced.size);
     // The process's memory: the pages mapped (the driver's data cap counts these), not the index space.
     this.memory = ctx.memoryPages ?? this.model.totalPages;
-    const perSample = (rate * this.opts.intervalMs) / 1000;
+    const perSample = this.samplePages;
     const u = unsynced.count();
     const h = u / perSample; // the round's length in samples if everything were sent
     const rules = this.opts.stopRules;
@@ -330,7 +335,7 @@ export class ForecastPolicy implements Policy {
     const k = held.count();
     const extra = Math.ceil(SPLIT_MARGIN * fitting) - k;
     if (extra <= 0 || u - k - extra <= 0) return held;
-    const perSample = (rate * this.opts.intervalMs) / 1000;
+    const perSample = this.samplePages;
     const length = roundHolding(u, k, perSample);
     // The freeze's pages if nothing more is held: the held ones and what is written meanwhile.
     // Whether the driver stops after this round is judged also by what the process wrote over
@@ -487,7 +492,7 @@ export class ForecastPolicy implements Policy {
     // (Weighed over periods, the rounds it needs are not known: the rule is then the one below.)
     const rises = this.throttleRises(ctx) ? (ctx.throttleRoundsToMax ?? 0) : 0;
     if (rises > 0) {
-      const atMax = this.model.expectedWritten(((u * 1000) / (this.lastRate * this.opts.intervalMs)) * this.runningAtMax(ctx)) / u;
+      const atMax = this.model.expectedWritten((u / this.samplePages) * runningShare(ctx.throttleMaxPercent ?? 0)) / u;
       const converge = atMax <= CONVERGES ? roundsToConverge(atMax) : 0;
       if (ctx.round + rises + MIN_TAIL_ROUNDS + converge >= rules.maxRounds) return 'rounds';
     } else if (ctx.round + MIN_TAIL_ROUNDS + (convergent ? roundsToConverge(written / u) : 0) >= rules.maxRounds) return 'rounds';
@@ -541,9 +546,9 @@ export class ForecastPolicy implements Policy {
     return ctx.throttleMaxPercent !== undefined && (ctx.throttlePercent ?? 0) < ctx.throttleMaxPercent;
   }
 
-  /** The share of the time the process runs at auto-converge's highest throttle. */
-  private runningAtMax(ctx: RoundContext): number {
-    return Math.max(MIN_RUNNING, 1 - (ctx.throttleMaxPercent ?? 0) / 100);
+  /** Pages the link carries in one sample, at the rate the last plan took (lastRate). */
+  private get samplePages(): number {
+    return (this.lastRate * this.opts.intervalMs) / 1000;
   }
 
   /**
@@ -673,7 +678,7 @@ export class ForecastPolicy implements Policy {
   private settlesAt(written: number): number {
     const rate = this.lastRate;
     if (!(rate > 0)) return written;
-    const perSample = (rate * this.opts.intervalMs) / 1000;
+    const perSample = this.samplePages;
     let u = written;
     for (let i = 0; i < SETTLE_ROUNDS && u / perSample >= 1; i++) {
       const next = this.written(u / perSample);
