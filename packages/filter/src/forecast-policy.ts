@@ -156,6 +156,12 @@ export interface ForecastPolicyStatus extends Record<string, unknown> {
   converging: boolean;
   convergingFromRound: number | null;
   perRoundHeldPages: number[];
+  /**
+   * The throttle each round was planned for (RoundContext.throttlePercent; 0 without auto-converge),
+   * beside perRoundHeldPages: the throttle the round then ran at, as auto-converge weighs each
+   * round before the next is planned.
+   */
+  perRoundThrottlePercent: number[];
   /** The rounds that held back more than the limit's worth so as not to end on a round far longer than the limit (splitLast). */
   splitRounds: number[];
   perRoundForecastMs: number[];
@@ -183,6 +189,8 @@ export class ForecastPolicy implements Policy {
   /** The pages mapped, as of the plan being made (RoundContext.memoryPages). */
   private memory = 0;
   readonly heldPages: number[] = [];
+  /** The throttle each plan was made for. */
+  private readonly plannedThrottle: number[] = [];
   /** The rounds splitLast split. */
   private readonly splitRounds: number[] = [];
   /** The share of the time the process ran during each of the last samples shown (oldest first). */
@@ -238,6 +246,7 @@ export class ForecastPolicy implements Policy {
     const held = this.splitLast(unsynced, this.plan(unsynced, ctx), ctx);
     this.forecastMs.push(performance.now() - t);
     this.heldPages.push(held.count());
+    this.plannedThrottle.push(ctx.throttlePercent ?? 0);
     return held;
   }
 
@@ -698,6 +707,7 @@ export class ForecastPolicy implements Policy {
       converging: this.converging,
       convergingFromRound: this.convergingFrom,
       perRoundHeldPages: [...this.heldPages],
+      perRoundThrottlePercent: [...this.plannedThrottle],
       splitRounds: [...this.splitRounds],
       perRoundForecastMs: this.forecastMs.map((x) => Math.round(x * 1000) / 1000),
       perSampleMs: this.model.samples ? this.sampleMs / this.model.samples : 0,
