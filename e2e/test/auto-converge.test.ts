@@ -165,6 +165,24 @@ describe.skipIf(skip)('auto-converge', () => {
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });
 
+  it('tells the forecast policy planning each round the throttle that round runs at', async () => {
+    // QEMU raises the throttle at the bitmap sync that ends an iteration, before the next is sent:
+    // a policy told the throttle of the round before counts a throttled process's writes for a
+    // share of the time it no longer runs (at 90% -> 99%, ten times too many).
+    const mw = await startMw(c, MW);
+    const dest = await startDest(c, ['--once']);
+    const extra = ['--after', 'resume', '--bandwidth', '50mbit', '--policy', 'forecast', '--model-seconds', '2', ...CONVERGE];
+    const run = await runSource(c, migrateArgs(mw.pid, dest, extra));
+    expect(run.code, run.stderr).toBe(0);
+    const r = run.report!;
+    expect(r.verified).toBe(true);
+    const ran = r.rounds.filter((x: any) => !x.final).map((x: any) => x.throttlePercent);
+    expect(new Set(ran).size).toBeGreaterThan(1); // it rose while rounds ran
+    // Round 1 is planned before any throttle; each later one for the throttle it then ran at.
+    expect(r.policyStatus.perRoundThrottlePercent).toEqual(ran);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
+
   it('a throttle left by a killed agent is lifted by cleanup', async () => {
     const mw = await startMw(c, MW);
     const before = await writeRate(mw);
