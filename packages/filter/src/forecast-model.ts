@@ -829,22 +829,25 @@ export class ForecastModel {
     const regions = Math.ceil(this.total / rp);
     const regionStep = Math.max(1, Math.floor(regions / 512));
     const inStep = Math.max(1, Math.floor((rp * Math.ceil(regions / regionStep)) / EXPECTED_PAGES));
+    const { tag, p: byAge } = this.ages;
     let s = 0;
     let n = 0;
     for (let r = 0; r < regions; r += regionStep) {
       const live = this.loadTail(lv, r);
-      let prevA = -1;
-      let prevP = 0;
+      // Pages of one age in a region share one forecast (a writer at random leaves a few dozen ages in each).
+      const gen = this.ages.next();
       for (let p = r * rp; p < Math.min(this.total, (r + 1) * rp); p += inStep) {
         n++;
         const a = this.age(p);
         if (a < 0 || !live) continue;
-        // Pages written in the same sample share one forecast.
-        if (a !== prevA) {
-          prevA = a;
-          prevP = this.prob(lv, p, a, h);
+        if (a > MAX_AGE) s += this.within(a, h);
+        else if (tag[a] === gen) s += byAge[a];
+        else {
+          const q = this.within(a, h);
+          tag[a] = gen;
+          byAge[a] = q;
+          s += q;
         }
-        s += prevP;
       }
     }
     return n > 0 ? (s / n) * this.total : 0;
