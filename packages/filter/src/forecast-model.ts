@@ -597,7 +597,7 @@ export class ForecastModel {
       // lowest page's, counted for every page of it. One loop for both, with one call site for a
       // forecast not yet made: with two, V8 inlined it into the one or the other depending on
       // which it had seen more of when it compiled the pass, and a writer at random's plan took
-      // 1.4 ms in some runs and 2.0-2.9 ms in others.
+      // about 1.5 ms in some runs of bench/filter-costs.mjs and 1.9-3.3 ms in others.
       const whole1 = whole[k] === 1;
       const n = whole1 ? popcount32(x) : 1;
       if (whole1) x &= -x;
