@@ -875,6 +875,9 @@ describe('ForecastPolicy: the downtime limit with auto-converge', () => {
       expect(Math.max(...fc.throttles)).toBeLessThan(99);
       expect(fc.pagesSent).toBeLessThan(xen.pagesSent);
       expect(fc.downtimeMs).toBeLessThanOrEqual(rules.downtimeLimitMs);
+      // Each round was planned for the throttle it then ran at (the report's policyStatus).
+      expect(new Set(fc.throttles).size).toBeGreaterThan(1);
+      expect((f as ForecastPolicy).status().perRoundThrottlePercent).toEqual(fc.throttles);
     }
   });
 });
