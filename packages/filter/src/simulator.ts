@@ -71,7 +71,12 @@ export interface SimReport {
   pagesSent: number;
   memoryPages: number;
   stopReason: string;
-  rounds: RoundSummary[];
+  rounds: SimRound[];
+  /**
+   * Pages sent that an earlier round had already sent (the stop-and-copy round included): what
+   * the policy's rounds sent more than once. pagesSent less this is the pages sent at all.
+   */
+  pagesResent: number;
   wrapped: boolean;
   /** The throttle in force during each iterative round, in percent (all 0 without auto-converge). */
   throttles: number[];
@@ -81,6 +86,12 @@ export interface SimReport {
    * downtime the throttle saved (0 without auto-converge).
    */
   throttledMs: number;
+}
+
+/** A round of the simulation: as the live agent reports it, and how many of its pages an earlier round had sent. */
+export interface SimRound extends RoundSummary {
+  /** Pages sent in this round that an earlier round had sent too (written again since, or held and sent again). */
+  pagesResent: number;
 }
 
 /** Where within its sample's interval a write is counted (TraceClock). */
@@ -367,6 +378,8 @@ interface Sending {
   throttle: () => number | undefined;
   /** Shows the policy the samples of (from, to]. */
   feed: (from: number, to: number) => void;
+  /** Every page sent so far (sendBatches adds the pages it sends). */
+  everSent: PageBitmap;
 }
 
 /**
@@ -375,10 +388,16 @@ interface Sending {
  * vanished by the time it is read (the sampler retires them between batches; a read of one comes
  * back short): a long round of a process that maps and unmaps as it runs does not send them.
  */
-function sendBatches(pages: number[], startMs: number, lastTakeMs: number, o: Sending): { sent: number; skipped: number; endMs: number } {
+function sendBatches(
+  pages: number[],
+  startMs: number,
+  lastTakeMs: number,
+  o: Sending,
+): { sent: number; skipped: number; resent: number; endMs: number } {
   let now = startMs;
   let sent = 0;
   let skipped = 0;
+  let resent = 0;
   const re = new PageBitmap(o.size); // written since the last take, for the skip (the sampler's peek)
   let seen = lastTakeMs;
   for (let i = 0; i < pages.length; i += o.batch) {
@@ -394,9 +413,13 @@ function sendBatches(pages: number[], startMs: number, lastTakeMs: number, o: Se
     const t0 = now;
     now += chunk.length * o.msPerPage;
     sent += chunk.length;
+    for (const p of chunk) {
+      if (o.everSent.has(p)) resent++;
+      else o.everSent.set(p);
+    }
     o.feed(t0, now);
   }
-  return { sent, skipped, endMs: now };
+  return { sent, skipped, resent, endMs: now };
 }
 
 /**
@@ -430,6 +453,12 @@ function paced(
   return now + wait;
 }
 
+/** The stop-and-copy round: it sends `rest`; those of its pages an earlier round had sent are sent again. */
+function finalRound(round: number, rest: PageBitmap, msPerPage: number, everSent: PageBitmap): SimRound {
+  const n = rest.count();
+  return { ...finalRoundSummary(round, n, n * msPerPage), pagesResent: rest.intersectCount(everSent) };
+}
+
 export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimReport {
   const N = trace.totalPages;
   const clock = new TraceClock(trace, opts.writeTimes);
@@ -457,14 +486,15 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
   });
   const firstLive = clock.liveAt(now, N);
   let plan = driver.firstRound(ctx(), firstLive);
-  const rounds: RoundSummary[] = [];
+  const rounds: SimRound[] = [];
   let dirtFrom = now; // the sampler's last take: the writes since then are the next round's
-  const sending: Sending = { clock, size: N, batch, msPerPage, skip: !!policy.skipRedirtied, throttle: () => schedule?.percent, feed };
+  const throttle = () => schedule?.percent;
+  const sending: Sending = { clock, size: N, batch, msPerPage, skip: !!policy.skipRedirtied, throttle, feed, everSent: new PageBitmap(N) };
   for (;;) {
     const start = now;
     const live = clock.liveView(start, N); // the sender skips the pages whose mapping vanished
     const pages = [...plan.send].filter((p) => live.has(p));
-    const { sent, skipped, endMs } = sendBatches(pages, start, dirtFrom, sending);
+    const { sent, skipped, resent, endMs } = sendBatches(pages, start, dirtFrom, sending);
     now = paced(schedule, plan.round, opts.stopRules.maxRounds, endMs, feed);
     const mapped = clock.liveAt(now, N);
     const dirtied = clock.written(dirtFrom, now, N, schedule?.percent).and(mapped);
@@ -480,24 +510,25 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     schedule?.afterRound(sent, dirtied.count(), now);
     const decision = driver.endRound(outcome, ctx());
     const rec = driver.records[driver.records.length - 1];
-    rounds.push(summarizeRound(rec));
+    rounds.push({ ...summarizeRound(rec), pagesResent: resent });
     if (decision.kind === 'stop') {
       // The last take, after the freeze, also has what was written while the policy waited.
-      const remaining = decision.remaining
+      const rest = decision.remaining
         .clone()
         .or(clock.written(dirtFrom, now, N, ranAt))
-        .and(clock.liveAt(now, N))
-        .count();
-      const downtimeMs = remaining * msPerPage;
-      rounds.push(finalRoundSummary(rec.round + 1, remaining, downtimeMs));
+        .and(clock.liveAt(now, N));
+      const final = finalRound(rec.round + 1, rest, msPerPage, sending.everSent);
+      rounds.push(final);
+      const downtimeMs = final.durationMs;
       return {
         policy: policy.name,
         downtimeMs,
         totalMs: now + downtimeMs - opts.startMs,
-        pagesSent: driver.pagesSent + remaining,
+        pagesSent: driver.pagesSent + final.pagesSent,
         memoryPages: firstLive.count(),
         stopReason: decision.reason,
         rounds,
+        pagesResent: rounds.reduce((n, x) => n + x.pagesResent, 0),
         wrapped: clock.wrapped,
         throttles,
         throttledMs,

@@ -35,6 +35,9 @@ describe('simulate (hand-computed)', () => {
     expect(r.pagesSent).toBe(310);
     expect(r.downtimeMs).toBe(10);
     expect(r.totalMs).toBe(310);
+    // Each round after the first sends the ten hot pages again, and so does the stop-and-copy.
+    expect(r.rounds.map((x) => x.pagesResent)).toEqual([0, ...Array(20).fill(10), 10]);
+    expect(r.pagesResent).toBe(210);
   });
 
   it('the oracle holds the hot pages back and sends each page once', () => {
@@ -47,6 +50,19 @@ describe('simulate (hand-computed)', () => {
     expect(r.pagesSent).toBe(100);
     expect(r.stopReason).toBe('max-rounds');
     expect(r.downtimeMs).toBe(10);
+    expect(r.pagesResent).toBe(0);
+    expect(r.rounds.every((x) => x.pagesResent === 0)).toBe(true);
+  });
+
+  it('counts the pages a round sends that an earlier one sent: the rest is each page sent once', () => {
+    for (const name of ['precopy', 'xen-skip', 'tpo'] as const) {
+      const r = simulate(hotTrace(), createPolicy(name, { totalPages: 100 }), opts);
+      expect(r.pagesResent).toBe(r.rounds.reduce((s, x) => s + x.pagesResent, 0));
+      // All 100 pages are mapped throughout and round 1 sends them all (or holds the hot ones
+      // and sends them later): each is sent once, and every other send is again.
+      expect(r.pagesSent - r.pagesResent).toBe(100);
+      for (const x of r.rounds) expect(x.pagesResent).toBeLessThanOrEqual(x.pagesSent);
+    }
   });
 
   it('xen-skip skips pages written since the round began, before each batch', () => {
