@@ -388,7 +388,7 @@ function writeOut(file: string, data: string): void {
 
 function toCsv(rows: Row[]): string {
   const head =
-    'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped,baseline,saving_vs_baseline,throttled_ms';
+    'policy,states,downtime_ms,total_ms,pages_sent,rounds,stop_reason,saving_pages,share_of_oracle,wrapped,baseline,saving_vs_baseline,throttled_ms,pages_resent';
   return `${[
     head,
     ...rows.map((r) =>
@@ -406,6 +406,7 @@ function toCsv(rows: Row[]): string {
         r.baseline ?? '',
         r.savingVsBaseline ?? '',
         r.throttledMs.toFixed(3),
+        r.pagesResent,
       ].join(','),
     ),
   ].join('\n')}\n`;
@@ -439,6 +440,7 @@ function toTable(rows: Row[], trace: Trace, bw: string, wraps: string | null): s
     'downtime ms',
     'total ms',
     'pages sent',
+    'sent again',
     'rounds',
     'stopped by',
     'saved vs precopy',
@@ -451,6 +453,7 @@ function toTable(rows: Row[], trace: Trace, bw: string, wraps: string | null): s
     r.downtimeMs.toFixed(1),
     r.totalMs.toFixed(0),
     r.pagesSent.toLocaleString('en-US'),
+    r.pagesResent.toLocaleString('en-US'),
     String(r.rounds.length),
     r.stopReason,
     r.savingPages.toLocaleString('en-US'),
