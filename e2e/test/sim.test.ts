@@ -40,8 +40,10 @@ describe('forecopy-sim on a recorded trace', () => {
       policy: string;
       states: number | null;
       pagesSent: number;
+      pagesResent: number;
+      memoryPages: number;
       downtimeMs: number;
-      rounds: unknown[];
+      rounds: Array<{ pagesSent: number; pagesResent: number }>;
       shareOfOracle: number | null;
     }>;
     expect(rows.map((r) => `${r.policy}${r.states ?? ''}`)).toEqual([
@@ -57,7 +59,12 @@ describe('forecopy-sim on a recorded trace', () => {
     for (const r of rows) {
       expect(r.pagesSent).toBeGreaterThanOrEqual(by('oracle').pagesSent);
       expect(r.rounds.length).toBeGreaterThan(1);
+      // The pages sent again, round by round: the rest is the pages sent at all, the same for every
+      // policy here (the trace maps no memory while it runs, and each policy sends every page).
+      expect(r.pagesResent).toBe(r.rounds.reduce((n, x) => n + x.pagesResent, 0));
+      expect(r.pagesSent - r.pagesResent).toBe(by('precopy').pagesSent - by('precopy').pagesResent);
     }
+    expect(by('precopy').pagesResent).toBeGreaterThan(0);
     expect(by('oracle').shareOfOracle).toBe(1);
     expect(by('precopy').shareOfOracle).toBe(0);
     // On this trace (a 1 MiB hot spot, S = 64 regions of 1 MiB) the paper's filter saves pages.
@@ -65,7 +72,10 @@ describe('forecopy-sim on a recorded trace', () => {
     // The oracle is a bound at pre-copy's downtime; forecast saves pages with no model given.
     expect(by('oracle').downtimeMs).toBeLessThanOrEqual(by('precopy').downtimeMs);
     expect(by('forecast').pagesSent).toBeLessThan(by('xen-skip').pagesSent);
-    expect(fs.readFileSync(csv, 'utf8').trim().split('\n')).toHaveLength(rows.length + 1);
+    const lines = fs.readFileSync(csv, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(rows.length + 1);
+    expect(lines[0].split(',').at(-1)).toBe('pages_resent');
+    expect(lines[1].split(',').at(-1)).toBe(String(rows[0].pagesResent));
     const page = fs.readFileSync(html, 'utf8');
     expect(page.match(/<svg /g)).toHaveLength(3); // downtime, time, pages: the Fig. 4-6 analogs
     expect(page.match(/<rect /g)).toHaveLength(3 * rows.length);
