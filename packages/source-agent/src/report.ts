@@ -11,6 +11,8 @@ import type { AfterAction } from './migration/release.js';
 export interface RoundReport extends RoundSummary, Partial<RoundConvergence> {
   /** Bytes on the wire for the round (frames, compressed). */
   bytesSent: number;
+  /** Of pagesSent, the pages an earlier round had sent too (written again since, or sent again after a hold). */
+  pagesResent: number;
 }
 
 /** What a round says of convergence (auto-converge and the downtime limit). */
@@ -26,9 +28,9 @@ export interface RoundConvergence {
 }
 
 /** A round's report, its fields in the order the JSON report and the logs have always had. */
-export function roundReport(summary: RoundSummary, bytesSent: number, c?: RoundConvergence): RoundReport {
+export function roundReport(summary: RoundSummary, bytesSent: number, pagesResent: number, c?: RoundConvergence): RoundReport {
   const { final, ...counts } = summary;
-  return { ...counts, bytesSent, final, ...(c && !final ? c : {}) };
+  return { ...counts, bytesSent, final, pagesResent, ...(c && !final ? c : {}) };
 }
 
 export interface MigrationReport {
@@ -70,6 +72,8 @@ export interface MigrationReport {
   memoryPages: number;
   /** Pages sent over all rounds, the final one included. */
   pagesSent: number;
+  /** Of pagesSent, the pages an earlier round had sent too: pages sent less this is the pages sent at all. */
+  pagesResent: number;
   /** Bytes on the wire over all rounds (frame headers and payload, after compression). */
   bytesSent: number;
   /** Bytes of memory those pages cover (pagesSent x page size). */
@@ -170,16 +174,28 @@ export function formatReport(r: MigrationReport): string {
     lines.push(`  stop-and-copy ${ms(r.stopCopyMs)}: ${parts.join(', ')}`);
   }
   lines.push(
-    `  memory ${num(r.memoryPages)} pages (${mib(r.memoryPages * 4096)})   sent ${num(r.pagesSent)} pages (${mib(r.bytesOfMemory)} of memory, ${mib(r.bytesSent)} on the wire; ${num(r.zeroPages)} zero, ${num(r.lz4Pages)} lz4${r.pagesCompressed !== undefined ? ` of ${num(r.pagesCompressed)} tried, ${mib(r.compressionSavedBytes ?? 0)} saved` : ''}${(r.streams ?? 1) > 1 ? `; over ${r.streams} connections` : ''})`,
+    `  memory ${num(r.memoryPages)} pages (${mib(r.memoryPages * 4096)})   sent ${num(r.pagesSent)} pages (${r.pagesResent !== undefined ? `${num(r.pagesResent)} of them sent again; ` : ''}${mib(r.bytesOfMemory)} of memory, ${mib(r.bytesSent)} on the wire; ${num(r.zeroPages)} zero, ${num(r.lz4Pages)} lz4${r.pagesCompressed !== undefined ? ` of ${num(r.pagesCompressed)} tried, ${mib(r.compressionSavedBytes ?? 0)} saved` : ''}${(r.streams ?? 1) > 1 ? `; over ${r.streams} connections` : ''})`,
   );
   lines.push(`  tracker scans ${r.scans.count}, ${ms(r.scans.totalMs)} in all, ${ms(r.scans.maxMs)} at most`);
   lines.push('');
   // Auto-converge's columns only where it throttled.
   const throttled = r.rounds.some((x) => (x.throttlePercent ?? 0) > 0);
-  const head = ['round', 'sent', 'dirtied', 'filtered', 'ms', 'wire MiB', ...(throttled ? ['throttle %', 'expected ms'] : [])];
+  // A report written before pagesResent was counted has no "again" column.
+  const again = r.rounds.every((x) => x.pagesResent !== undefined);
+  const head = [
+    'round',
+    'sent',
+    ...(again ? ['again'] : []),
+    'dirtied',
+    'filtered',
+    'ms',
+    'wire MiB',
+    ...(throttled ? ['throttle %', 'expected ms'] : []),
+  ];
   const rows = r.rounds.map((x) => [
     x.final ? `${x.round} (stop)` : String(x.round),
     num(x.pagesSent),
+    ...(again ? [num(x.pagesResent)] : []),
     num(x.pagesDirtied),
     num(x.pagesFiltered),
     x.durationMs.toFixed(1),

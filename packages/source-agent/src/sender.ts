@@ -1,5 +1,5 @@
 import { compress, compressSync } from 'lz4-napi';
-import type { PageBitmap } from '@forecopy/filter';
+import { PageBitmap } from '@forecopy/filter';
 import {
   MessageType,
   PAGE_KIND,
@@ -27,6 +27,8 @@ export interface SenderOptions {
 
 export interface SendResult {
   pagesSent: number;
+  /** Pages of pagesSent that an earlier round of the migration had sent too (written again since, or sent again). */
+  pagesResent: number;
   pagesSkipped: number;
   /** Pages that could not be read (their mapping vanished); the caller treats them as dirty. */
   unreadable: number[];
@@ -139,6 +141,8 @@ export class PageSender {
   private readonly buffers: BufferPool;
   /** Over the whole migration: pages lz4 ran on, and the payload bytes it saved (for the report). */
   readonly compression = { pagesCompressed: 0, compressionSavedBytes: 0 };
+  /** Every page sent so far, by index (a mapping made later has indices of its own): SendResult.pagesResent. */
+  private everSent = new PageBitmap(0);
   /** FORECOPY_DEBUG_PAGES: what was sent, page by page. */
   trace: PageTrace | null = null;
   /**
@@ -195,6 +199,7 @@ export class PageSender {
   async sendPages(round: number, pages: PageBitmap, skip?: () => PageBitmap): Promise<SendResult> {
     const res: SendResult = {
       pagesSent: 0,
+      pagesResent: 0,
       pagesSkipped: 0,
       unreadable: [],
       bytesOnWire: 0,
@@ -305,7 +310,20 @@ export class PageSender {
     );
     res.bytesOnWire += handed;
     res.pagesSent += batch.indices.length;
+    res.pagesResent += this.noteSent(batch.indices);
     res.batches++;
+  }
+
+  /** Records the pages of a batch (ascending indices) as sent; returns how many had been sent before. */
+  private noteSent(indices: number[]): number {
+    const top = indices[indices.length - 1];
+    if (top >= this.everSent.size) this.everSent = this.everSent.resized(Math.max(top + 1, this.space.totalPages));
+    let again = 0;
+    for (const p of indices) {
+      if (this.everSent.has(p)) again++;
+      else this.everSent.set(p);
+    }
+    return again;
   }
 
   /** Address runs of live page indices: consecutive indices of one segment are consecutive addresses. */

@@ -93,7 +93,7 @@ export async function hello(h: HelloInput): Promise<MigrationSession> {
     sessionId,
     sender,
     trace,
-    totals: { pagesSent: 0, bytesSent: 0, zeroPages: 0, lz4Pages: 0 },
+    totals: { pagesSent: 0, pagesResent: 0, bytesSent: 0, zeroPages: 0, lz4Pages: 0 },
     rounds: [],
     announcedLayout,
     pageRate: opts.bandwidthBps > 0 ? opts.bandwidthBps / 8 / PAGE_SIZE : 0,

@@ -33,6 +33,7 @@ export function migrationReport(s: MigrationSession, m: Measured, v: Verificatio
     modelMs: m.modelMs,
     memoryPages: space.livePages,
     pagesSent: totals.pagesSent,
+    pagesResent: totals.pagesResent,
     bytesSent: totals.bytesSent,
     bytesOfMemory: totals.pagesSent * PAGE_SIZE,
     zeroPages: totals.zeroPages,

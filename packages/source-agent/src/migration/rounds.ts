@@ -186,7 +186,7 @@ function settleRound(
 /** The one place a round is recorded: the totals, the report's rounds, the log, the dashboard, the progress line. */
 function recordRound(s: MigrationSession, summary: RoundSummary, sent: SendResult, pagesPlanned: number, c: RoundConvergence): void {
   addToTotals(s.totals, sent);
-  const report = roundReport(summary, sent.bytesOnWire, c);
+  const report = roundReport(summary, sent.bytesOnWire, sent.pagesResent, c);
   s.rounds.push(report);
   // The stop-and-copy round is in the migration's final report (its duration is the downtime).
   if (!report.final) s.log.info({ ...report }, 'round done');

@@ -12,6 +12,8 @@ import type { DowntimeForecast, VerifyChoice } from './downtime-forecast.js';
 /** Totals over all rounds, the final one included. */
 export interface Totals {
   pagesSent: number;
+  /** Of pagesSent, pages an earlier round had sent too. */
+  pagesResent: number;
   /** Bytes on the wire. */
   bytesSent: number;
   zeroPages: number;
@@ -56,6 +58,7 @@ export interface MigrationSession {
 
 export function addToTotals(totals: Totals, sent: SendResult): void {
   totals.pagesSent += sent.pagesSent;
+  totals.pagesResent += sent.pagesResent;
   totals.bytesSent += sent.bytesOnWire;
   totals.zeroPages += sent.zeroPages;
   totals.lz4Pages += sent.lz4Pages;
