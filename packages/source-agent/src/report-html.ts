@@ -15,6 +15,8 @@ export function renderHtml(reports: MigrationReport[], title = 'forecopy migrati
     ['verification', (r) => `${r.verifyMs.toFixed(0)} ms`],
     ['rounds', (r) => String(r.rounds.length)],
     ['pages sent', (r) => num(r.pagesSent)],
+    // A report from before pagesResent was counted leaves it blank.
+    ['of them sent again', (r) => (r.pagesResent === undefined ? '' : num(r.pagesResent))],
     ['memory pages', (r) => num(r.memoryPages)],
     ['MiB on the wire', (r) => (r.bytesSent / 2 ** 20).toFixed(1)],
     ['pages filtered', (r) => num(r.rounds.reduce((n, x) => n + x.pagesFiltered, 0))],
