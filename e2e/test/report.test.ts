@@ -42,7 +42,9 @@ describe('forecopy-source report --html', () => {
   it('renders reports side by side with a chart per report, offline', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forecopy-report-'));
     try {
-      fs.writeFileSync(path.join(dir, 'a.json'), JSON.stringify(report('precopy', [1000, 300, 90, 20])));
+      // Pre-copy's report counts the pages sent again (rounds 2-4 resend written pages); markov's is
+      // one written before they were counted, and leaves that row blank.
+      fs.writeFileSync(path.join(dir, 'a.json'), JSON.stringify({ ...report('precopy', [1000, 300, 90, 20]), pagesResent: 410 }));
       fs.writeFileSync(path.join(dir, 'b.json'), JSON.stringify(report('markov', [993, 250, 60, 25])));
       const out = path.join(dir, 'r.html');
       const r = spawnSync(process.execPath, [SOURCE_BIN, 'report', path.join(dir, 'a.json'), path.join(dir, 'b.json'), '--html', out], {
@@ -55,6 +57,7 @@ describe('forecopy-source report --html', () => {
       expect(html).toMatch(/<th>precopy<\/th><th>markov<\/th>/);
       expect(html).toContain('<td>1,410</td>'); // precopy's pages sent
       expect(html).toContain('<td>28</td>'); // markov's pages filtered: 4 rounds x 7
+      expect(html).toContain('<tr><th>of them sent again</th><td>410</td><td></td></tr>');
       expect(html.match(/<svg /g)).toHaveLength(2);
       expect(html.match(/<rect /g)).toHaveLength(2 * 4 * 3); // 4 rounds x (sent, written, filtered)
       expect(html).toContain('round 4 (stop-and-copy): 20 pages sent');
