@@ -66,6 +66,16 @@ export class PageBitmap {
     this.words[i >>> 5] |= 1 << (i & 31);
   }
 
+  /** Sets each page of `indices`; returns how many of them were set already (pages sent again, for a bitmap of pages sent). */
+  setEach(indices: Iterable<number>): number {
+    let already = 0;
+    for (const i of indices) {
+      if (this.has(i)) already++;
+      else this.set(i);
+    }
+    return already;
+  }
+
   clear(i: number): void {
     this.check(i);
     this.words[i >>> 5] &= ~(1 << (i & 31));

@@ -413,10 +413,7 @@ function sendBatches(
     const t0 = now;
     now += chunk.length * o.msPerPage;
     sent += chunk.length;
-    for (const p of chunk) {
-      if (o.everSent.has(p)) resent++;
-      else o.everSent.set(p);
-    }
+    resent += o.everSent.setEach(chunk);
     o.feed(t0, now);
   }
   return { sent, skipped, resent, endMs: now };

@@ -135,6 +135,12 @@ describe('PrecopyDriver', () => {
 });
 
 describe('PageBitmap', () => {
+  it('sets each page of a list and counts those already set', () => {
+    const b = PageBitmap.fromIndices(64, [1, 2, 40]);
+    expect(b.setEach([2, 3, 40, 41, 3])).toBe(3); // 2 and 40 were set; 3 the second time
+    expect([...b]).toEqual([1, 2, 3, 40, 41]);
+  });
+
   it('keeps bits past size clear and counts ranges', () => {
     const b = PageBitmap.full(37);
     expect(b.count()).toBe(37);
