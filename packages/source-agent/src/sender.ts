@@ -318,12 +318,7 @@ export class PageSender {
   private noteSent(indices: number[]): number {
     const top = indices[indices.length - 1];
     if (top >= this.everSent.size) this.everSent = this.everSent.resized(Math.max(top + 1, this.space.totalPages));
-    let again = 0;
-    for (const p of indices) {
-      if (this.everSent.has(p)) again++;
-      else this.everSent.set(p);
-    }
-    return again;
+    return this.everSent.setEach(indices);
   }
 
   /** Address runs of live page indices: consecutive indices of one segment are consecutive addresses. */
