@@ -1,6 +1,6 @@
 import { PageBitmap } from './page-bitmap.js';
 import type { Policy, RoundContext } from './policy.js';
-import { TraceClock, simulate, type SimOptions, type SimReport } from './simulator.js';
+import { simClock, simulate, type SimClock, type SimOptions, type SimReport } from './simulator.js';
 import type { Trace } from './trace-format.js';
 
 /**
@@ -37,7 +37,7 @@ export class OraclePolicy implements Policy {
   private readonly opts: OracleOptions;
 
   constructor(
-    private readonly clock: TraceClock,
+    private readonly clock: SimClock,
     private readonly pageRate: number,
     opts: Partial<OracleOptions> = {},
   ) {
@@ -99,11 +99,12 @@ export function boundedOracle(trace: Trace, opts: SimOptions, maxDowntimeMs: num
   let best: BoundedOracleReport = { ...fallback, policy: 'oracle', variant: 'pre-copy (no clairvoyant filter did better)' };
   for (const v of VARIANTS) {
     for (const k of CUTOFFS) {
-      const p = new OraclePolicy(new TraceClock(trace, opts.writeTimes), opts.pageRate, {
+      const clock = simClock(trace, opts);
+      const p = new OraclePolicy(clock, opts.pageRate, {
         ...v,
         ...(k !== undefined ? { holdUntilRound: k } : {}),
       });
-      const r = simulate(trace, p, opts);
+      const r = simulate(trace, p, opts, clock);
       if (r.downtimeMs <= maxDowntimeMs + 1e-9 && r.pagesSent < best.pagesSent) {
         const ahead = v.horizonFactor ? ` x${v.horizonFactor}` : '';
         best = {

@@ -44,9 +44,13 @@ import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-conver
 //   agent's sender and dirty set drop them: each batch of a round leaves out what vanished by the
 //   time it is sent (a version 1 trace does not say which vanished);
 // - a migration longer than the trace wraps around to its start (reported as `wrapped`);
-// - with `autoConverge`, the throttle the live agent would set (ThrottleSchedule) thins the
-//   writes of every sample taken while it is in force (thinWrites): the policy sees, and the
-//   rounds meet, what a throttled process writes.
+// - with `autoConverge`, the throttle the live agent would set (ThrottleSchedule) is in force
+//   for the rounds after it is raised. `throttleModel` says how it meets the trace: 'thin' (the
+//   default) thins the writes of every sample taken while it is in force (thinWrites), at the
+//   trace's pace; 'slow' slows the process, as the live throttle (a CPU quota) does: the trace
+//   is the process's own time, which runs at the share the throttle leaves it (SlowedClock), so
+//   a sample of 50 ms of the migration's clock holds the writes of less of the trace's time, and
+//   a write the trace makes 50 ms after another is made later.
 
 export interface SimOptions {
   pageRate: number;
@@ -62,6 +66,45 @@ export interface SimOptions {
   warmupFromMs?: number;
   /** Where within its sample's interval a write is met (TraceClock; default 'spread'). */
   writeTimes?: WriteTimes;
+  /** How auto-converge's throttle meets the trace (default 'thin'; see above). */
+  throttleModel?: ThrottleModel;
+}
+
+/** How the simulator's throttle meets the trace: it thins its writes, or slows its clock. */
+export type ThrottleModel = 'thin' | 'slow';
+
+/** A sample as the policy is shown it: its stamp, its writes, the pages mapped then (valid until the clock is read again). */
+export interface ShownSample {
+  atMs: number;
+  pages: PageBitmap;
+  live: PageBitmap;
+}
+
+/**
+ * The trace as the migration's clock meets it (TraceClock, or SlowedClock under a throttle that
+ * slows the process). Every time is on the migration's clock.
+ */
+export interface SimClock {
+  readonly wrapped: boolean;
+  /** Union of the writes in (from, to], sized `size` (a thinning clock thins them by `throttle`%). */
+  written(from: number, to: number, size: number, throttle?: number): PageBitmap;
+  /** The pages mapped at `t`: the clock's own bitmap, valid until the next call. */
+  liveView(t: number, size: number): PageBitmap;
+  liveAt(t: number, size: number): PageBitmap;
+  /** The stamp of the first sample after `t`, or null. */
+  nextAfter(t: number): number | null;
+  /** The stamp of the last sample at or before `t`, or null. */
+  lastAtOrBefore(t: number): number | null;
+  /** The samples stamped in (from, to], as a process throttled by `throttle`% wrote them. */
+  shown(from: number, to: number, size: number, throttle: number): IterableIterator<ShownSample>;
+  /** From `t` on, the throttle is `percent` (a thinning clock is told the throttle by each read instead). */
+  throttle(t: number, percent: number): void;
+}
+
+/** The clock a simulation of `trace` with `opts` runs on (a fresh one for each simulation: a slowed clock keeps its throttle). */
+export function simClock(trace: Trace, opts: Pick<SimOptions, 'writeTimes' | 'throttleModel'>): SimClock {
+  const clock = new TraceClock(trace, opts.writeTimes);
+  return opts.throttleModel === 'slow' ? new SlowedClock(clock) : clock;
 }
 
 export interface SimReport {
@@ -97,8 +140,8 @@ export interface SimRound extends RoundSummary {
 /** Where within its sample's interval a write is counted (TraceClock). */
 export type WriteTimes = 'spread' | 'stamp';
 
-/** The trace as a clock: what was written in (from, to]. */
-export class TraceClock {
+/** The trace as a clock: what was written in (from, to]. A throttle thins its writes. */
+export class TraceClock implements SimClock {
   readonly durationMs: number;
   wrapped = false;
 
@@ -126,6 +169,18 @@ export class TraceClock {
       this.noteWrap(s);
       yield { atMs: s.atMs, pages: this.pagesOf(s.i) };
     }
+  }
+
+  *shown(from: number, to: number, size: number, throttle: number): IterableIterator<ShownSample> {
+    for (const s of this.between(from, to))
+      yield { atMs: s.atMs, pages: asWritten(s.pages, size, throttle, s.atMs), live: this.liveView(s.atMs, size) };
+  }
+
+  throttle(): void {}
+
+  /** The stamps in (from, to], each with the stamp before it (see stamps), without reading the samples. */
+  *stampTimes(from: number, to: number): IterableIterator<{ atMs: number; fromMs: number }> {
+    for (const s of this.stamps(from, to)) yield { atMs: s.atMs, fromMs: s.fromMs };
   }
 
   /**
@@ -304,6 +359,71 @@ function asWritten(pages: PageBitmap, size: number, throttle: number, atMs: numb
   return thinWrites(pages.size === size ? pages : pages.resized(size), throttle, atMs);
 }
 
+/**
+ * The trace as the migration's clock meets a process that a throttle slows: the trace is the
+ * process's own time, which runs at the share of the clock the throttle leaves it (a CPU quota of
+ * 100 - percent), and stands still for no one else. Samples are taken on the migration's clock, at
+ * the trace's stamps, as the live sampler takes them every interval whatever the throttle: each
+ * holds the writes of the process's time between its stamp and the one before. A write is not
+ * dropped, it is made later. With no throttle the two clocks are one, and a simulation is as on
+ * the TraceClock.
+ */
+export class SlowedClock implements SimClock {
+  /** From `wall` on (the migration's clock), the process's time runs from `proc` at `rate`. */
+  private readonly marks: Array<{ wall: number; proc: number; rate: number }> = [];
+
+  constructor(readonly trace: TraceClock) {}
+
+  get wrapped(): boolean {
+    return this.trace.wrapped;
+  }
+
+  /** The process's time at the migration's time `t`. */
+  processTime(t: number): number {
+    for (let i = this.marks.length - 1; i >= 0; i--) {
+      const m = this.marks[i];
+      if (m.wall <= t) return m.rate === 1 && m.proc === m.wall ? t : m.proc + (t - m.wall) * m.rate;
+    }
+    return t;
+  }
+
+  throttle(t: number, percent: number): void {
+    const rate = 1 - percent / 100;
+    if (!(rate > 0)) throw new RangeError(`a throttle of ${percent}% stops the process`);
+    const last = this.marks[this.marks.length - 1];
+    if ((last?.rate ?? 1) === rate) return;
+    if (last && !(t >= last.wall)) throw new RangeError(`the throttle went back in time: ${t} ms after ${last.wall} ms`);
+    this.marks.push({ wall: t, proc: this.processTime(t), rate });
+  }
+
+  written(from: number, to: number, size: number): PageBitmap {
+    return this.trace.written(this.processTime(from), this.processTime(to), size);
+  }
+
+  liveView(t: number, size: number): PageBitmap {
+    return this.trace.liveView(this.processTime(t), size);
+  }
+
+  liveAt(t: number, size: number): PageBitmap {
+    return this.trace.liveAt(this.processTime(t), size);
+  }
+
+  nextAfter(t: number): number | null {
+    return this.trace.nextAfter(t);
+  }
+
+  lastAtOrBefore(t: number): number | null {
+    return this.trace.lastAtOrBefore(t);
+  }
+
+  *shown(from: number, to: number, size: number): IterableIterator<ShownSample> {
+    for (const s of this.trace.stampTimes(from, to)) {
+      const pages = this.written(s.fromMs, s.atMs, size);
+      yield { atMs: s.atMs, pages, live: this.liveView(s.atMs, size) };
+    }
+  }
+}
+
 /** A sample as the clock's time meets it: its index in the trace, its lap, its stamp and the stamp before. */
 interface Stamp {
   i: number;
@@ -369,7 +489,7 @@ class WriteSlots {
 
 /** What sendBatches needs of the simulation. */
 interface Sending {
-  clock: TraceClock;
+  clock: SimClock;
   size: number;
   batch: number;
   msPerPage: number;
@@ -425,7 +545,7 @@ function sendBatches(
  * round's. (Not after the last round the round cap allows: no round follows to be planned, and
  * what the process wrote while it waited would be downtime.) Returns the time after the wait.
  */
-function waitForSample(clock: TraceClock, start: number, now: number, feed: (from: number, to: number) => void): number {
+function waitForSample(clock: SimClock, start: number, now: number, feed: (from: number, to: number) => void): number {
   const next = clock.nextAfter(start);
   if (next === null || next <= now) return now;
   feed(now, next);
@@ -456,9 +576,9 @@ function finalRound(round: number, rest: PageBitmap, msPerPage: number, everSent
   return { ...finalRoundSummary(round, n, n * msPerPage), pagesResent: rest.intersectCount(everSent) };
 }
 
-export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimReport {
+/** `clock`: the clock to run on (default simClock's; a policy that reads the trace, as the oracle, reads the same one). */
+export function simulate(trace: Trace, policy: Policy, opts: SimOptions, clock = simClock(trace, opts)): SimReport {
   const N = trace.totalPages;
-  const clock = new TraceClock(trace, opts.writeTimes);
   const batch = opts.batchPages ?? 256;
   const msPerPage = 1000 / opts.pageRate;
   let now = opts.startMs;
@@ -466,9 +586,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
   const throttles: number[] = [];
   let throttledMs = 0;
   const feed = (from: number, to: number) => {
-    const throttle = schedule?.percent ?? 0;
-    for (const s of clock.between(from, to))
-      policy.observeSample?.(asWritten(s.pages, N, throttle, s.atMs), s.atMs, clock.liveView(s.atMs, N));
+    for (const s of clock.shown(from, to, N, schedule?.percent ?? 0)) policy.observeSample?.(s.pages, s.atMs, s.live);
   };
   // Before the start: the state the process is in (not the modelling window: see above).
   const last = clock.lastAtOrBefore(now);
@@ -504,7 +622,7 @@ export function simulate(trace: Trace, policy: Policy, opts: SimOptions): SimRep
     // Auto-converge weighs the round before the next is planned (QEMU raises the throttle at the
     // bitmap sync that ends an iteration): the policy plans for the throttle the round runs at.
     const ranAt = schedule?.percent; // the throttle the round (and any wait after it) ran at
-    schedule?.afterRound(sent, dirtied.count(), now);
+    if (schedule) clock.throttle(now, schedule.afterRound(sent, dirtied.count(), now));
     const decision = driver.endRound(outcome, ctx());
     const rec = driver.records[driver.records.length - 1];
     rounds.push({ ...summarizeRound(rec), pagesResent: resent });

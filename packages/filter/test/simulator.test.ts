@@ -3,6 +3,8 @@ import {
   OraclePolicy,
   PageBitmap,
   PrecopyPolicy,
+  QEMU_THROTTLE,
+  SlowedClock,
   TraceClock,
   XEN_DEFAULT_STOP_RULES,
   createPolicy,
@@ -381,5 +383,97 @@ describe('trace format', () => {
     expect(old.samples.map((x) => [...x.pages])).toEqual([[6], [6]]);
     v1.writeUInt32LE(3, 4);
     expect(() => decodeTrace(v1)).toThrow(/version 3 is not supported/);
+  });
+});
+
+describe('simulate: a throttle that slows the process (throttleModel slow)', () => {
+  /** 1,000 pages; the sample stamped 10 (i + 1) ms writes pages 10 i .. 10 i + 9: a sweep, once. */
+  function sweep(): Trace {
+    const samples = [];
+    for (let i = 0; i < 100; i++)
+      samples.push({
+        atMs: 10 * (i + 1),
+        pages: PageBitmap.fromIndices(
+          1000,
+          Array.from({ length: 10 }, (_, j) => 10 * i + j),
+        ),
+      });
+    return { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: 1000 };
+  }
+
+  it('runs the trace at the share of the clock the throttle leaves, from when it is raised', () => {
+    const c = new SlowedClock(new TraceClock(sweep()));
+    expect(c.processTime(250)).toBe(250); // no throttle: one clock
+    c.throttle(100, 50);
+    c.throttle(300, 90);
+    expect(c.processTime(50)).toBe(50);
+    expect(c.processTime(200)).toBe(150);
+    expect(c.processTime(300)).toBe(200);
+    expect(c.processTime(400)).toBeCloseTo(210, 9);
+    expect(() => c.throttle(200, 20)).toThrow(RangeError); // not back in time
+  });
+
+  it('shows samples on the clock, each with the writes of the process time they hold: later, none lost', () => {
+    const c = new SlowedClock(new TraceClock(sweep()));
+    c.throttle(0, 50);
+    const shown = [...c.shown(0, 1000, 1000, 50)];
+    // Samples every 10 ms of the clock, as the sampler takes them, whatever the throttle.
+    expect(shown.map((s) => s.atMs)).toEqual(Array.from({ length: 100 }, (_, i) => 10 * (i + 1)));
+    // In 1 s of the clock the process ran 0.5 s: the first half of the sweep, each page once.
+    const union = new PageBitmap(1000);
+    let total = 0;
+    for (const s of shown) {
+      total += s.pages.count();
+      union.or(s.pages);
+    }
+    expect(total).toBe(500);
+    expect(union.count()).toBe(500);
+    expect(union.countRange(0, 500)).toBe(500);
+    // A thinning throttle drops about half of the writes instead, and the pages it drops are never written.
+    const thin = new TraceClock(sweep());
+    const thinUnion = new PageBitmap(1000);
+    for (const s of thin.shown(0, 1000, 1000, 50)) thinUnion.or(s.pages);
+    expect(thinUnion.count()).toBeGreaterThan(400);
+    expect(thinUnion.count()).toBeLessThan(600);
+    expect(thinUnion.countRange(500, 1000)).toBeGreaterThan(0);
+  });
+
+  it('is the thinning simulation to the page with no throttle, and converges a fast writer by slowing it', () => {
+    const base = { pageRate: 1000, stopRules: rules, startMs: 0 };
+    for (const name of ['precopy', 'xen-skip', 'forecast'] as const) {
+      const thin = simulate(hotTrace(), createPolicy(name, { totalPages: 100 }), base);
+      const slow = simulate(hotTrace(), createPolicy(name, { totalPages: 100 }), { ...base, throttleModel: 'slow' });
+      expect(slow).toEqual(thin);
+    }
+    // 1,000 pages, 1,000 random pages written every 10 ms (about 630 distinct); the link sends
+    // 200 a sample: pre-copy never fits 30 ms unthrottled. Slowed to 1% it writes 10 pages a sample.
+    const N = 1000;
+    let seed = 11;
+    const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    const samples = Array.from({ length: 1000 }, (_, i) => {
+      const pages = new PageBitmap(N);
+      for (let k = 0; k < 1000; k++) pages.set(Math.floor(rnd() * N));
+      return { atMs: 10 * (i + 1), pages };
+    });
+    const fast: Trace = { intervalMs: 10, pageSize: 4096, meta: {}, samples, totalPages: N };
+    const qemu = {
+      pageRate: 20_000,
+      startMs: 0,
+      stopRules: { maxRounds: 30, minRemainingPages: 0, maxFactor: Number.POSITIVE_INFINITY, downtimeLimitMs: 30 },
+    };
+    expect(simulate(fast, createPolicy('precopy'), qemu).stopReason).toBe('max-rounds');
+    const r = simulate(fast, createPolicy('precopy'), { ...qemu, autoConverge: QEMU_THROTTLE, throttleModel: 'slow' });
+    expect(r.stopReason).toBe('downtime-limit');
+    expect(r.downtimeMs).toBeLessThanOrEqual(30);
+    expect(Math.max(...r.throttles)).toBeGreaterThan(0);
+    // Every round met the writes of the process time it held: its own share of the clock.
+    const clock = new SlowedClock(new TraceClock(fast));
+    let t = 0;
+    for (const [i, x] of r.rounds.filter((y) => !y.final).entries()) {
+      clock.throttle(t, r.throttles[i]);
+      const expected = clock.written(t, t + x.durationMs, N).count();
+      expect(x.pagesDirtied).toBe(expected);
+      t += x.durationMs;
+    }
   });
 });
