@@ -10,11 +10,11 @@ import {
   OraclePolicy,
   boundedOracle,
   POLICY_NAMES,
-  TraceClock,
   XEN_DEFAULT_STOP_RULES,
   createPolicy,
   decodeTrace,
   isStateCount,
+  simClock,
   simulate,
   type ForecastMode,
   type Policy,
@@ -22,6 +22,7 @@ import {
   type Trace,
   QEMU_THROTTLE,
   type ThrottleParams,
+  type ThrottleModel,
   type WriteTimes,
 } from '@forecopy/filter';
 import { defaultBatchPages } from '@forecopy/protocol';
@@ -73,8 +74,10 @@ export interface SimulationOptions {
   maxFactor: number;
   /** QEMU's stop rule: stop when the rest fits this many ms at the link rate (off when undefined). */
   downtimeLimitMs?: number;
-  /** QEMU's auto-converge, as the live agent runs it: the throttle thins the trace's writes. */
+  /** QEMU's auto-converge, as the live agent runs it. */
   autoConverge?: ThrottleParams;
+  /** How the throttle meets the trace: it thins its writes (the default) or slows its clock. */
+  throttleModel?: ThrottleModel;
   /** Where a round meets a sample's writes (TraceClock; default 'spread'). */
   writeTimes?: WriteTimes;
 }
@@ -102,6 +105,7 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
     batchPages: defaultBatchPages(o.bandwidthBps), // as the live sender's default
     ...(o.autoConverge ? { autoConverge: o.autoConverge } : {}),
     ...(o.writeTimes ? { writeTimes: o.writeTimes } : {}),
+    ...(o.throttleModel ? { throttleModel: o.throttleModel } : {}),
   };
   // forecast learns online: it is shown the modelling window's samples (the window markov's model is built from).
   const run = (p: Policy, warmup = false) => simulate(trace, p, { ...simOpts, ...(warmup ? { warmupFromMs: -1 } : {}) });
@@ -128,8 +132,10 @@ export function runSimulations(trace: Trace, o: SimulationOptions): Row[] {
   for (const name of o.policies) {
     if (name === 'precopy') add(base, null);
     else if (name === 'oracle') add(oracle, null);
-    else if (name === 'oracle-unbounded') add(run(new OraclePolicy(new TraceClock(trace, o.writeTimes), pageRate)), null, name);
-    else if (name === 'xen-skip') add(xenSkip(), null);
+    else if (name === 'oracle-unbounded') {
+      const clock = simClock(trace, simOpts);
+      add(simulate(trace, new OraclePolicy(clock, pageRate), simOpts, clock), null, name);
+    } else if (name === 'xen-skip') add(xenSkip(), null);
     else if (name === 'markov' || name === 'markov+skip') {
       const skip = name === 'markov+skip' || o.skipRedirtied;
       for (const S of o.states) {
@@ -202,6 +208,11 @@ function stopOptions<T>(y: Argv<T>) {
       default: 'off' as const,
       describe: "QEMU's auto-converge, as migrate runs it: a throttled process writes the throttle's share less",
     })
+    .option('throttle-model', {
+      choices: ['thin', 'slow'] as const,
+      describe:
+        "auto-converge: how the throttle meets the trace. thin, the default: each sample taken under it keeps the throttle's share less of its writes, at random; slow: the process runs at the share it leaves, as under migrate's CPU quota, so that each 50 ms sample holds less of the trace's time and a write comes later, not never",
+    })
     .option('throttle-period-ms', {
       type: 'number',
       describe:
@@ -272,6 +283,10 @@ function simOptions(y: Argv) {
     .example(
       '$0 --trace mw.trace --downtime-limit-ms 300 --auto-converge on --throttle-period-ms 1000',
       'auto-converge weighed over periods of 1 s, as QEMU does',
+    )
+    .example(
+      '$0 --trace mw.trace --downtime-limit-ms 300 --auto-converge on --throttle-model slow',
+      "migrate's defaults, the throttle slowing the process rather than thinning its writes",
     );
 }
 
@@ -307,8 +322,14 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
     ...(a['auto-converge'] === 'on' ? { autoConverge: { ...QEMU_THROTTLE, periodMs } } : {}),
     writeTimes: a['write-times'],
+    ...(a['throttle-model'] ? { throttleModel: parseThrottleModel(a['throttle-model'], a['auto-converge'] === 'on') } : {}),
   };
   return { trace, options };
+}
+
+function parseThrottleModel(model: ThrottleModel, autoConverge: boolean): ThrottleModel {
+  if (!autoConverge) throw new InputError('--throttle-model is a setting of auto-converge: add --auto-converge on');
+  return model;
 }
 
 function readTrace(file: string): Trace {
