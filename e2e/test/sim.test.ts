@@ -239,6 +239,18 @@ describe('forecopy-sim on a recorded trace', () => {
     expect(sim(['--trace', TRACE, '--auto-converge', 'on', '--throttle-period-ms', '-1']).stderr).toBe(
       'forecopy-sim: --throttle-period-ms must be a number of ms, 0 or more, got -1\n',
     );
+    // The throttle slowing the process rather than thinning its writes: the same rule raises it,
+    // and the rest converges; the rounds meet other writes than the thinned ones.
+    const slowed = one([...fast, '--throttle-model', 'slow']);
+    expect(['min-remaining', 'downtime-limit']).toContain(slowed.stopReason);
+    expect(firstRise(slowed)).toBe(firstRise(perRound)); // nothing differs before the throttle
+    expect(slowed.rounds.slice(0, firstRise(slowed))).toEqual(perRound.rounds.slice(0, firstRise(perRound)));
+    expect(slowed.rounds.map((r: { pagesDirtied: number }) => r.pagesDirtied)).not.toEqual(
+      perRound.rounds.map((r: { pagesDirtied: number }) => r.pagesDirtied),
+    );
+    expect(sim(['--trace', TRACE, '--throttle-model', 'slow']).stderr).toBe(
+      'forecopy-sim: --throttle-model is a setting of auto-converge: add --auto-converge on\n',
+    );
   });
 
   it('says what is wrong with bad input, in one line', () => {
