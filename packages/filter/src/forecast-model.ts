@@ -76,10 +76,12 @@ class GapTally {
    * first write, once the model has watched a whole sample) a censored gap: at least as long as
    * the model has watched.
    */
-  add(stamp: number, l: number, count: number, firstRun: boolean): void {
+  add(stamp: number, l: number, count: number, firstRun: boolean, own: Uint16Array): void {
     if (l !== 0) {
       let gap = stamp - l;
       if (gap <= 0) gap += STAMP_MOD;
+      // In the process's own time (ForecastModel.ownGap): g stands for (g - 1, g], at least 1.
+      if (gap <= MAX_AGE) gap = own[gap];
       // Gap g stands for (g - 1, g]: the bucket that interval lies in (BUCKET_OF[g] is the next
       // one up where g is an edge, and put a gap of 1 at 1, half of it past a horizon of 1).
       const b = BUCKET_OF[Math.min(gap - 1, MAX_AGE)];
@@ -111,13 +113,13 @@ function sameLast(last: Uint16Array, base: number): boolean {
   return true;
 }
 
-/** Age of a page last written at stamp `l`, as the age table indexes it: at most MAX_AGE. */
-function ageOf(stamp: number, l: number): number {
+/** Age of a page last written at stamp `l`, in the process's own samples (`own`), as the age table indexes it: at most MAX_AGE. */
+function ageOf(stamp: number, l: number, own: Uint16Array): number {
   if (l === 0) return MAX_AGE; // never written (not a page planning looks at): forecast cold
   let a = stamp - l;
   if (a < 0) a += STAMP_MOD;
   if (a > MAX_AGE) return MAX_AGE;
-  return a;
+  return own[a];
 }
 
 /**
@@ -284,6 +286,21 @@ export class ForecastModel {
   private n = 0;
   private stamp = 0;
   private chosen = 0;
+  /**
+   * The process's own time: by sample (n mod MAX_AGE + 1), the samples' shares of the time the
+   * process ran added up (observe's `share`; 1 a sample when nothing slows it).
+   */
+  private readonly clock = new Float64Array(MAX_AGE + 1);
+  /**
+   * An age of d samples taken is ownAge[d] samples of the process's own time (rounded down), a
+   * gap of d ownGap[d] (rounded up, at least 1: g stands for (g - 1, g]): ages and gaps are
+   * learned and forecast in the time the process ran, the time its writes follow, so that a
+   * throttle that slows it stretches neither. Both are d while it ran all along.
+   */
+  private readonly ownAge = Uint16Array.from({ length: MAX_AGE + 1 }, (_, d) => d);
+  private readonly ownGap = Uint16Array.from({ length: MAX_AGE + 1 }, (_, d) => d);
+  /** own differs from d for some d until this many samples are seen. */
+  private slowedUntil = 0;
   private readonly tail = new Float64Array(NB + 1);
   private readonly mu = new Float64Array(NB);
   private readonly half = new Float64Array(NB);
@@ -341,6 +358,9 @@ export class ForecastModel {
       this.ages.byteLength +
       this.tally.byteLength +
       this.census.byteLength +
+      this.clock.byteLength +
+      this.ownAge.byteLength +
+      this.ownGap.byteLength +
       this.levels.reduce((a, l) => a + l.byteLength, 0)
     );
   }
@@ -384,19 +404,30 @@ export class ForecastModel {
     if (any) this.tailRegion = -1;
   }
 
-  /** Age in samples of page `p` (0 = written in the latest sample), or -1 when cold/never. */
+  /** Age of page `p` in the process's own samples (0 = written in the latest sample), or -1 when cold/never. */
   age(p: number): number {
+    const a = this.samplesSince(p);
+    return a < 0 || a > MAX_AGE ? a : this.ownAge[a];
+  }
+
+  /** Samples taken since page `p` was last written (0 = in the latest), or -1 when cold/never. */
+  samplesSince(p: number): number {
     const c = this.last[p >>> CHUNK_SHIFT];
     const l = c ? c[p & (CHUNK - 1)] : 0;
     if (l === 0) return -1;
     return (this.stamp - l + STAMP_MOD) % STAMP_MOD;
   }
 
-  /** One whole sample: scores the granularities on it, then learns from it. */
-  observe(sample: PageBitmap): void {
-    if (this.n > 0) this.score(sample);
+  /**
+   * One whole sample: scores the granularities on it, then learns from it. `share`: the share of
+   * the sample's time the process ran (under a throttle that slows it, less than 1).
+   */
+  observe(sample: PageBitmap, share = 1): void {
+    if (!(share > 0 && share <= 1)) throw new RangeError(`a sample's share of running time must be in (0, 1], got ${share}`);
+    if (this.n > 0) this.score(sample, share);
     this.n++;
     this.stamp = (this.stamp % STAMP_MOD) + 1;
+    this.advanceClock(share);
     this.weight *= GROWTH;
     if (this.weight > 1e20) this.renormalize();
     const stamp = this.stamp;
@@ -407,6 +438,7 @@ export class ForecastModel {
     const words = sample.raw;
     const whole = this.whole;
     const firstRun = this.n > 1;
+    const own = this.ownGap;
     let chunk = -1;
     let last: Uint16Array = EMPTY_STAMPS; // the chunk's stamps
     for (let k = 0; k < words.length && k << 5 < lim; k++) {
@@ -426,7 +458,7 @@ export class ForecastModel {
       if (full && (whole[k] === 1 || sameLast(last, b))) {
         // A whole word written, its 32 pages last written in the same sample (a region written
         // at once): its gaps are one gap 32 times.
-        tally.add(stamp, last[b], 32, firstRun);
+        tally.add(stamp, last[b], 32, firstRun, own);
         last.fill(stamp, b, b + 32);
         whole[k] = 1;
         continue;
@@ -437,7 +469,7 @@ export class ForecastModel {
         x ^= t;
         const j = 31 - Math.clz32(t);
         if (base + j >= lim) break;
-        tally.add(stamp, last[b + j], 1, firstRun);
+        tally.add(stamp, last[b + j], 1, firstRun, own);
         last[b + j] = stamp;
       }
     }
@@ -447,6 +479,23 @@ export class ForecastModel {
     if (sample.size > this.total && this.total & 31 && this.total >>> 5 < sw.length) sw[this.total >>> 5] &= (1 << (this.total & 31)) - 1;
     if (this.n % 1024 === 0) this.forgetOld();
     this.tailRegion = -1;
+  }
+
+  /** The process's clock after a sample of which it ran `share`, and ages and gaps in its time (ownAge, ownGap). */
+  private advanceClock(share: number): void {
+    const R = MAX_AGE + 1;
+    const t = this.clock[(this.n - 1) % R] + share;
+    this.clock[this.n % R] = t;
+    if (share < 1) this.slowedUntil = this.n + MAX_AGE + 1;
+    else if (this.n > this.slowedUntil) return; // every age in the window is one of the clock's
+    const { ownAge, ownGap } = this;
+    const known = Math.min(this.n, MAX_AGE);
+    for (let d = 0; d <= known; d++) {
+      const x = t - this.clock[(this.n - d + R) % R];
+      ownAge[d] = Math.floor(x + 1e-9);
+      ownGap[d] = Math.max(1, Math.ceil(x - 1e-9));
+    }
+    for (let d = known + 1; d <= MAX_AGE; d++) ownAge[d] = ownGap[d] = d;
   }
 
   /**
@@ -568,6 +617,7 @@ export class ForecastModel {
     const lv = this.levels[this.chosen];
     const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
     const stamp = this.stamp;
+    const own = this.ownAge;
     const { tag, p: byAge } = this.ages;
     let expected = 0;
     let everyPage = 0;
@@ -608,7 +658,7 @@ export class ForecastModel {
       while (x !== 0) {
         const t = x & -x;
         x ^= t;
-        const a = ageOf(stamp, last[b + 31 - Math.clz32(t)]);
+        const a = ageOf(stamp, last[b + 31 - Math.clz32(t)], own);
         const q = tag[a] === gen ? byAge[a] : this.forecastAt(a, h, gen);
         const over = +(q > threshold);
         acc |= t & -over;
@@ -745,8 +795,8 @@ export class ForecastModel {
     return true;
   }
 
-  /** Brier score of each level's one-sample forecast on a rotating subsample, before learning. */
-  private score(sample: PageBitmap): void {
+  /** Brier score of each level's forecast of the sample (a `share` of a sample of the process's time), on a rotating subsample, before learning. */
+  private score(sample: PageBitmap, share: number): void {
     const stride = Math.max(SCORE_STRIDE, 2 * Math.floor(this.total / (2 * SCORE_PAGES)) + 1);
     const off = this.n % stride;
     for (const lv of this.levels) {
@@ -754,7 +804,7 @@ export class ForecastModel {
       for (let p = off; p < this.total; p += stride) {
         const a = this.age(p);
         if (a < 0) continue;
-        const q = this.prob(lv, p, a, 1) || 0;
+        const q = this.prob(lv, p, a, share) || 0;
         const y = p < sample.size && sample.has(p) ? 1 : 0;
         s += (q - y) * (q - y);
       }
@@ -785,7 +835,7 @@ export class ForecastModel {
       if (last === null) continue;
       for (let j = 0; j < CHUNK; j++) {
         const p = (c << CHUNK_SHIFT) + j;
-        if (last[j] !== 0 && this.age(p) >= MAX_AGE) {
+        if (last[j] !== 0 && this.samplesSince(p) >= MAX_AGE) {
           last[j] = 0;
           this.seen.clear(p);
         }
@@ -794,7 +844,8 @@ export class ForecastModel {
   }
 
   /**
-   * How many pages (of all) were written within the last `h` samples (by their ages, on about
+   * How many pages (of all) were written within the last `h` samples taken (the clock's, not the
+   * process's own time: samplesSince, on about
    * 4,096 pages spread over the space): what the process did, not a forecast. Pages written for
    * the first time count here; the forecast cannot see them coming. `weight(age)`, if given,
    * counts a page last written `age` samples ago as that much of one.
@@ -805,7 +856,7 @@ export class ForecastModel {
     let n = 0;
     for (let p = 0; p < this.total; p += step) {
       n++;
-      const a = this.age(p);
+      const a = this.samplesSince(p);
       if (a >= 0 && a < h) s += weight ? weight(a) : 1;
     }
     return n > 0 ? (s / n) * this.total : 0;

@@ -222,7 +222,7 @@ export class ForecastPolicy implements Policy {
   observeSample(sample: PageBitmap, _atMs?: number, live?: PageBitmap): void {
     const t = performance.now();
     if (sample.size !== this.model.totalPages) this.model.resize(sample.size);
-    this.model.observe(sample);
+    this.model.observe(sample, this.running); // ages and gaps in the time the process ran
     this.runningAt.push(this.running);
     if (this.runningAt.length > RUNNING_KEPT) this.runningAt.splice(0, this.runningAt.length - RUNNING_KEPT);
     if (live) {

@@ -441,6 +441,50 @@ describe('ForecastModel: the forecast of a gap', () => {
   });
 });
 
+describe("ForecastModel: the process's own time, under a throttle that slows it", () => {
+  // Pages 0..511 are written in turn, 64 every sample of the process's own time: each page every
+  // 8 of its samples. Then a throttle lets it run half of each sample: 32 pages a sample taken,
+  // each page every 16.
+  const sweep = (m: ForecastModel, samples: number, share: number, told: boolean) => {
+    let t = 0; // the process's own time, in samples
+    for (let i = 0; i < samples; i++) {
+      const from = Math.round(t * 64) % 512;
+      t += share;
+      const b = new PageBitmap(N);
+      b.setRange(from, from + Math.round(share * 64));
+      b.set(4000); // something every sample
+      if (told) m.observe(b, share);
+      else m.observe(b);
+    }
+  };
+
+  it('learns gaps and ages in the time the process ran, so that a horizon in that time meets them', () => {
+    const m = new ForecastModel(N);
+    sweep(m, 200, 1, true);
+    sweep(m, 400, 0.5, true);
+    // The last sample wrote pages 480..511; pages 96..127, 12 samples ago, 6 of the process's
+    // own: it writes them again 2 of its samples from now.
+    expect(m.samplesSince(96)).toBe(12);
+    expect(m.age(96)).toBe(6);
+    expect(m.probWithin(96, 2)).toBeGreaterThan(0.9);
+    expect(m.probWithin(480, 2)).toBeLessThan(0.1); // just written: 8 of its samples to go
+    expect(m.age(0)).toBe(7); // 7.5 of its samples ago (15 taken), rounded down: due within 1
+    expect(m.probWithin(0, 1)).toBeGreaterThan(0.9);
+    // Told nothing of the throttle, the model learns gaps of 16 samples taken and counts page
+    // 96's age in them: within 2 of the process's samples it forecasts nothing.
+    const wall = new ForecastModel(N);
+    sweep(wall, 200, 1, false);
+    sweep(wall, 400, 0.5, false);
+    expect(wall.age(96)).toBe(12);
+    expect(wall.probWithin(96, 2)).toBeLessThan(0.1);
+    // With no throttle the two clocks are one.
+    const one = new ForecastModel(N);
+    sweep(one, 100, 1, true);
+    expect(one.age(96)).toBe(one.samplesSince(96));
+    expect(() => one.observe(new PageBitmap(N), 0)).toThrow(RangeError);
+  });
+});
+
 describe('ForecastModel.addLikely', () => {
   it('adds the pages, and sums the probabilities, that the forecast of each page one by one gives', () => {
     // A space not a whole number of words, a history of every kind: a moving hot spot (pages of
