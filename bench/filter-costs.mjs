@@ -82,6 +82,17 @@ console.log(`| forecast: learning per 50 ms sample (1 GiB, 1,200 pages a sample;
 console.log(
   `| forecast: learning a sample that writes all 262,144 pages (median of 9) | ${timeIt(() => uniform.observeSample(everyPage)).toFixed(3)} ms |`,
 );
+{
+  // Under auto-converge's throttle the model counts ages and gaps in the time the process ran:
+  // each sample taken then recomputes them for the samples it remembers.
+  const slowed = new ForecastPolicy(TOTAL, { intervalMs: 50, initialPageRate: 15_258 });
+  for (const smp of samples.slice(0, 40)) slowed.observeSample(smp);
+  slowed.holdBack(everyPage, { round: 2, pageRate: 15_258, nowMs: 2000, throttlePercent: 80 }); // the round runs at 80%
+  let next = 40;
+  console.log(
+    `| forecast: learning per 50 ms sample under an 80% throttle (1 GiB, 1,200 pages a sample; median of 9) | ${timeIt(() => slowed.observeSample(samples[next++])).toFixed(3)} ms |`,
+  );
+}
 for (const pages of [TOTAL, 65_536, 8_192, 1_024]) {
   const unsynced = new PageBitmap(TOTAL);
   unsynced.setRange(0, pages);
