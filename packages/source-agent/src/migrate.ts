@@ -16,7 +16,7 @@ import { type FrozenHashes, hashFrozen, mismatchError, verify } from './migratio
 import { captureProcess, handOverRestored, recordOf, refuseBlockers, sendProcessState, writeRecord } from './migration/restore.js';
 import type { CapturedProcess } from '@forecopy/linux';
 import type { DowntimeClock } from './migration/downtime.js';
-import { AutoConverge } from './migration/auto-converge.js';
+import { AutoConverge, cpuMark } from './migration/auto-converge.js';
 
 export type { MigrateOptions, PolicyContext } from './migration/options.js';
 export { AFTER_ACTIONS, type AfterAction } from './migration/release.js';
@@ -37,13 +37,14 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
   let t0 = performance.now();
   let handedOver = false;
   let hashed: FrozenHashes | null = null;
+  const freeSince = cpuMark(opts.pid); // auto-converge's baseline CPU: over the modelling window too (AutoConverge)
   try {
     // Tracking starts before the first page is read: a page written between its read and the
     // start of tracking would never be sent again.
     const { tracking, trace } = await startTracking(opts, held);
     const { policy, modelMs } = await model(opts, tracking);
     t0 = performance.now(); // the migration proper (totalMs) starts after modelling
-    const autoConverge = opts.autoConverge?.enabled ? new AutoConverge(opts.pid, opts.autoConverge, opts.log) : null;
+    const autoConverge = opts.autoConverge?.enabled ? new AutoConverge(opts.pid, opts.autoConverge, opts.log, freeSince) : null;
     held.autoConverge = autoConverge;
     const s = (session = await hello({ opts, channel, tracking, trace, policy, autoConverge }));
     if (s.restore) refuseBlockers(s); // before the first page moves

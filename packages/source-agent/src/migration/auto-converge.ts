@@ -37,9 +37,12 @@ export class AutoConverge {
   unavailable: string | null = null;
 
   private readonly method: ThrottleMethod;
-  /** CPU time and wall time when the migration began: the baseline of what the process runs. */
+  /**
+   * CPU time (s) and wall time (performance.now()) when the process was last seen running
+   * freely: the baseline of what it runs is measured from there to the first throttle.
+   */
   private readonly cpuAtStart: number;
-  private readonly wallAtStart = performance.now();
+  private readonly wallAtStart: number;
   /** The CPUs the process used before it was first throttled (1.0 = one CPU all the time). */
   baselineCpus: number | null = null;
   /** The time the throttle took from the process so far, ms: each throttle's time in force times its percent. */
@@ -47,14 +50,23 @@ export class AutoConverge {
   /** When the throttle in force was set. */
   private since = 0;
 
+  /**
+   * `since`: where to measure the baseline from (cpuMark when the migration began, before its
+   * modelling window; default: now). Measured from the end of the modelling window instead, a
+   * filter whose first rounds hold everything back (and last a few ms) left the baseline to a
+   * tick or two of CPU time: a process using 5% of a CPU was given 1%, and every quota of
+   * the throttle a fifth of what it should be.
+   */
   constructor(
     private readonly pid: number,
     opts: AutoConvergeOptions,
     private readonly log: Logger,
+    since: CpuMark = cpuMark(pid),
   ) {
     this.schedule = new ThrottleSchedule(opts, performance.now());
     this.method = opts.method ?? 'auto';
-    this.cpuAtStart = safeCpuSeconds(pid);
+    this.cpuAtStart = since.cpuSeconds;
+    this.wallAtStart = since.wallMs;
   }
 
   /** The throttle in force, in percent. */
@@ -133,6 +145,17 @@ export class AutoConverge {
     this.dropUndo();
     return hold;
   }
+}
+
+/** A process's CPU time and the wall time it was read at. */
+export interface CpuMark {
+  cpuSeconds: number;
+  wallMs: number;
+}
+
+/** Process `pid`'s CPU time now (AutoConverge measures its baseline from such a mark). */
+export function cpuMark(pid: number): CpuMark {
+  return { cpuSeconds: safeCpuSeconds(pid), wallMs: performance.now() };
 }
 
 function safeCpuSeconds(pid: number): number {
