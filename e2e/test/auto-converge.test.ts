@@ -49,6 +49,18 @@ function throttleCgroups(pid: number): string[] {
   });
 }
 
+/** The CPUs process `pid` uses, measured over `ms` (1.0 = one CPU all the time; /proc's ticks of 10 ms). */
+async function cpuUse(pid: number, ms: number): Promise<number> {
+  const ticks = () => {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+  };
+  const a = ticks();
+  const t = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  return (ticks() - a) / 100 / ((performance.now() - t) / 1000);
+}
+
 /** mw's writes per second, measured over `ms` from its own counter. */
 async function writeRate(mw: MwHandle, ms = 1000): Promise<number> {
   const count = (l: string) => Number(/writes=(\d+)/.exec(l)![1]);
@@ -180,6 +192,26 @@ describe.skipIf(skip)('auto-converge', () => {
     expect(new Set(ran).size).toBeGreaterThan(1); // it rose while rounds ran
     // Round 1 is planned before any throttle; each later one for the throttle it then ran at.
     expect(r.policyStatus.perRoundThrottlePercent).toEqual(ran);
+    expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
+  });
+
+  it("measures the CPU a process uses unthrottled over the modelling window too, not only over a filter's first rounds", async () => {
+    // A paced writer using a few percent of a CPU. forecast's first rounds hold everything back
+    // and last a few ms each: measured over them alone, its CPU was a tick of 10 ms or none, and
+    // the baseline of the quota came out at the floor (0.01 CPU) or at several times what it
+    // uses (0.189 CPU for 0.070 once, in a test of the old code).
+    const mw = await startMw(c, ['--mb', '8', '--pattern', 'random', '--write-rate', '20000', '--spin', '2000']);
+    const used = await cpuUse(mw.pid, 2000);
+    const dest = await startDest(c, ['--once']);
+    const extra = ['--after', 'resume', '--bandwidth', '50mbit', '--policy', 'forecast', '--model-seconds', '2', ...CONVERGE];
+    const run = await runSource(c, migrateArgs(mw.pid, dest, extra));
+    expect(run.code, run.stderr).toBe(0);
+    const r = run.report!;
+    expect(r.verified).toBe(true);
+    expect(r.autoConverge.throttle).toMatch(/^cgroup-v[12]$/);
+    expect(used).toBeGreaterThan(0.02); // what the test measured: a tick of CPU is 0.005 CPU over 2 s
+    expect(r.autoConverge.baselineCpus).toBeGreaterThan(used / 2);
+    expect(r.autoConverge.baselineCpus).toBeLessThan(used * 2);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });
 
