@@ -47,10 +47,12 @@ import { ThrottleSchedule, thinWrites, type ThrottleParams } from './auto-conver
 // - with `autoConverge`, the throttle the live agent would set (ThrottleSchedule) is in force
 //   for the rounds after it is raised. `throttleModel` says how it meets the trace: 'thin' (the
 //   default) thins the writes of every sample taken while it is in force (thinWrites), at the
-//   trace's pace; 'slow' slows the process, as the live throttle (a CPU quota) does: the trace
-//   is the process's own time, which runs at the share the throttle leaves it (SlowedClock), so
-//   a sample of 50 ms of the migration's clock holds the writes of less of the trace's time, and
-//   a write the trace makes 50 ms after another is made later.
+//   trace's pace; 'slow' slows the process, as a CPU quota slows a program that computes: the
+//   trace is the process's own time, which runs at the share the throttle leaves it
+//   (SlowedClock), so a sample of 50 ms of the migration's clock holds the writes of less of the
+//   trace's time, and a write the trace makes 50 ms after another is made later. (A program paced
+//   by the clock may make up for a duty cycle's short stops and not be slowed at all; a trace
+//   does not say which kind it is.)
 
 export interface SimOptions {
   pageRate: number;
@@ -362,7 +364,7 @@ function asWritten(pages: PageBitmap, size: number, throttle: number, atMs: numb
 /**
  * The trace as the migration's clock meets a process that a throttle slows: the trace is the
  * process's own time, which runs at the share of the clock the throttle leaves it (a CPU quota of
- * 100 - percent), and stands still for no one else. Samples are taken on the migration's clock, at
+ * 100 - percent of what it used). Samples are taken on the migration's clock, at
  * the trace's stamps, as the live sampler takes them every interval whatever the throttle: each
  * holds the writes of the process's time between its stamp and the one before. A write is not
  * dropped, it is made later. With no throttle the two clocks are one, and a simulation is as on
