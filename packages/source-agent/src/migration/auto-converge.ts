@@ -54,8 +54,8 @@ export class AutoConverge {
    * `since`: where to measure the baseline from (cpuMark when the migration began, before its
    * modelling window; default: now). Measured from the end of the modelling window instead, a
    * filter whose first rounds hold everything back (and last a few ms) left the baseline to a
-   * tick or two of CPU time: a process using 5% of a CPU was given 1%, and every quota of
-   * the throttle a fifth of what it should be.
+   * tick or two of CPU time (10 ms each), off by several times either way: a process using 5% of
+   * a CPU was given 1%, every quota of the throttle a fifth of what it should be.
    */
   constructor(
     private readonly pid: number,
