@@ -83,6 +83,16 @@ describe.skipIf(skip)('auto-converge', () => {
     return src;
   }
 
+  /** A migration of `mw` with forecast behind 50 Mbit/s, the throttle rising quickly: its report, once verified. */
+  async function forecastMigration(mw: MwHandle) {
+    const dest = await startDest(c, ['--once']);
+    const extra = ['--after', 'resume', '--bandwidth', '50mbit', '--policy', 'forecast', '--model-seconds', '2', ...CONVERGE];
+    const run = await runSource(c, migrateArgs(mw.pid, dest, extra));
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.report!.verified).toBe(true);
+    return run.report!;
+  }
+
   it('with the defaults, throttles a fast writer until its downtime fits the limit, which old Xen rules without it miss, and lifts the throttle after', async () => {
     const mw = await startMw(c, MW);
     const before = await writeRate(mw);
@@ -182,12 +192,7 @@ describe.skipIf(skip)('auto-converge', () => {
     // a policy told the throttle of the round before counts a throttled process's writes for a
     // share of the time it no longer runs (at 90% -> 99%, ten times too many).
     const mw = await startMw(c, MW);
-    const dest = await startDest(c, ['--once']);
-    const extra = ['--after', 'resume', '--bandwidth', '50mbit', '--policy', 'forecast', '--model-seconds', '2', ...CONVERGE];
-    const run = await runSource(c, migrateArgs(mw.pid, dest, extra));
-    expect(run.code, run.stderr).toBe(0);
-    const r = run.report!;
-    expect(r.verified).toBe(true);
+    const r = await forecastMigration(mw);
     const ran = r.rounds.filter((x: any) => !x.final).map((x: any) => x.throttlePercent);
     expect(new Set(ran).size).toBeGreaterThan(1); // it rose while rounds ran
     // Round 1 is planned before any throttle; each later one for the throttle it then ran at.
@@ -202,12 +207,7 @@ describe.skipIf(skip)('auto-converge', () => {
     // uses (0.189 CPU for 0.070 once, in a test of the old code).
     const mw = await startMw(c, ['--mb', '8', '--pattern', 'random', '--write-rate', '20000', '--spin', '2000']);
     const used = await cpuUse(mw.pid, 2000);
-    const dest = await startDest(c, ['--once']);
-    const extra = ['--after', 'resume', '--bandwidth', '50mbit', '--policy', 'forecast', '--model-seconds', '2', ...CONVERGE];
-    const run = await runSource(c, migrateArgs(mw.pid, dest, extra));
-    expect(run.code, run.stderr).toBe(0);
-    const r = run.report!;
-    expect(r.verified).toBe(true);
+    const r = await forecastMigration(mw);
     expect(r.autoConverge.throttle).toMatch(/^cgroup-v[12]$/);
     expect(used).toBeGreaterThan(0.02); // what the test measured: a tick of CPU is 0.005 CPU over 2 s
     expect(r.autoConverge.baselineCpus).toBeGreaterThan(used / 2);
