@@ -211,7 +211,7 @@ function stopOptions<T>(y: Argv<T>) {
     .option('throttle-model', {
       choices: ['thin', 'slow'] as const,
       describe:
-        "auto-converge: how the throttle meets the trace. thin, the default: each sample taken under it keeps the throttle's share less of its writes, at random; slow: the process runs at the share it leaves, as under migrate's CPU quota, so that each 50 ms sample holds less of the trace's time and a write comes later, not never",
+        "auto-converge: how the throttle meets the trace. thin, the default: each sample taken under it keeps the throttle's share less of its writes, at random; slow: the process runs at the share it leaves, as a CPU quota slows a program that computes, so that each 50 ms sample holds less of the trace's time and a write comes later, not never (a program paced by the clock may not be slowed at all: README)",
     })
     .option('throttle-period-ms', {
       type: 'number',
