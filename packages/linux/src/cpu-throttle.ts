@@ -250,6 +250,32 @@ export class PtraceDutyCycle implements CpuThrottle {
   }
 }
 
+/**
+ * The time the live threads of `pid` have run so far, in ns: the first field of each thread's
+ * /proc/PID/task/TID/schedstat, which counts in ns where stat's utime and stime count in ticks
+ * of 10 ms. A thread that exited takes its time with it: over an interval in which threads come
+ * and go, the difference is the run time of the threads that lived through it. Without
+ * schedstat (a kernel without CONFIG_SCHEDSTATS), stat's ticks.
+ */
+export function runNanoseconds(pid: number): number {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return cpuSeconds(pid) * 1e9; // throws in its turn if the process is gone
+  }
+  let ns = 0;
+  for (const tid of tids) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && fs.existsSync(`/proc/${pid}/task/${tid}`)) return cpuSeconds(pid) * 1e9;
+      // the thread exited meanwhile
+    }
+  }
+  return ns;
+}
+
 /** The CPU time `pid` has used so far (user and system, all threads), in seconds. */
 export function cpuSeconds(pid: number): number {
   const st = readProcStat(pid);
