@@ -25,6 +25,13 @@ export interface RoundConvergence {
   bandwidthBps: number;
   /** How long the stop-and-copy round would take if the migration stopped after this round. */
   expectedDowntimeMs: number;
+  /**
+   * The CPUs the process used while the round ran (1.0 = one CPU all the time), from its threads'
+   * run time (ns): beside `autoConverge.baselineCpus`, how much the throttle in force slowed it. A
+   * program paced by the clock may make up for a duty cycle's stops and use what it used before.
+   * Absent where the process's threads could not be read.
+   */
+  processCpus?: number;
 }
 
 /** A round's report, its fields in the order the JSON report and the logs have always had. */

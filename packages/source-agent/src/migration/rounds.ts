@@ -1,3 +1,4 @@
+import { runNanoseconds } from '@forecopy/linux';
 import { PrecopyDriver, finalRoundSummary, summarizeRound, type PageBitmap, type RoundDecision, type RoundSummary } from '@forecopy/filter';
 import { MessageType, roundEnd, roundStart, type MessageChannel } from '@forecopy/protocol';
 import { ConnectionError, ProcessExitedError } from '../errors.js';
@@ -57,6 +58,7 @@ export async function runRound(s: MigrationSession, r: IterativeRound): Promise<
 export async function runRound(s: MigrationSession, r: FinalRound): Promise<null>;
 export async function runRound(s: MigrationSession, r: IterativeRound | FinalRound): Promise<RoundDecision | null> {
   const startedAt = r.final ? r.clock.frozenAt : performance.now();
+  const ranFrom = r.final ? null : runMark(s.opts.pid);
   const pagesPlanned = r.pages.count();
   await announceRound(s, r.round, r.final, pagesPlanned);
   if (r.final) r.clock.mark('announceMs');
@@ -85,7 +87,8 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   const summary = r.final
     ? finalRoundSummary(r.round, sent.pagesSent, durationMs)
     : summarizeRound(r.driver.records[r.driver.records.length - 1]);
-  recordRound(s, summary, sent, pagesPlanned, convergence(s, summary, decision, throttlePercent));
+  const ran = { throttlePercent, ...cpusSince(s.opts.pid, ranFrom) };
+  recordRound(s, summary, sent, pagesPlanned, convergence(s, summary, decision, ran));
   return decision;
 }
 
@@ -113,7 +116,7 @@ function convergence(
   s: MigrationSession,
   summary: RoundSummary,
   decision: RoundDecision | null,
-  throttlePercent: number,
+  ran: Pick<RoundConvergence, 'throttlePercent' | 'processCpus'>,
 ): RoundConvergence {
   const unsynced = !decision
     ? 0
@@ -121,11 +124,27 @@ function convergence(
       ? decision.remaining.count()
       : decision.plan.send.count() + decision.plan.held.count();
   return {
-    throttlePercent,
+    ...ran,
     dirtyRate: summary.durationMs > 0 ? (summary.pagesDirtied / summary.durationMs) * 1000 : 0,
     bandwidthBps: s.pageRate * PAGE_SIZE * 8,
     expectedDowntimeMs: (s.pageRate > 0 ? (unsynced / s.pageRate) * 1000 : 0) + fixedDowntimeMs(s),
   };
+}
+
+/** The process's run time now (ns, its live threads) and when it was read; null where it cannot be read. */
+function runMark(pid: number): { ns: number; at: number } | null {
+  try {
+    return { ns: runNanoseconds(pid), at: performance.now() };
+  } catch {
+    return null; // gone: the round will say so
+  }
+}
+
+/** The CPUs the process used since `from` (1.0 = one CPU all the time), as RoundConvergence.processCpus. */
+function cpusSince(pid: number, from: { ns: number; at: number } | null): { processCpus?: number } {
+  const now = from ? runMark(pid) : null;
+  if (!from || !now || !(now.at > from.at)) return {};
+  return { processCpus: Math.max(0, (now.ns - from.ns) / 1e6 / (now.at - from.at)) };
 }
 
 /** The downtime's forecast fixed costs now, plus what the pacer still owes of the last round. */
