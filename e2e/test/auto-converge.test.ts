@@ -134,7 +134,17 @@ describe.skipIf(skip)('auto-converge', () => {
       expect(x.dirtyRate).toBeGreaterThanOrEqual(0);
       expect(x.bandwidthBps).toBeGreaterThan(0);
       expect(x.expectedDowntimeMs).toBeGreaterThanOrEqual(0);
+      expect(x.processCpus).toBeGreaterThanOrEqual(0);
     }
+    // The CPU the writer used in each round: the quota holds it to the throttle's share of its
+    // baseline (over half a second or more: the quota's period is 100 ms); unthrottled, it used
+    // more than twice what it used at 80% or more.
+    const capped = iterative.filter((x: any) => x.throttlePercent > 0 && x.durationMs >= 500);
+    expect(capped.length).toBeGreaterThan(0);
+    for (const x of capped) expect(x.processCpus).toBeLessThan(r.autoConverge.baselineCpus * (1 - x.throttlePercent / 100) * 1.3 + 0.02);
+    const high = capped.filter((x: any) => x.throttlePercent >= 80);
+    expect(high.length).toBeGreaterThan(0);
+    for (const x of high) expect(iterative[0].processCpus).toBeGreaterThan(2 * x.processCpus);
     // Full speed again, and nothing left: no cgroup, no tracking.
     expect(throttleCgroups(mw.pid)).toEqual([]);
     expect(await writeRate(mw)).toBeGreaterThan(before * 0.6);
