@@ -162,6 +162,11 @@ export interface ForecastPolicyStatus extends Record<string, unknown> {
    * round before the next is planned.
    */
   perRoundThrottlePercent: number[];
+  /**
+   * The share of the time each round was planned to run the process at (1 unthrottled; 100% less
+   * the throttle, or what was measured of it: RoundContext.ranShare), beside perRoundThrottlePercent.
+   */
+  perRoundRunningShare: number[];
   /** The rounds that held back more than the limit's worth so as not to end on a round far longer than the limit (splitLast). */
   splitRounds: number[];
   perRoundForecastMs: number[];
@@ -191,6 +196,7 @@ export class ForecastPolicy implements Policy {
   readonly heldPages: number[] = [];
   /** The throttle each plan was made for. */
   private readonly plannedThrottle: number[] = [];
+  private readonly plannedShare: number[] = [];
   /** The rounds splitLast split. */
   private readonly splitRounds: number[] = [];
   /** The share of the time the process ran during each of the last samples shown (oldest first). */
@@ -247,7 +253,21 @@ export class ForecastPolicy implements Policy {
     this.forecastMs.push(performance.now() - t);
     this.heldPages.push(held.count());
     this.plannedThrottle.push(ctx.throttlePercent ?? 0);
+    this.plannedShare.push(this.running);
     return held;
+  }
+
+  /**
+   * The share of the time the process will run in the round being planned: 100% less its
+   * throttle, or, where it was measured (RoundContext.ranShare), what it ran at the throttle it
+   * was measured under, scaled by how much the throttle has risen since. A program the throttle
+   * slows less than its share (a paced one, under a duty cycle it makes up for) is forecast at
+   * the pace it keeps.
+   */
+  private shareFor(ctx: RoundContext): number {
+    const assumed = runningShare(ctx.throttlePercent ?? 0);
+    if (ctx.ranShare === undefined || ctx.ranAtPercent === undefined) return assumed;
+    return Math.min(1, Math.max(MIN_RUNNING, (ctx.ranShare * assumed) / runningShare(ctx.ranAtPercent)));
   }
 
   private plan(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
@@ -263,7 +283,7 @@ export class ForecastPolicy implements Policy {
     // of the samples the round lasts, so every horizon of the forecast (in the process's samples)
     // shrinks by it. A page due within 40 samples of its own time is not due within 40 samples of
     // a process stopped 99% of the time.
-    this.running = runningShare(ctx.throttlePercent ?? 0);
+    this.running = this.shareFor(ctx);
     if (rate <= 0 || this.model.samples === 0) return held;
     if (unsynced.size !== this.model.totalPages) this.model.resize(unsynced.size);
     // The process's memory: the pages mapped (the driver's data cap counts these), not the index space.
@@ -708,6 +728,7 @@ export class ForecastPolicy implements Policy {
       convergingFromRound: this.convergingFrom,
       perRoundHeldPages: [...this.heldPages],
       perRoundThrottlePercent: [...this.plannedThrottle],
+      perRoundRunningShare: [...this.plannedShare],
       splitRounds: [...this.splitRounds],
       perRoundForecastMs: this.forecastMs.map((x) => Math.round(x * 1000) / 1000),
       perSampleMs: this.model.samples ? this.sampleMs / this.model.samples : 0,

@@ -82,6 +82,13 @@ export interface RoundContext {
    */
   throttleMaxPercent?: number;
   /**
+   * How fast the process ran under the throttle `ranAtPercent`, measured: the CPU it used against
+   * what it used before it was throttled, in (0, 1] (absent: not measured; 100% less the throttle
+   * is assumed). A program paced by the clock may make up for a duty cycle's stops and run at 1.
+   */
+  ranShare?: number;
+  ranAtPercent?: number;
+  /**
    * The rounds auto-converge still needs before its throttle is at the highest, if each is high
    * (ThrottleSchedule.roundsToMax; absent: unknown, as when it weighs periods).
    */

@@ -207,6 +207,25 @@ describe('ForecastPolicy: a hot spot that moves on a cycle', () => {
     expect(plan(99)).toBeLessThan(ZONE / 4);
   });
 
+  it('forecasts at the pace measured under the throttle where it was measured: a paced program the throttle does not slow is', () => {
+    const plan = (ctx: { throttlePercent: number; ranShare?: number; ranAtPercent?: number }) => {
+      const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: XEN_DEFAULT_STOP_RULES });
+      for (const s of samples.slice(0, 202)) p.observeSample(s);
+      const held = p.holdBack(PageBitmap.full(N), { round: 2, pageRate: (N / 12) * (1000 / INTERVAL), nowMs: 0, ...ctx }).count();
+      return { held, share: p.status().perRoundRunningShare.at(-1) };
+    };
+    const free = plan({ throttlePercent: 0 });
+    expect(free.share).toBe(1);
+    // Not measured: 100% less the throttle.
+    expect(plan({ throttlePercent: 80 }).share).toBeCloseTo(0.2, 9);
+    // Measured at 80% running all the time (it made up for the stops): forecast as unthrottled.
+    const paced = plan({ throttlePercent: 80, ranShare: 1, ranAtPercent: 80 });
+    expect(paced).toEqual(free);
+    // Measured at 50% running half the time, planned at 80%: scaled as the throttle rose.
+    expect(plan({ throttlePercent: 80, ranShare: 0.5, ranAtPercent: 50 }).share).toBeCloseTo(0.2, 9);
+    expect(plan({ throttlePercent: 99, ranShare: 0.001, ranAtPercent: 90 }).share).toBe(0.01); // at least 1%
+  });
+
   it('sends fewer pages than pre-copy and xen-skip, at no more downtime than pre-copy', () => {
     const trace = toTrace(samples);
     // 4,000 pages/s: round 1 lasts 1 s, half a cycle; the spot writes ~2,800 distinct pages/s,
