@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { QEMU_THROTTLE, ThrottleSchedule, type ThrottleParams } from '@forecopy/filter';
-import { cpuSeconds, openCpuThrottle, type CpuThrottle, type ThrottleHold, type ThrottleMethod } from '@forecopy/linux';
+import { cpuSeconds, openCpuThrottle, runNanoseconds, type CpuThrottle, type ThrottleHold, type ThrottleMethod } from '@forecopy/linux';
 import { undoOnInterrupt } from '../interrupt.js';
 
 /** --auto-converge, QEMU's cpu-throttle parameters (percent), and --throttle-by. */
@@ -45,6 +45,10 @@ export class AutoConverge {
   private readonly wallAtStart: number;
   /** The CPUs the process used before it was first throttled (1.0 = one CPU all the time). */
   baselineCpus: number | null = null;
+  /** When the throttle in force was set: the process's run time then (measuredShare). */
+  private levelFrom: RunMark | null = null;
+  /** The share measured over the whole time of the throttle before the one in force. */
+  private lastLevel: { share: number; atPercent: number } | undefined;
   /** The time the throttle took from the process so far, ms: each throttle's time in force times its percent. */
   private takenMs = 0;
   /** When the throttle in force was set. */
@@ -89,11 +93,36 @@ export class AutoConverge {
     return this.unavailable ? 0 : this.schedule.paceMs(performance.now(), roundsAfter);
   }
 
+  /**
+   * How fast the process ran under the throttle, measured: the CPU it used against its baseline,
+   * in (0, 1], and the throttle it ran at. Over the time the throttle in force has been set, if
+   * that is long enough to hold two of its cycles (a duty cycle's 10 ms of running and its stop;
+   * at least 200 ms); else over the whole time of the throttle before it. Undefined when the
+   * process has not been throttled (nothing to measure against) or could not be read.
+   */
+  measuredShare(): { share: number; atPercent: number } | undefined {
+    const now = this.percent > 0 ? this.levelShare(runMarkOf(this.pid)) : undefined;
+    return now ?? this.lastLevel;
+  }
+
+  /** The current throttle's share from its start to `to`, if long enough to tell. */
+  private levelShare(to: RunMark | null): { share: number; atPercent: number } | undefined {
+    const from = this.levelFrom;
+    if (!from || !to || !this.baselineCpus || this.percent <= 0) return undefined;
+    const wallMs = to.at - from.at;
+    if (!(wallMs >= Math.max(200, (2 * 10 * 100) / (100 - Math.min(99, this.percent))))) return undefined;
+    const cpus = (to.ns - from.ns) / 1e6 / wallMs;
+    return { share: Math.min(1, Math.max(0.01, cpus / this.baselineCpus)), atPercent: this.percent };
+  }
+
   /** After an iterative round: raises the throttle when the process writes faster than the link. */
   afterRound(pagesSent: number, pagesDirtied: number): void {
     if (this.unavailable) return;
     const next = this.schedule.afterRound(pagesSent, pagesDirtied, performance.now());
     if (next === this.percent) return;
+    const mark = runMarkOf(this.pid);
+    this.lastLevel = this.levelShare(mark) ?? this.lastLevel;
+    this.levelFrom = mark;
     try {
       if (!this.throttle) {
         const t = openCpuThrottle(this.pid, this.method);
@@ -144,6 +173,20 @@ export class AutoConverge {
     this.throttle = null;
     this.dropUndo();
     return hold;
+  }
+}
+
+/** A process's run time (ns, its live threads) and when it was read. */
+interface RunMark {
+  ns: number;
+  at: number;
+}
+
+function runMarkOf(pid: number): RunMark | null {
+  try {
+    return { ns: runNanoseconds(pid), at: performance.now() };
+  } catch {
+    return null; // gone
   }
 }
 

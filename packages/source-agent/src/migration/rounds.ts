@@ -147,6 +147,12 @@ function cpusSince(pid: number, from: { ns: number; at: number } | null): { proc
   return { processCpus: Math.max(0, (now.ns - from.ns) / 1e6 / (now.at - from.at)) };
 }
 
+/** RoundContext's ranShare: how fast the process ran under the throttle, measured, and at which throttle. */
+function ranShareOf(s: MigrationSession): { ranShare?: number; ranAtPercent?: number } {
+  const m = s.autoConverge?.measuredShare();
+  return m ? { ranShare: m.share, ranAtPercent: m.atPercent } : {};
+}
+
 /** The downtime's forecast fixed costs now, plus what the pacer still owes of the last round. */
 function fixedDowntimeMs(s: MigrationSession): number {
   return s.forecast.fixedMs() + s.sender.pacingDebtMs();
@@ -196,6 +202,7 @@ function settleRound(
       pageRate: s.pageRate,
       nowMs: sampler.now(),
       throttlePercent: s.autoConverge?.percent ?? 0,
+      ...ranShareOf(s),
       ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent } : {}),
       ...(s.autoConverge?.roundsToMax !== undefined ? { throttleRoundsToMax: s.autoConverge.roundsToMax } : {}),
     },
