@@ -207,6 +207,15 @@ describe.skipIf(skip)('auto-converge', () => {
     expect(new Set(ran).size).toBeGreaterThan(1); // it rose while rounds ran
     // Round 1 is planned before any throttle; each later one for the throttle it then ran at.
     expect(r.policyStatus.perRoundThrottlePercent).toEqual(ran);
+    // And for the share of the time the process would run: the writer computes, and the quota
+    // slows it by its share, as measured (RoundContext.ranShare): about 100% less the throttle.
+    const shares: number[] = r.policyStatus.perRoundRunningShare;
+    expect(shares).toHaveLength(ran.length);
+    for (const [i, share] of shares.entries()) {
+      expect(share).toBeGreaterThan(0);
+      expect(share).toBeLessThanOrEqual(1);
+      if (ran[i] >= 50) expect(share).toBeLessThan(2 * (1 - ran[i] / 100) + 0.02);
+    }
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });
 
