@@ -276,6 +276,21 @@ export function runNanoseconds(pid: number): number {
   return ns;
 }
 
+/** A process's run time (runNanoseconds) and when it was read (performance.now()). */
+export interface RunMark {
+  ns: number;
+  at: number;
+}
+
+/** Process `pid`'s run time now, or null where it cannot be read (gone). */
+export function runMark(pid: number): RunMark | null {
+  try {
+    return { ns: runNanoseconds(pid), at: performance.now() };
+  } catch {
+    return null;
+  }
+}
+
 /** The CPU time `pid` has used so far (user and system, all threads), in seconds. */
 export function cpuSeconds(pid: number): number {
   const st = readProcStat(pid);
