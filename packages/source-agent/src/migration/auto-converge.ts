@@ -1,6 +1,14 @@
 import type { Logger } from 'pino';
 import { QEMU_THROTTLE, ThrottleSchedule, type ThrottleParams } from '@forecopy/filter';
-import { cpuSeconds, openCpuThrottle, runNanoseconds, type CpuThrottle, type ThrottleHold, type ThrottleMethod } from '@forecopy/linux';
+import {
+  cpuSeconds,
+  openCpuThrottle,
+  runMark,
+  type CpuThrottle,
+  type RunMark,
+  type ThrottleHold,
+  type ThrottleMethod,
+} from '@forecopy/linux';
 import { undoOnInterrupt } from '../interrupt.js';
 
 /** --auto-converge, QEMU's cpu-throttle parameters (percent), and --throttle-by. */
@@ -101,7 +109,7 @@ export class AutoConverge {
    * process has not been throttled (nothing to measure against) or could not be read.
    */
   measuredShare(): { share: number; atPercent: number } | undefined {
-    const now = this.percent > 0 ? this.levelShare(runMarkOf(this.pid)) : undefined;
+    const now = this.percent > 0 ? this.levelShare(runMark(this.pid)) : undefined;
     return now ?? this.lastLevel;
   }
 
@@ -120,7 +128,7 @@ export class AutoConverge {
     if (this.unavailable) return;
     const next = this.schedule.afterRound(pagesSent, pagesDirtied, performance.now());
     if (next === this.percent) return;
-    const mark = runMarkOf(this.pid);
+    const mark = runMark(this.pid);
     this.lastLevel = this.levelShare(mark) ?? this.lastLevel;
     this.levelFrom = mark;
     try {
@@ -173,20 +181,6 @@ export class AutoConverge {
     this.throttle = null;
     this.dropUndo();
     return hold;
-  }
-}
-
-/** A process's run time (ns, its live threads) and when it was read. */
-interface RunMark {
-  ns: number;
-  at: number;
-}
-
-function runMarkOf(pid: number): RunMark | null {
-  try {
-    return { ns: runNanoseconds(pid), at: performance.now() };
-  } catch {
-    return null; // gone
   }
 }
 

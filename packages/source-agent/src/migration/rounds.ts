@@ -1,4 +1,4 @@
-import { runNanoseconds } from '@forecopy/linux';
+import { runMark, type RunMark } from '@forecopy/linux';
 import { PrecopyDriver, finalRoundSummary, summarizeRound, type PageBitmap, type RoundDecision, type RoundSummary } from '@forecopy/filter';
 import { MessageType, roundEnd, roundStart, type MessageChannel } from '@forecopy/protocol';
 import { ConnectionError, ProcessExitedError } from '../errors.js';
@@ -131,17 +131,8 @@ function convergence(
   };
 }
 
-/** The process's run time now (ns, its live threads) and when it was read; null where it cannot be read. */
-function runMark(pid: number): { ns: number; at: number } | null {
-  try {
-    return { ns: runNanoseconds(pid), at: performance.now() };
-  } catch {
-    return null; // gone: the round will say so
-  }
-}
-
 /** The CPUs the process used since `from` (1.0 = one CPU all the time), as RoundConvergence.processCpus. */
-function cpusSince(pid: number, from: { ns: number; at: number } | null): { processCpus?: number } {
+function cpusSince(pid: number, from: RunMark | null): { processCpus?: number } {
   const now = from ? runMark(pid) : null;
   if (!from || !now || !(now.at > from.at)) return {};
   return { processCpus: Math.max(0, (now.ns - from.ns) / 1e6 / (now.at - from.at)) };
