@@ -287,10 +287,10 @@ export class ForecastModel {
   private stamp = 0;
   private chosen = 0;
   /**
-   * The process's own time: by sample (n mod MAX_AGE + 1), the samples' shares of the time the
-   * process ran added up (observe's `share`; 1 a sample when nothing slows it).
+   * The process's own time: by sample (n mod MAX_AGE + 1), the share of it the process ran
+   * (observe's `share`; 1 when nothing slows it).
    */
-  private readonly clock = new Float64Array(MAX_AGE + 1);
+  private readonly shares = new Float64Array(MAX_AGE + 1);
   /**
    * An age of d samples taken is ownAge[d] samples of the process's own time (rounded down), a
    * gap of d ownGap[d] (rounded up, at least 1: g stands for (g - 1, g]): ages and gaps are
@@ -358,7 +358,7 @@ export class ForecastModel {
       this.ages.byteLength +
       this.tally.byteLength +
       this.census.byteLength +
-      this.clock.byteLength +
+      this.shares.byteLength +
       this.ownAge.byteLength +
       this.ownGap.byteLength +
       this.levels.reduce((a, l) => a + l.byteLength, 0)
@@ -481,21 +481,28 @@ export class ForecastModel {
     this.tailRegion = -1;
   }
 
-  /** The process's clock after a sample of which it ran `share`, and ages and gaps in its time (ownAge, ownGap). */
+  /** The share of the latest sample the process ran, and ages and gaps in its time (ownAge, ownGap). */
   private advanceClock(share: number): void {
     const R = MAX_AGE + 1;
-    const t = this.clock[(this.n - 1) % R] + share;
-    this.clock[this.n % R] = t;
+    this.shares[this.n % R] = share;
     if (share < 1) this.slowedUntil = this.n + MAX_AGE + 1;
     else if (this.n > this.slowedUntil) return; // every age in the window is one of the clock's
-    const { ownAge, ownGap } = this;
+    const { ownAge, ownGap, shares } = this;
     const known = Math.min(this.n, MAX_AGE);
-    for (let d = 0; d <= known; d++) {
-      const x = t - this.clock[(this.n - d + R) % R];
+    // x: the process's time in the last d samples (those after the one d samples back).
+    for (let d = 0, x = 0; d <= known; x += shares[(this.n - d) % R], d++) {
       ownAge[d] = Math.floor(x + 1e-9);
       ownGap[d] = Math.max(1, Math.ceil(x - 1e-9));
     }
     for (let d = known + 1; d <= MAX_AGE; d++) ownAge[d] = ownGap[d] = d;
+  }
+
+  /**
+   * The share of its time the process ran in the sample `a` samples before the latest (0: the
+   * latest), as observe was told; undefined before the first or past the last MAX_AGE.
+   */
+  shareAgo(a: number): number | undefined {
+    return a >= 0 && a < Math.min(this.n, MAX_AGE) ? this.shares[(this.n - a) % (MAX_AGE + 1)] : undefined;
   }
 
   /**

@@ -137,8 +137,6 @@ const CONVERGES = 0.9;
 const BEFORE_LAST_THRESHOLDS = [0.75, 0.9, 0.97];
 /** The last round is split (splitLast) by holding this many times the pages the limit lets the freeze have. */
 const SPLIT_MARGIN = 1.5;
-/** How many samples' throttles splitLast remembers (more than any round lasts). */
-const RUNNING_KEPT = 4096;
 /** Auto-converge throttles to 99% at most: the process runs at least this share of the time. */
 const MIN_RUNNING = 0.01;
 
@@ -199,8 +197,6 @@ export class ForecastPolicy implements Policy {
   private readonly plannedShare: number[] = [];
   /** The rounds splitLast split. */
   private readonly splitRounds: number[] = [];
-  /** The share of the time the process ran during each of the last samples shown (oldest first). */
-  private readonly runningAt: number[] = [];
   readonly forecastMs: number[] = [];
   private sampleMs = 0;
 
@@ -229,8 +225,6 @@ export class ForecastPolicy implements Policy {
     const t = performance.now();
     if (sample.size !== this.model.totalPages) this.model.resize(sample.size);
     this.model.observe(sample, this.running); // ages and gaps in the time the process ran
-    this.runningAt.push(this.running);
-    if (this.runningAt.length > RUNNING_KEPT) this.runningAt.splice(0, this.runningAt.length - RUNNING_KEPT);
     if (live) {
       this.lifetimes.observe(live);
       this.model.release(live); // what it kept for pages whose mappings are gone
@@ -376,11 +370,10 @@ export class ForecastPolicy implements Policy {
     if (!this.fitsLimit(final, rate, ctx)) return held; // the migration goes on anyway
     // A sample taken while the process ran more of the time than it does now (the throttle has
     // risen since) counts for the share it would write now.
-    const ran = this.runningAt;
     const now = this.running;
     const seen = Math.min(
       this.memory,
-      k + this.model.recentlyWritten(length, (a) => Math.min(1, now / (ran[ran.length - 1 - a] ?? now))) - overlap,
+      k + this.model.recentlyWritten(length, (a) => Math.min(1, now / (this.model.shareAgo(a) ?? now))) - overlap,
     );
     if (!this.fitsLimit(seen, rate, ctx)) return held;
     const w1 = this.written(roundHolding(u, k + extra, perSample));
