@@ -108,9 +108,8 @@ export class AutoConverge {
    * at least 200 ms); else over the whole time of the throttle before it. Undefined when the
    * process has not been throttled (nothing to measure against) or could not be read.
    */
-  measuredShare(): { share: number; atPercent: number } | undefined {
-    const now = this.percent > 0 ? this.levelShare(runMark(this.pid)) : undefined;
-    return now ?? this.lastLevel;
+  measuredShare(now: RunMark | null = runMark(this.pid)): { share: number; atPercent: number } | undefined {
+    return this.levelShare(now) ?? this.lastLevel;
   }
 
   /** The current throttle's share from its start to `to`, if long enough to tell. */
@@ -123,12 +122,14 @@ export class AutoConverge {
     return { share: Math.min(1, Math.max(0.01, cpus / this.baselineCpus)), atPercent: this.percent };
   }
 
-  /** After an iterative round: raises the throttle when the process writes faster than the link. */
-  afterRound(pagesSent: number, pagesDirtied: number): void {
+  /**
+   * After an iterative round: raises the throttle when the process writes faster than the link.
+   * `mark`: the process's run time at the round's end (where a new throttle's time starts).
+   */
+  afterRound(pagesSent: number, pagesDirtied: number, mark: RunMark | null = runMark(this.pid)): void {
     if (this.unavailable) return;
     const next = this.schedule.afterRound(pagesSent, pagesDirtied, performance.now());
     if (next === this.percent) return;
-    const mark = runMark(this.pid);
     this.lastLevel = this.levelShare(mark) ?? this.lastLevel;
     this.levelFrom = mark;
     try {

@@ -83,11 +83,12 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   // round's time; not after the last round the round cap allows (no round follows to be planned).
   if (!r.final && r.round < r.driver.rules.maxRounds && waitsForSample(s.policy)) await sampler.wholeSampleSince(startedAt);
   const throttlePercent = s.autoConverge?.percent ?? 0; // in force while the round ran
-  const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, { durationMs, pacedMs }) : null;
+  const ranTo = ranFrom ? runMark(s.opts.pid) : null; // the process's run time at the round's end
+  const decision = !r.final && dirtied ? settleRound(s, r.driver, sent, dirtied, { durationMs, pacedMs, ranTo }) : null;
   const summary = r.final
     ? finalRoundSummary(r.round, sent.pagesSent, durationMs)
     : summarizeRound(r.driver.records[r.driver.records.length - 1]);
-  const ran = { throttlePercent, ...cpusSince(s.opts.pid, ranFrom) };
+  const ran = { throttlePercent, ...cpusBetween(ranFrom, ranTo) };
   recordRound(s, summary, sent, pagesPlanned, convergence(s, summary, decision, ran));
   return decision;
 }
@@ -131,16 +132,15 @@ function convergence(
   };
 }
 
-/** The CPUs the process used since `from` (1.0 = one CPU all the time), as RoundConvergence.processCpus. */
-function cpusSince(pid: number, from: RunMark | null): { processCpus?: number } {
-  const now = from ? runMark(pid) : null;
-  if (!from || !now || !(now.at > from.at)) return {};
-  return { processCpus: Math.max(0, (now.ns - from.ns) / 1e6 / (now.at - from.at)) };
+/** The CPUs the process used between two marks (1.0 = one CPU all the time), as RoundConvergence.processCpus. */
+function cpusBetween(from: RunMark | null, to: RunMark | null): { processCpus?: number } {
+  if (!from || !to || !(to.at > from.at)) return {};
+  return { processCpus: Math.max(0, (to.ns - from.ns) / 1e6 / (to.at - from.at)) };
 }
 
-/** RoundContext's ranShare: how fast the process ran under the throttle, measured, and at which throttle. */
-function ranShareOf(s: MigrationSession): { ranShare?: number; ranAtPercent?: number } {
-  const m = s.autoConverge?.measuredShare();
+/** RoundContext's ranShare: how fast the process ran under the throttle, measured up to `now`, and at which throttle. */
+function ranShareOf(s: MigrationSession, now: RunMark | null): { ranShare?: number; ranAtPercent?: number } {
+  const m = s.autoConverge?.measuredShare(now);
   return m ? { ranShare: m.share, ranAtPercent: m.atPercent } : {};
 }
 
@@ -163,7 +163,7 @@ function settleRound(
   driver: PrecopyDriver,
   sent: SendResult,
   dirtiedSoFar: PageBitmap,
-  time: { durationMs: number; pacedMs: number },
+  time: { durationMs: number; pacedMs: number; ranTo: RunMark | null },
 ): RoundDecision {
   const { space, sampler } = s.tracking;
   const { durationMs } = time;
@@ -178,7 +178,7 @@ function settleRound(
   dirtied.and(space.live);
   // Auto-converge weighs the round before the next is planned (QEMU raises the throttle at the
   // bitmap sync that ends an iteration): the policy plans for the throttle the round runs at.
-  s.autoConverge?.afterRound(sent.pagesSent, dirtied.count());
+  s.autoConverge?.afterRound(sent.pagesSent, dirtied.count(), time.ranTo);
   return driver.endRound(
     {
       pagesSent: sent.pagesSent,
@@ -193,7 +193,7 @@ function settleRound(
       pageRate: s.pageRate,
       nowMs: sampler.now(),
       throttlePercent: s.autoConverge?.percent ?? 0,
-      ...ranShareOf(s),
+      ...ranShareOf(s, time.ranTo),
       ...(s.autoConverge ? { throttleMaxPercent: s.autoConverge.maxPercent } : {}),
       ...(s.autoConverge?.roundsToMax !== undefined ? { throttleRoundsToMax: s.autoConverge.roundsToMax } : {}),
     },
