@@ -26,7 +26,7 @@ import {
   type WriteTimes,
 } from '@forecopy/filter';
 import { defaultBatchPages } from '@forecopy/protocol';
-import { numberFrom, parseBandwidth, parseThrottlePeriod, roundOptions } from './units.js';
+import { numberFrom, parseBandwidth, parseThrottlePeriod, requireAutoConverge, roundOptions } from './units.js';
 import { SIM_CHARTS, renderSimHtml, shareText, simChartSvg } from './report-html.js';
 import { InputError, SourceError, fromYargs } from './errors.js';
 
@@ -307,6 +307,7 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
   const bw = parseBandwidth(a.bandwidth);
   if (bw <= 0) throw new InputError('--bandwidth must be a rate for the simulation (e.g. 500mbit)');
   const periodMs = parseThrottlePeriod(a['throttle-period-ms'], a['auto-converge'] === 'on');
+  if (a['throttle-model']) requireAutoConverge('throttle-model', a['auto-converge'] === 'on');
   const options: SimulationOptions = {
     policies,
     states,
@@ -322,14 +323,9 @@ function simInputs(a: SimArgs): { trace: Trace; options: SimulationOptions } {
     ...(a['downtime-limit-ms'] !== undefined ? { downtimeLimitMs: a['downtime-limit-ms'] } : {}),
     ...(a['auto-converge'] === 'on' ? { autoConverge: { ...QEMU_THROTTLE, periodMs } } : {}),
     writeTimes: a['write-times'],
-    ...(a['throttle-model'] ? { throttleModel: parseThrottleModel(a['throttle-model'], a['auto-converge'] === 'on') } : {}),
+    ...(a['throttle-model'] ? { throttleModel: a['throttle-model'] } : {}),
   };
   return { trace, options };
-}
-
-function parseThrottleModel(model: ThrottleModel, autoConverge: boolean): ThrottleModel {
-  if (!autoConverge) throw new InputError('--throttle-model is a setting of auto-converge: add --auto-converge on');
-  return model;
 }
 
 function readTrace(file: string): Trace {

@@ -36,10 +36,15 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1], port };
 }
 
+/** Refuses `--flag`, a setting of auto-converge, given without it. */
+export function requireAutoConverge(flag: string, autoConverge: boolean): void {
+  if (!autoConverge) throw new InputError(`--${flag} is a setting of auto-converge: add --auto-converge on`);
+}
+
 /** Checks --throttle-period-ms (absent: 0, each round weighed); it means nothing without auto-converge. */
 export function parseThrottlePeriod(ms: number | undefined, autoConverge: boolean): number {
   if (ms === undefined) return 0;
-  if (!autoConverge) throw new InputError('--throttle-period-ms is a setting of auto-converge: add --auto-converge on');
+  requireAutoConverge('throttle-period-ms', autoConverge);
   if (!(Number.isFinite(ms) && ms >= 0)) throw new InputError(`--throttle-period-ms must be a number of ms, 0 or more, got ${ms}`);
   refuseOverTimer('throttle-period-ms', ms, MAX_TIMER_MS);
   return ms;
