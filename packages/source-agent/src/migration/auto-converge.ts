@@ -53,10 +53,8 @@ export class AutoConverge {
   private readonly wallAtStart: number;
   /** The CPUs the process used before it was first throttled (1.0 = one CPU all the time). */
   baselineCpus: number | null = null;
-  /** When the throttle in force was set: the process's run time then (measuredShare). */
-  private levelFrom: RunMark | null = null;
-  /** The share measured over the whole time of the throttle before the one in force. */
-  private lastLevel: { share: number; atPercent: number } | undefined;
+  /** Each throttle set so far, from when it was set (the process's run time then; measuredShare). */
+  private readonly levels: ThrottleLevel[] = [];
   /** The time the throttle took from the process so far, ms: each throttle's time in force times its percent. */
   private takenMs = 0;
   /** When the throttle in force was set. */
@@ -103,23 +101,14 @@ export class AutoConverge {
 
   /**
    * How fast the process ran under the throttle, measured: the CPU it used against its baseline,
-   * in (0, 1], and the throttle it ran at. Over the time the throttle in force has been set, if
-   * that is long enough to hold two of its cycles (a duty cycle's 10 ms of running and its stop;
-   * at least 200 ms); else over the whole time of the throttle before it. Undefined when the
-   * process has not been throttled (nothing to measure against) or could not be read.
+   * in (0, 1], and the throttle it ran at (pooledShare: over the throttle in force and, where that
+   * was set too recently to tell, the ones before it, back to a time long enough to tell).
+   * Undefined when the process has not been throttled (nothing to measure against), has not been
+   * throttled long enough yet, or could not be read.
    */
   measuredShare(now: RunMark | null = runMark(this.pid)): { share: number; atPercent: number } | undefined {
-    return this.levelShare(now) ?? this.lastLevel;
-  }
-
-  /** The current throttle's share from its start to `to`, if long enough to tell. */
-  private levelShare(to: RunMark | null): { share: number; atPercent: number } | undefined {
-    const from = this.levelFrom;
-    if (!from || !to || !this.baselineCpus || this.percent <= 0) return undefined;
-    const wallMs = to.at - from.at;
-    if (!(wallMs >= Math.max(200, (2 * 10 * 100) / (100 - Math.min(99, this.percent))))) return undefined;
-    const cpus = (to.ns - from.ns) / 1e6 / wallMs;
-    return { share: Math.min(1, Math.max(0.01, cpus / this.baselineCpus)), atPercent: this.percent };
+    if (!now || !this.baselineCpus) return undefined;
+    return pooledShare(this.levels, now, this.baselineCpus);
   }
 
   /**
@@ -130,8 +119,6 @@ export class AutoConverge {
     if (this.unavailable) return;
     const next = this.schedule.afterRound(pagesSent, pagesDirtied, performance.now());
     if (next === this.percent) return;
-    this.lastLevel = this.levelShare(mark) ?? this.lastLevel;
-    this.levelFrom = mark;
     try {
       if (!this.throttle) {
         const t = openCpuThrottle(this.pid, this.method);
@@ -142,6 +129,7 @@ export class AutoConverge {
       this.baselineCpus ??= this.usedSoFar();
       this.account();
       this.throttle.set(next, this.baselineCpus);
+      if (mark) this.levels.push({ from: mark, percent: next });
       this.log.info({ percent: next, kind: this.throttle.kind, baselineCpus: this.baselineCpus }, 'auto-converge: throttled the process');
     } catch (e) {
       this.unavailable = (e as Error).message;
@@ -183,6 +171,46 @@ export class AutoConverge {
     this.dropUndo();
     return hold;
   }
+}
+
+/** A throttle auto-converge set: from when (the process's run time then) and how much, percent. */
+export interface ThrottleLevel {
+  from: RunMark;
+  percent: number;
+}
+
+/**
+ * How fast a throttled process ran, measured: its run time against `baselineCpus` over the
+ * throttle in force (the last of `levels`) up to `now`, if that lasted long enough to tell (two of
+ * its cycles: a duty cycle's 10 ms of running and its stop; at least 200 ms); else over it and the
+ * throttles before it, back to the first that makes the time long enough. `atPercent` is the
+ * throttle the time ran at on average (its running shares weighed by how long each lasted), so
+ * that a process slowed by its share measures its share at it, whatever the mix. Without the
+ * pooling, throttles that each lasted less (the rounds of a filter that holds everything back last
+ * a few ms, and the throttle rises every two) were never measured, and the round after them was
+ * planned at the share assumed (live, session 24: a paced writer that ran at full speed under a
+ * 70% throttle was planned at 20% under 80%, and sent 24,500 pages it wrote again). Undefined when
+ * no time long enough has passed since the first throttle.
+ */
+export function pooledShare(
+  levels: readonly ThrottleLevel[],
+  now: RunMark,
+  baselineCpus: number,
+): { share: number; atPercent: number } | undefined {
+  let end = now.at;
+  let running = 0; // the sum of each throttle's running share (percent) times its time, ms
+  let maxPercent = 0;
+  for (let i = levels.length - 1; i >= 0; i--) {
+    const { from, percent } = levels[i];
+    running += (100 - percent) * Math.max(0, end - from.at);
+    end = Math.min(end, from.at);
+    maxPercent = Math.max(maxPercent, percent);
+    const wallMs = now.at - from.at;
+    if (!(wallMs >= Math.max(200, (2 * 10 * 100) / (100 - Math.min(99, maxPercent))))) continue;
+    const cpus = (now.ns - from.ns) / 1e6 / wallMs;
+    return { share: Math.min(1, Math.max(0.01, cpus / baselineCpus)), atPercent: 100 - running / wallMs };
+  }
+  return undefined;
 }
 
 /** A process's CPU time and the wall time it was read at. */
