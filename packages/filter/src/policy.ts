@@ -85,6 +85,8 @@ export interface RoundContext {
    * How fast the process ran under the throttle `ranAtPercent`, measured: the CPU it used against
    * what it used before it was throttled, in (0, 1] (absent: not measured; 100% less the throttle
    * is assumed). A program paced by the clock may make up for a duty cycle's stops and run at 1.
+   * Where it was measured over several throttles, `ranAtPercent` is their average, weighed by
+   * time (a fraction).
    */
   ranShare?: number;
   ranAtPercent?: number;
