@@ -142,17 +142,26 @@ async function moveForGood(pid) {
   );
   const session = fs.readdirSync(imageDir).find((d) => /^[0-9a-f]{32}$/.test(d));
   const out = path.join(imageDir, session, 'stdout.log');
-  for (let i = 0; i < 2; i++) {
-    await new Promise((r) => setTimeout(r, 1000));
-    process.kill(restoredPid, 'SIGUSR1');
-    await new Promise((r) => setTimeout(r, 300));
-    const checks = fs
+  const checks = () =>
+    fs
       .readFileSync(out, 'utf8')
       .split('\n')
       .filter((l) => l.startsWith('mw check'));
-    console.log(
-      `demo: kill -USR1 ${restoredPid} -> ${checks[checks.length - 1] ?? '(no answer)'}   (its stdout at the destination: ${out})`,
-    );
+  for (let i = 0; i < 2; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    // mw answers once it has read all its memory (256 MiB: a few hundred ms on a slow machine).
+    const before = checks().length;
+    process.kill(restoredPid, 'SIGUSR1');
+    let answer = '(no answer within 10 s)';
+    for (const until = performance.now() + 10_000; performance.now() < until; ) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = checks();
+      if (now.length > before) {
+        answer = now[now.length - 1];
+        break;
+      }
+    }
+    console.log(`demo: kill -USR1 ${restoredPid} -> ${answer}   (its stdout at the destination: ${out})`);
   }
 }
 
