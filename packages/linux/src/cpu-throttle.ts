@@ -282,6 +282,11 @@ export interface RunMark {
   at: number;
 }
 
+/** The CPUs a process used between two marks of its run time (1.0 = one CPU all the time; `to` after `from`). */
+export function cpusBetween(from: RunMark, to: RunMark): number {
+  return Math.max(0, (to.ns - from.ns) / 1e6 / (to.at - from.at));
+}
+
 /** Process `pid`'s run time now, or null where it cannot be read (gone). */
 export function runMark(pid: number): RunMark | null {
   try {

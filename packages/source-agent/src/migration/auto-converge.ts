@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { QEMU_THROTTLE, ThrottleSchedule, type ThrottleParams } from '@forecopy/filter';
 import {
   cpuSeconds,
+  cpusBetween,
   openCpuThrottle,
   runMark,
   type CpuThrottle,
@@ -207,8 +208,7 @@ export function pooledShare(
     maxPercent = Math.max(maxPercent, percent);
     const wallMs = now.at - from.at;
     if (!(wallMs >= Math.max(200, (2 * 10 * 100) / (100 - Math.min(99, maxPercent))))) continue;
-    const cpus = (now.ns - from.ns) / 1e6 / wallMs;
-    return { share: Math.min(1, Math.max(0.01, cpus / baselineCpus)), atPercent: 100 - running / wallMs };
+    return { share: Math.min(1, Math.max(0.01, cpusBetween(from, now) / baselineCpus)), atPercent: 100 - running / wallMs };
   }
   return undefined;
 }

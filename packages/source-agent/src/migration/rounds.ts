@@ -1,4 +1,4 @@
-import { runMark, type RunMark } from '@forecopy/linux';
+import { cpusBetween, runMark, type RunMark } from '@forecopy/linux';
 import { PrecopyDriver, finalRoundSummary, summarizeRound, type PageBitmap, type RoundDecision, type RoundSummary } from '@forecopy/filter';
 import { MessageType, roundEnd, roundStart, type MessageChannel } from '@forecopy/protocol';
 import { ConnectionError, ProcessExitedError } from '../errors.js';
@@ -88,7 +88,7 @@ export async function runRound(s: MigrationSession, r: IterativeRound | FinalRou
   const summary = r.final
     ? finalRoundSummary(r.round, sent.pagesSent, durationMs)
     : summarizeRound(r.driver.records[r.driver.records.length - 1]);
-  const ran = { throttlePercent, ...cpusBetween(ranFrom, ranTo) };
+  const ran = { throttlePercent, ...processCpus(ranFrom, ranTo) };
   recordRound(s, summary, sent, pagesPlanned, convergence(s, summary, decision, ran));
   return decision;
 }
@@ -132,10 +132,9 @@ function convergence(
   };
 }
 
-/** The CPUs the process used between two marks (1.0 = one CPU all the time), as RoundConvergence.processCpus. */
-function cpusBetween(from: RunMark | null, to: RunMark | null): { processCpus?: number } {
-  if (!from || !to || !(to.at > from.at)) return {};
-  return { processCpus: Math.max(0, (to.ns - from.ns) / 1e6 / (to.at - from.at)) };
+/** RoundConvergence.processCpus: the CPUs the process used between two marks, where both were read. */
+function processCpus(from: RunMark | null, to: RunMark | null): { processCpus?: number } {
+  return from && to && to.at > from.at ? { processCpus: cpusBetween(from, to) } : {};
 }
 
 /** RoundContext's ranShare: how fast the process ran under the throttle, measured up to `now`, and at which throttle. */
