@@ -504,6 +504,49 @@ describe("ForecastModel: the process's own time, under a throttle that slows it"
   });
 });
 
+describe('ForecastPolicy: a program paced by the clock, whose writes outrun its CPU under a throttle', () => {
+  // Pages 0..511 written in turn, 64 a sample at full speed (and page 4000 every sample); under
+  // an 80% throttle its CPU reads 0.1 of what it was, while it writes at `pace` of its speed.
+  const run = (pace: number) => {
+    const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: XEN_DEFAULT_STOP_RULES });
+    let t = 0;
+    const sample = (share: number) => {
+      const from = Math.round(t * 64) % 512;
+      t += share;
+      const b = new PageBitmap(N);
+      b.setRange(from, Math.min(512, from + Math.round(share * 64)));
+      b.set(4000);
+      p.observeSample(b);
+    };
+    for (let i = 0; i < 200; i++) sample(1);
+    const ctx = { round: 2, pageRate: 64 * 20, nowMs: 0, throttlePercent: 80, ranShare: 0.1, ranAtPercent: 80 };
+    p.holdBack(PageBitmap.full(N), ctx);
+    const first = p.status();
+    for (let i = 0; i < 20; i++) sample(pace);
+    p.holdBack(PageBitmap.full(N), { ...ctx, round: 3 });
+    return { first, then: p.status() };
+  };
+
+  it('plans at the pace its writes show where they are well over what its CPU says', () => {
+    const { first, then } = run(0.4);
+    // Before ten samples at the throttle: the CPU's share, the writes unknown.
+    expect(first.perRoundWriteShare.at(-1)).toBeNull();
+    expect(first.perRoundRunningShare.at(-1)).toBeCloseTo(0.1, 9);
+    const writes = then.perRoundWriteShare.at(-1) as number;
+    expect(writes).toBeGreaterThan(0.33);
+    expect(writes).toBeLessThan(0.47);
+    expect(then.perRoundRunningShare.at(-1)).toBeCloseTo(writes, 3);
+  });
+
+  it("keeps the CPU's share where the writes agree with it", () => {
+    const { then } = run(0.1);
+    const writes = then.perRoundWriteShare.at(-1) as number;
+    expect(writes).toBeGreaterThan(0.05);
+    expect(writes).toBeLessThan(0.125);
+    expect(then.perRoundRunningShare.at(-1)).toBeCloseTo(0.1, 9);
+  });
+});
+
 describe('ForecastModel.addLikely', () => {
   it('adds the pages, and sums the probabilities, that the forecast of each page one by one gives', () => {
     // A space not a whole number of words, a history of every kind: a moving hot spot (pages of
