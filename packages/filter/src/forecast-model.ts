@@ -567,26 +567,6 @@ export class ForecastModel {
     all?: { expected: number },
     census?: 'record' | 'skim',
   ): number {
-    return this.likely(pages, h, threshold, out, all, census, true);
-  }
-
-  /**
-   * addLikely's hold without its sums (a sixth less time over a writer at random's pages, of
-   * many ages).
-   */
-  markLikely(pages: PageBitmap, h: number, threshold: number, out: PageBitmap, census?: 'record' | 'skim'): void {
-    this.likely(pages, h, threshold, out, undefined, census, false);
-  }
-
-  private likely(
-    pages: PageBitmap,
-    h: number,
-    threshold: number,
-    out: PageBitmap,
-    all: { expected: number } | undefined,
-    census: 'record' | 'skim' | undefined,
-    summing: boolean,
-  ): number {
     const words = Math.min(pages.raw.length, out.raw.length, this.total >>> 5);
     const sums = this.sums;
     sums.expected = 0;
@@ -608,14 +588,14 @@ export class ForecastModel {
           continue;
         }
         const r = c.regions[i];
-        this.pass(pages, h, threshold, out, sums, (r << shift) >>> 5, Math.min(words, ((r + 1) << shift) >>> 5), summing);
+        this.pass(pages, h, threshold, out, sums, (r << shift) >>> 5, Math.min(words, ((r + 1) << shift) >>> 5));
       }
     } else if (census === 'record') {
       c.start(this.n, this.chosen);
       this.recording = true;
-      this.pass(pages, h, threshold, out, sums, 0, words, summing);
+      this.pass(pages, h, threshold, out, sums, 0, words);
       this.recording = false;
-    } else this.pass(pages, h, threshold, out, sums, 0, words, summing);
+    } else this.pass(pages, h, threshold, out, sums, 0, words);
     let expected = sums.expected;
     let everyPage = sums.everyPage;
     // The pages past the last whole word, one by one.
@@ -631,7 +611,7 @@ export class ForecastModel {
     return expected;
   }
 
-  /** addLikely's pass over the words [from, to); adds to `sums` over the pages added and over every page (if `summing`). */
+  /** addLikely's pass over the words [from, to); adds to `sums` over the pages added and over every page. */
   private pass(
     pages: PageBitmap,
     h: number,
@@ -640,7 +620,6 @@ export class ForecastModel {
     sums: { expected: number; everyPage: number },
     from: number,
     to: number,
-    summing: boolean,
   ): void {
     const lv = this.levels[this.chosen];
     const shift = lv.shift; // >= 5: a word of 32 pages lies in one region
@@ -690,10 +669,8 @@ export class ForecastModel {
         const q = tag[a] === gen ? byAge[a] : this.forecastAt(a, h, gen);
         const over = +(q > threshold);
         acc |= t & -over;
-        if (summing) {
-          expected += n * q * over;
-          everyPage += n * q * +(q > 0);
-        }
+        expected += n * q * over;
+        everyPage += n * q * +(q > 0);
       }
       dst[k] |= whole1 && acc !== 0 ? src[k] & seen[k] : acc;
     }

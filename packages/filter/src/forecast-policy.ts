@@ -501,7 +501,7 @@ export class ForecastPolicy implements Policy {
     if (held.count() === 0 || fits(held)) return held;
     for (const threshold of BEFORE_LAST_THRESHOLDS) {
       held.clearAll();
-      m.markLikely(wide, horizon * this.running, threshold, held);
+      m.addLikely(wide, horizon * this.running, threshold, held);
       if (held.count() === 0 || fits(held)) return held;
     }
     held.clearAll();
@@ -620,7 +620,7 @@ export class ForecastPolicy implements Policy {
     const steady = u > floor && (seen() || foreseen());
     // Only rounds a sample long anyway: a shorter one may catch no write at all and end it.
     if (!steady || u < perSample) return held;
-    this.model.markLikely(unsynced, (u / perSample) * this.running, 0.5, held);
+    this.model.addLikely(unsynced, (u / perSample) * this.running, 0.5, held);
     const kept = held.count();
     if (kept === 0 || !this.throttleRises(ctx)) return held;
     // Under a throttle that is still rising, the hold is not free if it ends the migration: once
@@ -658,11 +658,11 @@ export class ForecastPolicy implements Policy {
    */
   private endHold(unsynced: PageBitmap, u: number, perSample: number, held: PageBitmap): PageBitmap {
     const m = this.model;
-    m.markLikely(unsynced, (u / perSample) * this.running, 0.5, held);
+    m.addLikely(unsynced, (u / perSample) * this.running, 0.5, held);
     const h0 = held.count();
     const h1 = roundHolding(u, h0, perSample);
     const within = new PageBitmap(unsynced.size);
-    m.markLikely(unsynced, h1 * this.running, 0.5, within);
+    m.addLikely(unsynced, h1 * this.running, 0.5, within);
     const finalHolding = h0 + this.written(1);
     const finalSending = within.count() + this.written((u - within.count()) / perSample);
     return finalSending < END_CHOICE * finalHolding ? within : held;
@@ -744,7 +744,7 @@ export class ForecastPolicy implements Policy {
       return least > sendAll || !fits(least) ? false : null;
     };
     // Its ages are recorded (or, over a subset of the pages that recorded them, skimmed by them).
-    m.markLikely(candidates, (u / perSample) * this.running, threshold, h0, skim ? 'skim' : 'record');
+    m.addLikely(candidates, (u / perSample) * this.running, threshold, h0, undefined, skim ? 'skim' : 'record');
     const k0 = h0.count();
     const v0 = wins(k0);
     if (v0 === true) return h0;
@@ -758,7 +758,7 @@ export class ForecastPolicy implements Policy {
         held.clearAll();
         return h0;
       }
-    } else m.markLikely(h0, holding(k0) * this.running, threshold, held, 'skim');
+    } else m.addLikely(h0, holding(k0) * this.running, threshold, held, undefined, 'skim');
     const k1 = held.count();
     let v1 = wins(k1);
     if (v1 === null) v1 = wins(k1, m.expectedAmong(held, holding(k1) * this.running));
