@@ -141,6 +141,8 @@ const SPLIT_MARGIN = 1.5;
 const PACE_SAMPLES = 10;
 /** The pace is measured over at most this many of the latest samples at that throttle. */
 const PACE_WINDOW = 40;
+/** Pages written within the window this close to what the process wrote at full speed within as many samples: the writes cannot tell its pace (paceShare). */
+const PACE_SATURATED = 0.9;
 /**
  * The writes' share overrules the CPU's only when it is this much larger: within it the two
  * agree to within the noise of a few dozen samples' counts (in the simulator, whose throttle
@@ -149,8 +151,12 @@ const PACE_WINDOW = 40;
 const PACE_MARGIN = 1.25;
 /** Auto-converge throttles to 99% at most: the process runs at least this share of the time. */
 const MIN_RUNNING = 0.01;
-/** The shares at which the model's forecast at full speed is kept (paceShare's curve). */
-const PACE_GRID = [MIN_RUNNING, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1];
+/**
+ * The spans, in samples of the process's own time, at which the model's forecast of the pages
+ * written at full speed is kept (paceShare's curve): from a quarter of a sample (ten samples at
+ * the least share measured, 2.5%) to the window's 40.
+ */
+const PACE_GRID = [0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 20, PACE_WINDOW];
 
 /** The share of the time a process runs under auto-converge's throttle of `percent`. */
 function runningShare(percent: number): number {
@@ -180,7 +186,8 @@ export interface ForecastPolicyStatus extends Record<string, unknown> {
   /**
    * Beside perRoundRunningShare: the share the process's writes showed at the round's throttle
    * (paceShare: the pages its last samples wrote, against the model's forecast at full speed),
-   * or null where too few samples were taken at it. Planned at where it is well over the CPU's.
+   * or null where they cannot tell (too few samples at it, or a hot set written whole). Planned at
+   * where it is well over the CPU's.
    */
   perRoundWriteShare: Array<number | null>;
   /** The rounds that held back more than the limit's worth so as not to end on a round far longer than the limit (splitLast). */
@@ -214,10 +221,10 @@ export class ForecastPolicy implements Policy {
   private readonly plannedThrottle: number[] = [];
   private readonly plannedShare: number[] = [];
   private readonly writeShares: Array<number | null> = [];
-  /** The pages written in each of the latest samples taken at the throttle `paceThrottle` (paceShare). */
-  private readonly paceCounts: number[] = [];
+  /** The samples taken at the throttle `paceThrottle` so far (paceShare). */
+  private paceSamples = 0;
   private paceThrottle = 0;
-  /** The pages the model forecast written within each of PACE_GRID's shares of a sample, before the first throttle (paceShare). */
+  /** The pages the model forecast written within each of PACE_GRID's spans, before the first throttle (paceShare). */
   private freeCurve: number[] | null = null;
   /** The rounds splitLast split. */
   private readonly splitRounds: number[] = [];
@@ -249,7 +256,7 @@ export class ForecastPolicy implements Policy {
     const t = performance.now();
     if (sample.size !== this.model.totalPages) this.model.resize(sample.size);
     this.model.observe(sample, this.running); // ages and gaps in the time the process ran
-    this.countPace(sample);
+    this.countPace();
     if (live) {
       this.lifetimes.observe(live);
       this.model.release(live); // what it kept for pages whose mappings are gone
@@ -276,16 +283,14 @@ export class ForecastPolicy implements Policy {
     return held;
   }
 
-  /** Counts the pages a sample taken under the throttle wrote, for paceShare (the throttle of the last plan is the one the round ran at). */
-  private countPace(sample: PageBitmap): void {
+  /** Counts the samples taken at the throttle in force, for paceShare (the throttle of the last plan is the one the round ran at). */
+  private countPace(): void {
     const throttle = this.plannedThrottle.at(-1) ?? 0;
     if (throttle !== this.paceThrottle) {
-      this.paceCounts.length = 0;
+      this.paceSamples = 0;
       this.paceThrottle = throttle;
     }
-    if (throttle <= 0) return;
-    this.paceCounts.push(sample.count());
-    if (this.paceCounts.length > PACE_WINDOW) this.paceCounts.shift();
+    if (throttle > 0) this.paceSamples++;
   }
 
   /**
@@ -311,31 +316,43 @@ export class ForecastPolicy implements Policy {
   }
 
   /**
-   * The share of its full speed the process's writes showed at the throttle `throttle`: the mean
-   * of the pages written in the latest samples taken at it, found on the curve of the pages
-   * written within s samples that the model forecast before the first throttle (`freeCurve`: s
-   * the share; a process at half its speed writes in one sample what it wrote in half of one).
-   * The curve as it was at full speed: the model learns on under the throttle, at the share it is
+   * The share of its full speed the process's writes showed at the throttle `throttle`: over the
+   * k latest samples taken at it (ten to PACE_WINDOW), the pages written in them
+   * (ForecastModel.recentlyWritten: what the process did), found on the curve of the pages the
+   * model forecast written within x samples before the first throttle (`freeCurve`); the share
+   * is x / k (a process at a quarter of its speed writes in 20 samples what it wrote in 5). The
+   * curve as it was at full speed: the model learns on under the throttle, at the share it is
    * told, and a share too low makes it learn the process as a faster writer, which would hide
-   * the error (live, mw read so as 0.05 of its speed where its writes were 0.25). A curve, not a
-   * ratio of counts: a process that writes a hot set over and over writes most of it in half a
-   * sample too. Null without a throttle, or before PACE_SAMPLES samples were taken at this one.
+   * the error (live, mw read so as 0.05 of its speed where its writes were 0.25). Over several
+   * samples, not one: within a sample the model knows nothing (a writer at random over a few
+   * pages rewrites most of them in a tenth of a sample, and a count of one sample's pages, read
+   * on a straight line below one sample, made it four times as fast as it was). Null without a
+   * throttle, before ten samples at this one, or where the pages written are nearly all it
+   * writes in as many samples at full speed (a hot set: the count cannot tell the pace).
    */
   private paceShare(throttle: number): number | null {
     if (throttle <= 0) return null;
-    if (this.freeCurve === null) this.freeCurve = PACE_GRID.map((x) => this.model.expectedWritten(x));
-    const counts = this.paceCounts;
-    if (throttle !== this.paceThrottle || counts.length < PACE_SAMPLES) return null;
-    const mean = counts.reduce((a, b) => a + b, 0) / counts.length;
+    const m = this.model;
+    if (this.freeCurve === null) this.freeCurve = PACE_GRID.map((x) => m.expectedWritten(x));
+    const k = Math.min(this.paceSamples, PACE_WINDOW);
+    if (throttle !== this.paceThrottle || k < PACE_SAMPLES) return null;
     const curve = this.freeCurve;
-    if (!(mean > curve[0])) return PACE_GRID[0];
+    const written = m.recentlyWritten(k);
+    // The curve at k samples, between the points of the grid.
+    const at = (x: number): number => {
+      let i = 1;
+      while (i < PACE_GRID.length - 1 && PACE_GRID[i] < x) i++;
+      const f = (x - PACE_GRID[i - 1]) / (PACE_GRID[i] - PACE_GRID[i - 1]);
+      return curve[i - 1] + f * (curve[i] - curve[i - 1]);
+    };
+    if (written >= PACE_SATURATED * at(k)) return null;
+    if (!(written > curve[0])) return Math.max(MIN_RUNNING, (PACE_GRID[0] * Math.max(0, written)) / Math.max(1, curve[0]) / k);
     for (let i = 1; i < PACE_GRID.length; i++) {
-      if (curve[i] < mean) continue;
-      // Between two points of the grid, on a straight line.
-      const f = (mean - curve[i - 1]) / (curve[i] - curve[i - 1]);
-      return PACE_GRID[i - 1] + f * (PACE_GRID[i] - PACE_GRID[i - 1]);
+      if (curve[i] < written) continue;
+      const f = (written - curve[i - 1]) / Math.max(1e-9, curve[i] - curve[i - 1]);
+      return Math.min(1, (PACE_GRID[i - 1] + f * (PACE_GRID[i] - PACE_GRID[i - 1])) / k);
     }
-    return 1; // as many as at full speed, or more
+    return null; // more than at full speed within the whole window: not a pace
   }
 
   private plan(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {

@@ -505,16 +505,16 @@ describe("ForecastModel: the process's own time, under a throttle that slows it"
 });
 
 describe('ForecastPolicy: a program paced by the clock, whose writes outrun its CPU under a throttle', () => {
-  // Pages 0..511 written in turn, 64 a sample at full speed (and page 4000 every sample); under
+  // Pages 0..3,839 written in turn, 64 a sample at full speed (and page 4,000 every sample); under
   // an 80% throttle its CPU reads 0.1 of what it was, while it writes at `pace` of its speed.
-  const run = (pace: number) => {
+  const run = (pace: number, span = 3840) => {
     const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: XEN_DEFAULT_STOP_RULES });
     let t = 0;
     const sample = (share: number) => {
-      const from = Math.round(t * 64) % 512;
+      const from = Math.round(t * 64) % span;
       t += share;
       const b = new PageBitmap(N);
-      b.setRange(from, Math.min(512, from + Math.round(share * 64)));
+      b.setRange(from, Math.min(span, from + Math.round(share * 64)));
       b.set(4000);
       p.observeSample(b);
     };
@@ -543,6 +543,14 @@ describe('ForecastPolicy: a program paced by the clock, whose writes outrun its 
     const writes = then.perRoundWriteShare.at(-1) as number;
     expect(writes).toBeGreaterThan(0.05);
     expect(writes).toBeLessThan(0.125);
+    expect(then.perRoundRunningShare.at(-1)).toBeCloseTo(0.1, 9);
+  });
+
+  it("keeps the CPU's share where the pages written are a set it writes whole at any pace", () => {
+    // 128 pages, all written every two samples at full speed: at 0.4 of its speed the 20 samples
+    // at the throttle write all of them too, which says nothing of the pace.
+    const { then } = run(0.4, 128);
+    expect(then.perRoundWriteShare.at(-1)).toBeNull();
     expect(then.perRoundRunningShare.at(-1)).toBeCloseTo(0.1, 9);
   });
 });
