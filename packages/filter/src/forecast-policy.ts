@@ -325,9 +325,9 @@ export class ForecastPolicy implements Policy {
    * curve as it was at full speed: the model learns on under the throttle, at the share it is
    * told, and a share too low would make it learn the process as a faster writer, which would
    * hide the error. Over several samples, not one: the model knows nothing within a sample (its
-   * curve there is a straight line it never saw), and one sample's count read on it made mw's
-   * pace twice what it was, live (0.19-0.22 at 90%, where over 10-40 samples it reads 0.08-0.12,
-   * as its CPU does). Null without a throttle, before ten samples at this one, or where the
+   * curve there is a straight line it never saw), and one sample's count read on it put mw's
+   * pace anywhere from 0.06 to 0.22 at 90% from run to run, live (0.06 to 0.33 at 80%), where
+   * over 10-40 samples it reads 0.08-0.12 at 90%, as its CPU does. Null without a throttle, before ten samples at this one, or where the
    * pages written are nearly all it writes in as many samples at full speed (a hot set: the
    * count cannot tell the pace).
    */
