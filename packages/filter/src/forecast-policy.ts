@@ -327,9 +327,9 @@ export class ForecastPolicy implements Policy {
    * hide the error. Over several samples, not one: the model knows nothing within a sample (its
    * curve there is a straight line it never saw), and one sample's count read on it put mw's
    * pace anywhere from 0.06 to 0.22 at 90% from run to run, live (0.06 to 0.33 at 80%), where
-   * over 10-40 samples it reads 0.08-0.12 at 90%, as its CPU does. Null without a throttle, before ten samples at this one, or where the
-   * pages written are nearly all it writes in as many samples at full speed (a hot set: the
-   * count cannot tell the pace).
+   * over 10-40 samples it reads 0.08-0.12 at 90%, as its CPU does. Null without a throttle,
+   * before ten samples at this one, or where the pages written are nearly all it writes in as
+   * many samples at full speed (a hot set: the count cannot tell the pace).
    */
   private paceShare(throttle: number): number | null {
     if (throttle <= 0) return null;
