@@ -850,6 +850,28 @@ export class ForecastModel {
     }
   }
 
+  /** The pages written at least once so far (a copy: what the forecast has a history of). */
+  history(): PageBitmap {
+    return this.seen.clone();
+  }
+
+  /**
+   * recentlyWritten over the pages of `among` only (each page outside it counts as not written),
+   * and `hits`, how many of the pages it looks at were written: the estimate's grain.
+   */
+  recentlyWrittenAmong(h: number, among: PageBitmap): { pages: number; hits: number } {
+    const step = Math.max(1, Math.floor(this.total / EXPECTED_PAGES));
+    let hits = 0;
+    let n = 0;
+    for (let p = 0; p < this.total; p += step) {
+      n++;
+      if (p >= among.size || !among.has(p)) continue;
+      const a = this.samplesSince(p);
+      if (a >= 0 && a < h) hits++;
+    }
+    return { pages: n > 0 ? (hits / n) * this.total : 0, hits };
+  }
+
   /**
    * How many pages (of all) were written within the last `h` samples taken (the clock's, not the
    * process's own time: samplesSince, on about

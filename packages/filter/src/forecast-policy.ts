@@ -143,6 +143,8 @@ const PACE_SAMPLES = 10;
 const PACE_WINDOW = 40;
 /** Pages written within the window this close to what the process wrote at full speed within as many samples: the writes cannot tell its pace (paceShare). */
 const PACE_SATURATED = 0.9;
+/** At least this many of the pages the count looks at written (about 4,096 of them, spread over the space): a coarser count is noise (paceShare). */
+const PACE_HITS = 50;
 /**
  * The writes' share overrules the CPU's only when it is this much larger: within it the two
  * agree to within the noise of a few dozen samples' counts (in the simulator, whose throttle
@@ -153,10 +155,10 @@ const PACE_MARGIN = 1.25;
 const MIN_RUNNING = 0.01;
 /**
  * The spans, in samples of the process's own time, at which the model's forecast of the pages
- * written at full speed is kept (paceShare's curve): from a quarter of a sample (ten samples at
- * the least share measured, 2.5%) to the window's 40.
+ * written at full speed is kept (paceShare's curve): from one sample (within one the model has
+ * seen nothing) to the window's 40.
  */
-const PACE_GRID = [0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 20, PACE_WINDOW];
+const PACE_GRID = [1, 1.5, 2, 3, 4, 6, 8, 12, 20, PACE_WINDOW];
 
 /** The share of the time a process runs under auto-converge's throttle of `percent`. */
 function runningShare(percent: number): number {
@@ -224,8 +226,13 @@ export class ForecastPolicy implements Policy {
   /** The samples taken at the throttle `paceThrottle` so far (paceShare). */
   private paceSamples = 0;
   private paceThrottle = 0;
-  /** The pages the model forecast written within each of PACE_GRID's spans, before the first throttle (paceShare). */
+  /**
+   * The pages the model forecast written within each of PACE_GRID's spans, before the first
+   * throttle (paceShare), among the pages it had a history of then (`paceAmong`); empty if it
+   * had seen too few samples at full speed.
+   */
   private freeCurve: number[] | null = null;
+  private paceAmong: PageBitmap | null = null;
   /** The rounds splitLast split. */
   private readonly splitRounds: number[] = [];
   readonly forecastMs: number[] = [];
@@ -328,32 +335,40 @@ export class ForecastPolicy implements Policy {
    * curve there is a straight line it never saw), and one sample's count read on it put mw's
    * pace anywhere from 0.06 to 0.22 at 90% from run to run, live (0.06 to 0.33 at 80%), where
    * over 10-40 samples it reads 0.08-0.12 at 90%, as its CPU does. Null without a throttle,
-   * before ten samples at this one, or where the pages written are nearly all it writes in as
-   * many samples at full speed (a hot set: the count cannot tell the pace).
+   * before ten samples at this one, where the pages written are nearly all it writes in as many
+   * samples at full speed (a hot set: the count cannot tell the pace), fewer than one sample's
+   * worth at full speed, or too few to count (PACE_HITS), or where the model had watched fewer
+   * than PACE_WINDOW samples at full speed when the throttle began.
    */
   private paceShare(throttle: number): number | null {
     if (throttle <= 0) return null;
     const m = this.model;
-    if (this.freeCurve === null) this.freeCurve = PACE_GRID.map((x) => m.expectedWritten(x));
-    const k = Math.min(this.paceSamples, PACE_WINDOW);
-    if (throttle !== this.paceThrottle || k < PACE_SAMPLES) return null;
-    const curve = this.freeCurve;
-    const written = m.recentlyWritten(k);
-    // The curve at k samples, between the points of the grid.
-    const at = (x: number): number => {
-      let i = 1;
-      while (i < PACE_GRID.length - 1 && PACE_GRID[i] < x) i++;
-      const f = (x - PACE_GRID[i - 1]) / (PACE_GRID[i] - PACE_GRID[i - 1]);
-      return curve[i - 1] + f * (curve[i] - curve[i - 1]);
-    };
-    if (written >= PACE_SATURATED * at(k)) return null;
-    if (!(written > curve[0])) return Math.max(MIN_RUNNING, (PACE_GRID[0] * Math.max(0, written)) / Math.max(1, curve[0]) / k);
-    for (let i = 1; i < PACE_GRID.length; i++) {
-      if (curve[i] < written) continue;
-      const f = (written - curve[i - 1]) / Math.max(1e-9, curve[i] - curve[i - 1]);
-      return Math.min(1, (PACE_GRID[i - 1] + f * (PACE_GRID[i] - PACE_GRID[i - 1])) / k);
+    if (this.freeCurve === null) {
+      // Taken once, before the model has learned anything under the throttle, and only from a
+      // model that watched the process at full speed for a window's worth of samples.
+      const ready = m.samples >= PACE_WINDOW;
+      this.freeCurve = ready ? PACE_GRID.map((x) => m.expectedWritten(x)) : [];
+      this.paceAmong = ready ? m.history() : null;
     }
-    return null; // more than at full speed within the whole window: not a pace
+    const curve = this.freeCurve;
+    const k = Math.min(this.paceSamples, PACE_WINDOW);
+    if (curve.length === 0 || this.paceAmong === null || throttle !== this.paceThrottle || k < PACE_SAMPLES) return null;
+    // The pages it had a history of then: the curve forecasts no first write, and a process that
+    // maps new memory under the throttle would otherwise read as faster than it runs.
+    const { pages: written, hits } = m.recentlyWrittenAmong(k, this.paceAmong);
+    if (hits < PACE_HITS) return null;
+    // The curve at k samples, between the points of the grid.
+    let i = 1;
+    while (i < PACE_GRID.length - 1 && PACE_GRID[i] < k) i++;
+    const atK = curve[i - 1] + ((k - PACE_GRID[i - 1]) / (PACE_GRID[i] - PACE_GRID[i - 1])) * (curve[i] - curve[i - 1]);
+    // Nearly as many as at full speed: a hot set, written whole at any pace. Fewer than in one
+    // sample at full speed: the pace would be read where the model has seen nothing; it is read
+    // once more samples were taken at this throttle (none at 99%, whose 40 samples are 0.4 of one).
+    if (written >= PACE_SATURATED * atK || written < curve[0]) return null;
+    i = 1;
+    while (curve[i] < written) i++; // curve[0] <= written < curve[i] <= atK: i is within the grid
+    const f = (written - curve[i - 1]) / Math.max(1e-9, curve[i] - curve[i - 1]);
+    return (PACE_GRID[i - 1] + f * (PACE_GRID[i] - PACE_GRID[i - 1])) / k;
   }
 
   private plan(unsynced: PageBitmap, ctx: RoundContext): PageBitmap {
@@ -806,7 +821,7 @@ export class ForecastPolicy implements Policy {
     return {
       regionPages: this.model.regionPages,
       regionScores: this.model.scores,
-      modelBytes: this.model.byteSize() + this.lifetimes.byteSize(),
+      modelBytes: this.model.byteSize() + this.lifetimes.byteSize() + (this.paceAmong?.byteLength ?? 0),
       mappingPagesEnded: this.lifetimes.counts.ended,
       samples: this.model.samples,
       converging: this.converging,

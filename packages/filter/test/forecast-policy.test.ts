@@ -507,7 +507,8 @@ describe("ForecastModel: the process's own time, under a throttle that slows it"
 describe('ForecastPolicy: a program paced by the clock, whose writes outrun its CPU under a throttle', () => {
   // Pages 0..3,839 written in turn, 64 a sample at full speed (and page 4,000 every sample); under
   // an 80% throttle its CPU reads 0.1 of what it was, while it writes at `pace` of its speed.
-  const run = (pace: number, span = 3840) => {
+  const run = (pace: number, o: { span?: number; full?: number; throttled?: number } = {}) => {
+    const { span = 3840, full = 200, throttled = 20 } = o;
     const p = new ForecastPolicy(N, { intervalMs: INTERVAL, stopRules: XEN_DEFAULT_STOP_RULES });
     let t = 0;
     const sample = (share: number) => {
@@ -518,40 +519,57 @@ describe('ForecastPolicy: a program paced by the clock, whose writes outrun its 
       b.set(4000);
       p.observeSample(b);
     };
-    for (let i = 0; i < 200; i++) sample(1);
+    for (let i = 0; i < full; i++) sample(1);
     const ctx = { round: 2, pageRate: 64 * 20, nowMs: 0, throttlePercent: 80, ranShare: 0.1, ranAtPercent: 80 };
     p.holdBack(PageBitmap.full(N), ctx);
-    const first = p.status();
-    for (let i = 0; i < 20; i++) sample(pace);
+    for (let i = 0; i < throttled; i++) sample(pace);
     p.holdBack(PageBitmap.full(N), { ...ctx, round: 3 });
-    return { first, then: p.status() };
+    return { p, ctx, status: p.status(), sample };
   };
+  const last = (s: { perRoundWriteShare: Array<number | null>; perRoundRunningShare: number[] }) => ({
+    writes: s.perRoundWriteShare.at(-1),
+    planned: s.perRoundRunningShare.at(-1) as number,
+  });
 
   it('plans at the pace its writes show where they are well over what its CPU says', () => {
-    const { first, then } = run(0.4);
-    // Before ten samples at the throttle: the CPU's share, the writes unknown.
-    expect(first.perRoundWriteShare.at(-1)).toBeNull();
-    expect(first.perRoundRunningShare.at(-1)).toBeCloseTo(0.1, 9);
-    const writes = then.perRoundWriteShare.at(-1) as number;
-    expect(writes).toBeGreaterThan(0.33);
-    expect(writes).toBeLessThan(0.47);
-    expect(then.perRoundRunningShare.at(-1)).toBeCloseTo(writes, 3);
+    const { status } = run(0.4);
+    // The first plan under the throttle: no sample at it yet, the CPU's share.
+    expect(status.perRoundWriteShare.at(-2)).toBeNull();
+    expect(status.perRoundRunningShare.at(-2)).toBeCloseTo(0.1, 9);
+    const { writes, planned } = last(status);
+    expect(writes).toBeGreaterThan(0.36);
+    expect(writes).toBeLessThan(0.44);
+    expect(planned).toBeCloseTo(writes as number, 3);
   });
 
   it("keeps the CPU's share where the writes agree with it", () => {
-    const { then } = run(0.1);
-    const writes = then.perRoundWriteShare.at(-1) as number;
+    const { writes, planned } = last(run(0.1).status);
     expect(writes).toBeGreaterThan(0.05);
     expect(writes).toBeLessThan(0.125);
-    expect(then.perRoundRunningShare.at(-1)).toBeCloseTo(0.1, 9);
+    expect(planned).toBeCloseTo(0.1, 9);
+  });
+
+  it('reads no pace from fewer than ten samples at the throttle, and counts again from a new throttle', () => {
+    expect(last(run(0.4, { throttled: 9 }).status).writes).toBeNull();
+    const { p, ctx, sample } = run(0.4);
+    p.holdBack(PageBitmap.full(N), { ...ctx, round: 4, throttlePercent: 90, ranShare: 0.05, ranAtPercent: 90 });
+    for (let i = 0; i < 5; i++) sample(0.4);
+    p.holdBack(PageBitmap.full(N), { ...ctx, round: 5, throttlePercent: 90, ranShare: 0.05, ranAtPercent: 90 });
+    const { writes, planned } = last(p.status());
+    expect(writes).toBeNull(); // five samples at 90%, not 25 since 80%
+    expect(planned).toBeCloseTo(0.05, 9);
   });
 
   it("keeps the CPU's share where the pages written are a set it writes whole at any pace", () => {
     // 128 pages, all written every two samples at full speed: at 0.4 of its speed the 20 samples
     // at the throttle write all of them too, which says nothing of the pace.
-    const { then } = run(0.4, 128);
-    expect(then.perRoundWriteShare.at(-1)).toBeNull();
-    expect(then.perRoundRunningShare.at(-1)).toBeCloseTo(0.1, 9);
+    const { writes, planned } = last(run(0.4, { span: 128 }).status);
+    expect(writes).toBeNull();
+    expect(planned).toBeCloseTo(0.1, 9);
+  });
+
+  it('reads no pace where the model watched the process at full speed for too few samples', () => {
+    expect(last(run(0.4, { full: 30 }).status).writes).toBeNull();
   });
 });
 
