@@ -223,9 +223,9 @@ export class ForecastPolicy implements Policy {
   private readonly plannedThrottle: number[] = [];
   private readonly plannedShare: number[] = [];
   private readonly writeShares: Array<number | null> = [];
-  /** The samples taken at the throttle `paceThrottle` so far (paceShare). */
-  private paceSamples = 0;
+  /** The throttle of the last plan, and the model's sample count when a plan was first made at it (paceShare: the samples taken at it since). */
   private paceThrottle = 0;
+  private paceFrom = 0;
   /**
    * The pages the model forecast written within each of PACE_GRID's spans, before the first
    * throttle (paceShare), among the pages it had a history of then (`paceAmong`); empty if it
@@ -263,7 +263,6 @@ export class ForecastPolicy implements Policy {
     const t = performance.now();
     if (sample.size !== this.model.totalPages) this.model.resize(sample.size);
     this.model.observe(sample, this.running); // ages and gaps in the time the process ran
-    this.countPace();
     if (live) {
       this.lifetimes.observe(live);
       this.model.release(live); // what it kept for pages whose mappings are gone
@@ -288,16 +287,6 @@ export class ForecastPolicy implements Policy {
     this.plannedThrottle.push(ctx.throttlePercent ?? 0);
     this.plannedShare.push(this.running);
     return held;
-  }
-
-  /** Counts the samples taken at the throttle in force, for paceShare (the throttle of the last plan is the one the round ran at). */
-  private countPace(): void {
-    const throttle = this.plannedThrottle.at(-1) ?? 0;
-    if (throttle !== this.paceThrottle) {
-      this.paceSamples = 0;
-      this.paceThrottle = throttle;
-    }
-    if (throttle > 0) this.paceSamples++;
   }
 
   /**
@@ -341,8 +330,13 @@ export class ForecastPolicy implements Policy {
    * than PACE_WINDOW samples at full speed when the throttle began.
    */
   private paceShare(throttle: number): number | null {
-    if (throttle <= 0) return null;
     const m = this.model;
+    // The samples shown after a plan at this throttle were taken at it (the round runs at it).
+    if (throttle !== this.paceThrottle) {
+      this.paceThrottle = throttle;
+      this.paceFrom = m.samples;
+    }
+    if (throttle <= 0) return null;
     if (this.freeCurve === null) {
       // Taken once, before the model has learned anything under the throttle, and only from a
       // model that watched the process at full speed for a window's worth of samples.
@@ -351,8 +345,8 @@ export class ForecastPolicy implements Policy {
       this.paceAmong = ready ? m.history() : null;
     }
     const curve = this.freeCurve;
-    const k = Math.min(this.paceSamples, PACE_WINDOW);
-    if (curve.length === 0 || this.paceAmong === null || throttle !== this.paceThrottle || k < PACE_SAMPLES) return null;
+    const k = Math.min(m.samples - this.paceFrom, PACE_WINDOW);
+    if (curve.length === 0 || this.paceAmong === null || k < PACE_SAMPLES) return null;
     // The pages it had a history of then: the curve forecasts no first write, and a process that
     // maps new memory under the throttle would otherwise read as faster than it runs.
     const { pages: written, hits } = m.recentlyWrittenAmong(k, this.paceAmong);
