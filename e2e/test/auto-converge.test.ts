@@ -216,6 +216,15 @@ describe.skipIf(skip)('auto-converge', () => {
       expect(share).toBeLessThanOrEqual(1);
       if (ran[i] >= 50) expect(share).toBeLessThan(2 * (1 - ran[i] / 100) + 0.02);
     }
+    // Beside each, the pace the writes showed where they could tell (a share of full speed), and
+    // null where not: before any throttle, and before ten samples at one (in a run here, every
+    // round: 2 short ones at 50% and at 80%, and at 99% the pages written in 40 samples were
+    // fewer than in one at full speed).
+    const writes: Array<number | null> = r.policyStatus.perRoundWriteShare;
+    expect(writes).toHaveLength(ran.length);
+    expect(writes[0]).toBeNull();
+    for (const w of writes) if (w !== null) expect(w).toBeGreaterThan(0);
+    for (const w of writes) if (w !== null) expect(w).toBeLessThanOrEqual(1);
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });
 
