@@ -315,7 +315,7 @@ export class ForecastPolicy implements Policy {
   /**
    * The share of its full speed the process's writes showed at the throttle `throttle`: over the
    * k latest samples taken at it (ten to PACE_WINDOW), the pages written in them
-   * (ForecastModel.recentlyWritten: what the process did), found on the curve of the pages the
+   * (ForecastModel.recentlyWrittenAmong: what the process did), found on the curve of the pages the
    * model forecast written within x samples before the first throttle (`freeCurve`); the share
    * is x / k (a process at a quarter of its speed writes in 20 samples what it wrote in 5). The
    * curve as it was at full speed: the model learns on under the throttle, at the share it is
