@@ -860,16 +860,8 @@ export class ForecastModel {
    * and `hits`, how many of the pages it looks at were written: the estimate's grain.
    */
   recentlyWrittenAmong(h: number, among: PageBitmap): { pages: number; hits: number } {
-    const step = Math.max(1, Math.floor(this.total / EXPECTED_PAGES));
-    let hits = 0;
-    let n = 0;
-    for (let p = 0; p < this.total; p += step) {
-      n++;
-      if (p >= among.size || !among.has(p)) continue;
-      const a = this.samplesSince(p);
-      if (a >= 0 && a < h) hits++;
-    }
-    return { pages: n > 0 ? (hits / n) * this.total : 0, hits };
+    const { sum, looked } = this.countRecent(h, undefined, among);
+    return { pages: looked > 0 ? (sum / looked) * this.total : 0, hits: sum };
   }
 
   /**
@@ -880,15 +872,22 @@ export class ForecastModel {
    * counts a page last written `age` samples ago as that much of one.
    */
   recentlyWritten(h: number, weight?: (age: number) => number): number {
+    const { sum, looked } = this.countRecent(h, weight);
+    return looked > 0 ? (sum / looked) * this.total : 0;
+  }
+
+  /** recentlyWritten's count over the pages it looks at (`looked` of them), only those of `among` if given. */
+  private countRecent(h: number, weight?: (age: number) => number, among?: PageBitmap): { sum: number; looked: number } {
     const step = Math.max(1, Math.floor(this.total / EXPECTED_PAGES));
-    let s = 0;
-    let n = 0;
+    let sum = 0;
+    let looked = 0;
     for (let p = 0; p < this.total; p += step) {
-      n++;
+      looked++;
+      if (among && (p >= among.size || !among.has(p))) continue;
       const a = this.samplesSince(p);
-      if (a >= 0 && a < h) s += weight ? weight(a) : 1;
+      if (a >= 0 && a < h) sum += weight ? weight(a) : 1;
     }
-    return n > 0 ? (s / n) * this.total : 0;
+    return { sum, looked };
   }
 
   /**

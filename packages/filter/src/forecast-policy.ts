@@ -228,11 +228,10 @@ export class ForecastPolicy implements Policy {
   private paceFrom = 0;
   /**
    * The pages the model forecast written within each of PACE_GRID's spans, before the first
-   * throttle (paceShare), among the pages it had a history of then (`paceAmong`); empty if it
-   * had seen too few samples at full speed.
+   * throttle (paceShare), among the pages it had a history of then (`among`); 'unready' if it
+   * had seen too few samples at full speed then; null before the first throttle.
    */
-  private freeCurve: number[] | null = null;
-  private paceAmong: PageBitmap | null = null;
+  private fullSpeed: { curve: number[]; among: PageBitmap } | 'unready' | null = null;
   /** The rounds splitLast split. */
   private readonly splitRounds: number[] = [];
   readonly forecastMs: number[] = [];
@@ -316,7 +315,7 @@ export class ForecastPolicy implements Policy {
    * The share of its full speed the process's writes showed at the throttle `throttle`: over the
    * k latest samples taken at it (ten to PACE_WINDOW), the pages written in them
    * (ForecastModel.recentlyWrittenAmong: what the process did), found on the curve of the pages the
-   * model forecast written within x samples before the first throttle (`freeCurve`); the share
+   * model forecast written within x samples before the first throttle (`fullSpeed`); the share
    * is x / k (a process at a quarter of its speed writes in 20 samples what it wrote in 5). The
    * curve as it was at full speed: the model learns on under the throttle, at the share it is
    * told, and a share too low would make it learn the process as a faster writer, which would
@@ -337,19 +336,15 @@ export class ForecastPolicy implements Policy {
       this.paceFrom = m.samples;
     }
     if (throttle <= 0) return null;
-    if (this.freeCurve === null) {
-      // Taken once, before the model has learned anything under the throttle, and only from a
-      // model that watched the process at full speed for a window's worth of samples.
-      const ready = m.samples >= PACE_WINDOW;
-      this.freeCurve = ready ? PACE_GRID.map((x) => m.expectedWritten(x)) : [];
-      this.paceAmong = ready ? m.history() : null;
-    }
-    const curve = this.freeCurve;
+    // Taken once, before the model has learned anything under the throttle, and only from a
+    // model that watched the process at full speed for a window's worth of samples.
+    this.fullSpeed ??= m.samples >= PACE_WINDOW ? { curve: PACE_GRID.map((x) => m.expectedWritten(x)), among: m.history() } : 'unready';
     const k = Math.min(m.samples - this.paceFrom, PACE_WINDOW);
-    if (curve.length === 0 || this.paceAmong === null || k < PACE_SAMPLES) return null;
+    if (this.fullSpeed === 'unready' || k < PACE_SAMPLES) return null;
+    const { curve, among } = this.fullSpeed;
     // The pages it had a history of then: the curve forecasts no first write, and a process that
     // maps new memory under the throttle would otherwise read as faster than it runs.
-    const { pages: written, hits } = m.recentlyWrittenAmong(k, this.paceAmong);
+    const { pages: written, hits } = m.recentlyWrittenAmong(k, among);
     if (hits < PACE_HITS) return null;
     // The curve at k samples, between the points of the grid.
     let i = 1;
@@ -815,7 +810,10 @@ export class ForecastPolicy implements Policy {
     return {
       regionPages: this.model.regionPages,
       regionScores: this.model.scores,
-      modelBytes: this.model.byteSize() + this.lifetimes.byteSize() + (this.paceAmong?.byteLength ?? 0),
+      modelBytes:
+        this.model.byteSize() +
+        this.lifetimes.byteSize() +
+        (this.fullSpeed && this.fullSpeed !== 'unready' ? this.fullSpeed.among.byteLength : 0),
       mappingPagesEnded: this.lifetimes.counts.ended,
       samples: this.model.samples,
       converging: this.converging,
