@@ -223,8 +223,11 @@ describe.skipIf(skip)('auto-converge', () => {
     const writes: Array<number | null> = r.policyStatus.perRoundWriteShare;
     expect(writes).toHaveLength(ran.length);
     expect(writes[0]).toBeNull();
-    for (const w of writes) if (w !== null) expect(w).toBeGreaterThan(0);
-    for (const w of writes) if (w !== null) expect(w).toBeLessThanOrEqual(1);
+    for (const w of writes) {
+      if (w === null) continue;
+      expect(w).toBeGreaterThan(0);
+      expect(w).toBeLessThanOrEqual(1);
+    }
     expect(leftovers(mw.pid)).toEqual({ uffds: 0, tracerPid: 0 });
   });
 
