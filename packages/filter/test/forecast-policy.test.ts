@@ -607,6 +607,33 @@ describe('ForecastModel.addLikely', () => {
   });
 });
 
+describe('ForecastModel.addLikely: its forecasts remembered by stamp', () => {
+  it('gives a stamp met 32,768 passes ago, at another horizon, its forecast at this one', () => {
+    // A slot's key keeps the low 15 bits of the pass's generation: the page met again exactly
+    // 2^15 generations later (one per pass over one region) finds its old key, which must have
+    // been forgotten when the generations wrapped.
+    const M = N + 64;
+    const m = new ForecastModel(M);
+    for (const b of mixedSamples(M, 60, 30, 17, [2048, 512], rng(5))) m.observe(b);
+    const one = (p: number) => {
+      const b = new PageBitmap(M);
+      b.set(p);
+      return b;
+    };
+    const a = [...m.history()].find((p) => m.probWithin(p, 1) < 0.5 && m.probWithin(p, 40) > 0.5);
+    expect(a).toBeDefined();
+    const other = [...m.history()].find((p) => m.samplesSince(p) !== m.samplesSince(a as number)); // another stamp
+    expect(other).toBeDefined();
+    const pageA = one(a as number);
+    const pageB = one(other as number);
+    expect(m.addLikely(pageA, 1, 0.5, new PageBitmap(M))).toBe(0); // under 1/2 within a sample
+    for (let i = 0; i < 0x7fff; i++) m.addLikely(pageB, 1, 0.5, new PageBitmap(M));
+    const out = new PageBitmap(M);
+    expect(m.addLikely(pageA, 40, 0.5, out)).toBeCloseTo(m.probWithin(a as number, 40), 12);
+    expect([...out]).toEqual([a]);
+  });
+});
+
 describe('ForecastModel.addLikely: skimming by the ages a pass recorded', () => {
   it('adds the same pages and sums as reading every page, and skips regions where no age is likely', () => {
     // A writer at random over 30% of 64 Ki pages a sample (pages of every age side by side, a
