@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageBitmap, encodeTraceHeader, encodeTraceSample } from '@forecopy/filter';
-import { Cleanup, ROOT, SOURCE_BIN, leftovers, mwCheck, rootSkipReason, runSource, start, startMw } from '../src/procs.js';
+import { Cleanup, ROOT, SOURCE_BIN, WORKLOADS, leftovers, mwCheck, rootSkipReason, runSource, start, startMw } from '../src/procs.js';
 
 /** forecopy-sim over the recorded mw trace kept in the repository (e2e/fixtures). */
 const SIM = path.join(ROOT, 'packages/source-agent/bin/forecopy-sim.mjs');
@@ -357,6 +357,60 @@ describe("bench/acceptance.mjs (issue 14's acceptance on traces of one's own)", 
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe.skipIf(rootSkipReason())('bench/record.mjs (programs recorded for the simulator)', () => {
+  const c = new Cleanup();
+  afterEach(() => c.run());
+  const run = (args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bench/record.mjs'), ...args], { encoding: 'utf8' });
+
+  it('records each program of a workloads file, kills its process group after, and names the ones it could not', async () => {
+    const dir = c.tmpdir();
+    const pidFile = path.join(dir, 'mw.pid');
+    const file = path.join(dir, 'programs.json');
+    fs.writeFileSync(
+      file,
+      JSON.stringify([
+        { name: 'mw', cmd: `${WORKLOADS}/mw --mb 8 --pattern seq --write-rate 5000 >/dev/null & echo $! > ${pidFile}; echo pid=$!; wait` },
+        { name: 'quits', cmd: 'echo starting; exit 3' },
+      ]),
+    );
+    const out = path.join(dir, 'traces');
+    const r = run(['--workloads', file, '--out', out, '--seconds', '1', '--warmup', '0.5']);
+    expect(r.status, r.stderr).toBe(1); // one program not recorded
+    expect(r.stderr).toContain('[1/2] mw: 0.5 s, then 1 s recorded');
+    expect(r.stderr).toMatch(/quits exited \(3\) before it printed pid=N/);
+    expect(r.stderr).toMatch(/not recorded: quits\n$/);
+    const { decodeTrace } = await import('@forecopy/filter');
+    const t = decodeTrace(new Uint8Array(fs.readFileSync(path.join(out, 'mw.trace'))));
+    expect(t.samples.length).toBeGreaterThanOrEqual(15);
+    expect(t.samples.reduce((n, s) => n + s.pages.count(), 0)).toBeGreaterThan(2500);
+    expect(fs.existsSync(path.join(out, 'quits.trace'))).toBe(false);
+    const recorded = JSON.parse(fs.readFileSync(path.join(out, 'recorded.json'), 'utf8'));
+    expect(recorded.programs.map((p: { name: string; recorded: boolean }) => [p.name, p.recorded])).toEqual([
+      ['mw', true],
+      ['quits', false],
+    ]);
+    // The program's group was killed: mw is gone (or a zombie, until its new parent reaps it).
+    const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+    c.defer(() => {
+      if (state() !== undefined && state() !== 'Z') process.kill(pid, 'SIGKILL'); // left running: a failure below; end it
+    });
+    const state = () =>
+      /^State:\s+(\w)/m.exec(fs.existsSync(`/proc/${pid}/status`) ? fs.readFileSync(`/proc/${pid}/status`, 'utf8') : '')?.[1];
+    for (let i = 0; i < 100 && state() !== undefined && state() !== 'Z'; i++) await new Promise((res) => setTimeout(res, 20));
+    expect([undefined, 'Z']).toContain(state());
+  });
+
+  it('a mistake in its arguments is a message, not a stack', () => {
+    const none = run(['--out', c.tmpdir()]);
+    expect(none.status).toBe(2);
+    expect(none.stderr).toMatch(/^record: --workloads FILE is required\n/);
+    const only = run(['--workloads', path.join(ROOT, 'bench/programs.json'), '--out', c.tmpdir(), '--only', 'nope']);
+    expect(only.status).toBe(2);
+    expect(only.stderr).toMatch(/^record: --only names no program of .*programs.json: nope\n/);
+    for (const r of [none, only]) expect(r.stderr).not.toContain('    at ');
   });
 });
 
