@@ -15,3 +15,4 @@ export * from './oracle-policy.js';
 export * from './auto-converge.js';
 export * from './errors.js';
 export * from './lifetimes.js';
+export * from './warm-up.js';
