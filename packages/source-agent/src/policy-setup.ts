@@ -9,6 +9,7 @@ import {
   createPolicy,
   isPolicyName,
   isStateCount,
+  warmUpForecast,
   type ForecastMode,
   type Policy,
   type PolicyName,
@@ -53,6 +54,8 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
     throw new InputError(`--lwws-threshold must be in (0, 1], got ${s.lwwsThreshold}`);
   }
   const preloaded = s.policy === 'markov' && s.modelFile ? loadModel(s.modelFile) : undefined;
+  // Before tracking starts: the first plan and the round cap's then run compiled (warmUpForecast).
+  const warmUpMs = s.policy === 'forecast' ? warmUpForecast() : 0;
   return async (ctx) => {
     const common = {
       totalPages: ctx.space.totalPages,
@@ -60,6 +63,7 @@ export function makePolicyFactory(s: PolicySetup): (ctx: PolicyContext) => Promi
       initialPageRate: s.bandwidthBps > 0 ? s.bandwidthBps / 8 / PAGE_SIZE : 0,
     };
     if (s.policy === 'forecast') {
+      if (warmUpMs > 0) ctx.log.info({ warmUpMs }, 'forecast: its planning code compiled before tracking');
       const policy = createPolicy('forecast', { ...common, ...(s.stopRules ? { stopRules: s.stopRules } : {}) });
       await watch(ctx.sampler, ctx.space, policy, s.modelSeconds * 1000, ctx.log, ctx.onProgress);
       return policy;
