@@ -12,16 +12,28 @@
 //              last plan and still mapped: per sample, per plan, and its memory, at most and at the
 //              end, beside the index space and the pages mapped (a process that maps and unmaps as
 //              it runs grows the index space; the model's memory follows what is mapped)
-//   node bench/trace-costs.mjs --trace FILE [--states 256] [--model-seconds 10] [--round-samples 20] [--json]
+//              Before it, its code is compiled as migrate does before tracking (warmUpForecast);
+//              --cold leaves that out (the first plan then runs in V8's interpreter)
+//   node bench/trace-costs.mjs --trace FILE [--states 256] [--model-seconds 10] [--round-samples 20] [--cold] [--json]
 import fs from 'node:fs';
 import os from 'node:os';
-import { ForecastPolicy, ModelBuilder, MarkovPolicy, PageBitmap, TraceClock, decodeTrace } from '../packages/filter/dist/index.js';
+import {
+  ForecastPolicy,
+  ModelBuilder,
+  MarkovPolicy,
+  PageBitmap,
+  TraceClock,
+  decodeTrace,
+  warmUpForecast,
+} from '../packages/filter/dist/index.js';
 
 const argv = process.argv.slice(2);
 const opt = (n, d) => (argv.includes(`--${n}`) ? argv[argv.indexOf(`--${n}`) + 1] : d);
 const file = opt('trace');
 if (!file) {
-  console.error('usage: node bench/trace-costs.mjs --trace FILE [--states 256] [--model-seconds 10] [--round-samples 20] [--json]');
+  console.error(
+    'usage: node bench/trace-costs.mjs --trace FILE [--states 256] [--model-seconds 10] [--round-samples 20] [--cold] [--json]',
+  );
   process.exit(2);
 }
 const S = Number(opt('states', 256));
@@ -79,6 +91,8 @@ for (let i = split; i < samples.length; i++) {
   }
 }
 // forecast, over the whole trace with the pages mapped at each sample
+const cold = argv.includes('--cold');
+const warmUpMs = cold ? 0 : warmUpForecast();
 const clock = new TraceClock(trace);
 const fc = new ForecastPolicy(N, { intervalMs: trace.intervalMs, initialPageRate: pageRate });
 const fcSampleMs = [];
@@ -120,6 +134,7 @@ const result = {
   forecastFilterMsMax: Math.max(...roundMs),
   rounds: roundMs.length,
   heldPages: held,
+  forecastWarmUpMs: warmUpMs,
   forecastMsPerSample: fcSampleMs.length ? fcSampleMs.reduce((x, y) => x + y, 0) / fcSampleMs.length : 0,
   forecastMsPerSampleMax: Math.max(...fcSampleMs),
   forecastMsPerRound: fcRoundMs.length ? fcRoundMs.reduce((x, y) => x + y, 0) / fcRoundMs.length : 0,
@@ -133,7 +148,7 @@ if (argv.includes('--json')) {
   console.log(JSON.stringify(result, null, 2));
 } else {
   console.log(
-    `Command: node bench/trace-costs.mjs --trace ${file} --states ${S} --model-seconds ${modelSeconds} --round-samples ${roundSamples}`,
+    `Command: node bench/trace-costs.mjs --trace ${file} --states ${S} --model-seconds ${modelSeconds} --round-samples ${roundSamples}${cold ? ' --cold' : ''}`,
   );
   console.log(`Machine: ${result.machine}\n`);
   console.log('| measure | value |');
@@ -147,6 +162,9 @@ if (argv.includes('--json')) {
   console.log(`| per sample during the migration (state + fit test) | ${result.observeMsPerSample.toFixed(3)} ms |`);
   console.log(
     `| forecast + filter per round (avg / max over ${roundMs.length}) | ${result.forecastFilterMsPerRound.toFixed(3)} / ${result.forecastFilterMsMax.toFixed(3)} ms |`,
+  );
+  console.log(
+    `| forecast: its code compiled before tracking, as migrate does (warmUpForecast, once) | ${cold ? 'left out (--cold)' : `${warmUpMs.toFixed(1)} ms`} |`,
   );
   console.log(
     `| forecast: learning per sample, with the pages mapped (avg / max over ${fcSampleMs.length}) | ${result.forecastMsPerSample.toFixed(3)} / ${result.forecastMsPerSampleMax.toFixed(3)} ms |`,
