@@ -3,9 +3,18 @@
 // O(N + S^2) memory): modelling compute per 50 ms sample, forecast + filter per round, model
 // memory; and the same for --policy forecast (its model has no S). Samples are synthetic but sized like a busy workload: a hot spot cycling over 8 of the
 // 256 regions (dwell 10 samples) with 1,000 pages written per sample, plus 200 random pages.
-//   node bench/filter-costs.mjs [--states 256] [--samples 200]
+// Before the forecast's rows its code is compiled as migrate does before tracking (warmUpForecast);
+// --cold leaves that out.
+//   node bench/filter-costs.mjs [--states 256] [--samples 200] [--cold]
 import os from 'node:os';
-import { ForecastPolicy, ModelBuilder, MarkovPolicy, PageBitmap, XEN_DEFAULT_STOP_RULES } from '../packages/filter/dist/index.js';
+import {
+  ForecastPolicy,
+  ModelBuilder,
+  MarkovPolicy,
+  PageBitmap,
+  XEN_DEFAULT_STOP_RULES,
+  warmUpForecast,
+} from '../packages/filter/dist/index.js';
 
 const argv = process.argv.slice(2);
 const opt = (n, d) => (argv.includes(`--${n}`) ? Number(argv[argv.indexOf(`--${n}`) + 1]) : d);
@@ -53,7 +62,7 @@ for (const forecast of ['chain', 'visits']) {
   }
   rows.push([forecast, times]);
 }
-console.log(`Command: node bench/filter-costs.mjs --states ${S} --samples ${N}`);
+console.log(`Command: node bench/filter-costs.mjs --states ${S} --samples ${N}${argv.includes('--cold') ? ' --cold' : ''}`);
 console.log(`Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores; Node ${process.version}\n`);
 console.log('| measure | value |');
 console.log('| --- | --- |');
@@ -69,6 +78,11 @@ for (const [f, times] of rows)
 
 // --policy forecast: learning per sample (its granularity scoring included), planning per round
 // (a worst case: every page unsynchronized and written before), model memory.
+const cold = argv.includes('--cold');
+const warmUpMs = cold ? 0 : warmUpForecast();
+console.log(
+  `| forecast: its code compiled before tracking, as migrate does (warmUpForecast, once) | ${cold ? 'left out (--cold)' : `${warmUpMs.toFixed(1)} ms`} |`,
+);
 const fp = new ForecastPolicy(TOTAL, { intervalMs: 50, initialPageRate: 15_258 });
 for (const smp of samples.slice(0, 20)) fp.observeSample(smp);
 const tf = performance.now();
