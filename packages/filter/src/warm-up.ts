@@ -45,7 +45,7 @@ export function warmUpForecast(): number {
   ];
   for (const { rules, rate, rounds } of runs) {
     const p = new ForecastPolicy(pages, { intervalMs: 50, initialPageRate: rate, stopRules: rules });
-    samples.forEach((s, i) => p.observeSample(s, i * 50, live));
+    for (const [i, s] of samples.entries()) p.observeSample(s, i * 50, live);
     for (const ctx of rounds) p.holdBack(all, ctx);
   }
   return performance.now() - t0;
