@@ -200,7 +200,17 @@ export class Husk {
   write(addr: number, data: Buffer): void {
     let done = 0;
     while (done < data.length) {
-      const n = processVmWritev(this.pid, data.subarray(done), addr + done);
+      let n: number;
+      try {
+        n = processVmWritev(this.pid, data.subarray(done), addr + done);
+      } catch (e) {
+        // Say where: the kernel's error names only the process.
+        throw new RestoreError(
+          'E_RESTORE_MEMORY',
+          `could not write the husk's memory at 0x${(addr + done).toString(16)} (${data.length - done} bytes): ${(e as Error).message}`,
+          e,
+        );
+      }
       if (n <= 0) throw new RestoreError('E_RESTORE_MEMORY', `could not write the husk's memory at 0x${(addr + done).toString(16)}`);
       done += n;
     }

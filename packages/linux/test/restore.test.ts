@@ -128,6 +128,24 @@ describe.skipIf(skip)('restore in a husk on this host', () => {
     expect(fs.readlinkSync(`/proc/${restored.pid}/exe`)).toBe(`${BIN}/mw`);
   });
 
+  it("a write where the husk has nothing mapped names the address, the length and the kernel's error", () => {
+    const husk = Husk.spawn();
+    pids.push(husk.pid);
+    const at = 0x3a0000000000; // far from the husk's own text (0x1f0000000000) and from any mapping
+    husk.mapSegment(at, 4096, false);
+    husk.write(at, Buffer.alloc(4096, 1)); // mapped: written
+    let err: (Error & { code?: string }) | undefined;
+    try {
+      husk.write(at + 4096, Buffer.alloc(8192, 1));
+    } catch (e) {
+      err = e as Error & { code?: string };
+    }
+    expect(err?.code).toBe('E_RESTORE_MEMORY');
+    expect(err?.message).toBe(
+      `could not write the husk's memory at 0x3a0000001000 (8192 bytes): process_vm_writev failed: EFAULT (bad address): pid ${husk.pid}`,
+    );
+  });
+
   it('names what cannot move: a pipe that is not a standard stream', async () => {
     const p = await startWorkload(['mw', '--mb', '4']);
     expect(findBlockers(p.pid!).map((b) => b.message)).toEqual([]);
