@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { PAGE_SIZE, type Mapping } from '@forecopy/protocol';
-import type { Husk } from '@forecopy/linux';
+import { type Husk, RestoreError } from '@forecopy/linux';
 import { SegmentStore, type PageStore } from './segment-store.js';
 
 /**
@@ -39,7 +39,14 @@ export class HuskImage extends SegmentStore<Mapping> implements PageStore {
 
   writePages(index: number, count: number, data: Buffer): void {
     const seg = this.inside(index, count);
-    this.husk.write(seg.start + (index - seg.indexBase) * PAGE_SIZE, data.subarray(0, count * PAGE_SIZE));
+    try {
+      this.husk.write(seg.start + (index - seg.indexBase) * PAGE_SIZE, data.subarray(0, count * PAGE_SIZE));
+    } catch (e) {
+      if (!(e instanceof RestoreError)) throw e;
+      // Which segment, as the layout gave it: the write's address alone does not say.
+      const where = `pages ${index}-${index + count - 1}, segment ${seg.id} (${seg.name || 'anonymous'}, 0x${seg.start.toString(16)}, ${seg.pages} pages)`;
+      throw new RestoreError(e.code, `${e.message}; ${where}`, e);
+    }
   }
 
   readPages(index: number, count: number, out: Buffer): void {
