@@ -10,12 +10,13 @@ let warmed = false;
  * old Xen's rules up to the round cap, rounds under a downtime limit with auto-converge's throttle
  * rising, and a round that can be the last on a fast link. A migration meets most of those paths
  * once (its first plan, the round cap's, the last round's), and V8 runs code it has not compiled
- * yet in its interpreter or compiles it in the middle of the call: on recorded programs the first
- * plan took 5-28 ms and the round cap's 4-19 ms, where the plans after took about 1 ms, and
- * 0.5-4 ms and about 1 ms after this (BENCHMARKS.md, session 27). Call it before tracking starts (it takes the CPU for about 0.2 s,
- * and a sample taken meanwhile would span that time). Nothing of it is kept: each policy it
- * makes is its own, and no policy's state is shared. Returns the milliseconds it took (0 after
- * the first call).
+ * yet in its interpreter or compiles it in the middle of the call. On thirteen recorded programs
+ * the first plan took 6-26 ms cold and 0.4-6 ms after this, where most plans take about 1 ms
+ * (BENCHMARKS.md, session 27).
+ *
+ * Call it before tracking starts: it takes the CPU for 0.13-0.2 s here, and a sample taken meanwhile
+ * would span that time. Nothing of it is kept: each policy it makes is its own, and no policy's
+ * state is shared. Returns the milliseconds it took (0 after the first call).
  */
 export function warmUpForecast(): number {
   if (warmed) return 0;
