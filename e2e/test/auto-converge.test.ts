@@ -241,7 +241,11 @@ describe.skipIf(skip)('auto-converge', () => {
     // each scan faults), on one machine 0.08 CPU untracked against 0.32 tracked.
     const mw = await startMw(c, ['--mb', '8', '--pattern', 'random', '--write-rate', '20000', '--spin', '2000']);
     const migration = forecastMigration(mw);
-    await new Promise((r) => setTimeout(r, 500));
+    // Measured once tracking has started (the process holds the tracker's userfaultfd), not a
+    // fixed time after the agent starts: the agent compiles forecast's code before it attaches.
+    for (let i = 0; i < 1000 && leftovers(mw.pid).uffds === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(leftovers(mw.pid).uffds).toBe(1);
+    await new Promise((r) => setTimeout(r, 100));
     const used = await cpuUse(mw.pid, 1200);
     const r = await migration;
     expect(r.autoConverge.throttle).toMatch(/^cgroup-v[12]$/);
