@@ -162,6 +162,9 @@ async function moveForGood(pid) {
       }
     }
     console.log(`demo: kill -USR1 ${restoredPid} -> ${answer}   (its stdout at the destination: ${out})`);
+    // The pages were verified, but the process is the judge of its own memory: a failed or missing
+    // self-check fails the demo.
+    if (!answer.startsWith('mw check ok')) throw new Error(`the restored mw did not pass its self-check: ${answer}`);
   }
 }
 
