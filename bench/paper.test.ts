@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cleanup, ROOT, SOURCE_BIN, WORKLOADS, rootSkipReason, runSource, start, startDest, type Proc } from '../e2e/src/procs.js';
 import { makeTwoHosts, netnsSupported, type TwoHosts } from '../e2e/src/netns.js';
 import { SIM_CHARTS, simChartSvg, type SimRowLike } from '../packages/source-agent/src/report-html.js';
+import { readWorkloadsFile } from '../scripts/lib/workloads.mjs';
 
 /**
  * `pnpm bench:paper`: the paper's experiments on the workloads this machine can run. Each
@@ -232,22 +233,14 @@ function workloads(): Workload[] {
 function extraWorkloads(taken: string[]): Workload[] {
   const file = process.env.PAPER_WORKLOADS;
   if (!file) return [];
-  let list: unknown;
+  let list: Array<{ name: string; cmd: string }>;
   try {
-    list = JSON.parse(fs.readFileSync(file, 'utf8'));
+    list = readWorkloadsFile(file);
   } catch (e) {
-    throw new Error(`PAPER_WORKLOADS: cannot read ${file} as JSON: ${(e as Error).message}`);
+    throw new Error(`PAPER_WORKLOADS: ${(e as Error).message}`);
   }
-  if (!Array.isArray(list)) throw new Error(`PAPER_WORKLOADS: ${file} must hold a JSON array of {"name", "cmd"}`);
-  return list.map((x, i) => {
-    const { name, cmd } = (x ?? {}) as { name?: unknown; cmd?: unknown };
-    if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9_.-]*$/i.test(name) || typeof cmd !== 'string' || cmd.trim() === '') {
-      throw new Error(
-        `PAPER_WORKLOADS: entry ${i + 1} of ${file} needs a "name" (letters, digits, - _ .) and a "cmd" (a shell command that prints pid=N)`,
-      );
-    }
+  return list.map(({ name, cmd }) => {
     if (taken.includes(name)) throw new Error(`PAPER_WORKLOADS: "${name}" is already a workload's name`);
-    taken.push(name);
     return { name, cmd, ready: /^pid=(\d+)/ };
   });
 }

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readWorkloadsFile } from '../scripts/lib/workloads.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SOURCE = path.join(ROOT, 'packages/source-agent/bin/forecopy-source.mjs');
@@ -67,12 +68,10 @@ function parseArgs(argv) {
 function readWorkloads(file, only) {
   let list;
   try {
-    list = JSON.parse(fs.readFileSync(file, 'utf8'));
+    list = readWorkloadsFile(file);
   } catch (e) {
-    fail(`cannot read ${file} as JSON: ${e.message}`);
+    fail(e.message);
   }
-  if (!Array.isArray(list) || list.some((w) => typeof w?.name !== 'string' || !/^[\w.-]+$/.test(w.name) || typeof w.cmd !== 'string'))
-    fail(`${file} must hold a JSON array of {"name" (letters, digits, - _ .), "cmd"}`);
   if (only) {
     const unknown = only.filter((n) => !list.some((w) => w.name === n));
     if (unknown.length > 0) fail(`--only names no program of ${file}: ${unknown.join(', ')}`);

@@ -410,7 +410,18 @@ describe.skipIf(rootSkipReason())('bench/record.mjs (programs recorded for the s
     const only = run(['--workloads', path.join(ROOT, 'bench/programs.json'), '--out', c.tmpdir(), '--only', 'nope']);
     expect(only.status).toBe(2);
     expect(only.stderr).toMatch(/^record: --only names no program of .*programs.json: nope\n/);
-    for (const r of [none, only]) expect(r.stderr).not.toContain('    at ');
+    const twice = path.join(c.tmpdir(), 'twice.json');
+    fs.writeFileSync(
+      twice,
+      JSON.stringify([
+        { name: 'a', cmd: 'echo pid=$$' },
+        { name: 'a', cmd: 'echo pid=$$' },
+      ]),
+    );
+    const dup = run(['--workloads', twice, '--out', c.tmpdir()]);
+    expect(dup.status).toBe(2); // the second would overwrite the first's trace
+    expect(dup.stderr).toMatch(/^record: "a" appears twice in .*twice.json\n/);
+    for (const r of [none, only, dup]) expect(r.stderr).not.toContain('    at ');
   });
 });
 
