@@ -18,6 +18,7 @@ import {
 
 const argv = process.argv.slice(2);
 const opt = (n, d) => (argv.includes(`--${n}`) ? Number(argv[argv.indexOf(`--${n}`) + 1]) : d);
+const cold = argv.includes('--cold');
 const TOTAL = 262_144; // 1 GiB of 4 KiB pages
 const S = opt('states', 256);
 const N = opt('samples', 200);
@@ -62,7 +63,7 @@ for (const forecast of ['chain', 'visits']) {
   }
   rows.push([forecast, times]);
 }
-console.log(`Command: node bench/filter-costs.mjs --states ${S} --samples ${N}${argv.includes('--cold') ? ' --cold' : ''}`);
+console.log(`Command: node bench/filter-costs.mjs --states ${S} --samples ${N}${cold ? ' --cold' : ''}`);
 console.log(`Machine: ${os.cpus()[0].model}, ${os.cpus().length} cores; Node ${process.version}\n`);
 console.log('| measure | value |');
 console.log('| --- | --- |');
@@ -78,7 +79,6 @@ for (const [f, times] of rows)
 
 // --policy forecast: learning per sample (its granularity scoring included), planning per round
 // (a worst case: every page unsynchronized and written before), model memory.
-const cold = argv.includes('--cold');
 const warmUpMs = cold ? 0 : warmUpForecast();
 console.log(
   `| forecast: its code compiled before tracking, as migrate does (warmUpForecast, once) | ${cold ? 'left out (--cold)' : `${warmUpMs.toFixed(1)} ms`} |`,
