@@ -289,6 +289,13 @@ export function leftovers(pid: number): { uffds: number; tracerPid: number } {
   return { uffds, tracerPid };
 }
 
+/** Waits until an agent tracks `pid` (it holds the tracker's userfaultfd), for at most `timeoutMs`; callers check the count after. */
+export async function untilTracked(pid: number, timeoutMs: number): Promise<void> {
+  for (const until = Date.now() + timeoutMs; Date.now() < until && leftovers(pid).uffds === 0; ) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** /proc/PID/stat state letter: R, S, T (stopped), t (traced), Z ... */
 export function procState(pid: number): string {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -4,6 +4,7 @@ import {
   Cleanup,
   SOURCE_BIN,
   leftovers,
+  untilTracked,
   migrateArgs,
   mwCheck,
   rootSkipReason,
@@ -243,7 +244,7 @@ describe.skipIf(skip)('auto-converge', () => {
     const migration = forecastMigration(mw);
     // Measured once tracking has started (the process holds the tracker's userfaultfd), not a
     // fixed time after the agent starts: the agent compiles forecast's code before it attaches.
-    for (let i = 0; i < 1000 && leftovers(mw.pid).uffds === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await untilTracked(mw.pid, 10_000);
     expect(leftovers(mw.pid).uffds).toBe(1);
     await new Promise((r) => setTimeout(r, 100));
     const used = await cpuUse(mw.pid, 1200);

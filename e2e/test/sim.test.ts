@@ -4,7 +4,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageBitmap, encodeTraceHeader, encodeTraceSample } from '@forecopy/filter';
-import { Cleanup, ROOT, SOURCE_BIN, WORKLOADS, leftovers, mwCheck, rootSkipReason, runSource, start, startMw } from '../src/procs.js';
+import {
+  Cleanup,
+  ROOT,
+  SOURCE_BIN,
+  WORKLOADS,
+  leftovers,
+  mwCheck,
+  rootSkipReason,
+  runSource,
+  start,
+  startMw,
+  untilTracked,
+} from '../src/procs.js';
 
 /** forecopy-sim over the recorded mw trace kept in the repository (e2e/fixtures). */
 const SIM = path.join(ROOT, 'packages/source-agent/bin/forecopy-sim.mjs');
@@ -460,7 +472,7 @@ describe.skipIf(rootSkipReason())('forecopy-source record', () => {
       ]),
     );
     // Once it records (the process has its userfaultfd), Ctrl-C.
-    for (let i = 0; i < 200 && leftovers(mw.pid).uffds === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    await untilTracked(mw.pid, 5000);
     expect(leftovers(mw.pid).uffds).toBe(1);
     process.kill(rec.pid, 'SIGINT');
     expect(await rec.exited).toBe(130);
@@ -473,7 +485,7 @@ describe.skipIf(rootSkipReason())('forecopy-source record', () => {
     const mw = await startMw(c, ['--mb', '16', '--pattern', 'seq', '--write-rate', '5000']);
     const first = path.join(c.tmpdir(), 'first.trace');
     const rec = c.proc(start(process.execPath, [SOURCE_BIN, 'record', '--pid', String(mw.pid), '--seconds', '2', '--out', first]));
-    for (let i = 0; i < 200 && leftovers(mw.pid).uffds === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    await untilTracked(mw.pid, 5000);
     expect(leftovers(mw.pid).uffds).toBe(1);
     // Two trackers would re-arm each other's pages, and the second's ranges are refused: it had
     // recorded nothing and said nothing.
