@@ -20,11 +20,17 @@ export class SoftDirtyTracker implements DirtyTracker {
   readonly kind = 'soft-dirty' as const;
   private known = new Map<number, number>(); // start -> end
   private pagemap = -1;
+  startHoldMs = 0;
+  readonly stopHoldMs = null;
 
   constructor(readonly pid: number) {}
 
   installedFds(): number[] {
     return [];
+  }
+
+  closeInTarget(): void {
+    // nothing installed in the process
   }
 
   /** Whether this kernel keeps soft-dirty bits: clear ours, write a page, look at its bit 55. */
@@ -48,9 +54,11 @@ export class SoftDirtyTracker implements DirtyTracker {
   }
 
   start(mappings: readonly ProcMapping[]): void {
+    const t = performance.now();
     this.pagemap = fs.openSync(`/proc/${this.pid}/pagemap`, 'r');
     for (const m of mappings) this.known.set(m.start, m.end);
     fs.writeFileSync(`/proc/${this.pid}/clear_refs`, '4');
+    this.startHoldMs = performance.now() - t;
   }
 
   collect(mappings: readonly ProcMapping[]): CollectResult {

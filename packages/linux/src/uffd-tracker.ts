@@ -34,8 +34,22 @@ export interface DirtyTracker {
   collect(mappings: readonly ProcMapping[]): CollectResult;
   /** Removes all tracking from the process. Idempotent; `frozen` when the process is frozen by us. */
   stop(frozen?: FrozenProcess | null): void;
+  /**
+   * Removes from the process, frozen by us, what the tracker installed in it, so that `stop()`
+   * after the thaw holds it stopped no more. Idempotent; tracking goes on until `stop()`.
+   */
+  closeInTarget(frozen: FrozenProcess): void;
   /** Descriptors the tracker installed in the process (a restore must not carry them). */
   installedFds(): number[];
+  /**
+   * How long `start()` could hold the process up, ms: the whole call, an upper bound. The
+   * uffd-wp tracker stops the process for the system call it injects, and its registration and
+   * write protection hold the process's memory map, which a write fault of the process waits
+   * for; soft-dirty's clearing holds it too.
+   */
+  readonly startHoldMs: number;
+  /** The same for the last `stop()` (null before one): it holds the memory map as it removes the protection. */
+  readonly stopHoldMs: number | null;
 }
 
 // ioctl numbers, _IOWR('\xAA', nr, struct) from linux/userfaultfd.h (checked against the 6.1
@@ -98,6 +112,8 @@ export class UffdWpTracker implements DirtyTracker {
   private refused = new Map<number, ProcMapping>();
   private readonly scanArg = Buffer.alloc(96);
   private readonly vec = Buffer.alloc(VEC_REGIONS * 24);
+  startHoldMs = 0;
+  stopHoldMs: number | null = null;
 
   constructor(readonly pid: number) {}
 
@@ -107,6 +123,7 @@ export class UffdWpTracker implements DirtyTracker {
 
   start(mappings: readonly ProcMapping[]): void {
     this.refuseIfTracked([]);
+    const t = performance.now();
     try {
       // In the target: userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY).
       this.targetFd = Number(injectSyscall(this.pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY]));
@@ -127,6 +144,8 @@ export class UffdWpTracker implements DirtyTracker {
     } catch (e) {
       this.stop();
       throw e;
+    } finally {
+      this.startHoldMs = performance.now() - t;
     }
   }
 
@@ -196,6 +215,15 @@ export class UffdWpTracker implements DirtyTracker {
   }
 
   stop(frozen?: FrozenProcess | null): void {
+    const t = performance.now();
+    try {
+      this.removeTracking(frozen);
+    } finally {
+      this.stopHoldMs = performance.now() - t;
+    }
+  }
+
+  private removeTracking(frozen?: FrozenProcess | null): void {
     if (this.uffd >= 0) {
       for (const r of this.registered.values()) {
         const range = Buffer.alloc(16);
@@ -215,13 +243,21 @@ export class UffdWpTracker implements DirtyTracker {
       close(this.pagemap);
       this.pagemap = -1;
     }
-    if (this.targetFd >= 0) {
-      const fd = this.targetFd;
-      this.targetFd = -1;
-      if (fs.existsSync(`/proc/${this.pid}`)) {
-        // close(fd) in the target: the userfaultfd is released with its last descriptor.
-        injectSyscall(this.pid, SYS.close, [BigInt(fd)], frozen ? { frozen } : {});
-      }
+    this.closeTargetFd(frozen);
+  }
+
+  closeInTarget(frozen: FrozenProcess): void {
+    // Our duplicate keeps the userfaultfd (and the tracking) alive until stop().
+    this.closeTargetFd(frozen);
+  }
+
+  private closeTargetFd(frozen?: FrozenProcess | null): void {
+    if (this.targetFd < 0) return;
+    const fd = this.targetFd;
+    this.targetFd = -1;
+    if (fs.existsSync(`/proc/${this.pid}`)) {
+      // close(fd) in the target: the userfaultfd is released with its last descriptor.
+      injectSyscall(this.pid, SYS.close, [BigInt(fd)], frozen ? { frozen } : {});
     }
   }
 

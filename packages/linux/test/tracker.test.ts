@@ -99,6 +99,27 @@ describe.skipIf(skip)('UffdWpTracker', () => {
     expect(await p.cmd('w 1 2 3')).toBe('ok'); // still writes, no hang
   });
 
+  it('closes its descriptor in the frozen process and tracks on until stop(); says how long start and stop took', async () => {
+    const { p, pid, region } = await startPoke(256);
+    const t = new UffdWpTracker(pid);
+    expect(t.stopHoldMs).toBeNull();
+    t.start(readMaps(pid).filter(isMigratable));
+    expect(t.startHoldMs).toBeGreaterThan(0);
+    t.collect(readMaps(pid).filter(isMigratable));
+    const frozen = new Freezer().freeze(pid);
+    t.closeInTarget(frozen);
+    t.closeInTarget(frozen); // idempotent
+    frozen.thaw();
+    expect(uffdFds(pid)).toBe(0);
+    expect(t.installedFds()).toEqual([]);
+    expect(await p.cmd('w 9 11')).toBe('ok');
+    expect(pagesOf(t.collect(readMaps(pid).filter(isMigratable)).written, region, 256)).toEqual([9, 11]);
+    t.stop();
+    expect(t.stopHoldMs).toBeGreaterThan(0);
+    expect(/TracerPid:\s*0/.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))).toBe(true);
+    expect(await p.cmd('w 1')).toBe('ok');
+  });
+
   it('reports a page given back with MADV_DONTNEED (zero now, with no write), once', async () => {
     const { p, pid, region } = await startPoke(64);
     const t = new UffdWpTracker(pid);
