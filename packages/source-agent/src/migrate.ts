@@ -88,6 +88,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     // The report is made once the process runs again (here or there): making it (the policy's
     // status among it) took 0.5-6 ms, which had been part of the downtime.
     const report = migrationReport(s, measured, verification);
+    if (held.holdAfterThawMs !== null && report.trackingHoldMs) report.trackingHoldMs.stopMs = held.holdAfterThawMs;
     if (committed.restoredPid !== undefined) Object.assign(report, { restoredPid: committed.restoredPid, restoreMs: committed.restoreMs });
     s.sender.closeStreams();
     channel.close();

@@ -99,6 +99,16 @@ export interface MigrationReport {
   policy: string;
   stopReason: string;
   tracker: string;
+  /**
+   * How long the tracker could hold the process up outside the downtime, ms (upper bounds: the
+   * whole calls). startMs: starting it, before the first round (the uffd-wp tracker stops the
+   * process for one injected system call; registering and write-protecting its memory hold its
+   * memory map, which a write fault of the process waits for). stopMs, with --after resume:
+   * removing it once the process runs again (the write protection is lifted under the same
+   * hold). Each time the process may not run is in this report: these, the downtime and the
+   * throttle (autoConverge).
+   */
+  trackingHoldMs?: { startMs: number; stopMs?: number };
   pid: number;
   destination: string;
   after: AfterAction;
@@ -183,7 +193,9 @@ export function formatReport(r: MigrationReport): string {
   lines.push(
     `  memory ${num(r.memoryPages)} pages (${mib(r.memoryPages * 4096)})   sent ${num(r.pagesSent)} pages (${r.pagesResent !== undefined ? `${num(r.pagesResent)} of them sent again; ` : ''}${mib(r.bytesOfMemory)} of memory, ${mib(r.bytesSent)} on the wire; ${num(r.zeroPages)} zero, ${num(r.lz4Pages)} lz4${r.pagesCompressed !== undefined ? ` of ${num(r.pagesCompressed)} tried, ${mib(r.compressionSavedBytes ?? 0)} saved` : ''}${(r.streams ?? 1) > 1 ? `; over ${r.streams} connections` : ''})`,
   );
-  lines.push(`  tracker scans ${r.scans.count}, ${ms(r.scans.totalMs)} in all, ${ms(r.scans.maxMs)} at most`);
+  lines.push(
+    `  tracker scans ${r.scans.count}, ${ms(r.scans.totalMs)} in all, ${ms(r.scans.maxMs)} at most${r.trackingHoldMs ? `; starting it held the process up for at most ${ms(r.trackingHoldMs.startMs)}${r.trackingHoldMs.stopMs !== undefined ? `, removing it after the thaw ${ms(r.trackingHoldMs.stopMs)}` : ''} (not downtime)` : ''}`,
+  );
   lines.push('');
   // Auto-converge's columns only where it throttled.
   const throttled = r.rounds.some((x) => (x.throttlePercent ?? 0) > 0);

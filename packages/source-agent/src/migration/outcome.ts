@@ -44,6 +44,7 @@ export function migrationReport(s: MigrationSession, m: Measured, v: Verificatio
     policy: s.policy.name,
     stopReason: m.stopReason,
     tracker: tracker.kind,
+    trackingHoldMs: { startMs: tracker.startHoldMs },
     pid: opts.pid,
     destination: `${opts.host}:${opts.port}`,
     after: opts.after,

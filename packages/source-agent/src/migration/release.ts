@@ -18,17 +18,18 @@ export class HeldProcess {
   frozen: FrozenProcess | null = null;
   /** Auto-converge's throttle: lifted on every path. */
   autoConverge: AutoConverge | null = null;
+  /** How long removing the tracking after the thaw (--after resume) could hold the process up, ms (DirtyTracker.stopHoldMs). */
+  holdAfterThawMs: number | null = null;
 
   constructor(
     readonly pid: number,
     private readonly log: Logger,
   ) {}
 
-  /** After the handover: kills the process, or removes tracking and leaves it stopped or running. */
   /**
    * After the handover: kills the process, or leaves it stopped, or lets it run and then removes
-   * its tracking (a write-protect fault costs the running process little). `downtimeOver` is
-   * called when the downtime ends: at the thaw, or once the process is killed or left stopped.
+   * its tracking. `downtimeOver` is called when the downtime ends: at the thaw, or once the
+   * process is killed or left stopped.
    */
   finish(after: AfterAction, downtimeOver?: () => void): void {
     this.liftThrottle();
@@ -37,9 +38,20 @@ export class HeldProcess {
     this.tracking = null;
     this.frozen = null;
     if (after === 'resume') {
+      // What the tracker put into the process goes while the freeze holds it (one injected
+      // system call, counted in the downtime): removed after the thaw, it took a second stop of
+      // its own, outside the downtime. The rest goes after the thaw (it stops the process no
+      // more, but the write protection is lifted under a hold of its memory map, which a write
+      // fault waits for: the report's trackingHoldMs.stopMs).
+      try {
+        tracking.tracker.closeInTarget(frozen);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
+      }
       frozen.thaw();
       downtimeOver?.();
-      this.untrack(tracking); // freezes the process for the one system call it injects
+      this.untrack(tracking);
+      this.holdAfterThawMs = tracking.tracker.stopHoldMs;
       return;
     }
     if (after === 'kill') frozen.kill();
