@@ -117,6 +117,8 @@ export interface ForecastPolicyOptions {
   stopRules: StopRules;
   /** Under a downtime limit, keep the migration going a round rather than end on a round far longer than the limit (splitLast); default on. */
   splitLast: boolean;
+  /** Under a downtime limit, run one round past the first whose rest fits it (extendPastFit); default on. */
+  extendPastFit: boolean;
 }
 
 /** A pre-copy tail needs at least this many rounds; the filter stops holding this many (or more) before the last. */
@@ -194,6 +196,8 @@ export interface ForecastPolicyStatus extends Record<string, unknown> {
   perRoundWriteShare: Array<number | null>;
   /** The rounds that held back more than the limit's worth so as not to end on a round far longer than the limit (splitLast). */
   splitRounds: number[];
+  /** The round run past the first that fitted the downtime limit (extendPastFit), or null. */
+  extendedRound: number | null;
   perRoundForecastMs: number[];
   perSampleMs: number;
 }
@@ -234,6 +238,8 @@ export class ForecastPolicy implements Policy {
   private fullSpeed: { curve: number[]; among: PageBitmap } | 'unready' | null = null;
   /** The rounds splitLast split. */
   private readonly splitRounds: number[] = [];
+  /** The round extendPastFit added (null: none). */
+  private extendedAt: number | null = null;
   readonly forecastMs: number[] = [];
   private sampleMs = 0;
 
@@ -243,6 +249,7 @@ export class ForecastPolicy implements Policy {
       initialPageRate: opts.initialPageRate ?? 0,
       stopRules: opts.stopRules ?? XEN_DEFAULT_STOP_RULES,
       splitLast: opts.splitLast ?? true,
+      extendPastFit: opts.extendPastFit ?? true,
     };
     if (!(this.opts.intervalMs > 0)) throw new RangeError(`intervalMs must be > 0, got ${this.opts.intervalMs}`);
     if (!(this.opts.initialPageRate >= 0)) throw new RangeError(`initialPageRate must be >= 0, got ${this.opts.initialPageRate}`);
@@ -271,6 +278,30 @@ export class ForecastPolicy implements Policy {
 
   observeRound(r: RoundRecord): void {
     this.sent += r.pagesSent;
+  }
+
+  /**
+   * Under QEMU's rule the driver stops at the first round whose rest fits the limit. A tail that
+   * converges by a ratio r (pages written per page sent) gets there from a rest over the limit,
+   * so that its final round lands anywhere between r and 1 times the limit: pre-copy's, and this
+   * policy's, by where their rounds happen to fall. One more round, sending that rest, leaves
+   * what the process writes meanwhile: at most r times the limit, where pre-copy's first fit
+   * lands above r times it (at its own r). It costs the rest's pages once (at most the limit's
+   * worth). Taken once, where the forecast says the round leaves fewer pages than it sends by
+   * more than the forecast can tell apart.
+   */
+  extendPastFit(unsynced: PageBitmap, ctx: RoundContext): boolean {
+    if (!this.opts.extendPastFit || this.extendedAt !== null) return false;
+    const rate = Math.max(this.peakRate, ctx.pageRate);
+    if (!(rate > 0) || this.model.samples === 0) return false;
+    const u = unsynced.count();
+    // At the throttle the round will run at (it may have risen since the last plan).
+    const share = (this.running * runningShare(ctx.throttlePercent ?? 0)) / runningShare(this.plannedThrottle.at(-1) ?? 0);
+    const perSample = (rate * this.opts.intervalMs) / 1000;
+    const next = this.model.expectedWritten((u / perSample) * share);
+    if (next + Math.min(this.model.expectedWritten(share), Math.sqrt(u)) >= u) return false;
+    this.extendedAt = ctx.round;
+    return true;
   }
 
   resize(totalPages: number): void {
@@ -823,6 +854,7 @@ export class ForecastPolicy implements Policy {
       perRoundRunningShare: [...this.plannedShare],
       perRoundWriteShare: this.writeShares.map((x) => (x === null ? null : Math.round(x * 1000) / 1000)),
       splitRounds: [...this.splitRounds],
+      extendedRound: this.extendedAt,
       perRoundForecastMs: this.forecastMs.map((x) => Math.round(x * 1000) / 1000),
       perSampleMs: this.model.samples ? this.sampleMs / this.model.samples : 0,
     };

@@ -207,6 +207,12 @@ export interface Policy {
   observeSample?(sample: PageBitmap, atMs: number, live?: PageBitmap): void;
   /** Sees each finished round. */
   observeRound?(record: RoundRecord, dirtied: PageBitmap): void;
+  /**
+   * Under a downtime limit, asked when the rest first fits it (the driver would stop): true runs
+   * one more round instead, planned as any other (`ctx` is that round's). The other stop rules
+   * are not asked.
+   */
+  extendPastFit?(unsynced: PageBitmap, ctx: RoundContext): boolean;
   /** Called when the page space grows or shrinks; bitmaps of the old size must be resized. */
   resize?(totalPages: number): void;
   /** Policy-specific facts for the report (model status, fallback, costs). */
@@ -313,12 +319,13 @@ export class PrecopyDriver {
     if (outcome.live) unsynced.and(outcome.live);
     const memory = outcome.live ? outcome.live.count() : this.totalPages;
     const reason = this.stopReason(unsynced.count(), memory, outcome.pageRate || ctx.pageRate, outcome.fixedDowntimeMs ?? 0);
-    if (reason) {
+    const fixed = outcome.fixedDowntimeMs !== undefined ? { fixedDowntimeMs: outcome.fixedDowntimeMs } : {};
+    const next: RoundContext = { ...ctx, ...fixed, round: cur.round + 1, memoryPages: memory };
+    if (reason && !(reason === 'downtime-limit' && this.policy.extendPastFit?.(unsynced, next))) {
       this.current = null;
       return { kind: 'stop', reason, remaining: unsynced };
     }
-    const fixed = outcome.fixedDowntimeMs !== undefined ? { fixedDowntimeMs: outcome.fixedDowntimeMs } : {};
-    return { kind: 'round', plan: this.plan(unsynced, { ...ctx, ...fixed, round: cur.round + 1, memoryPages: memory }) };
+    return { kind: 'round', plan: this.plan(unsynced, next) };
   }
 
   private plan(unsynced: PageBitmap, ctx: RoundContext): RoundPlan {

@@ -102,6 +102,38 @@ describe('PrecopyDriver', () => {
     expect(small.endRound(outcome(few, 10_000), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
   });
 
+  it('asks the policy, when the rest first fits the downtime limit, whether to run one more round, and only then', () => {
+    const asked: number[] = [];
+    const policy: Policy = {
+      name: 'extends-once',
+      holdBack: (u) => new PageBitmap(u.size),
+      extendPastFit: (_u, c) => {
+        asked.push(c.round);
+        return asked.length === 1;
+      },
+    };
+    const d = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, policy);
+    d.firstRound(ctx);
+    const dirty = new PageBitmap(10_000);
+    dirty.setRange(0, 400); // 400 ms: does not fit, the policy is not asked
+    expect(d.endRound(outcome(dirty, 10_000), ctx).kind).toBe('round');
+    expect(asked).toEqual([]);
+    const fewer = new PageBitmap(10_000);
+    fewer.setRange(0, 250); // fits: asked about round 3, which it wants
+    const next = d.endRound(outcome(fewer, 400), ctx);
+    expect(next).toMatchObject({ kind: 'round', plan: { round: 3 } });
+    expect(next.kind === 'round' && next.plan.send.count()).toBe(250);
+    const few = new PageBitmap(10_000);
+    few.setRange(0, 60); // fits again: asked about round 4, which it does not want
+    expect(d.endRound(outcome(few, 250), ctx)).toMatchObject({ kind: 'stop', reason: 'downtime-limit' });
+    expect(asked).toEqual([3, 4]);
+    // Another stop rule is not the policy's to overrule.
+    const capped = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, maxRounds: 1, downtimeLimitMs: 300 }, policy);
+    capped.firstRound(ctx);
+    expect(capped.endRound(outcome(few, 10_000), ctx)).toMatchObject({ kind: 'stop', reason: 'max-rounds' });
+    expect(asked).toEqual([3, 4]);
+  });
+
   it('counts the fixed costs of the downtime (freeze, verification, handover) against the limit', () => {
     const d = new PrecopyDriver(10_000, { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 300 }, new PrecopyPolicy());
     d.firstRound(ctx);
