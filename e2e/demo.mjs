@@ -100,6 +100,10 @@ try {
   ]);
   if ((await r.exited) !== 0) throw new Error('forecopy-source report failed');
   console.log(`demo: HTML report: ${html}`);
+  // Before it moves for good, mw (still here after two migrations) answers for its own memory.
+  const here = await selfCheck(pid, () => mw.lines);
+  console.log(`\ndemo: kill -USR1 ${pid} -> ${here}   (mw here, at the source, after ${POLICIES.length} migrations)`);
+  if (!here.startsWith('mw check ok')) throw new Error(`mw did not pass its self-check at the source: ${here}`);
   await moveForGood(pid);
   console.log(`\ndemo: reports written to ${OUT}/ (${((Date.now() - t0) / 1000).toFixed(0)} s in all)`);
 } catch (e) {
@@ -142,30 +146,32 @@ async function moveForGood(pid) {
   );
   const session = fs.readdirSync(imageDir).find((d) => /^[0-9a-f]{32}$/.test(d));
   const out = path.join(imageDir, session, 'stdout.log');
-  const checks = () =>
-    fs
-      .readFileSync(out, 'utf8')
-      .split('\n')
-      .filter((l) => l.startsWith('mw check'));
+  const checks = () => fs.readFileSync(out, 'utf8').split('\n');
   for (let i = 0; i < 2; i++) {
     await new Promise((r) => setTimeout(r, 1000));
-    // mw answers once it has read all its memory (256 MiB: a few hundred ms on a slow machine).
-    const before = checks().length;
-    process.kill(restoredPid, 'SIGUSR1');
-    let answer = '(no answer within 10 s)';
-    for (const until = performance.now() + 10_000; performance.now() < until; ) {
-      await new Promise((r) => setTimeout(r, 100));
-      const now = checks();
-      if (now.length > before) {
-        answer = now[now.length - 1];
-        break;
-      }
-    }
+    const answer = await selfCheck(restoredPid, checks);
     console.log(`demo: kill -USR1 ${restoredPid} -> ${answer}   (its stdout at the destination: ${out})`);
     // The pages were verified, but the process is the judge of its own memory: a failed or missing
     // self-check fails the demo.
     if (!answer.startsWith('mw check ok')) throw new Error(`the restored mw did not pass its self-check: ${answer}`);
   }
+}
+
+/**
+ * Sends mw its SIGUSR1 and returns the 'mw check' line it answers with (`lines` reads its output),
+ * or why none came. mw answers once it has read all its memory (256 MiB: a few hundred ms on a
+ * slow machine).
+ */
+async function selfCheck(pid, lines) {
+  const checks = () => lines().filter((l) => l.startsWith('mw check'));
+  const before = checks().length;
+  process.kill(pid, 'SIGUSR1');
+  for (const until = performance.now() + 10_000; performance.now() < until; ) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = checks();
+    if (now.length > before) return now[now.length - 1];
+  }
+  return '(no answer within 10 s)';
 }
 
 function sideBySide(rs) {
