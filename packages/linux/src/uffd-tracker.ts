@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import koffi from 'koffi';
 import { injectSyscall } from './inject.js';
 import type { TrackerKind } from './create-tracker.js';
-import type { FrozenProcess } from './freezer.js';
+import { sleepSync, type FrozenProcess } from './freezer.js';
 import { AlreadyTrackedError, KernelError } from './errors.js';
 import { SYS, close, ioctl, openReadOnly, sys } from './libc.js';
 import type { ProcMapping } from './proc-maps.js';
@@ -71,6 +71,8 @@ const O_CLOEXEC = 0x80000n;
 const O_NONBLOCK = 0x800n;
 const UFFD_USER_MODE_ONLY = 1n;
 const VEC_REGIONS = 4096;
+/** stop() lifts the write protection of a running process this many bytes at a time (unprotect). */
+const UNPROTECT_CHUNK = 4 << 20;
 
 /**
  * The userfaultfds open in process `pid` that forecopy made (a tracker of this agent or of
@@ -226,6 +228,12 @@ export class UffdWpTracker implements DirtyTracker {
   private removeTracking(frozen?: FrozenProcess | null): void {
     if (this.uffd >= 0) {
       for (const r of this.registered.values()) {
+        // From a process that runs, the protection is lifted a few MiB at a time, with a pause
+        // between: lifted at once, it held a heartbeat up for longer than the call took (64 MiB:
+        // 10-17 ms; 256 MiB: 38-68 ms, from a call of 10-13 ms). In 4 MiB steps 1 ms apart the
+        // longest gap was 3.5 ms (64 MiB) and 3-6 ms (256 MiB), for 0.6 ms of the agent's time
+        // per MiB; the unregister that follows, on nothing protected, 1-3 ms.
+        if (!frozen) this.unprotect(r);
         const range = Buffer.alloc(16);
         range.writeBigUInt64LE(BigInt(r.start), 0);
         range.writeBigUInt64LE(BigInt(r.end - r.start), 8);
@@ -244,6 +252,22 @@ export class UffdWpTracker implements DirtyTracker {
       this.pagemap = -1;
     }
     this.closeTargetFd(frozen);
+  }
+
+  /** Lifts the write protection of [r.start, r.end), UNPROTECT_CHUNK at a time, 1 ms apart; stops at the first refusal. */
+  private unprotect(r: ProcMapping): void {
+    const wp = Buffer.alloc(24);
+    for (let at = r.start; at < r.end; at += UNPROTECT_CHUNK) {
+      if (at > r.start) sleepSync(1);
+      wp.writeBigUInt64LE(BigInt(at), 0);
+      wp.writeBigUInt64LE(BigInt(Math.min(UNPROTECT_CHUNK, r.end - at)), 8);
+      wp.writeBigUInt64LE(0n, 16); // mode 0: not protected
+      try {
+        ioctl('UFFDIO_WRITEPROTECT', this.uffd, UFFDIO_WRITEPROTECT, wp);
+      } catch {
+        return; // the range changed meanwhile: the unregister lifts the rest
+      }
+    }
   }
 
   closeInTarget(frozen: FrozenProcess): void {
