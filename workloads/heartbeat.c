@@ -4,6 +4,8 @@
  * freeze. On SIGUSR1 it prints, flushed, and starts over:
  *
  *   heartbeat maxgap_us=<longest gap since the previous report, in microseconds>
+ *   heartbeat gaps=<end>:<length>,...   (the longest TOP gaps, longest first; <end> in
+ *                                        CLOCK_REALTIME microseconds, <length> in microseconds)
  *
  * It prints `heartbeat pid=<pid> ready` first. SIGTERM and SIGINT: exit code 0. `--mb N` gives it N
  * MiB of memory, written once (so that a migration has something to move and verify).
@@ -23,14 +25,30 @@
 static const char usage[] =
     "usage: heartbeat [--mb N]\n"
     "  sleeps 1 ms at a time and keeps the longest gap between wake-ups; SIGUSR1 prints\n"
-    "  'heartbeat maxgap_us=<n>' (the longest gap since the last report) and starts over\n"
+    "  'heartbeat maxgap_us=<n>' (the longest gap since the last report), then\n"
+    "  'heartbeat gaps=<end>:<len>,...' (the 8 longest, each ending at <end>, wall-clock\n"
+    "  microseconds, <len> microseconds long) and starts over\n"
     "  --mb N   N MiB of memory, written once (default 0)\n"
     "example: heartbeat --mb 64   # then kill -USR1 <pid>\n";
 
-static int64_t now_us(void) {
+static int64_t clock_us(clockid_t c) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  clock_gettime(c, &t);
   return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+static int64_t now_us(void) { return clock_us(CLOCK_MONOTONIC); }
+
+/* The longest gaps since the last report, longest first: when each ended (wall clock) and how long. */
+#define TOP 8
+static struct { int64_t end, len; } top[TOP];
+
+static void keep_gap(int64_t len) {
+  int i = TOP;
+  while (i > 0 && top[i - 1].len < len) i--;
+  if (i == TOP) return;
+  for (int k = TOP - 1; k > i; k--) top[k] = top[k - 1];
+  top[i].end = clock_us(CLOCK_REALTIME);
+  top[i].len = len;
 }
 
 int main(int argc, char **argv) {
@@ -55,11 +73,16 @@ int main(int argc, char **argv) {
     nanosleep(&ms, NULL); /* EINTR (a signal) only shortens one sleep */
     int64_t t = now_us();
     if (t - last > maxgap) maxgap = t - last;
+    keep_gap(t - last);
     last = t;
     if (wl_want_check) {
       wl_want_check = 0;
       printf("heartbeat maxgap_us=%" PRId64 "\n", maxgap);
+      printf("heartbeat gaps=");
+      for (int k = 0; k < TOP && top[k].len > 0; k++) printf("%s%" PRId64 ":%" PRId64, k ? "," : "", top[k].end, top[k].len);
+      printf("\n");
       maxgap = 0;
+      memset(top, 0, sizeof top);
     }
   }
   return 0;
