@@ -95,6 +95,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     // The process ran nowhere from the freeze until now (restored and released), or until it was
     // thawed here, or, with --after kill or stop and no restore, until the handover ended.
     report.downtimeMs = resumed ?? clock.totalMs();
+    report.frozenAt = new Date(performance.timeOrigin + clock.frozenAt).toISOString();
     report.downtimeParts = { ...clock.parts, ...(committed.restoreMs !== undefined ? { restoreMs: committed.restoreMs } : {}) };
     Object.assign(report, limitOutcome(opts, report.downtimeMs), convergeOutcome(s));
     report.totalMs = performance.now() - t0;

@@ -129,6 +129,11 @@ export interface MigrationReport {
   };
   machine: { cpus: number; note: string };
   startedAt: string;
+  /**
+   * When the freeze began, the downtime's start (ISO 8601, this host's wall clock, to the ms): to
+   * set it beside the process's own logs.
+   */
+  frozenAt?: string;
   /** The process's pid at the destination, when the destination restored it. */
   restoredPid?: number;
   /** How long the destination took to rebuild the process (part of the downtime). */
