@@ -88,16 +88,14 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
     // The report is made once the process runs again (here or there): making it (the policy's
     // status among it) took 0.5-6 ms, which had been part of the downtime.
     const report = migrationReport(s, measured, verification);
-    if (held.holdAfterThawMs !== null && report.trackingHoldMs) report.trackingHoldMs.stopMs = held.holdAfterThawMs;
     if (committed.restoredPid !== undefined) Object.assign(report, { restoredPid: committed.restoredPid, restoreMs: committed.restoreMs });
     s.sender.closeStreams();
     channel.close();
     // The process ran nowhere from the freeze until now (restored and released), or until it was
     // thawed here, or, with --after kill or stop and no restore, until the handover ended.
     report.downtimeMs = resumed ?? clock.totalMs();
-    report.frozenAt = new Date(performance.timeOrigin + clock.frozenAt).toISOString();
     report.downtimeParts = { ...clock.parts, ...(committed.restoreMs !== undefined ? { restoreMs: committed.restoreMs } : {}) };
-    Object.assign(report, limitOutcome(opts, report.downtimeMs), convergeOutcome(s));
+    Object.assign(report, limitOutcome(opts, report.downtimeMs), convergeOutcome(s), freezeAndHolds(report, held, clock));
     report.totalMs = performance.now() - t0;
     opts.onEvent?.({ type: 'done', verified: true, downtimeMs: report.downtimeMs, totalMs: report.totalMs, pagesSent: report.pagesSent });
     return report;
@@ -114,6 +112,14 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationReport> {
 function resumeNow(held: HeldProcess, clock: DowntimeClock): number {
   held.finish('resume', () => clock.mark('releaseMs'));
   return clock.totalMs();
+}
+
+/** When the freeze began; with the tracker's hold after the thaw (--after resume), if there was one. */
+function freezeAndHolds(r: MigrationReport, held: HeldProcess, clock: DowntimeClock): Partial<MigrationReport> {
+  return {
+    frozenAt: new Date(performance.timeOrigin + clock.frozenAt).toISOString(),
+    ...(r.trackingHoldMs && held.holdAfterThawMs !== null ? { trackingHoldMs: { ...r.trackingHoldMs, stopMs: held.holdAfterThawMs } } : {}),
+  };
 }
 
 /** Whether the downtime stayed within --downtime-limit-ms, and by how much it did not. */
