@@ -230,7 +230,7 @@ export class UffdWpTracker implements DirtyTracker {
       for (const r of this.registered.values()) {
         // From a process that runs, the protection is lifted a few MiB at a time, with a pause
         // between: lifted at once, it held a heartbeat up for longer than the call took (64 MiB:
-        // 10-17 ms; 256 MiB: 38-68 ms, from a call of 10-13 ms). In 4 MiB steps 1 ms apart the
+        // 10-17 ms; 256 MiB: 38-68 ms, from calls of 10-14 ms). In 4 MiB steps 1 ms apart the
         // longest gap was 3.5 ms (64 MiB) and 3-6 ms (256 MiB), for 0.6 ms of the agent's time
         // per MiB; the unregister that follows, on nothing protected, 1-3 ms.
         if (!frozen) this.unprotect(r);
