@@ -51,12 +51,12 @@ function uniformSamples(count: number, perSample: number, seed: number): PageBit
   });
 }
 
-function toTrace(samples: PageBitmap[]): Trace {
+function toTrace(samples: PageBitmap[], totalPages = N): Trace {
   return {
     intervalMs: INTERVAL,
     pageSize: 4096,
     meta: {},
-    totalPages: N,
+    totalPages,
     samples: samples.map((pages, i) => ({ atMs: (i + 1) * INTERVAL, pages })),
   };
 }
@@ -822,17 +822,14 @@ describe('ForecastPolicy: a round far longer than the downtime limit is not the 
   const M = 65_536;
   const HOT = 1000;
   const r = rng(5);
-  const trace: Trace = {
-    intervalMs: INTERVAL,
-    pageSize: 4096,
-    meta: {},
-    totalPages: M,
-    samples: Array.from({ length: 600 }, (_, i) => {
+  const trace = toTrace(
+    Array.from({ length: 600 }, () => {
       const b = new PageBitmap(M);
       for (let k = 0; k < 40; k++) b.set(3000 + Math.floor(r() * HOT));
-      return { atMs: (i + 1) * INTERVAL, pages: b };
+      return b;
     }),
-  };
+    M,
+  );
   const rules = { ...XEN_DEFAULT_STOP_RULES, downtimeLimitMs: 600, maxFactor: 100 };
   const pageRate = 8192;
   const opts = { pageRate, stopRules: rules, startMs: 10_000 };
@@ -1171,17 +1168,12 @@ describe('ForecastPolicy: one round past the first whose rest fits the downtime 
   /** `perSample` pages written at random a sample, over `pages` pages. */
   const atRandom = (pages: number, perSample: number): Trace => {
     const r = rng(11);
-    return {
-      intervalMs: INTERVAL,
-      pageSize: 4096,
-      meta: {},
-      totalPages: pages,
-      samples: Array.from({ length: 1200 }, (_, i) => {
-        const b = new PageBitmap(pages);
-        for (let k = 0; k < perSample; k++) b.set(Math.floor(r() * pages));
-        return { atMs: (i + 1) * INTERVAL, pages: b };
-      }),
-    };
+    const samples = Array.from({ length: 1200 }, () => {
+      const b = new PageBitmap(pages);
+      for (let k = 0; k < perSample; k++) b.set(Math.floor(r() * pages));
+      return b;
+    });
+    return toTrace(samples, pages);
   };
 
   it('a writer at random whose rest first fits high under the limit: the freeze gets what is written while that rest is sent', () => {
