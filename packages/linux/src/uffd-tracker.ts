@@ -251,31 +251,23 @@ export class UffdWpTracker implements DirtyTracker {
       close(this.pagemap);
       this.pagemap = -1;
     }
-    this.closeTargetFd(frozen);
+    this.closeInTarget(frozen);
   }
 
   /** Lifts the write protection of [r.start, r.end), UNPROTECT_CHUNK at a time, 1 ms apart; stops at the first refusal. */
   private unprotect(r: ProcMapping): void {
-    const wp = Buffer.alloc(24);
     for (let at = r.start; at < r.end; at += UNPROTECT_CHUNK) {
       if (at > r.start) sleepSync(1);
-      wp.writeBigUInt64LE(BigInt(at), 0);
-      wp.writeBigUInt64LE(BigInt(Math.min(UNPROTECT_CHUNK, r.end - at)), 8);
-      wp.writeBigUInt64LE(0n, 16); // mode 0: not protected
       try {
-        ioctl('UFFDIO_WRITEPROTECT', this.uffd, UFFDIO_WRITEPROTECT, wp);
+        this.writeProtect(at, Math.min(at + UNPROTECT_CHUNK, r.end), false);
       } catch {
         return; // the range changed meanwhile: the unregister lifts the rest
       }
     }
   }
 
-  closeInTarget(frozen: FrozenProcess): void {
-    // Our duplicate keeps the userfaultfd (and the tracking) alive until stop().
-    this.closeTargetFd(frozen);
-  }
-
-  private closeTargetFd(frozen?: FrozenProcess | null): void {
+  /** Also stop()'s last step, frozen or not. Our duplicate keeps the userfaultfd (and the tracking) alive until stop(). */
+  closeInTarget(frozen?: FrozenProcess | null): void {
     if (this.targetFd < 0) return;
     const fd = this.targetFd;
     this.targetFd = -1;
@@ -301,16 +293,21 @@ export class UffdWpTracker implements DirtyTracker {
     }
     this.registered.set(m.start, m);
     if (wpFrom >= m.end) return;
-    const wp = Buffer.alloc(24);
-    wp.writeBigUInt64LE(BigInt(wpFrom), 0);
-    wp.writeBigUInt64LE(BigInt(m.end - wpFrom), 8);
-    wp.writeBigUInt64LE(UFFDIO_WRITEPROTECT_MODE_WP, 16);
     try {
-      ioctl('UFFDIO_WRITEPROTECT', this.uffd, UFFDIO_WRITEPROTECT, wp);
+      this.writeProtect(wpFrom, m.end, true);
     } catch {
       // Fall back on a scan that write-protects everything present (PM_SCAN_WP_MATCHING).
       this.scan(wpFrom, m.end, []);
     }
+  }
+
+  /** UFFDIO_WRITEPROTECT over [start, end): protects, or (`protect` false) lifts the protection. */
+  private writeProtect(start: number, end: number, protect: boolean): void {
+    const wp = Buffer.alloc(24);
+    wp.writeBigUInt64LE(BigInt(start), 0);
+    wp.writeBigUInt64LE(BigInt(end - start), 8);
+    wp.writeBigUInt64LE(protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0n, 16);
+    ioctl('UFFDIO_WRITEPROTECT', this.uffd, UFFDIO_WRITEPROTECT, wp);
   }
 
   /** PAGEMAP_SCAN over [start, end): appends written ranges and re-protects them atomically. */
