@@ -43,14 +43,10 @@ export class HeldProcess {
       // its own, outside the downtime. The rest goes after the thaw (it stops the process no
       // more, but the write protection is lifted under a hold of its memory map, which a write
       // fault waits for: the report's trackingHoldMs.stopMs).
-      try {
-        tracking.tracker.closeInTarget(frozen);
-      } catch (e) {
-        this.log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
-      }
+      this.untrack(() => tracking.tracker.closeInTarget(frozen));
       frozen.thaw();
       downtimeOver?.();
-      this.untrack(tracking);
+      this.untrack(() => tracking.tracker.stop());
       this.holdAfterThawMs = tracking.tracker.stopHoldMs;
       return;
     }
@@ -68,7 +64,7 @@ export class HeldProcess {
     const { tracking, frozen } = this;
     tracking?.sampler.stop();
     if (!tracking && !frozen) return;
-    if (tracking) this.untrack(tracking, frozen);
+    if (tracking) this.untrack(() => tracking.tracker.stop(frozen));
     try {
       frozen?.thaw();
     } catch (e) {
@@ -78,10 +74,10 @@ export class HeldProcess {
     this.frozen = null;
   }
 
-  /** Removes tracking (from the process frozen by `frozen`, or running); never throws. */
-  private untrack(tracking: Tracking, frozen: FrozenProcess | null = null): void {
+  /** Runs `remove`, a removal of tracking (or of part of it); never throws. */
+  private untrack(remove: () => void): void {
     try {
-      tracking.tracker.stop(frozen);
+      remove();
     } catch (e) {
       // Nothing to remove from a process that is gone.
       if (!processGone(this.pid)) this.log.error({ err: (e as Error).message }, 'could not remove tracking from the process');
